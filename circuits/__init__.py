@@ -1,0 +1,1 @@
+"""Causal analysis: corruption, metrics, activation / path / attribution patching, circuit graphs."""

@@ -1,0 +1,1 @@
+"""Plot functions: take the DataFrames the analyses return, give plotly figures."""

@@ -1,0 +1,72 @@
+"""Training a recipe: seeded, with a progress bar, writing safetensors weights and a card."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.backends import logits_of
+from interp.checkpoint import build_module, save_checkpoint
+from interp.loading import from_module
+from interp.model import Model
+from interp.tasks import masked_loss
+from interp.zoo.recipes import Recipe, get_recipe
+
+
+def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = None, out: str | Path | None = None,
+          progress: bool = True) -> tuple[Model, dict]:
+    """Trains ``recipe`` from scratch and returns the model and its card.
+
+    seed / steps override the recipe's.  ``out``: a checkpoint stem (``dir/name``) to write
+    ``.safetensors`` + ``.json`` to (atomically, after training).  The card records the
+    config, recipe, seed, metrics on held-out batches and the training time in seconds.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    seed = recipe.seed if seed is None else int(seed)
+    steps = recipe.steps if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    card = {"name": recipe.name, "arch": recipe.arch, "config": {**recipe.config, "seed": seed},
+            "vocab": recipe.vocab.to_dict(), "task": recipe.task, "description": recipe.description}
+    module = build_module(card).train()
+    opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"train {recipe.name}", disable=not progress, mininterval=1.0)
+    for step in bar:
+        batch = recipe.make_batch(recipe.batch_size, seed * 1_000_003 + step)
+        labels = batch.labels if recipe.train_on == "labels" else batch.next_token_labels()
+        loss = masked_loss(logits_of(module(batch.tokens)), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.grad_clip)
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = time.perf_counter() - start
+    model = from_module(module.eval(), card)
+    with torch.no_grad():
+        metrics = recipe.evaluate(model)
+    card.update({
+        "recipe": recipe.hyperparameters(steps=steps, seed=seed),
+        "seed": seed,
+        "metrics": metrics,
+        "metric": {"name": recipe.metric, "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better},
+        "train_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    })
+    model.card = card
+    if out is not None:
+        save_checkpoint(module, card, out)
+    return model, card
+
+
+def meets_card(card: dict, metrics: dict | None = None) -> bool:
+    """Whether ``metrics`` (default: the card's own) reach the card's threshold."""
+    m = card["metric"]
+    value = (metrics or card["metrics"])[m["name"]]
+    return value >= m["threshold"] if m["higher_is_better"] else value <= m["threshold"]

@@ -1,0 +1,159 @@
+"""Training recipes of the zoo models: architecture, task, optimiser, and the metric a card
+is judged by.  Recipes follow ``shared/DESIGN.md`` ("Known-good toy recipes"); the
+numbers actually reached are recorded in each model's card, never hoped ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from interp import tasks
+from interp.tasks import TaskBatch
+from interp.vocab import WordVocab, default_names
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    arch: str                      # "bridge" | "recurrent"
+    config: dict                   # constructor arguments (TransformerBridgeConfig / RecurrentConfig)
+    vocab: WordVocab
+    task: str                      # name of the interp.tasks generator
+    make_batch: Callable[[int, int], TaskBatch]   # (batch size, seed) -> training batch
+    evaluate: Callable[..., dict]  # model -> metrics on held-out batches
+    metric: str                    # key of evaluate() the card is judged by
+    threshold: float
+    higher_is_better: bool = True
+    train_on: str = "labels"       # "labels" (task positions) | "next_token" (every position)
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def hyperparameters(self, *, steps: int, seed: int) -> dict:
+        return {"name": self.name, "task": self.task, "train_on": self.train_on, "steps": steps,
+                "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "grad_clip": self.grad_clip, "seed": seed, "optimizer": "AdamW", "notes": self.notes, **self.extra}
+
+
+EVAL_SEED = 10_000_019  # held-out batches use seeds no training step uses
+
+
+def _accuracy_on(make: Callable[[int, int], TaskBatch], n: int = 512) -> Callable:
+    def evaluate(model) -> dict:
+        batch = make(n, EVAL_SEED)
+        logits = model(batch.tokens)
+        return {"accuracy": batch.accuracy(logits), "loss": float(batch.loss(logits))}
+    return evaluate
+
+
+# --- induction-2l ------------------------------------------------------------------------
+INDUCTION = dict(d_vocab=64, n_ctx=64)
+
+
+def _induction_batch(n: int, seed: int) -> TaskBatch:
+    return tasks.repeated_tokens(n, seed=seed, **INDUCTION)
+
+
+def _induction_eval(model) -> dict:
+    batch = _induction_batch(256, EVAL_SEED)
+    per_pos = tasks.loss_by_position(model(batch.tokens), batch.tokens)   # [batch, pos-1]
+    repeat = batch.labels[:, :-1] != tasks.IGNORE
+    first = ~repeat
+    first[:, 0] = False  # BOS -> first token is unpredictable by any mechanism
+    return {"repeat_loss": float(per_pos[repeat].mean()), "first_copy_loss": float(per_pos[first].mean()),
+            "repeat_accuracy": batch.accuracy(model(batch.tokens))}
+
+
+# --- recall-2l ---------------------------------------------------------------------------
+RECALL = dict(n_pairs=4, d_vocab=128)
+
+
+def recall_vocab(d_vocab: int = 128) -> WordVocab:
+    half = d_vocab // 2
+    return WordVocab(["BOS", "_"] + [f"k{i}" for i in range(2, half)] + [f"v{i}" for i in range(half, d_vocab)])
+
+
+def _recall_batch(n: int, seed: int) -> TaskBatch:
+    return tasks.associative_recall(n, seed=seed, **RECALL)
+
+
+# --- steer-2l ----------------------------------------------------------------------------
+STEER = dict(d_vocab=64, n_ctx=32)
+
+
+def steer_vocab(d_vocab: int = 64) -> WordVocab:
+    a, b = tasks.mode_halves(d_vocab)
+    return WordVocab(["A", "B"] + [f"a{i}" for i in a] + [f"b{i}" for i in b], bos=None)
+
+
+def _steer_batch(n: int, seed: int) -> TaskBatch:
+    return tasks.mode_sequences(n, seed=seed, **STEER)
+
+
+def _steer_eval(model) -> dict:
+    batch = _steer_batch(256, EVAL_SEED)
+    probs = model(batch.tokens).softmax(-1)
+    a, b = tasks.mode_halves(STEER["d_vocab"])
+    p_b = probs[..., b.start:b.stop].sum(-1)                                    # [batch, pos]
+    right = torch.where(batch.info["mode"][:, None] == 1, p_b, probs[..., a.start:a.stop].sum(-1))
+    return {"mode_half_prob": float(right.mean()), "loss": float(batch.loss(model(batch.tokens)))}
+
+
+# --- flipflop-lstm -----------------------------------------------------------------------
+def _flipflop_batch(n: int, seed: int) -> TaskBatch:
+    return tasks.flip_flop(n, length=64, p_ignore=0.8, seed=seed)
+
+
+RECIPES: dict[str, Recipe] = {
+    "induction-2l": Recipe(
+        name="induction-2l",
+        description="2-layer attention-only transformer on repeated random segments: previous-token heads "
+                    "in layer 0, induction heads in layer 1",
+        arch="bridge",
+        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, attn_only=True, normalization_type="LN",
+                    act_fn="relu", **INDUCTION),
+        vocab=WordVocab(default_names(INDUCTION["d_vocab"])), task="repeated_tokens",
+        make_batch=_induction_batch, evaluate=_induction_eval, train_on="next_token",
+        metric="repeat_loss", threshold=1.2, higher_is_better=False, steps=3000, lr=1e-3),
+    "recall-2l": Recipe(
+        name="recall-2l",
+        description="2-layer transformer with MLPs on associative recall (4 key-value pairs, then each key "
+                    "queried once); one layer-1 head retrieves the value",
+        arch="bridge",
+        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=128,
+                    normalization_type="LN", act_fn="gelu"),
+        vocab=recall_vocab(), task="associative_recall", make_batch=_recall_batch,
+        evaluate=_accuracy_on(_recall_batch), metric="accuracy", threshold=0.95, steps=2500, lr=3e-3),
+    "steer-2l": Recipe(
+        name="steer-2l",
+        description="2-layer transformer where the mode token at position 0 (A or B) picks the vocabulary "
+                    "half every later token comes from",
+        arch="bridge",
+        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, d_mlp=256, normalization_type="LN",
+                    act_fn="gelu", **STEER),
+        vocab=steer_vocab(), task="mode_sequences", make_batch=_steer_batch, evaluate=_steer_eval,
+        train_on="next_token", metric="mode_half_prob", threshold=0.95, steps=1000, lr=1e-3),
+    "flipflop-lstm": Recipe(
+        name="flipflop-lstm",
+        description="1-layer LSTM (32 units) on flip-flop: remember the last written bit, answer at reads",
+        arch="recurrent", config=dict(cell="lstm", d_vocab=len(tasks.FLIPFLOP_VOCAB), d_model=32, n_layers=1,
+                                      n_ctx=64),
+        vocab=WordVocab(tasks.FLIPFLOP_VOCAB), task="flip_flop", make_batch=_flipflop_batch,
+        evaluate=_accuracy_on(_flipflop_batch), metric="accuracy", threshold=0.99, steps=400, batch_size=64,
+        lr=3e-3),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
+    return RECIPES[name]

@@ -1,0 +1,79 @@
+"""Shared fixtures: zoo models, and tiny Hugging Face GPT-2 / Llama models with a tokenizer
+built offline and saved to a folder (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import interp
+
+HF_VOCAB = 102  # <bos>, <unk>, w0..w99
+
+
+def build_tokenizer(folder: Path):
+    """A word-level tokenizer (``w0 .. w99``) saved to ``folder`` and reloaded, as the bridge needs."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {"<bos>": 0, "<unk>": 1, **{f"w{i}": i + 2 for i in range(HF_VOCAB - 2)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>",
+                                   eos_token="<bos>", pad_token="<bos>")
+    fast.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+
+
+def build_hf_model(arch: str, folder: Path, *, n_ctx: int = 128, seed: int = 0):
+    """A tiny random ``gpt2`` or ``llama`` causal LM (eval mode) and its tokenizer, saved to ``folder``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        hf = GPT2LMHeadModel(GPT2Config(vocab_size=HF_VOCAB, n_positions=n_ctx, n_embd=32, n_layer=2, n_head=4,
+                                        bos_token_id=0, eos_token_id=0))
+    elif arch == "llama":
+        hf = LlamaForCausalLM(LlamaConfig(vocab_size=HF_VOCAB, hidden_size=32, intermediate_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                          max_position_embeddings=n_ctx, bos_token_id=0, eos_token_id=0))
+    else:
+        raise ValueError(arch)
+    hf.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    hf.save_pretrained(folder)
+    return hf, tokenizer
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Folders holding a saved tiny GPT-2 and Llama (config, safetensors weights, tokenizer)."""
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for arch in ("gpt2", "llama"):
+        build_hf_model(arch, root / arch)
+        out[arch] = root / arch
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(hf_dirs) -> interp.Model:
+    return interp.load(hf_dirs["gpt2"])
+
+
+@pytest.fixture(scope="session")
+def induction_model() -> interp.Model:
+    return interp.load("induction-2l")
+
+
+@pytest.fixture(scope="session")
+def recall_model() -> interp.Model:
+    return interp.load("recall-2l")
+
+
+@pytest.fixture(scope="session")
+def steer_model() -> interp.Model:
+    return interp.load("steer-2l")
