@@ -6,7 +6,8 @@ figures.
 """
 
 from interp.loading import load
+from interp import zoo
 from interp.model import Model, ModelConfig
 
-__all__ = ["load", "Model", "ModelConfig"]
+__all__ = ["load", "Model", "ModelConfig", "zoo"]
 __version__ = "0.1.0"

@@ -91,6 +91,9 @@ def load_checkpoint(stem: str | Path) -> tuple[nn.Module, dict]:
     stem = Path(stem)
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
+    elif stem.is_file():
+        raise ValueError(f"{stem} is not a .safetensors file; the workbench loads weights only as safetensors "
+                         "(with a <name>.json card beside them)")
     card = read_card(stem)
     module = build_module(card)
     state = read_weights(stem.with_suffix(".safetensors"))

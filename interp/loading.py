@@ -67,7 +67,7 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
                 return _from_hf(str(path), tokenizer=tokenizer, name=name or path.name,
                                 trust_remote_code=trust_remote_code)
             raise FileNotFoundError(f"{path} is a directory without config.json: not a Hugging Face model folder")
-        if path.suffix in (".safetensors", ".json") or path.with_suffix(".json").is_file():
+        if path.is_file() or path.with_suffix(".json").is_file():
             from interp.checkpoint import load_checkpoint
 
             module, card = load_checkpoint(path)

@@ -119,7 +119,7 @@ def associative_recall(n: int, *, n_pairs: int = 4, d_vocab: int = 128, n_querie
     """Key-value pairs, then queries: ``[BOS] k1 v1 .. kn vn [filler]*n_filler q1 v(q1) q2 ...``.
 
     Keys come from [2, d_vocab/2), values from [d_vocab/2, d_vocab); keys in a row are
-    distinct.  Each query is one of the row's keys (each at most once) followed by its value,
+    distinct.  Each query is one of the row's keys (drawn with replacement) followed by its value,
     so the model is scored at query positions only (label = the value).  info:
     ``query_pos`` / ``answer`` / ``value_pos`` [batch, n_queries] (``value_pos``: where the
     answer stands in the context, the retrieval target), ``needle_span`` [batch, 2] for the
@@ -130,12 +130,14 @@ def associative_recall(n: int, *, n_pairs: int = 4, d_vocab: int = 128, n_querie
     half = d_vocab // 2
     if n_pairs > half - 2:
         raise ValueError(f"n_pairs={n_pairs} needs at least {n_pairs} distinct keys in [2, {half})")
-    if not 1 <= n_queries <= n_pairs:
-        raise ValueError(f"n_queries must be in [1, n_pairs={n_pairs}], got {n_queries}")
+    if n_queries < 1:
+        raise ValueError(f"n_queries must be >= 1, got {n_queries}")
     g = _rng(seed)
     keys = torch.stack([torch.randperm(half - 2, generator=g)[:n_pairs] + 2 for _ in range(n)])
     values = torch.randint(half, d_vocab, (n, n_pairs), generator=g)
-    order = torch.stack([torch.randperm(n_pairs, generator=g)[:n_queries] for _ in range(n)])
+    # queries are drawn with replacement: with each key asked once, the last answers follow
+    # by elimination, a shortcut a model learns instead of retrieval
+    order = torch.randint(0, n_pairs, (n, n_queries), generator=g)
     ctx_len = 1 + 2 * n_pairs + n_filler
     length = ctx_len + 2 * n_queries - 1  # the last query's value is the answer, not shown
     tokens = torch.full((n, length), filler, dtype=torch.long)
@@ -203,7 +205,8 @@ def flip_flop(n: int, *, length: int = 64, p_ignore: float = 0.8, seed: int = 0)
     g = _rng(seed)
     u = torch.rand(n, length, generator=g)
     choice = torch.randint(0, 3, (n, length), generator=g)  # 0 W0, 1 W1, 2 READ
-    tokens = torch.where(u < p_ignore, torch.full_like(choice, 3), choice + 1)
+    # choice 0, 1, 2 -> W0 (1), W1 (2), READ (4); IGN (3) sits between them in the vocab
+    tokens = torch.where(u < p_ignore, torch.full_like(choice, 3), torch.where(choice == 2, 4, choice + 1))
     tokens[:, 0] = BOS
     tokens[:, 1] = torch.randint(1, 3, (n,), generator=g)
     bit = torch.full((n, length), -1, dtype=torch.long)

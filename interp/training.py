@@ -34,6 +34,7 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
             "vocab": recipe.vocab.to_dict(), "task": recipe.task, "description": recipe.description}
     module = build_module(card).train()
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, recipe.warmup)))
     start = time.perf_counter()
     bar = tqdm(range(steps), desc=f"train {recipe.name}", disable=not progress, mininterval=1.0)
     for step in bar:
@@ -45,6 +46,7 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.grad_clip)
         opt.step()
+        warmup.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.perf_counter() - start

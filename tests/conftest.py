@@ -3,7 +3,11 @@ built offline and saved to a folder (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests never reach the Hugging Face hub: everything is built locally.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

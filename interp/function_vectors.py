@@ -1,0 +1,264 @@
+"""Function vectors (Todd et al. 2023, "Function Vectors in Large Language Models").
+
+Recipe, as in the paper:
+
+1. Mean head outputs: run clean few-shot prompts (demonstrations ``x_i y_i`` of one
+   function, then a query ``x_q``) and average each attention head's output at the last
+   position.  A head's output is its contribution to the residual stream,
+   ``z[pos, head] @ W_O[layer, head]`` (``[d_model]``): native TransformerLens bridges have
+   no ``hook_result``, so it is computed from ``attn.hook_z`` and ``W_O`` (the shared bias
+   ``b_O`` belongs to no head and is left out).
+2. Causal indirect effect (CIE) per head: on corrupted prompts whose demonstration labels
+   are shuffled (the x -> y mapping is broken, the format kept), replace the head's output
+   at the last position by its clean mean and measure the rise in the probability of the
+   correct answer ``f(x_q)``.  Patching ``z`` with the mean clean ``z`` is exactly patching
+   the output with the mean output, because the output is linear in ``z``.
+3. The function vector is the sum of the mean outputs of the ``top_k`` heads by CIE, a
+   :class:`interp.steering.SteeringVector` (method "function_vector") on the residual
+   stream; applied at the last position of zero-shot prompts (``start_pos=-1``) with
+   :func:`interp.steering.sweep` or ``fv.apply``.
+
+Zoo demonstrations.  :func:`mode_task_prompts` (``steer-2l``): the task is "continue from the
+vocabulary half the context demonstrates" (the model reads the half from the mode token and
+from the tokens seen so far); corrupt prompts scramble the demonstrations.  The top-CIE head
+is the head that reads the mode token (highest attention from the last position to
+position 0), and the FV of the top heads moves scrambled prompts towards the task at the
+last position where a random vector of equal norm does not.  :func:`fixed_mapping_prompts`
+(``recall-2l`` / ``induction-2l``): one fixed key -> value mapping ``f`` as the function,
+Todd's shuffled labels as the corruption.  These models answer by retrieving the value
+bound to the query in the context; their weights store no ``f``, so a vector averaged over
+prompts can carry at most ``f``'s output space, never which value belongs to which key: the
+layer-1 (induction / retrieval) heads have the largest CIE, but the FV does not raise
+``P(f(x_q))`` on ``[BOS, x_q]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.model import Model
+from interp.steering import Metric, SteeringVector, answer_prob, site_for, token_set_prob
+from interp.tasks import BOS
+
+
+def _z_site(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def head_output_weights(model: Model) -> torch.Tensor:
+    """``W_O`` as ``[n_layers, n_heads, d_head, d_model]`` (float32, detached)."""
+    model.require_attention("function vectors")
+    W_O = getattr(model.module, "W_O", None)
+    if W_O is None:
+        raise ValueError(f"{model.cfg.name or 'this model'} exposes no W_O; head outputs need z and W_O")
+    return W_O.detach().float()
+
+
+def _last(pos: int, n_pos: int) -> int:
+    if not -n_pos <= pos < n_pos:
+        raise ValueError(f"position {pos} is outside prompts of {n_pos} tokens")
+    return pos % n_pos
+
+
+@torch.no_grad()
+def mean_head_z(model: Model, tokens: torch.Tensor, pos: int = -1) -> torch.Tensor:
+    """Mean over prompts of every head's ``z`` at position ``pos``: ``[n_layers, n_heads, d_head]``."""
+    model.require_attention("function vectors")
+    tokens = model.validate_tokens(tokens)
+    p = _last(pos, tokens.shape[1])
+    sites = [_z_site(l) for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names=sites)
+    return torch.stack([cache[s][:, p].float().mean(0) for s in sites])
+
+
+def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
+    """Per-head residual-stream contributions ``z @ W_O``: z ``[..., n_layers, n_heads, d_head]``
+    -> ``[..., n_layers, n_heads, d_model]``."""
+    return torch.einsum("...lhd,lhdm->...lhm", z, W_O)
+
+
+def mean_head_outputs(model: Model, tokens: torch.Tensor, pos: int = -1) -> torch.Tensor:
+    """Mean over prompts of each head's output at ``pos``: ``[n_layers, n_heads, d_model]``
+    (units of the residual stream)."""
+    return head_outputs(mean_head_z(model, tokens, pos), head_output_weights(model))
+
+
+def _prompt_metric(answers: torch.Tensor | None, metric: Metric | None, n: int, pos: int) -> Metric:
+    if (answers is None) == (metric is None):
+        raise ValueError("pass exactly one of answers (one token per corrupt prompt) or metric(logits) -> float")
+    if metric is not None:
+        return metric
+    answers = torch.as_tensor(answers, dtype=torch.long)
+    if answers.shape != (n,):
+        raise ValueError(f"answers must be [{n}] (one per corrupt prompt), got {tuple(answers.shape)}")
+    return answer_prob(answers, pos)
+
+
+@torch.no_grad()
+def head_indirect_effects(model: Model, clean: torch.Tensor, corrupt: torch.Tensor,
+                          answers: torch.Tensor | None = None, *, metric: Metric | None = None, pos: int = -1,
+                          progress: bool = True) -> pd.DataFrame:
+    """Causal indirect effect of every head (Todd et al.).
+
+    clean: few-shot prompts ``[n, pos]`` whose mean head outputs are patched in.  corrupt:
+    prompts with shuffled demonstration labels ``[m, pos]`` (same length).  The effect is
+    measured as the probability of ``answers`` (``[m]``, the correct token of each corrupt
+    prompt, at ``pos``) or by ``metric(logits) -> float`` (e.g.
+    :func:`interp.steering.token_set_prob` for a task whose answer is a set of tokens).
+    For each (layer, head) the head's output at ``pos`` of every corrupt prompt is replaced
+    by its clean mean.
+
+    Returns one row per head: ``layer, head, p_corrupt`` (metric without patching),
+    ``p_patched`` and ``cie = p_patched - p_corrupt`` (probability units), sorted by
+    ``cie`` descending.
+    """
+    model.require_attention("head indirect effects")
+    clean, corrupt = model.validate_tokens(clean), model.validate_tokens(corrupt)
+    if clean.shape[1] != corrupt.shape[1]:
+        raise ValueError(f"clean prompts have {clean.shape[1]} tokens but corrupt ones {corrupt.shape[1]}: "
+                         "their last positions must align")
+    p = _last(pos, corrupt.shape[1])
+    score = _prompt_metric(answers, metric, corrupt.shape[0], p)
+    z_mean = mean_head_z(model, clean, p)
+    base = float(score(model(corrupt)))
+    rows = []
+    heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    for l, h in tqdm(heads, desc="head indirect effects", disable=not progress, mininterval=1.0):
+        def patch(z: torch.Tensor, hook, l=l, h=h) -> torch.Tensor:
+            z = z.clone()
+            z[:, p, h] = z_mean[l, h].to(z.dtype)
+            return z
+        patched = float(score(model.run_with_hooks(corrupt, [(_z_site(l), patch)])))
+        rows.append({"layer": l, "head": h, "p_corrupt": base, "p_patched": patched, "cie": patched - base})
+    return pd.DataFrame(rows).sort_values("cie", ascending=False, ignore_index=True)
+
+
+def function_vector(model: Model, clean: torch.Tensor, corrupt: torch.Tensor | None = None,
+                    answers: torch.Tensor | None = None, *, metric: Metric | None = None, top_k: int = 1,
+                    layer: int | None = None, site: str | None = None, pos: int = -1,
+                    effects: pd.DataFrame | None = None, progress: bool = True) -> SteeringVector:
+    """The function vector: sum of the mean clean outputs (at ``pos``) of the ``top_k`` heads
+    by causal indirect effect (see :func:`head_indirect_effects`, which it runs on
+    ``corrupt`` with ``answers`` / ``metric``; or pass its result as ``effects``).
+
+    It lives at ``site`` or the residual stream after ``layer``; by default after the
+    latest layer among the chosen heads, where their outputs enter the stream.  ``meta``
+    records the heads (``[[layer, head], ...]``), their CIE and the whole effects table.
+    Apply it at the last position of zero-shot prompts: ``fv.apply(model, coef, start_pos=-1)``.
+    """
+    model.require_attention("function vectors")
+    n_heads = model.cfg.n_layers * model.cfg.n_heads
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= n_heads:
+        raise ValueError(f"top_k must be an int in [1, {n_heads}], got {top_k!r}")
+    if effects is None:
+        if corrupt is None:
+            raise ValueError("pass corrupt prompts (with answers or metric) or precomputed effects")
+        effects = head_indirect_effects(model, clean, corrupt, answers, metric=metric, pos=pos, progress=progress)
+    missing = {"layer", "head", "cie"} - set(effects.columns)
+    if missing:
+        raise ValueError(f"effects must be a head_indirect_effects frame; missing columns {sorted(missing)}")
+    top = effects.nlargest(top_k, "cie")
+    heads = [[int(r.layer), int(r.head)] for r in top.itertuples()]
+    outputs = mean_head_outputs(model, clean, pos)
+    vec = torch.stack([outputs[l, h] for l, h in heads]).sum(0)
+    if layer is None and site is None:
+        layer = max(l for l, _ in heads)
+    name = site_for(model, layer, site)
+    return SteeringVector(vec, name, model.cfg.name, model.cfg.d_model, "function_vector", pos,
+                          {"positive": model.validate_tokens(clean).tolist(), "negative": None},
+                          {"heads": heads, "cie": [float(c) for c in top["cie"]], "top_k": top_k,
+                           "effects": effects.to_dict(orient="list")})
+
+
+# --- task prompts for the zoo demonstrations ------------------------------------------------
+
+@dataclass
+class FunctionPrompts:
+    """Prompts of one task ("function").
+
+    clean ``[n, pos]``: prompts that demonstrate the task; corrupt ``[n, pos]``: the same
+    format with the demonstrations broken (shuffled labels); zero_shot ``[n, pos']``: prompts
+    without usable demonstrations, where the function vector is tested.  The task's answer
+    is ``answers`` ``[n]`` (one token per row, shared by the three prompt sets) or, for a
+    task whose answer is a set of tokens, ``targets``.  info: the task's ground truth.
+    """
+
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    zero_shot: torch.Tensor
+    answers: torch.Tensor | None = None
+    targets: list[int] | None = None
+    info: dict = field(default_factory=dict)
+
+    def metric(self, pos: int = -1) -> Metric:
+        """Probability of the answer (or of the target set) at ``pos``: ``fn(logits) -> float``."""
+        return answer_prob(self.answers, pos) if self.answers is not None else token_set_prob(self.targets, pos)
+
+
+def fixed_mapping_prompts(n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab: int = 128, seed: int = 0,
+                          mapping_seed: int = 0) -> FunctionPrompts:
+    """One fixed key -> value mapping ``f`` as the function, in the associative-recall format
+    ``[BOS] k1 f(k1) .. kn f(kn) q`` (keys in [2, d_vocab/2), values in [d_vocab/2, d_vocab):
+    the format of ``recall-2l``, and a repeated-token pattern for ``induction-2l``).
+
+    The mapping (drawn with ``mapping_seed``) sends ``n_keys`` distinct keys to distinct
+    values; each clean prompt shows ``n_demos`` of its pairs and queries one of the shown
+    keys; answers = ``f(q)``.  The corrupt twin cycles the labels by one demonstration, so
+    ``f(q)`` is still present but bound to another key.  zero_shot = ``[BOS, q]``.
+    ``targets`` = the range of ``f``; ``info["mapping"]`` = ``{key: value}``.
+
+    These models answer by retrieving the value bound to the query in the context; their
+    weights store no ``f``.  A vector averaged over prompts can carry ``f``'s output space
+    (its range) but not which value belongs to which key.
+    """
+    half = d_vocab // 2
+    if not 2 <= n_demos <= n_keys <= min(half - 2, d_vocab - half):
+        raise ValueError(f"need 2 <= n_demos ({n_demos}) <= n_keys ({n_keys}) <= {min(half - 2, d_vocab - half)}")
+    g = torch.Generator().manual_seed(int(mapping_seed))
+    keys = torch.randperm(half - 2, generator=g)[:n_keys] + 2
+    values = torch.randperm(d_vocab - half, generator=g)[:n_keys] + half
+    g = torch.Generator().manual_seed(int(seed))
+    demo = torch.stack([torch.randperm(n_keys, generator=g)[:n_demos] for _ in range(n)])   # [n, n_demos]
+    q = torch.randint(0, n_demos, (n,), generator=g)
+    k, v = keys[demo], values[demo]
+    clean = torch.full((n, 2 * n_demos + 2), BOS, dtype=torch.long)
+    clean[:, 1:-1:2], clean[:, 2:-1:2] = k, v
+    clean[:, -1] = k.gather(1, q[:, None])[:, 0]
+    corrupt = clean.clone()
+    corrupt[:, 2:-1:2] = v.roll(1, dims=1)
+    zero_shot = torch.stack([torch.full((n,), BOS), clean[:, -1]], 1)
+    return FunctionPrompts(clean, corrupt, zero_shot, answers=v.gather(1, q[:, None])[:, 0],
+                           targets=sorted(values.tolist()),
+                           info={"mapping": dict(zip(keys.tolist(), values.tolist())), "query_index": q,
+                                 "value_pos": 2 + 2 * q})
+
+
+def mode_task_prompts(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int = 0) -> FunctionPrompts:
+    """The ``steer-2l`` task as a function: "continue from the vocabulary half that the
+    context demonstrates".  The model reads the half from the mode token *and* from the
+    tokens already seen (an A cue followed by B tokens is continued in B), so the tokens
+    act as demonstrations of the task.
+
+    clean: mode-B sequences (task B demonstrated); corrupt: cue A and every later token from
+    a random half (the demonstrations scrambled, format kept); zero_shot: held-out
+    scrambled prompts of the same kind (no consistent demonstrations; seed + 1).  targets:
+    the B half (:func:`interp.tasks.mode_halves`).
+    """
+    from interp.tasks import mode_halves, mode_sequences
+
+    def scrambled(s: int) -> torch.Tensor:
+        b = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=1, seed=s).tokens
+        a = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=0, seed=s + 7919).tokens
+        pick = torch.rand(n, n_ctx, generator=torch.Generator().manual_seed(s + 104729)) < 0.5
+        out = torch.where(pick, b, a)
+        out[:, 0] = 0  # cue A
+        return out
+
+    clean = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=1, seed=seed).tokens
+    _, half_b = mode_halves(d_vocab)
+    return FunctionPrompts(clean, scrambled(seed + 1), scrambled(seed + 2), targets=list(half_b),
+                           info={"task": "continue in vocabulary half B"})

@@ -1,0 +1,68 @@
+"""Figures of a steering sweep (the frame of :func:`interp.steering.sweep`).
+
+``sweep_heatmap``: layer x coefficient grid of the behaviour (or damage) for one vector
+kind.  ``sweep_curves``: behaviour (and damage) against the coefficient, one line per
+layer, the random control of equal norm dashed beside the steering vector.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+VALUES = ("behaviour", "damage", "neutral_loss")
+KINDS = ("steer", "random")
+
+
+def _check(df: pd.DataFrame, value: str) -> None:
+    missing = {"layer", "coef", "vector", value} - set(df.columns)
+    if missing:
+        raise ValueError(f"a sweep frame needs columns layer, coef, vector, {value}; missing {sorted(missing)} "
+                         f"(plottable values: {[v for v in VALUES if v in df.columns]})")
+    if df.empty:
+        raise ValueError("the sweep frame is empty")
+
+
+def sweep_heatmap(df: pd.DataFrame, value: str = "behaviour", vector: str = "steer", *,
+                  title: str | None = None) -> go.Figure:
+    """Heatmap of ``value`` over layer (rows) x coefficient (columns) for one ``vector`` kind."""
+    _check(df, value)
+    if vector not in set(df["vector"]):
+        raise ValueError(f"vector must be one of {sorted(set(df['vector']))}, got {vector!r}")
+    grid = df[df["vector"] == vector].pivot_table(index="layer", columns="coef", values=value, aggfunc="mean")
+    fig = go.Figure(go.Heatmap(
+        z=grid.to_numpy(), x=[f"{c:g}" for c in grid.columns], y=[str(l) for l in grid.index],
+        colorscale="Viridis", colorbar={"title": value},
+        hovertemplate="layer %{y}<br>coef %{x}<br>" + value + " %{z:.4f}<extra></extra>"))
+    fig.update_layout(title=title or f"{value} of the {vector} vector, layer x coefficient",
+                      xaxis_title="coefficient", yaxis_title="layer", xaxis_type="category", yaxis_type="category")
+    return fig
+
+
+def sweep_curves(df: pd.DataFrame, value: str = "behaviour", *, damage: bool = True,
+                 title: str | None = None) -> go.Figure:
+    """``value`` against the coefficient, one colour per layer; solid = steering vector,
+    dashed = random control of equal norm.  With ``damage`` (and a ``damage`` column), a
+    second panel shows the damage the same way."""
+    _check(df, value)
+    panels = [value] + (["damage"] if damage and "damage" in df.columns and value != "damage" else [])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels)
+    colours = qualitative.Plotly
+    for col, panel in enumerate(panels, start=1):
+        for i, (layer, part) in enumerate(df.groupby("layer", sort=True)):
+            for kind in KINDS:
+                rows = part[part["vector"] == kind].sort_values("coef")
+                if rows.empty:
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=rows["coef"], y=rows[panel], mode="lines+markers", name=f"layer {layer} {kind}",
+                    legendgroup=f"{layer}-{kind}", showlegend=col == 1,
+                    line={"color": colours[i % len(colours)], "dash": "solid" if kind == "steer" else "dash"},
+                    hovertemplate=f"layer {layer} ({kind})<br>coef %{{x}}<br>{panel} %{{y:.4f}}<extra></extra>"),
+                    row=1, col=col)
+        fig.update_xaxes(title_text="coefficient", row=1, col=col)
+        fig.update_yaxes(title_text=panel, row=1, col=col)
+    fig.update_layout(title=title or f"steering sweep: {' and '.join(panels)} (dashed: random vector of equal norm)")
+    return fig
