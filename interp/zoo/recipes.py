@@ -111,6 +111,20 @@ def _steer_eval(model) -> dict:
     return {"mode_half_prob": float(right.mean()), "loss": float(batch.loss(model(batch.tokens)))}
 
 
+# --- recall-gru / recall-ssm ------------------------------------------------------------
+# Recurrent recall is much harder than transformer recall (DESIGN.md): an easier format with
+# 2 pairs from a small vocabulary, a filler gap, and 2 queries.
+RNN_RECALL = dict(n_pairs=2, d_vocab=20, n_queries=2, n_filler=3)
+
+
+def _rnn_recall_batch(n: int, seed: int) -> TaskBatch:
+    return tasks.associative_recall(n, seed=seed, **RNN_RECALL)
+
+
+def _recurrent_recall(cell: str, **config) -> dict:
+    return dict(cell=cell, d_vocab=RNN_RECALL["d_vocab"], n_layers=1, n_ctx=64, **config)
+
+
 # --- flipflop-lstm -----------------------------------------------------------------------
 def _flipflop_batch(n: int, seed: int) -> TaskBatch:
     return tasks.flip_flop(n, length=64, p_ignore=0.8, seed=seed)
@@ -151,8 +165,23 @@ RECIPES: dict[str, Recipe] = {
         arch="recurrent", config=dict(cell="lstm", d_vocab=len(tasks.FLIPFLOP_VOCAB), d_model=32, n_layers=1,
                                       n_ctx=64),
         vocab=WordVocab(tasks.FLIPFLOP_VOCAB), task="flip_flop", make_batch=_flipflop_batch,
-        evaluate=_accuracy_on(_flipflop_batch), metric="accuracy", threshold=0.99, steps=400, batch_size=64,
-        lr=3e-3),
+        evaluate=_accuracy_on(_flipflop_batch), metric="accuracy", threshold=0.99, steps=300, batch_size=64,
+        lr=1e-2, warmup=50, weight_decay=0.0),
+    "recall-gru": Recipe(
+        name="recall-gru",
+        description="1-layer GRU (64 units) on associative recall: 2 key-value pairs, a filler gap, 2 queries",
+        arch="recurrent", config=_recurrent_recall("gru", d_model=64),
+        vocab=recall_vocab(RNN_RECALL["d_vocab"]), task="associative_recall", make_batch=_rnn_recall_batch,
+        evaluate=_accuracy_on(_rnn_recall_batch), metric="accuracy", threshold=0.95, steps=3000, batch_size=64,
+        lr=3e-3, warmup=100, weight_decay=0.0),
+    "recall-ssm": Recipe(
+        name="recall-ssm",
+        description="1-layer selective (Mamba-style) diagonal SSM, d_model 32, state 16, on the recall task of "
+                    "recall-gru",
+        arch="recurrent", config=_recurrent_recall("ssm", d_model=32, d_state=16, expand=2),
+        vocab=recall_vocab(RNN_RECALL["d_vocab"]), task="associative_recall", make_batch=_rnn_recall_batch,
+        evaluate=_accuracy_on(_rnn_recall_batch), metric="accuracy", threshold=0.95, steps=800, batch_size=64,
+        lr=3e-3, warmup=100, weight_decay=0.0),
 }
 
 

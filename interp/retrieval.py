@@ -1,0 +1,180 @@
+"""Retrieval heads (Wu et al. 2024): heads that copy an answer out of a needle in the context.
+
+Definition (``shared/DESIGN.md``): greedily decode an answer that should be copied from
+a needle span ``[s, e)`` of the prompt; at each step take each head's most-attended
+position ``i`` (arg-max of the last query row of its pattern); if ``s <= i < e`` and the
+token just generated equals the context token at ``i``, the head earns ``1 / (e - s)``.
+A head's score is the mean over prompts of its earnings (so in [0, 1]); a head scoring
+above ``RETRIEVAL_THRESHOLD`` (0.1) is a retrieval head.
+
+Decoding runs one full forward per generated token (no KV cache), reading only the last
+query row of each layer's pattern inside a hook and the last position's logits, so the
+memory of a step is one layer's attention pattern, whatever the context length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.model import Model
+from interp.tasks import TaskBatch
+
+RETRIEVAL_THRESHOLD = 0.1
+
+
+@dataclass
+class RetrievalResult:
+    """What :func:`retrieval_analysis` found.
+
+    scores: ``DataFrame[layer, head, score, retrieval]`` (score in [0, 1]; retrieval =
+    score > threshold).  hits: ``DataFrame[sample, step, layer, head, attended_pos,
+    attended_token, generated, in_span, hit]``, one row per decoding step and head.
+    generated: ``[n, n_steps]`` greedy tokens.  accuracy: fraction of the needle tokens
+    the model reproduced (exact token at each step).
+    """
+
+    scores: pd.DataFrame
+    hits: pd.DataFrame
+    generated: torch.Tensor
+    accuracy: float
+    threshold: float
+
+    @property
+    def heads(self) -> list[tuple[int, int]]:
+        """The retrieval heads (score > threshold), best first."""
+        top = self.scores[self.scores["retrieval"]].sort_values("score", ascending=False)
+        return [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
+
+
+def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> torch.Tensor:
+    """The validated ``[n, 2]`` needle spans (start, end) of a task, inside the prompt."""
+    span = needle_span if needle_span is not None else task.info.get("needle_span")
+    if span is None:
+        raise ValueError("the task has no info['needle_span'] [n, 2]: use interp.tasks.needle_retrieval or "
+                         "associative_recall, or pass needle_span=")
+    span = torch.as_tensor(span, dtype=torch.long).reshape(-1, 2).cpu()
+    n, length = task.tokens.shape
+    if span.shape[0] != n:
+        raise ValueError(f"{span.shape[0]} needle spans for {n} prompts")
+    s, e = span[:, 0], span[:, 1]
+    bad = (s < 0) | (e > length) | (e <= s)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"needle span {tuple(span[i].tolist())} of prompt {i} is not a non-empty span inside "
+                         f"the context [0, {length})")
+    return span
+
+
+def _last_row_logits(x: torch.Tensor, hook) -> torch.Tensor:
+    # only the last position is decoded: unembed one row instead of [pos, d_vocab]
+    return x[:, -1:]
+
+
+@torch.no_grad()
+def decode_attention(model: Model, tokens: torch.Tensor, n_steps: int, *, batch_size: int = 8,
+                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy decoding that records where every head looks.
+
+    Returns ``generated`` ``[n, n_steps]`` and ``attended`` ``[n, n_steps, n_layers,
+    n_heads]``: the arg-max key position of each head's last query row at each step (the
+    row that produced that step's token).  Active hooks (e.g. ablations) apply.
+    """
+    model.require_attention("retrieval scores")
+    tokens = model.validate_tokens(tokens)
+    n, length = tokens.shape
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if length + n_steps - 1 > model.cfg.n_ctx:
+        raise ValueError(f"prompt ({length}) + {n_steps - 1} decoded tokens exceed n_ctx={model.cfg.n_ctx}")
+    L = model.cfg.n_layers
+    generated = torch.empty(n, n_steps, dtype=torch.long)
+    attended = torch.empty(n, n_steps, L, model.cfg.n_heads, dtype=torch.long)
+    trim = [("unembed.hook_in", _last_row_logits)] if "unembed.hook_in" in model.site_names else []
+    chunks = range(0, n, max(1, int(batch_size)))
+    bar = tqdm(total=len(chunks) * n_steps, desc="retrieval decoding", disable=not progress, leave=False)
+    for start in chunks:
+        seq = tokens[start:start + batch_size]
+        rows = slice(start, start + seq.shape[0])
+        for t in range(n_steps):
+            def read(pattern: torch.Tensor, hook, t=t) -> None:
+                attended[rows, t, int(hook.name.split(".")[1])] = pattern[:, :, -1, :].argmax(-1).cpu()
+            logits = model.run_with_hooks(seq, [(f"blocks.{l}.attn.hook_pattern", read) for l in range(L)] + trim)
+            nxt = logits[:, -1].argmax(-1)
+            generated[rows, t] = nxt.cpu()
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            bar.update()
+    bar.close()
+    return generated, attended
+
+
+def retrieval_analysis(model: Model, task: TaskBatch, *, threshold: float = RETRIEVAL_THRESHOLD,
+                       needle_span: torch.Tensor | None = None, batch_size: int = 8,
+                       progress: bool = True) -> RetrievalResult:
+    """Retrieval scores with the per-step hits behind them (see the module docstring).
+
+    task: prompts ``tokens [n, pos]`` whose answer is to be copied from
+    ``info['needle_span']`` ([n, 2], start and end in the prompt), e.g.
+    :func:`interp.tasks.needle_retrieval` (a needle of several tokens) or
+    :func:`interp.tasks.associative_recall` (the last query's value).  Each prompt is
+    decoded for ``e - s`` steps.
+    """
+    span = needle_spans(task, needle_span)
+    tokens = model.validate_tokens(task.tokens)
+    steps = (span[:, 1] - span[:, 0])                                     # [n]
+    generated, attended = decode_attention(model, tokens, int(steps.max()), batch_size=batch_size,
+                                           progress=progress)
+    n, T, L, H = attended.shape
+    ctx = tokens.cpu()
+    s, e = span[:, 0, None, None, None], span[:, 1, None, None, None]
+    in_span = (attended >= s) & (attended < e)
+    att_tok = ctx.gather(1, attended.clamp(max=ctx.shape[1] - 1).reshape(n, -1)).reshape(n, T, L, H)
+    att_tok = torch.where(attended < ctx.shape[1], att_tok, -1)          # attended a generated token
+    live = torch.arange(T)[None, :] < steps[:, None]                     # step t exists for prompt b
+    hit = in_span & (att_tok == generated[:, :, None, None]) & live[:, :, None, None]
+    per_sample = hit.sum(1).double() / steps[:, None, None].double()     # [n, L, H]
+    score = per_sample.mean(0)
+    scores = pd.DataFrame([{"layer": l, "head": h, "score": float(score[l, h]),
+                            "retrieval": bool(score[l, h] > threshold)} for l in range(L) for h in range(H)])
+    b, t, l, h = torch.meshgrid(torch.arange(n), torch.arange(T), torch.arange(L), torch.arange(H), indexing="ij")
+    keep = live[:, :, None, None].expand(n, T, L, H)
+    hits = pd.DataFrame({"sample": b[keep], "step": t[keep], "layer": l[keep], "head": h[keep],
+                         "attended_pos": attended[keep], "attended_token": att_tok[keep],
+                         "generated": generated[:, :, None, None].expand(n, T, L, H)[keep],
+                         "in_span": in_span[keep], "hit": hit[keep]})
+    target = _needle_tokens(ctx, span, T)
+    correct = (generated == target) & live
+    return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold)
+
+
+def retrieval_scores(model: Model, task: TaskBatch, *, threshold: float = RETRIEVAL_THRESHOLD,
+                     needle_span: torch.Tensor | None = None, batch_size: int = 8,
+                     progress: bool = True) -> pd.DataFrame:
+    """``DataFrame[layer, head, score, retrieval]``: Wu et al. retrieval score of every head
+    (see :func:`retrieval_analysis`, which also returns the per-sample hits)."""
+    return retrieval_analysis(model, task, threshold=threshold, needle_span=needle_span, batch_size=batch_size,
+                              progress=progress).scores
+
+
+def _needle_tokens(ctx: torch.Tensor, span: torch.Tensor, T: int) -> torch.Tensor:
+    """[n, T] the tokens to copy (needle content; -1 past each needle's end)."""
+    idx = span[:, :1] + torch.arange(T)[None]
+    target = ctx.gather(1, idx.clamp(max=ctx.shape[1] - 1))
+    return torch.where(idx < span[:, 1:], target, -1)
+
+
+def answer_accuracy(model: Model, task: TaskBatch, *, needle_span: torch.Tensor | None = None,
+                    batch_size: int = 8, progress: bool = False) -> float:
+    """Fraction of needle tokens reproduced by greedy decoding of the task's prompts
+    (active hooks, e.g. ``ablate(..., how="query", positions=prompt_len - 1)``, apply)."""
+    span = needle_spans(task, needle_span)
+    steps = span[:, 1] - span[:, 0]
+    T = int(steps.max())
+    tokens = model.validate_tokens(task.tokens)
+    generated, _ = decode_attention(model, tokens, T, batch_size=batch_size, progress=progress)
+    live = torch.arange(T)[None, :] < steps[:, None]
+    correct = (generated == _needle_tokens(tokens.cpu(), span, T)) & live
+    return float(correct.sum() / live.sum())
