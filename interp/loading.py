@@ -166,17 +166,11 @@ def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ct
     module.eval()
     probe = _probe(n_ctx)
     backend = NNsightBackend(module, sites, probe)
+    # a provisional Model, only to read each site's width through the same backend
+    _, cache = Model(backend, ModelConfig(0, 0, 0, 1, n_ctx, family)).run_with_cache(probe)
     with torch.no_grad():
-        out = logits_of(module(probe))
-        widths = []
-        for path in sites.values():
-            hooked: list[torch.Tensor] = []
-            h = module.get_submodule(path).register_forward_hook(
-                lambda m, i, o: hooked.append(o[0] if isinstance(o, tuple) else o))
-            module(probe)
-            h.remove()
-            widths.append(int(hooked[0].shape[-1]))
+        d_vocab = int(logits_of(module(probe)).shape[-1])
     layers = {int(s.split(".")[1]) for s in sites if s.startswith("blocks.") and s.split(".")[1].isdigit()}
-    cfg = ModelConfig(n_layers=len(layers), n_heads=0, d_model=max(widths), d_vocab=int(out.shape[-1]),
-                      n_ctx=n_ctx, family=family, name=name)
+    cfg = ModelConfig(n_layers=len(layers), n_heads=0, d_model=max(int(v.shape[-1]) for v in cache.values()),
+                      d_vocab=d_vocab, n_ctx=n_ctx, family=family, name=name)
     return Model(backend, cfg, card={"source": "custom", "sites": dict(sites)})
