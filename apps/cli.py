@@ -93,6 +93,133 @@ def run_app(model: str = typer.Option("induction-2l", help="Model the app opens 
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+@app.command("heads")
+@friendly
+def heads_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
+                  kinds: list[str] = typer.Option(None, "--kinds", help="Head kinds (repeat or comma-separate); "
+                                                  "default all: previous_token, duplicate_token, induction, "
+                                                  "prefix_matching, sink, copying."),
+                  out: Path = typer.Option(None, "--out", help="Write every head's scores to this CSV."),
+                  n: int = typer.Option(8, help="Number of [BOS] r r probe sequences."),
+                  length: int = typer.Option(None, help="Probe length (default min(n_ctx, 128))."),
+                  seed: int = typer.Option(0, help="Seed of the random probe tokens."),
+                  top: int = typer.Option(3, help="Heads shown per kind.")) -> None:
+    """Score every head for the classic kinds on repeated random tokens; print the top heads."""
+    from interp import heads
+
+    m = load_model(model)
+    wanted = [k.strip() for item in (kinds or []) for k in item.split(",") if k.strip()] or None
+    tokens = heads.default_tokens(m, n=n, length=length, seed=seed)
+    frame = heads.scores(m, tokens, wanted)
+    if out is not None:
+        frame.to_csv(out, index=False)
+    typer.echo(f"{m.name}: {tokens.shape[0]} sequences of {tokens.shape[1]} tokens ([BOS] r r), top {top} per kind")
+    typer.echo(heads.top_heads(frame, k=top).round(3).to_string(index=False))
+    if out is not None:
+        typer.echo(f"wrote {len(frame)} rows to {out}")
+
+
+@app.command("steer")
+@friendly
+def steer_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
+                  pairs: Path = typer.Option(..., "--pairs", help='JSON {"positive": [...], "negative": [...], '
+                                             '"answer_pos": -1}: equally long lists of prompts in the model\'s '
+                                             "token syntax (or token-id lists); pair i = positive[i], negative[i], "
+                                             "same token count."),
+                  layer: int = typer.Option(..., "--layer", help="Layer whose output (residual stream) is steered."),
+                  coef: float = typer.Option(..., "--coef", help="Multiplier of the vector."),
+                  site: str = typer.Option(None, "--site", help="Hook site instead of blocks.{layer}.hook_resid_post "
+                                           "(may contain {layer}; e.g. blocks.{layer}.hook_hidden for an RNN)."),
+                  method: str = typer.Option("caa", "--method", help="caa (mean difference), pca or actadd (1 pair)."),
+                  start_pos: int = typer.Option(0, "--start-pos", help="First position the vector is added at."),
+                  prompt: list[str] = typer.Option(None, "--prompt", help="Prompt(s) to continue (default: the first "
+                                                   "5 negative prompts)."),
+                  new_tokens: int = typer.Option(8, "--new-tokens", help="Tokens to generate per prompt."),
+                  save: Path = typer.Option(None, "--save", help="Write the vector to <stem>.safetensors + .json.")) -> None:
+    """Build a steering vector from contrast pairs and show continuations without and with it."""
+    from interp import steering
+
+    steering.check_finite(coef, "coef")
+    m = load_model(model)
+    contrast = steering.read_pairs(pairs, m)
+    vec = steering.SteeringVector.from_pairs(m, contrast, layer=layer, site=site, method=method)
+    typer.echo(f"{vec!r} from {contrast.positive.shape[0]} pairs of {contrast.positive.shape[1]} tokens")
+    prompts = list(prompt) if prompt else [" ".join(m.to_str_tokens(t)) for t in contrast.negative[:5]]
+    table = steering.compare_generations(m, vec, prompts if len(prompts) > 1 else prompts[0], coef,
+                                         start_pos=start_pos, max_new_tokens=new_tokens)
+    typer.echo(f"coef {coef:g} from position {start_pos}:")
+    typer.echo(table.round(4).to_string(index=False))
+    if save is not None:
+        typer.echo(f"wrote {vec.save(save)} and its .json")
+
+
+@app.command("patch")
+@friendly
+def patch_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
+                  clean: list[str] = typer.Option(..., "--clean", help="Clean prompt (repeat for a batch), in the "
+                                                  "model's token syntax, e.g. 'w1 w2 w3'."),
+                  corrupt: list[str] = typer.Option(..., "--corrupt", help="Corrupt prompt aligned with each clean "
+                                                    "one (same token count)."),
+                  site: str = typer.Option("z", "--site", help="resid_pre, resid_mid, resid_post, attn_out, mlp_in, "
+                                           "mlp_out, z (head outputs), q, k, v, pattern; hidden / cell / state for "
+                                           "RNNs and SSMs; or a template blocks.{l}.hook_..."),
+                  by: str = typer.Option("layer,pos,head", "--by", help="Swept axes: layer plus any of pos, head, "
+                                         "src_pos (pattern), comma-separated; head is dropped for sites without heads."),
+                  metric: str = typer.Option("logit_diff", "--metric", help="logit_diff, logit, prob, logprob, "
+                                             "accuracy or kl."),
+                  answer: str = typer.Option(None, "--answer", help="Answer token (default: the clean run's prediction)."),
+                  wrong: str = typer.Option(None, "--wrong", help="Wrong token of logit_diff (default: the corrupt "
+                                            "run's prediction)."),
+                  pos: int = typer.Option(-1, "--pos", help="Position the metric reads."),
+                  direction: str = typer.Option("denoise", "--direction", help="denoise (clean into corrupt) or noise."),
+                  window: int = typer.Option(1, "--window", help="Layers patched together (single layers are shown too)."),
+                  method: str = typer.Option("exact", "--method", help="exact (activation patching) or attribution "
+                                             "(gradient estimate, every cell from one backward pass)."),
+                  out: Path = typer.Option(None, "--out", help="Write every cell to this .csv or .json file."),
+                  top: int = typer.Option(10, "--top", help="Strongest cells printed.")) -> None:
+    """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
+    from circuits import attribution, corrupt as corruption, metrics, patching, sites
+
+    m = load_model(model)
+    if len(clean) != len(corrupt):
+        raise ValueError(f"{len(clean)} --clean prompts but {len(corrupt)} --corrupt ones: give one corrupt per clean")
+    if method not in ("exact", "attribution"):
+        raise ValueError(f"--method must be exact or attribution, got {method!r}")
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise ValueError(f"--out must end in .csv or .json, got {out.name}")
+    clean_t, corrupt_t = m.to_tokens(list(clean)), m.to_tokens(list(corrupt))
+    corruption.check_aligned(clean_t, corrupt_t)
+    with_heads = sites.AXES[sites.resolve(m, site).layout]
+    axes = [a for a in by.split(",") if a.strip() and (a.strip() == "layer" or a.strip() in with_heads)]
+    if metric in ("logit_diff", "logit", "prob", "logprob", "accuracy") and answer is not None:
+        ans = metrics.token_id(m, answer)
+        if metric == "logit_diff":
+            if wrong is None:
+                raise ValueError("--metric logit_diff with --answer needs --wrong too")
+            chosen = metrics.logit_diff(ans, metrics.token_id(m, wrong), pos=pos)
+        else:
+            chosen = getattr(metrics, metric)(ans, pos=pos)
+    else:
+        with_logits = (m(clean_t), m(corrupt_t))
+        chosen = metrics.default_metric(metric, *with_logits, pos=pos)
+    if method == "exact":
+        df = patching.patch(m, clean_t, corrupt_t, site=site, by=axes, metric=chosen, direction=direction,
+                            window=window)
+    else:
+        if window != 1:
+            raise ValueError("--window applies to exact patching only")
+        df = attribution.attribute(m, clean_t, corrupt_t, site=site, by=axes, metric=chosen, direction=direction)
+    if out is not None:
+        df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
+    a = df.attrs
+    typer.echo(f"{m.name}: {method} {direction} patching of {a['site']} by {','.join(a['by'])} on {len(df)} cells; "
+               f"metric {a['metric']}: clean {a['clean_value']:.4f}, corrupt {a['corrupt_value']:.4f}")
+    strongest = df.reindex(df["effect"].abs().sort_values(ascending=False).index).head(top)
+    typer.echo(strongest.round(4).to_string(index=False))
+    if out is not None:
+        typer.echo(f"wrote {len(df)} rows to {out}")
+
+
 def main() -> None:
     app()
 

@@ -151,12 +151,35 @@ def _local_tokenizer(path: str, trust_remote_code: bool):
         raise FileNotFoundError(f"{path} has no usable tokenizer ({e}); save one there or pass tokenizer=") from None
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection (offline, the hub client
+    would otherwise retry for about a minute before failing)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _from_hub(repo_id: str, *, tokenizer, name: str | None, trust_remote_code: bool) -> Model:
+    from interp import zoo
+
+    if not _hub_reachable():
+        raise RuntimeError(f"could not load {repo_id!r} from the Hugging Face hub: the hub is not reachable "
+                           "(offline). Load a local HF directory or a zoo model instead "
+                           f"(zoo: {zoo.names()})")
     try:
         return _from_hf(repo_id, tokenizer=tokenizer, name=name or repo_id, trust_remote_code=trust_remote_code)
     except (OSError, ConnectionError, ValueError, FileNotFoundError) as e:
-        from interp import zoo
-
         raise RuntimeError(f"could not load {repo_id!r} from the Hugging Face hub: {str(e).splitlines()[0]}. "
                            "Offline, load a local HF directory or a zoo model instead "
                            f"(zoo: {zoo.names()})") from None

@@ -707,14 +707,17 @@ def site_gradients(model: HookedRootModule, tokens: torch.Tensor,
     names = list(names)
     deltas: dict[str, torch.Tensor] = {}
 
-    def add_delta(x: torch.Tensor, hook) -> torch.Tensor:
-        d = deltas.get(hook.name)
-        if d is None:
-            d = deltas[hook.name] = torch.zeros_like(x, requires_grad=True)
-        return x + d
+    def adder(name: str):
+        # keyed by the requested name: on a bridge a hook on an alias reports the canonical one
+        def add_delta(x: torch.Tensor, hook) -> torch.Tensor:
+            d = deltas.get(name)
+            if d is None:
+                d = deltas[name] = torch.zeros_like(x, requires_grad=True)
+            return x + d
+        return add_delta
 
     with torch.enable_grad():
-        value = metric(model.run_with_hooks(tokens, fwd_hooks=[(n, add_delta) for n in names]))
+        value = metric(model.run_with_hooks(tokens, fwd_hooks=[(n, adder(n)) for n in names]))
         if value.numel() != 1:
             raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
         missing = [n for n in names if n not in deltas]

@@ -23,13 +23,6 @@ from interp.recurrent import (
 CELLS = ("lstm", "gru", "ssm")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (3x here on 2 shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 STATE_SITE = {"lstm": "hook_hidden", "gru": "hook_hidden", "ssm": "hook_state"}
 
 

@@ -45,21 +45,7 @@ def steer_sweep(steer_model, pairs, mode_a):
 
 @pytest.fixture(scope="module")
 def flipflop_model() -> interp.Model:
-    """The zoo LSTM when shipped, else one trained here (1 thread: far faster on a busy CPU)."""
-    from interp import zoo
-
-    if "flipflop-lstm" in zoo.names():
-        return interp.load("flipflop-lstm")
-    from interp.training import train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, card = train("flipflop-lstm", steps=60, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    assert card["metrics"]["accuracy"] > 0.99
-    return model
+    return interp.load("flipflop-lstm")
 
 
 # --- the done-when on steer-2l ---------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""The workbench's browser app: ``interp app`` (or ``make app``) serves it.
+
+Each page is a small script in ``apps/views/`` that calls the library and draws the
+figures it returns; ``apps/state.py`` holds the cached model and the shared widgets.
+(Not ``apps/pages/``: Streamlit would treat that folder as a legacy multipage app and run
+a page script directly, without this file, when its URL is opened.)
+The model chosen on the Model page is the model of every page.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run apps/app.py` puts apps/ on sys.path, not the repository root: make the
+# `apps` and `interp` packages importable from a plain checkout too.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from apps import state  # noqa: E402
+
+st.set_page_config(page_title="interp workbench", layout="wide")
+
+PAGES = [
+    st.Page("views/model.py", title="Model", icon=":material/memory:", default=True),
+    st.Page("views/attention.py", title="Attention", icon=":material/grid_on:"),
+    st.Page("views/heads.py", title="Heads", icon=":material/view_module:"),
+    st.Page("views/patching.py", title="Patching", icon=":material/swap_horiz:"),
+    st.Page("views/circuit.py", title="Circuit", icon=":material/account_tree:"),
+    st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
+]
+
+page = st.navigation(PAGES)
+st.session_state.setdefault(state.SOURCE_KEY, state.DEFAULT_MODEL)
+try:
+    state.sidebar_model(state.load_model(state.current_source()))
+except state.INPUT_ERRORS as e:  # the Model page shows the error and offers another choice
+    st.sidebar.error(f"no model loaded: {e}")
+page.run()

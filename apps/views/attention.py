@@ -1,0 +1,30 @@
+"""Attention page: every head of a layer as a small pattern, one head large with token
+labels and hover values, and the prompt coloured by what one destination token attends to."""
+
+import streamlit as st
+
+from apps import state
+from interp.plots.attention import attention_pattern, head_grid, token_attention_html
+
+st.title("Attention patterns")
+model = state.current_model()
+with state.friendly("attention"):
+    model.require_attention("The attention page")
+
+tokens = state.prompt_tokens(model, "attn")
+str_tokens = model.to_str_tokens(tokens)
+with state.friendly("attention patterns"):
+    patterns = state.attention_patterns(state.current_source(), state.token_key(tokens))
+n_layers, n_heads, n_pos, _ = patterns.shape
+st.caption(f"{n_pos} tokens: " + " ".join(str_tokens))
+
+layer = st.selectbox("Layer", range(n_layers), index=n_layers - 1, key="attn_layer")
+st.plotly_chart(head_grid(patterns[layer], str_tokens, layer=layer), key="attn_grid")
+
+head = st.selectbox("Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}")
+st.plotly_chart(attention_pattern(patterns[layer, head], str_tokens, title=f"L{layer}H{head}"), key="attn_head_fig")
+
+st.markdown(f"**Token view**: source tokens shaded by the attention L{layer}H{head} pays them "
+            "from the destination token (outlined in red)")
+dest = st.slider("Destination position", 0, n_pos - 1, n_pos - 1, key="attn_dest")
+st.html(token_attention_html(patterns[layer, head, dest], str_tokens, dest))

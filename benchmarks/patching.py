@@ -1,0 +1,165 @@
+"""Benchmark: exact per-head-per-position patching against TransformerLens, and attribution patching.
+
+1. Exact sweep of every (layer, position, head) head output (``site="z"``) with
+   ``circuits.patching.patch`` against ``transformer_lens.patching.
+   get_act_patch_attn_head_out_by_pos`` on the same model, prompts and metric, side by side
+   in one process; prints both times (wall clock and process CPU time), the speed-up and
+   the largest difference between the two results (must be < 1e-4).
+   - ``induction-2l``: 8 sequences [BOS] r r (period 16, 33 tokens); corrupt = the second
+     copy re-randomised; metric: mean log-prob of the correct next token over the repeated
+     half (every position with a label).  TL: 2 x 33 x 4 = 264 forwards.
+   - a GPT-2-small-shaped native bridge with random weights (12 layers x 12 heads,
+     d_model 768, d_mlp 3072, vocab 50257): 1 sequence of 6 random tokens, corrupt =
+     token 1 replaced; metric: logit difference of two fixed tokens at the last position.
+     TL: 12 x 6 x 12 = 864 forwards.
+2. Attribution patching of the same head x position effects: cost in forward-equivalents
+   (its time over one forward with cache of the same batch) and Spearman rank correlation
+   of its effects with the exact ones, on ``induction-2l`` (the set-up above) and
+   ``recall-2l`` (32 prompts; corrupt = the context key the last query asks for replaced
+   by an unused key; metric: log-prob of the answer at the last query).
+
+Cells whose source values equal the base run's (positions before the first corrupted token)
+change nothing and get the base value without a forward; the line of each sweep says how many
+needed one (the engine alone, on every cell, is about as fast: those cells are few or cheap).
+
+Threads: ``--threads 1`` by default for both sides.  On a shared machine, two threads make
+every small op wait for the other thread (milliseconds per op), which slows
+TransformerLens's many small forwards far more than our few wide ones and would inflate the
+speed-up; one thread measures the work.
+
+    python benchmarks/patching.py             # ~3 minutes on one idle core (nearly all TL's)
+    python benchmarks/patching.py --quick     # induction-2l only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GPT2_SMALL = dict(d_model=768, d_head=64, n_layers=12, n_heads=12, d_mlp=3072, d_vocab=50257, n_ctx=64,
+                  act_fn="gelu_new", normalization_type="LN")
+
+
+def timed(fn, repeats: int = 1):
+    """``fn()``'s result and its fastest wall-clock and CPU times over ``repeats`` runs."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return out, min(walls), min(cpus)
+
+
+def induction_setup():
+    import interp
+    from circuits import corrupt, metrics
+    from interp import tasks
+
+    model = interp.load("induction-2l")
+    batch = tasks.repeated_tokens(8, d_vocab=64, n_ctx=33, period=16, seed=1)
+    corrupted = corrupt.replace_tokens(batch.tokens, range(17, 33), d_vocab=64, low=1, seed=2)
+    return model, batch.tokens, corrupted, metrics.from_labels(batch.labels)
+
+
+def recall_setup():
+    import torch
+
+    import interp
+    from circuits import metrics
+    from interp import tasks
+
+    model = interp.load("recall-2l")
+    b = tasks.associative_recall(32, n_pairs=4, d_vocab=128, seed=5)
+    clean = b.tokens
+    last = int(b.info["query_pos"][0, -1])
+    key_pos = b.info["value_pos"][:, -1] - 1
+    corrupted = clean.clone()
+    g = torch.Generator().manual_seed(3)
+    for i in range(len(clean)):
+        unused = [t for t in range(2, 64) if t not in set(clean[i].tolist())]
+        corrupted[i, key_pos[i]] = unused[int(torch.randint(len(unused), (1,), generator=g))]
+    return model, clean, corrupted, metrics.logprob(b.info["answer"][:, -1], pos=last)
+
+
+def gpt2_setup():
+    import torch
+
+    import interp
+    from circuits import corrupt, metrics
+
+    torch.manual_seed(0)
+    model = interp.load(GPT2_SMALL, name="gpt2-small-shaped")
+    clean = torch.randint(0, GPT2_SMALL["d_vocab"], (1, 6), generator=torch.Generator().manual_seed(0))
+    corrupted = corrupt.replace_tokens(clean, [1], d_vocab=GPT2_SMALL["d_vocab"], seed=1)
+    return model, clean, corrupted, metrics.logit_diff(answer=11, wrong=42, pos=-1)
+
+
+def exact_vs_tl(name: str, setup, repeats: int) -> None:
+    import torch
+    from transformer_lens.patching import get_act_patch_attn_head_out_by_pos
+
+    from circuits.patching import patch
+
+    model, clean, corrupted, metric = setup()
+    resolved = metric.resolve(clean.shape[1])
+    patch(model, clean, corrupted, site="z", metric=metric, progress=False, layers=[0], positions=[0])  # warm-up
+    ours, w_ours, c_ours = timed(lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False),
+                                 repeats)
+    _, clean_cache = model.module.run_with_cache(clean)
+    ref, w_tl, c_tl = timed(lambda: get_act_patch_attn_head_out_by_pos(
+        model.module, corrupted, clean_cache, lambda logits: resolved(logits)), repeats)
+    idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
+    diff = (ref[idx] - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max().item()
+    n = len(ours)
+    print(f"[exact z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {n} cells "
+          f"({ours.attrs['cells_run']} differ from the base run and need a forward; best of {repeats})")
+    print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.2f} s wall  {c_tl:8.2f} s cpu")
+    print(f"  circuits.patching.patch ({ours.attrs['engine']}):      {w_ours:8.2f} s wall  {c_ours:8.2f} s cpu")
+    print(f"  speed-up: {w_tl / w_ours:6.1f}x wall, {c_tl / c_ours:6.1f}x cpu;  max |difference| {diff:.2e}")
+
+
+def attribution_check(name: str, setup) -> None:
+    from scipy.stats import spearmanr
+
+    from circuits.attribution import attribute
+    from circuits.patching import patch
+
+    model, clean, corrupted, metric = setup()
+    exact = patch(model, clean, corrupted, site="z", metric=metric, progress=False)
+    attribute(model, clean, corrupted, site="z", metric=metric)                       # warm-up
+    est, w_attr, c_attr = timed(lambda: attribute(model, clean, corrupted, site="z", metric=metric), 7)
+    _, w_fwd, c_fwd = timed(lambda: model.run_with_cache(clean), 7)
+    rho = spearmanr(exact["effect"], est["effect"]).statistic
+    rho_abs = spearmanr(exact["effect"].abs(), est["effect"].abs()).statistic
+    print(f"[attribution patching, z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {len(est)} cells")
+    print(f"  cost: {w_attr / w_fwd:5.1f} forward-equivalents wall ({c_attr / c_fwd:4.1f} cpu; best of 7) "
+          f"[{w_attr * 1e3:.0f} ms vs {w_fwd * 1e3:.0f} ms for one forward with cache]")
+    print(f"  Spearman with exact patching: {rho:.3f} (signed effects), {rho_abs:.3f} (|effects|); "
+          f"clean {exact.attrs['clean_value']:.3f}, corrupt {exact.attrs['corrupt_value']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
+    parser.add_argument("--quick", action="store_true", help="induction-2l only")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    exact_vs_tl("induction-2l", induction_setup, repeats=3)
+    attribution_check("induction-2l", induction_setup)
+    if args.quick:
+        return
+    attribution_check("recall-2l", recall_setup)
+    exact_vs_tl("gpt2-small-shaped (random weights)", gpt2_setup, repeats=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Exact activation patching (Zhang & Nanda 2023): every standard sweep as one tidy DataFrame.
+
+``patch(model, clean, corrupt, site="z", by=("layer", "pos", "head"), metric=...)`` patches one
+activation at a time, denoising (clean activations into the corrupt run) or noising
+(corrupt activations into the clean run), and reports the metric of each patched run.
+
+Sites (:mod:`circuits.sites`): ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``,
+``mlp_in``, ``mlp_out``, per head ``z`` (the head's output), ``q``, ``k``, ``v``, ``pattern``;
+for RNNs and SSMs ``hidden``, ``cell``, ``state`` (a patch at step t changes every later
+step), or any per-layer template ``blocks.{l}.hook_...``.  Sweeps go by layer and, as
+asked, position, head and (patterns) source position; ``window=w`` patches w consecutive
+layers at once and reports single layers beside the windows.
+
+Results equal ``transformer_lens.patching.get_act_patch_*`` for the sites both offer
+(TransformerLens 4.x's ``resid_mid`` on a native bridge patches only the MLP's input: that is
+our ``mlp_in``; our ``resid_mid`` patches the whole residual stream).
+Engines: ``native`` recomputes only what lies downstream of each patch (native-bridge
+transformers, see :mod:`circuits.engine_native`); ``hooks`` batches cells through forward
+hooks (every model); ``auto`` picks native where it applies.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from circuits import engine_hooks, engine_native, sites
+from circuits.metrics import Metric
+from circuits.runs import Runs, check_direction, prepare
+
+ENGINES = ("auto", "native", "hooks")
+_UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")   # hooks before every block
+
+
+def patch(model, clean, corrupt, *, site: str = "z", by: str | Sequence[str] = ("layer", "pos", "head"),
+          metric: Metric | str = "logit_diff", direction: str = "denoise", window: int = 1,
+          layers: Iterable[int] | None = None, positions: Iterable[int] | None = None,
+          heads: Iterable[int] | None = None, engine: str = "auto", batch_tokens: int = 16384,
+          progress: bool = True) -> pd.DataFrame:
+    """Activation patching sweep over ``site`` by ``by``; one row per cell.
+
+    clean: tokens ``[batch, pos]`` (or text).  corrupt: aligned corrupt tokens / text or a
+    :class:`circuits.corrupt.Corruption`.  metric: a :class:`circuits.metrics.Metric` or a
+    kind name.  direction: ``denoise`` | ``noise``.  window: layers patched together (rows
+    for window 1 are included; then ``window`` and ``layers`` columns say which).
+    layers / positions / heads: restrict the sweep.  batch_tokens: tokens per forward.
+
+    Columns: ``layer`` (first layer of the window), [``window``, ``layers``], [``pos``],
+    [``head``], [``src_pos``], ``value`` (the metric of the patched run, batch mean),
+    ``effect`` (value minus the unpatched base run's value) and ``normalised``
+    ((value - corrupt) / (clean - corrupt): 1 = the clean run's metric, 0 = the corrupt run's).
+    ``df.attrs`` holds clean / corrupt values, site, metric, direction and engine.
+    """
+    check_direction(direction)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    site_ = sites.resolve(model, site)
+    axes = sites.parse_by(by, site_)
+    sites.windows(model.cfg.n_layers, window)
+    runs = prepare(model, clean, corrupt, metric)
+    cell_list = sites.cells(model, site_, axes, runs.clean.shape[1], window=window, layers=layers,
+                            positions=positions, heads=heads)
+    values, used, n_run = run_cells(model, runs, site_, cell_list, direction=direction, engine=engine,
+                                    batch_tokens=batch_tokens, progress=progress)
+    return frame(cell_list, axes, values, runs, direction, window > 1,
+                 attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run))
+
+
+def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto") -> str:
+    """``native`` where the downstream-only engine reproduces the model, else ``hooks``."""
+    ok = (engine_native.supports(model) and site.name in engine_native.ENTRY
+          and not getattr(model, "_stack", None)   # active Model.hooks() would be bypassed
+          and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks))
+    if engine == "native" and not ok:
+        raise ValueError("engine='native' needs a native-bridge transformer, a built-in site, no active hooks "
+                         "and corruption hooks only on the embeddings; use engine='hooks' or 'auto'")
+    return "native" if (engine in ("auto", "native") and ok) else "hooks"
+
+
+def run_cells(model, runs: Runs, site: sites.Site, cell_list: list[sites.Cell], *, direction: str = "denoise",
+              engine: str = "auto", batch_tokens: int = 16384, progress: bool = True) -> tuple[torch.Tensor, str, int]:
+    """Metric values ``[len(cell_list)]`` of the patched runs, the engine used and how many cells
+    needed a run (the others patch values equal to the base run's)."""
+    base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
+    used = choose_engine(model, site, base_hooks, engine)
+    names = [site.hook(l) for l in sorted({l for c in cell_list for l in c.layers})]
+    eng = engine_native.NativeEngine(model) if used == "native" else None
+    with torch.no_grad():
+        _, source = model.run_with_cache(src_tokens, names=names, fwd_hooks=src_hooks)
+        base_logits, base = model.run_with_cache(base_tokens, names=sorted(set(names + (eng.base_names() if eng else []))),
+                                                 fwd_hooks=base_hooks)
+    # a patch whose source values equal the base run's (positions before the first corrupted
+    # token, say) changes nothing: it keeps the base value exactly, without a forward
+    todo = [i for i, c in enumerate(cell_list)
+            if any(not torch.equal(sites.entries(source[site.hook(l)], site.layout, c),
+                                   sites.entries(base[site.hook(l)], site.layout, c)) for l in c.layers)]
+    values = torch.full((len(cell_list),), runs.baseline(direction))
+    if todo:
+        sub = [cell_list[i] for i in todo]
+        if eng is not None:
+            got = eng.run(site, sub, base=base, base_logits=base_logits, source=source, metric=runs.metric,
+                          batch_tokens=batch_tokens, progress=progress)
+        else:
+            got = engine_hooks.run(model, site, sub, base_tokens=base_tokens, base_hooks=base_hooks, source=source,
+                                   metric=runs.metric, batch_tokens=batch_tokens, progress=progress)
+        values[todo] = got
+    return values, used, len(todo)
+
+
+def frame(cell_list: list[sites.Cell], axes: tuple[str, ...], values: torch.Tensor, runs: Runs, direction: str,
+          with_window: bool, attrs: dict | None = None) -> pd.DataFrame:
+    """The tidy result of a sweep (see :func:`patch` for the columns)."""
+    baseline = runs.baseline(direction)
+    vals = values.double().numpy()
+    data: dict[str, list] = {"layer": [c.start for c in cell_list]}
+    if with_window:
+        data["window"] = [len(c.layers) for c in cell_list]
+        data["layers"] = [f"{c.layers[0]}" if len(c.layers) == 1 else f"{c.layers[0]}-{c.layers[-1]}"
+                          for c in cell_list]
+    for axis in ("pos", "head", "src_pos"):
+        if axis in axes:
+            data[axis] = [getattr(c, axis) for c in cell_list]
+    data["value"] = vals
+    data["effect"] = vals - baseline
+    gap = runs.clean_value - runs.corrupt_value
+    data["normalised"] = (vals - runs.corrupt_value) / gap if abs(gap) > 1e-12 else vals * float("nan")
+    df = pd.DataFrame(data)
+    df.attrs.update(dict(metric=runs.metric.label, direction=direction, clean_value=runs.clean_value,
+                         corrupt_value=runs.corrupt_value, baseline=baseline, corruption=runs.description,
+                         **(attrs or {})))
+    return df

@@ -1,0 +1,142 @@
+"""Plotly figures of patching results and circuits (they take the frames and circuits the analyses return)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from circuits.graph import Circuit
+
+
+def _pos_labels(positions: Sequence[int], tokens: Sequence[str] | None) -> list[str]:
+    if tokens is None:
+        return [str(p) for p in positions]
+    return [f"{p}: {tokens[p]}" if 0 <= p < len(tokens) else str(p) for p in positions]
+
+
+def _check(df: pd.DataFrame, value: str) -> None:
+    if value not in df.columns:
+        raise ValueError(f"column {value!r} not in the frame; choose one of {[c for c in df.columns if df[c].dtype.kind == 'f']}")
+    if "layer" not in df.columns:
+        raise ValueError("a patching frame needs a 'layer' column (from circuits.patching.patch or attribute)")
+
+
+def patching_heatmap(df: pd.DataFrame, *, value: str = "normalised", tokens: Sequence[str] | None = None,
+                     title: str | None = None) -> go.Figure:
+    """Heatmap of a sweep: layer x position, layer x head, or (layer, head) x position.
+
+    value: the column shown (``normalised``, ``effect`` or ``value``).  tokens: string tokens
+    of one prompt, to label positions.  Windows (a ``window`` column) get one panel each;
+    pattern sweeps by source position one panel per head of largest effect.
+    """
+    _check(df, value)
+    if "src_pos" in df.columns:
+        return _pattern_panels(df, value, tokens, title)
+    panels = [("", df)] if "window" not in df.columns else \
+        [(f"window {w}", d) for w, d in df.groupby("window", sort=True)]
+    by_pos_and_head = "pos" in df.columns and "head" in df.columns
+    xcol = "pos" if "pos" in df.columns else ("head" if "head" in df.columns else None)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
+    zmax = float(np.nanmax(np.abs(df[value].to_numpy()))) or 1.0
+    n_rows = 0
+    for i, (_, d) in enumerate(panels, start=1):
+        d = d.sort_values(["layer"] + (["head"] if by_pos_and_head else []))
+        layer = d["layers"].astype(str) if "layers" in d.columns else d["layer"].astype(str)
+        row = ("L" + layer + " H" + d["head"].astype(str)) if by_pos_and_head else layer
+        d = d.assign(_row=row, _x=d[xcol] if xcol else 0)
+        grid = d.pivot_table(index="_row", columns="_x", values=value, aggfunc="first").reindex(
+            list(dict.fromkeys(d["_row"])))
+        n_rows = max(n_rows, len(grid))
+        xs = list(grid.columns)
+        fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=_pos_labels(xs, tokens) if xcol == "pos" else [str(x) for x in xs],
+                                 y=list(grid.index), colorscale="RdBu", zmid=0, zmin=-zmax, zmax=zmax,
+                                 colorbar=dict(title=value), showscale=i == len(panels),
+                                 hovertemplate=f"%{{y}}, {xcol or ''} %{{x}}: %{{z:.4f}}<extra></extra>"), row=1, col=i)
+        fig.update_xaxes(title_text={"pos": "position", "head": "head"}.get(xcol, ""), row=1, col=i)
+        fig.update_yaxes(title_text="layer, head" if by_pos_and_head else "layer", autorange="reversed", row=1, col=i)
+    direction = "noising" if df.attrs.get("direction") == "noise" else "denoising"
+    fig.update_layout(title=title or f"{direction} patching of {df.attrs.get('site', '')} "
+                                     f"({df.attrs.get('metric', '')}, {value})", height=max(300, 22 * n_rows + 150))
+    return fig
+
+
+def _pattern_panels(df: pd.DataFrame, value: str, tokens, title) -> go.Figure:
+    score = df.groupby(["layer", "head"])[value].apply(lambda s: s.abs().max()).sort_values(ascending=False)
+    top = list(score.index[:6])
+    fig = make_subplots(rows=1, cols=len(top), subplot_titles=[f"L{l} H{h}" for l, h in top])
+    zmax = float(np.nanmax(np.abs(df[value].to_numpy()))) or 1.0
+    for i, (l, h) in enumerate(top, start=1):
+        d = df[(df["layer"] == l) & (df["head"] == h)]
+        grid = d.pivot_table(index="pos", columns="src_pos", values=value, aggfunc="first")
+        fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=_pos_labels(list(grid.columns), tokens),
+                                 y=_pos_labels(list(grid.index), tokens), colorscale="RdBu", zmid=0, zmin=-zmax,
+                                 zmax=zmax, showscale=i == len(top)), row=1, col=i)
+        fig.update_xaxes(title_text="source position", row=1, col=i)
+        fig.update_yaxes(title_text="destination", autorange="reversed", row=1, col=i)
+    fig.update_layout(title=title or f"attention-pattern patching ({value}), heads of largest effect")
+    return fig
+
+
+def circuit_graph(circuit: Circuit, *, kept_only: bool = True, title: str | None = None) -> go.Figure:
+    """The circuit with layers as columns: input left, logits right; heads stacked by index and the
+    MLP below them; edges coloured by the sign of their score (blue: corrupting it lowers the
+    metric) and as wide as ``|score|``."""
+    edges = circuit.kept_edges if kept_only else circuit.edges
+    n_heads = int(circuit.meta.get("n_heads", max([n.head or 0 for n in circuit.nodes] + [0]) + 1))
+    pos = {}
+    for n in circuit.nodes:
+        y = {"input": n_heads / 2, "logits": n_heads / 2, "mlp": n_heads}.get(n.kind, n.head)
+        pos[n.name] = (n.layer, y)
+    active = {x for e in edges for x in (e.src, e.dst)}
+    fig = go.Figure()
+    top = max([abs(e.score) for e in edges] + [1e-12])
+    for e in sorted(edges, key=lambda e: abs(e.score)):
+        (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
+        fig.add_trace(go.Scatter(x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15, y1], mode="lines",
+                                 line=dict(width=1 + 7 * abs(e.score) / top,
+                                           color="#2166ac" if e.score < 0 else "#b2182b"),
+                                 opacity=0.35 + 0.65 * abs(e.score) / top, hoverinfo="text",
+                                 text=f"{e.key}: {e.score:.4f}", showlegend=False))
+    names = [n.name for n in circuit.nodes if n.name in active or not kept_only]
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
+                             text=names, textposition="top center", marker=dict(size=14, color="#444"),
+                             hoverinfo="text", showlegend=False))
+    n_layers = int(circuit.meta.get("n_layers", max(n.layer for n in circuit.nodes)))
+    fig.update_xaxes(tickvals=list(range(-1, n_layers + 1)),
+                     ticktext=["input"] + [f"layer {l}" for l in range(n_layers)] + ["logits"])
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(title=title or f"circuit: {len(edges)} edges ({circuit.meta.get('method', '')}, "
+                                     f"{circuit.meta.get('metric', '')})", height=450)
+    return fig
+
+
+def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Faithfulness against the number of kept edges (a frame from :func:`circuits.graph.faithfulness_curve`)."""
+    for col in ("n_edges", "faithfulness"):
+        if col not in curve.columns:
+            raise ValueError(f"the frame needs a {col!r} column (from circuits.graph.faithfulness_curve)")
+    fig = go.Figure(go.Scatter(x=curve["n_edges"], y=curve["faithfulness"], mode="lines+markers"))
+    fig.add_hline(y=1.0, line_dash="dot")
+    fig.update_layout(title=title or "faithfulness of the top-k circuits", xaxis_title="edges kept",
+                      yaxis_title="faithfulness (circuit - corrupt) / (clean - corrupt)", xaxis_type="log")
+    return fig
+
+
+def agreement_scatter(exact: pd.DataFrame, estimate: pd.DataFrame, value: str = "effect",
+                      title: str | None = None) -> go.Figure:
+    """Exact patching effects against attribution estimates, one point per cell."""
+    keys = [c for c in ("layer", "window", "pos", "head", "src_pos") if c in exact.columns and c in estimate.columns]
+    merged = exact.merge(estimate, on=keys, suffixes=("_exact", "_estimate"))
+    label = merged.apply(lambda r: " ".join(f"{k}={int(r[k])}" for k in keys), axis=1)
+    fig = go.Figure(go.Scatter(x=merged[f"{value}_exact"], y=merged[f"{value}_estimate"], mode="markers",
+                               text=label, hoverinfo="text+x+y"))
+    lo = float(min(merged[f"{value}_exact"].min(), merged[f"{value}_estimate"].min()))
+    hi = float(max(merged[f"{value}_exact"].max(), merged[f"{value}_estimate"].max()))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot"), showlegend=False))
+    fig.update_layout(title=title or f"attribution patching vs exact patching ({value})",
+                      xaxis_title=f"exact {value}", yaxis_title=f"attribution {value}", showlegend=False)
+    return fig

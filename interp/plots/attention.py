@@ -1,0 +1,139 @@
+"""Attention-pattern figures: one head large, all heads of a layer as a grid, and a token
+view that colours source tokens by the attention a destination token pays them.
+
+Patterns come as ``[dest, src]`` arrays (torch or numpy) or as the tidy frame of
+:func:`interp.attention.patterns_frame` (columns ``dest, src, attention``, one head).
+Positions are numeric axes labelled with the tokens, so repeated tokens stay distinct.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+COLORSCALE = "Blues"
+
+
+def _matrix(pattern) -> np.ndarray:
+    """``[dest, src]`` float array with NaN where src > dest (masked, drawn blank)."""
+    if isinstance(pattern, pd.DataFrame):
+        missing = {"dest", "src", "attention"} - set(pattern.columns)
+        if missing:
+            raise ValueError(f"a pattern frame needs columns dest, src, attention; missing {sorted(missing)}")
+        if "head" in pattern and pattern["head"].nunique() > 1 or "layer" in pattern and pattern["layer"].nunique() > 1:
+            raise ValueError("the pattern frame holds several heads: select one (layer, head) first")
+        n = int(max(pattern["dest"].max(), pattern["src"].max())) + 1
+        m = np.full((n, n), np.nan)
+        m[pattern["dest"].to_numpy(), pattern["src"].to_numpy()] = pattern["attention"].to_numpy()
+        return m
+    m = np.asarray(pattern.detach().cpu() if hasattr(pattern, "detach") else pattern, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a pattern must be a square [dest, src] matrix, got shape {m.shape}")
+    m = m.copy()
+    m[np.triu_indices(m.shape[0], k=1)] = np.nan
+    return m
+
+
+def _check_tokens(str_tokens: Sequence[str], n: int) -> list[str]:
+    if len(str_tokens) != n:
+        raise ValueError(f"{len(str_tokens)} token labels for a pattern over {n} positions")
+    return [str(t) for t in str_tokens]
+
+
+def _hover(str_tokens: list[str]) -> np.ndarray:
+    """customdata [dest, src, 2]: the dest and src token strings for the hover text."""
+    n = len(str_tokens)
+    toks = np.array(str_tokens, dtype=object)
+    return np.stack([np.repeat(toks[:, None], n, 1), np.repeat(toks[None, :], n, 0)], axis=-1)
+
+
+HOVER = ("dest %{y} <b>%{customdata[0]}</b><br>src %{x} <b>%{customdata[1]}</b><br>"
+         "attention %{z:.3f}<extra></extra>")
+
+
+def attention_pattern(pattern, str_tokens: Sequence[str], *, title: str | None = None,
+                      zmax: float | None = 1.0, max_labels: int = 80) -> go.Figure:
+    """One head's pattern as a heatmap: rows are destination (query) positions, columns
+    source (key) positions, both labelled with their tokens; hover shows the probability.
+
+    pattern: ``[dest, src]`` (probabilities in [0, 1]).  zmax: top of the colour scale
+    (None: the pattern's maximum).  Tick labels are thinned beyond ``max_labels`` positions.
+    """
+    m = _matrix(pattern)
+    toks = _check_tokens(str_tokens, m.shape[0])
+    n = len(toks)
+    step = max(1, math.ceil(n / max_labels))
+    ticks = dict(tickmode="array", tickvals=list(range(0, n, step)),
+                 ticktext=[f"{toks[i]} ·{i}" for i in range(0, n, step)])
+    fig = go.Figure(go.Heatmap(z=m, x=list(range(n)), y=list(range(n)), customdata=_hover(toks),
+                               hovertemplate=HOVER, colorscale=COLORSCALE, zmin=0.0, zmax=zmax,
+                               colorbar=dict(title="attn"), hoverongaps=False))
+    side = min(900, max(360, 14 * n + 160))
+    fig.update_layout(title=title, width=side + 80, height=side, margin=dict(l=70, r=20, t=50 if title else 20, b=70),
+                      plot_bgcolor="white")
+    fig.update_xaxes(title="source position (key)", tickangle=-90, tickfont=dict(size=9), **ticks)
+    fig.update_yaxes(title="destination position (query)", autorange="reversed", tickfont=dict(size=9),
+                     scaleanchor="x", **ticks)
+    return fig
+
+
+def head_grid(patterns, str_tokens: Sequence[str], *, layer: int, cols: int = 4,
+              heads: Sequence[int] | None = None) -> go.Figure:
+    """All heads of one layer as small patterns on one colour scale (0 to 1).
+
+    patterns: ``[n_heads, dest, src]``.  heads: the head numbers of the slices (default
+    ``0..``).  Panels are titled ``L{layer}H{head}``; hover shows tokens and value.
+    """
+    arr = np.asarray(patterns.detach().cpu() if hasattr(patterns, "detach") else patterns, dtype=float)
+    if arr.ndim != 3:
+        raise ValueError(f"patterns must be [n_heads, dest, src], got shape {arr.shape}")
+    heads = list(range(arr.shape[0])) if heads is None else list(heads)
+    toks = _check_tokens(str_tokens, arr.shape[1])
+    cols = max(1, min(cols, len(heads)))
+    rows = math.ceil(len(heads) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"L{layer}H{h}" for h in heads],
+                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    custom = _hover(toks)
+    for i, h in enumerate(heads):
+        fig.add_trace(go.Heatmap(z=_matrix(arr[i]), customdata=custom, hovertemplate=HOVER, coloraxis="coloraxis",
+                                 name=f"L{layer}H{h}", hoverongaps=False), row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(coloraxis=dict(colorscale=COLORSCALE, cmin=0.0, cmax=1.0, colorbar=dict(title="attn")),
+                      height=260 * rows + 40, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white")
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, autorange="reversed", constrain="domain")
+    for i in range(len(heads)):  # square panels
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=i // cols + 1, col=i % cols + 1)
+    return fig
+
+
+def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
+    """HTML of the prompt with each source token shaded by the attention ``dest`` pays it.
+
+    weights: ``[src]`` attention from position ``dest`` (row ``dest`` of a pattern).
+    Shading is relative to the row's maximum; the exact value is in each token's tooltip.
+    The destination token is outlined; tokens after it (which it cannot see) are grey.
+    """
+    w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+    toks = _check_tokens(str_tokens, w.shape[0])
+    if not 0 <= dest < len(toks):
+        raise ValueError(f"dest must be in [0, {len(toks)}), got {dest}")
+    top = np.nanmax(w[:dest + 1]) or 1.0
+    spans = []
+    for i, tok in enumerate(toks):
+        text = html.escape(tok)
+        if i > dest:
+            spans.append(f'<span style="color:#aaa;padding:2px 3px" title="pos {i}: after the destination">{text}</span>')
+            continue
+        alpha = float(w[i] / top)
+        style = (f"background:rgba(8,81,156,{alpha:.3f});color:{'white' if alpha > 0.55 else 'black'};"
+                 "padding:2px 3px;border-radius:3px;margin:1px")
+        if i == dest:
+            style += ";outline:2px solid #d62728"
+        spans.append(f'<span style="{style}" title="pos {i} {text}: {w[i]:.3f}">{text}</span>')
+    return '<div style="line-height:2.1;font-family:monospace">' + " ".join(spans) + "</div>"

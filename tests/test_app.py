@@ -1,0 +1,400 @@
+"""Every page of the Streamlit app driven with ``streamlit.testing.v1.AppTest``: inputs set,
+outputs asserted against the library's own results, bad input shown as ``st.error``."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import plotly.io as pio
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from interp import zoo
+from interp.attention import attention_patterns
+
+APP = str(Path(__file__).resolve().parent.parent / "apps" / "app.py")
+RNN = next((n for n in zoo.names() if zoo.card(n)["arch"] == "recurrent"), None)  # an attention-free zoo model
+
+
+def make_app(page: str | None = None, source: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    if source is not None:
+        at.session_state["model_source"] = source
+    if page is not None:
+        at.switch_page(f"views/{page}.py")
+    return at.run()
+
+
+def figures(at: AppTest) -> list:
+    return [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def decode(values) -> np.ndarray:
+    """A figure's data array as floats; plotly's JSON stores numpy arrays as base64 typed arrays."""
+    if isinstance(values, dict):
+        shape = tuple(int(x) for x in str(values.get("shape", "-1")).split(","))
+        values = np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"])).reshape(shape)
+    return np.asarray(values, dtype=float)
+
+
+def zarr(trace) -> np.ndarray:
+    """A heatmap's z as a float array (NaN, the masked cells, -> 0)."""
+    return np.nan_to_num(decode(trace.z))
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def sidebar_text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.sidebar.markdown)
+
+
+# --- Model page -------------------------------------------------------------------------
+
+def test_model_page_shows_geometry_sites_and_card(induction_model):
+    at = make_app()
+    ok(at)
+    assert at.title[0].value == "Model"
+    assert "induction-2l" in sidebar_text(at)
+    geometry = at.dataframe[0].value
+    assert geometry.loc["n_heads", "value"] == "4" and geometry.loc["n_layers", "value"] == "2"
+    assert any("blocks.1.attn.hook_pattern" in set(df.value.get("name", [])) for df in at.dataframe)
+    assert at.metric[0].value == f"{induction_model.card['metrics']['repeat_loss']:.4f}"
+    # filtering the hook sites
+    at.text_input(key="model_site_filter").input("hook_pattern").run()
+    sites = next(df.value for df in at.dataframe if "name" in df.value)
+    assert list(sites["name"]) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+
+
+def test_model_page_switches_zoo_model():
+    at = make_app()
+    at.selectbox(key="model_zoo").select("recall-2l").run()
+    ok(at)
+    assert at.session_state["model_source"] == "recall-2l"
+    assert "recall-2l" in sidebar_text(at)
+    assert at.dataframe[0].value.loc["d_vocab", "value"] == "128"
+
+
+def test_model_page_loads_a_local_hf_folder(hf_dirs):
+    at = make_app()
+    at.radio(key="model_kind").set_value("local Hugging Face folder").run()
+    at.text_input(key="model_path").input(str(hf_dirs["gpt2"]))
+    at.button[0].click().run()
+    ok(at)
+    assert at.session_state["model_source"] == str(hf_dirs["gpt2"])
+    assert at.dataframe[0].value.loc["d_vocab", "value"] == "102"
+
+
+@pytest.mark.parametrize("kind, source, message", [
+    ("local Hugging Face folder", "/no/such/folder", "no model at"),
+    ("local Hugging Face folder", "", "no model given"),
+    ("hub id", "induction-2", "did you mean"),
+])
+def test_model_page_bad_source_is_a_message(kind, source, message):
+    at = make_app()
+    at.radio(key="model_kind").set_value(kind).run()
+    at.text_input(key="model_path").input(source)
+    at.button[0].click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value
+    assert at.session_state["model_source"] == "induction-2l"  # unchanged
+
+
+# --- Attention page ---------------------------------------------------------------------
+
+def test_attention_page_figures_match_the_model(induction_model):
+    at = make_app("attention")
+    ok(at)
+    text = at.text_area(key="attn_text").value
+    tokens = induction_model.to_tokens(text)
+    n = tokens.shape[1]
+    expected = attention_patterns(induction_model, tokens).numpy()        # [layer, head, dest, src]
+    grid, big = figures(at)
+    # the grid: one heatmap per head of the last layer (the default), [dest, src] each
+    assert len(grid.data) == 4 and all(zarr(t).shape == (n, n) for t in grid.data)
+    z = zarr(grid.data[2])
+    np.testing.assert_allclose(z, expected[1, 2], atol=1e-6)
+    # the large pattern, with token labels on both axes and hover values
+    assert big.layout.title.text == "L1H0"
+    np.testing.assert_allclose(zarr(big.data[0]), expected[1, 0], atol=1e-6)
+    assert list(big.layout.xaxis.ticktext)[:2] == [f"{s} ·{i}" for i, s in enumerate(text.split()[:2])]
+    assert "attention %{z" in big.data[0].hovertemplate
+    # choose another layer and head, and a destination for the token view
+    at.selectbox(key="attn_layer").select(0).run()
+    at.selectbox(key="attn_head").select(3).run()
+    at.slider(key="attn_dest").set_value(5).run()
+    ok(at)
+    grid, big = figures(at)
+    assert [t.name for t in grid.data] == ["L0H0", "L0H1", "L0H2", "L0H3"]
+    np.testing.assert_allclose(zarr(big.data[0]), expected[0, 3], atol=1e-6)
+    html = at.get("html")[0].proto.body
+    weights = expected[0, 3, 5]
+    top = int(weights.argmax())
+    assert f'title="pos {top} {text.split()[top]}: {weights[top]:.3f}"' in html
+    assert "outline:2px solid" in html and html.count("<span") == n
+
+
+def test_attention_page_generators():
+    at = make_app("attention")
+    at.radio(key="attn_mode").set_value("repeated random tokens").run()
+    at.number_input(key="attn_len").set_value(41).run()
+    at.number_input(key="attn_period").set_value(7).run()
+    ok(at)
+    grid, big = figures(at)
+    assert zarr(big.data[0]).shape == (41, 41)
+    at.radio(key="attn_mode").set_value("the model's zoo task").run()
+    ok(at)
+    grid, big = figures(at)
+    assert zarr(big.data[0]).shape == (64, 64)  # induction-2l's task fills the context
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("   ", "empty prompt"),
+    ("BOS t5 zebra", "unknown token 'zebra'"),
+    ("BOS t5 99", "outside the vocabulary"),
+    (" ".join(["t1"] * 80), "longer than the model's context"),
+])
+def test_attention_page_bad_prompt_is_a_message(prompt, message):
+    at = make_app("attention")
+    at.text_area(key="attn_text").input(prompt).run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
+    assert not at.get("plotly_chart")
+
+
+@pytest.mark.parametrize("page", ["attention", "heads", "circuit"])
+def test_attention_pages_on_a_model_without_attention(page):
+    if RNN is None:
+        pytest.skip("no recurrent model in the zoo")
+    at = make_app(page, source=RNN)
+    assert not at.exception
+    assert len(at.error) == 1 and "needs attention heads" in at.error[0].value
+
+
+# --- Heads page -------------------------------------------------------------------------
+
+def test_heads_page_scores_table_and_ablation(induction_model):
+    from interp import heads
+    from interp.ablation import ablation_effect
+    from interp.zoo.recipes import RECIPES
+
+    at = make_app("heads")
+    ok(at)
+    expected = heads.scores(induction_model, heads.default_tokens(induction_model, n=16, length=64, seed=0))
+    heatmap = figures(at)[0]
+    shown = {t.name or "": zarr(t) for t in heatmap.data}
+    assert len(heatmap.data) == 4  # the four default kinds, each a [layer, head] grid
+    assert all(z.shape == (2, 4) for z in shown.values())
+    table = at.dataframe[0].value
+    assert (table["score"] >= 0.3).all() and table["score"].is_monotonic_decreasing
+    # the previous-token head of layer 0 and the induction heads of layer 1 are listed
+    prev = table[table.kind == "previous_token"]
+    assert list(zip(prev.layer, prev["head"])) == [(0, 0)]
+    assert set(table[table.kind == "prefix_matching"].layer) == {1}
+    merged = table.merge(expected, on=["layer", "head", "kind"], suffixes=("", "_lib"))
+    np.testing.assert_allclose(merged["score"], merged["score_lib"], atol=1e-9)
+    # raising the threshold shortens the table
+    at.slider(key="heads_threshold").set_value(0.9).run()
+    assert (at.dataframe[0].value["score"] >= 0.9).all() and len(at.dataframe[0].value) < len(table)
+    # ablate the previous-token head (suggested: the top head of the first kind): the loss rises by nats
+    assert at.multiselect(key="heads_ablate").value == [(0, 0)]
+    at.button(key="heads_go").click().run()
+    ok(at)
+    clean, ablated = (float(m.value) for m in at.metric)
+    task = at.session_state["heads_run"]
+    batch = RECIPES["induction-2l"].make_batch(task[3], 0)
+    lib = ablation_effect(induction_model, batch, [(0, 0)], "zero", metric="loss", n_random=0)
+    assert clean == pytest.approx(lib.value[0], abs=1e-4) and ablated == pytest.approx(lib.value[1], abs=1e-4)
+    assert ablated - clean > 1.0
+    assert len(figures(at)) == 2  # the heatmap and the ablation bars
+
+
+def test_heads_page_without_kinds_is_a_message():
+    at = make_app("heads")
+    at.multiselect(key="heads_kinds").set_value([]).run()
+    assert not at.exception and at.info and not at.get("plotly_chart")
+
+
+# --- Steering page ----------------------------------------------------------------------
+
+def test_steering_page_moves_the_next_token_distribution(steer_model):
+    from interp import tasks
+
+    at = make_app("steering", source="steer-2l")
+    ok(at)
+    a_half, b_half = tasks.mode_halves(steer_model.cfg.d_vocab)
+    bars = figures(at)[0]
+    unsteered, steered = bars.data
+    assert len(decode(unsteered.x)) == len(decode(steered.x)) == 10
+    names = steer_model.vocab.names
+    in_half = lambda labels, half: all(names.index(t.strip()) in half for t in labels)
+    assert in_half(unsteered.y, a_half) and in_half(steered.y, b_half)  # coef 4 on a mode-A prompt
+    gens = at.dataframe[0].value
+    assert gens.loc[0, "steered"].split()[0].startswith("b") and gens.loc[0, "unsteered"].split()[0].startswith("a")
+    # a negative coefficient keeps the model in the A half
+    at.slider(key="steer_coef").set_value(-4.0).run()
+    assert in_half(figures(at)[0].data[1].y, a_half)
+    # the sweep: every layer x coefficient, steering vector and random control
+    at.text_input(key="steer_coefs").input("0 1 2").run()
+    at.button(key="steer_sweep").click().run()
+    ok(at)
+    frame = at.dataframe[1].value
+    assert len(frame) == steer_model.cfg.n_layers * 3 * 2
+    best = frame[(frame.vector == "steer") & (frame.coef == 2)].behaviour.min()
+    assert best > 0.9 > frame[(frame.vector == "random") & (frame.coef == 2)].behaviour.max()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("B b40 b41 A a5 a6", "exactly one `|`"),
+    ("B b40 b41 | A a5", "same length"),
+    ("B b40 zebra | A a5 a6", "unknown token 'zebra'"),
+])
+def test_steering_page_bad_pairs_are_a_message(text, message):
+    at = make_app("steering", source="steer-2l")
+    at.radio(key="steer_pairs_mode").set_value("type pairs").run()
+    at.text_area(key="steer_pairs_text").input(text).run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
+
+
+# --- Patching page ----------------------------------------------------------------------
+
+def test_patching_page_exact_and_attribution(induction_model):
+    from circuits.attribution import attribute
+    from circuits.patching import patch
+
+    at = make_app("patching")
+    ok(at)
+    clean = induction_model.to_tokens(at.text_area(key="patch_clean").value)
+    corrupt = induction_model.to_tokens(at.text_area(key="patch_corrupt").value)
+    assert clean.shape == corrupt.shape and (clean != corrupt).sum() == 1  # the default: the last token replaced
+    shown = at.dataframe[0].value
+    lib = patch(induction_model, clean, corrupt, site="z", by=("layer", "pos"), progress=False)
+    merged = shown.merge(lib, on=["layer", "pos"], suffixes=("", "_lib"))
+    assert len(merged) == len(shown) == 20
+    np.testing.assert_allclose(merged["normalised"], merged["normalised_lib"], atol=1e-6)
+    assert [float(m.value) for m in at.metric[:2]] == pytest.approx([lib.attrs["clean_value"],
+                                                                    lib.attrs["corrupt_value"]], abs=1e-4)
+    # the heads' output at the last position carries the whole effect, in layer 1
+    top = shown.iloc[0]
+    assert (top.layer, top.pos) == (1, clean.shape[1] - 1) and top.normalised == pytest.approx(1.0, abs=0.1)
+    heat = figures(at)[0].data[0]
+    z = decode(heat.z)
+    assert z.shape == (2, clean.shape[1])  # layer x position
+    assert np.nanargmax(z[1]) == clean.shape[1] - 1 and z[1, -1] == pytest.approx(top.normalised, abs=1e-6)
+    # attribution mode estimates the same cells from gradients
+    at.radio(key="patch_mode").set_value("attribution").run()
+    ok(at)
+    est = attribute(induction_model, clean, corrupt, site="z", by=("layer", "pos"))
+    merged = at.dataframe[0].value.merge(est, on=["layer", "pos"], suffixes=("", "_lib"))
+    np.testing.assert_allclose(merged["value"], merged["value_lib"], atol=1e-6)
+    # by head, noising
+    at.radio(key="patch_mode").set_value("exact").run()
+    at.multiselect(key="patch_by_head").set_value(["head"]).run()
+    at.radio(key="patch_direction").set_value("noise").run()
+    ok(at)
+    assert set(at.dataframe[0].value.columns) >= {"layer", "head", "normalised"} and int(at.metric[2].value) == 8
+
+
+def test_patching_page_task_batch():
+    at = make_app("patching")
+    at.radio(key="patch_inputs").set_value("task batch").run()
+    at.number_input(key="patch_n").set_value(4).run()
+    at.selectbox(key="patch_site").select("resid_pre").run()
+    ok(at)
+    assert int(at.metric[2].value) == 2 * 64  # layers x positions of the zoo task's sequences
+    at.selectbox(key="patch_how").select("gaussian noise").run()
+    assert not at.exception and "no corrupt prompt to take a wrong token from" in at.error[0].value
+    at.selectbox(key="patch_metric").select("logprob").run()
+    ok(at)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    ("BOS t1 t2", "aligned position by position"),
+    ("BOS t1 nonsense", "unknown token 'nonsense'"),
+    ("", "empty prompt"),
+])
+def test_patching_page_bad_prompts_are_a_message(corrupt, message):
+    at = make_app("patching")
+    at.text_area(key="patch_corrupt").input(corrupt).run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
+
+
+def test_patching_page_bad_positions_are_a_message():
+    at = make_app("patching")
+    at.radio(key="patch_inputs").set_value("task batch").run()
+    at.text_input(key="patch_positions").input("last").run()
+    assert not at.exception and "bad positions" in at.error[0].value
+    at.text_input(key="patch_positions").input("99").run()
+    assert not at.exception and "outside" in at.error[0].value
+
+
+# --- Circuit page -----------------------------------------------------------------------
+
+@pytest.fixture()
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """What the app offers for download, by file name (recorded from Streamlit's media storage)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        if filename is not None:
+            files[filename] = path_or_data.encode() if isinstance(path_or_data, str) else bytes(path_or_data)
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return files
+
+
+def test_circuit_page_graph_threshold_faithfulness_and_json(induction_model, downloads):
+    from circuits.graph import Circuit
+
+    at = make_app("circuit")
+    ok(at)
+    kept = int(at.metric[0].value.split("/")[0])
+    assert 1 <= kept <= 12
+    faith = float(at.metric[2].value)
+    circuit = Circuit.from_json(downloads["induction-2l-circuit.json"].decode())
+    assert len(circuit.kept_edges) == kept and circuit.meta["model"] == "induction-2l"
+    clean = induction_model.to_tokens(at.text_area(key="circ_clean").value)
+    corrupt = induction_model.to_tokens(at.text_area(key="circ_corrupt").value)
+    assert circuit.faithfulness(induction_model, clean, corrupt, "logit_diff") == pytest.approx(faith, abs=1e-3)
+    # the corruption changes the last token: the strongest paths run into layer-1 heads and on to the logits
+    graph = figures(at)[0]
+    labels = [t for tr in graph.data if tr.mode == "markers+text" for t in tr.text]
+    assert "logits" in labels and any(label.startswith("a1.") for label in labels)
+    assert any(e.dst == "logits" and e.src.startswith("a1.") for e in circuit.kept_edges)
+    # threshold 0 keeps every edge and is exactly faithful
+    at.slider(key="circ_threshold").set_value(0.0).run()
+    ok(at)
+    n_kept, n_all = (int(x) for x in at.metric[0].value.split("/"))
+    assert n_kept == n_all and float(at.metric[2].value) == pytest.approx(1.0, abs=1e-3)
+    # the faithfulness curve
+    at.button(key="circ_curve").click().run()
+    ok(at)
+    curve = at.dataframe[-1].value
+    assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-3) and len(figures(at)) == 2
+
+
+def test_patching_page_on_a_recurrent_model():
+    if "flipflop-lstm" not in zoo.names():
+        pytest.skip("no flipflop-lstm in the zoo")
+    at = make_app("patching", source="flipflop-lstm")
+    at.text_area(key="patch_clean").input("BOS W1 IGN W0 IGN IGN READ").run()
+    at.text_area(key="patch_corrupt").input("BOS W1 IGN W1 IGN IGN READ").run()
+    ok(at)
+    assert at.selectbox(key="patch_site").value == "hidden"
+    for site in ("hidden", "cell"):
+        at.selectbox(key="patch_site").select(site).run()
+        ok(at)
+        frame = at.dataframe[0].value.set_index("pos")["normalised"].sort_index()
+        assert frame.loc[6] == pytest.approx(1.0, abs=0.02) and frame.loc[:2].abs().max() < 1e-6
+    # the bit is kept in the cell state: patching it right after the write restores the answer
+    assert frame.loc[3] > 0.9

@@ -1,0 +1,171 @@
+"""The real thing: start the Streamlit server, open the attention page in headless Chromium
+(driven over the DevTools protocol), wait until the plotly heatmaps are drawn, and save a
+screenshot into the test's tmp dir.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it); skipped with a reason otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,2200", "--hide-scrollbars"]
+# The heatmap images plotly draws (one per head of the grid, plus the large pattern),
+# the page title and any Streamlit exception box.
+PROBE = """JSON.stringify({
+  plots: document.querySelectorAll('.js-plotly-plot').length,
+  svgs: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+  heatmaps: document.querySelectorAll('.js-plotly-plot g.hm image').length,
+  text: document.body ? document.body.innerText : '',
+  exceptions: document.querySelectorAll('[data-testid="stException"]').length,
+  errors: document.querySelectorAll('[data-testid="stAlertContentError"]').length
+})"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def http_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over one page's websocket."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect  # a Streamlit dependency
+
+        self.ws = connect(ws_url, max_size=64 * 2**20, open_timeout=10)
+        self.next_id = 0
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:  # skip events until our reply
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app served by ``python -m streamlit run apps/app.py`` on a free port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "INTERP_DEFAULT_MODEL": "induction-2l",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "app.py"),
+                                 "--server.port", str(port), "--server.headless", "true",
+                                 "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        wait_for(healthy, 60, "the streamlit server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    """Headless Chromium with remote debugging; yields a DevTools client on its page."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    port = free_port()
+    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                             f"--remote-debugging-port={port}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        targets = wait_for(lambda: [t for t in http_json(f"http://127.0.0.1:{port}/json/list") or []
+                                    if t.get("type") == "page"], 30, "chromium's debugging endpoint")
+        tools = DevTools(targets[0]["webSocketDebuggerUrl"])
+        yield tools
+        tools.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_attention_heatmap_renders(server, browser, tmp_path):
+    from PIL import Image
+
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/attention")
+    # the first run loads the model (several seconds on a shared CPU); then 4 grid panels + 1 large
+    state = wait_for(lambda: (lambda s: s if s and s["heatmaps"] >= 5 or s and s["exceptions"] else None)(
+        json.loads(browser.evaluate(PROBE) or "null")), 120, "the attention heatmaps")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    assert state["plots"] >= 2 and state["svgs"] >= 2
+    assert "Attention patterns" in state["text"] and "L1H0" in state["text"]
+    assert "Model: induction-2l" in state["text"]  # app.py ran (sidebar), not the page alone
+    time.sleep(1.0)  # let the last figure finish its transition before the screenshot
+    png = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    shot = tmp_path / "attention.png"
+    shot.write_bytes(png)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    assert img.size[0] >= 1000 and img.size[1] >= 1000
+    # non-blank, and showing the blue heatmap colours (saturated blue pixels, many of them)
+    colours = img.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50
+    blue = sum(n for n, (r, g, b) in colours if b - r > 30 and b >= g)
+    assert blue > 0.005 * img.size[0] * img.size[1], f"few heatmap-blue pixels ({blue}); see {shot}"
+    print(f"screenshot: {shot}")
