@@ -191,6 +191,13 @@ def test_induction_heads_carry_the_effect(induction_model):
     layer0 = noi[noi.layer == 0]
     worst = layer0.loc[layer0["effect"].idxmin()]
     assert (worst["head"], worst["pos"]) == (prev_head, 31) and worst["normalised"] < 0.7
+    # the previous-token head reads the previous position: its value there is the top cell of
+    # the whole model in both directions (noising it alone halves the clean metric)
+    for direction in ("denoise", "noise"):
+        v = patching.patch(m, clean, corrupted, site="v", metric=metric, direction=direction, progress=False)
+        best = v.loc[v["effect"].abs().idxmax()]
+        assert (best["layer"], best["head"], best["pos"]) == (0, prev_head, 30), direction
+    assert best["normalised"] < 0.6
 
 
 def test_recall_retrieval_head_and_key_position(recall_model):
