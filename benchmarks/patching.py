@@ -68,22 +68,15 @@ def induction_setup():
 
 
 def recall_setup():
-    import torch
-
     import interp
-    from circuits import metrics
+    from circuits import corrupt, metrics
     from interp import tasks
 
     model = interp.load("recall-2l")
     b = tasks.associative_recall(32, n_pairs=4, d_vocab=128, seed=5)
     clean = b.tokens
     last = int(b.info["query_pos"][0, -1])
-    key_pos = b.info["value_pos"][:, -1] - 1
-    corrupted = clean.clone()
-    g = torch.Generator().manual_seed(3)
-    for i in range(len(clean)):
-        unused = [t for t in range(2, 64) if t not in set(clean[i].tolist())]
-        corrupted[i, key_pos[i]] = unused[int(torch.randint(len(unused), (1,), generator=g))]
+    corrupted = corrupt.recall_key_swap(b, d_vocab=128)
     return model, clean, corrupted, metrics.logprob(b.info["answer"][:, -1], pos=last)
 
 

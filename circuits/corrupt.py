@@ -4,6 +4,8 @@
   (symmetric token replacement, the preferred corruption).
 - :func:`replace_tokens`: the clean prompts with tokens at chosen positions replaced
   (random other tokens, or given ones).
+- :func:`recall_key_swap`: associative recall with the key the last query asks for replaced,
+  in the context, by a key the row does not contain.
 - :func:`gaussian_noise`: the clean prompts with Gaussian noise of ``scale`` x the
   embedding standard deviation (default 3, as in ROME) added to the token embeddings at
   chosen positions, in ``n_samples`` noise draws whose metrics are averaged.
@@ -103,6 +105,21 @@ def replace_tokens(tokens: torch.Tensor, positions: int | Iterable[int], *, d_vo
             raise ValueError(f"replacement tokens must be in [0, {d_vocab})")
         tokens[:, idx] = rep.to(tokens.device).expand(tokens.shape[0], len(pos))
     return tokens
+
+
+def recall_key_swap(batch, *, d_vocab: int, seed: int = 3) -> torch.Tensor:
+    """Corrupt tokens ``[batch, pos]`` for an :func:`interp.tasks.associative_recall` batch of
+    vocabulary ``d_vocab``: the context key that the last query asks for is replaced by a key
+    (from ``[2, d_vocab/2)``) absent from its row, so the query no longer finds its value."""
+    clean = batch.tokens
+    key_pos = batch.info["value_pos"][:, -1] - 1
+    corrupted = clean.clone()
+    g = torch.Generator().manual_seed(seed)
+    for i in range(len(clean)):
+        present = set(clean[i].tolist())
+        unused = [t for t in range(2, d_vocab // 2) if t not in present]
+        corrupted[i, key_pos[i]] = unused[int(torch.randint(len(unused), (1,), generator=g))]
+    return corrupted
 
 
 def replaced(clean: torch.Tensor, positions: int | Iterable[int], *, d_vocab: int, **kw) -> Corruption:

@@ -28,12 +28,7 @@ def recall_setup(n: int = 32):
     unused key in the context; log-prob of the answer at the last query."""
     b = tasks.associative_recall(n, n_pairs=4, d_vocab=128, seed=5)
     clean, last = b.tokens, int(b.info["query_pos"][0, -1])
-    key_pos = b.info["value_pos"][:, -1] - 1
-    corrupted = clean.clone()
-    g = torch.Generator().manual_seed(3)
-    for i in range(n):
-        unused = [t for t in range(2, 64) if t not in set(clean[i].tolist())]
-        corrupted[i, key_pos[i]] = unused[int(torch.randint(len(unused), (1,), generator=g))]
+    corrupted = corrupt.recall_key_swap(b, d_vocab=128)
     return clean, corrupted, metrics.logprob(b.info["answer"][:, -1], pos=last)
 
 

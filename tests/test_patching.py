@@ -207,11 +207,7 @@ def test_recall_retrieval_head_and_key_position(recall_model):
     b = tasks.associative_recall(32, n_pairs=4, d_vocab=128, seed=5)
     clean, last = b.tokens, int(b.info["query_pos"][0, -1])
     key_pos = b.info["value_pos"][:, -1] - 1
-    corrupted = clean.clone()
-    g = torch.Generator().manual_seed(3)
-    for i in range(len(clean)):
-        unused = [t for t in range(2, 64) if t not in set(clean[i].tolist())]
-        corrupted[i, key_pos[i]] = unused[int(torch.randint(len(unused), (1,), generator=g))]
+    corrupted = corrupt.recall_key_swap(b, d_vocab=128)
     metric = metrics.logprob(b.info["answer"][:, -1], pos=last)
     _, cache = m.run_with_cache(clean, names=["blocks.1.attn.hook_pattern"])
     to_value = cache["blocks.1.attn.hook_pattern"][torch.arange(len(clean)), :, last, key_pos + 1].mean(0)
