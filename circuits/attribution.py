@@ -32,6 +32,7 @@ from circuits.graph import Circuit
 from circuits.metrics import Metric
 from circuits.patching import frame
 from circuits.runs import check_direction, finish, inputs
+from interp.recurrent import delta_hook
 
 METHODS = ("eap", "eap-ig")
 
@@ -97,18 +98,9 @@ def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
     base_act: dict[str, torch.Tensor] = {}
     deltas: dict[str, torch.Tensor] = {}
 
-    def add_delta(name: str):
-        # keyed by the requested name: a hook on an alias (hook_resid_pre) reports the canonical one
-        def fn(x: torch.Tensor, hook) -> torch.Tensor:
-            base_act[name] = x.detach()          # per-step sites: the last call holds every step
-            d = deltas.get(name)
-            if d is None:
-                d = deltas[name] = torch.zeros_like(x, requires_grad=True)
-            return x + d
-        return fn
-
     with torch.enable_grad():
-        base_logits = model.run_with_hooks(base_tokens, list(base_hooks) + [(n, add_delta(n)) for n in grad_names])
+        base_logits = model.run_with_hooks(base_tokens, list(base_hooks) +
+                                           [(n, delta_hook(deltas, n, base_act)) for n in grad_names])
         clean_logits, corrupt_logits = (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
         runs = finish(model, c, metric, clean_logits, corrupt_logits.detach())
         value = runs.metric(base_logits)

@@ -693,6 +693,23 @@ class HookedRecurrent(HookedRootModule):
         return self.unembed(self.ln_final(x))
 
 
+def delta_hook(deltas: dict[str, torch.Tensor], name: str,
+               seen: dict[str, torch.Tensor] | None = None) -> Callable:
+    """A hook that adds ``deltas[name]``, a zero tensor shaped like the site (made on the
+    first call, with ``requires_grad``), so ``d metric / d delta`` is the site's gradient.
+    ``seen[name]`` keeps the activation of the last call (per-step sites: the last call
+    holds every step).  Keyed by the requested name: on a bridge a hook on an alias
+    reports the canonical one."""
+    def add_delta(x: torch.Tensor, hook) -> torch.Tensor:
+        if seen is not None:
+            seen[name] = x.detach()
+        d = deltas.get(name)
+        if d is None:
+            d = deltas[name] = torch.zeros_like(x, requires_grad=True)
+        return x + d
+    return add_delta
+
+
 def site_gradients(model: HookedRootModule, tokens: torch.Tensor,
                    metric: Callable[[torch.Tensor], torch.Tensor],
                    names: Iterable[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -706,18 +723,8 @@ def site_gradients(model: HookedRootModule, tokens: torch.Tensor,
     """
     names = list(names)
     deltas: dict[str, torch.Tensor] = {}
-
-    def adder(name: str):
-        # keyed by the requested name: on a bridge a hook on an alias reports the canonical one
-        def add_delta(x: torch.Tensor, hook) -> torch.Tensor:
-            d = deltas.get(name)
-            if d is None:
-                d = deltas[name] = torch.zeros_like(x, requires_grad=True)
-            return x + d
-        return add_delta
-
     with torch.enable_grad():
-        value = metric(model.run_with_hooks(tokens, fwd_hooks=[(n, adder(n)) for n in names]))
+        value = metric(model.run_with_hooks(tokens, fwd_hooks=[(n, delta_hook(deltas, n)) for n in names]))
         if value.numel() != 1:
             raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
         missing = [n for n in names if n not in deltas]
