@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
     card = {"name": recipe.name, "arch": recipe.arch, "config": {**recipe.config, "seed": seed},
             "vocab": recipe.vocab.to_dict(), "task": recipe.task, "description": recipe.description}
     module = build_module(card).train()
+    hooks = _head_dropout_hooks(recipe.head_dropout)
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, recipe.warmup)))
     start = time.perf_counter()
@@ -40,9 +42,12 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
     for step in bar:
         batch = recipe.make_batch(recipe.batch_size, seed * 1_000_003 + step)
         labels = batch.labels if recipe.train_on == "labels" else batch.next_token_labels()
-        loss = masked_loss(logits_of(module(batch.tokens)), labels)
+        with module.hooks(fwd_hooks=hooks) if hooks else nullcontext():
+            loss = masked_loss(logits_of(module(batch.tokens)), labels)
+        total = loss + (head_sparsity_penalty(module, recipe.head_sparsity)
+                        if recipe.head_sparsity and step >= recipe.sparsity_from else 0.0)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if recipe.grad_clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.grad_clip)
         opt.step()
@@ -65,6 +70,38 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
     if out is not None:
         save_checkpoint(module, card, out)
     return model, card
+
+
+def _head_dropout_hooks(rates: dict) -> list:
+    """DropHead hooks on ``blocks.{l}.attn.hook_z`` ([batch, pos, head, d_head]): one keep/drop draw
+    per sequence and head, survivors scaled by 1/(1-p)."""
+    def drop(p: float):
+        if not 0 <= p < 1:
+            raise ValueError(f"head_dropout rates must be in [0, 1), got {p}")
+
+        def hook(z: torch.Tensor, hook) -> torch.Tensor:
+            keep = torch.rand(z.shape[0], 1, z.shape[2], 1) >= p
+            return z * keep.to(z.dtype) / (1 - p)
+        return hook
+    return [(f"blocks.{int(layer)}.attn.hook_z", drop(float(p))) for layer, p in rates.items()]
+
+
+def head_sparsity_penalty(module, strengths: dict, eps: float = 1e-3) -> torch.Tensor:
+    """sum over layers l and heads h of lambda_l * sqrt(norm_lh + eps), where norm_lh adds the
+    Frobenius norms of head h's query-key weights (W_Q, b_Q, W_K, b_K), value weights (W_V, b_V)
+    and output weights (its W_O columns).  The square root makes the penalty concave, so under
+    it a layer's redundant heads die one by one rather than all shrinking together (plain
+    group lasso shrinks them alike).  Native TransformerBridge modules only."""
+    total = torch.zeros(())
+    for layer, lam in strengths.items():
+        attn = module.blocks[int(layer)].attn
+        n, d = attn.config.n_heads, attn.config.d_head
+
+        def sq(lin) -> torch.Tensor:      # [n_heads]: squared norm of each head's rows
+            return lin.weight.view(n, d, -1).pow(2).sum((1, 2)) + lin.bias.view(n, d).pow(2).sum(1)
+        norm = (sq(attn.q) + sq(attn.k)).sqrt() + sq(attn.v).sqrt() + attn.o.weight.view(-1, n, d).pow(2).sum((0, 2)).sqrt()
+        total = total + float(lam) * (norm + eps).sqrt().sum()
+    return total
 
 
 def meets_card(card: dict, metrics: dict | None = None) -> bool:

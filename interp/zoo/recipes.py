@@ -35,6 +35,13 @@ class Recipe:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     warmup: int = 0                # steps of linear learning-rate warm-up
+    # DropHead (Zhou et al. 2020): {layer: p}, each head of the layer zeroed per sequence with
+    # probability p while training (survivors scaled by 1/(1-p)), so no single head is a bottleneck.
+    head_dropout: dict = field(default_factory=dict)
+    # {layer: lambda}: a concave group penalty lambda * sum_h sqrt(|head h's weights|) from step
+    # sparsity_from on, which prunes a layer's redundant heads instead of shrinking all alike.
+    head_sparsity: dict = field(default_factory=dict)
+    sparsity_from: int = 0
     seed: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
@@ -42,7 +49,9 @@ class Recipe:
     def hyperparameters(self, *, steps: int, seed: int) -> dict:
         return {"name": self.name, "task": self.task, "train_on": self.train_on, "steps": steps,
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "grad_clip": self.grad_clip, "warmup": self.warmup, "seed": seed, "optimizer": "AdamW", "notes": self.notes, **self.extra}
+                "grad_clip": self.grad_clip, "warmup": self.warmup, "seed": seed, "optimizer": "AdamW",
+                "head_dropout": self.head_dropout, "head_sparsity": self.head_sparsity,
+                "sparsity_from": self.sparsity_from, "notes": self.notes, **self.extra}
 
 
 EVAL_SEED = 10_000_019  # held-out batches use seeds no training step uses
@@ -133,14 +142,20 @@ def _flipflop_batch(n: int, seed: int) -> TaskBatch:
 RECIPES: dict[str, Recipe] = {
     "induction-2l": Recipe(
         name="induction-2l",
-        description="2-layer attention-only transformer on repeated random segments: previous-token heads "
-                    "in layer 0, induction heads in layer 1",
+        description="2-layer attention-only transformer on repeated random segments: redundant previous-token "
+                    "heads in layer 0, two induction heads in layer 1 (its other heads pruned)",
         arch="bridge",
         config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, attn_only=True, normalization_type="LN",
                     act_fn="relu", **INDUCTION),
         vocab=WordVocab(default_names(INDUCTION["d_vocab"])), task="repeated_tokens",
         make_batch=_induction_batch, evaluate=_induction_eval, train_on="next_token",
-        metric="repeat_loss", threshold=1.2, higher_is_better=False, steps=3000, lr=1e-3),
+        metric="repeat_loss", threshold=1.2, higher_is_better=False, steps=4000, lr=1e-3,
+        # Trained on pure repeats, every head of layer 1 becomes a redundant induction head and one
+        # layer-0 head the only previous-token head, so any same-size random set of heads hits the
+        # circuit.  DropHead spreads the previous-token job over layer 0; the sparsity penalty
+        # (from step 1000, once induction has formed) prunes layer 1 down to the heads it needs.
+        head_dropout={0: 0.25}, head_sparsity={1: 0.05}, sparsity_from=1000,
+        notes="DropHead 0.25 on layer 0; head-sparsity penalty 0.05 on layer 1 from step 1000"),
     "recall-2l": Recipe(
         name="recall-2l",
         description="2-layer transformer with MLPs on associative recall (4 key-value pairs, then 28 "
