@@ -80,7 +80,7 @@ def _head_dropout_hooks(rates: dict) -> list:
             raise ValueError(f"head_dropout rates must be in [0, 1), got {p}")
 
         def hook(z: torch.Tensor, hook) -> torch.Tensor:
-            keep = torch.rand(z.shape[0], 1, z.shape[2], 1) >= p
+            keep = torch.rand(z.shape[0], 1, z.shape[2], 1, device=z.device) >= p
             return z * keep.to(z.dtype) / (1 - p)
         return hook
     return [(f"blocks.{int(layer)}.attn.hook_z", drop(float(p))) for layer, p in rates.items()]

@@ -154,8 +154,7 @@ RECIPES: dict[str, Recipe] = {
         # layer-0 head the only previous-token head, so any same-size random set of heads hits the
         # circuit.  DropHead spreads the previous-token job over layer 0; the sparsity penalty
         # (from step 1000, once induction has formed) prunes layer 1 down to the heads it needs.
-        head_dropout={0: 0.25}, head_sparsity={1: 0.05}, sparsity_from=1000,
-        notes="DropHead 0.25 on layer 0; head-sparsity penalty 0.05 on layer 1 from step 1000"),
+        head_dropout={0: 0.25}, head_sparsity={1: 0.05}, sparsity_from=1000),
     "recall-2l": Recipe(
         name="recall-2l",
         description="2-layer transformer with MLPs on associative recall (4 key-value pairs, then 28 "
