@@ -143,8 +143,9 @@ def steer_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, H
     m = load_model(model)
     contrast = steering.read_pairs(pairs, m)
     vec = steering.SteeringVector.from_pairs(m, contrast, layer=layer, site=site, method=method)
-    typer.echo(f"{vec!r} from {contrast.positive.shape[0]} pairs of {contrast.positive.shape[1]} tokens")
-    prompts = list(prompt) if prompt else [" ".join(m.to_str_tokens(t)) for t in contrast.negative[:5]]
+    pos, neg = contrast.tokens(m)
+    typer.echo(f"{vec!r} from {len(pos)} pairs of {int(pos.lengths.min())}-{int(pos.lengths.max())} tokens")
+    prompts = list(prompt) if prompt else [m.decode(r) for r in neg.rows()[:5]]
     table = steering.compare_generations(m, vec, prompts if len(prompts) > 1 else prompts[0], coef,
                                          start_pos=start_pos, max_new_tokens=new_tokens)
     typer.echo(f"coef {coef:g} from position {start_pos}:")
@@ -192,11 +193,11 @@ def patch_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, H
     with_heads = sites.AXES[sites.resolve(m, site).layout]
     axes = [a for a in by.split(",") if a.strip() and (a.strip() == "layer" or a.strip() in with_heads)]
     if metric in ("logit_diff", "logit", "prob", "logprob", "accuracy") and answer is not None:
-        ans = metrics.token_id(m, answer)
+        ans = m.token_id(answer)
         if metric == "logit_diff":
             if wrong is None:
                 raise ValueError("--metric logit_diff with --answer needs --wrong too")
-            chosen = metrics.logit_diff(ans, metrics.token_id(m, wrong), pos=pos)
+            chosen = metrics.logit_diff(ans, m.token_id(wrong), pos=pos)
         else:
             chosen = getattr(metrics, metric)(ans, pos=pos)
     else:

@@ -91,11 +91,7 @@ def example_text(model: interp.Model, length: int = 25, period: int = 8) -> str:
     length = min(length, model.cfg.n_ctx)
     toks = tasks.repeated_tokens(1, d_vocab=model.cfg.d_vocab, n_ctx=length, period=min(period, length - 2),
                                  seed=1).tokens[0]
-    if model.vocab is not None:
-        return " ".join(model.vocab.decode(toks))
-    if model.tokenizer is not None:
-        return model.tokenizer.decode(toks[1:].tolist())
-    return " ".join(str(int(t)) for t in toks)
+    return model.decode(toks, skip_bos=True) if not model.word_level else model.decode(toks)
 
 
 PROMPT_MODES = ("type tokens", "repeated random tokens", "the model's zoo task")
@@ -110,7 +106,7 @@ def prompt_tokens(model: interp.Model, key: str, *, default_mode: int = 0) -> to
     mode = st.radio("Prompt", modes, index=min(default_mode, len(modes) - 1), horizontal=True, key=f"{key}_mode")
     if mode == PROMPT_MODES[0]:
         syntax = ("named tokens separated by spaces (e.g. `BOS t5 t9`) or integer ids"
-                  if model.vocab is not None else "text for the model's tokenizer")
+                  if model.word_level else "text for the model's tokenizer")
         text = st.text_area(f"Tokens: {syntax}", value=example_text(model), key=f"{key}_text", height=80)
         with friendly("bad prompt"):
             return model.to_tokens(text)
@@ -199,11 +195,13 @@ def steering_sweep(source: str, positive: tuple[tuple[int, ...], ...], negative:
                    method: str, coefs: tuple[float, ...], targets: tuple[int, ...], start_pos: int) -> pd.DataFrame:
     """interp.steering.sweep over every layer: behaviour = probability of ``targets`` on the
     negative prompts, with the random control."""
-    from interp.steering import sweep, token_set_prob
+    from interp.metrics import set_prob
+    from interp.steering import sweep
 
     model = load_model(source)
     neg = torch.tensor(negative)
-    return sweep(model, (torch.tensor(positive), neg), None, list(coefs), neg, token_set_prob(list(targets)),
+    everywhere = set_prob(list(targets), pos=[list(range(neg.shape[1]))])
+    return sweep(model, (torch.tensor(positive), neg), None, list(coefs), neg, everywhere,
                  method=method, start_pos=start_pos, progress=False)
 
 
@@ -211,14 +209,7 @@ def steering_sweep(source: str, positive: tuple[tuple[int, ...], ...], negative:
 
 def tokens_text(model: interp.Model, tokens: torch.Tensor) -> str:
     """One sequence written back in the model's prompt syntax (what the text boxes accept)."""
-    tokens = tokens.reshape(-1)
-    if model.vocab is not None:
-        return " ".join(model.vocab.decode(tokens))
-    if model.tokenizer is not None:
-        bos = model.tokenizer.bos_token_id
-        ids = tokens.tolist()
-        return model.tokenizer.decode(ids[1:] if ids and ids[0] == bos else ids)
-    return " ".join(str(int(t)) for t in tokens)
+    return model.decode(tokens.reshape(-1), skip_bos=not model.word_level)
 
 
 Key = tuple[tuple[int, ...], ...]

@@ -27,20 +27,19 @@ from tqdm.auto import tqdm
 
 from circuits import edges as E
 from circuits import sites
-from circuits.components import heads_of
 from circuits.graph import Circuit
 from circuits.metrics import Metric
 from circuits.patching import frame
-from circuits.runs import check_direction, finish, inputs
-from interp.recurrent import delta_hook
+from circuits.runs import check_direction, finish, inputs, sides
+from interp.gradients import delta_hook
 
 METHODS = ("eap", "eap-ig")
 
 
-def _grad_names(site: sites.Site, layer: int) -> list[str]:
+def _grad_names(model, site: sites.Site, layer: int) -> list[str]:
     names = [site.hook(layer)]
     if site.via_mlp_in:          # the whole residual: the MLP's copy and the skip connection
-        names.append(f"blocks.{layer}.hook_resid_post")
+        names.append(model.site("resid_post", layer))
     return names
 
 
@@ -88,11 +87,10 @@ def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
         wanted = [a for a in by if a == "layer" or a in sites.AXES[s.layout]] if len(resolved) > 1 else by
         axes_per.append(sites.parse_by(wanted, s))
     c = inputs(model, clean, corrupt)
-    base_tokens, base_hooks, src_tokens, src_hooks = (c.tokens, c.hooks, c.clean, []) if direction == "denoise" \
-        else (c.clean, [], c.tokens, c.hooks)
+    base_tokens, base_hooks, src_tokens, src_hooks = sides(c, direction)
     L = model.cfg.n_layers
     act_names = sorted({s.hook(l) for s in resolved for l in range(L)})
-    grad_names = sorted({n for s in resolved for l in range(L) for n in _grad_names(s, l)})
+    grad_names = sorted({n for s in resolved for l in range(L) for n in _grad_names(model, s, l)})
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names=act_names, fwd_hooks=src_hooks)
     base_act: dict[str, torch.Tensor] = {}
@@ -110,7 +108,7 @@ def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
         cells = sites.cells(model, s, axes, c.clean.shape[1])
         tables = []
         for l in range(L):
-            g = sum(grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(s, l))
+            g = sum(grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(model, s, l))
             diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
             tables.append(_reduce((diff * g).detach().float(), s.layout, axes))
         est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
@@ -144,21 +142,23 @@ def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_dif
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     graph = E.Graph.of(model)
-    heads = heads_of(model)
+    weights = model.weights()
+    E.check_rebuild(model, weights)
     c = inputs(model, clean, corrupt)
+    names = E.cache_names(model, graph)
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(c.clean, names=E.cache_names(graph))
-        corrupt_logits, corrupt_cache = model.run_with_cache(c.tokens, names=E.cache_names(graph), fwd_hooks=c.hooks)
+        clean_logits, clean_cache = model.run_with_cache(c.clean, names=names)
+        corrupt_logits, corrupt_cache = model.run_with_cache(c.tokens, names=names, fwd_hooks=c.hooks)
     runs = finish(model, c, metric, clean_logits, corrupt_logits)
-    out_clean = E.outputs_from_cache(clean_cache, graph, heads)
-    out_corrupt = E.outputs_from_cache(corrupt_cache, graph, heads)
+    out_clean = E.outputs_from_cache(model, clean_cache, graph, weights)
+    out_corrupt = E.outputs_from_cache(model, corrupt_cache, graph, weights)
     alphas = [1.0] if method == "eap" else [k / steps for k in range(1, steps + 1)]
     grad_sum = None
     for a in tqdm(alphas, desc=method, disable=not progress or len(alphas) == 1, leave=False):
         x0 = out_corrupt.input + a * (out_clean.input - out_corrupt.input)
         eps: dict = {}
         with torch.enable_grad():
-            logits = E.run(model, heads, graph, c.clean, input_value=x0, eps=eps)
+            logits = E.run(model, weights, graph, c.clean, input_value=x0, eps=eps)
             value = runs.metric(logits)
             keys = list(eps)
             grads = dict(zip(keys, torch.autograd.grad(value, [eps[k] for k in keys])))
@@ -171,4 +171,4 @@ def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_dif
     return Circuit.from_scores(graph, scores.float(), meta=dict(
         model=model.cfg.name, method=method, steps=len(alphas), metric=runs.metric.label,
         clean_value=runs.clean_value, corrupt_value=runs.corrupt_value, corruption=runs.description,
-        n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads))
+        n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads, n_kv_heads=model.cfg.n_kv_heads))

@@ -1,10 +1,13 @@
 """The edge graph of a transformer and a forward pass in which every receiver has its own input.
 
-Nodes (in residual-stream order): ``input`` (token + position embeddings, the residual
-entering block 0), each head ``a{l}.h{h}`` (its write ``z @ W_O``), each MLP ``m{l}``, and
-``logits``.  Receivers: each head's ``q`` / ``k`` / ``v`` input, each MLP's input and the
-logits (the final residual before ``ln_final``).  An edge ``u -> r`` exists when ``u`` writes
-to the residual stream before ``r`` reads it (heads of layer l feed the MLP of layer l).
+Senders (in residual-stream order): ``input`` (the residual entering block 0: token and
+position embeddings), each head ``a{l}.h{h}`` (its write ``z @ W_O``) and each MLP ``m{l}``.
+Receivers: each query head's ``q`` input; each key-value head's ``k`` and ``v`` inputs (with
+grouped-query attention the key-value heads are the nodes ``a{l}.kv{g}``, each read by the
+query heads of group g; without it they are the heads themselves, ``a{l}.h{h}``); each MLP's
+input and the logits (the final residual before ``ln_final``).  An edge ``u -> r`` exists
+when ``u`` writes to the residual stream before ``r`` reads it (heads of layer l feed the
+MLP of layer l).
 
 :func:`run` executes the model with forward hooks so that receiver ``r`` reads
 ``residual - sum over u of missing[u, r] * (out_u - ref_u)`` (+ ``eps_r``): with
@@ -19,38 +22,69 @@ from dataclasses import dataclass
 
 import torch
 
-from circuits.components import Heads
+from interp.weights import Weights
 
 QKV = ("q", "k", "v")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Graph:
-    """Node and receiver layout of a model: ``n_layers`` x ``n_heads`` heads, MLPs where present."""
+    """Node and receiver layout of a model: ``n_layers`` x ``n_heads`` query heads sharing
+    ``n_kv_heads`` key-value heads, MLPs where present."""
 
     n_layers: int
     n_heads: int
     has_mlp: tuple[bool, ...]
+    n_kv_heads: int = 0
+
+    def __post_init__(self):
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"{self.n_heads} query heads cannot share {self.n_kv_heads} key-value heads evenly")
 
     @classmethod
     def of(cls, model) -> "Graph":
         model.require_attention("edge attribution")
         names = set(model.site_names)
         mlp = tuple(f"blocks.{l}.hook_mlp_out" in names for l in range(model.cfg.n_layers))
-        return cls(model.cfg.n_layers, model.cfg.n_heads, mlp)
+        return cls(model.cfg.n_layers, model.cfg.n_heads, mlp, model.cfg.n_kv_heads)
 
-    # nodes: input, then per layer its heads and its MLP
-    def nodes(self) -> list[dict]:
+    @property
+    def grouped(self) -> bool:
+        return self.n_kv_heads != self.n_heads
+
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def kv_node(self, layer: int, kv: int) -> str:
+        """The node whose k / v input is key-value head ``kv`` of ``layer``."""
+        return f"a{layer}.kv{kv}" if self.grouped else f"a{layer}.h{kv}"
+
+    def kv_heads(self, layer: int, kv: int) -> list[str]:
+        """The query heads that read key-value head ``kv``."""
+        return [f"a{layer}.h{h}" for h in range(kv * self.group, (kv + 1) * self.group)]
+
+    def senders(self) -> list[dict]:
         out = [{"name": "input", "kind": "input", "layer": -1, "head": None}]
         for l in range(self.n_layers):
             out += [{"name": f"a{l}.h{h}", "kind": "head", "layer": l, "head": h} for h in range(self.n_heads)]
             if self.has_mlp[l]:
                 out.append({"name": f"m{l}", "kind": "mlp", "layer": l, "head": None})
-        out.append({"name": "logits", "kind": "logits", "layer": self.n_layers, "head": None})
         return out
 
+    def nodes(self) -> list[dict]:
+        """Senders, the key-value nodes of grouped-query layers, and ``logits``."""
+        kv = [{"name": self.kv_node(l, g), "kind": "kv", "layer": l, "head": g}
+              for l in range(self.n_layers) for g in range(self.n_kv_heads)] if self.grouped else []
+        return self.senders() + kv + [{"name": "logits", "kind": "logits", "layer": self.n_layers, "head": None}]
+
+    def n_upstream(self) -> int:
+        return len(self.senders())
+
     def upstream_count(self, layer: int, kind: str) -> int:
-        """How many nodes (a prefix of :meth:`nodes`) write before a receiver of ``kind`` in ``layer``."""
+        """How many senders (a prefix of :meth:`senders`) write before a receiver of ``kind`` in ``layer``."""
         n = 1
         for l in range(layer):
             n += self.n_heads + int(self.has_mlp[l])
@@ -59,21 +93,27 @@ class Graph:
         return n
 
     def receivers(self) -> list[dict]:
-        """Receivers in forward order: per layer the q, k, v inputs of each head, then the MLP; then logits."""
+        """Receivers in forward order: per layer the q input of each query head, the k and v
+        inputs of each key-value head, then the MLP; then the logits."""
         out = []
         for l in range(self.n_layers):
-            out += [{"node": f"a{l}.h{h}", "layer": l, "head": h, "component": c} for c in QKV
-                    for h in range(self.n_heads)]
+            out += [{"node": f"a{l}.h{h}", "layer": l, "head": h, "component": "q"} for h in range(self.n_heads)]
+            for c in ("k", "v"):
+                out += [{"node": self.kv_node(l, g), "layer": l, "head": g, "component": c}
+                        for g in range(self.n_kv_heads)]
             if self.has_mlp[l]:
                 out.append({"node": f"m{l}", "layer": l, "head": None, "component": ""})
         out.append({"node": "logits", "layer": self.n_layers, "head": None, "component": ""})
         return out
 
-    def n_upstream(self) -> int:
-        return len(self.nodes()) - 1
-
     def receiver_index(self) -> dict[tuple[str, str], int]:
         return {(r["node"], r["component"]): i for i, r in enumerate(self.receivers())}
+
+    def members(self) -> dict[str, list[str]]:
+        """For each key-value node, the heads it feeds (empty without grouped-query attention)."""
+        if not self.grouped:
+            return {}
+        return {self.kv_node(l, g): self.kv_heads(l, g) for l in range(self.n_layers) for g in range(self.n_kv_heads)}
 
     def valid(self) -> torch.Tensor:
         """``[n_upstream, n_receivers]`` bool: which (sender, receiver) pairs are edges."""
@@ -85,17 +125,21 @@ class Graph:
             out[:n, j] = True
         return out
 
+    def to_dict(self) -> dict:
+        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
+                "has_mlp": list(self.has_mlp)}
+
 
 @dataclass
 class NodeOutputs:
-    """What each node writes to the residual stream in one run (``[batch, pos, d_model]`` each)."""
+    """What each sender writes to the residual stream in one run (``[batch, pos, d_model]`` each)."""
 
     input: torch.Tensor
     heads: list[torch.Tensor]          # per layer [batch, pos, n_heads, d_model]
     mlps: list[torch.Tensor | None]    # per layer
 
     def stacked(self, graph: Graph) -> torch.Tensor:
-        """``[n_upstream, batch, pos, d_model]`` in node order."""
+        """``[n_upstream, batch, pos, d_model]`` in sender order."""
         parts = [self.input[None]]
         for l in range(graph.n_layers):
             parts.append(self.heads[l].permute(2, 0, 1, 3))
@@ -104,33 +148,34 @@ class NodeOutputs:
         return torch.cat(parts)
 
 
-def cache_names(graph: Graph) -> list[str]:
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.attn.hook_z" for l in range(graph.n_layers)]
-    return names + [f"blocks.{l}.hook_mlp_out" for l in range(graph.n_layers) if graph.has_mlp[l]]
+def cache_names(model, graph: Graph) -> list[str]:
+    names = [model.site("resid_pre", 0)] + model.sites("z")
+    return names + [model.site("mlp_out", l) for l in range(graph.n_layers) if graph.has_mlp[l]]
 
 
-def outputs_from_cache(cache: dict, graph: Graph, heads: Heads) -> NodeOutputs:
-    return NodeOutputs(cache["blocks.0.hook_resid_pre"],
-                       [heads.outputs(l, cache[f"blocks.{l}.attn.hook_z"]) for l in range(graph.n_layers)],
-                       [cache.get(f"blocks.{l}.hook_mlp_out") for l in range(graph.n_layers)])
+def outputs_from_cache(model, cache: dict, graph: Graph, weights: Weights) -> NodeOutputs:
+    return NodeOutputs(cache[model.site("resid_pre", 0)],
+                       [weights.head_outputs(l, cache[model.site("z", l)]) for l in range(graph.n_layers)],
+                       [cache.get(model.site("mlp_out", l)) if graph.has_mlp[l] else None
+                        for l in range(graph.n_layers)])
 
 
-def run(model, heads: Heads, graph: Graph, tokens: torch.Tensor, *, hooks: list = (),
+def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: list = (),
         input_value: torch.Tensor | None = None, missing: torch.Tensor | None = None,
         ref: NodeOutputs | None = None, eps: dict | None = None) -> torch.Tensor:
     """Logits of a run where every receiver reads its own input (see the module docstring).
 
     input_value: replaces the residual entering block 0 (EAP-IG interpolation).  missing:
     ``[n_upstream, n_receivers]`` float/bool, edges to patch to ``ref``.  eps: dict of zero
-    tensors added to receiver inputs (``("qkv", l)``: ``[batch, pos, 3, heads, d]``,
-    ``("mlp", l)`` and ``"logits"``: ``[batch, pos, d]``), created here when an empty dict is
-    passed, for gradients.
+    tensors added to receiver inputs (``(c, l)`` for c in q / k / v: ``[batch, pos, n, d]`` with
+    n query or key-value heads, ``("mlp", l)`` and ``"logits"``: ``[batch, pos, d]``), created here
+    when an empty dict is passed, for gradients.
     """
     if missing is not None and ref is None:
         raise ValueError("patching missing edges needs the reference (corrupt) node outputs")
-    L, H = graph.n_layers, graph.n_heads
+    L, H, K = graph.n_layers, graph.n_heads, graph.n_kv_heads
     recv_idx = graph.receiver_index()
-    cur: list[torch.Tensor] = []          # node outputs so far, each [batch, pos, d] in node order
+    cur: list[torch.Tensor] = []          # sender outputs so far, each [batch, pos, d] in sender order
     refs = list(ref.stacked(graph)) if ref is not None else None
     miss = missing.float() if missing is not None else None
     resid: dict[int, torch.Tensor] = {}
@@ -146,7 +191,7 @@ def run(model, heads: Heads, graph: Graph, tokens: torch.Tensor, *, hooks: list 
         if not m.any():
             return out
         delta = torch.stack([c - r for c, r in zip(cur, refs[:n])])          # [n_up, batch, pos, d]
-        return out - torch.einsum("ur,ubpd->bprd", m, delta)
+        return out - torch.einsum("ur,ubpd->bprd", m.to(delta.dtype), delta)
 
     def eps_of(key, shape, like):
         if not want_grad:
@@ -167,21 +212,21 @@ def run(model, heads: Heads, graph: Graph, tokens: torch.Tensor, *, hooks: list 
         return fn
 
     def at_qkv(layer, comp):
-        ci = QKV.index(comp)
-        cols = [recv_idx[(f"a{layer}.h{h}", comp)] for h in range(H)]
+        cols = [recv_idx[(f"a{layer}.h{h}", "q")] for h in range(H)] if comp == "q" else \
+            [recv_idx[(graph.kv_node(layer, g), comp)] for g in range(K)]
 
         def fn(x, hook):
-            xs = subtract(resid[layer], cols)                                  # [batch, pos, H, d]
-            e = eps_of(("qkv", layer), (*xs.shape[:2], 3, H, xs.shape[-1]), xs)
+            xs = subtract(resid[layer], cols)                                  # [batch, pos, n, d]
+            e = eps_of((comp, layer), xs.shape, xs)
             if e is not None:
-                xs = xs + e[:, :, ci]
-            return heads.project(layer, comp, xs)
+                xs = xs + e
+            return weights.project(layer, comp, xs).to(x.dtype)
         return fn
 
     def at_z(layer):
         def fn(z, hook):
-            out = heads.outputs(layer, z)
-            cur.extend(out.unbind(2))
+            out = weights.head_outputs(layer, z)
+            cur.extend(out.unbind(-2))
         return fn
 
     def at_mlp_in(layer):
@@ -201,15 +246,15 @@ def run(model, heads: Heads, graph: Graph, tokens: torch.Tensor, *, hooks: list 
         e = eps_of("logits", xs.shape, xs)
         return xs + e if e is not None else xs
 
-    fwd = [("blocks.0.hook_resid_pre", at_input)]
+    fwd = [(model.site("resid_pre", 0), at_input)]
     for l in range(L):
         if l > 0:
-            fwd.append((f"blocks.{l}.hook_resid_pre", at_resid_pre(l)))
-        fwd += [(f"blocks.{l}.attn.hook_{c}", at_qkv(l, c)) for c in QKV]
-        fwd.append((f"blocks.{l}.attn.hook_z", at_z(l)))
+            fwd.append((model.site("resid_pre", l), at_resid_pre(l)))
+        fwd += [(model.site(c, l), at_qkv(l, c)) for c in QKV]
+        fwd.append((model.site("z", l), at_z(l)))
         if graph.has_mlp[l]:
-            fwd += [(f"blocks.{l}.ln2.hook_in", at_mlp_in(l)), (f"blocks.{l}.hook_mlp_out", at_mlp_out)]
-    fwd.append(("ln_final.hook_in", at_final))
+            fwd += [(model.site("mlp_in", l), at_mlp_in(l)), (model.site("mlp_out", l), at_mlp_out)]
+    fwd.append((model.site("final_resid"), at_final))
     return model.run_with_hooks(tokens, list(hooks) + fwd)
 
 
@@ -217,9 +262,34 @@ def receiver_grads(eps: dict, grads: dict, graph: Graph) -> torch.Tensor:
     """Per-receiver input gradients ``[n_receivers, batch, pos, d]`` in :meth:`Graph.receivers` order."""
     out = []
     for l in range(graph.n_layers):
-        g = grads[("qkv", l)]                                                   # [batch, pos, 3, H, d]
-        out += [g[:, :, ci, h] for ci in range(3) for h in range(graph.n_heads)]
+        for c in QKV:
+            g = grads[(c, l)]                                                   # [batch, pos, n, d]
+            out += list(g.unbind(2))
         if graph.has_mlp[l]:
             out.append(grads[("mlp", l)])
     out.append(grads["logits"])
     return torch.stack(out)
+
+
+def check_rebuild(model, weights: Weights) -> None:
+    """Checks on a probe that :meth:`Weights.project` reproduces the model's own ``hook_q/k/v``
+    and that the heads' outputs add up to ``hook_attn_out`` (so a bridge that folds weights or
+    mixes heads is refused, not mis-read)."""
+    probe = torch.arange(min(5, model.cfg.n_ctx), device=model.device)[None] % model.cfg.d_vocab
+    L = model.cfg.n_layers
+    names = model.sites("resid_pre") + [model.site(c, l) for l in range(L) for c in "qkvz"] + model.sites("attn_out")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(probe, names=names)
+        for l in range(L):
+            x = cache[model.site("resid_pre", l)].float()
+            for c in "qkv":
+                want = cache[model.site(c, l)].float()
+                got = weights.project(l, c, x[:, :, None].expand(-1, -1, want.shape[2], -1))
+                if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+                    raise ValueError(f"cannot rebuild hook_{c} of layer {l} from its norm and W_{c.upper()} on this "
+                                     "bridge (folded weights?): per-receiver inputs are unsupported")
+            out = weights.head_outputs(l, cache[model.site("z", l)].float()).sum(-2) + weights.b_O[l]
+            attn = cache[model.site("attn_out", l)].float()
+            if (out - attn).abs().max() > 1e-3 * (1 + attn.abs().max()):
+                raise ValueError(f"the heads' outputs z @ W_O do not add up to hook_attn_out in layer {l} on this "
+                                 "bridge: per-head outputs are unsupported")

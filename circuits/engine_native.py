@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from circuits.components import raw as _raw
+from interp.model import RunContext
+from interp.weights import raw as _raw
 from circuits.metrics import Metric
-from circuits.sites import Cell, Site, by_layer, reaches, scatter
+from circuits.sites import Cell, Site, intervention, reaches
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
 STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
@@ -146,18 +147,16 @@ class NativeEngine:
         p_max = int(reads.max())
         rows = torch.arange(p_min, p_max + 1)
         stage_of = site.name if site.name in ("q", "k", "v", "pattern") else ENTRY[site.name]
-        patches = {(stage_of, layer): spec for layer, spec in by_layer(chunk).items()}
+        layers = sorted({l for c in chunk for l in c.layers})
+        patches = {(stage_of, l): intervention(site, l, chunk, source[site.hook(l)], batch, self.layers[l]["n_heads"])
+                   for l in layers}
 
         def rep(t: torch.Tensor) -> torch.Tensor:              # [batch, ...] -> [n*batch, ...] cell-major
             return t.repeat(n, *([1] * (t.ndim - 1)))
 
-        def patch(stage: str, layer: int, act: torch.Tensor, row_pos: torch.Tensor, copy: bool = False) -> torch.Tensor:
-            spec = patches.get((stage, layer))
-            if spec is not None:
-                act = act.clone() if copy else act.contiguous()
-                scatter(act, site.layout, n, spec["cell_idx"], source[site.hook(layer)], pos=spec["pos"],
-                        head=spec["head"], src_pos=spec["src_pos"], row_pos=row_pos)
-            return act
+        def patch(stage: str, layer: int, act: torch.Tensor, row_pos: torch.Tensor) -> torch.Tensor:
+            iv = patches.get((stage, layer))
+            return act if iv is None else iv.apply(act, RunContext(positions=row_pos))
 
         entry = ENTRY[site.name]
         x = None
@@ -230,7 +229,7 @@ class NativeEngine:
             x = patch("resid_mid", layer, x, rows)
         if P["mlp"] is not None and at <= S["mlp_out"]:
             if at <= S["mlp_in"]:
-                mlp_out = P["mlp"](P["ln2"](patch("mlp_in", layer, x, rows, copy=True)))
+                mlp_out = P["mlp"](P["ln2"](patch("mlp_in", layer, x, rows)))
             else:
                 mlp_out = cached("hook_mlp_out", rows)
             x = x + patch("mlp_out", layer, mlp_out, rows)

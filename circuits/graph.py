@@ -1,18 +1,29 @@
-"""Circuit graphs: nodes, scored edges, pruning, faithfulness, and a stable JSON format.
+"""Circuit graphs: nodes, scored edges, pruning, faithfulness, MIB's circuit metrics and a
+stable JSON format.
 
-A :class:`Circuit` holds the nodes of a transformer's edge graph (``input``, heads
-``a{l}.h{h}``, MLPs ``m{l}``, ``logits``; see :mod:`circuits.edges`), every scored edge
-``src -> dst`` (a head receives through its ``q``, ``k`` or ``v`` input) and which edges are
-kept.  :meth:`Circuit.prune` keeps edges by ``|score|`` (threshold or top-k);
-:meth:`Circuit.faithfulness` runs the model with every edge not kept patched to the corrupt
-run and returns ``(circuit - corrupt) / (clean - corrupt)``.
+A :class:`Circuit` is stored as tensors over its senders and receivers (as EAP-IG's graph
+is): ``scores`` ``[n_senders, n_receivers]`` (NaN where no edge exists) and ``kept``
+``[n_senders, n_receivers]`` bool; :attr:`Circuit.edges` and the frames are views onto
+them.  Senders are ``input``, heads ``a{l}.h{h}`` and MLPs ``m{l}``; a receiver is a node and
+the input it reads through (a head's ``q``; ``k`` / ``v`` of a head, or of a key-value node
+``a{l}.kv{g}`` under grouped-query attention; ``""`` for MLPs and ``logits``); see
+:mod:`circuits.edges`.
 
-JSON schema (``format`` "interp.circuit", ``version`` 1)::
+:meth:`Circuit.prune` keeps edges by ``|score|`` (threshold, top-k, or a share of the
+edges); :meth:`Circuit.faithfulness` runs the model with every edge not kept patched to the
+corrupt run and returns ``(circuit - corrupt) / (clean - corrupt)``.
+:meth:`Circuit.mib` gives the faithfulness curve at MIB's edge budgets (Mueller et al.
+2025) with CPR (area under the curve) and CMD (area between the curve and 1) and bootstrap
+intervals over prompts.
 
-    {"format": "interp.circuit", "version": 1,
+JSON schema (``format`` "interp.circuit", ``version`` 2; version 1 files, which have no
+``kv`` nodes, are read too)::
+
+    {"format": "interp.circuit", "version": 2,
      "meta": {"model": str, "method": "eap" | "eap-ig" | ..., "steps": int, "metric": str,
-              "clean_value": float, "corrupt_value": float, "n_layers": int, "n_heads": int, ...},
-     "nodes": [{"name": "a0.h1", "kind": "input" | "head" | "mlp" | "logits",
+              "clean_value": float, "corrupt_value": float, "n_layers": int, "n_heads": int,
+              "kv_groups": {"a0.kv0": ["a0.h0", ...], ...}, ...},
+     "nodes": [{"name": "a0.h1", "kind": "input" | "head" | "kv" | "mlp" | "logits",
                 "layer": int (-1 for input, n_layers for logits), "head": int | null}, ...],
      "edges": [{"src": "a0.h1", "dst": "a1.h2", "component": "q" | "k" | "v" | "",
                 "score": float, "kept": bool}, ...]}
@@ -23,16 +34,20 @@ Readers must accept unknown keys in ``meta``; a change of the other fields bumps
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
 FORMAT = "interp.circuit"
-VERSION = 1
-KINDS = ("input", "head", "mlp", "logits")
+VERSION = 2
+READABLE = (1, 2)
+KINDS = ("input", "head", "kv", "mlp", "logits")
+#: MIB's edge budgets, in percent of the edges (Mueller et al. 2025)
+MIB_BUDGETS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -61,39 +76,79 @@ class Edge:
 
 
 class Circuit:
-    """Nodes and scored edges of a model's graph, with the subset kept."""
+    """Nodes and scored edges of a model's graph, with the subset kept (see the module docstring)."""
 
     def __init__(self, nodes: list[Node], edges: list[Edge], meta: dict | None = None):
-        self.nodes = list(nodes)
-        self.edges = list(edges)
-        self.meta = dict(meta or {})
-        names = {n.name for n in self.nodes}
-        bad = [e.key for e in self.edges if e.src not in names or e.dst not in names]
+        senders = list(dict.fromkeys(e.src for e in edges))
+        receivers = list(dict.fromkeys((e.dst, e.component) for e in edges))
+        scores = torch.full((len(senders), len(receivers)), float("nan"))
+        kept = torch.zeros(len(senders), len(receivers), dtype=torch.bool)
+        si = {s: i for i, s in enumerate(senders)}
+        ri = {r: i for i, r in enumerate(receivers)}
+        for e in edges:
+            scores[si[e.src], ri[(e.dst, e.component)]] = float(e.score)
+            kept[si[e.src], ri[(e.dst, e.component)]] = bool(e.kept)
+        self._init(list(nodes), senders, receivers, scores, kept, dict(meta or {}))
+
+    def _init(self, nodes, senders, receivers, scores, kept, meta) -> None:
+        self.nodes = nodes
+        self.senders = senders
+        self.receivers = receivers
+        self.scores = scores
+        self.kept = kept & ~torch.isnan(scores)
+        self.meta = meta
+        names = {n.name for n in nodes}
+        bad = [s for s in senders if s not in names] + [d for d, _ in receivers if d not in names]
         if bad:
             raise ValueError(f"edges {bad[:5]} name nodes the circuit does not have")
+
+    @classmethod
+    def _make(cls, nodes, senders, receivers, scores, kept, meta) -> "Circuit":
+        out = cls.__new__(cls)
+        out._init(nodes, senders, receivers, scores, kept, meta)
+        return out
 
     @classmethod
     def from_scores(cls, graph, scores: torch.Tensor, meta: dict | None = None) -> "Circuit":
         """From an ``[n_upstream, n_receivers]`` score matrix over a :class:`circuits.edges.Graph` (NaN = no edge)."""
         nodes = [Node(n["name"], n["kind"], n["layer"], n["head"]) for n in graph.nodes()]
-        recv = graph.receivers()
-        edges = []
-        for u in range(scores.shape[0]):
-            for r in range(scores.shape[1]):
-                s = float(scores[u, r])
-                if not math.isnan(s):
-                    edges.append(Edge(nodes[u].name, recv[r]["node"], recv[r]["component"], s))
-        return cls(nodes, edges, meta)
+        senders = [n["name"] for n in graph.senders()]
+        receivers = [(r["node"], r["component"]) for r in graph.receivers()]
+        meta = {**(meta or {}), "kv_groups": graph.members(), "graph": graph.to_dict()}
+        s = scores.detach().float().cpu()
+        return cls._make(nodes, senders, receivers, s, ~torch.isnan(s), meta)
 
     # --- views ------------------------------------------------------------------------------
     def __repr__(self) -> str:
-        kept = sum(e.kept for e in self.edges)
-        return (f"Circuit({self.meta.get('model', '')!r}, {self.meta.get('method', '')}, {kept}/{len(self.edges)} edges kept, "
-                f"{len(self.active_nodes())} active nodes)")
+        return (f"Circuit({self.meta.get('model', '')!r}, {self.meta.get('method', '')}, "
+                f"{self.n_kept}/{self.n_edges} edges kept, {len(self.active_nodes())} active nodes)")
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[n_senders, n_receivers]`` bool: where an edge exists."""
+        return ~torch.isnan(self.scores)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.valid.sum())
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.kept.sum())
+
+    def _edge_list(self, mask: torch.Tensor) -> list[Edge]:
+        u, r = mask.nonzero(as_tuple=True)
+        return [Edge(self.senders[i], self.receivers[j][0], self.receivers[j][1], float(self.scores[i, j]),
+                     bool(self.kept[i, j])) for i, j in zip(u.tolist(), r.tolist())]
+
+    @property
+    def edges(self) -> list[Edge]:
+        """Every edge (a view; sender-major order)."""
+        return self._edge_list(self.valid)
 
     @property
     def kept_edges(self) -> list[Edge]:
-        return [e for e in self.edges if e.kept]
+        return self._edge_list(self.kept)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -102,9 +157,15 @@ class Circuit:
         raise KeyError(f"no node {name!r}; nodes: {[n.name for n in self.nodes][:12]} ...")
 
     def edges_frame(self) -> pd.DataFrame:
-        """One row per edge: src, dst, component, score, abs_score, kept, src_layer, dst_layer."""
+        """One row per edge: src, dst, component, score, abs_score, kept, src_layer, dst_layer
+        (sorted by ``abs_score``, largest first)."""
         layer = {n.name: n.layer for n in self.nodes}
-        df = pd.DataFrame([asdict(e) for e in self.edges], columns=["src", "dst", "component", "score", "kept"])
+        u, r = self.valid.nonzero(as_tuple=True)
+        score = self.scores[u, r].numpy()
+        df = pd.DataFrame({"src": np.array(self.senders, dtype=object)[u.numpy()],
+                           "dst": [self.receivers[j][0] for j in r.tolist()],
+                           "component": [self.receivers[j][1] for j in r.tolist()],
+                           "score": score, "kept": self.kept[u, r].numpy()})
         df["abs_score"] = df["score"].abs()
         df["src_layer"] = df["src"].map(layer)
         df["dst_layer"] = df["dst"].map(layer)
@@ -116,77 +177,136 @@ class Circuit:
         return pd.DataFrame([{**asdict(n), "active": n.name in active} for n in self.nodes])
 
     def active_nodes(self) -> set[str]:
-        return {x for e in self.kept_edges for x in (e.src, e.dst)}
+        u, r = self.kept.nonzero(as_tuple=True)
+        return {self.senders[i] for i in u.tolist()} | {self.receivers[j][0] for j in r.tolist()}
 
     def has_edge(self, src: str, dst: str, component: str | None = None, kept: bool = True) -> bool:
-        return any(e.src == src and e.dst == dst and (component is None or e.component == component)
-                   and (e.kept or not kept) for e in self.edges)
+        if src not in self.senders:
+            return False
+        i = self.senders.index(src)
+        mask = self.kept if kept else self.valid
+        return any(d == dst and (component is None or c == component) and bool(mask[i, j])
+                   for j, (d, c) in enumerate(self.receivers))
 
     # --- pruning ----------------------------------------------------------------------------
-    def prune(self, *, threshold: float | None = None, top_k: int | None = None,
+    def prune(self, *, threshold: float | None = None, top_k: int | None = None, percent: float | None = None,
               connected: bool = True) -> "Circuit":
-        """A copy keeping the edges with ``|score| >= threshold`` and/or the ``top_k`` largest ``|score|``.
+        """A copy keeping the edges with ``|score| >= threshold``, the ``top_k`` largest ``|score|``
+        and/or the largest ``percent`` % of the edges (MIB's edge budget, in (0, 100]).
 
         connected: also drop kept edges off every kept path from ``input`` to ``logits`` (they
         cannot change the output: a node with no kept input computes its corrupt value).
         """
-        if threshold is None and top_k is None:
-            raise ValueError("prune needs threshold=... or top_k=...")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+        if threshold is None and top_k is None and percent is None:
+            raise ValueError("prune needs threshold=..., top_k=... or percent=...")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
             raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")
-        order = sorted(range(len(self.edges)), key=lambda i: -abs(self.edges[i].score))
-        keep = set(order[:top_k]) if top_k is not None else set(order)
+        if percent is not None:
+            if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+                raise ValueError(f"an edge budget must be a percentage in (0, 100], got {percent!r}")
+            k = max(1, round(self.n_edges * percent / 100))
+            top_k = k if top_k is None else min(top_k, k)
+        mag = self.scores.abs().nan_to_num(-1.0)
+        keep = self.valid.clone()
+        if top_k is not None:
+            flat = mag.flatten()
+            order = torch.argsort(flat, descending=True, stable=True)[:top_k]
+            keep = torch.zeros_like(flat, dtype=torch.bool)
+            keep[order] = True
+            keep = keep.view_as(mag) & self.valid
         if threshold is not None:
-            keep = {i for i in keep if abs(self.edges[i].score) >= threshold}
-        edges = [Edge(e.src, e.dst, e.component, e.score, i in keep) for i, e in enumerate(self.edges)]
-        out = Circuit(self.nodes, edges, {**self.meta, "pruned": {"threshold": threshold, "top_k": top_k}})
+            keep &= mag >= threshold
+        out = Circuit._make(self.nodes, self.senders, self.receivers, self.scores, keep,
+                            {**self.meta, "pruned": {"threshold": threshold, "top_k": top_k, "percent": percent}})
         return out._connected() if connected else out
 
+    def _members(self) -> list[list[int]]:
+        """For each receiver, the senders whose computation it feeds (none for logits)."""
+        idx = {s: i for i, s in enumerate(self.senders)}
+        groups = self.meta.get("kv_groups") or {}
+        return [[idx[m] for m in groups.get(node, [node]) if m in idx] for node, _ in self.receivers]
+
     def _connected(self) -> "Circuit":
-        order = {n.name: i for i, n in enumerate(sorted(self.nodes, key=lambda n: (n.layer, n.kind != "head")))}
-        kept = sorted(self.kept_edges, key=lambda e: order[e.src])
-        fwd = {"input"}
-        for e in kept:                                   # edges go forward in node order
-            if e.src in fwd:
-                fwd.add(e.dst)
-        bwd = {"logits"}
-        for e in sorted(kept, key=lambda e: -order[e.dst]):
-            if e.dst in bwd:
-                bwd.add(e.src)
-        for e in self.edges:
-            e.kept = e.kept and e.src in fwd and e.dst in bwd
+        members = self._members()
+        feeds: list[list[int]] = [[] for _ in self.senders]     # receivers feeding each sender
+        for j, ms in enumerate(members):
+            for m in ms:
+                feeds[m].append(j)
+        order = sorted(range(len(self.senders)), key=lambda i: self._rank(self.senders[i]))
+        kept = self.kept
+        fwd = torch.zeros(len(self.senders), dtype=torch.bool)
+        for i in order:                  # residual-stream order: a sender's inputs come from earlier senders
+            fwd[i] = self.senders[i] == "input" or any(bool((kept[:, j] & fwd).any()) for j in feeds[i])
+        useful = torch.tensor([node == "logits" for node, _ in self.receivers])   # receivers that reach the logits
+        for i in reversed(order):
+            if bool((kept[i] & useful).any()):
+                useful[feeds[i]] = True
+        self.kept = kept & fwd[:, None] & useful[None, :]
         return self
 
+    def _rank(self, name: str) -> tuple:
+        n = next((x for x in self.nodes if x.name == name), None)
+        return (-2, 0) if n is None else (n.layer, {"input": 0, "head": 1, "kv": 1, "mlp": 2, "logits": 3}[n.kind],
+                                           n.head or 0)
+
     # --- faithfulness -----------------------------------------------------------------------
+    def missing(self, graph) -> torch.Tensor:
+        """``[n_upstream, n_receivers]`` bool over ``graph``: True where an edge is not kept."""
+        senders = [n["name"] for n in graph.senders()]
+        receivers = [(r["node"], r["component"]) for r in graph.receivers()]
+        if senders == self.senders and receivers == self.receivers:
+            return ~self.kept
+        si, ri = {s: i for i, s in enumerate(senders)}, {r: i for i, r in enumerate(receivers)}
+        out = torch.ones(len(senders), len(receivers), dtype=torch.bool)
+        u, r = self.kept.nonzero(as_tuple=True)
+        for i, j in zip(u.tolist(), r.tolist()):
+            if self.senders[i] not in si or self.receivers[j] not in ri:
+                raise ValueError(f"edge {self.senders[i]} -> {self.receivers[j]} is not in this model's graph")
+            out[si[self.senders[i]], ri[self.receivers[j]]] = False
+        return out
+
     def faithfulness(self, model, clean, corrupt, metric="logit_diff") -> float:
         """``(circuit - corrupt) / (clean - corrupt)`` of the metric, with every edge not kept patched
         to the corrupt run (1 = the circuit alone recovers the clean behaviour)."""
-        from circuits import edges as E
-        from circuits.components import heads_of
-        from circuits.runs import finish, inputs
+        return float(_Runner(model, clean, corrupt, metric, self).faithfulness([self])[0])
 
-        graph = E.Graph.of(model)
-        if (graph.n_layers, graph.n_heads) != (self.meta.get("n_layers", graph.n_layers),
-                                               self.meta.get("n_heads", graph.n_heads)):
-            raise ValueError("this circuit was made for a model of another shape")
-        heads = heads_of(model, check=False)
-        c = inputs(model, clean, corrupt)
-        with torch.no_grad():
-            clean_logits = model(c.clean)
-            corrupt_logits, cache = model.run_with_cache(c.tokens, names=E.cache_names(graph), fwd_hooks=c.hooks)
-            runs = finish(model, c, metric, clean_logits, corrupt_logits)
-            logits = E.run(model, heads, graph, c.clean, missing=self.missing(graph),
-                           ref=E.outputs_from_cache(cache, graph, heads))
-            return float(runs.normalise(runs.metric(logits)))
-
-    def missing(self, graph) -> torch.Tensor:
-        """``[n_upstream, n_receivers]`` bool: True where an edge of the graph is not kept."""
-        idx = {n["name"]: i for i, n in enumerate(graph.nodes()[:-1])}
-        recv = graph.receiver_index()
-        out = torch.ones(len(idx), len(recv), dtype=torch.bool)
-        for e in self.kept_edges:
-            out[idx[e.src], recv[(e.dst, e.component)]] = False
-        return out
+    def mib(self, model, clean, corrupt, metric="logit_diff", budgets: Sequence[float] = MIB_BUDGETS, *,
+            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Faithfulness at MIB's edge budgets (Mueller et al. 2025): one row per budget with
+        ``percent``, ``n_edges`` (kept after dropping unconnected edges), ``n_nodes`` and
+        ``faithfulness`` f(k) = (m(C_k) - m(corrupt)) / (m(clean) - m(corrupt)), m the batch
+        mean.  ``df.attrs``: ``cpr`` (area under f over the edge fraction in [0, 1], with
+        f(0) = 0: the empty circuit is the corrupt run), ``cmd`` (area between f and 1),
+        their 95% bootstrap intervals over prompts (``cpr_ci``, ``cmd_ci``) and ``n_boot``."""
+        budgets = [float(b) for b in budgets]
+        if not budgets:
+            raise ValueError("no edge budgets given")
+        bad = [b for b in budgets if not 0 < b <= 100]
+        if bad:
+            raise ValueError(f"edge budgets are percentages in (0, 100]; got {bad}")
+        runner = _Runner(model, clean, corrupt, metric, self)
+        circuits = [self.prune(percent=b) for b in budgets]
+        per_row = runner.values(circuits)                                       # [n_budgets, batch]
+        clean_rows, corrupt_rows = runner.clean_rows, runner.corrupt_rows
+        f = _faith(per_row.mean(-1), clean_rows.mean(), corrupt_rows.mean())
+        frac = np.array(budgets) / 100.0
+        cpr, cmd = _areas(frac, f.numpy())
+        g = torch.Generator().manual_seed(int(seed))
+        n = per_row.shape[-1]
+        boots = []
+        for _ in range(int(n_boot)):
+            idx = torch.randint(n, (n,), generator=g)
+            fb = _faith(per_row[:, idx].mean(-1), clean_rows[idx].mean(), corrupt_rows[idx].mean())
+            boots.append(_areas(frac, fb.numpy()))
+        boots_a = np.array(boots) if boots else np.full((1, 2), np.nan)
+        df = pd.DataFrame({"percent": budgets, "n_edges": [c.n_kept for c in circuits],
+                           "n_nodes": [len(c.active_nodes()) for c in circuits], "faithfulness": f.numpy()})
+        df.attrs.update(cpr=float(cpr), cmd=float(cmd), n_boot=int(n_boot),
+                        cpr_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 0], [2.5, 97.5])),
+                        cmd_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 1], [2.5, 97.5])),
+                        clean_value=float(clean_rows.mean()), corrupt_value=float(corrupt_rows.mean()),
+                        metric=runner.runs.metric.label)
+        return df
 
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -213,25 +333,90 @@ class Circuit:
                 if not path.is_file():
                     raise FileNotFoundError(f"no circuit file {path}")
                 text = path.read_text()
-            data = json.loads(text)
-        if data.get("format") != FORMAT:
-            raise ValueError(f"not a circuit file: format is {data.get('format')!r}, expected {FORMAT!r}")
-        if data.get("version") != VERSION:
-            raise ValueError(f"circuit format version {data.get('version')} is not supported (this reader: {VERSION})")
-        nodes = [Node(n["name"], n["kind"], int(n["layer"]), n.get("head")) for n in data["nodes"]]
-        edges = [Edge(e["src"], e["dst"], e.get("component", ""), float(e["score"]), bool(e.get("kept", True)))
-                 for e in data["edges"]]
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not a circuit file: invalid JSON ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a circuit file: format is {data.get('format') if isinstance(data, dict) else None!r}, "
+                             f"expected {FORMAT!r}")
+        if data.get("version") not in READABLE:
+            raise ValueError(f"circuit format version {data.get('version')} is not supported (this reader: {READABLE})")
+        try:
+            nodes = [Node(n["name"], n["kind"], int(n["layer"]), n.get("head")) for n in data["nodes"]]
+            edges = [Edge(e["src"], e["dst"], e.get("component", ""), float(e["score"]), bool(e.get("kept", True)))
+                     for e in data["edges"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed circuit file: {e!r}") from None
         return cls(nodes, edges, data.get("meta", {}))
+
+
+def _faith(values: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor) -> torch.Tensor:
+    gap = float(clean - corrupt)
+    if abs(gap) < 1e-12:
+        return values * float("nan")
+    return (values - corrupt) / gap
+
+
+def _areas(frac: np.ndarray, f: np.ndarray) -> tuple[float, float]:
+    """(CPR, CMD): trapezoidal areas over the edge fraction, from (0, 0) through the budgets."""
+    order = np.argsort(frac)
+    x = np.concatenate([[0.0], frac[order]])
+    y = np.concatenate([[0.0], f[order]])
+    return float(np.trapezoid(y, x)), float(np.trapezoid(np.abs(1.0 - y), x))
+
+
+class _Runner:
+    """Clean / corrupt runs of a prompt set, and circuit runs with the edges not kept patched."""
+
+    def __init__(self, model, clean, corrupt, metric, circuit: Circuit):
+        from circuits import edges as E
+        from circuits.runs import finish, inputs
+
+        self.E = E
+        self.model = model
+        self.graph = E.Graph.of(model)
+        g = circuit.meta.get("graph")
+        if g is not None and g != self.graph.to_dict():
+            raise ValueError(f"this circuit was made for a model of another shape ({g}), not {self.graph.to_dict()}")
+        if (self.graph.n_layers, self.graph.n_heads) != (circuit.meta.get("n_layers", self.graph.n_layers),
+                                                         circuit.meta.get("n_heads", self.graph.n_heads)):
+            raise ValueError("this circuit was made for a model of another shape")
+        self.weights = model.weights()
+        c = inputs(model, clean, corrupt)
+        with torch.no_grad():
+            clean_logits = model(c.clean)
+            corrupt_logits, cache = model.run_with_cache(c.tokens, names=E.cache_names(model, self.graph),
+                                                         fwd_hooks=c.hooks)
+        self.c = c
+        self.runs = finish(model, c, metric, clean_logits, corrupt_logits)
+        self.ref = E.outputs_from_cache(model, cache, self.graph, self.weights)
+        self.clean_rows = self.runs.metric.values(clean_logits).float().cpu()
+        self.corrupt_rows = self.runs.metric.values(corrupt_logits).float().cpu()
+
+    @torch.no_grad()
+    def values(self, circuits: Sequence[Circuit]) -> torch.Tensor:
+        """Per-row metric of each circuit's run: ``[n_circuits, batch]``."""
+        out = []
+        for circuit in circuits:
+            logits = self.E.run(self.model, self.weights, self.graph, self.c.clean, missing=circuit.missing(self.graph),
+                                ref=self.ref)
+            out.append(self.runs.metric.values(logits).float().cpu())
+        return torch.stack(out)
+
+    def faithfulness(self, circuits: Sequence[Circuit]) -> torch.Tensor:
+        return _faith(self.values(circuits).mean(-1), self.clean_rows.mean(), self.corrupt_rows.mean())
 
 
 def faithfulness_curve(circuit: Circuit, model, clean, corrupt, metric="logit_diff",
                        sizes: list[int] | None = None) -> pd.DataFrame:
     """Faithfulness of the top-k circuits for each k in ``sizes``: columns ``top_k``, ``n_edges``
-    (kept after dropping unconnected edges), ``n_nodes``, ``faithfulness``."""
+    (kept after dropping unconnected edges), ``n_nodes``, ``faithfulness``.  (For MIB's edge
+    budgets and CPR / CMD use :meth:`Circuit.mib`.)"""
     sizes = sizes or [1, 2, 5, 10, 20, 50, 100, 200]
-    rows = []
-    for k in sizes:
-        pruned = circuit.prune(top_k=k)
-        rows.append({"top_k": k, "n_edges": len(pruned.kept_edges), "n_nodes": len(pruned.active_nodes()),
-                     "faithfulness": pruned.faithfulness(model, clean, corrupt, metric)})
-    return pd.DataFrame(rows)
+    runner = _Runner(model, clean, corrupt, metric, circuit)
+    pruned = [circuit.prune(top_k=k) for k in sizes]
+    f = runner.faithfulness(pruned)
+    return pd.DataFrame({"top_k": sizes, "n_edges": [p.n_kept for p in pruned],
+                         "n_nodes": [len(p.active_nodes()) for p in pruned], "faithfulness": f.numpy()})
+

@@ -71,7 +71,7 @@ def patch(model, clean, corrupt, *, site: str = "z", by: str | Sequence[str] = (
 def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto") -> str:
     """``native`` where the downstream-only engine reproduces the model, else ``hooks``."""
     ok = (engine_native.supports(model) and site.name in engine_native.ENTRY
-          and not getattr(model, "_stack", None)   # active Model.hooks() would be bypassed
+          and not model.active_hooks               # active Model.hooks() would be bypassed
           and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks))
     if engine == "native" and not ok:
         raise ValueError("engine='native' needs a native-bridge transformer, a built-in site, no active hooks "
@@ -124,8 +124,7 @@ def frame(cell_list: list[sites.Cell], axes: tuple[str, ...], values: torch.Tens
             data[axis] = [getattr(c, axis) for c in cell_list]
     data["value"] = vals
     data["effect"] = vals - baseline
-    gap = runs.clean_value - runs.corrupt_value
-    data["normalised"] = (vals - runs.corrupt_value) / gap if abs(gap) > 1e-12 else vals * float("nan")
+    data["normalised"] = runs.normalise(vals)
     df = pd.DataFrame(data)
     df.attrs.update(dict(metric=runs.metric.label, direction=direction, clean_value=runs.clean_value,
                          corrupt_value=runs.corrupt_value, baseline=baseline, corruption=runs.description,

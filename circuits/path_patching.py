@@ -1,5 +1,9 @@
 """Path patching (Wang et al. 2022), direct paths: sender head -> receiver head's q / k / v input, or -> logits.
 
+Under grouped-query attention a key-value head's k and v inputs are shared by the query
+heads of its group, so k / v receivers are key-value heads (named ``a{l}.kv{g}``, as in
+:mod:`circuits.edges`), q receivers query heads.
+
 For a sender head ``s`` and a receiver ``r``, the sender's change of output
 ``delta = (z_source - z_base)[s] @ W_O[s]`` is added to the residual stream *as only r sees
 it*: to r's own copy of its input before LayerNorm (then r's query, key or value is
@@ -16,9 +20,10 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from circuits.components import heads_of
+from interp import interventions as I
+
+from circuits.edges import Graph, check_rebuild
 from circuits.metrics import Metric
 from circuits.runs import check_direction, prepare
 
@@ -44,13 +49,16 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     """Effect of each direct path sender -> receiver; one row per (sender, receiver, component).
 
     senders: heads ``[(layer, head), ...]`` or ``"all"``.  receivers: ``"logits"``, heads, or
-    ``"all"`` (every head; only heads in later layers than the sender are paired with it).
-    components: which inputs of receiving heads (``q``, ``k``, ``v``).  Columns:
-    ``sender_layer, sender_head, receiver, receiver_layer, receiver_head, component, value,
-    effect, normalised`` (as in :func:`circuits.patching.patch`).
+    ``"all"`` (every head; only heads in later layers than the sender are paired with it; a
+    k / v receiver is the key-value head the given head reads).  components: which inputs of
+    receiving heads (``q``, ``k``, ``v``).  Columns: ``sender_layer, sender_head, receiver,
+    receiver_layer, receiver_head`` (the query head for q, the key-value head for k / v),
+    ``component, value, effect, normalised`` (as in :func:`circuits.patching.patch`).
     """
     check_direction(direction)
-    heads = heads_of(model)
+    weights = model.weights()
+    check_rebuild(model, weights)
+    graph = Graph.of(model)
     comps = [components] if isinstance(components, str) else list(components)
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:
@@ -58,33 +66,34 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     snd = _heads(senders, model, "senders")
     to_logits = isinstance(receivers, str) and receivers == "logits"
     rcv = [] if to_logits else _heads(receivers, model, "receivers")
+
+    def targets(c: str) -> list[Head]:   # (layer, index of the head or key-value head receiving through c)
+        return list(dict.fromkeys(r if c == "q" else (r[0], weights.kv_head(r[1])) for r in rcv))
     cells = [(s, None, None) for s in snd] if to_logits else \
-        [(s, r, c) for s in snd for r in rcv if r[0] > s[0] for c in comps]
+        [(s, r, c) for s in snd for c in comps for r in targets(c) if r[0] > s[0]]
     if not cells:
         raise ValueError("no sender -> receiver pairs: receivers must sit in later layers than senders")
     runs = prepare(model, clean, corrupt, metric)
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
     s_layers = sorted({s[0] for s in snd})
     r_layers = sorted({r[0] for r in rcv})
+    z = {l: model.site("z", l) for l in s_layers}
     with torch.no_grad():
-        _, base = model.run_with_cache(base_tokens, names=[f"blocks.{l}.attn.hook_z" for l in s_layers] +
-                                       [f"blocks.{l}.hook_resid_pre" for l in r_layers], fwd_hooks=base_hooks)
-        _, src = model.run_with_cache(src_tokens, names=[f"blocks.{l}.attn.hook_z" for l in s_layers],
-                                      fwd_hooks=src_hooks)
-        delta = {(l, h): (src[f"blocks.{l}.attn.hook_z"][:, :, h] - base[f"blocks.{l}.attn.hook_z"][:, :, h])
-                 @ heads.W["O"][l, h] for l, h in snd}                               # [batch, pos, d_model]
-        batch, seq_len = base_tokens.shape
-        per = max(1, batch_tokens // (batch * seq_len))
-        values = torch.empty(len(cells))
-        for start in tqdm(range(0, len(cells), per), desc="path patching", disable=not progress, leave=False):
-            chunk = cells[start:start + per]
-            hooks = _hooks(chunk, delta, base, heads, batch)
-            logits = model.run_with_hooks(base_tokens.repeat(len(chunk), 1), base_hooks + hooks)
-            values[start:start + len(chunk)] = runs.metric.values(logits.view(len(chunk), batch, seq_len, -1)).mean(-1)
+        _, base = model.run_with_cache(base_tokens, names=list(z.values()) +
+                                       [model.site("resid_pre", l) for l in r_layers], fwd_hooks=base_hooks)
+        _, src = model.run_with_cache(src_tokens, names=list(z.values()), fwd_hooks=src_hooks)
+        delta = {(l, h): (src[z[l]][:, :, h] - base[z[l]][:, :, h]).float() @ weights.W_O[l, h]
+                 for l, h in snd}                                                    # [batch, pos, d_model]
+    batch = base_tokens.shape[0]
+    values = I.run_batched(model, base_tokens, len(cells), lambda idx: _edits(model, [cells[i] for i in idx], delta,
+                                                                              base, weights, batch),
+                           runs.metric, base_hooks=base_hooks, batch_tokens=batch_tokens, progress=progress,
+                           desc="path patching")
     vals = values.double().numpy()
     df = pd.DataFrame({
         "sender_layer": [s[0] for s, _, _ in cells], "sender_head": [s[1] for s, _, _ in cells],
-        "receiver": ["logits" if r is None else f"a{r[0]}.h{r[1]}" for _, r, _ in cells],
+        "receiver": ["logits" if r is None else (f"a{r[0]}.h{r[1]}" if c == "q" else graph.kv_node(*r))
+                     for _, r, c in cells],
         "receiver_layer": [model.cfg.n_layers if r is None else r[0] for _, r, _ in cells],
         "receiver_head": [-1 if r is None else r[1] for _, r, _ in cells],
         "component": ["" if c is None else c for _, _, c in cells],
@@ -94,39 +103,39 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     return df
 
 
-def _hooks(chunk, delta, base, heads, batch: int) -> list:
-    """Hooks for a chunk of cells (rows ``i*batch .. (i+1)*batch`` hold cell ``i``)."""
+def _edits(model, chunk, delta, base, weights, batch: int) -> list[I.Intervention]:
+    """The interventions of a chunk of cells (rows ``i*batch .. (i+1)*batch`` hold cell ``i``)."""
     n = len(chunk)
     groups: dict[tuple, list[int]] = {}
     for i, (s, r, c) in enumerate(chunk):
         groups.setdefault(("logits",) if r is None else (r[0], c), []).append(i)
-    hooks = []
+    out = []
     for key, members in groups.items():
         if key == ("logits",):
-            add = torch.stack([delta[chunk[i][0]] for i in members])                 # [m, batch, pos, d]
-
-            def to_logits(act, hook, members=members, add=add):
-                act = act.clone()
-                act.view(n, batch, *act.shape[1:])[members] += add
-                return act
-            hooks.append(("ln_final.hook_in", to_logits))
+            first = delta[chunk[members[0]][0]]
+            add = torch.zeros((n * batch,) + tuple(first.shape[1:]), device=first.device)   # [n*batch, pos, d]
+            for i in members:
+                add[i * batch:(i + 1) * batch] = delta[chunk[i][0]]
+            out.append(I.Intervention(model.site("final_resid"), "add", add, by_position=True))
             continue
         layer, comp = key
-        resid = base[f"blocks.{layer}.hook_resid_pre"]
-        x = torch.stack([resid + delta[chunk[i][0]] for i in members])             # [m, batch, pos, d]
-        head_idx = torch.tensor([chunk[i][1][1] for i in members])
-        # the receiver's input rebuilt for its own head only: [m, batch, pos, d_head]
-        new = torch.stack([_project_one(heads, layer, comp, x[j], int(head_idx[j])) for j in range(len(members))])
+        resid = base[model.site("resid_pre", layer)].float()
+        width = weights.n_heads if comp == "q" else weights.n_kv_heads
+        new = torch.zeros((n * batch,) + tuple(resid.shape[1:2]) + (width, weights.W_Q.shape[-1]), device=resid.device)
+        heads = torch.zeros(n * batch, width, dtype=torch.bool)
+        for i in members:
+            (_, _), (_, index), _ = chunk[i]
+            rows = slice(i * batch, (i + 1) * batch)
+            # the receiver's input rebuilt for its own head only, from the residual plus the sender's change
+            new[rows, :, index] = _project_one(weights, layer, comp, resid + delta[chunk[i][0]], index)
+            heads[rows, index] = True
+        out.append(I.Intervention(model.site(comp, layer), "set", new, heads=heads, by_position=True))
+    return out
 
-        def at_input(act, hook, members=members, head_idx=head_idx, new=new):
-            act = act.clone()
-            act.view(n, batch, *act.shape[1:])[torch.tensor(members), :, :, head_idx] = new
-            return act
-        hooks.append((f"blocks.{layer}.attn.hook_{comp}", at_input))
-    return hooks
 
-
-def _project_one(heads, layer: int, comp: str, x: torch.Tensor, head: int) -> torch.Tensor:
-    """Head ``head``'s ``comp`` from a residual ``x [batch, pos, d]``: ``[batch, pos, d_head]``."""
+def _project_one(weights, layer: int, comp: str, x: torch.Tensor, index: int) -> torch.Tensor:
+    """Head (or key-value head) ``index``'s ``comp`` from a residual ``x [batch, pos, d]``:
+    ``[batch, pos, d_head]``."""
     c = comp.upper()
-    return heads.ln1[layer](x) @ heads.W[c][layer, head] + heads.b[c][layer, head]
+    h = weights.ln1[layer](x).float()
+    return h @ getattr(weights, f"W_{c}")[layer, index] + getattr(weights, f"b_{c}")[layer, index]

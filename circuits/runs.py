@@ -32,12 +32,8 @@ class Runs:
     description: str = ""
 
     def sides(self, direction: str) -> tuple[torch.Tensor, list, torch.Tensor, list]:
-        """``(base tokens, base hooks, source tokens, source hooks)``: denoising patches clean
-        activations into the corrupt run, noising corrupt activations into the clean run."""
-        check_direction(direction)
-        if direction == "denoise":
-            return self.corrupt, list(self.corrupt_hooks), self.clean, []
-        return self.clean, [], self.corrupt, list(self.corrupt_hooks)
+        """``(base tokens, base hooks, source tokens, source hooks)`` (see :func:`sides`)."""
+        return sides(Corruption(self.corrupt, self.clean, list(self.corrupt_hooks)), direction)
 
     def baseline(self, direction: str) -> float:
         """The metric of the unpatched run that is patched into."""
@@ -46,6 +42,15 @@ class Runs:
     def normalise(self, value):
         """``(value - corrupt) / (clean - corrupt)`` (see :func:`circuits.metrics.normalise`)."""
         return M.normalise(value, self.clean_value, self.corrupt_value)
+
+
+def sides(c: Corruption, direction: str) -> tuple[torch.Tensor, list, torch.Tensor, list]:
+    """``(base tokens, base hooks, source tokens, source hooks)``: denoising patches clean
+    activations into the corrupt run, noising corrupt activations into the clean run."""
+    check_direction(direction)
+    if direction == "denoise":
+        return c.tokens, list(c.hooks), c.clean, []
+    return c.clean, [], c.tokens, list(c.hooks)
 
 
 def check_direction(direction: str) -> str:

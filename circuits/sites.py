@@ -12,28 +12,20 @@ sites ``[batch, pos, head, d_head]``, ``pattern`` sites ``[batch, head, dest_pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-#: short name -> (hook template, layout, description)
-SITES: dict[str, tuple[str, str, str]] = {
-    "resid_pre": ("blocks.{l}.hook_resid_pre", "vector", "residual stream entering block l"),
-    "resid_mid": ("blocks.{l}.hook_resid_mid", "vector",
-                  "residual stream between attention and MLP (the whole stream, skip connection included)"),
-    "resid_post": ("blocks.{l}.hook_resid_post", "vector", "residual stream leaving block l"),
-    "attn_out": ("blocks.{l}.hook_attn_out", "vector", "attention output (all heads, with bias)"),
-    "mlp_in": ("blocks.{l}.ln2.hook_in", "vector",
-               "the MLP's copy of the residual stream (what TransformerLens 4.x patches as resid_mid)"),
-    "mlp_out": ("blocks.{l}.hook_mlp_out", "vector", "MLP output"),
-    "z": ("blocks.{l}.attn.hook_z", "head", "per-head attention output before W_O (a head's output)"),
-    "q": ("blocks.{l}.attn.hook_q", "head", "per-head queries"),
-    "k": ("blocks.{l}.attn.hook_k", "head", "per-head keys"),
-    "v": ("blocks.{l}.attn.hook_v", "head", "per-head values"),
-    "pattern": ("blocks.{l}.attn.hook_pattern", "pattern", "attention pattern [head, dest, src]"),
-    "hidden": ("blocks.{l}.hook_hidden", "vector", "recurrent hidden state per time step"),
-    "state": ("blocks.{l}.hook_state", "vector", "SSM state per time step [d_inner, d_state]"),
-    "cell": ("blocks.{l}.hook_cell", "vector", "LSTM cell state per time step"),
-}
-ALIASES = {"head_out": "z", "head": "z", "attn_head": "z", "result": "z", "resid": "resid_pre"}
+from interp import sites as S
+
+if TYPE_CHECKING:
+    import torch
+
+    from interp.interventions import Intervention
+
+#: the patchable site kinds (:mod:`interp.sites` holds their templates, layouts and descriptions)
+PATCHABLE = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_in", "mlp_out", "z", "q", "k", "v", "pattern",
+             "hidden", "state", "cell")
+SITES: dict[str, S.Kind] = {name: S.KINDS[name] for name in PATCHABLE}
+ALIASES = S.ALIASES
 AXES = {"vector": ("pos",), "head": ("pos", "head"), "pattern": ("head", "pos", "src_pos")}
 
 
@@ -57,14 +49,13 @@ class Site:
 
 
 def _present(model, template: str) -> bool:
-    names = set(model.site_names)
-    return all(template.format(l=l) in names for l in range(model.cfg.n_layers))
+    return model.cfg.n_layers > 0 and all(model.has_site(template.format(l=l)) for l in range(model.cfg.n_layers))
 
 
 def available(model) -> list[str]:
     """Short names of the sites every layer of ``model`` has."""
-    return [name for name, (tpl, _, _) in SITES.items() if _present(model, tpl)
-            or (name == "resid_mid" and _present(model, SITES["mlp_in"][0]))]
+    kinds = set(model.site_kinds())
+    return [name for name in SITES if name in kinds or (name == "resid_mid" and "mlp_in" in kinds)]
 
 
 def resolve(model, site: str) -> Site:
@@ -75,9 +66,9 @@ def resolve(model, site: str) -> Site:
     name = ALIASES.get(site, site)
     valid = available(model)
     if name in SITES:
-        template, layout, _ = SITES[name]
-        if name == "resid_mid" and _present(model, SITES["mlp_in"][0]):
-            return Site(name, SITES["mlp_in"][0], layout, via_mlp_in=True)
+        template, layout = SITES[name].template, SITES[name].layout
+        if name == "resid_mid" and _present(model, SITES["mlp_in"].template):
+            return Site(name, SITES["mlp_in"].template, layout, via_mlp_in=True)
         if not _present(model, template):
             why = ""
             if layout in ("head", "pattern") and not model.has_attention:
@@ -87,7 +78,7 @@ def resolve(model, site: str) -> Site:
         return Site(name, template, layout)
     if "{l}" in name:
         if not _present(model, name):
-            missing = [name.format(l=l) for l in range(model.cfg.n_layers) if name.format(l=l) not in model.site_names]
+            missing = [name.format(l=l) for l in range(model.cfg.n_layers) if not model.has_site(name.format(l=l))]
             raise ValueError(f"template {name!r} names sites the model does not have ({missing[:3]}); valid sites: "
                              f"{valid}; see Model.hook_names() for every hook")
         return Site(name, name, "vector")
@@ -174,23 +165,30 @@ def cells(model, site: Site, axes: tuple[str, ...], seq_len: int, *, window: int
     return out
 
 
-def by_layer(chunk: Sequence[Cell]) -> dict[int, dict]:
-    """For each layer the chunk patches, the :func:`scatter` arguments of its cells:
-    ``cell_idx`` (index in the chunk) and ``pos`` / ``head`` / ``src_pos`` index tensors (or None)."""
+def intervention(site: Site, layer: int, chunk: Sequence[Cell], source: "torch.Tensor", batch: int,
+                 n_heads: int) -> "Intervention | None":
+    """The :class:`interp.interventions.Intervention` that patches ``chunk``'s cells in ``layer``
+    from ``source`` (``[batch, pos, ...]``, the source run's activation), for cell-major rows
+    (rows ``i*batch .. (i+1)*batch`` belong to cell ``i``); None if no cell touches the layer."""
     import torch
 
-    members: dict[int, list[int]] = {}
-    for i, c in enumerate(chunk):
-        for l in c.layers:
-            members.setdefault(l, []).append(i)
-    out = {}
-    for layer, idx in members.items():
-        spec = {"cell_idx": torch.tensor(idx)}
-        for axis in ("pos", "head", "src_pos"):
-            vals = [getattr(chunk[i], axis) for i in idx]
-            spec[axis] = None if vals[0] is None else torch.tensor(vals)
-        out[layer] = spec
-    return out
+    from interp import interventions as I
+
+    touching = [i for i, c in enumerate(chunk) if layer in c.layers]
+    if not touching:
+        return None
+    n, pos_len = len(chunk), source.shape[2 if site.layout == "pattern" else 1]
+    pos = torch.zeros(n * batch, pos_len, dtype=torch.bool)
+    heads = torch.zeros(n * batch, n_heads, dtype=torch.bool) if site.has_heads else None
+    src = torch.zeros(n * batch, source.shape[-1], dtype=torch.bool) if site.layout == "pattern" else None
+    for i in touching:
+        c, rows = chunk[i], slice(i * batch, (i + 1) * batch)
+        pos[rows, slice(None) if c.pos is None else c.pos] = True
+        if heads is not None:
+            heads[rows, slice(None) if c.head is None else c.head] = True
+        if src is not None:
+            src[rows, slice(None) if c.src_pos is None else c.src_pos] = True
+    return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
 
 
 def entries(act: "torch.Tensor", layout: str, cell: Cell) -> "torch.Tensor":
@@ -214,7 +212,7 @@ def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
 
     Cells that cannot are given the unpatched value exactly instead of a recomputation that
     differs from it by rounding."""
-    if model.cfg.family == "custom":
+    if not model.cfg.causal:
         return True
     if cell.first_pos > max(reads):
         return False
@@ -222,52 +220,3 @@ def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
             and cell.layers == (model.cfg.n_layers - 1,)):
         return cell.pos in set(reads)
     return True
-
-
-def scatter(act: "torch.Tensor", layout: str, n_cells: int, cell_idx: "torch.Tensor", src: "torch.Tensor", *,
-            pos: "torch.Tensor | None" = None, head: "torch.Tensor | None" = None,
-            src_pos: "torch.Tensor | None" = None, row_pos: "torch.Tensor | None" = None) -> None:
-    """Writes the source values of several cells into a cell-batched activation, in place.
-
-    act: ``[n_cells * batch, ...]`` (cell-major: rows ``i*batch .. (i+1)*batch`` belong to cell
-    ``i``), contiguous.  src: ``[batch, ...]`` the source run's activation over every position.
-    cell_idx / pos / head / src_pos: ``[m]`` one entry per patch (None = every index of that axis).
-    row_pos: the absolute positions held by ``act``'s position axis when it holds only some
-    (default: positions ``0 .. n-1``); patches at positions it does not hold are dropped
-    (they cannot change what is computed).
-    """
-    import torch
-
-    batch = src.shape[0]
-    a = act.view(n_cells, batch, *act.shape[1:])
-    pos_axis = 2 if layout == "pattern" else 1               # in the per-row layout (batch = axis 0)
-    if row_pos is not None:
-        if pos is not None:
-            lookup = torch.full((int(max(int(row_pos.max()), int(pos.max()))) + 1,), -1, dtype=torch.long)
-            lookup[row_pos] = torch.arange(len(row_pos))
-            loc = lookup[pos]
-            keep = loc >= 0
-            if not keep.all():
-                cell_idx, loc = cell_idx[keep], loc[keep]
-                head = head[keep] if head is not None else None
-                src_pos = src_pos[keep] if src_pos is not None else None
-            pos = loc
-        src = src.index_select(pos_axis, row_pos.to(src.device))
-    if layout == "pattern":
-        src = src[..., : a.shape[-1]]                         # key axis: absolute positions 0..keys-1
-    elif row_pos is None and src.shape[1] != a.shape[2]:
-        src = src[:, : a.shape[2]]                            # a truncated sequence
-    if len(cell_idx) == 0:
-        return
-    every = slice(None)
-    if layout == "vector":
-        idx = (pos if pos is not None else every,)
-    elif layout == "head":
-        idx = (pos if pos is not None else every, head if head is not None else every)
-    else:
-        idx = (head if head is not None else every, pos if pos is not None else every,
-               src_pos if src_pos is not None else every)
-    dev = a.device
-    idx = tuple(i.to(dev) if isinstance(i, torch.Tensor) else i for i in idx)
-    cell_idx = cell_idx.to(dev)
-    a[(cell_idx, every, *idx)] = src[None][(torch.zeros_like(cell_idx), every, *idx)].to(a.dtype)

@@ -22,12 +22,15 @@ from typing import Callable, Iterator, Sequence
 import pandas as pd
 import torch
 
-from interp.model import Model
+from interp import interventions as I
+from interp import metrics
+from interp.interventions import Positions
+from interp.metrics import Metric
+from interp.model import Model, Tokens
 from interp.tasks import IGNORE, TaskBatch
 
 HOWS = ("zero", "mean", "resample", "query")
 Heads = Sequence[tuple[int, int]]
-Positions = int | torch.Tensor | None
 
 
 def check_heads(model: Model, heads: Heads) -> list[tuple[int, int]]:
@@ -36,43 +39,25 @@ def check_heads(model: Model, heads: Heads) -> list[tuple[int, int]]:
     out = []
     for item in heads:
         try:
-            layer, head = (int(x) for x in item)
+            layer, head = item
         except (TypeError, ValueError):
             raise ValueError(f"heads must be (layer, head) pairs, got {item!r}") from None
-        model.check_layer(layer)
-        if not 0 <= head < model.cfg.n_heads:
-            raise ValueError(f"head {head} is out of range: layers have heads 0..{model.cfg.n_heads - 1}")
-        out.append((layer, head))
+        out.append(model.check_head(layer, head))
     return list(dict.fromkeys(out))
 
 
-def _position_mask(positions: Positions, batch: int, length: int, device) -> torch.Tensor:
-    """[batch, pos] bool: where the ablation applies (None: everywhere; int p: from p on)."""
-    if positions is None:
-        return torch.ones(batch, length, dtype=torch.bool, device=device)
-    if isinstance(positions, int):
-        return (torch.arange(length, device=device) >= positions).expand(batch, length)
-    mask = torch.as_tensor(positions, device=device).bool()
-    if mask.ndim == 1:
-        mask = mask[None].expand(batch, -1)
-    if tuple(mask.shape) != (batch, length):
-        raise ValueError(f"positions mask has shape {tuple(mask.shape)} but the run is [batch={batch}, pos={length}]")
-    return mask
+def _site(model: Model, layer: int, how: str) -> str:
+    return model.site("q" if how == "query" else "z", layer)
 
 
-def _site(layer: int, how: str) -> str:
-    return f"blocks.{layer}.attn.hook_q" if how == "query" else f"blocks.{layer}.attn.hook_z"
-
-
-@contextlib.contextmanager
-def ablate(model: Model, heads: Heads, how: str = "zero", *, reference: torch.Tensor | None = None,
-           positions: Positions = None) -> Iterator[Model]:
-    """Knocks ``heads`` out for every run inside the ``with`` block (see the module docstring).
+def interventions(model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None,
+                  positions: Positions = None) -> list[I.Intervention]:
+    """The :class:`interp.interventions.Intervention` edits that ablate ``heads`` (one per layer).
 
     reference: tokens ``[n_ref, pos]`` for ``mean`` and ``resample`` (their ``z`` is read
-    once, on entry, with the hooks active then).  positions: where to ablate: None (all),
-    an int p (positions >= p, e.g. the prompt's last position for "decoding only"), or a
-    bool mask ``[batch, pos]`` / ``[pos]``.
+    once, with the hooks active now).  positions: where to ablate (see
+    :mod:`interp.interventions`): None (all), an int p (positions >= p; -1 = each row's last
+    token), a LongTensor [batch] or a bool mask ``[batch, pos]`` / ``[pos]``.
     """
     if how not in HOWS:
         raise ValueError(f"unknown ablation {how!r}; choose one of {list(HOWS)}")
@@ -84,33 +69,25 @@ def ablate(model: Model, heads: Heads, how: str = "zero", *, reference: torch.Te
         if reference is None:
             raise ValueError(f"how={how!r} needs reference tokens [n_ref, pos] to take head outputs from")
         with torch.no_grad():
-            _, cache = model.run_with_cache(reference, names=[_site(l, how) for l in by_layer])
-        if how == "mean":
-            stored = {l: cache[_site(l, how)].mean((0, 1)) for l in by_layer}  # [n_heads, d_head]
+            _, cache = model.run_with_cache(reference, names=[_site(model, l, how) for l in by_layer])
+    out = []
+    for layer, hs in by_layer.items():
+        site = _site(model, layer, how)
+        if how in ("zero", "query"):
+            out.append(I.zero(site, positions=positions, heads=hs))
+        elif how == "mean":
+            out.append(I.set_to(site, cache[site].float().mean((0, 1)), positions=positions, heads=hs))  # [H, d_head]
         else:
-            stored = {l: cache[_site(l, how)] for l in by_layer}                # [n_ref, pos, n_heads, d_head]
+            out.append(I.patch(site, cache[site], positions=positions, heads=hs))                       # row b <- ref b % n
+    return out
 
-    def make_hook(layer: int) -> Callable:
-        head_mask = torch.zeros(model.cfg.n_heads, dtype=torch.bool)
-        head_mask[by_layer[layer]] = True
 
-        def hook(x: torch.Tensor, hook) -> torch.Tensor:
-            # x: [batch, pos, n_heads, d_head] (z, or q for query masking)
-            B, P = x.shape[:2]
-            where = _position_mask(positions, B, P, x.device)[:, :, None, None] & head_mask.to(x.device)[None, None, :, None]
-            if how in ("zero", "query"):
-                value = torch.zeros((), dtype=x.dtype, device=x.device)
-            elif how == "mean":
-                value = stored[layer].to(x.dtype)[None, None]
-            else:
-                ref = stored[layer]
-                if ref.shape[1] < P:
-                    raise ValueError(f"resample reference has {ref.shape[1]} positions, the run has {P}")
-                value = ref[torch.arange(B) % ref.shape[0], :P].to(x.dtype)
-            return torch.where(where, value, x)
-        return hook
-
-    with model.hooks([(_site(l, how), make_hook(l)) for l in by_layer]):
+@contextlib.contextmanager
+def ablate(model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None,
+           positions: Positions = None) -> Iterator[Model]:
+    """Knocks ``heads`` out for every run inside the ``with`` block (see the module docstring
+    and :func:`interventions` for the arguments)."""
+    with I.apply(model, interventions(model, heads, how, reference=reference, positions=positions)):
         yield model
 
 
@@ -129,19 +106,32 @@ def random_heads(model: Model, k: int, *, exclude: Heads = (), seed: int = 0,
 
 # --- evaluation -----------------------------------------------------------------------------
 
-def _metric(metric: str | Callable[[Model, TaskBatch], float]) -> Callable[[Model, TaskBatch], float]:
-    if callable(metric):
-        return metric
-    if metric == "loss":
-        return lambda m, t: float(t.loss(m(t.tokens)))
-    if metric == "accuracy":
-        return lambda m, t: t.accuracy(m(t.tokens))
-    if metric == "answer_accuracy":
-        from interp.retrieval import answer_accuracy
+TaskMetric = str | Metric | Callable[[Model, TaskBatch], float]
 
-        return lambda m, t: answer_accuracy(m, t)
+
+def task_metric(metric: TaskMetric, task: TaskBatch) -> tuple[Callable[[Model], float], str]:
+    """``(fn(model) -> float, name)`` measuring ``metric`` on ``task`` (active hooks apply).
+
+    metric: a :class:`interp.metrics.Metric` (evaluated on the task's logits); "loss" / "accuracy"
+    / "logprob" (a :func:`interp.metrics.from_labels` metric on the task labels: nats,
+    fraction, nats); "answer_accuracy" (greedy decoding of the needle, see
+    :func:`interp.retrieval.answer_accuracy`); or ``fn(model, task) -> float``.
+    """
+    if isinstance(metric, Metric):
+        return (lambda m: float(metric(m(task.tokens)))), metric.label
+    if isinstance(metric, str):
+        if metric in ("loss", "accuracy", "logprob"):
+            chosen = metrics.from_labels(task.labels, kind=metric)
+            return (lambda m: float(chosen(m(task.tokens)))), metric
+        if metric == "answer_accuracy":
+            from interp.retrieval import answer_accuracy
+
+            return (lambda m: answer_accuracy(m, task)), metric
+    elif callable(metric):
+        return (lambda m: float(metric(m, task))), getattr(metric, "__name__", "metric")
     raise ValueError(f"unknown metric {metric!r}; choose 'loss' (nats on the task labels), 'accuracy' "
-                     "(arg-max on the labels), 'answer_accuracy' (greedy-decoded needle) or pass fn(model, task)")
+                     "(arg-max on the labels), 'logprob', 'answer_accuracy' (greedy-decoded needle), a "
+                     "metrics.Metric or fn(model, task)")
 
 
 def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
@@ -150,7 +140,7 @@ def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
     if how != "query":
         return None
     if metric == "answer_accuracy":
-        return task.tokens.shape[1] - 1
+        return I.From(task.batch().last)   # each row's last prompt token, then every decoded one
     mask = task.labels != IGNORE
     if not mask.any():
         raise ValueError("the task has no labelled positions to restrict query masking to; pass positions=")
@@ -159,16 +149,15 @@ def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
 
 @torch.no_grad()
 def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zero", *,
-                    metric: str | Callable[[Model, TaskBatch], float] = "loss", n_random: int = 5, seed: int = 0,
+                    metric: TaskMetric = "loss", n_random: int = 5, seed: int = 0,
                     reference: torch.Tensor | None = None, positions: Positions | str = "default",
                     random_exclude: Heads = ()) -> pd.DataFrame:
     """The task metric without ablation, with ``heads`` ablated, and with ``n_random``
     random sets of as many other heads ablated (the control).
 
     Returns ``DataFrame[condition, seed, heads, metric, value, delta]``: condition
-    "clean" / "target" / "random"; delta = value - clean value.  metric: "loss" (nats),
-    "accuracy", "answer_accuracy" (see :func:`interp.retrieval.answer_accuracy`) or
-    ``fn(model, task) -> float``.  reference (mean / resample): defaults to the task's own
+    "clean" / "target" / "random"; delta = value - clean value.  metric: see
+    :func:`task_metric`.  reference (mean / resample): defaults to the task's own
     tokens (for resample, shifted by one row so each row takes another row's output).
     positions: "default" = everywhere, except query masking = decoding positions only.
     random_exclude: heads the random control must not draw besides ``heads``.
@@ -176,8 +165,7 @@ def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zer
     heads = check_heads(model, heads)
     if not heads:
         raise ValueError("no heads to ablate")
-    fn = _metric(metric)
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    fn, name = task_metric(metric, task)
     if positions == "default":
         positions = _default_positions(how, metric, task)
     if how in ("mean", "resample") and reference is None:
@@ -185,7 +173,7 @@ def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zer
             raise ValueError("resample ablation takes head outputs from other rows of the task: give it >= 2 rows "
                              "or reference= tokens")
         reference = task.tokens if how == "mean" else task.tokens.roll(1, dims=0)
-    clean = fn(model, task)
+    clean = fn(model)
     rows = [{"condition": "clean", "seed": None, "heads": "", "value": clean}]
     sets = [("target", None, heads)] + [("random", seed + i, random_heads(model, len(heads),
                                          exclude=list(heads) + list(random_exclude), seed=seed + i))
@@ -193,7 +181,7 @@ def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zer
     for condition, s, hs in sets:
         with ablate(model, hs, how, reference=reference, positions=positions):
             rows.append({"condition": condition, "seed": s, "heads": " ".join(f"L{l}H{h}" for l, h in hs),
-                         "value": fn(model, task)})
+                         "value": fn(model)})
     df = pd.DataFrame(rows)
     df.insert(3, "metric", name)
     df["delta"] = df["value"] - clean

@@ -26,8 +26,12 @@ Hooks = Sequence[tuple[str, HookFn]]
 
 class Backend(Protocol):
     module: nn.Module
+    #: whether :meth:`step` continues from a key-value cache (else decoding recomputes)
+    supports_cache: bool
 
     def run(self, tokens: torch.Tensor, hooks: Hooks) -> torch.Tensor: ...
+
+    def step(self, tokens: torch.Tensor, hooks: Hooks, cache) -> tuple[torch.Tensor, object]: ...
 
     def site_names(self) -> list[str]: ...
 
@@ -46,8 +50,9 @@ def logits_of(output) -> torch.Tensor:
 class HookPointBackend:
     """Runs a TransformerLens ``HookedRootModule``-style module (bridge or recurrent)."""
 
-    def __init__(self, module: nn.Module, probe_tokens: torch.Tensor):
+    def __init__(self, module: nn.Module, probe_tokens: torch.Tensor, *, supports_cache: bool = False):
         self.module = module
+        self.supports_cache = supports_cache
         self._names = self._discover(probe_tokens)
 
     def _discover(self, probe_tokens: torch.Tensor) -> list[str]:
@@ -64,6 +69,17 @@ class HookPointBackend:
         if not hooks:
             return logits_of(self.module(tokens))
         return logits_of(self.module.run_with_hooks(tokens, fwd_hooks=list(hooks)))
+
+    def step(self, tokens: torch.Tensor, hooks: Hooks, cache) -> tuple[torch.Tensor, object]:
+        """Logits of ``tokens`` (the next positions after those in ``cache``; None = a fresh
+        prompt) and the extended cache (a transformers ``Cache``)."""
+        if not self.supports_cache:
+            raise NotImplementedError("this model has no key-value cache; decoding recomputes the prompt")
+        kwargs = {"return_type": "logits_and_cache", "use_cache": True}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        logits, cache = self.module.run_with_hooks(tokens, fwd_hooks=list(hooks), **kwargs)
+        return logits, cache
 
 
 class NNsightBackend:
@@ -85,6 +101,7 @@ class NNsightBackend:
                 raise ValueError(f"site {site!r} names submodule {path!r}, which the module does not have; "
                                  f"close matches: {near or sorted(m for m in modules if m)[:20]}")
         self.module = module
+        self.supports_cache = False
         self.sites = dict(sites)
         self._nn = NNsight(module)
         self._order = self._execution_order(probe_tokens)
@@ -108,6 +125,9 @@ class NNsightBackend:
 
     def site_names(self) -> list[str]:
         return list(self._order)
+
+    def step(self, tokens: torch.Tensor, hooks: Hooks, cache) -> tuple[torch.Tensor, object]:
+        raise NotImplementedError("custom modules have no key-value cache; decoding recomputes the prompt")
 
     def _envoy(self, site: str):
         envoy = self._nn

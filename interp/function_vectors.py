@@ -38,41 +38,30 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from interp.model import Model
-from interp.steering import Metric, SteeringVector, answer_prob, site_for, token_set_prob
+from interp import interventions as I
+from interp import metrics as M
+from interp.metrics import Metric
+from interp.model import Model, Tokens
+from interp.steering import SteeringVector, site_for
+from interp.steering.pairs import site_activations
 from interp.tasks import BOS
-
-
-def _z_site(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
 
 
 def head_output_weights(model: Model) -> torch.Tensor:
     """``W_O`` as ``[n_layers, n_heads, d_head, d_model]`` (float32, detached)."""
     model.require_attention("function vectors")
-    W_O = getattr(model.module, "W_O", None)
-    if W_O is None:
-        raise ValueError(f"{model.cfg.name or 'this model'} exposes no W_O; head outputs need z and W_O")
-    return W_O.detach().float()
-
-
-def _last(pos: int, n_pos: int) -> int:
-    if not -n_pos <= pos < n_pos:
-        raise ValueError(f"position {pos} is outside prompts of {n_pos} tokens")
-    return pos % n_pos
+    return model.weights().W_O
 
 
 @torch.no_grad()
-def mean_head_z(model: Model, tokens: torch.Tensor, pos: int = -1) -> torch.Tensor:
-    """Mean over prompts of every head's ``z`` at position ``pos``: ``[n_layers, n_heads, d_head]``."""
+def mean_head_z(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
+    """Mean over prompts of every head's ``z`` at position ``pos`` (negative: from each
+    prompt's end, so -1 is each prompt's last token): ``[n_layers, n_heads, d_head]``."""
     model.require_attention("function vectors")
-    tokens = model.validate_tokens(tokens)
-    p = _last(pos, tokens.shape[1])
-    sites = [_z_site(l) for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(tokens, names=sites)
-    return torch.stack([cache[s][:, p].float().mean(0) for s in sites])
+    batch = model.tokenize(tokens)
+    return torch.stack([site_activations(model, batch, model.site("z", l), pos).mean(0)
+                        for l in range(model.cfg.n_layers)])
 
 
 def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
@@ -81,63 +70,75 @@ def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...lhd,lhdm->...lhm", z, W_O)
 
 
-def mean_head_outputs(model: Model, tokens: torch.Tensor, pos: int = -1) -> torch.Tensor:
+def mean_head_outputs(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
     """Mean over prompts of each head's output at ``pos``: ``[n_layers, n_heads, d_model]``
     (units of the residual stream)."""
     return head_outputs(mean_head_z(model, tokens, pos), head_output_weights(model))
 
 
-def _prompt_metric(answers: torch.Tensor | None, metric: Metric | None, n: int, pos: int) -> Metric:
+def _prompt_metric(answers, metric: Metric | None, n: int, pos: int) -> Metric:
     if (answers is None) == (metric is None):
-        raise ValueError("pass exactly one of answers (one token per corrupt prompt) or metric(logits) -> float")
+        raise ValueError("pass exactly one of answers (one token per corrupt prompt) or metric (a metrics.Metric)")
     if metric is not None:
+        if not isinstance(metric, Metric):
+            raise TypeError("metric must be an interp.metrics.Metric (e.g. metrics.set_prob(targets))")
         return metric
     answers = torch.as_tensor(answers, dtype=torch.long)
     if answers.shape != (n,):
         raise ValueError(f"answers must be [{n}] (one per corrupt prompt), got {tuple(answers.shape)}")
-    return answer_prob(answers, pos)
+    return M.prob(answers, pos)
 
 
 @torch.no_grad()
-def head_indirect_effects(model: Model, clean: torch.Tensor, corrupt: torch.Tensor,
-                          answers: torch.Tensor | None = None, *, metric: Metric | None = None, pos: int = -1,
+def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers: torch.Tensor | None = None, *,
+                          metric: Metric | None = None, pos: int = -1, batch_tokens: int = 16384,
                           progress: bool = True) -> pd.DataFrame:
-    """Causal indirect effect of every head (Todd et al.).
+    """Causal indirect effect of every head (Todd et al.), many heads per forward.
 
-    clean: few-shot prompts ``[n, pos]`` whose mean head outputs are patched in.  corrupt:
-    prompts with shuffled demonstration labels ``[m, pos]`` (same length).  The effect is
-    measured as the probability of ``answers`` (``[m]``, the correct token of each corrupt
-    prompt, at ``pos``) or by ``metric(logits) -> float`` (e.g.
-    :func:`interp.steering.token_set_prob` for a task whose answer is a set of tokens).
-    For each (layer, head) the head's output at ``pos`` of every corrupt prompt is replaced
-    by its clean mean.
+    clean: few-shot prompts (any lengths) whose mean head outputs (at each prompt's ``pos``)
+    are patched in.  corrupt: prompts with shuffled demonstration labels (any lengths).  The
+    effect is the rise of ``metric`` (a :class:`~interp.metrics.Metric`, e.g. the probability
+    of a token set) or of the probability of ``answers`` (``[m]``, the correct token of each
+    corrupt prompt) at ``pos``, when the head's output at each corrupt prompt's ``pos`` is
+    replaced by its clean mean.  Heads are batched along the batch dimension
+    (:func:`interp.interventions.run_batched`).
 
     Returns one row per head: ``layer, head, p_corrupt`` (metric without patching),
-    ``p_patched`` and ``cie = p_patched - p_corrupt`` (probability units), sorted by
-    ``cie`` descending.
+    ``p_patched`` and ``cie = p_patched - p_corrupt``, sorted by ``cie`` descending.
     """
     model.require_attention("head indirect effects")
-    clean, corrupt = model.validate_tokens(clean), model.validate_tokens(corrupt)
-    if clean.shape[1] != corrupt.shape[1]:
-        raise ValueError(f"clean prompts have {clean.shape[1]} tokens but corrupt ones {corrupt.shape[1]}: "
-                         "their last positions must align")
-    p = _last(pos, corrupt.shape[1])
-    score = _prompt_metric(answers, metric, corrupt.shape[0], p)
-    z_mean = mean_head_z(model, clean, p)
-    base = float(score(model(corrupt)))
-    rows = []
-    heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-    for l, h in tqdm(heads, desc="head indirect effects", disable=not progress, mininterval=1.0):
-        def patch(z: torch.Tensor, hook, l=l, h=h) -> torch.Tensor:
-            z = z.clone()
-            z[:, p, h] = z_mean[l, h].to(z.dtype)
-            return z
-        patched = float(score(model.run_with_hooks(corrupt, [(_z_site(l), patch)])))
-        rows.append({"layer": l, "head": h, "p_corrupt": base, "p_patched": patched, "cie": patched - base})
-    return pd.DataFrame(rows).sort_values("cie", ascending=False, ignore_index=True)
+    clean_b, corrupt_b = model.tokenize(clean), model.tokenize(corrupt)
+    if pos >= 0 and (pos >= int(clean_b.lengths.min()) or pos >= int(corrupt_b.lengths.min())):
+        raise ValueError(f"position {pos} is outside the shortest prompt")
+    if pos < 0 and (-pos > int(clean_b.lengths.min()) or -pos > int(corrupt_b.lengths.min())):
+        raise ValueError(f"position {pos} is outside the shortest prompt")
+    score = _prompt_metric(answers, metric, len(corrupt_b), pos)
+    z_mean = mean_head_z(model, clean_b, pos)                                   # [L, H, d_head]
+    base = float(score.check(len(corrupt_b), corrupt_b.tokens.shape[1], model.cfg.d_vocab)
+                 .resolve(corrupt_b.tokens.shape[1], corrupt_b.lengths)(model(corrupt_b)))
+    heads = model.heads()
+    B, H = len(corrupt_b), model.cfg.n_heads
+
+    def edits(cells):
+        out = []
+        for layer in sorted({heads[c][0] for c in cells}):
+            mask = torch.zeros(len(cells) * B, H, dtype=torch.bool)
+            for i, c in enumerate(cells):
+                if heads[c][0] == layer:
+                    mask[i * B:(i + 1) * B, heads[c][1]] = True
+            # each corrupt prompt's own position (rows are cell-major: the prompts repeat per cell)
+            at = (corrupt_b.lengths + pos).repeat(len(cells)) if pos < 0 else torch.full((len(cells) * B,), pos)
+            out.append(I.set_to(model.site("z", layer), z_mean[layer], positions=at, heads=mask))
+        return out
+    values = I.run_batched(model, corrupt_b, len(heads), edits, score, batch_tokens=batch_tokens,
+                           progress=progress, desc="head indirect effects")
+    frame = pd.DataFrame({"layer": [l for l, _ in heads], "head": [h for _, h in heads], "p_corrupt": base,
+                          "p_patched": values.double().numpy()})
+    frame["cie"] = frame["p_patched"] - base
+    return frame.sort_values("cie", ascending=False, ignore_index=True)
 
 
-def function_vector(model: Model, clean: torch.Tensor, corrupt: torch.Tensor | None = None,
+def function_vector(model: Model, clean: Tokens, corrupt: Tokens | None = None,
                     answers: torch.Tensor | None = None, *, metric: Metric | None = None, top_k: int = 1,
                     layer: int | None = None, site: str | None = None, pos: int = -1,
                     effects: pd.DataFrame | None = None, progress: bool = True) -> SteeringVector:
@@ -148,7 +149,7 @@ def function_vector(model: Model, clean: torch.Tensor, corrupt: torch.Tensor | N
     It lives at ``site`` or the residual stream after ``layer``; by default after the
     latest layer among the chosen heads, where their outputs enter the stream.  ``meta``
     records the heads (``[[layer, head], ...]``), their CIE and the whole effects table.
-    Apply it at the last position of zero-shot prompts: ``fv.apply(model, coef, start_pos=-1)``.
+    Apply it at the last token of zero-shot prompts: ``fv.apply(model, coef, start_pos=-1)``.
     """
     model.require_attention("function vectors")
     n_heads = model.cfg.n_layers * model.cfg.n_heads
@@ -168,8 +169,9 @@ def function_vector(model: Model, clean: torch.Tensor, corrupt: torch.Tensor | N
     if layer is None and site is None:
         layer = max(l for l, _ in heads)
     name = site_for(model, layer, site)
+    clean_b = model.tokenize(clean)
     return SteeringVector(vec, name, model.cfg.name, model.cfg.d_model, "function_vector", pos,
-                          {"positive": model.validate_tokens(clean).tolist(), "negative": None},
+                          {"positive": [r.tolist() for r in clean_b.rows()], "negative": None},
                           {"heads": heads, "cie": [float(c) for c in top["cie"]], "top_k": top_k,
                            "effects": effects.to_dict(orient="list")})
 
@@ -195,8 +197,8 @@ class FunctionPrompts:
     info: dict = field(default_factory=dict)
 
     def metric(self, pos: int = -1) -> Metric:
-        """Probability of the answer (or of the target set) at ``pos``: ``fn(logits) -> float``."""
-        return answer_prob(self.answers, pos) if self.answers is not None else token_set_prob(self.targets, pos)
+        """Probability of the answer (or of the target set) at ``pos`` (a :class:`~interp.metrics.Metric`)."""
+        return M.prob(self.answers, pos) if self.answers is not None else M.set_prob(self.targets, pos)
 
 
 def fixed_mapping_prompts(n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab: int = 128, seed: int = 0,

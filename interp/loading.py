@@ -1,14 +1,20 @@
 """``interp.load``: one entry point from any model source to an :class:`interp.Model`.
 
-Sources: a zoo name; a ``TransformerBridgeConfig`` / ``RecurrentConfig`` or a dict of one
-(random init); a checkpoint (``<stem>.safetensors`` + ``<stem>.json``); a local Hugging
-Face model directory; an in-memory HF model with its tokenizer; a HF hub id (needs the
-hub); any ``torch.nn.Module`` with ``sites=`` mapping site names to submodule paths.
+Sources: a zoo name (trained models shipped in the package; real models fetched from the
+package registry on first use); a ``TransformerBridgeConfig`` / ``RecurrentConfig`` or a dict
+of one (random init); a checkpoint (``<stem>.safetensors`` + ``<stem>.json``); a local Hugging
+Face model folder; an in-memory HF model with its tokenizer; a HF hub id (needs the hub);
+any ``torch.nn.Module`` with ``sites=`` mapping site names to submodule paths.
+
+Safety: weights are read from safetensors only.  A folder whose weights are pickles
+(``pytorch_model.bin``, ``*.pt``) is refused unless ``allow_unsafe_pickle=True`` (loading a
+pickle can run arbitrary code); ``trust_remote_code`` stays off unless turned on.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,30 +23,42 @@ from torch import nn
 
 from interp.backends import HookPointBackend, NNsightBackend, logits_of
 from interp.model import Model, ModelConfig
-from interp.vocab import WordVocab, default_names
+from interp.tokens import default_names, word_tokenizer
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None, name: str | None = None,
-         n_ctx: int | None = None, trust_remote_code: bool = False, family: str = "custom") -> Model:
+         n_ctx: int | None = None, trust_remote_code: bool = False, family: str = "custom",
+         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+         prepend_bos: bool | None = None, allow_unsafe_pickle: bool = False) -> Model:
     """Loads ``source`` as a hooked :class:`Model` (eval mode).
 
-    tokenizer: for an in-memory HF model (or to override a directory's).  sites: for a
-    custom ``nn.Module``, ``{site name: submodule path}``.  n_ctx: context length of a
-    custom module (default 1024).  trust_remote_code: passed to Hugging Face; off unless
-    you turn it on.  family: the family reported for a custom module ("custom", "rnn",
-    "ssm" or "transformer").
+    device: ``"cpu"`` (default) or a CUDA device where present.  dtype: float32 (default),
+    bfloat16 or float16 (analyses keep their reductions in float32).  prepend_bos: whether
+    text gets the beginning-of-sequence token (default: the zoo entry's choice, else True;
+    see the README's BOS table).  tokenizer: for an in-memory HF model (or to override a
+    folder's).  sites: for a custom ``nn.Module``, ``{site name: submodule path}``.  n_ctx:
+    context length of a custom module (default 1024).  trust_remote_code: passed to Hugging
+    Face; off unless you turn it on.  family: the family reported for a custom module
+    ("custom", "rnn", "ssm" or "transformer").  allow_unsafe_pickle: accept pickled weight
+    files (they can execute code when loaded); off by default.
     """
     from transformer_lens import TransformerBridgeConfig
 
     from interp import zoo
 
+    opts = dict(device=device, dtype=dtype, prepend_bos=prepend_bos)
     if isinstance(source, nn.Module) and sites is not None:
         return _from_custom(source, sites, name=name or type(source).__name__, n_ctx=n_ctx or 1024,
-                            family=family)
+                            family=family, **opts)
     if _is_hf_model(source):
         if tokenizer is None:
             raise ValueError("an in-memory Hugging Face model needs its tokenizer: load(model, tokenizer=tok)")
-        return _from_hf(source, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code)
+        return _from_hf_model(source, tokenizer=tokenizer, name=name, card={"source": "huggingface"},
+                              trust_remote_code=trust_remote_code, **opts)
     if isinstance(source, nn.Module):
         raise ValueError("a plain nn.Module needs sites={site name: submodule path}, e.g. "
                          "{'blocks.0.hook_resid_post': 'layers.0'}")
@@ -48,7 +66,7 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
         from transformer_lens import TransformerBridge
 
         module = TransformerBridge.boot_native(source)
-        return from_module(module, {"arch": "bridge", "name": name or "random"})
+        return from_module(module, {"arch": "bridge", "name": name or "random"}, **opts)
     if hasattr(source, "cell") and hasattr(source, "to_dict"):  # an interp.recurrent.RecurrentConfig
         source = source.to_dict()
     if isinstance(source, dict):
@@ -56,37 +74,41 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
 
         arch = "recurrent" if "cell" in source else "bridge"
         card = {"arch": arch, "config": dict(source), "name": name or source.get("model_name", "random")}
-        return from_module(build_module(card), card)
+        return from_module(build_module(card), card, **opts)
     if isinstance(source, (str, Path)):
-        text = str(source)
+        text = str(source).strip()
+        if not text:
+            raise ValueError(f"no model given: pass a zoo name ({zoo.names()}), a folder, a checkpoint or a hub id")
         if text in zoo.names():
-            return zoo.load(text)
+            return zoo.load(text, **opts)
         path = Path(text).expanduser()
         if path.is_dir():
             if (path / "config.json").is_file():
-                return _from_hf(str(path), tokenizer=tokenizer, name=name or path.name,
-                                trust_remote_code=trust_remote_code)
-            raise FileNotFoundError(f"{path} is a directory without config.json: not a Hugging Face model folder")
+                return from_hf_folder(path, tokenizer=tokenizer, name=name or path.name,
+                                      trust_remote_code=trust_remote_code, allow_unsafe_pickle=allow_unsafe_pickle,
+                                      **opts)
+            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
         if path.is_file() or path.with_suffix(".json").is_file():
             from interp.checkpoint import load_checkpoint
 
             module, card = load_checkpoint(path)
-            return from_module(module, card)
-        if path.suffix or text.startswith((".", "/", "~")) or path.parent != Path("."):
-            if not _looks_like_hub_id(text):
-                raise FileNotFoundError(f"no model at {text!r}: not a directory, checkpoint or zoo name "
-                                        f"(zoo: {zoo.names()})")
+            return from_module(module, card, **opts)
         near = difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
         if near:
             raise ValueError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
-        return _from_hub(text, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code)
+        if not _looks_like_hub_id(text):
+            raise FileNotFoundError(f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
+                                    f"({zoo.names()}) or a hub id (owner/name)")
+        return _from_hub(text, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code,
+                         allow_unsafe_pickle=allow_unsafe_pickle, **opts)
     raise TypeError(f"cannot load a model from {type(source).__name__}; pass a zoo name ({zoo.names()}), a config, "
-                    "a checkpoint or HF directory path, a HF model with tokenizer=, or an nn.Module with sites=")
+                    "a checkpoint or HF folder path, a HF model with tokenizer=, or an nn.Module with sites=")
 
 
 def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
-    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+    return (len(parts) == 2 and all(p and not p.startswith(".") and p.replace("-", "").replace("_", "")
+                                    .replace(".", "").isalnum() for p in parts))
 
 
 def _is_hf_model(obj) -> bool:
@@ -97,22 +119,61 @@ def _is_hf_model(obj) -> bool:
     return isinstance(obj, PreTrainedModel)
 
 
-def _probe(n_ctx: int) -> torch.Tensor:
-    return torch.zeros(1, min(4, n_ctx), dtype=torch.long)
+def _probe(n_ctx: int, device) -> torch.Tensor:
+    return torch.zeros(1, min(4, n_ctx), dtype=torch.long, device=device)
 
 
-def from_module(module: nn.Module, card: dict) -> Model:
+def resolve_device(device) -> torch.device:
+    """A validated torch device (default cpu)."""
+    if device is None or device == "":
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' / 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use 'cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu' or 'cuda'")
+    return dev
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """A validated floating dtype (default float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be floating point, got {dtype}")
+        return dtype
+    key = str(dtype).replace("torch.", "").lower()
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+    return DTYPES[key]
+
+
+def _place(module: nn.Module, device, dtype) -> nn.Module:
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    p = next(module.parameters(), None)
+    if p is not None and (p.device != dev or p.dtype != dt):   # .to() on a bridge prints; skip a no-op
+        module = module.to(device=dev, dtype=dt)
+    return module.eval()
+
+
+def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepend_bos: bool | None = None) -> Model:
     """A Model around a module built from a checkpoint card (native bridge or recurrent)."""
-    module.eval()
-    vocab = WordVocab.from_dict(card["vocab"]) if card.get("vocab") else None
+    module = _place(module, device, dtype)
+    vocab = card.get("vocab")
     if card["arch"] == "recurrent":
         c = module.cfg
         cfg = ModelConfig(n_layers=c.n_layers, n_heads=0, d_model=c.d_model, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
                           family=c.family, name=card.get("name", ""))
     else:
         cfg = _bridge_config(module, card.get("name", ""))
-        vocab = vocab or WordVocab(default_names(cfg.d_vocab))
-    return Model(HookPointBackend(module, _probe(cfg.n_ctx)), cfg, vocab=vocab, card=card)
+    names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(cfg.d_vocab), 0)
+    tokenizer = word_tokenizer(names, bos)
+    backend = HookPointBackend(module, _probe(cfg.n_ctx, resolve_device(device)))
+    return Model(backend, cfg, tokenizer=tokenizer, card=card, prepend_bos=True if prepend_bos is None else prepend_bos)
 
 
 def _bridge_config(bridge, name: str) -> ModelConfig:
@@ -120,41 +181,86 @@ def _bridge_config(bridge, name: str) -> ModelConfig:
     attn_only = bool(getattr(c, "attn_only", False))
     return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_vocab=c.d_vocab,
                        n_ctx=c.n_ctx, family="transformer", d_head=c.d_head,
-                       d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0), name=name)
+                       d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0), name=name,
+                       n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads))
 
 
-def _from_hf(path_or_model, *, tokenizer, name: str | None, trust_remote_code: bool) -> Model:
+def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Path]:
+    """The weight files of a Hugging Face folder, each checked: safetensors must have a valid
+    header; pickled files are refused unless ``allow_unsafe_pickle``.  One clear error otherwise."""
+    from safetensors import safe_open
+
+    tensors = sorted(path.glob("*.safetensors"))
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if not tensors and not pickles:
+        raise FileNotFoundError(f"{path} has no weights (no *.safetensors file)")
+    if not tensors and not allow_unsafe_pickle:
+        raise ValueError(f"{path} holds only pickled weights ({', '.join(p.name for p in pickles)}), which can run "
+                         "code when loaded; convert them to safetensors, or pass allow_unsafe_pickle=True "
+                         "(CLI: --allow-unsafe-pickle) if you trust their source")
+    for p in tensors:
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                list(f.keys())
+        except Exception as e:  # safetensors raises its own error types; report them as one line
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{p} is not a valid safetensors file ({msg})") from None
+    return tensors or pickles
+
+
+def from_hf_folder(path: str | Path, *, tokenizer=None, name: str | None = None, card: dict | None = None,
+                   trust_remote_code: bool = False, allow_unsafe_pickle: bool = False, device=None, dtype=None,
+                   prepend_bos: bool | None = None) -> Model:
+    """A Model from a local Hugging Face causal-LM folder (config, weights, tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    files = check_weight_files(path, allow_unsafe_pickle)
+    safe = all(p.suffix == ".safetensors" for p in files)
+    if tokenizer is None:
+        tokenizer = _local_tokenizer(path, trust_remote_code)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), attn_implementation="eager",
+                                                  use_safetensors=safe, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
+    return _from_hf_model(hf, tokenizer=tokenizer, name=name or path.name,
+                          card=card or {"source": "huggingface", "path": str(path)},
+                          trust_remote_code=trust_remote_code, device=device, dtype=dtype, prepend_bos=prepend_bos)
+
+
+def _from_hf_model(hf, *, tokenizer, name: str | None, card: dict, trust_remote_code: bool, device=None,
+                   dtype=None, prepend_bos: bool | None = None) -> Model:
     from transformer_lens import TransformerBridge
 
-    if isinstance(path_or_model, str):
-        if tokenizer is None:
-            tokenizer = _local_tokenizer(path_or_model, trust_remote_code)
-        bridge = TransformerBridge.boot_transformers(path_or_model, tokenizer=tokenizer,
-                                                     trust_remote_code=trust_remote_code)
-    else:
-        path_or_model.eval()  # a freshly built HF model is in train mode (dropout on)
-        arch_name = getattr(path_or_model.config, "_name_or_path", "") or path_or_model.config.model_type
-        bridge = TransformerBridge.boot_transformers(arch_name, hf_model=path_or_model, tokenizer=tokenizer,
-                                                     trust_remote_code=trust_remote_code)
+    from interp.compat import enable_kv_cache
+
+    hf = _place(hf, device, dtype)  # a freshly built HF model is in train mode (dropout on)
+    arch_name = getattr(hf.config, "_name_or_path", "") or hf.config.model_type
+    bridge = TransformerBridge.boot_transformers(arch_name, hf_model=hf, tokenizer=tokenizer,
+                                                 trust_remote_code=trust_remote_code,
+                                                 device=resolve_device(device), dtype=resolve_dtype(dtype))
     bridge.eval()
+    cached = enable_kv_cache(bridge)
     cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")))
-    return Model(HookPointBackend(bridge, _probe(cfg.n_ctx)), cfg, tokenizer=bridge.tokenizer or tokenizer,
-                 card={"source": "huggingface"})
+    backend = HookPointBackend(bridge, _probe(cfg.n_ctx, resolve_device(device)), supports_cache=cached)
+    return Model(backend, cfg, tokenizer=bridge.tokenizer or tokenizer, card=card,
+                 prepend_bos=True if prepend_bos is None else prepend_bos)
 
 
-def _local_tokenizer(path: str, trust_remote_code: bool):
+def _local_tokenizer(path: Path, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, add_bos_token=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{path} has no usable tokenizer ({e}); save one there or pass tokenizer=") from None
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FileNotFoundError(f"{path} has no usable tokenizer ({str(e).splitlines()[0] if str(e) else e}); "
+                                "save one there or pass tokenizer=") from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face endpoint answers a TCP connection (offline, the hub client
     would otherwise retry for about a minute before failing)."""
-    import os
     import socket
     from urllib.parse import urlparse
 
@@ -170,24 +276,30 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_hub(repo_id: str, *, tokenizer, name: str | None, trust_remote_code: bool) -> Model:
+def _from_hub(repo_id: str, *, tokenizer, name: str | None, trust_remote_code: bool, allow_unsafe_pickle: bool,
+              **opts) -> Model:
     from interp import zoo
 
     if not _hub_reachable():
-        raise RuntimeError(f"could not load {repo_id!r} from the Hugging Face hub: the hub is not reachable "
-                           "(offline). Load a local HF directory or a zoo model instead "
-                           f"(zoo: {zoo.names()})")
+        raise RuntimeError(f"{repo_id!r} is not a local folder here, and the Hugging Face hub (for a hub id) is not "
+                           f"reachable (offline). Load a local HF folder or a zoo model ({zoo.names()})")
     try:
-        return _from_hf(repo_id, tokenizer=tokenizer, name=name or repo_id, trust_remote_code=trust_remote_code)
-    except (OSError, ConnectionError, ValueError, FileNotFoundError) as e:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"] + \
+            (["*.bin"] if allow_unsafe_pickle else [])
+        folder = snapshot_download(repo_id, allow_patterns=patterns)
+        return from_hf_folder(folder, tokenizer=tokenizer, name=name or repo_id, trust_remote_code=trust_remote_code,
+                              allow_unsafe_pickle=allow_unsafe_pickle, **opts)
+    except (OSError, ConnectionError, ValueError) as e:
         raise RuntimeError(f"could not load {repo_id!r} from the Hugging Face hub: {str(e).splitlines()[0]}. "
-                           "Offline, load a local HF directory or a zoo model instead "
-                           f"(zoo: {zoo.names()})") from None
+                           f"Offline, load a local HF folder or a zoo model instead ({zoo.names()})") from None
 
 
-def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ctx: int, family: str) -> Model:
-    module.eval()
-    probe = _probe(n_ctx)
+def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ctx: int, family: str, device=None,
+                 dtype=None, prepend_bos: bool | None = None) -> Model:
+    module = _place(module, device, dtype)
+    probe = _probe(n_ctx, resolve_device(device))
     backend = NNsightBackend(module, sites, probe)
     # a provisional Model, only to read each site's width through the same backend
     _, cache = Model(backend, ModelConfig(0, 0, 0, 1, n_ctx, family)).run_with_cache(probe)
@@ -195,5 +307,6 @@ def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ct
         d_vocab = int(logits_of(module(probe)).shape[-1])
     layers = {int(s.split(".")[1]) for s in sites if s.startswith("blocks.") and s.split(".")[1].isdigit()}
     cfg = ModelConfig(n_layers=len(layers), n_heads=0, d_model=max(int(v.shape[-1]) for v in cache.values()),
-                      d_vocab=d_vocab, n_ctx=n_ctx, family=family, name=name)
-    return Model(backend, cfg, card={"source": "custom", "sites": dict(sites)})
+                      d_vocab=d_vocab, n_ctx=n_ctx, family=family, name=name, causal=family != "custom")
+    return Model(backend, cfg, card={"source": "custom", "sites": dict(sites)},
+                 prepend_bos=True if prepend_bos is None else prepend_bos)

@@ -1,15 +1,22 @@
 """The one Model facade over transformers, recurrent / state-space models and custom modules.
 
-Every analysis in the workbench talks to a :class:`Model`: it validates tokens, names the
-hook sites (TransformerLens names: ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_z``,
-... and for recurrent models ``blocks.{l}.hook_hidden`` and friends), and runs forwards
-with hooks.  Hooks entered with :meth:`Model.hooks` stay active for every run inside the
-``with`` block, so steering vectors, ablations and patches compose.
+Every analysis in the workbench talks to a :class:`Model`: it tokenizes and validates
+inputs (text of any length becomes a right-padded :class:`~interp.tokens.TokenBatch`),
+names the hook sites (:meth:`Model.site`; TransformerLens names such as
+``blocks.{l}.attn.hook_z``, and ``blocks.{l}.hook_hidden`` for recurrent models), reads
+per-head weights (:meth:`Model.weights`), and runs forwards with hooks.  Hooks entered with
+:meth:`Model.hooks` stay active for every run inside the ``with`` block, so steering
+vectors, ablations and patches compose; :attr:`Model.active_hooks` shows them.
+
+Position-aware hooks (interventions that act from a position on, or at each row's last
+token) read :attr:`Model.context`: the absolute position of the first token of the run
+(non-zero while decoding from a key-value cache) and each row's real length.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -18,16 +25,20 @@ import pandas as pd
 import torch
 from torch import nn
 
+from interp import sites as S
 from interp.backends import Backend, HookFn, Hooks
-from interp.vocab import WordVocab
+from interp.tokens import TokenBatch, encode
 
 FAMILIES = ("transformer", "rnn", "ssm", "custom")
 Names = Sequence[str] | Callable[[str], bool] | None
+Tokens = torch.Tensor | TokenBatch
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Geometry of a model.  ``n_heads`` is 0 for attention-free models."""
+    """Geometry of a model.  ``n_heads`` is 0 for attention-free models; ``n_kv_heads`` is
+    the number of key-value heads (< n_heads for grouped-query attention, 0 without
+    attention); ``causal``: a position depends on itself and earlier positions only."""
 
     n_layers: int
     n_heads: int
@@ -38,13 +49,44 @@ class ModelConfig:
     d_head: int = 0
     d_mlp: int = 0
     name: str = ""
+    n_kv_heads: int = 0
+    causal: bool = True
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.n_heads and not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a hook needs to place a run in absolute positions: ``offset`` (the absolute
+    position of the run's first token; > 0 for a cached decoding step) and ``lengths``
+    ([batch] real tokens per row, counted from position 0; None = every row is full)."""
+
+    offset: int = 0
+    lengths: torch.Tensor | None = None
+    positions: torch.Tensor | None = None   # explicit absolute positions (an engine recomputing some rows)
+    rows: torch.Tensor | None = None        # the caller's batch indices of the run's rows (decoding groups)
+
+    def row_index(self, n: int, n_spec: int, device=None) -> torch.Tensor:
+        """``[n]`` indices into a per-row spec of ``n_spec`` rows for the run's ``n`` rows."""
+        base = self.rows.to(device) if self.rows is not None else torch.arange(n, device=device)
+        if len(base) != n:
+            base = torch.arange(n, device=device)
+        return base % n_spec
+
+    def positions_of(self, n: int, device=None) -> torch.Tensor:
+        """``[n]`` absolute positions of a run's position axis of length ``n``."""
+        if self.positions is not None:
+            if len(self.positions) != n:
+                raise ValueError(f"the run context holds {len(self.positions)} positions, the activation {n}")
+            return self.positions.to(device)
+        return torch.arange(self.offset, self.offset + n, device=device)
 
 
 class Model:
@@ -52,20 +94,24 @@ class Model:
 
     Build one with :func:`interp.load`.  ``module`` is the underlying hooked module (a
     TransformerLens ``TransformerBridge``, an ``interp.recurrent.HookedRecurrent``, or the
-    user's module under nnsight); ``card`` holds the zoo card for shipped models.
+    user's module under nnsight); ``card`` holds the zoo card; ``prepend_bos`` is whether
+    text gets the tokenizer's beginning-of-sequence token in front (see the README's BOS
+    table; override per call with ``prepend_bos=``).
     """
 
-    def __init__(self, backend: Backend, cfg: ModelConfig, *, tokenizer=None, vocab: WordVocab | None = None,
-                 card: dict | None = None):
+    def __init__(self, backend: Backend, cfg: ModelConfig, *, tokenizer=None, card: dict | None = None,
+                 prepend_bos: bool = True):
         self.backend = backend
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.vocab = vocab
         self.card = card or {}
+        self.prepend_bos = bool(prepend_bos)
         self._stack: list[tuple[str, HookFn]] = []
         self._names = backend.site_names()
         self._name_set = set(self._names)
         self._shapes: pd.DataFrame | None = None
+        self._context = RunContext()
+        self._weights: dict = {}
 
     # --- basics -----------------------------------------------------------------------
     @property
@@ -85,85 +131,166 @@ class Model:
     def has_attention(self) -> bool:
         return self.cfg.n_heads > 0
 
-    # --- tokens -----------------------------------------------------------------------
-    def to_tokens(self, inputs: str | Sequence[str] | Sequence[int] | torch.Tensor,
-                  prepend_bos: bool = True) -> torch.Tensor:
-        """Tokens ``[batch, pos]`` (int64) from text, a list of texts, ids, or a tensor (validated)."""
-        if isinstance(inputs, torch.Tensor):
-            tokens = inputs
-        elif isinstance(inputs, str):
-            tokens = torch.tensor([self._encode(inputs, prepend_bos)])
-        elif isinstance(inputs, Sequence) and inputs and all(isinstance(x, str) for x in inputs):
-            rows = [self._encode(x, prepend_bos) for x in inputs]
-            if len({len(r) for r in rows}) != 1:
-                raise ValueError(f"the prompts tokenize to different lengths {[len(r) for r in rows]}; "
-                                 "pass them one at a time or make them the same length")
-            tokens = torch.tensor(rows)
-        elif isinstance(inputs, Sequence) and inputs and all(isinstance(x, int) for x in inputs):
-            tokens = torch.tensor([list(inputs)])
-        else:
-            raise TypeError("tokens must be a string, a list of strings, a list of ints or a tensor; "
-                            f"got {type(inputs).__name__}" + (" (empty)" if not inputs else ""))
-        return self.validate_tokens(tokens)
-
-    def _encode(self, text: str, prepend_bos: bool) -> list[int]:
-        if not text.strip():
-            raise ValueError("empty prompt")
-        if self.vocab is not None:
-            return self.vocab.encode(text, prepend_bos)
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: pass token ids (a list of ints or a tensor)")
-        ids = self.tokenizer(text)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        if prepend_bos and bos is not None and (not ids or ids[0] != bos):
-            ids = [bos] + list(ids)
-        elif not prepend_bos and ids and bos is not None and ids[0] == bos:
-            ids = ids[1:]
-        return list(ids)
-
-    def validate_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Checks dtype, rank, vocabulary range and length; returns ``[batch, pos]`` int64."""
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
-        if tokens.shape[1] == 0:
-            raise ValueError("tokens are empty (0 positions)")
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= self.cfg.d_vocab:
-            raise ValueError(f"token ids must be in [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
-        if tokens.shape[1] > self.cfg.n_ctx:
-            raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than the model's context n_ctx={self.cfg.n_ctx}")
-        return tokens.long().to(self.device)
-
-    def to_str_tokens(self, tokens: torch.Tensor | str | Sequence[int]) -> list[str]:
-        """String form of each token of one sequence."""
-        if not isinstance(tokens, torch.Tensor):
-            tokens = self.to_tokens(tokens)
-        if tokens.ndim == 2:
-            if tokens.shape[0] != 1:
-                raise ValueError("to_str_tokens takes one sequence")
-            tokens = tokens[0]
-        if self.vocab is not None:
-            return self.vocab.decode(tokens)
-        if self.tokenizer is not None:
-            return [self.tokenizer.decode([int(t)]) for t in tokens]
-        return [str(int(t)) for t in tokens]
-
     @property
     def device(self) -> torch.device:
         p = next(self.module.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
-    # --- hooks ------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        p = next(self.module.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    @property
+    def supports_cache(self) -> bool:
+        """Whether decoding continues from a key-value cache (else it recomputes the prompt)."""
+        return bool(getattr(self.backend, "supports_cache", False))
+
+    # --- tokens -----------------------------------------------------------------------
+    def _bos(self, prepend_bos: bool | None) -> bool:
+        return self.prepend_bos if prepend_bos is None else bool(prepend_bos)
+
+    def encode(self, text: str, prepend_bos: bool | None = None) -> list[int]:
+        """Token ids of one text (BOS per :attr:`prepend_bos` unless given)."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass token ids (a list of ints or a tensor)")
+        return encode(self.tokenizer, text, self._bos(prepend_bos))
+
+    def tokenize(self, inputs: str | Sequence[str] | Sequence[Sequence[int]] | Tokens,
+                 prepend_bos: bool | None = None) -> TokenBatch:
+        """Any prompts as a validated, right-padded :class:`TokenBatch` (rows may differ in length)."""
+        if isinstance(inputs, TokenBatch):
+            return TokenBatch(self.validate_tokens(inputs.tokens), inputs.lengths, inputs.pad_id)
+        if isinstance(inputs, torch.Tensor):
+            return TokenBatch.full(self.validate_tokens(inputs))
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if isinstance(inputs, (bytes, bytearray)):
+            raise TypeError("prompts must be text (str), not bytes: decode them first, e.g. data.decode('utf-8')")
+        rows = list(inputs) if isinstance(inputs, Sequence) else None
+        if not rows:
+            raise TypeError("prompts must be a string, a non-empty list of strings or of token-id lists, or a "
+                            f"tensor; got {type(inputs).__name__}" + (" (empty)" if rows == [] else ""))
+        if all(isinstance(r, str) for r in rows):
+            ids = [self.encode(r, prepend_bos) for r in rows]
+        elif all(isinstance(r, (list, tuple)) and r and all(isinstance(t, int) and not isinstance(t, bool) for t in r)
+                 for r in rows):
+            ids = [list(r) for r in rows]
+        elif all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
+            ids = [list(rows)]
+        else:
+            kinds = sorted({type(r).__name__ for r in rows})
+            raise TypeError(f"prompts must all be strings or all token-id lists, got {kinds}")
+        batch = TokenBatch.from_rows(ids, pad_id=self.pad_id)
+        return TokenBatch(self.validate_tokens(batch.tokens), batch.lengths, batch.pad_id)
+
+    @property
+    def pad_id(self) -> int:
+        """The id right-padding is filled with (never read at real positions of a causal model)."""
+        tok = self.tokenizer
+        for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+            value = getattr(tok, attr, None) if tok is not None else None
+            if value is not None and 0 <= int(value) < self.cfg.d_vocab:
+                return int(value)
+        return 0
+
+    def to_tokens(self, inputs: str | Sequence[str] | Sequence[int] | torch.Tensor,
+                  prepend_bos: bool | None = None) -> torch.Tensor:
+        """Tokens ``[batch, pos]`` (int64) from text, equally long texts, ids, or a tensor
+        (validated).  Texts of different token lengths: use :meth:`tokenize`."""
+        if isinstance(inputs, torch.Tensor):
+            return self.validate_tokens(inputs)
+        batch = self.tokenize(inputs, prepend_bos)
+        if batch.padded:
+            raise ValueError(f"the prompts tokenize to different lengths {batch.lengths.tolist()}; use "
+                             "model.tokenize(prompts) for a padded batch (analyses accept it)")
+        return batch.tokens
+
+    def validate_tokens(self, tokens: Tokens) -> torch.Tensor:
+        """Checks dtype, rank, vocabulary range and length; returns ``[batch, pos]`` int64."""
+        if isinstance(tokens, TokenBatch):
+            tokens = tokens.tokens
+        if not isinstance(tokens, torch.Tensor):
+            if isinstance(tokens, (bytes, bytearray, str)):
+                raise TypeError(f"expected token ids, got {type(tokens).__name__}: use model.to_tokens(text)")
+            tokens = torch.as_tensor(tokens)
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] == 0 or tokens.shape[0] == 0:
+            raise ValueError(f"tokens are empty (shape {tuple(tokens.shape)})")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.cfg.d_vocab:
+            raise ValueError(f"token ids must be in [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than the model's context "
+                             f"n_ctx={self.cfg.n_ctx}")
+        return tokens.long().to(self.device)
+
+    def to_str_tokens(self, tokens: torch.Tensor | str | Sequence[int]) -> list[str]:
+        """String form of each token of one sequence."""
+        if not isinstance(tokens, torch.Tensor):
+            tokens = self.to_tokens(tokens) if isinstance(tokens, str) else torch.as_tensor(list(tokens))
+        if tokens.ndim == 2:
+            if tokens.shape[0] != 1:
+                raise ValueError("to_str_tokens takes one sequence")
+            tokens = tokens[0]
+        ids = [int(t) for t in tokens]
+        if self.tokenizer is not None:
+            return [self.tokenizer.decode([i]) for i in ids]
+        return [str(i) for i in ids]
+
+    @property
+    def word_level(self) -> bool:
+        """Whether prompts are named tokens separated by spaces (the zoo's vocabularies)."""
+        return bool(getattr(self.tokenizer, "word_level", False))
+
+    def vocabulary(self) -> list[str]:
+        """Every token's string form, by id."""
+        if self.tokenizer is None:
+            return [str(i) for i in range(self.cfg.d_vocab)]
+        return self.to_str_tokens(torch.arange(self.cfg.d_vocab))
+
+    def decode(self, tokens: torch.Tensor | Sequence[int], *, skip_bos: bool = False) -> str:
+        """Text of a sequence of ids (named tokens joined by spaces for word-level vocabularies);
+        ``skip_bos`` drops a leading BOS, giving text that :meth:`to_tokens` turns back into the ids."""
+        ids = [int(t) for t in torch.as_tensor(tokens).reshape(-1)]
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if skip_bos and ids and bos is not None and ids[0] == bos:
+            ids = ids[1:]
+        if self.tokenizer is None:
+            return " ".join(map(str, ids))
+        if self.word_level:
+            return " ".join(self.tokenizer.decode([i]) for i in ids)
+        return self.tokenizer.decode(ids)
+
+    def token_id(self, token: str | int) -> int:
+        """The id of one token given as an id or as text that must be a single token
+        (raises saying how it tokenizes otherwise)."""
+        if isinstance(token, bool):
+            raise TypeError("a token must be text or an int id")
+        if isinstance(token, int):
+            tid = token
+        else:
+            ids = self.encode(str(token), prepend_bos=False)
+            if len(ids) != 1:
+                raise ValueError(f"{token!r} is {len(ids)} tokens, not one: {self.to_str_tokens(torch.tensor(ids))}")
+            tid = ids[0]
+        if not 0 <= tid < self.cfg.d_vocab:
+            raise ValueError(f"token id {tid} is outside the vocabulary [0, {self.cfg.d_vocab})")
+        return tid
+
+    # --- sites ------------------------------------------------------------------------
     def hook_names(self) -> pd.DataFrame:
         """Every hook site with its shape on a one-sequence probe (``batch`` / ``pos`` symbolic)."""
         if self._shapes is None:
             n = min(self.cfg.n_ctx, 7)
             probe = torch.zeros(1, n, dtype=torch.long, device=self.device)
-            _, cache = self.run_with_cache(probe)
+            with torch.no_grad():
+                _, cache = self.run_with_cache(probe)
             rows = []
             for name in self._names:
                 shape = tuple(cache[name].shape) if name in cache else ()
@@ -176,17 +303,72 @@ class Model:
     def site_names(self) -> list[str]:
         return list(self._names)
 
+    def has_site(self, name: str) -> bool:
+        return name in self._name_set
+
     def check_site(self, name: str) -> str:
         """Returns ``name`` if the model has that hook site, else raises with close matches."""
-        if name not in self._name_set:
-            near = difflib.get_close_matches(name, self._names, n=6, cutoff=0.5)
+        if not isinstance(name, str) or name not in self._name_set:
+            near = difflib.get_close_matches(str(name), self._names, n=6, cutoff=0.5)
             raise ValueError(f"unknown hook site {name!r} for {self.cfg.name or 'this model'}; "
                              f"close matches: {near or self._names[:12]} (see Model.hook_names())")
         return name
 
+    def site_kinds(self) -> list[str]:
+        """The site kinds (:mod:`interp.sites`) this model has in every layer (or once, for whole-model kinds)."""
+        return [k for k, spec in S.KINDS.items() if self._has_kind(spec)]
+
+    def _has_kind(self, spec: S.Kind) -> bool:
+        if not spec.per_layer:
+            return spec.template in self._name_set
+        return self.cfg.n_layers > 0 and all(spec.hook(l) in self._name_set for l in range(self.cfg.n_layers))
+
+    def site(self, kind: str, layer: int | None = None) -> str:
+        """The hook name of site ``kind`` (``z``, ``resid_pre``, ``hidden``, ...) in ``layer``."""
+        spec = S.kind(kind)
+        if spec.per_layer:
+            if layer is None:
+                raise ValueError(f"site {spec.name!r} is per layer: give a layer (0..{self.cfg.n_layers - 1})")
+            self.check_layer(layer)
+        if not self._has_kind(spec):
+            why = ""
+            if spec.layout in ("head", "pattern") and not self.has_attention:
+                why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
+            raise ValueError(f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
+                             f"{self.site_kinds()}")
+        return spec.hook(layer)
+
+    def sites(self, kind: str) -> list[str]:
+        """The hook names of site ``kind`` in every layer, in order."""
+        return [self.site(kind, l) for l in range(self.cfg.n_layers)]
+
+    # --- hooks ------------------------------------------------------------------------
+    @property
+    def active_hooks(self) -> tuple[tuple[str, HookFn], ...]:
+        """The hooks every run applies now (entered with :meth:`hooks`), in order (read-only)."""
+        return tuple(self._stack)
+
+    @property
+    def context(self) -> RunContext:
+        """Where the current run sits in absolute positions (see :class:`RunContext`)."""
+        return self._context
+
+    @contextlib.contextmanager
+    def running(self, **fields) -> Iterator[RunContext]:
+        """Sets fields of :attr:`context` (``offset``, ``lengths``, ``positions``, ``rows``) for
+        the runs inside the block (the decoder, padded batches and the patching engines use it)."""
+        old = self._context
+        self._context = dataclasses.replace(old, **fields)
+        try:
+            yield self._context
+        finally:
+            self._context = old
+
     def _resolve(self, hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> list[tuple[str, HookFn]]:
         out = []
         for name, fn in hooks:
+            if not callable(fn):
+                raise TypeError(f"the hook for {name!r} is not callable")
             if callable(name):
                 out.extend((n, fn) for n in self._names if name(n))
             else:
@@ -204,18 +386,46 @@ class Model:
             for item in added:
                 self._stack.remove(item)
 
+    @contextlib.contextmanager
+    def without_hooks(self) -> Iterator["Model"]:
+        """Suspends the active hooks inside the block (to measure the unedited model)."""
+        stack, self._stack = self._stack, []
+        try:
+            yield self
+        finally:
+            self._stack = stack
+
     # --- running ----------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, pos, d_vocab]``; active hooks (see :meth:`hooks`) apply."""
-        return self.backend.run(self.validate_tokens(tokens), list(self._stack))
+    def _run(self, tokens: Tokens, hooks: list[tuple[str, HookFn]]) -> torch.Tensor:
+        lengths = tokens.lengths if isinstance(tokens, TokenBatch) and tokens.padded else None
+        ids = self.validate_tokens(tokens)
+        if lengths is not None and not self.cfg.causal:
+            # a non-causal model would read the padding: run each length alone
+            batch = tokens if isinstance(tokens, TokenBatch) else TokenBatch.full(ids)
+            out = None
+            for idx in batch.by_length():
+                part = self._run(batch.select(idx), hooks)
+                if out is None:
+                    out = part.new_zeros((ids.shape[0], ids.shape[1], part.shape[-1]))
+                out[idx.to(part.device), : part.shape[1]] = part
+            return out
+        if lengths is None:
+            return self.backend.run(ids, hooks)
+        with self.running(lengths=lengths):
+            return self.backend.run(ids, hooks)
+
+    def forward(self, tokens: Tokens) -> torch.Tensor:
+        """Logits ``[batch, pos, d_vocab]``; active hooks (see :meth:`hooks`) apply.  A padded
+        :class:`TokenBatch` gives valid logits at each row's real positions."""
+        return self._run(tokens, list(self._stack))
 
     __call__ = forward
 
-    def run_with_hooks(self, tokens: torch.Tensor, fwd_hooks: Hooks = ()) -> torch.Tensor:
+    def run_with_hooks(self, tokens: Tokens, fwd_hooks: Hooks = ()) -> torch.Tensor:
         """One forward with extra hooks ``[(site, fn(activation, hook))]`` after the active ones."""
-        return self.backend.run(self.validate_tokens(tokens), list(self._stack) + self._resolve(fwd_hooks))
+        return self._run(tokens, list(self._stack) + self._resolve(fwd_hooks))
 
-    def run_with_cache(self, tokens: torch.Tensor, names: Names = None, *, detach: bool = True,
+    def run_with_cache(self, tokens: Tokens, names: Names = None, *, detach: bool = True,
                        fwd_hooks: Hooks = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and a dict site -> activation (``[batch, pos, ...]``) for the chosen sites.
 
@@ -229,6 +439,8 @@ class Model:
             chosen = [n for n in self._names if names(n)]
         else:
             chosen = [self.check_site(n) for n in names]
+        if isinstance(tokens, TokenBatch) and tokens.padded and not self.cfg.causal:
+            raise ValueError("run_with_cache on a padded batch needs a causal model; run each length separately")
         cache: dict[str, torch.Tensor] = {}
 
         def storer(name: str) -> HookFn:
@@ -240,20 +452,49 @@ class Model:
         logits = self.run_with_hooks(tokens, list(fwd_hooks) + [(n, storer(n)) for n in chosen])
         return logits, cache
 
-    @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int = 8) -> torch.Tensor:
-        """Greedy decoding: returns ``[batch, pos + max_new_tokens]`` (active hooks apply)."""
-        tokens = self.validate_tokens(tokens)
-        if max_new_tokens < 0:
-            raise ValueError("max_new_tokens must be >= 0")
-        if tokens.shape[1] + max_new_tokens > self.cfg.n_ctx:
-            raise ValueError(f"prompt ({tokens.shape[1]}) + {max_new_tokens} new tokens exceeds n_ctx={self.cfg.n_ctx}")
-        for _ in range(max_new_tokens):
-            nxt = self.forward(tokens)[:, -1].argmax(-1, keepdim=True)
-            tokens = torch.cat([tokens, nxt], dim=1)
-        return tokens
+    def step(self, tokens: torch.Tensor, cache, hooks: Hooks = ()) -> tuple[torch.Tensor, object]:
+        """One cached forward: logits of ``tokens`` ``[batch, new]`` following the positions
+        held in ``cache`` (None: a fresh prompt) and the extended cache.  Active hooks apply;
+        :attr:`context` gives them the absolute position of the new tokens."""
+        ids = self.validate_tokens(tokens)
+        offset = 0 if cache is None else int(cache.get_seq_length())
+        if offset + ids.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"{offset} cached + {ids.shape[1]} new tokens exceed n_ctx={self.cfg.n_ctx}")
+        with self.running(offset=offset):
+            return self.backend.step(ids, list(self._stack) + self._resolve(hooks), cache)
 
-    # --- geometry helpers used by analyses ---------------------------------------------
+    def generate(self, tokens: Tokens | str | Sequence[str], max_new_tokens: int = 8, *,
+                 use_cache: bool = True) -> Tokens:
+        """Greedy decoding (active hooks apply at every step).  Returns the prompts with
+        ``max_new_tokens`` tokens appended: ``[batch, pos + n]`` for a tensor, else a
+        :class:`TokenBatch` (see :func:`interp.decoding.greedy`)."""
+        from interp.decoding import greedy
+
+        batch = self.tokenize(tokens)
+        new = greedy(self, batch, max_new_tokens, use_cache=use_cache)
+        rows = [torch.cat([r, new[i].to(r.device)]) for i, r in enumerate(batch.rows())]
+        out = TokenBatch.from_rows(rows, pad_id=batch.pad_id)
+        return out.tokens.to(self.device) if isinstance(tokens, torch.Tensor) else out
+
+    def intervene(self, interventions) -> contextlib.AbstractContextManager:
+        """Keeps :class:`interp.interventions.Intervention` edits active inside the ``with`` block."""
+        from interp import interventions as I
+
+        return I.apply(self, list(interventions))
+
+    # --- weights ----------------------------------------------------------------------
+    def weights(self, *, fold_ln: bool = False):
+        """Per-head attention weights, norms, embedding and unembedding
+        (:class:`interp.weights.Weights`; GQA keys / values per key-value head, zeros for
+        absent biases; ``fold_ln`` folds each norm's gain into the weights that read it)."""
+        from interp.weights import read_weights
+
+        key = bool(fold_ln)
+        if key not in self._weights:
+            self._weights[key] = read_weights(self, fold_ln=key)
+        return self._weights[key]
+
+    # --- checks used by analyses ----------------------------------------------------
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
@@ -262,6 +503,25 @@ class Model:
                              "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)")
 
     def check_layer(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            try:
+                if isinstance(layer, bool) or int(layer) != layer:
+                    raise TypeError
+                layer = int(layer)
+            except (TypeError, ValueError):
+                raise TypeError(f"a layer must be an int, got {layer!r}") from None
         if not 0 <= layer < self.cfg.n_layers:
             raise ValueError(f"layer {layer} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
         return layer
+
+    def check_head(self, layer: int, head: int) -> tuple[int, int]:
+        """A validated ``(layer, head)`` of a query head."""
+        self.require_attention("a head")
+        layer = self.check_layer(layer)
+        if isinstance(head, bool) or int(head) != head or not 0 <= int(head) < self.cfg.n_heads:
+            raise ValueError(f"head {head!r} is out of range: layers have heads 0..{self.cfg.n_heads - 1}")
+        return layer, int(head)
+
+    def heads(self) -> list[tuple[int, int]]:
+        """Every (layer, head), layer-major."""
+        return [(l, h) for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]

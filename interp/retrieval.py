@@ -7,9 +7,9 @@ token just generated equals the context token at ``i``, the head earns ``1 / (e 
 A head's score is the mean over prompts of its earnings (so in [0, 1]); a head scoring
 above ``RETRIEVAL_THRESHOLD`` (0.1) is a retrieval head.
 
-Decoding runs one full forward per generated token (no KV cache), reading only the last
-query row of each layer's pattern inside a hook and the last position's logits, so the
-memory of a step is one layer's attention pattern, whatever the context length.
+Decoding continues from the key-value cache where the model has one (the prompt runs once,
+then each step feeds the new token and reads its attention row); without one it
+recomputes the sequence per step (see :mod:`interp.decoding`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp.decoding import Step, greedy
 from interp.model import Model
 from interp.tasks import TaskBatch
 
@@ -69,45 +70,33 @@ def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> to
     return span
 
 
-def _last_row_logits(x: torch.Tensor, hook) -> torch.Tensor:
-    # only the last position is decoded: unembed one row instead of [pos, d_vocab]
-    return x[:, -1:]
-
-
 @torch.no_grad()
-def decode_attention(model: Model, tokens: torch.Tensor, n_steps: int, *, batch_size: int = 8,
+def decode_attention(model: Model, tokens, n_steps: int, *, batch_size: int = 8, use_cache: bool = True,
                      progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding that records where every head looks.
 
     Returns ``generated`` ``[n, n_steps]`` and ``attended`` ``[n, n_steps, n_layers,
-    n_heads]``: the arg-max key position of each head's last query row at each step (the
-    row that produced that step's token).  Active hooks (e.g. ablations) apply.
+    n_heads]``: the arg-max key position (absolute) of each head's last query row at each
+    step (the row that produced that step's token).  Active hooks (e.g. ablations) apply.
+    Decoding continues from the key-value cache where the model has one, reading only the
+    new token's attention (:func:`interp.decoding.greedy`).
     """
     model.require_attention("retrieval scores")
-    tokens = model.validate_tokens(tokens)
-    n, length = tokens.shape
+    batch = model.tokenize(tokens)
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if length + n_steps - 1 > model.cfg.n_ctx:
-        raise ValueError(f"prompt ({length}) + {n_steps - 1} decoded tokens exceed n_ctx={model.cfg.n_ctx}")
     L = model.cfg.n_layers
-    generated = torch.empty(n, n_steps, dtype=torch.long)
-    attended = torch.empty(n, n_steps, L, model.cfg.n_heads, dtype=torch.long)
-    trim = [("unembed.hook_in", _last_row_logits)] if "unembed.hook_in" in model.site_names else []
-    chunks = range(0, n, max(1, int(batch_size)))
-    bar = tqdm(total=len(chunks) * n_steps, desc="retrieval decoding", disable=not progress, leave=False)
-    for start in chunks:
-        seq = tokens[start:start + batch_size]
-        rows = slice(start, start + seq.shape[0])
-        for t in range(n_steps):
-            def read(pattern: torch.Tensor, hook, t=t) -> None:
-                attended[rows, t, int(hook.name.split(".")[1])] = pattern[:, :, -1, :].argmax(-1).cpu()
-            logits = model.run_with_hooks(seq, [(f"blocks.{l}.attn.hook_pattern", read) for l in range(L)] + trim)
-            nxt = logits[:, -1].argmax(-1)
-            generated[rows, t] = nxt.cpu()
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            bar.update()
-    bar.close()
+    attended = torch.empty(len(batch), n_steps, L, model.cfg.n_heads, dtype=torch.long)
+    step = Step()
+
+    def reader(layer: int):
+        def read(pattern: torch.Tensor, hook) -> None:
+            attended[step.rows, step.index, layer] = pattern[:, :, -1, :].argmax(-1).cpu()
+        return read
+
+    hooks = [(model.site("pattern", l), reader(l)) for l in range(L)]
+    generated = greedy(model, batch, n_steps, use_cache=use_cache, hooks=hooks, step=step, batch_size=batch_size,
+                       progress=progress)
     return generated, attended
 
 
@@ -123,16 +112,17 @@ def retrieval_analysis(model: Model, task: TaskBatch, *, threshold: float = RETR
     decoded for ``e - s`` steps.
     """
     span = needle_spans(task, needle_span)
-    tokens = model.validate_tokens(task.tokens)
+    batch = model.tokenize(task.batch())
     steps = (span[:, 1] - span[:, 0])                                     # [n]
-    generated, attended = decode_attention(model, tokens, int(steps.max()), batch_size=batch_size,
+    generated, attended = decode_attention(model, batch, int(steps.max()), batch_size=batch_size,
                                            progress=progress)
     n, T, L, H = attended.shape
-    ctx = tokens.cpu()
+    ctx = batch.tokens.cpu()
     s, e = span[:, 0, None, None, None], span[:, 1, None, None, None]
     in_span = (attended >= s) & (attended < e)
     att_tok = ctx.gather(1, attended.clamp(max=ctx.shape[1] - 1).reshape(n, -1)).reshape(n, T, L, H)
-    att_tok = torch.where(attended < ctx.shape[1], att_tok, -1)          # attended a generated token
+    prompt = attended < batch.lengths[:, None, None, None]
+    att_tok = torch.where(prompt, att_tok, -1)                           # attended a generated token
     live = torch.arange(T)[None, :] < steps[:, None]                     # step t exists for prompt b
     hit = in_span & (att_tok == generated[:, :, None, None]) & live[:, :, None, None]
     per_sample = hit.sum(1).double() / steps[:, None, None].double()     # [n, L, H]
@@ -169,12 +159,12 @@ def _needle_tokens(ctx: torch.Tensor, span: torch.Tensor, T: int) -> torch.Tenso
 def answer_accuracy(model: Model, task: TaskBatch, *, needle_span: torch.Tensor | None = None,
                     batch_size: int = 8, progress: bool = False) -> float:
     """Fraction of needle tokens reproduced by greedy decoding of the task's prompts
-    (active hooks, e.g. ``ablate(..., how="query", positions=prompt_len - 1)``, apply)."""
+    (active hooks, e.g. ``ablate(..., how="query", positions=From(prompt lengths - 1))``, apply)."""
     span = needle_spans(task, needle_span)
     steps = span[:, 1] - span[:, 0]
     T = int(steps.max())
-    tokens = model.validate_tokens(task.tokens)
-    generated, _ = decode_attention(model, tokens, T, batch_size=batch_size, progress=progress)
+    batch = model.tokenize(task.batch())
+    generated = greedy(model, batch, T, batch_size=batch_size, progress=progress)
     live = torch.arange(T)[None, :] < steps[:, None]
-    correct = (generated == _needle_tokens(tokens.cpu(), span, T)) & live
+    correct = (generated == _needle_tokens(batch.tokens.cpu(), span, T)) & live
     return float(correct.sum() / live.sum())

@@ -12,7 +12,9 @@ from tqdm.auto import tqdm
 from interp.backends import logits_of
 from interp.checkpoint import build_module, save_checkpoint
 from interp.loading import from_module
-from interp.model import Model
+from interp import interventions as I
+from interp import sites as S
+from interp.model import Model, RunContext
 from interp.tasks import masked_loss
 from interp.zoo.recipes import Recipe, get_recipe
 
@@ -32,7 +34,7 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
         raise ValueError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
     card = {"name": recipe.name, "arch": recipe.arch, "config": {**recipe.config, "seed": seed},
-            "vocab": recipe.vocab.to_dict(), "task": recipe.task, "description": recipe.description}
+            "vocab": recipe.vocab, "task": recipe.task, "description": recipe.description}
     module = build_module(card).train()
     hooks = _head_dropout_hooks(recipe.head_dropout)
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -73,17 +75,10 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
 
 
 def _head_dropout_hooks(rates: dict) -> list:
-    """DropHead hooks on ``blocks.{l}.attn.hook_z`` ([batch, pos, head, d_head]): one keep/drop draw
-    per sequence and head, survivors scaled by 1/(1-p)."""
-    def drop(p: float):
-        if not 0 <= p < 1:
-            raise ValueError(f"head_dropout rates must be in [0, 1), got {p}")
-
-        def hook(z: torch.Tensor, hook) -> torch.Tensor:
-            keep = torch.rand(z.shape[0], 1, z.shape[2], 1, device=z.device) >= p
-            return z * keep.to(z.dtype) / (1 - p)
-        return hook
-    return [(f"blocks.{int(layer)}.attn.hook_z", drop(float(p))) for layer, p in rates.items()]
+    """DropHead (:func:`interp.interventions.drop_heads`) on each layer's ``hook_z`` while
+    training the raw module: one keep/drop draw per sequence and head, survivors scaled by 1/(1-p)."""
+    edits = [I.drop_heads(S.kind("z").hook(int(layer)), float(p)) for layer, p in rates.items()]
+    return [(iv.site, lambda act, hook, iv=iv: iv.apply(act, RunContext())) for iv in edits]
 
 
 def head_sparsity_penalty(module, strengths: dict, eps: float = 1e-3) -> torch.Tensor:

@@ -232,7 +232,7 @@ def test_steering_page_moves_the_next_token_distribution(steer_model):
     bars = figures(at)[0]
     unsteered, steered = bars.data
     assert len(decode(unsteered.x)) == len(decode(steered.x)) == 10
-    names = steer_model.vocab.names
+    names = steer_model.vocabulary()
     in_half = lambda labels, half: all(names.index(t.strip()) in half for t in labels)
     assert in_half(unsteered.y, a_half) and in_half(steered.y, b_half)  # coef 4 on a mode-A prompt
     gens = at.dataframe[0].value
@@ -245,7 +245,7 @@ def test_steering_page_moves_the_next_token_distribution(steer_model):
     at.button(key="steer_sweep").click().run()
     ok(at)
     frame = at.dataframe[1].value
-    assert len(frame) == steer_model.cfg.n_layers * 3 * 2
+    assert len(frame) == steer_model.cfg.n_layers * 3 * 2 + 1     # + the unsteered row
     best = frame[(frame.vector == "steer") & (frame.coef == 2)].behaviour.min()
     assert best > 0.9 > frame[(frame.vector == "random") & (frame.coef == 2)].behaviour.max()
 

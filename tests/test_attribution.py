@@ -9,9 +9,8 @@ from scipy.stats import spearmanr
 
 import interp
 from circuits import attribution, corrupt, edges, metrics, patching
-from circuits.components import heads_of
 from interp import tasks
-from interp.recurrent import site_gradients
+from interp.gradients import site_gradients
 
 
 
@@ -87,7 +86,7 @@ def small_recurrent():
 def test_per_receiver_forward_is_exact_and_its_gradients_are_the_inputs(recall_model):
     model = recall_model
     clean, corrupted, metric = recall_setup(4)
-    graph, heads = edges.Graph.of(model), heads_of(model)
+    graph, heads = edges.Graph.of(model), model.weights()
     plain = model(clean)
     eps: dict = {}
     with torch.enable_grad():

@@ -121,8 +121,8 @@ def test_bad_input(steer_model, flipflop_or_random_rnn, mode_task, mode_effects)
     m = steer_model
     with pytest.raises(ValueError, match="top_k"):
         fvs.function_vector(m, mode_task.clean, effects=mode_effects, top_k=0)
-    with pytest.raises(ValueError, match="last positions must align"):
-        fvs.head_indirect_effects(m, mode_task.clean, mode_task.corrupt[:, :-1], metric=mode_task.metric())
+    with pytest.raises(ValueError, match="outside the shortest prompt"):
+        fvs.head_indirect_effects(m, mode_task.clean, mode_task.corrupt[:, :3], metric=mode_task.metric(), pos=5)
     with pytest.raises(ValueError, match="exactly one of"):
         fvs.head_indirect_effects(m, mode_task.clean, mode_task.corrupt)
     with pytest.raises(ValueError, match=r"answers must be \[32\]"):

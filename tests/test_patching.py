@@ -248,3 +248,20 @@ def test_recurrent_recall_hidden_state_carries_the_association(name):
         y = patching.patch(m, clean, corrupted, site="hidden", by="layer,pos", metric=metric, progress=False)
         y = y.set_index("pos")["normalised"]
         assert y.iloc[-1] > 0.95 and (y.iloc[:-1].abs() < 0.05).all()
+
+
+def test_flipflop_lstm_keeps_the_bit_in_the_cell_state():
+    """flipflop-lstm: between the write and the read the bit lives in the cell state c, and
+    the hidden state h only matters at the read (denoising one step of one state)."""
+    model = interp.load("flipflop-lstm")
+    clean = ["BOS W1 IGN IGN W0 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W1 IGN IGN IGN IGN IGN READ",
+             "BOS W0 IGN W1 W0 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W1 IGN READ IGN IGN IGN READ"]
+    corrupted = ["BOS W1 IGN IGN W1 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W0 IGN IGN IGN IGN IGN READ",
+                 "BOS W0 IGN W1 W1 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ"]
+    write, read = 4, 10
+    frames = {site: patching.patch(model, clean, corrupted, site=site, by="pos", metric="logit_diff", progress=False)
+              .set_index("pos")["normalised"] for site in ("hidden", "cell")}
+    cell, hidden = frames["cell"], frames["hidden"]
+    assert cell.loc[write:].min() > 0.9
+    assert hidden.loc[write:read - 1].max() < cell.loc[write:read - 1].min()
+    assert hidden.loc[read] > 0.99

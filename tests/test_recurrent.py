@@ -8,17 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interp.recurrent import (
-    SITE_KINDS,
-    GRUBlock,
-    HookedRecurrent,
-    LSTMBlock,
-    RecurrentConfig,
-    _GRUScan,
-    _LSTMScan,
-    _SSMScan,
-    site_gradients,
-)
+from interp.gradients import site_gradients
+from interp.recurrent import SITE_KINDS, HookedRecurrent, RecurrentConfig
+from interp.recurrent.rnn import GRUBlock, LSTMBlock, _GRUScan, _LSTMScan
+from interp.recurrent.ssm import _SSMScan
 
 CELLS = ("lstm", "gru", "ssm")
 

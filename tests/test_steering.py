@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import interp
-from interp import steering, tasks
+from interp import metrics, steering, tasks
 from interp.steering import SteeringVector
 
 N_CTX = 16
@@ -39,8 +39,13 @@ def vec0(steer_model, pairs) -> SteeringVector:
 @pytest.fixture(scope="module")
 def steer_sweep(steer_model, pairs, mode_a):
     neutral = tasks.mode_sequences(16, d_vocab=64, n_ctx=N_CTX, mode=1, seed=6).tokens
-    return steering.sweep(steer_model, pairs, [0, 1], COEFS, mode_a, steering.token_set_prob(HALF_B),
-                          neutral_tokens=neutral, progress=False)
+    return steering.sweep(steer_model, pairs, [0, 1], COEFS, mode_a, half_b_everywhere(),
+                          neutral_prompts=neutral, progress=False)
+
+
+def half_b_everywhere() -> metrics.Metric:
+    """Probability mass on vocabulary half B at every position of a mode-A prompt."""
+    return metrics.set_prob(HALF_B, pos=[list(range(N_CTX))])
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,12 @@ def test_caa_is_the_mean_activation_difference(steer_model, pairs, vec0):
     assert (vec0.site, vec0.layer, vec0.method, vec0.model_name, vec0.d_model) == \
         ("blocks.0.hook_resid_post", 0, "caa", "steer-2l", 64)
     assert vec0.pairs["positive"] == pairs.positive.tolist()
+    assert df_rows_are_tidy(steer_model, pairs)
+
+
+def df_rows_are_tidy(model, pairs) -> bool:
+    pos, neg = pairs.tokens(model)
+    return pos.tokens.shape == neg.tokens.shape == (16, N_CTX) and not pos.padded
 
 
 def test_pca_and_actadd(steer_model, pairs, vec0):
@@ -200,12 +211,15 @@ def test_vector_from_another_width_is_refused(vec0, flipflop_model):
 
 def test_bad_input(steer_model, pairs, vec0, mode_a):
     m = steer_model
-    with pytest.raises(ValueError, match="align position by position"):
-        SteeringVector.from_pairs(m, pairs.positive, pairs.negative[:, :-1], layer=0)
     with pytest.raises(ValueError, match="one negative per positive"):
         SteeringVector.from_pairs(m, pairs.positive, pairs.negative[:-1], layer=0)
-    with pytest.raises(ValueError, match="different lengths"):
-        SteeringVector.from_pairs(m, ["B b40 b33", "B b40"], ["A a5 a9", "A a5 a7"], layer=0)
+    with pytest.raises(ValueError, match="empty"):
+        SteeringVector.from_pairs(m, ["B b40", " "], ["A a5", "A a7"], layer=0)
+    with pytest.raises(ValueError, match="answer_pos 5 is outside"):
+        SteeringVector.from_pairs(m, ["B b40 b33", "B b40"], ["A a5 a9", "A a5 a7"], layer=0, answer_pos=5)
+    with pytest.raises(ValueError, match="start_pos must be"):
+        with vec0.apply(m, coef=1.0, start_pos=-3):
+            pass
     with pytest.raises(ValueError, match="out of range"):
         SteeringVector.from_pairs(m, pairs, layer=2)
     with pytest.raises(ValueError, match="method must be one of"):
@@ -216,11 +230,11 @@ def test_bad_input(steer_model, pairs, vec0, mode_a):
         with vec0.apply(m, coef=float("nan")):
             pass
     with pytest.raises(ValueError, match="finite"):
-        steering.sweep(m, [vec0], [0], [0.0, float("inf")], mode_a, steering.token_set_prob(HALF_B), progress=False)
+        steering.sweep(m, [vec0], [0], [0.0, float("inf")], mode_a, half_b_everywhere(), progress=False)
     with pytest.raises(ValueError, match="out of range"):
-        steering.sweep(m, pairs, [3], [1.0], mode_a, steering.token_set_prob(HALF_B), progress=False)
+        steering.sweep(m, pairs, [3], [1.0], mode_a, half_b_everywhere(), progress=False)
     with pytest.raises(ValueError, match="no vector for layers"):
-        steering.sweep(m, [vec0], [1], [1.0], mode_a, steering.token_set_prob(HALF_B), progress=False)
+        steering.sweep(m, [vec0], [1], [1.0], mode_a, half_b_everywhere(), progress=False)
     with pytest.raises(ValueError, match="finite"):
         SteeringVector(torch.tensor([1.0, float("nan")]), "blocks.0.hook_resid_post", "steer-2l", 64, "caa")
 
@@ -239,8 +253,9 @@ def test_steering_flips_the_lstm_read_answer(flipflop_model):
     pos, neg = _flip_pairs(32)
     batch = tasks.flip_flop(32, length=32, seed=7)
     reads0 = (batch.tokens == 4) & (batch.info["bit"] == 0)   # READ positions whose answer is "0"
-    p_one = lambda logits: float(logits.softmax(-1)[..., 6][reads0].mean())
-    df = steering.sweep(m, (pos, neg), [0], [0.0, 0.25, 0.5, 1.0], batch.tokens, p_one,
+    rows = reads0.any(1)
+    p_one = metrics.from_labels(torch.where(reads0, 6, tasks.IGNORE)[rows], kind="prob")   # P("1") there
+    df = steering.sweep(m, (pos, neg), [0], [0.0, 0.25, 0.5, 1.0], batch.tokens[rows], p_one,
                         site="blocks.{layer}.hook_hidden", progress=False)
     steer = df[df.vector == "steer"].set_index("coef")["behaviour"]
     rand = df[df.vector == "random"].set_index("coef")["behaviour"]
@@ -267,13 +282,15 @@ def _write(path, data) -> str:
 def test_read_pairs_validates(steer_model, tmp_path):
     good = _write(tmp_path / "good.json", {"positive": ["B b40 b33", "B b41 b50"], "negative": ["A a5 a9", "A a7 a2"]})
     p = steering.read_pairs(good, steer_model)
-    assert p.positive.tolist() == [[1, 40, 33], [1, 41, 50]] and p.answer_pos == -1
+    assert p.tokens(steer_model)[0].tokens.tolist() == [[1, 40, 33], [1, 41, 50]] and p.answer_pos == -1
+    mixed = _write(tmp_path / "mixed.json", {"positive": ["B b40 b33 b50", "B b41"], "negative": ["A a5", "A a7 a2"]})
+    assert steering.read_pairs(mixed, steer_model).tokens(steer_model)[1].lengths.tolist() == [2, 3]
     ids = _write(tmp_path / "ids.json", {"positive": [[1, 40]], "negative": [[0, 5]], "answer_pos": 0})
     assert steering.read_pairs(ids, steer_model).answer_pos == 0
     bad = {"notjson.json": "{positive: ", "list.json": [1, 2],
            "extra.json": {"positive": ["B"], "negative": ["A"], "x": 1},
            "empty.json": {"positive": [], "negative": ["A"]},
-           "len.json": {"positive": ["B b40 b33"], "negative": ["A a5"]},
+           "blank.json": {"positive": ["B b40 b33"], "negative": [" "]},
            "count.json": {"positive": ["B b40"], "negative": ["A a5", "A a6"]},
            "token.json": {"positive": ["B zz"], "negative": ["A a5"]},
            "pos.json": {"positive": ["B b40"], "negative": ["A a5"], "answer_pos": 7}}

@@ -61,9 +61,10 @@ with right:
 if model.card.get("recipe"):
     with st.expander("Training recipe and full card"):
         st.json({k: v for k, v in model.card.items() if k != "vocab"})
-if model.vocab is not None:
-    with st.expander(f"Vocabulary ({len(model.vocab)} named tokens: prompts use these names)"):
-        st.write(" ".join(f"`{n}`" for n in model.vocab.names))
+if model.word_level:
+    names = model.vocabulary()
+    with st.expander(f"Vocabulary ({len(names)} named tokens: prompts use these names)"):
+        st.write(" ".join(f"`{n}`" for n in names))
 
 st.markdown("**The zoo**")
 st.dataframe(zoo.available().drop(columns=["description"]), width="stretch", hide_index=True)

@@ -23,7 +23,7 @@ available = sites.available(model)
 cols = st.columns(4)
 default_site = next((s for s in ("z", "hidden", "state", "resid_pre") if s in available), available[0])
 site = cols[0].selectbox("Site", available, index=available.index(default_site), key="patch_site",
-                         help="; ".join(f"{k}: {sites.SITES[k][2]}" for k in available if k in sites.SITES))
+                         help="; ".join(f"{k}: {sites.SITES[k].description}" for k in available if k in sites.SITES))
 layout = sites.resolve(model, site).layout
 axes = [a for a in sites.AXES[layout] if a != "src_pos"]
 by = cols[1].multiselect("Sweep by (besides layer)", axes, default=axes[:1], key=f"patch_by_{layout}")

@@ -31,10 +31,13 @@ if mode == "type pairs":
         st.error("bad pairs: every line needs exactly one `|` between the positive and the negative prompt")
         st.stop()
     with state.friendly("bad pairs"):
-        from interp.steering import contrast_tokens
+        from interp.steering import ContrastPairs
 
-        positive, negative = contrast_tokens(model, [l.split("|")[0].strip() for l in lines],
-                                             [l.split("|")[1].strip() for l in lines])
+        pos_b, neg_b = ContrastPairs([l.split("|")[0].strip() for l in lines],
+                                     [l.split("|")[1].strip() for l in lines]).tokens(model)
+        if pos_b.padded or neg_b.padded or pos_b.tokens.shape != neg_b.tokens.shape:
+            raise ValueError("on this page the two prompts of a pair need the same length (tokens)")
+        positive, negative = pos_b.tokens, neg_b.tokens
 else:
     n_pairs = st.number_input("pairs", 1, 256, 16, key="steer_n_pairs")
     pairs = state.contrast_pairs(model, int(n_pairs), 0)
@@ -53,7 +56,7 @@ with state.friendly("steering vector"):
 st.caption(f"{vec.method} vector at `{vec.site}`, norm {vec.norm:.3g}")
 
 # --- one prompt, unsteered vs steered ----------------------------------------------------
-default_prompt = " ".join(model.to_str_tokens(negative[0][:8])) if model.vocab is not None else state.example_text(model)
+default_prompt = model.decode(negative[0][:8]) if model.word_level else state.example_text(model)
 prompt = st.text_input("Prompt to steer", default_prompt, key="steer_prompt")
 with state.friendly("bad prompt"):
     tokens = model.to_tokens(prompt)

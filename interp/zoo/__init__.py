@@ -1,8 +1,11 @@
-"""The model zoo: small trained models shipped as safetensors + JSON cards in ``weights/``.
+"""The model zoo: small models the project trained (shipped as safetensors + JSON cards in
+``weights/``) and real pretrained language models fetched from the package registry
+(:mod:`interp.zoo.real`, converted once into ``$INTERP_CACHE``).
 
-``available()`` lists them as a DataFrame; ``load(name)`` returns an :class:`interp.Model`.
-Each card records the recipe that made the model and the metric it reached; the tests
-re-check that metric on the shipped weights.  ``interp train NAME`` retrains one.
+``available()`` lists both as a DataFrame; ``load(name)`` returns an :class:`interp.Model`
+(fetching a real model on first use).  Each trained model's card records the recipe that
+made it and the metric it reached; the tests re-check that metric on the shipped weights.
+``interp train NAME`` retrains one; ``interp fetch NAME`` fetches a real one.
 """
 
 from __future__ import annotations
@@ -12,33 +15,59 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp.zoo import real
+
 WEIGHTS = Path(__file__).parent / "weights"
 
 
-def names() -> list[str]:
-    """Names of the shipped models."""
+def trained_names() -> list[str]:
+    """Names of the shipped trained models."""
     return sorted(p.stem for p in WEIGHTS.glob("*.json"))
 
 
+def names() -> list[str]:
+    """Every zoo name: the trained models, then the real ones."""
+    return trained_names() + real.names()
+
+
 def card(name: str) -> dict:
-    """The JSON card of a shipped model."""
+    """The JSON card of a shipped trained model, or the registry entry (and conversion card,
+    once fetched) of a real one."""
     _check(name)
+    if name in real.REAL:
+        info = {"name": name, "kind": "real", **real.entry(name).__dict__}
+        if real.status(name) == "cached":
+            info.update(real.read_card(real.folder_of(name)))
+        return info
     return json.loads((WEIGHTS / f"{name}.json").read_text())
 
 
 def available() -> pd.DataFrame:
-    """One row per shipped model: family, geometry, task, the card's metric and training time."""
+    """One row per zoo model: kind (trained / real), family, geometry, task or source, the
+    card's metric (trained), licence, size and whether it is on disk."""
     rows = []
-    for n in names():
+    for n in trained_names():
         c = card(n)
         cfg = c["config"]
         metric = c["metric"]["name"]
-        rows.append({"name": n, "arch": c["arch"], "family": _family(c), "n_layers": cfg.get("n_layers"),
+        rows.append({"name": n, "kind": "trained", "family": _family(c), "n_layers": cfg.get("n_layers"),
                      "n_heads": cfg.get("n_heads", 0), "d_model": cfg["d_model"], "d_vocab": cfg["d_vocab"],
                      "task": c["task"], "metric": metric, "value": round(c["metrics"][metric], 4),
-                     "threshold": c["metric"]["threshold"], "train_seconds": c["train_seconds"],
-                     "description": c["description"]})
+                     "threshold": c["metric"]["threshold"], "source": "shipped (trained here)", "licence": "project", "size_mb": _shipped_mb(n),
+                     "status": "shipped", "train_seconds": c["train_seconds"], "description": c["description"]})
+    for n in real.names():
+        e = real.entry(n)
+        rows.append({"name": n, "kind": "real", "family": "transformer", "n_layers": None, "n_heads": None,
+                     "d_model": None, "d_vocab": None, "task": "language modelling", "metric": None, "value": None,
+                     "threshold": None,
+                     "source": f"registry {e.package}=={e.version}", "licence": e.licence,
+                     "size_mb": e.converted_mb, "status": real.status(n), "train_seconds": None,
+                     "description": e.description})
     return pd.DataFrame(rows)
+
+
+def _shipped_mb(name: str) -> float:
+    return round((WEIGHTS / f"{name}.safetensors").stat().st_size / 2**20, 2)
 
 
 def _family(c: dict) -> str:
@@ -52,11 +81,20 @@ def _check(name: str) -> None:
         raise ValueError(f"unknown zoo model {name!r}; available: {names()}")
 
 
-def load(name: str):
-    """Loads a shipped model (eval mode) as an :class:`interp.Model`."""
+def load(name: str, **kwargs):
+    """Loads a zoo model (eval mode) as an :class:`interp.Model`; a real model is fetched
+    into the cache on first use.  kwargs: ``device``, ``dtype``, ``prepend_bos`` (see
+    :func:`interp.load`)."""
     from interp.checkpoint import load_checkpoint
-    from interp.loading import from_module
+    from interp.loading import from_hf_folder, from_module
 
     _check(name)
+    if name in real.REAL:
+        spec = real.entry(name)
+        if real.status(name) != "cached":
+            real.fetch(name)
+        path, info = real.folder(name)
+        kwargs.setdefault("prepend_bos", spec.prepend_bos)
+        return from_hf_folder(path, name=name, card={"kind": "real", **info}, **kwargs)
     module, c = load_checkpoint(WEIGHTS / name)
-    return from_module(module, c)
+    return from_module(module, c, **kwargs)

@@ -12,7 +12,7 @@ import torch
 
 from interp import tasks
 from interp.tasks import TaskBatch
-from interp.vocab import WordVocab, default_names
+from interp.tokens import default_names
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Recipe:
     description: str
     arch: str                      # "bridge" | "recurrent"
     config: dict                   # constructor arguments (TransformerBridgeConfig / RecurrentConfig)
-    vocab: WordVocab
+    vocab: dict                    # {"names": token names by id, "bos": id or None}
     task: str                      # name of the interp.tasks generator
     make_batch: Callable[[int, int], TaskBatch]   # (batch size, seed) -> training batch
     evaluate: Callable[..., dict]  # model -> metrics on held-out batches
@@ -89,9 +89,14 @@ def _induction_eval(model) -> dict:
 RECALL = dict(n_pairs=4, d_vocab=128, n_queries=28)
 
 
-def recall_vocab(d_vocab: int = 128) -> WordVocab:
+def named_vocab(names: list[str], bos: int | None = 0) -> dict:
+    """A zoo vocabulary: token names by id and the BOS id (None: no BOS)."""
+    return {"names": list(names), "bos": bos}
+
+
+def recall_vocab(d_vocab: int = 128) -> dict:
     half = d_vocab // 2
-    return WordVocab(["BOS", "_"] + [f"k{i}" for i in range(2, half)] + [f"v{i}" for i in range(half, d_vocab)])
+    return named_vocab(["BOS", "_"] + [f"k{i}" for i in range(2, half)] + [f"v{i}" for i in range(half, d_vocab)])
 
 
 def _recall_batch(n: int, seed: int) -> TaskBatch:
@@ -102,9 +107,9 @@ def _recall_batch(n: int, seed: int) -> TaskBatch:
 STEER = dict(d_vocab=64, n_ctx=32)
 
 
-def steer_vocab(d_vocab: int = 64) -> WordVocab:
+def steer_vocab(d_vocab: int = 64) -> dict:
     a, b = tasks.mode_halves(d_vocab)
-    return WordVocab(["A", "B"] + [f"a{i}" for i in a] + [f"b{i}" for i in b], bos=None)
+    return named_vocab(["A", "B"] + [f"a{i}" for i in a] + [f"b{i}" for i in b], bos=None)
 
 
 def _steer_batch(n: int, seed: int) -> TaskBatch:
@@ -147,7 +152,7 @@ RECIPES: dict[str, Recipe] = {
         arch="bridge",
         config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, attn_only=True, normalization_type="LN",
                     act_fn="relu", **INDUCTION),
-        vocab=WordVocab(default_names(INDUCTION["d_vocab"])), task="repeated_tokens",
+        vocab=named_vocab(default_names(INDUCTION["d_vocab"])), task="repeated_tokens",
         make_batch=_induction_batch, evaluate=_induction_eval, train_on="next_token",
         metric="repeat_loss", threshold=1.2, higher_is_better=False, steps=4000, lr=1e-3,
         # Trained on pure repeats, every head of layer 1 becomes a redundant induction head and one
@@ -178,7 +183,7 @@ RECIPES: dict[str, Recipe] = {
         description="1-layer LSTM (32 units) on flip-flop: remember the last written bit, answer at reads",
         arch="recurrent", config=dict(cell="lstm", d_vocab=len(tasks.FLIPFLOP_VOCAB), d_model=32, n_layers=1,
                                       n_ctx=64),
-        vocab=WordVocab(tasks.FLIPFLOP_VOCAB), task="flip_flop", make_batch=_flipflop_batch,
+        vocab=named_vocab(tasks.FLIPFLOP_VOCAB), task="flip_flop", make_batch=_flipflop_batch,
         evaluate=_accuracy_on(_flipflop_batch), metric="accuracy", threshold=0.99, steps=300, batch_size=64,
         lr=1e-2, warmup=50, weight_decay=0.0),
     "recall-gru": Recipe(

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from interp.metrics import IGNORE
+from interp.tasks.contrast import ContrastPairs
+from interp.tokens import TokenBatch
+
 BOS = 0
 
 
@@ -24,17 +27,26 @@ BOS = 0
 class TaskBatch:
     """A batch of a synthetic task.
 
-    tokens: ``[batch, pos]`` int64.  labels: ``[batch, pos]`` int64, target of the logits at
-    each position, ``IGNORE`` (-100) where unscored.  info: task ground truth (tensors with
-    a leading batch dimension, or plain ints).
+    tokens: ``[batch, pos]`` int64 (right-padded when ``lengths`` is given).  labels:
+    ``[batch, pos]`` int64, target of the logits at each position, ``IGNORE`` (-100) where
+    unscored.  info: task ground truth (tensors with a leading batch dimension, or plain
+    ints).  lengths: ``[batch]`` real tokens per row (None: no padding).
     """
 
     tokens: torch.Tensor
     labels: torch.Tensor
     info: dict = field(default_factory=dict)
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def batch(self) -> TokenBatch:
+        """The prompts as a :class:`~interp.tokens.TokenBatch` (``lengths``: real tokens per
+        row of a right-padded task; None = every row is full)."""
+        if self.lengths is None:
+            return TokenBatch.full(self.tokens)
+        return TokenBatch(self.tokens, self.lengths)
 
     def next_token_labels(self) -> torch.Tensor:
         """Language-modelling labels: the next token at every position, IGNORE at the last."""
@@ -249,18 +261,8 @@ def mode_sequences(n: int, *, d_vocab: int = 64, n_ctx: int = 32, mode: int | No
     return batch
 
 
-@dataclass
-class ContrastPairs:
-    """Prompts that differ in one behaviour: ``positive`` / ``negative`` [n_pairs, pos],
-    aligned position by position; ``answer_pos`` is where the behaviour is read (-1 = last)."""
-
-    positive: torch.Tensor
-    negative: torch.Tensor
-    answer_pos: int = -1
-
-
 def mode_contrast_pairs(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int = 0) -> ContrastPairs:
     """Mode-B prompts (positive) against mode-A prompts (negative) of equal length."""
     pos = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=1, seed=seed).tokens
     neg = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=0, seed=seed + 1).tokens
-    return ContrastPairs(pos, neg)
+    return ContrastPairs(pos, neg)  # same length, read at the last token

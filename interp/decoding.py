@@ -1,0 +1,82 @@
+"""Greedy decoding, from a key-value cache where the model has one.
+
+:func:`greedy` is the one decoding loop of the library (generation, retrieval scores,
+answer accuracy, steering generations).  Rows are grouped by length (each group decodes
+unpadded, so every row's tokens equal decoding it alone) and chunked.  With a cache the
+prompt runs once and each later step feeds only the new token; without one (zoo
+transformers, recurrent models, custom modules) every step recomputes the sequence.
+Either way the model's active hooks run at every step, and :attr:`interp.Model.context`
+tells position-aware hooks the absolute position of what they see (a cached step sees one
+position, ``offset`` = its index).  Hooks passed in ``hooks`` also run at every step; a
+hook reading the last query row (``x[..., -1, :]`` of a pattern, ``x[:, -1]`` of a vector
+site) sees the row that produced the step's token in both modes, and :class:`Step` says
+which step and rows it is looking at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.backends import Hooks
+from interp.tokens import TokenBatch
+
+
+@dataclass
+class Step:
+    """The decoding position a hook is called at: ``index`` (0 = the forward over the prompt,
+    whose last row yields the first new token) and ``rows`` (batch indices of the rows
+    being decoded together)."""
+
+    index: int = 0
+    rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+
+def _last_row(x: torch.Tensor, hook) -> torch.Tensor:
+    return x[:, -1:]
+
+
+@torch.no_grad()
+def greedy(model, tokens, n_steps: int, *, use_cache: bool = True, hooks: Hooks = (), step: Step | None = None,
+           batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+    """Greedy continuation of each prompt: ``[batch, n_steps]`` new token ids.
+
+    tokens: a tensor, a :class:`TokenBatch` or texts.  use_cache: continue from the
+    key-value cache where the model has one (same tokens as recomputing).  hooks: extra
+    ``(site, fn)`` hooks for every step; ``step`` (if given) is updated before each forward.
+    """
+    batch = model.tokenize(tokens)
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
+        raise ValueError(f"the number of new tokens must be an int >= 0, got {n_steps!r}")
+    longest = int(batch.lengths.max())
+    if longest + max(n_steps - 1, 0) > model.cfg.n_ctx:
+        raise ValueError(f"prompt ({longest} tokens) + {n_steps} new tokens exceed n_ctx={model.cfg.n_ctx}")
+    out = torch.zeros(len(batch), n_steps, dtype=torch.long)
+    if n_steps == 0:
+        return out
+    step = step if step is not None else Step()
+    cached = use_cache and model.supports_cache
+    if "unembed_in" in model.site_kinds():    # unembed only the row that is decoded, not [pos, d_vocab]
+        hooks = list(hooks) + [(model.site("unembed_in"), _last_row)]
+    chunks = [g[i:i + max(1, int(batch_size))] for g in batch.by_length() for i in range(0, len(g), max(1, int(batch_size)))]
+    bar = tqdm(total=len(chunks) * n_steps, desc="decoding", disable=not progress, leave=False)
+    for rows in chunks:
+        seq = batch.select(rows).tokens
+        step.rows = rows
+        cache = None
+        for t in range(n_steps):
+            step.index = t
+            with model.running(rows=rows):
+                if cached:
+                    logits, cache = model.step(seq if t == 0 else nxt[:, None], cache, hooks)
+                else:
+                    logits = model.run_with_hooks(seq, hooks)
+            nxt = logits[:, -1].argmax(-1)
+            out[rows, t] = nxt.cpu()
+            if not cached and t < n_steps - 1:
+                seq = torch.cat([seq, nxt[:, None]], dim=1)
+            bar.update()
+    bar.close()
+    return out

@@ -1,0 +1,91 @@
+"""The one source of hook-site names: a site *kind* (``z``, ``resid_pre``, ``hidden``, ...)
+and a layer give the hook name every analysis uses.
+
+Names follow TransformerLens's bridge (``blocks.{l}.attn.hook_z``) for transformers and the
+same scheme for :mod:`interp.recurrent` models (``blocks.{l}.hook_hidden``).  Which kinds a
+model has is read from its hook sites (:meth:`interp.Model.site_kinds`); ask the model for
+a name with :meth:`interp.Model.site`, never by writing the string.
+
+Layouts: ``vector`` sites are ``[batch, pos, ...]``; ``head`` sites ``[batch, pos, head,
+d_head]`` (``k`` / ``v`` of a grouped-query model have one entry per key-value head);
+``pattern`` sites ``[batch, head, dest_pos, src_pos]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of site: hook-name ``template`` (``{l}`` = layer; none for whole-model
+    sites), ``layout`` and what it holds."""
+
+    name: str
+    template: str
+    layout: str
+    description: str
+
+    @property
+    def per_layer(self) -> bool:
+        return "{l}" in self.template
+
+    def hook(self, layer: int | None = None) -> str:
+        if self.per_layer:
+            if layer is None:
+                raise ValueError(f"site kind {self.name!r} is per layer: give a layer")
+            return self.template.format(l=int(layer))
+        return self.template
+
+
+_TABLE = [
+    ("embed", "hook_embed", "vector", "token embedding"),
+    ("pos_embed", "hook_pos_embed", "vector", "learned positional embedding"),
+    ("resid_pre", "blocks.{l}.hook_resid_pre", "vector", "residual stream entering block l"),
+    ("resid_mid", "blocks.{l}.hook_resid_mid", "vector",
+     "residual stream between attention and MLP (on a bridge this hook feeds the MLP only)"),
+    ("resid_post", "blocks.{l}.hook_resid_post", "vector", "residual stream leaving block l"),
+    ("attn_out", "blocks.{l}.hook_attn_out", "vector", "attention output (all heads, with bias)"),
+    ("mlp_in", "blocks.{l}.ln2.hook_in", "vector", "the MLP's copy of the residual stream"),
+    ("mlp_out", "blocks.{l}.hook_mlp_out", "vector", "MLP output"),
+    ("q", "blocks.{l}.attn.hook_q", "head", "per-head queries (before rotary embedding)"),
+    ("k", "blocks.{l}.attn.hook_k", "head", "per-key-value-head keys (before rotary embedding)"),
+    ("v", "blocks.{l}.attn.hook_v", "head", "per-key-value-head values"),
+    ("z", "blocks.{l}.attn.hook_z", "head", "per-head attention output before W_O (a head's output)"),
+    ("pattern", "blocks.{l}.attn.hook_pattern", "pattern", "attention probabilities [head, dest, src]"),
+    ("scores", "blocks.{l}.attn.hook_attn_scores", "pattern", "attention scores before the softmax"),
+    ("ln1_scale", "blocks.{l}.ln1.hook_scale", "vector", "the attention norm's scale (1/rms or 1/std)"),
+    ("ln2_scale", "blocks.{l}.ln2.hook_scale", "vector", "the MLP norm's scale"),
+    ("final_resid", "ln_final.hook_in", "vector", "the residual stream entering the final norm"),
+    ("final_scale", "ln_final.hook_scale", "vector", "the final norm's scale"),
+    ("unembed_in", "unembed.hook_in", "vector", "the normalised residual entering the unembedding"),
+    ("hidden", "blocks.{l}.hook_hidden", "vector", "recurrent hidden state per time step (SSM: y)"),
+    ("cell", "blocks.{l}.hook_cell", "vector", "LSTM cell state per time step"),
+    ("state", "blocks.{l}.hook_state", "vector", "SSM state per time step [d_inner, d_state]"),
+    ("input_gate", "blocks.{l}.hook_input_gate", "vector", "LSTM input gate"),
+    ("forget_gate", "blocks.{l}.hook_forget_gate", "vector", "LSTM forget gate"),
+    ("output_gate", "blocks.{l}.hook_output_gate", "vector", "LSTM output gate"),
+    ("cell_candidate", "blocks.{l}.hook_cell_candidate", "vector", "LSTM cell candidate"),
+    ("reset_gate", "blocks.{l}.hook_reset_gate", "vector", "GRU reset gate"),
+    ("update_gate", "blocks.{l}.hook_update_gate", "vector", "GRU update gate"),
+    ("candidate", "blocks.{l}.hook_candidate", "vector", "GRU candidate"),
+    ("delta", "blocks.{l}.hook_delta", "vector", "SSM step size"),
+    ("gate", "blocks.{l}.hook_gate", "vector", "SSM output gate silu(z)"),
+    ("mixer_out", "blocks.{l}.hook_mixer_out", "vector", "SSM mixer output before the residual add"),
+]
+KINDS: dict[str, Kind] = {name: Kind(name, tpl, layout, desc) for name, tpl, layout, desc in _TABLE}
+ALIASES = {"head_out": "z", "head": "z", "attn_head": "z", "result": "z", "resid": "resid_pre"}
+
+
+def kind(name: str) -> Kind:
+    """The :class:`Kind` of a short name or alias; raises listing the known kinds."""
+    name = ALIASES.get(name, name)
+    if name not in KINDS:
+        raise ValueError(f"unknown site kind {name!r}; kinds: {sorted(KINDS)}")
+    return KINDS[name]
+
+
+def layer_of(site: str) -> int | None:
+    """The layer index of a ``blocks.{l}.…`` hook name, else None."""
+    parts = site.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
