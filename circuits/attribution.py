@@ -147,8 +147,9 @@ def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_dif
     c = inputs(model, clean, corrupt)
     names = E.cache_names(model, graph)
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(c.clean, names=names)
-        corrupt_logits, corrupt_cache = model.run_with_cache(c.tokens, names=names, fwd_hooks=c.hooks)
+        corrupt_b, clean_b = c.batches()
+        clean_logits, clean_cache = model.run_with_cache(clean_b, names=names)
+        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt_b, names=names, fwd_hooks=c.hooks)
     runs = finish(model, c, metric, clean_logits, corrupt_logits)
     out_clean = E.outputs_from_cache(model, clean_cache, graph, weights)
     out_corrupt = E.outputs_from_cache(model, corrupt_cache, graph, weights)
@@ -158,7 +159,7 @@ def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_dif
         x0 = out_corrupt.input + a * (out_clean.input - out_corrupt.input)
         eps: dict = {}
         with torch.enable_grad():
-            logits = E.run(model, weights, graph, c.clean, input_value=x0, eps=eps)
+            logits = E.run(model, weights, graph, clean_b, input_value=x0, eps=eps)
             value = runs.metric(logits)
             keys = list(eps)
             grads = dict(zip(keys, torch.autograd.grad(value, [eps[k] for k in keys])))

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import torch
 
 from interp.backends import HookFn
+from interp.tokens import TokenBatch
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Corruption:
     clean tokens, repeated to match (``repeat`` > 1 for several noise samples per prompt,
     whose metrics are averaged).  hooks: ``(site, fn)`` applied on every corrupt run (noise);
     the functions accept activations whose batch is any multiple of ``tokens``' batch.
+    lengths: ``[batch * repeat]`` real tokens per row when pairs differ in length (rows are
+    right-padded; each clean row and its corrupt row have the same length); None = all full.
     """
 
     tokens: torch.Tensor
@@ -39,9 +42,16 @@ class Corruption:
     hooks: list[tuple[str, HookFn]] = field(default_factory=list)
     repeat: int = 1
     description: str = ""
+    lengths: torch.Tensor | None = None
 
     def __post_init__(self):
         check_aligned(self.clean, self.tokens)
+
+    def batches(self) -> tuple:
+        """(corrupt, clean) as token batches (tensors when no row is padded)."""
+        if self.lengths is None:
+            return self.tokens, self.clean
+        return TokenBatch(self.tokens, self.lengths), TokenBatch(self.clean, self.lengths)
 
 
 def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:

@@ -384,9 +384,10 @@ class _Runner:
             raise ValueError("this circuit was made for a model of another shape")
         self.weights = model.weights()
         c = inputs(model, clean, corrupt)
+        corrupt_b, self.clean_b = c.batches()
         with torch.no_grad():
-            clean_logits = model(c.clean)
-            corrupt_logits, cache = model.run_with_cache(c.tokens, names=E.cache_names(model, self.graph),
+            clean_logits = model(self.clean_b)
+            corrupt_logits, cache = model.run_with_cache(corrupt_b, names=E.cache_names(model, self.graph),
                                                          fwd_hooks=c.hooks)
         self.c = c
         self.runs = finish(model, c, metric, clean_logits, corrupt_logits)
@@ -399,8 +400,8 @@ class _Runner:
         """Per-row metric of each circuit's run: ``[n_circuits, batch]``."""
         out = []
         for circuit in circuits:
-            logits = self.E.run(self.model, self.weights, self.graph, self.c.clean, missing=circuit.missing(self.graph),
-                                ref=self.ref)
+            logits = self.E.run(self.model, self.weights, self.graph, self.clean_b,
+                                missing=circuit.missing(self.graph), ref=self.ref)
             out.append(self.runs.metric.values(logits).float().cpu())
         return torch.stack(out)
 

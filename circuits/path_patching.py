@@ -84,7 +84,7 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
         _, src = model.run_with_cache(src_tokens, names=list(z.values()), fwd_hooks=src_hooks)
         delta = {(l, h): (src[z[l]][:, :, h] - base[z[l]][:, :, h]).float() @ weights.W_O[l, h]
                  for l, h in snd}                                                    # [batch, pos, d_model]
-    batch = base_tokens.shape[0]
+    batch = len(base_tokens)
     values = I.run_batched(model, base_tokens, len(cells), lambda idx: _edits(model, [cells[i] for i in idx], delta,
                                                                               base, weights, batch),
                            runs.metric, base_hooks=base_hooks, batch_tokens=batch_tokens, progress=progress,

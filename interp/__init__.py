@@ -2,12 +2,27 @@
 
 ``interp.load(source)`` gives a hooked :class:`Model`; analyses are plain functions over
 (model, tokens) returning pandas DataFrames; plots take those frames and return plotly
-figures.
+figures.  Submodules (``interp.heads``, ``interp.steering``, ...) load on first use.
 """
 
-from interp.loading import load
-from interp import zoo
-from interp.model import Model, ModelConfig
+from __future__ import annotations
 
-__all__ = ["load", "Model", "ModelConfig", "zoo"]
-__version__ = "0.1.0"
+import importlib
+
+from interp.loading import load
+from interp.model import Model, ModelConfig
+from interp.tokens import TokenBatch
+
+__all__ = ["load", "Model", "ModelConfig", "TokenBatch"]
+__version__ = "0.2.0"
+
+_SUBMODULES = ("ablation", "attention", "checkpoint", "decoding", "function_vectors", "gradients", "heads",
+               "interventions", "lens", "logits", "memory", "metrics", "plots", "recurrent", "retrieval", "sites",
+               "steering", "tasks", "tokens", "training", "weights", "zoo")
+
+
+def __getattr__(name: str):
+    # `import interp; interp.heads.scores(...)` works without importing every analysis up front
+    if name in _SUBMODULES:
+        return importlib.import_module(f"interp.{name}")
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")

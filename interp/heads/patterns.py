@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from interp.model import Model
 from interp.tasks import TaskBatch, repeated_tokens
@@ -131,7 +132,7 @@ def _custom_pattern(fn: PatternFn, name: str, row: torch.Tensor) -> torch.Tensor
 def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = None,
            kinds: Sequence[str] | str | None = None, *, patterns: Mapping[str, PatternFn] | None = None,
            exclude_bos: bool = False, exclude_current_token: bool = False,
-           batch_size: int | None = None) -> pd.DataFrame:
+           batch_size: int | None = None, progress: bool = False) -> pd.DataFrame:
     """Head scores ``DataFrame[layer, head, kind, score]`` (one row per head and kind).
 
     tokens: ``[batch, pos]``, a padded :class:`~interp.tokens.TokenBatch` (each row scored
@@ -171,20 +172,22 @@ def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = 
         tokens = tokens.tokens
     batch = model.tokenize(tokens)
     B, P = batch.tokens.shape
+    L, H = model.cfg.n_layers, model.cfg.n_heads
     if int(batch.lengths.min()) < 2:
         raise ValueError(f"head scores need sequences of at least 2 positions, got {int(batch.lengths.min())}")
     if "prefix_matching" in kinds and len(_duplicate_pairs(batch.tokens, batch.lengths)[0]) == 0:
         raise ValueError("prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
                          "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)")
-    L, H = model.cfg.n_layers, model.cfg.n_heads
     dev = batch.tokens.device
     sums = {k: torch.zeros(L, H, dtype=torch.float64, device=dev) for k in kinds}
     counts = {k: 0 for k in kinds}
     # one layer's pattern and its softmax temporaries: ~4 [heads, pos, pos] float32 arrays per row
     step = rows_per_chunk(4 * H * P * P * 4, "head scores", given=batch_size)
+    bar = tqdm(total=-(-B // step) * L, desc="head scores", unit="layer", disable=not progress, leave=False)
     for start in range(0, B, step):
         idx = torch.arange(start, min(B, start + step))
-        _score_chunk(model, batch.select(idx), kinds, patterns, sums, counts, exclude_bos, exclude_current_token)
+        _score_chunk(model, batch.select(idx), kinds, patterns, sums, counts, exclude_bos, exclude_current_token, bar)
+    bar.close()
     rows = []
     for kind in kinds:
         if counts[kind] == 0:  # only prefix_matching can lack rows; it was checked above
@@ -198,7 +201,7 @@ def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = 
 
 
 def _score_chunk(model: Model, batch: TokenBatch, kinds: list[str], patterns: dict, sums: dict, counts: dict,
-                 exclude_bos: bool, exclude_current: bool) -> None:
+                 exclude_bos: bool, exclude_current: bool, bar) -> None:
     tokens, lengths = batch.tokens, batch.lengths.to(batch.tokens.device)
     B, P = tokens.shape
     real = torch.arange(P, device=tokens.device)[None] < lengths[:, None]       # [B, P] real query rows
@@ -267,6 +270,7 @@ def _score_chunk(model: Model, batch: TokenBatch, kinds: list[str], patterns: di
                 sums["prefix_matching"][layer] += per_row.sum(0)
             if "sink" in kinds:
                 sums["sink"][layer] += (A[:, :, 1:, 0].double().sum(-1) / sink_rows[:, None]).sum(0)
+            bar.update()
             return None
         return fn
 
