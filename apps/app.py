@@ -34,7 +34,9 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-st.session_state.setdefault(state.SOURCE_KEY, state.DEFAULT_MODEL)
+state.init_source()
+if "source_error" in st.session_state:
+    st.sidebar.error(f"model in the URL refused: {st.session_state.pop('source_error')}")
 try:
     state.sidebar_model(state.load_model(state.current_source()))
 except state.INPUT_ERRORS as e:  # the Model page shows the error and offers another choice

@@ -56,10 +56,40 @@ def current_source() -> str:
     return st.session_state.get(SOURCE_KEY, DEFAULT_MODEL)
 
 
+def check_source(source: str) -> str:
+    """A model source typed into the app or read from the URL, stripped and checked for what
+    no model name holds (control characters, absurd length); :func:`interp.load` validates the
+    rest (zoo names with suggestions, folders, hub ids)."""
+    text = (source or "").strip()
+    if not text:
+        raise ValueError("no model given: choose a zoo model, a local folder or a hub id")
+    if len(text) > 500 or any(ord(ch) < 32 for ch in text):
+        raise ValueError("a model is a zoo name, a local folder or a hub id (owner/name)")
+    return text
+
+
+def init_source() -> None:
+    """On a session's first run, takes the model from the URL (``?model=...``), so a reload or a
+    shared link opens the same model; afterwards keeps the URL in step with the session."""
+    if SOURCE_KEY not in st.session_state:
+        wanted = st.query_params.get("model")
+        source = DEFAULT_MODEL
+        if wanted:
+            try:
+                source = check_source(wanted)
+            except ValueError as e:
+                st.session_state["source_error"] = str(e)
+        st.session_state[SOURCE_KEY] = source
+    if st.query_params.get("model") != st.session_state[SOURCE_KEY]:
+        st.query_params["model"] = st.session_state[SOURCE_KEY]
+
+
 def set_source(source: str) -> interp.Model:
     """Loads ``source`` and makes it the model of every page (raises on bad input)."""
+    source = check_source(source)
     model = load_model(source)
-    st.session_state[SOURCE_KEY] = source.strip()
+    st.session_state[SOURCE_KEY] = source
+    st.query_params["model"] = source
     return model
 
 

@@ -137,21 +137,86 @@ def attribution_check(name: str, setup) -> None:
           f"clean {exact.attrs['clean_value']:.3f}, corrupt {exact.attrs['corrupt_value']:.3f}")
 
 
+def ioi_smollm2(full: bool, sample: int, device: str) -> None:
+    """IOI on smollm2-135m: our exact sweep against TransformerLens, on every cell with
+    ``--full`` (TL: one forward per cell, ~30+ minutes on 2 CPU cores) or on a random sample of
+    cells through TL's own ``generic_activation_patch`` (its time scaled to all cells: TL's cost
+    is one full forward per cell, linear in the cells)."""
+    import pandas as pd
+    import torch
+    from transformer_lens.patching import (generic_activation_patch, get_act_patch_attn_head_out_by_pos,
+                                           layer_pos_head_vector_patch_setter)
+
+    import interp
+    from circuits import sites
+    from circuits.engine_fast import FastEngine
+    from circuits.patching import patch
+    from interp.tasks.text import ioi
+
+    model = interp.load("smollm2-135m", device=device)
+    batch = ioi(model, 4, corruption="ABB", templates=[0], seed=0)
+    clean, corrupted = batch.clean.tokens, batch.corrupt.tokens
+    metric = batch.metric().resolve(clean.shape[1])
+    patch(model, clean, corrupted, site="z", metric=metric, progress=False, layers=[29], positions=[14])  # warm-up
+    ours, w_ours, c_ours = timed(lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False), 1)
+    _, clean_cache = model.module.run_with_cache(clean)
+    fn = lambda logits: metric(logits)
+    cells = ours[["layer", "pos", "head"]]
+    if full:
+        ref, w_tl, c_tl = timed(lambda: get_act_patch_attn_head_out_by_pos(model.module, corrupted, clean_cache, fn), 1)
+        idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
+        diff = (ref[idx].cpu() - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max().item()
+        scaled = ""
+    else:
+        picked = cells.sample(n=min(sample, len(cells)), random_state=0).sort_values(["layer", "pos", "head"])
+        got, w_part, c_part = timed(lambda: generic_activation_patch(
+            model.module, corrupted, clean_cache, fn, layer_pos_head_vector_patch_setter, "z",
+            index_df=pd.DataFrame(picked.values, columns=["layer", "pos", "head_index"])), 1)
+        mine = ours.set_index(["layer", "pos", "head"]).loc[[tuple(r) for r in picked.values], "value"].values
+        diff = (got.cpu().double() - torch.tensor(mine)).abs().max().item()
+        w_tl, c_tl = w_part * len(cells) / len(picked), c_part * len(cells) / len(picked)
+        scaled = f" (measured on {len(picked)} random cells, {w_part:.1f} s, scaled to all {len(cells)})"
+    site = sites.resolve(model, "z")
+    first = int((clean != corrupted).any(0).nonzero()[0])      # cells before the first corrupted token change nothing
+    cell_list = [c for c in sites.cells(model, site, ("pos", "head"), clean.shape[1]) if c.pos >= first]
+    flops = FastEngine(model).downstream_flops(cell_list, site, clean.shape[0], metric.read_positions(clean.shape[1]),
+                                               vocab=len(metric.vocab_needed()))
+    print(f"[exact z by layer x pos x head] smollm2-135m IOI ({batch.corruption}), tokens {tuple(clean.shape)}, "
+          f"{len(ours)} cells ({ours.attrs['cells_run']} differ from the base run); device {device}")
+    print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.1f} s wall  {c_tl:8.1f} s cpu{scaled}")
+    print(f"  circuits.patching.patch ({ours.attrs['engine']}):      {w_ours:8.1f} s wall  {c_ours:8.1f} s cpu")
+    print(f"  speed-up: {w_tl / w_ours:6.1f}x wall, {c_tl / c_ours:6.1f}x cpu;  max |difference| {diff:.2e}")
+    print(f"  floor: {flops / 1e9:.1f} GFLOP downstream of the cells, summed; ours ran at {flops / w_ours / 1e9:.1f} "
+          f"GFLOP/s (TransformerLens computes {len(ours)} full forwards: "
+          f"{len(ours) * 2 * 135e6 * clean.numel() / 1e12:.1f} TFLOP, the unembedding included)")
+    top = ours.reindex(ours["normalised"].abs().sort_values(ascending=False).index).head(5)
+    print("  top cells: " + "; ".join(f"L{r.layer}H{r.head} at pos {r.pos} ({r.normalised:+.2f})"
+                                      for r in top.itertuples()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
     parser.add_argument("--quick", action="store_true", help="induction-2l only")
+    parser.add_argument("--full", action="store_true", help="smollm2-135m: run TransformerLens on every cell")
+    parser.add_argument("--sample", type=int, default=120, help="smollm2-135m: TL cells measured without --full")
+    parser.add_argument("--device", default="cpu", help="device of the smollm2-135m comparison")
+    parser.add_argument("--only-real", action="store_true", help="only the smollm2-135m comparison")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    if args.only_real:
+        ioi_smollm2(args.full, args.sample, args.device)
+        return
     exact_vs_tl("induction-2l", induction_setup, repeats=3)
     attribution_check("induction-2l", induction_setup)
     if args.quick:
         return
     attribution_check("recall-2l", recall_setup)
     exact_vs_tl("gpt2-small-shaped (random weights)", gpt2_setup, repeats=1)
+    ioi_smollm2(args.full, args.sample, args.device)
 
 
 if __name__ == "__main__":

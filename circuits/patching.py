@@ -14,9 +14,9 @@ layers at once and reports single layers beside the windows.
 Results equal ``transformer_lens.patching.get_act_patch_*`` for the sites both offer
 (TransformerLens 4.x's ``resid_mid`` on a native bridge patches only the MLP's input: that is
 our ``mlp_in``; our ``resid_mid`` patches the whole residual stream).
-Engines: ``native`` recomputes only what lies downstream of each patch (native-bridge
-transformers, see :mod:`circuits.engine_native`); ``hooks`` batches cells through forward
-hooks (every model); ``auto`` picks native where it applies.
+Engines: ``native`` recomputes only what lies downstream of each patch (transformers the
+fast engine reproduces: native, GPT-2 and Llama-family bridges; see :mod:`circuits.engine_fast`);
+``hooks`` batches cells through forward hooks (every model); ``auto`` picks native where it applies.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from circuits import engine_hooks, engine_native, sites
+from circuits import engine_fast, engine_hooks, sites
 from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 
@@ -70,12 +70,13 @@ def patch(model, clean, corrupt, *, site: str = "z", by: str | Sequence[str] = (
 
 def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto") -> str:
     """``native`` where the downstream-only engine reproduces the model, else ``hooks``."""
-    ok = (engine_native.supports(model) and site.name in engine_native.ENTRY
+    ok = (site.name in engine_fast.ENTRY and engine_fast.supports(model)
           and not model.active_hooks               # active Model.hooks() would be bypassed
           and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks))
     if engine == "native" and not ok:
-        raise ValueError("engine='native' needs a native-bridge transformer, a built-in site, no active hooks "
-                         "and corruption hooks only on the embeddings; use engine='hooks' or 'auto'")
+        raise ValueError("engine='native' needs a transformer the fast engine reproduces (native, GPT-2 or "
+                         "Llama-family bridges), a built-in site, no active hooks and corruption hooks only on the "
+                         "embeddings; use engine='hooks' or 'auto'")
     return "native" if (engine in ("auto", "native") and ok) else "hooks"
 
 
@@ -86,7 +87,7 @@ def run_cells(model, runs: Runs, site: sites.Site, cell_list: list[sites.Cell], 
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
     used = choose_engine(model, site, base_hooks, engine)
     names = [site.hook(l) for l in sorted({l for c in cell_list for l in c.layers})]
-    eng = engine_native.NativeEngine(model) if used == "native" else None
+    eng = engine_fast.FastEngine(model) if used == "native" else None
     with torch.no_grad():
         _, source = model.run_with_cache(src_tokens, names=names, fwd_hooks=src_hooks)
         base_logits, base = model.run_with_cache(base_tokens, names=sorted(set(names + (eng.base_names() if eng else []))),

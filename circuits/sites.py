@@ -149,7 +149,8 @@ def cells(model, site: Site, axes: tuple[str, ...], seq_len: int, *, window: int
     ws = windows(L, window)
     start_layers = _choices(layers, L, "layers")
     pos = _choices(positions, seq_len, "positions") if "pos" in axes else [None]
-    hs = _choices(heads, model.cfg.n_heads, "heads") if "head" in axes else [None]
+    n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads   # k / v: key-value heads
+    hs = _choices(heads, n_heads, "heads") if "head" in axes else [None]
     out = []
     for w in ws:
         for l in start_layers:

