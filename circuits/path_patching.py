@@ -59,7 +59,7 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     weights = model.weights()
     check_rebuild(model, weights)
     graph = Graph.of(model)
-    comps = [components] if isinstance(components, str) else list(components)
+    comps = list(components)          # "qk" or ("q", "k")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:
         raise ValueError(f"components must be among {COMPONENTS}, got {comps}")

@@ -82,47 +82,107 @@ def _pattern_panels(df: pd.DataFrame, value: str, tokens, title) -> go.Figure:
 
 
 def circuit_graph(circuit: Circuit, *, kept_only: bool = True, title: str | None = None) -> go.Figure:
-    """The circuit with layers as columns: input left, logits right; heads stacked by index and the
-    MLP below them; edges coloured by the sign of their score (blue: corrupting it lowers the
-    metric) and as wide as ``|score|``."""
+    """The circuit with layers as columns: input left, logits right; heads stacked by index and
+    the MLP below them (a grouped-query layer's key-value nodes just left of its heads); edges
+    red where corrupting them lowers the metric (negative score), blue where it raises it, as
+    wide as ``|score|`` (four width bands); hover a node or an edge's midpoint for its score.
+    Readable with hundreds of heads: prune first (``circuit.prune(top_k=...)``)."""
     edges = circuit.kept_edges if kept_only else circuit.edges
     n_heads = int(circuit.meta.get("n_heads", max([n.head or 0 for n in circuit.nodes] + [0]) + 1))
+    groups = circuit.meta.get("kv_groups") or {}
+    group = len(next(iter(groups.values()))) if groups else 1       # query heads per key-value node
     pos = {}
     for n in circuit.nodes:
-        y = {"input": n_heads / 2, "logits": n_heads / 2, "mlp": n_heads}.get(n.kind, n.head)
-        pos[n.name] = (n.layer, y)
-    active = {x for e in edges for x in (e.src, e.dst)}
+        if n.kind == "kv":
+            pos[n.name] = (n.layer - 0.35, (n.head or 0) * group + (group - 1) / 2)
+        else:
+            pos[n.name] = (n.layer, {"input": n_heads / 2, "logits": n_heads / 2, "mlp": n_heads}.get(n.kind, n.head))
     fig = go.Figure()
     top = max([abs(e.score) for e in edges] + [1e-12])
-    for e in sorted(edges, key=lambda e: abs(e.score)):
-        (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
-        fig.add_trace(go.Scatter(x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2 + 0.15, y1], mode="lines",
-                                 line=dict(width=1 + 7 * abs(e.score) / top,
-                                           color="#2166ac" if e.score < 0 else "#b2182b"),
-                                 opacity=0.35 + 0.65 * abs(e.score) / top, hoverinfo="text",
-                                 text=f"{e.key}: {e.score:.4f}", showlegend=False))
+    for sign, colour in ((-1, "#b2182b"), (1, "#2166ac")):
+        for band in range(4):
+            lo, hi = top * band / 4, top * (band + 1) / 4
+            xs, ys = [], []
+            for e in edges:
+                if (e.score < 0) == (sign < 0) and (lo < abs(e.score) <= hi or (band == 0 and abs(e.score) == 0)):
+                    (x0, y0), (x1, y1) = pos[e.src], pos[e.dst]
+                    xs += [x0, (x0 + x1) / 2, x1, None]
+                    ys += [y0, (y0 + y1) / 2 + 0.15, y1, None]
+            if xs:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                         line=dict(width=1 + 2 * band, color=colour), opacity=0.35 + 0.2 * band))
+    if edges:   # hover targets at the edge midpoints
+        mids = [((pos[e.src][0] + pos[e.dst][0]) / 2, (pos[e.src][1] + pos[e.dst][1]) / 2 + 0.15) for e in edges]
+        fig.add_trace(go.Scatter(x=[m[0] for m in mids], y=[m[1] for m in mids], mode="markers",
+                                 marker=dict(size=6, color="rgba(0,0,0,0)"), hoverinfo="text", showlegend=False,
+                                 text=[f"{e.key}: {e.score:.4f}" for e in edges]))
+    active = {x for e in edges for x in (e.src, e.dst)}
     names = [n.name for n in circuit.nodes if n.name in active or not kept_only]
-    fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-                             text=names, textposition="top center", marker=dict(size=14, color="#444"),
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names],
+                             mode="markers+text" if len(names) <= 80 else "markers",
+                             text=names, textposition="top center", marker=dict(size=11, color="#444"),
                              hoverinfo="text", showlegend=False))
     n_layers = int(circuit.meta.get("n_layers", max(n.layer for n in circuit.nodes)))
-    fig.update_xaxes(tickvals=list(range(-1, n_layers + 1)),
-                     ticktext=["input"] + [f"layer {l}" for l in range(n_layers)] + ["logits"])
+    step = max(1, n_layers // 16)
+    ticks = [-1] + list(range(0, n_layers, step)) + [n_layers]
+    fig.update_xaxes(tickvals=ticks, ticktext=["input"] + [f"L{l}" for l in ticks[1:-1]] + ["logits"],
+                     range=[-1.6, n_layers + 0.6])
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_layout(title=title or f"circuit: {len(edges)} edges ({circuit.meta.get('method', '')}, "
-                                     f"{circuit.meta.get('metric', '')})", height=450)
+                                     f"{circuit.meta.get('metric', '')})", height=max(450, 40 * n_heads + 150),
+                      plot_bgcolor="white")
     return fig
 
 
 def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Faithfulness against the number of kept edges (a frame from :func:`circuits.graph.faithfulness_curve`)."""
-    for col in ("n_edges", "faithfulness"):
+    """Faithfulness against the circuit's size: a :func:`circuits.graph.faithfulness_curve` frame
+    (edges kept) or a :meth:`circuits.graph.Circuit.mib` frame (percent of edges, with CPR and
+    CMD in the title)."""
+    x = "percent" if "percent" in curve.columns else "n_edges"
+    for col in (x, "faithfulness"):
         if col not in curve.columns:
-            raise ValueError(f"the frame needs a {col!r} column (from circuits.graph.faithfulness_curve)")
-    fig = go.Figure(go.Scatter(x=curve["n_edges"], y=curve["faithfulness"], mode="lines+markers"))
+            raise ValueError(f"the frame needs a {col!r} column (from faithfulness_curve or Circuit.mib)")
+    fig = go.Figure(go.Scatter(x=curve[x], y=curve["faithfulness"], mode="lines+markers",
+                               hovertemplate=f"{x} %{{x}}: faithfulness %{{y:.3f}}<extra></extra>"))
     fig.add_hline(y=1.0, line_dash="dot")
-    fig.update_layout(title=title or "faithfulness of the top-k circuits", xaxis_title="edges kept",
+    a = curve.attrs
+    extra = ""
+    if "cpr" in a:
+        extra = (f": CPR {a['cpr']:.3f} [{a['cpr_ci'][0]:.3f}, {a['cpr_ci'][1]:.3f}], "
+                 f"CMD {a['cmd']:.3f} [{a['cmd_ci'][0]:.3f}, {a['cmd_ci'][1]:.3f}]")
+    fig.update_layout(title=title or f"faithfulness of the top circuits{extra}",
+                      xaxis_title="edges kept (% of all)" if x == "percent" else "edges kept",
                       yaxis_title="faithfulness (circuit - corrupt) / (clean - corrupt)", xaxis_type="log")
+    return fig
+
+
+def calibration_plot(df: pd.DataFrame, *, label: int = 5, title: str | None = None) -> go.Figure:
+    """Attribution patching and EAP-IG against exact patching, one point per head (a
+    :func:`circuits.calibration.calibration` frame); the heads each estimate misses most are named."""
+    from circuits.calibration import ESTIMATES, worst
+
+    for col in ("layer", "head", "exact", *ESTIMATES):
+        if col not in df.columns:
+            raise ValueError(f"the frame needs a {col!r} column (from circuits.calibration.calibration)")
+    rho = df.attrs.get("spearman", {})
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{e} (Spearman {rho.get(e, float('nan')):.2f})"
+                                                        for e in ESTIMATES])
+    names = [f"L{l}H{h}" for l, h in zip(df["layer"], df["head"])]
+    lo, hi = float(df[["exact", *ESTIMATES]].min().min()), float(df[["exact", *ESTIMATES]].max().max())
+    for i, est in enumerate(ESTIMATES, start=1):
+        fig.add_trace(go.Scatter(x=df["exact"], y=df[est], mode="markers", text=names, hoverinfo="text+x+y",
+                                 marker=dict(size=6), showlegend=False), row=1, col=i)
+        missed = worst(df, est, label)
+        fig.add_trace(go.Scatter(x=missed["exact"], y=missed[est], mode="markers+text", showlegend=False,
+                                 text=[f"L{l}H{h}" for l, h in zip(missed["layer"], missed["head"])],
+                                 textposition="top center", marker=dict(size=9, color="#d62728")), row=1, col=i)
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="#999"),
+                                 showlegend=False, hoverinfo="skip"), row=1, col=i)
+        fig.update_xaxes(title_text=f"exact effect ({df.attrs.get('metric', '')})", row=1, col=i)
+        fig.update_yaxes(title_text="estimate", row=1, col=i)
+    secs = df.attrs.get("seconds", {})
+    cost = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items())
+    fig.update_layout(title=title or f"gradient estimates vs exact head patching (noising); cost: {cost}", height=450)
     return fig
 
 
