@@ -38,7 +38,6 @@ def _last_row(x: torch.Tensor, hook) -> torch.Tensor:
     return x[:, -1:]
 
 
-@torch.no_grad()
 def greedy(model, tokens, n_steps: int, *, use_cache: bool = True, hooks: Hooks = (), step: Step | None = None,
            batch_size: int = 8, progress: bool = False) -> torch.Tensor:
     """Greedy continuation of each prompt: ``[batch, n_steps]`` new token ids.
@@ -47,6 +46,31 @@ def greedy(model, tokens, n_steps: int, *, use_cache: bool = True, hooks: Hooks 
     key-value cache where the model has one (same tokens as recomputing).  hooks: extra
     ``(site, fn)`` hooks for every step; ``step`` (if given) is updated before each forward.
     """
+    return decode(model, tokens, n_steps, lambda logits: logits.argmax(-1), use_cache=use_cache, hooks=hooks,
+                  step=step, batch_size=batch_size, progress=progress)
+
+
+def sample(model, tokens, n_steps: int, *, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+           use_cache: bool = True, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+    """Sampled continuation (softmax of logits / ``temperature``, optionally the ``top_k`` most
+    probable tokens only), seeded: ``[batch, n_steps]`` new token ids."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    g = torch.Generator().manual_seed(int(seed))
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        z = logits.float().cpu() / temperature
+        if top_k is not None:
+            kth = z.topk(min(int(top_k), z.shape[-1]), dim=-1).values[..., -1:]
+            z = z.masked_fill(z < kth, float("-inf"))
+        return torch.multinomial(z.softmax(-1), 1, generator=g)[..., 0].to(logits.device)
+    return decode(model, tokens, n_steps, choose, use_cache=use_cache, batch_size=batch_size, progress=progress)
+
+
+@torch.no_grad()
+def decode(model, tokens, n_steps: int, choose, *, use_cache: bool = True, hooks: Hooks = (),
+           step: Step | None = None, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+    """The decoding loop: ``choose(logits [rows, d_vocab]) -> [rows]`` picks each next token."""
     batch = model.tokenize(tokens)
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
         raise ValueError(f"the number of new tokens must be an int >= 0, got {n_steps!r}")
@@ -73,7 +97,7 @@ def greedy(model, tokens, n_steps: int, *, use_cache: bool = True, hooks: Hooks 
                     logits, cache = model.step(seq if t == 0 else nxt[:, None], cache, hooks)
                 else:
                     logits = model.run_with_hooks(seq, hooks)
-            nxt = logits[:, -1].argmax(-1)
+            nxt = choose(logits[:, -1])
             out[rows, t] = nxt.cpu()
             if not cached and t < n_steps - 1:
                 seq = torch.cat([seq, nxt[:, None]], dim=1)

@@ -168,3 +168,82 @@ def answer_accuracy(model: Model, task: TaskBatch, *, needle_span: torch.Tensor 
     live = torch.arange(T)[None, :] < steps[:, None]
     correct = (generated == _needle_tokens(batch.tokens.cpu(), span, T)) & live
     return float(correct.sum() / live.sum())
+
+
+# --- Wu et al.'s experiment ------------------------------------------------------------------
+
+@dataclass
+class RetrievalExperiment:
+    """Wu et al. (2024) on one prompt set: the retrieval score of every head, their sparsity,
+    and query-masking the top-k retrieval heads against k random heads during decoding.
+
+    scores: ``DataFrame[layer, head, score, retrieval]``.  masking: the frame of
+    :func:`interp.ablation.ablation_effect` (``condition`` clean / target / random, one row per
+    random draw, ``value`` = answer accuracy, ``delta`` against clean).  sparsity: the share of
+    heads scoring above ``threshold``.  heads: the top-k heads masked.
+    """
+
+    scores: pd.DataFrame
+    masking: pd.DataFrame
+    sparsity: float
+    threshold: float
+    heads: list[tuple[int, int]]
+    accuracy: float
+
+
+def retrieval_experiment(model: Model, task: TaskBatch, *, k: int = 5, n_random: int = 3, seed: int = 0,
+                         threshold: float = RETRIEVAL_THRESHOLD, batch_size: int = 8,
+                         progress: bool = True) -> RetrievalExperiment:
+    """Retrieval scores, sparsity and the masking experiment in one call (see
+    :class:`RetrievalExperiment`).  Masking zeroes a head's query from each prompt's last token
+    on (decoding only: the prompt itself is read unmasked), as Wu et al.; the control masks
+    ``k`` heads drawn at random from the other heads, ``n_random`` times."""
+    from interp.ablation import ablation_effect
+
+    model.require_attention("retrieval heads")
+    n_heads = model.cfg.n_layers * model.cfg.n_heads
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_heads:
+        raise ValueError(f"k must be an int in [1, {n_heads}] (the model's heads), got {k!r}")
+    analysis = retrieval_analysis(model, task, threshold=threshold, batch_size=batch_size, progress=progress)
+    top = analysis.scores.nlargest(k, "score")
+    heads = [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
+    masking = ablation_effect(model, task, heads, "query", metric="answer_accuracy", n_random=n_random, seed=seed)
+    return RetrievalExperiment(analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold,
+                               heads, analysis.accuracy)
+
+
+def niah_grid(model: Model, context_lengths, depths, *, n: int = 4, heads: list[tuple[int, int]] | None = None,
+              task: str = "needle_haystack", seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """The needle-in-a-haystack picture: greedy answer accuracy per context length x needle
+    depth, with ``n`` prompts a cell; with ``heads``, also with those heads query-masked during
+    decoding.  ``DataFrame[context_length, depth, condition ("none" | "masked"), accuracy, n]``.
+    task: "needle_haystack" or "passkey" (:mod:`interp.tasks.text`)."""
+    from interp.ablation import ablate
+    from interp.interventions import From
+    from interp.tasks import text
+
+    build = {"needle_haystack": text.needle_haystack, "passkey": text.passkey}.get(task)
+    if build is None:
+        raise ValueError(f"task must be 'needle_haystack' or 'passkey', got {task!r}")
+    lengths, depths = [int(c) for c in context_lengths], [float(d) for d in depths]
+    if not lengths or not depths:
+        raise ValueError("give at least one context length and one depth")
+    too_long = [c for c in lengths if c > model.cfg.n_ctx]
+    if too_long:
+        raise ValueError(f"context lengths {too_long} exceed the model's context n_ctx={model.cfg.n_ctx}")
+    rows = []
+    conditions = ["none"] + (["masked"] if heads else [])
+    bar = tqdm(total=len(lengths) * len(depths) * len(conditions), desc="needle grid", disable=not progress)
+    for c in lengths:
+        for d in depths:
+            batch = build(model, n, context_length=c, depth=d, seed=seed)
+            for cond in conditions:
+                if cond == "none":
+                    acc = answer_accuracy(model, batch)
+                else:
+                    with ablate(model, heads, "query", positions=From(batch.batch().last)):
+                        acc = answer_accuracy(model, batch)
+                rows.append({"context_length": c, "depth": d, "condition": cond, "accuracy": acc, "n": n})
+                bar.update()
+    bar.close()
+    return pd.DataFrame(rows)

@@ -139,3 +139,48 @@ def loss_by_position_plot(frame: pd.DataFrame, *, title: str | None = None, labe
     fig.update_layout(title=title, xaxis_title="position (predicting the next token)", yaxis_title="loss (nats)",
                       height=360, margin=dict(l=60, r=20, t=50 if title else 20, b=50))
     return fig
+
+
+def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Share of the in-context gain removed per ablation: the induction heads against each
+    random draw (dots), one group of bars per way of ablating (a frame from
+    :func:`interp.heads.induction_ablation`)."""
+    _require(frame, ["how", "condition", "removed"], "induction_bar")
+    parts = frame[frame["condition"] != "none"]
+    hows = list(dict.fromkeys(parts["how"]))
+    fig = go.Figure()
+    target = parts[parts["condition"] == "induction"].set_index("how")["removed"]
+    rand = parts[parts["condition"] == "random"]
+    fig.add_trace(go.Bar(x=hows, y=[float(target.get(h, np.nan)) for h in hows], name="induction heads",
+                         marker_color="#d62728"))
+    fig.add_trace(go.Bar(x=hows, y=[float(rand[rand["how"] == h]["removed"].mean()) for h in hows],
+                         name="random heads (mean)", marker_color="#1f77b4"))
+    fig.add_trace(go.Scatter(x=rand["how"], y=rand["removed"], mode="markers", name="random draws",
+                             marker=dict(color="black", size=7), hovertext=rand.get("heads")))
+    k = frame.attrs.get("k", "")
+    fig.update_layout(title=title or f"share of the in-context gain removed by ablating {k} heads", barmode="group",
+                      yaxis_title="gain removed (1 = all)", yaxis_range=[min(0.0, float(parts['removed'].min())) - 0.05,
+                                                                         1.05], height=380)
+    return fig
+
+
+def sink_plot(share: pd.DataFrame, removal: pd.DataFrame | None = None, *, title: str | None = None) -> go.Figure:
+    """Attention mass on the first token by layer (a :func:`interp.heads.sink_share` frame) and,
+    with ``removal`` (:func:`interp.heads.sink_removal`), the loss by position with and
+    without the first token."""
+    _require(share, ["layer", "sink_share"], "sink_plot")
+    cols = 2 if removal is not None else 1
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=["attention to the first token, by layer"] +
+                        (["loss without the first token"] if removal is not None else []))
+    fig.add_trace(go.Bar(x=share["layer"], y=share["sink_share"], name="sink share",
+                         hovertemplate="layer %{x}: %{y:.3f}<extra></extra>"), row=1, col=1)
+    fig.update_xaxes(title_text="layer", tickmode="linear", dtick=max(1, len(share) // 15), row=1, col=1)
+    fig.update_yaxes(title_text="share of attention", range=[0, 1], row=1, col=1)
+    if removal is not None:
+        _require(removal, ["pos", "with_first", "without_first"], "sink_plot")
+        for col, name in (("with_first", "with the first token"), ("without_first", "without it")):
+            fig.add_trace(go.Scatter(x=removal["pos"], y=removal[col], mode="lines", name=name), row=1, col=2)
+        fig.update_xaxes(title_text="position", row=1, col=2)
+        fig.update_yaxes(title_text="loss (nats)", row=1, col=2)
+    fig.update_layout(title=title, height=380)
+    return fig
