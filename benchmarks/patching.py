@@ -149,7 +149,7 @@ def ioi_smollm2(full: bool, sample: int, device: str) -> None:
 
     import interp
     from circuits import sites
-    from circuits.engine_fast import FastEngine
+    from interp.recompute import FastEngine
     from circuits.patching import patch
     from interp.tasks.text import ioi
 

@@ -15,7 +15,7 @@ Results equal ``transformer_lens.patching.get_act_patch_*`` for the sites both o
 (TransformerLens 4.x's ``resid_mid`` on a native bridge patches only the MLP's input: that is
 our ``mlp_in``; our ``resid_mid`` patches the whole residual stream).
 Engines: ``native`` recomputes only what lies downstream of each patch (transformers the
-fast engine reproduces: native, GPT-2 and Llama-family bridges; see :mod:`circuits.engine_fast`);
+fast engine reproduces: native, GPT-2 and Llama-family bridges; see :mod:`interp.recompute`);
 ``hooks`` batches cells through forward hooks (every model); ``auto`` picks native where it applies.
 """
 
@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from circuits import engine_fast, engine_hooks, sites
+from circuits import engine_hooks, sites
+from interp import recompute as engine_fast
 from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 

@@ -11,15 +11,10 @@ sites ``[batch, pos, head, d_head]``, ``pattern`` sites ``[batch, head, dest_pos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from interp import sites as S
-
-if TYPE_CHECKING:
-    import torch
-
-    from interp.interventions import Intervention
+from interp.recompute import LOCAL, Cell, Site, entries, intervention, reaches  # noqa: F401 (the cells of a sweep)
 
 #: the patchable site kinds (:mod:`interp.sites` holds their templates, layouts and descriptions)
 PATCHABLE = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_in", "mlp_out", "z", "q", "k", "v", "pattern",
@@ -27,25 +22,6 @@ PATCHABLE = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_in", "mlp_
 SITES: dict[str, S.Kind] = {name: S.KINDS[name] for name in PATCHABLE}
 ALIASES = S.ALIASES
 AXES = {"vector": ("pos",), "head": ("pos", "head"), "pattern": ("head", "pos", "src_pos")}
-
-
-@dataclass(frozen=True)
-class Site:
-    """A site resolved for one model: short ``name``, hook ``template`` (``{l}`` = layer) and layout."""
-
-    name: str
-    template: str
-    layout: str
-    #: resid_mid on a TransformerBridge, whose hook_resid_mid only feeds the MLP: patched as the
-    #: MLP's input (ln2.hook_in) plus the same change carried along the skip connection
-    via_mlp_in: bool = False
-
-    def hook(self, layer: int) -> str:
-        return self.template.format(l=layer)
-
-    @property
-    def has_heads(self) -> bool:
-        return self.layout in ("head", "pattern")
 
 
 def _present(model, template: str) -> bool:
@@ -100,25 +76,6 @@ def parse_by(by: str | Sequence[str], site: Site) -> tuple[str, ...]:
     if "src_pos" in parts and not ("pos" in parts and "head" in parts):
         raise ValueError("by src_pos needs pos (the destination) and head too: by=('layer', 'head', 'pos', 'src_pos')")
     return tuple(a for a in ("pos", "head", "src_pos") if a in parts)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One patch: ``layers`` (a window), and the pos / head / src_pos it touches (None = all)."""
-
-    layers: tuple[int, ...]
-    pos: int | None = None
-    head: int | None = None
-    src_pos: int | None = None
-
-    @property
-    def start(self) -> int:
-        return self.layers[0]
-
-    @property
-    def first_pos(self) -> int:
-        """The earliest position the patch changes: later positions only, in a causal model."""
-        return 0 if self.pos is None else self.pos
 
 
 def _choices(given: Iterable[int] | None, n: int, what: str) -> list[int]:

@@ -34,15 +34,18 @@ layer-1 (induction / retrieval) heads have the largest CIE, but the FV does not 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from interp import interventions as I
 from interp import metrics as M
 from interp.metrics import Metric
 from interp.model import Model, Tokens
+from interp.tokens import TokenBatch
 from interp.steering import SteeringVector, site_for
 from interp.steering.pairs import site_activations
 from interp.tasks import BOS
@@ -59,9 +62,8 @@ def mean_head_z(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
     """Mean over prompts of every head's ``z`` at position ``pos`` (negative: from each
     prompt's end, so -1 is each prompt's last token): ``[n_layers, n_heads, d_head]``."""
     model.require_attention("function vectors")
-    batch = model.tokenize(tokens)
-    return torch.stack([site_activations(model, batch, model.site("z", l), pos).mean(0)
-                        for l in range(model.cfg.n_layers)])
+    acts = site_activations(model, tokens, model.sites("z"), pos)            # one forward, every layer
+    return torch.stack([acts[name].mean(0) for name in model.sites("z")])
 
 
 def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,7 @@ def _prompt_metric(answers, metric: Metric | None, n: int, pos: int) -> Metric:
 @torch.no_grad()
 def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers: torch.Tensor | None = None, *,
                           metric: Metric | None = None, pos: int = -1, batch_tokens: int = 16384,
-                          progress: bool = True) -> pd.DataFrame:
+                          engine: str = "auto", progress: bool = True) -> pd.DataFrame:
     """Causal indirect effect of every head (Todd et al.), many heads per forward.
 
     clean: few-shot prompts (any lengths) whose mean head outputs (at each prompt's ``pos``)
@@ -100,8 +102,10 @@ def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers:
     effect is the rise of ``metric`` (a :class:`~interp.metrics.Metric`, e.g. the probability
     of a token set) or of the probability of ``answers`` (``[m]``, the correct token of each
     corrupt prompt) at ``pos``, when the head's output at each corrupt prompt's ``pos`` is
-    replaced by its clean mean.  Heads are batched along the batch dimension
-    (:func:`interp.interventions.run_batched`).
+    replaced by its clean mean.  engine "auto": at the last token (``pos=-1``) on a model
+    :mod:`interp.recompute` reproduces, only what lies downstream of each head is recomputed;
+    otherwise ("hooks") heads are batched along the batch dimension
+    (:func:`interp.interventions.run_batched`).  Both give the same numbers.
 
     Returns one row per head: ``layer, head, p_corrupt`` (metric without patching),
     ``p_patched`` and ``cie = p_patched - p_corrupt``, sorted by ``cie`` descending.
@@ -114,8 +118,6 @@ def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers:
         raise ValueError(f"position {pos} is outside the shortest prompt")
     score = _prompt_metric(answers, metric, len(corrupt_b), pos)
     z_mean = mean_head_z(model, clean_b, pos)                                   # [L, H, d_head]
-    base = float(score.check(len(corrupt_b), corrupt_b.tokens.shape[1], model.cfg.d_vocab)
-                 .resolve(corrupt_b.tokens.shape[1], corrupt_b.lengths)(model(corrupt_b)))
     heads = model.heads()
     B, H = len(corrupt_b), model.cfg.n_heads
 
@@ -130,12 +132,52 @@ def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers:
             at = (corrupt_b.lengths + pos).repeat(len(cells)) if pos < 0 else torch.full((len(cells) * B,), pos)
             out.append(I.set_to(model.site("z", layer), z_mean[layer], positions=at, heads=mask))
         return out
-    values = I.run_batched(model, corrupt_b, len(heads), edits, score, batch_tokens=batch_tokens,
-                           progress=progress, desc="head indirect effects")
+    from interp import recompute
+
+    if engine not in ("auto", "hooks"):
+        raise ValueError(f"engine must be 'auto' or 'hooks', got {engine!r}")
+    if engine == "auto" and pos == -1 and recompute.supports(model):   # only downstream of each head, at the last token
+        values, base = _effects_downstream(model, corrupt_b, z_mean, score, heads, batch_tokens)
+    else:
+        base = float(score.check(len(corrupt_b), corrupt_b.tokens.shape[1], model.cfg.d_vocab)
+                     .resolve(corrupt_b.tokens.shape[1], corrupt_b.lengths)(model(corrupt_b)))
+        values = I.run_batched(model, corrupt_b, len(heads), edits, score, batch_tokens=batch_tokens,
+                               progress=progress, desc="head indirect effects", last_token_only=pos == -1)
     frame = pd.DataFrame({"layer": [l for l, _ in heads], "head": [h for _, h in heads], "p_corrupt": base,
                           "p_patched": values.double().numpy()})
     frame["cie"] = frame["p_patched"] - base
     return frame.sort_values("cie", ascending=False, ignore_index=True)
+
+
+def _effects_downstream(model: Model, corrupt: TokenBatch, z_mean: torch.Tensor, score: Metric,
+                        heads: list[tuple[int, int]], batch_tokens: int) -> tuple[torch.Tensor, float]:
+    """The metric with each head's output at each prompt's last token set to its clean mean,
+    through :class:`interp.recompute.FastEngine` (per length group; batch means combined),
+    and the metric of the unpatched corrupt run."""
+    from interp import recompute
+    from interp import sites as S
+
+    engine = recompute.FastEngine(model)
+    site = recompute.Site("z", S.kind("z").template, "head")
+    out = torch.zeros(len(heads), dtype=torch.float64)
+    base_value = 0.0
+    for group in corrupt.by_length():
+        rows = corrupt.select(group)
+        n = rows.tokens.shape[1]
+        with torch.no_grad():
+            base_logits, base = model.run_with_cache(rows.tokens, names=sorted(set(engine.base_names())))
+        source = {}
+        for layer in sorted({l for l, _ in heads}):
+            z = base[model.site("z", layer)].clone()
+            z[:, n - 1] = z_mean[layer].to(z.dtype)
+            source[model.site("z", layer)] = z
+        cells = [recompute.Cell((l,), pos=n - 1, head=h) for l, h in heads]
+        metric = score.rows(group).resolve(n)
+        base_value += float(metric.values(base_logits).double().sum())
+        vals = engine.run(site, cells, base=base, base_logits=base_logits, source=source, metric=metric,
+                          batch_tokens=batch_tokens, progress=False)
+        out += vals.double() * len(group)
+    return (out / len(corrupt)).float(), base_value / len(corrupt)
 
 
 def function_vector(model: Model, clean: Tokens, corrupt: Tokens | None = None,
@@ -182,16 +224,17 @@ def function_vector(model: Model, clean: Tokens, corrupt: Tokens | None = None,
 class FunctionPrompts:
     """Prompts of one task ("function").
 
-    clean ``[n, pos]``: prompts that demonstrate the task; corrupt ``[n, pos]``: the same
-    format with the demonstrations broken (shuffled labels); zero_shot ``[n, pos']``: prompts
-    without usable demonstrations, where the function vector is tested.  The task's answer
+    clean: prompts that demonstrate the task; corrupt: the same format with the
+    demonstrations broken (shuffled labels); zero_shot: prompts without usable
+    demonstrations, where the function vector is tested (tensors, or token batches whose rows
+    differ in length, e.g. :func:`interp.tasks.text.function_prompts`).  The task's answer
     is ``answers`` ``[n]`` (one token per row, shared by the three prompt sets) or, for a
     task whose answer is a set of tokens, ``targets``.  info: the task's ground truth.
     """
 
-    clean: torch.Tensor
-    corrupt: torch.Tensor
-    zero_shot: torch.Tensor
+    clean: Tokens
+    corrupt: Tokens
+    zero_shot: Tokens
     answers: torch.Tensor | None = None
     targets: list[int] | None = None
     info: dict = field(default_factory=dict)
@@ -264,3 +307,52 @@ def mode_task_prompts(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int =
     _, half_b = mode_halves(d_vocab)
     return FunctionPrompts(clean, scrambled(seed + 1), scrambled(seed + 2), targets=list(half_b),
                            info={"task": "continue in vocabulary half B"})
+
+
+# --- evaluation on held-out queries ------------------------------------------------------------
+
+def _accuracy(model: Model, prompts: Tokens, answers: torch.Tensor) -> float:
+    """Share of prompts whose arg-max next token (at each prompt's last token) is the answer."""
+    batch = model.tokenize(prompts)
+    with torch.no_grad():
+        logits = model(batch)
+    top = logits[torch.arange(len(batch)), batch.last.to(logits.device)].argmax(-1).cpu()
+    return float((top == torch.as_tensor(answers).cpu()).float().mean())
+
+
+def layer_sweep(model: Model, train: "FunctionPrompts", test: "FunctionPrompts", *, effects: pd.DataFrame | None = None,
+                layers=None, top_k: int = 10, coefs=(1.0, 2.0), seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Function vectors evaluated as Todd et al. do: built from ``train`` (the causal indirect
+    effects on its corrupt prompts, or ``effects``; the mean head outputs of its clean prompts)
+    and added at the last token of ``test``'s held-out zero-shot prompts, at each layer in
+    ``layers`` and coefficient in ``coefs``, against a random vector of equal norm; beside them
+    the zero-shot and few-shot accuracies of the same held-out queries.
+
+    Returns ``DataFrame[condition ("zero_shot" | "few_shot" | "fv" | "random"), layer, coef,
+    accuracy, n]``.  ``df.attrs``: ``heads`` (the top-k by CIE), ``best`` (the fv row of highest
+    accuracy, as a dict) and ``effects``.
+    """
+    if test.answers is None or train.answers is None and effects is None:
+        raise ValueError("layer_sweep needs prompts with one answer token each (function_prompts)")
+    if effects is None:
+        effects = head_indirect_effects(model, train.clean, train.corrupt, train.answers, progress=progress)
+    layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
+    n = len(model.tokenize(test.zero_shot))
+    rows = [{"condition": "zero_shot", "layer": None, "coef": 0.0, "accuracy": _accuracy(model, test.zero_shot,
+                                                                                         test.answers), "n": n},
+            {"condition": "few_shot", "layer": None, "coef": 0.0, "accuracy": _accuracy(model, test.clean, test.answers),
+             "n": n}]
+    built = function_vector(model, train.clean, effects=effects, top_k=top_k, layer=layers[0])
+    heads = built.meta["heads"]
+    for layer in tqdm(layers, desc="function vector layers", disable=not progress, leave=False):
+        fv = dataclasses.replace(built, site=site_for(model, layer))     # the same vector, added after `layer`
+        for kind, vec in (("fv", fv), ("random", fv.random_like(seed))):
+            for coef in coefs:
+                with vec.apply(model, coef=coef, start_pos=-1):
+                    rows.append({"condition": kind, "layer": layer, "coef": float(coef),
+                                 "accuracy": _accuracy(model, test.zero_shot, test.answers), "n": n})
+    df = pd.DataFrame(rows)
+    fv_rows = df[df.condition == "fv"]
+    df.attrs.update(heads=heads, effects=effects, best=fv_rows.loc[fv_rows["accuracy"].idxmax()].to_dict()
+                    if len(fv_rows) else None)
+    return df

@@ -291,7 +291,7 @@ def drop_heads(site: str, p: float, generator: torch.Generator | None = None) ->
 
 def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[int]], list[Intervention]],
                 metric, *, base_hooks: Sequence = (), batch_tokens: int = 16384, progress: bool = False,
-                desc: str = "edited runs") -> torch.Tensor:
+                desc: str = "edited runs", last_token_only: bool = False) -> torch.Tensor:
     """The metric (batch mean) of ``n_cells`` edited runs of the same prompts: ``[n_cells]``.
 
     A chunk of cells runs as one forward whose batch repeats the prompts once per cell
@@ -301,12 +301,18 @@ def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[in
     Positions after the last one the metric reads are cut (a causal model cannot use them)
     and only the read positions are unembedded.  metric: a
     :class:`interp.metrics.Metric` for the B prompts (negative positions = each row's end).
+
+    last_token_only: the edits touch only each prompt's last token and the metric reads only
+    it; then, on a model with a key-value cache, each prompt's prefix runs once and a cell
+    costs one token per prompt (:func:`_run_last_token`).
     """
     from tqdm.auto import tqdm
 
     batch = model.tokenize(tokens)
     B, P = batch.tokens.shape
     metric = metric.check(B, P, model.cfg.d_vocab).resolve(P, batch.lengths)
+    if last_token_only and model.supports_cache:
+        return _run_last_token(model, batch, n_cells, edits, metric, base_hooks, batch_tokens, progress, desc)
     reads = metric.read_positions(P)
     keep = max(reads) + 1 if model.cfg.causal else P
     ids = batch.tokens[:, :keep]
@@ -330,3 +336,45 @@ def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[in
             bar.update(n)
     bar.close()
     return out
+
+
+def _run_last_token(model: Model, batch: TokenBatch, n_cells: int, edits, metric, base_hooks, batch_tokens: int,
+                    progress: bool, desc: str) -> torch.Tensor:
+    """:func:`run_batched` for edits at each prompt's last token: per length group, the
+    prefixes fill a key-value cache once; each chunk of cells replicates it (cell-major) and
+    runs the last token only.  Edits see the caller's row numbering (``cell * B + prompt``)."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    B = len(batch)
+    if not all(int(p) == int(n) - 1 for p, n in zip(metric.pos[:, 0].expand(B), batch.lengths)) or \
+            metric.pos.shape[1] != 1:
+        raise ValueError("last_token_only needs a metric that reads each prompt's last token only")
+    if int(batch.lengths.min()) < 2:
+        raise ValueError("last_token_only needs prompts of at least 2 tokens")
+    out = torch.zeros(n_cells, dtype=torch.float64)
+    per_chunk = max(1, int(batch_tokens) // max(1, B))
+    bar = tqdm(total=n_cells * len(batch.by_length()), desc=desc, disable=not progress, leave=False,
+               mininterval=1.0)
+    with torch.no_grad():
+        for group in batch.by_length():
+            length = int(batch.lengths[group[0]])
+            ids = batch.tokens[group.to(batch.tokens.device), :length]
+            prefix_logits, prefix = model.step(ids[:, :-1], None, list(base_hooks))
+            del prefix_logits
+            sub = metric.rows(group)
+            for start in range(0, n_cells, per_chunk):
+                cells = list(range(start, min(n_cells, start + per_chunk)))
+                n = len(cells)
+                cache = copy.deepcopy(prefix)
+                cache.batch_select_indices(torch.arange(len(group)).repeat(n).to(ids.device))
+                rows = torch.tensor([i * B + int(b) for i in range(n) for b in group])
+                hooks = list(base_hooks) + hook_fns(model, edits(cells))
+                with model.running(rows=rows):
+                    logits, _ = model.step(ids[:, -1:].repeat(n, 1), cache, hooks)
+                vals = sub.values(logits.view(n, len(group), 1, -1), positions=[length - 1])   # [n, rows]
+                out[start:start + n] += vals.double().sum(-1).cpu()
+                bar.update(n)
+    bar.close()
+    return (out / B).float()

@@ -426,12 +426,13 @@ class Model:
         return self._run(tokens, list(self._stack) + self._resolve(fwd_hooks))
 
     def run_with_cache(self, tokens: Tokens, names: Names = None, *, detach: bool = True,
-                       fwd_hooks: Hooks = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                       fwd_hooks: Hooks = (), logits: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Logits and a dict site -> activation (``[batch, pos, ...]``) for the chosen sites.
 
         ``names``: a list of sites, a filter function, or None for all.  Cached values are
         the activations after any active hooks.  ``detach=False`` keeps them in the graph
-        (for gradients).
+        (for gradients).  ``logits=False``: the caller needs only the cache, so the
+        unembedding is skipped where the model lets it be (the logits returned are None).
         """
         if names is None:
             chosen = list(self._names)
@@ -449,8 +450,11 @@ class Model:
                 cache[name] = x.detach() if detach else x
             return store
 
-        logits = self.run_with_hooks(tokens, list(fwd_hooks) + [(n, storer(n)) for n in chosen])
-        return logits, cache
+        skip = []
+        if not logits and "unembed_in" in self.site_kinds() and self.site("unembed_in") not in chosen:
+            skip = [(self.site("unembed_in"), lambda x, hook: x[:, :1])]   # one position instead of [pos, d_vocab]
+        out = self.run_with_hooks(tokens, list(fwd_hooks) + [(n, storer(n)) for n in chosen] + skip)
+        return (out if logits else None), cache
 
     def step(self, tokens: torch.Tensor, cache, hooks: Hooks = ()) -> tuple[torch.Tensor, object]:
         """One cached forward: logits of ``tokens`` ``[batch, new]`` following the positions

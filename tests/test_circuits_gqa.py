@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_act_patch_direct_path
 
-from circuits import attribution, calibration, corrupt, edges, engine_fast, metrics, path_patching, patching, plots
+from circuits import attribution, calibration, corrupt, edges, metrics, path_patching, patching, plots
+from interp import recompute as engine_fast
 from circuits.graph import MIB_BUDGETS
 from interp import heads
 from interp.gradients import site_gradients

@@ -66,3 +66,35 @@ def sweep_curves(df: pd.DataFrame, value: str = "behaviour", *, damage: bool = T
         fig.update_yaxes(title_text=panel, row=1, col=col)
     fig.update_layout(title=title or f"steering sweep: {' and '.join(panels)} (dashed: random vector of equal norm)")
     return fig
+
+
+def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None = None) -> go.Figure:
+    """Behaviour against damage, one curve per layer (points = coefficients, solid = steering
+    vector, dashed = the random control), the unsteered model and the prompting baseline as
+    single markers (a :func:`interp.steering.sweep` frame)."""
+    _check(df, "behaviour")
+    if damage not in df.columns:
+        raise ValueError(f"the sweep frame has no {damage!r} column")
+    fig = go.Figure()
+    colours = qualitative.Plotly
+    vec = df[df["vector"].isin(KINDS)]
+    for i, (layer, part) in enumerate(vec.groupby("layer", sort=True)):
+        for kind in KINDS:
+            rows = part[part["vector"] == kind].sort_values("coef")
+            if rows.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=rows[damage], y=rows["behaviour"], mode="lines+markers", name=f"layer {layer:g} {kind}",
+                line={"color": colours[i % len(colours)], "dash": "solid" if kind == "steer" else "dash"},
+                text=[f"coef {c:g}" for c in rows["coef"]],
+                hovertemplate=f"layer {layer:g} ({kind}), %{{text}}<br>{damage} %{{x:.3f}}<br>"
+                              "behaviour %{y:.3f}<extra></extra>"))
+    for kind, symbol, label in (("none", "circle", "unsteered"), ("prompt", "star", "prompting baseline")):
+        rows = df[df["vector"] == kind]
+        if not rows.empty:
+            fig.add_trace(go.Scatter(x=rows[damage], y=rows["behaviour"], mode="markers", name=label,
+                                     marker=dict(size=14, symbol=symbol, color="black")))
+    fig.update_layout(title=title or f"steering: behaviour ({df.attrs.get('metric', '')}) against {damage}",
+                      xaxis_title=f"{damage} (KL from the unsteered model on neutral text, nats)"
+                      if damage == "damage" else damage, yaxis_title="behaviour", height=450)
+    return fig

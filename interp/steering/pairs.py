@@ -38,15 +38,22 @@ over each prompt's tokens)."""
 
 
 @torch.no_grad()
-def site_activations(model: Model, tokens: Tokens, site: str, pos: AnswerPos | None = -1,
-                     skip_bos: bool = True) -> torch.Tensor:
+def site_activations(model: Model, tokens: Tokens, site: str | list[str], pos: AnswerPos | None = -1,
+                     skip_bos: bool = True):
     """Activation of ``site`` per prompt, float32: at ``pos`` (an int; negative counts from each
     row's end) ``[n, *trailing]``, the mean over each row's real tokens (``"mean"``, BOS skipped
     when ``skip_bos`` and the model prepends one) ``[n, *trailing]``, or every position
-    (``pos=None``) ``[n, pos, *trailing]`` (padded rows hold the run's padding values)."""
+    (``pos=None``) ``[n, pos, *trailing]`` (padded rows hold the run's padding values).  With a
+    list of sites, one forward and a dict site -> activation."""
     batch = model.tokenize(tokens)
-    _, cache = model.run_with_cache(batch, names=[site])
-    act = cache[site].float()
+    names = [site] if isinstance(site, str) else list(site)
+    _, cache = model.run_with_cache(batch, names=names, logits=False)
+    out = {n: read_at(model, batch, cache[n].float(), pos, skip_bos) for n in names}
+    return out[site] if isinstance(site, str) else out
+
+
+def read_at(model: Model, batch: TokenBatch, act: torch.Tensor, pos: AnswerPos | None, skip_bos: bool = True):
+    """An activation ``[n, pos, ...]`` of ``batch`` read at each row's ``pos`` (see :func:`site_activations`)."""
     if pos is None:
         return act
     lengths = batch.lengths.to(act.device)

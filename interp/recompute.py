@@ -1,4 +1,7 @@
-"""Exact patching that recomputes only what lies downstream of each patch, for native and
+"""Exact recomputation downstream of edits: the cells of a patching sweep, the intervention
+that patches a chunk of them, and the fast engine that recomputes only what lies downstream
+of each patch (native and Hugging Face transformers).
+
 Hugging Face transformers (GPT-2; Llama-family: rotary, RMSNorm, gated MLP, grouped-query
 attention, no biases; Gemma-style norms and soft-capping).
 
@@ -22,6 +25,8 @@ modules), so the arithmetic is the model's.  Whether it reproduces a model is ch
 empirically once per model (an unpatched recomputation of a probe must equal the model's
 logits); models that fail, or that have features it does not implement (parallel
 attention, ALiBi, per-layer caches), use :mod:`circuits.engine_hooks`.
+
+
 """
 
 from __future__ import annotations
@@ -33,10 +38,103 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from circuits.sites import Cell, Site, intervention, reaches
+from interp import interventions as I
 from interp.metrics import Metric
 from interp.model import RunContext
 from interp.weights import raw
+
+
+@dataclass(frozen=True)
+class Site:
+    """A site resolved for one model: short ``name``, hook ``template`` (``{l}`` = layer) and layout."""
+
+    name: str
+    template: str
+    layout: str
+    #: resid_mid on a TransformerBridge, whose hook_resid_mid only feeds the MLP: patched as the
+    #: MLP's input (ln2.hook_in) plus the same change carried along the skip connection
+    via_mlp_in: bool = False
+
+    def hook(self, layer: int) -> str:
+        return self.template.format(l=layer)
+
+    @property
+    def has_heads(self) -> bool:
+        return self.layout in ("head", "pattern")
+
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patch: ``layers`` (a window), and the pos / head / src_pos it touches (None = all)."""
+
+    layers: tuple[int, ...]
+    pos: int | None = None
+    head: int | None = None
+    src_pos: int | None = None
+
+    @property
+    def start(self) -> int:
+        return self.layers[0]
+
+    @property
+    def first_pos(self) -> int:
+        """The earliest position the patch changes: later positions only, in a causal model."""
+        return 0 if self.pos is None else self.pos
+
+
+def intervention(site: Site, layer: int, chunk: Sequence[Cell], source: "torch.Tensor", batch: int,
+                 n_heads: int) -> "I.Intervention | None":
+    """The :class:`interp.interventions.Intervention` that patches ``chunk``'s cells in ``layer``
+    from ``source`` (``[batch, pos, ...]``, the source run's activation), for cell-major rows
+    (rows ``i*batch .. (i+1)*batch`` belong to cell ``i``); None if no cell touches the layer."""
+    touching = [i for i, c in enumerate(chunk) if layer in c.layers]
+    if not touching:
+        return None
+    n, pos_len = len(chunk), source.shape[2 if site.layout == "pattern" else 1]
+    pos = torch.zeros(n * batch, pos_len, dtype=torch.bool)
+    heads = torch.zeros(n * batch, n_heads, dtype=torch.bool) if site.has_heads else None
+    src = torch.zeros(n * batch, source.shape[-1], dtype=torch.bool) if site.layout == "pattern" else None
+    for i in touching:
+        c, rows = chunk[i], slice(i * batch, (i + 1) * batch)
+        pos[rows, slice(None) if c.pos is None else c.pos] = True
+        if heads is not None:
+            heads[rows, slice(None) if c.head is None else c.head] = True
+        if src is not None:
+            src[rows, slice(None) if c.src_pos is None else c.src_pos] = True
+    return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
+
+
+def entries(act: "torch.Tensor", layout: str, cell: Cell) -> "torch.Tensor":
+    """The part of a ``[batch, ...]`` activation that ``cell`` patches."""
+    every = slice(None)
+    pos = every if cell.pos is None else cell.pos
+    head = every if cell.head is None else cell.head
+    if layout == "vector":
+        return act[:, pos]
+    if layout == "head":
+        return act[:, pos, head]
+    return act[:, head, pos, every if cell.src_pos is None else cell.src_pos]
+
+
+#: transformer sites whose patch at a position changes only that position of the block output
+LOCAL = ("q", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
+
+
+def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
+    """Whether patching ``cell`` can change the logits at positions ``reads`` (causal models).
+
+    Cells that cannot are given the unpatched value exactly instead of a recomputation that
+    differs from it by rounding."""
+    if not model.cfg.causal:
+        return True
+    if cell.first_pos > max(reads):
+        return False
+    if (model.cfg.family == "transformer" and site.name in LOCAL and cell.pos is not None
+            and cell.layers == (model.cfg.n_layers - 1,)):
+        return cell.pos in set(reads)
+    return True
+
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
 STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
@@ -147,6 +245,7 @@ class FastEngine:
         self.layers, self.rotary, self.ln_final, self.unembed, self.final_cap = _layers(model)
         self.n_layers = model.cfg.n_layers
         self._cos_sin: dict = {}
+        self._early_kv: dict = {}
         if check:
             self._check()
 
@@ -186,6 +285,7 @@ class FastEngine:
                 x, rows = self._block(layer, "resid_pre", x, rows, base, lambda t: t, lambda s, l, a, r: a, 0,
                                       rows, last=False)
             got = self._logits(x, None)
+        self._early_kv.clear()
         if got.shape != logits.shape or (got - logits).abs().max() > 1e-3 * (1 + logits.abs().max()):
             raise Unsupported("the engine's recomputation differs from the model's own forward")
 
@@ -209,6 +309,7 @@ class FastEngine:
         the source run's activation."""
         if site.name not in ENTRY:
             raise ValueError(f"the fast engine patches {sorted(ENTRY)}, not {site.name!r}")
+        self._early_kv.clear()
         batch, seq_len = base_logits.shape[:2]
         reads = torch.tensor(metric.read_positions(seq_len))
         cols = metric.vocab_needed()        # logit metrics read a few vocabulary columns: unembed only those
@@ -278,6 +379,53 @@ class FastEngine:
         vals = metric.values(logits.view(n, batch, len(reads), -1), positions=reads.tolist(), vocab=cols)
         return vals.mean(-1).float().cpu()
 
+    def _early(self, layer: int, base: dict, p_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base run's keys (rotated at their own positions) and values of positions
+        ``< p_min``, ``[B, p_min, H_kv, d_head]``: shared by every cell of a chunk, never copied."""
+        m = self.model
+        key = (layer, id(base))
+        if key not in self._early_kv:
+            k = base[m.site("k", layer)]
+            if self.rotary is not None:
+                k = _rotate(k, *self._rope(torch.arange(k.shape[1]), k))
+            self._early_kv[key] = (k, base[m.site("v", layer)])
+        k, v = self._early_kv[key]
+        return k[:, :p_min], v[:, :p_min]
+
+    def _attend(self, P: Layer, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor,
+                p_min: int, base: dict, patch) -> torch.Tensor:
+        """Attention of queries ``q [N, T, H, dh]`` (N = cells x batch, cell-major) over the
+        base run's earlier keys (shared, broadcast over cells) and the recomputed ones ``k / v
+        [N, T', H_kv, dh]`` (positions ``p_min..``); grouped-query heads without copying keys."""
+        N, T, H, dh = q.shape
+        K = P.n_kv
+        g = H // K
+        qg = q.view(N, T, K, g, dh)
+        parts = [torch.einsum("ntkgd,nskd->nkgts", qg, k)]                       # [N, K, g, T, T']
+        k_e = v_e = None
+        if p_min > 0:
+            k_e, v_e = self._early(layer, base, p_min)                          # [B, S, K, dh]
+            B = k_e.shape[0]
+            early = torch.einsum("cbtkgd,bskd->cbkgts", qg.view(N // B, B, T, K, g, dh), k_e)
+            parts.insert(0, early.reshape(N, K, g, T, p_min))
+        scores = torch.cat(parts, dim=-1).reshape(N, H, T, -1) * P.scale
+        if P.softcap:
+            scores = torch.tanh(scores / P.softcap) * P.softcap
+        keys = torch.arange(scores.shape[-1])
+        mask = keys[None, :] > rows[:, None]                                  # [rows, keys]: causal
+        if P.window:
+            mask |= keys[None, :] <= rows[:, None] - P.window
+        mask = mask.to(scores.device)
+        pattern = F.softmax(scores.float().masked_fill(mask, float("-inf")), dim=-1).to(q.dtype)
+        pattern = patch("pattern", layer, pattern.masked_fill(mask, 0.0), rows)
+        pg = pattern.view(N, K, g, T, -1)
+        z = torch.einsum("nkgts,nskd->ntkgd", pg[..., p_min:], v)
+        if p_min > 0:
+            B = v_e.shape[0]
+            z = z + torch.einsum("cbkgts,bskd->cbtkgd", pg[..., :p_min].reshape(N // B, B, K, g, T, p_min),
+                                 v_e).reshape(N, T, K, g, dh)
+        return z.reshape(N, T, H, dh)
+
     def _block(self, layer: int, stage: str, x, rows: torch.Tensor, base: dict, rep, patch, p_min: int,
                reads: torch.Tensor, *, last: bool):
         """Block ``layer`` entered at ``stage`` (earlier stages come from the base run); returns the
@@ -303,35 +451,14 @@ class FastEngine:
                     x = cached("resid_pre", rows)
                     q, k, v = (cached(c, rows) for c in "qkv")
                 q, k, v = (patch(c, layer, t, rows) for c, t in zip("qkv", (q, k, v)))
-                if p_min > 0:                                    # keys / values of earlier positions
-                    early = torch.arange(p_min)
-                    k_early, v_early = cached("k", early), cached("v", early)
-                    if self.rotary is not None:
-                        k_early = _rotate(k_early, *self._rope(early, k_early))
                 if self.rotary is not None:
                     k = _rotate(k, *self._rope(rows, k))
-                if p_min > 0:
-                    k = torch.cat([k_early, k], dim=1)
-                    v = torch.cat([v_early, v], dim=1)
                 if len(keep) < len(rows):
                     sel = keep - int(rows[0])
                     q, x, rows = q[:, sel], x[:, sel], keep
                 if self.rotary is not None:
                     q = _rotate(q, *self._rope(rows, q))
-                group = P.n_heads // P.n_kv
-                if group > 1:
-                    k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
-                scores = torch.einsum("nqhd,nkhd->nhqk", q, k) * P.scale
-                if P.softcap:
-                    scores = torch.tanh(scores / P.softcap) * P.softcap
-                keys = torch.arange(k.shape[1])
-                mask = keys[None, :] > rows[:, None]                                  # [rows, keys]: causal
-                if P.window:
-                    mask |= keys[None, :] <= rows[:, None] - P.window
-                mask = mask.to(scores.device)
-                pattern = F.softmax(scores.float().masked_fill(mask, float("-inf")), dim=-1).to(q.dtype)
-                pattern = patch("pattern", layer, pattern.masked_fill(mask, 0.0), rows)
-                z = torch.einsum("nhqk,nkhd->nqhd", pattern, v)
+                z = self._attend(P, layer, q, k, v, rows, p_min, base, patch)
             else:
                 rows = keep
                 x, z = cached("resid_pre", rows), cached("z", rows)
