@@ -59,7 +59,8 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except INPUT_ERRORS as e:
-            msg = " ".join(str(e).strip().strip("'\"").split()) or type(e).__name__
+            text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)   # KeyError quotes its text
+            msg = " ".join(text.split()) or type(e).__name__
             typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
     return wrapper
@@ -282,7 +283,7 @@ def steer_command(model: str = model_arg(),
 @friendly
 def patch_command(model: str = model_arg(),
                   clean: list[str] = typer.Option(..., "--clean", metavar="TEXT", help="Clean prompt (repeat for a "
-                                                  "batch), e.g. 'w1 w2 w3' for a zoo model or English for a real one."),
+                                                  "batch), e.g. 't1 t2 t3' for induction-2l or English for a real one."),
                   corrupt: list[str] = typer.Option(..., "--corrupt", metavar="TEXT", help="Corrupt prompt aligned "
                                                     "with each clean one (same token count)."),
                   site: str = typer.Option("z", "--site", metavar="SITE", help="resid_pre, resid_mid, resid_post, "
@@ -356,6 +357,73 @@ def patch_command(model: str = model_arg(),
     typer.echo(strongest.round(4).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(df)} rows to {out}")
+
+
+@command("lens")
+@friendly
+def lens_command(model: str = model_arg(),
+                 prompt: str = typer.Option(..., "--prompt", metavar="TEXT", help="The prompt to read (English for a "
+                                            "real model, e.g. 't1 t2 t3' for induction-2l)."),
+                 target: str = typer.Option(None, "--target", metavar="TOKEN", help="Token whose probability and rank "
+                                            "are followed through the layers, and whose logit is attributed (default: "
+                                            "the model's prediction)."),
+                 contrast: str = typer.Option(None, "--contrast", metavar="TOKEN", help="Second token: attribute the "
+                                              "logit difference target - contrast."),
+                 stage: str = typer.Option("post", "--stage", metavar="STAGE", help="Residual read per layer: pre, mid "
+                                           "or post."),
+                 norm: str = typer.Option("recomputed", "--norm", metavar="NORM", help="Final norm statistics: "
+                                          "recomputed from each layer's residual, or frozen at the last layer's."),
+                 tuned: bool = typer.Option(False, "--tuned", help="Read through the tuned lens saved for this model "
+                                            "(trained on text the model writes itself and saved if there is none)."),
+                 layer: int = typer.Option(None, "--layer", metavar="L", help="Show every position at this reading "
+                                           "instead of every reading at the last position."),
+                 top: int = typer.Option(10, "--top", metavar="N", help="Components shown by direct logit attribution."),
+                 out: Path = typer.Option(None, "--out", metavar="FILE", help="Write the lens (every layer x position, "
+                                          "top 5 tokens) to this CSV."),
+                 allow_unsafe_pickle: bool = pickle_opt()) -> None:
+    """Logit lens (or tuned lens) of one prompt: what each layer predicts at the last position,
+    the target's probability and rank by layer, and the components writing its logit."""
+    from interp import lens as L
+
+    check_positive(top, "--top")
+    if out is not None and out.suffix != ".csv":
+        raise ValueError(f"--out must end in .csv, got {out.name}")
+    if not prompt.strip():
+        raise ValueError("--prompt is empty: type some text")
+    m = load_model(model, allow_unsafe_pickle)
+    batch = m.tokenize(prompt)
+    if target is None:
+        target = int(m(batch.tokens)[0, -1].argmax())
+    t = m.token_id(target)
+    c = m.token_id(contrast) if contrast is not None else None
+    tuned_lens = L.tuned_lens_for(m, train=True) if tuned else None
+    frame = L.logit_lens(m, batch, target=t, stage=stage, norm=norm, k=5, lens=tuned_lens)
+    if out is not None:
+        frame.to_csv(out, index=False)
+    if layer is None:
+        rows, where = frame[(frame["pos"] == frame["pos"].max()) & (frame["rank_k"] == 1)], "last position"
+    else:
+        picked = L.logit_lens(m, batch, target=t, stage=stage, norm=norm, k=1, lens=tuned_lens, layers=[layer])
+        rows, where = picked, f"reading {int(picked['layer'].iloc[0])}"
+    cols = ["layer", "pos", "input", "token", "prob", "target_prob", "target_rank"] if layer is not None else \
+        ["layer", "token", "prob", "target_prob", "target_rank"]
+    table = rows[cols].assign(token=rows["token"].map(repr)).rename(
+        columns={"token": "top token", "prob": "p(top)", "target_prob": "p(target)", "target_rank": "target rank"})
+    if "input" in table:
+        table["input"] = table["input"].map(repr)
+    kind = "tuned lens" if tuned_lens is not None else f"logit lens ({norm} norm)"
+    typer.echo(f"{m.name}: {kind}, {frame.attrs['stage']} residual, {int(batch.lengths[0])} tokens; "
+               f"target {frame.attrs['target']!r}, {where}")
+    typer.echo(table.round(4).to_string(index=False))
+    pieces = L.dla(m, batch, t, c)
+    a = pieces.attrs
+    what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if c is not None else "")
+    typer.echo(f"direct logit attribution to {what}: logit {a['logit']:.4f} = sum of {len(pieces)} pieces "
+               f"({a['total']:.4f}); strongest {top}:")
+    strongest = pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(top)
+    typer.echo(strongest[["component", "value"]].round(4).to_string(index=False))
+    if out is not None:
+        typer.echo(f"wrote {len(frame)} rows to {out}")
 
 
 def main() -> None:

@@ -277,7 +277,12 @@ class Model:
         else:
             ids = self.encode(str(token), prepend_bos=False)
             if len(ids) != 1:
-                raise ValueError(f"{token!r} is {len(ids)} tokens, not one: {self.to_str_tokens(torch.tensor(ids))}")
+                hint = ""
+                if not self.word_level and not str(token).startswith(" ") \
+                        and len(self.encode(" " + str(token), prepend_bos=False)) == 1:
+                    hint = f"; {' ' + str(token)!r}, with a leading space, is one token"
+                raise ValueError(f"{token!r} is {len(ids)} tokens, not one: "
+                                 f"{self.to_str_tokens(torch.tensor(ids))}{hint}")
             tid = ids[0]
         if not 0 <= tid < self.cfg.d_vocab:
             raise ValueError(f"token id {tid} is outside the vocabulary [0, {self.cfg.d_vocab})")
@@ -481,9 +486,12 @@ class Model:
         return out.tokens.to(self.device) if isinstance(tokens, torch.Tensor) else out
 
     def intervene(self, interventions) -> contextlib.AbstractContextManager:
-        """Keeps :class:`interp.interventions.Intervention` edits active inside the ``with`` block."""
+        """Keeps :class:`interp.interventions.Intervention` edits (one, or a sequence) active inside
+        the ``with`` block."""
         from interp import interventions as I
 
+        if isinstance(interventions, I.Intervention):
+            interventions = [interventions]
         return I.apply(self, list(interventions))
 
     # --- weights ----------------------------------------------------------------------

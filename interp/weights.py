@@ -191,15 +191,105 @@ def fold(w: Weights) -> Weights:
     return replace(w, **new, folded=True)
 
 
-def readout(model) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """``(final norm module, W_U [d_model, d_vocab], b_U [d_vocab])`` of any family: what
-    turns the last residual stream into logits (``logits = norm(x) @ W_U + b_U``)."""
+@dataclass
+class Readout:
+    """What turns the last residual stream into logits, ``logits = norm(x) @ W_U + b_U`` (then
+    the final soft-cap, if the model has one): the model's own final norm ``module``, the
+    unembedding ``W_U [d_model, d_vocab]`` / ``b_U [d_vocab]``, and the norm as an affine map
+    (``centers`` for LayerNorm, ``gain`` / ``bias`` ``[d_model]``, ``eps``) so its scale can be
+    frozen (``affine`` is False for a norm of an unknown kind: only the recomputed form then)."""
+
+    module: nn.Module
+    W_U: torch.Tensor
+    b_U: torch.Tensor
+    centers: bool
+    gain: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+    softcap: float | None = None
+    affine: bool = True
+
+    def cap(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., d_vocab]`` from residuals ``x [..., d_model]``, the norm's statistics
+        recomputed from ``x`` (the model's own final norm module)."""
+        return self.cap(self.module(x.to(_dtype(self.module))).float() @ self.W_U + self.b_U)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm's scale ``[..., 1]`` on ``x`` (1 / std or 1 / rms)."""
+        x = x.float()
+        if self.centers:
+            x = x - x.mean(-1, keepdim=True)
+        return (x.pow(2).mean(-1, keepdim=True) + self.eps).rsqrt()
+
+    def normed(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The norm with a given (frozen) ``scale`` ``[..., 1]``: linear in ``x`` up to the bias."""
+        if not self.affine:
+            raise ValueError("this model's final norm is of a kind whose scale cannot be frozen; "
+                             "use the recomputed norm")
+        x = x.float()
+        if self.centers:
+            x = x - x.mean(-1, keepdim=True)
+        y = x * scale
+        if self.gain is not None:
+            y = y * self.gain
+        return y + self.bias if self.bias is not None else y
+
+    def logits_frozen(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Logits with the norm's scale frozen at ``scale`` (e.g. the final layer's)."""
+        return self.cap(self.normed(x, scale) @ self.W_U + self.b_U)
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    p = next(module.parameters(), None)
+    return p.dtype if p is not None else torch.float32
+
+
+def _affine(module: nn.Module) -> tuple[bool, torch.Tensor | None, torch.Tensor | None, float, bool]:
+    """(centers, gain, bias, eps, known) of a final norm module."""
+    name = type(module).__name__
+    weight = getattr(module, "weight", None)
+    gain = weight.detach().float() if isinstance(weight, torch.Tensor) else None
+    if isinstance(module, nn.LayerNorm):
+        b = module.bias.detach().float() if module.bias is not None else None
+        return True, gain, b, float(module.eps), True
+    eps = getattr(module, "variance_epsilon", None)
+    if eps is None:
+        eps = getattr(module, "eps", None)
+    if "RMSNorm" in name or isinstance(module, nn.RMSNorm):
+        if eps is None:
+            eps = torch.finfo(torch.float32).eps
+        if gain is not None and "Gemma" in name:            # Gemma: the scale is 1 + w
+            gain = gain + 1.0
+        return False, gain, None, float(eps), True
+    return False, gain, None, float(eps or 1e-5), False
+
+
+def readout(model) -> Readout:
+    """The :class:`Readout` of any family (transformers, recurrent and state-space models)."""
     module = model.module
     if model.cfg.family in ("rnn", "ssm"):
-        unembed = module.unembed
-        return module.ln_final, unembed.weight.detach().float().T, unembed.bias.detach().float()
-    if model.cfg.family == "transformer" and hasattr(module, "ln_final") and hasattr(module, "W_U"):
+        norm, unembed = module.ln_final, module.unembed
+        W_U, b_U = unembed.weight.detach().float().T, unembed.bias.detach().float()
+        cap = None
+    elif model.cfg.family == "transformer" and hasattr(module, "ln_final") and hasattr(module, "W_U"):
+        norm = raw(module.ln_final)
+        W_U = module.W_U.detach().float()
         b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
-        return raw(module.ln_final), module.W_U.detach().float(), b_U
-    raise ValueError(f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
-                     "(custom modules: the lens needs them named)")
+        hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
+        cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
+    else:
+        raise ValueError(f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
+                         "(custom modules: the lens needs them named)")
+    centers, gain, bias, eps, known = _affine(norm)
+    out = Readout(norm, W_U, b_U, centers, gain, bias, eps, float(cap) if cap else None, known)
+    if known:   # check the affine form against the module on a probe
+        x = torch.randn(3, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).to(model.device)
+        with torch.no_grad():
+            want = norm(x.to(_dtype(norm))).float()
+            got = out.normed(x, out.scale(x))
+        if (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+            out.affine = False
+    return out

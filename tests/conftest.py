@@ -48,6 +48,10 @@ def build_hf_model(arch: str, folder: Path, *, n_ctx: int = 128, seed: int = 0):
                                           max_position_embeddings=n_ctx, bos_token_id=0, eos_token_id=0))
     else:
         raise ValueError(arch)
+    with torch.no_grad():   # norms with random gains and biases, as trained models have (not 1 and 0)
+        for name, param in hf.named_parameters():
+            if "ln" in name or "norm" in name:
+                param.copy_((1 + 0.3 * torch.randn_like(param)) if name.endswith("weight") else 0.1 * torch.randn_like(param))
     hf.eval()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder)

@@ -1,1 +1,18 @@
 """Plot functions: take the DataFrames the analyses return, give plotly figures."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+
+def require(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = "") -> None:
+    """Raises a ValueError naming the missing ``columns`` (and ``hint``: where such a frame
+    comes from) if ``frame`` lacks any of them or is empty."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} needs a frame with columns {list(columns)}; missing {missing}"
+                         + (f" ({hint})" if hint else ""))
+    if frame.empty:
+        raise ValueError(f"{what}: the frame is empty")

@@ -16,13 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} needs a frame with columns {list(columns)}; missing {missing}")
-    if frame.empty:
-        raise ValueError(f"{what}: the frame is empty")
+from interp.plots import require
 
 
 def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, *, title: str | None = None,
@@ -34,7 +28,7 @@ def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, 
     scores lie in [0, 1] share a 0-1 scale; signed scores (copying) use a diverging -1..1
     scale.  annotate: print values in the cells (default: for grids up to 16 x 16).
     """
-    _require(frame, ["layer", "head", "score"], "head_heatmap")
+    require(frame, ["layer", "head", "score"], "head_heatmap")
     frame = frame if "kind" in frame.columns else frame.assign(kind="score")
     present = list(dict.fromkeys(frame["kind"]))
     kinds = present if kinds is None else ([kinds] if isinstance(kinds, str) else list(kinds))
@@ -72,7 +66,7 @@ def composition_heatmap(frame: pd.DataFrame, kind: str = "K", *, title: str | No
 
     frame: :func:`interp.heads.composition_scores`.
     """
-    _require(frame, ["kind", "src_layer", "src_head", "dst_layer", "dst_head", "score"], "composition_heatmap")
+    require(frame, ["kind", "src_layer", "src_head", "dst_layer", "dst_head", "score"], "composition_heatmap")
     sub = frame[frame["kind"] == kind]
     if sub.empty:
         raise ValueError(f"composition kind {kind!r} is not in the frame; it has {sorted(set(frame['kind']))}")
@@ -97,7 +91,7 @@ def ablation_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
 
     frame: :func:`interp.ablation.ablation_effect`.
     """
-    _require(frame, ["condition", "value", "heads"], "ablation_bar")
+    require(frame, ["condition", "value", "heads"], "ablation_bar")
     metric = str(frame["metric"].iloc[0]) if "metric" in frame.columns else "value"
     clean = frame[frame["condition"] == "clean"]["value"]
     target = frame[frame["condition"] == "target"]
@@ -127,7 +121,7 @@ def loss_by_position_plot(frame: pd.DataFrame, *, title: str | None = None, labe
 
     frame: :func:`interp.heads.loss_by_position`.
     """
-    _require(frame, ["pos", "loss"], "loss_by_position_plot")
+    require(frame, ["pos", "loss"], "loss_by_position_plot")
     fig = go.Figure()
     if "sem" in frame.columns and frame["sem"].notna().any():
         upper, lower = frame["loss"] + frame["sem"], frame["loss"] - frame["sem"]
@@ -145,7 +139,7 @@ def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure
     """Share of the in-context gain removed per ablation: the induction heads against each
     random draw (dots), one group of bars per way of ablating (a frame from
     :func:`interp.heads.induction_ablation`)."""
-    _require(frame, ["how", "condition", "removed"], "induction_bar")
+    require(frame, ["how", "condition", "removed"], "induction_bar")
     parts = frame[frame["condition"] != "none"]
     hows = list(dict.fromkeys(parts["how"]))
     fig = go.Figure()
@@ -168,7 +162,7 @@ def sink_plot(share: pd.DataFrame, removal: pd.DataFrame | None = None, *, title
     """Attention mass on the first token by layer (a :func:`interp.heads.sink_share` frame) and,
     with ``removal`` (:func:`interp.heads.sink_removal`), the loss by position with and
     without the first token."""
-    _require(share, ["layer", "sink_share"], "sink_plot")
+    require(share, ["layer", "sink_share"], "sink_plot")
     cols = 2 if removal is not None else 1
     fig = make_subplots(rows=1, cols=cols, subplot_titles=["attention to the first token, by layer"] +
                         (["loss without the first token"] if removal is not None else []))
@@ -177,7 +171,7 @@ def sink_plot(share: pd.DataFrame, removal: pd.DataFrame | None = None, *, title
     fig.update_xaxes(title_text="layer", tickmode="linear", dtick=max(1, len(share) // 15), row=1, col=1)
     fig.update_yaxes(title_text="share of attention", range=[0, 1], row=1, col=1)
     if removal is not None:
-        _require(removal, ["pos", "with_first", "without_first"], "sink_plot")
+        require(removal, ["pos", "with_first", "without_first"], "sink_plot")
         for col, name in (("with_first", "with the first token"), ("without_first", "without it")):
             fig.add_trace(go.Scatter(x=removal["pos"], y=removal[col], mode="lines", name=name), row=1, col=2)
         fig.update_xaxes(title_text="position", row=1, col=2)

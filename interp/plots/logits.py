@@ -8,6 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.plots import require
+
 
 def next_token_bars(frames: Mapping[str, pd.DataFrame], *, title: str | None = None) -> go.Figure:
     """One horizontal bar panel per labelled distribution (e.g. "unsteered", "steered"),
@@ -15,9 +17,7 @@ def next_token_bars(frames: Mapping[str, pd.DataFrame], *, title: str | None = N
     if not frames:
         raise ValueError("no distributions to draw")
     for label, frame in frames.items():
-        missing = {"token", "prob"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"frame {label!r} lacks columns {sorted(missing)} (use interp.logits.next_token_probs)")
+        require(frame, ["token", "prob"], f"next_token_bars (frame {label!r})", "from interp.logits.next_token_probs")
     fig = make_subplots(rows=1, cols=len(frames), subplot_titles=list(frames), shared_xaxes=True,
                         horizontal_spacing=0.12)
     for i, (label, frame) in enumerate(frames.items(), start=1):

@@ -6,13 +6,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.plots import require
+
 
 def niah_heatmap(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Answer accuracy over needle depth (rows) x context length (columns), one panel per
     condition (a frame from :func:`interp.retrieval.niah_grid`)."""
-    missing = {"context_length", "depth", "condition", "accuracy"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"niah_heatmap needs a niah_grid frame; missing columns {sorted(missing)}")
+    require(frame, ["context_length", "depth", "condition", "accuracy"], "niah_heatmap",
+            "from interp.retrieval.niah_grid")
     conditions = list(dict.fromkeys(frame["condition"]))
     titles = {"none": "unmasked", "masked": "retrieval heads masked"}
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=[titles.get(c, c) for c in conditions])

@@ -12,17 +12,15 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from interp.plots import require
+
 VALUES = ("behaviour", "damage", "neutral_loss")
 KINDS = ("steer", "random")
 
 
 def _check(df: pd.DataFrame, value: str) -> None:
-    missing = {"layer", "coef", "vector", value} - set(df.columns)
-    if missing:
-        raise ValueError(f"a sweep frame needs columns layer, coef, vector, {value}; missing {sorted(missing)} "
-                         f"(plottable values: {[v for v in VALUES if v in df.columns]})")
-    if df.empty:
-        raise ValueError("the sweep frame is empty")
+    require(df, ["layer", "coef", "vector", value], "a sweep plot",
+            f"plottable values: {[v for v in VALUES if v in df.columns]}")
 
 
 def sweep_heatmap(df: pd.DataFrame, value: str = "behaviour", vector: str = "steer", *,

@@ -299,11 +299,13 @@ def generated_text(model, n: int = 4, length: int = 512, *, temperature: float =
                    seed: int = 0) -> torch.Tensor:
     """``[n, length]`` tokens of text the model writes itself (sampled from the BOS token, or
     from a blank line for a model without one): the ordinary text for Olsson et al.'s
-    in-context-learning score where no corpus ships."""
+    in-context-learning score and the tuned lens where no corpus ships.  Zoo models with a
+    word vocabulary write sequences of their own tokens from their BOS."""
     from interp.decoding import sample
 
-    _text_model(model, "generated text")
-    bos = getattr(model.tokenizer, "bos_token_id", None)
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    if bos is None and (model.tokenizer is None or model.word_level):
+        raise ValueError(f"{model.cfg.name or 'this model'} has neither a BOS token nor a text tokenizer to start from")
     start = [bos] if bos is not None else model.encode("\n", prepend_bos=False)
     if length > model.cfg.n_ctx:
         raise ValueError(f"length {length} exceeds n_ctx={model.cfg.n_ctx}")
