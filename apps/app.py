@@ -31,6 +31,7 @@ PAGES = [
     st.Page("views/patching.py", title="Patching", icon=":material/swap_horiz:"),
     st.Page("views/circuit.py", title="Circuit", icon=":material/account_tree:"),
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
+    st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
 ]
 
 page = st.navigation(PAGES)
@@ -38,7 +39,11 @@ state.init_source()
 if "source_error" in st.session_state:
     st.sidebar.error(f"model in the URL refused: {st.session_state.pop('source_error')}")
 try:
-    state.sidebar_model(state.load_model(state.current_source()))
+    loaded = state.load_model(state.current_source())
+    state.sidebar_model(loaded)
+    # an intervention that writes NaN / inf then fails naming its site instead of spreading silently
+    loaded.check_finite = st.sidebar.toggle("Check activations for NaN / inf", key="check_finite",
+                                            help="every hook's result is checked (slightly slower)")
 except state.INPUT_ERRORS as e:  # the Model page shows the error and offers another choice
     st.sidebar.error(f"no model loaded: {e}")
 page.run()

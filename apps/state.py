@@ -116,8 +116,20 @@ def zoo_recipe(model: interp.Model):
 
 # --- prompts --------------------------------------------------------------------------
 
+#: the example prompt of text models (Wang et al.'s indirect-object identification)
+TEXT_EXAMPLE = "When Mary and John went to the store, John gave a drink to"
+
+
+def text_model(model: interp.Model) -> bool:
+    """Whether ``model`` reads natural text (a real or Hugging Face model), not named tokens."""
+    return model.tokenizer is not None and not model.word_level
+
+
 def example_text(model: interp.Model, length: int = 25, period: int = 8) -> str:
-    """A repeated-random-tokens prompt written in the model's own token syntax."""
+    """The example prompt: an English sentence for text models; for zoo models a
+    repeated-random-tokens prompt written in the model's own token syntax."""
+    if text_model(model):
+        return TEXT_EXAMPLE
     length = min(length, model.cfg.n_ctx)
     toks = tasks.repeated_tokens(1, d_vocab=model.cfg.d_vocab, n_ctx=length, period=min(period, length - 2),
                                  seed=1).tokens[0]
@@ -153,6 +165,20 @@ def prompt_tokens(model: interp.Model, key: str, *, default_mode: int = 0) -> to
             return model.validate_tokens(batch.tokens)
     with friendly("zoo task"):
         return model.validate_tokens(recipe.make_batch(1, int(seed)).tokens[:1])
+
+
+def parse_numbers(text: str, kind: type, what: str) -> list:
+    """Numbers typed separated by spaces or commas (``kind``: int or float); raises a
+    ValueError naming ``what`` on anything else, or on none."""
+    try:
+        values = [kind(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"{what} must be numbers separated by spaces, got {text!r}") from None
+    if not values:
+        raise ValueError(f"give at least one value for {what}")
+    if kind is float and not all(abs(v) < float("inf") for v in values):
+        raise ValueError(f"{what} must be finite numbers, got {text!r}")
+    return values
 
 
 def token_key(tokens: torch.Tensor) -> tuple[int, ...]:
@@ -210,29 +236,116 @@ def contrast_pairs(model: interp.Model, n: int, seed: int) -> tasks.ContrastPair
     return tasks.mode_contrast_pairs(n, d_vocab=model.cfg.d_vocab, n_ctx=min(16, model.cfg.n_ctx), seed=seed)
 
 
+Prompts = tuple   # texts, or token-id tuples (zoo models): hashable, the cache key
+
+
+def sentiment_task(model: interp.Model):
+    """The shipped sentiment steering task of a text model (pairs, eval prompts, words)."""
+    from interp.tasks.text import sentiment
+
+    return sentiment(model)
+
+
 @st.cache_data(show_spinner="Building the steering vector ...", max_entries=64)
-def steering_vector(source: str, positive: tuple[tuple[int, ...], ...], negative: tuple[tuple[int, ...], ...],
-                    layer: int, method: str):
-    """interp.steering.SteeringVector.from_pairs at the residual stream after ``layer``."""
+def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: int, method: str):
+    """interp.steering.SteeringVector.from_pairs at the residual stream after ``layer``; pairs of
+    any lengths, each prompt read at its last token."""
     from interp.steering import SteeringVector
 
-    return SteeringVector.from_pairs(load_model(source), torch.tensor(positive), torch.tensor(negative),
-                                     layer=layer, method=method)
+    return SteeringVector.from_pairs(load_model(source), list(positive), list(negative), layer=layer, method=method)
 
 
 @st.cache_data(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
-def steering_sweep(source: str, positive: tuple[tuple[int, ...], ...], negative: tuple[tuple[int, ...], ...],
-                   method: str, coefs: tuple[float, ...], targets: tuple[int, ...], start_pos: int) -> pd.DataFrame:
-    """interp.steering.sweep over every layer: behaviour = probability of ``targets`` on the
-    negative prompts, with the random control."""
-    from interp.metrics import set_prob
-    from interp.steering import sweep
+def steering_sweep(source: str, positive: Prompts, negative: Prompts, method: str, layers: tuple[int, ...],
+                   coefs: tuple[float, ...], behaviour: tuple, evals: Prompts, neutral: Prompts | None,
+                   instruction: str | None, start_pos: int) -> pd.DataFrame:
+    """interp.steering.sweep at ``layers`` x ``coefs`` with the random control (and, with an
+    ``instruction``, the prompting baseline).  behaviour: ``("logodds", targets, opposites)``
+    (log-odds of the target words against their opposites at each eval prompt's last token) or
+    ``("prob", targets)`` (their probability at every position of equally long eval prompts)."""
+    from interp.metrics import set_logodds, set_prob
+    from interp.steering import ContrastPairs, sweep
 
     model = load_model(source)
-    neg = torch.tensor(negative)
-    everywhere = set_prob(list(targets), pos=[list(range(neg.shape[1]))])
-    return sweep(model, (torch.tensor(positive), neg), None, list(coefs), neg, everywhere,
-                 method=method, start_pos=start_pos, progress=False)
+    if behaviour[0] == "logodds":
+        metric = set_logodds(list(behaviour[1]), list(behaviour[2]), pos=-1)
+    else:   # every position of equally long prompts, else each prompt's last token
+        batch = model.tokenize(list(evals))
+        metric = set_prob(list(behaviour[1]), pos=-1 if batch.padded else [list(range(batch.tokens.shape[1]))])
+    return sweep(model, ContrastPairs(list(positive), list(negative)), list(layers), list(coefs), list(evals), metric,
+                 method=method, start_pos=start_pos, neutral_prompts=list(neutral) if neutral else None,
+                 instruction=instruction or None, progress=False)
+
+
+# --- retrieval, sinks, lenses ---------------------------------------------------------
+
+RETRIEVAL_TASKS = ("passkey", "needle_haystack")
+
+
+@st.cache_data(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
+def retrieval(source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int,
+              seed: int) -> dict:
+    """interp.retrieval.retrieval_experiment on ``n`` prompts of a text task: scores, sparsity,
+    the masking experiment with its random control."""
+    from interp.retrieval import retrieval_experiment
+    from interp.tasks import text
+
+    model = load_model(source)
+    build = {"passkey": text.passkey, "needle_haystack": text.needle_haystack}[task]
+    batch = build(model, n, context_length=context_length, depth=depth, seed=seed)
+    e = retrieval_experiment(model, batch, k=k, n_random=n_random, seed=seed, progress=False)
+    return {"scores": e.scores, "masking": e.masking, "sparsity": e.sparsity, "threshold": e.threshold,
+            "heads": e.heads, "accuracy": e.accuracy, "example": model.decode(batch.batch().rows()[0], skip_bos=True)}
+
+
+@st.cache_data(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
+def niah(source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int,
+         heads: tuple[tuple[int, int], ...]) -> pd.DataFrame:
+    """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition."""
+    from interp.retrieval import niah_grid
+
+    return niah_grid(load_model(source), list(lengths), list(depths), n=n, heads=[tuple(h) for h in heads] or None,
+                     progress=False)
+
+
+@st.cache_data(show_spinner="Attention sinks ...", max_entries=16)
+def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sink share by layer and the loss with / without the first token, on text the model
+    writes itself (text models) or on repeated random tokens (zoo models)."""
+    from interp import heads
+    from interp.heads.sinks import sink_removal, sink_share
+    from interp.tasks.text import generated_text
+
+    model = load_model(source)
+    tokens = (generated_text(model, n, length, seed=seed) if text_model(model)
+              else heads.default_tokens(model, n=n, length=length, seed=seed))
+    return sink_share(model, tokens), sink_removal(model, tokens)
+
+
+@st.cache_resource(show_spinner="Training a tuned lens on text the model writes itself ...", max_entries=4)
+def tuned_lens(source: str, train: bool):
+    """The tuned lens saved for the model (None if none and not ``train``; else trained and saved)."""
+    from interp.lens import tuned_lens_for
+
+    return tuned_lens_for(load_model(source), train=train, progress=False)
+
+
+@st.cache_data(show_spinner="Reading every layer ...", max_entries=64)
+def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> pd.DataFrame:
+    """interp.lens.logit_lens of one prompt (through the saved tuned lens if ``tuned``)."""
+    from interp.lens import logit_lens
+
+    model = load_model(source)
+    chosen = tuned_lens(source, False) if tuned else None
+    return logit_lens(model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
+
+
+@st.cache_data(show_spinner="Direct logit attribution ...", max_entries=64)
+def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> pd.DataFrame:
+    """interp.lens.dla at the last position of one prompt."""
+    from interp.lens import dla as attribute
+
+    return attribute(load_model(source), torch.tensor([tokens]), target, contrast)
 
 
 # --- patching and circuits ------------------------------------------------------------
@@ -252,10 +365,13 @@ def batch_key(tokens: torch.Tensor) -> Key:
 
 def corruption(model: interp.Model, clean: Key, spec: tuple):
     """A circuits.corrupt.Corruption of the clean batch from a hashable spec:
-    ``("tokens", corrupt key)``, ``("replace", positions, seed)`` or ``("noise", positions, n_samples, seed)``."""
+    ``("tokens", corrupt key)``, ``("replace", positions, seed)``, ``("noise", positions, n_samples,
+    seed)`` or ``("ioi", n, seed, corruption)`` (IOI prompts and their ABC / ABB corruption)."""
     from circuits import corrupt as C
 
     tokens = torch.tensor(clean)
+    if spec[0] == "ioi":
+        return C.symmetric(model.validate_tokens(tokens), ioi_batch(model, *spec[1:]).corrupt.tokens)
     if spec[0] == "tokens":
         return C.symmetric(model.validate_tokens(tokens), model.validate_tokens(torch.tensor(spec[1])))
     if spec[0] == "replace":
@@ -263,6 +379,30 @@ def corruption(model: interp.Model, clean: Key, spec: tuple):
     if spec[0] == "noise":
         return C.gaussian_noise(model, tokens, list(spec[1]), n_samples=spec[2], seed=spec[3])
     raise ValueError(f"unknown corruption {spec[0]!r}")
+
+
+def ioi_batch(model: interp.Model, n: int, seed: int, corruption: str):
+    """``n`` IOI prompts of the first template (one length: pairs align position by position)."""
+    from interp.tasks.text import ioi
+
+    return ioi(model, n, corruption=corruption, templates=[0], seed=seed)
+
+
+IOI_METRIC = "ioi_logit_diff"
+
+
+def metric_options(spec: tuple, kinds) -> list[str]:
+    """The metrics a causal page offers: IOI's logit(IO) - logit(S) first for IOI inputs."""
+    return ([IOI_METRIC] if spec[0] == "ioi" else []) + list(kinds)
+
+
+def resolve_metric(model: interp.Model, spec: tuple, metric: str):
+    """A metric name of :func:`metric_options` as what the analyses take (a name, or IOI's Metric)."""
+    if metric == IOI_METRIC:
+        if spec[0] != "ioi":
+            raise ValueError("the IOI metric needs IOI prompts")
+        return ioi_batch(model, *spec[1:]).metric()
+    return metric
 
 
 @st.cache_data(show_spinner="Patching ...", max_entries=32)
@@ -275,6 +415,7 @@ def patching(source: str, clean: Key, spec: tuple, site: str, by: tuple[str, ...
     model = load_model(source)
     corrupt = corruption(model, clean, spec)
     tokens = torch.tensor(clean)
+    metric = resolve_metric(model, spec, metric)
     if mode == "exact":
         return patch(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction,
                      window=window, progress=False)
@@ -303,17 +444,26 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
     key and a corruption spec for :func:`corruption`; bad input stops the page with a message."""
     from circuits.corrupt import replace_tokens
 
-    mode = st.radio("Clean and corrupt inputs", INPUTS, horizontal=True, key=f"{key}_inputs")
+    text = text_model(model)
+    labels = {INPUTS[0]: "prompt pair", INPUTS[1]: "IOI prompts" if text else "task batch"}
+    mode = st.radio("Clean and corrupt inputs", INPUTS, horizontal=True, key=f"{key}_inputs",
+                    format_func=labels.get)
     if mode == INPUTS[0]:
-        example = (task_batch(model, 1, 0).tokens if zoo_recipe(model) is not None
-                   else model.to_tokens(example_text(model)))
-        # default corruption: the last token replaced by the first earlier token that differs from it
-        # (in recall, another key; in repeated tokens, a token whose successor is known)
-        other = next((int(t) for t in example[0, 1:-1] if int(t) != int(example[0, -1])), None)
-        corrupted = replace_tokens(example, [-1], d_vocab=model.cfg.d_vocab, low=1, seed=0, replacement=other)
+        if text:    # an IOI prompt and its ABC corruption (the second John is Bob)
+            with friendly("IOI example"):
+                pair = ioi_batch(model, 1, 0, "ABC")
+            clean_default, corrupt_default = pair.texts[0], pair.corrupt_texts[0]
+        else:
+            example = (task_batch(model, 1, 0).tokens if zoo_recipe(model) is not None
+                       else model.to_tokens(example_text(model)))
+            # default corruption: the last token replaced by the first earlier token that differs from it
+            # (in recall, another key; in repeated tokens, a token whose successor is known)
+            other = next((int(t) for t in example[0, 1:-1] if int(t) != int(example[0, -1])), None)
+            corrupted = replace_tokens(example, [-1], d_vocab=model.cfg.d_vocab, low=1, seed=0, replacement=other)
+            clean_default, corrupt_default = tokens_text(model, example), tokens_text(model, corrupted)
         left, right = st.columns(2)
-        clean_text = left.text_area("Clean prompt", tokens_text(model, example), key=f"{key}_clean", height=100)
-        corrupt_text = right.text_area("Corrupt prompt (same number of tokens)", tokens_text(model, corrupted),
+        clean_text = left.text_area("Clean prompt", clean_default, key=f"{key}_clean", height=100)
+        corrupt_text = right.text_area("Corrupt prompt (same number of tokens)", corrupt_default,
                                        key=f"{key}_corrupt", height=100)
         with friendly("bad prompts"):
             clean = model.to_tokens(clean_text)
@@ -322,6 +472,17 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
                 raise ValueError(f"the clean prompt has {clean.shape[1]} tokens and the corrupt one "
                                  f"{corrupt.shape[1]}: they must be aligned position by position")
         return batch_key(clean), ("tokens", batch_key(corrupt))
+    if text:
+        cols = st.columns(3)
+        n = cols[0].number_input("IOI prompts", 1, 64, 4, key=f"{key}_ioi_n")
+        seed = cols[1].number_input("seed", 0, 10_000, 0, key=f"{key}_ioi_seed")
+        how = cols[2].selectbox("corruption", ("ABC", "ABB"), key=f"{key}_ioi_how",
+                                help="ABC: the second subject replaced by a third name (the repeated-name signal "
+                                     "is gone); ABB: replaced by the indirect object (the other name is the answer)")
+        with friendly("IOI prompts"):
+            batch = ioi_batch(model, int(n), int(seed), how)
+        st.caption(f"first clean: `{batch.texts[0]}`  \nfirst corrupt: `{batch.corrupt_texts[0]}`")
+        return batch_key(batch.clean.tokens), ("ioi", int(n), int(seed), how)
     cols = st.columns(4)
     n = cols[0].number_input("sequences", 1, 256, 16, key=f"{key}_n")
     seed = cols[1].number_input("seed", 0, 10_000, 0, key=f"{key}_seed")
@@ -346,15 +507,24 @@ def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, 
     from circuits.attribution import edge_attribution
 
     model = load_model(source)
-    return edge_attribution(model, torch.tensor(clean), corruption(model, clean, spec), metric=metric,
-                            method=method, steps=steps, progress=False)
+    return edge_attribution(model, torch.tensor(clean), corruption(model, clean, spec),
+                            metric=resolve_metric(model, spec, metric), method=method, steps=steps, progress=False)
 
 
 @st.cache_data(show_spinner="Running the circuit ...", max_entries=128)
-def faithfulness(source: str, clean: Key, spec: tuple, metric: str, circuit_json: str) -> float:
-    """Faithfulness of a pruned circuit (given as its JSON, the cache key) on the same inputs."""
-    from circuits.graph import Circuit
-
+def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, top_k: int) -> float:
+    """Faithfulness of the top-k circuit of :func:`edge_scores` on the same inputs (keyed by
+    its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
     model = load_model(source)
-    return Circuit.from_json(circuit_json).faithfulness(model, torch.tensor(clean), corruption(model, clean, spec),
-                                                        metric)
+    circuit = edge_scores(source, clean, spec, metric, method, steps).prune(top_k=top_k)
+    return circuit.faithfulness(model, torch.tensor(clean), corruption(model, clean, spec),
+                                resolve_metric(model, spec, metric))
+
+
+@st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
+def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> pd.DataFrame:
+    """Circuit.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD with intervals."""
+    model = load_model(source)
+    full = edge_scores(source, clean, spec, metric, method, steps)
+    return full.mib(model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric),
+                    n_boot=200)

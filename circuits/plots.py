@@ -56,11 +56,12 @@ def patching_heatmap(df: pd.DataFrame, *, value: str = "normalised", tokens: Seq
                                  y=list(grid.index), colorscale="RdBu", zmid=0, zmin=-zmax, zmax=zmax,
                                  colorbar=dict(title=value), showscale=i == len(panels),
                                  hovertemplate=f"%{{y}}, {xcol or ''} %{{x}}: %{{z:.4f}}<extra></extra>"), row=1, col=i)
-        fig.update_xaxes(title_text={"pos": "position", "head": "head"}.get(xcol, ""), row=1, col=i)
-        fig.update_yaxes(title_text="layer, head" if by_pos_and_head else "layer", autorange="reversed", row=1, col=i)
+        fig.update_xaxes(title_text={"pos": "position", "head": "head"}.get(xcol, ""), type="category", row=1, col=i)
+        fig.update_yaxes(title_text="layer, head" if by_pos_and_head else "layer", autorange="reversed",
+                         type="category", row=1, col=i)
     direction = "noising" if df.attrs.get("direction") == "noise" else "denoising"
     fig.update_layout(title=title or f"{direction} patching of {df.attrs.get('site', '')} "
-                                     f"({df.attrs.get('metric', '')}, {value})", height=max(300, 22 * n_rows + 150))
+                                     f"({df.attrs.get('metric', '')}, {value})", height=max(300, 18 * n_rows + 150))
     return fig
 
 
@@ -75,8 +76,8 @@ def _pattern_panels(df: pd.DataFrame, value: str, tokens, title) -> go.Figure:
         fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=_pos_labels(list(grid.columns), tokens),
                                  y=_pos_labels(list(grid.index), tokens), colorscale="RdBu", zmid=0, zmin=-zmax,
                                  zmax=zmax, showscale=i == len(top)), row=1, col=i)
-        fig.update_xaxes(title_text="source position", row=1, col=i)
-        fig.update_yaxes(title_text="destination", autorange="reversed", row=1, col=i)
+        fig.update_xaxes(title_text="source position", type="category", row=1, col=i)
+        fig.update_yaxes(title_text="destination", autorange="reversed", type="category", row=1, col=i)
     fig.update_layout(title=title or f"attention-pattern patching ({value}), heads of largest effect")
     return fig
 

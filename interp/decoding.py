@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.backends import Hooks
+from interp.model import reshaping
 from interp.tokens import TokenBatch
 
 
@@ -34,6 +35,7 @@ class Step:
     rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
+@reshaping
 def _last_row(x: torch.Tensor, hook) -> torch.Tensor:
     return x[:, -1:]
 

@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from interp.model import Model, RunContext
+from interp.model import Model, RunContext, reshaping
 from interp.tokens import TokenBatch
 
 OPS = ("set", "add", "scale", "project_out")
@@ -320,7 +320,7 @@ def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[in
     read_t = torch.tensor(reads)
     trim = []
     if "unembed_in" in model.site_kinds():
-        trim = [(model.site("unembed_in"), lambda x, hook: x[:, read_t.to(x.device)])]
+        trim = [(model.site("unembed_in"), reshaping(lambda x, hook: x[:, read_t.to(x.device)]))]
     per_chunk = max(1, int(batch_tokens) // (B * keep))
     out = torch.empty(n_cells)
     bar = tqdm(total=n_cells, desc=desc, disable=not progress, leave=False, mininterval=1.0)

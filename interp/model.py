@@ -34,6 +34,38 @@ Names = Sequence[str] | Callable[[str], bool] | None
 Tokens = torch.Tensor | TokenBatch
 
 
+def reshaping(fn: HookFn) -> HookFn:
+    """Marks an internal hook that returns a smaller tensor on purpose (e.g. only the last
+    position into the unembedding): :meth:`Model.hooks` then skips its shape check."""
+    fn.reshapes = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _guarded(name: str, fn: HookFn, model: "Model") -> HookFn:
+    """``fn`` with its result checked: a tensor of the activation's shape (or None), and with
+    :attr:`Model.check_finite`, no NaN / inf (a clear error naming the site, not a torch error
+    three layers later or a silent NaN)."""
+    if getattr(fn, "reshapes", False):
+        return fn
+
+    def hook(x, hook):
+        out = fn(x, hook)
+        if out is not None:
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the hook on {name} returned an object of type {type(out).__name__}: return a tensor of the "
+                                "activation's shape, or None to leave it as it is")
+            if out.shape != x.shape:
+                raise ValueError(f"the hook on {name} returned shape {tuple(out.shape)}, but the activation there "
+                                 f"has shape {tuple(x.shape)}: return a tensor of the same shape (or None)")
+        if model.check_finite and not torch.isfinite(x if out is None else out).all():
+            raise ValueError(f"non-finite values (NaN or inf) at {name} after its hook: an intervention there wrote "
+                             "them (check the value it sets or adds)")
+        return out
+
+    hook.__wrapped__ = fn  # type: ignore[attr-defined]
+    return hook
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Geometry of a model.  ``n_heads`` is 0 for attention-free models; ``n_kv_heads`` is
@@ -112,6 +144,8 @@ class Model:
         self._shapes: pd.DataFrame | None = None
         self._context = RunContext()
         self._weights: dict = {}
+        #: when True, every hook's result is checked for NaN / inf (raises naming the site)
+        self.check_finite = False
 
     # --- basics -----------------------------------------------------------------------
     @property
@@ -375,9 +409,10 @@ class Model:
             if not callable(fn):
                 raise TypeError(f"the hook for {name!r} is not callable")
             if callable(name):
-                out.extend((n, fn) for n in self._names if name(n))
+                out.extend((n, _guarded(n, fn, self)) for n in self._names if name(n))
             else:
-                out.append((self.check_site(name), fn))
+                site = self.check_site(name)
+                out.append((site, _guarded(site, fn, self)))
         return out
 
     @contextlib.contextmanager
@@ -457,7 +492,7 @@ class Model:
 
         skip = []
         if not logits and "unembed_in" in self.site_kinds() and self.site("unembed_in") not in chosen:
-            skip = [(self.site("unembed_in"), lambda x, hook: x[:, :1])]   # one position instead of [pos, d_vocab]
+            skip = [(self.site("unembed_in"), reshaping(lambda x, hook: x[:, :1]))]   # one position, not [pos, d_vocab]
         out = self.run_with_hooks(tokens, list(fwd_hooks) + [(n, storer(n)) for n in chosen] + skip)
         return (out if logits else None), cache
 

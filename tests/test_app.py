@@ -200,10 +200,11 @@ def test_heads_page_scores_table_and_ablation(induction_model):
     # raising the threshold shortens the table
     at.slider(key="heads_threshold").set_value(0.9).run()
     assert (at.dataframe[0].value["score"] >= 0.9).all() and len(at.dataframe[0].value) < len(table)
-    # suggested: the top two heads of the first kind; ablating the two induction heads raises the loss by nats
-    assert at.multiselect(key="heads_ablate").value == [(int(l), int(h)) for l, h in zip(prev.layer, prev["head"])][:2]
-    induction = [(1, 2), (1, 3)]
-    at.multiselect(key="heads_ablate").set_value(induction).run()
+    # suggested: the two detected induction heads; ablating them raises the loss by nats
+    detected = heads.top_heads(expected, "induction", k=2)
+    induction = [(int(l), int(h)) for l, h in zip(detected.layer, detected["head"])]
+    assert at.multiselect(key="heads_ablate").value == induction
+    assert {l for l, _ in induction} == {1}
     at.button(key="heads_go").click().run()
     ok(at)
     clean, ablated = (float(m.value) for m in at.metric)
@@ -252,8 +253,8 @@ def test_steering_page_moves_the_next_token_distribution(steer_model):
 
 @pytest.mark.parametrize("text, message", [
     ("B b40 b41 A a5 a6", "exactly one `|`"),
-    ("B b40 b41 | A a5", "same length"),
     ("B b40 zebra | A a5 a6", "unknown token 'zebra'"),
+    ("B b40 b41 |  ", "a prompt is empty"),
 ])
 def test_steering_page_bad_pairs_are_a_message(text, message):
     at = make_app("steering", source="steer-2l")
@@ -261,6 +262,17 @@ def test_steering_page_bad_pairs_are_a_message(text, message):
     at.text_area(key="steer_pairs_text").input(text).run()
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value, [e.value for e in at.error]
+
+
+def test_steering_page_typed_pairs_of_any_length_and_the_empty_state():
+    at = make_app("steering", source="steer-2l")
+    at.radio(key="steer_pairs_mode").set_value("type pairs").run()
+    assert not at.exception and not at.error and at.info and at.code      # an explanation and an example
+    at.text_area(key="steer_pairs_text").input("B b40 b41 b42\nB b43 | A a5").run()
+    assert not at.exception and "exactly one" in at.error[0].value
+    at.text_area(key="steer_pairs_text").input("B b40 b41 b42 | A a5\nB b43 | A a6 a7 a8").run()
+    ok(at)
+    assert "from 2 pairs" in at.caption[0].value
 
 
 # --- Patching page ----------------------------------------------------------------------
@@ -338,51 +350,44 @@ def test_patching_page_bad_positions_are_a_message():
 
 # --- Circuit page -----------------------------------------------------------------------
 
-@pytest.fixture()
-def downloads(monkeypatch) -> dict[str, bytes]:
-    """What the app offers for download, by file name (recorded from Streamlit's media storage)."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    files: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):
-        if filename is not None:
-            files[filename] = path_or_data.encode() if isinstance(path_or_data, str) else bytes(path_or_data)
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
-    return files
-
-
-def test_circuit_page_graph_threshold_faithfulness_and_json(induction_model, downloads):
+def test_circuit_page_graph_top_k_faithfulness_and_mib(induction_model):
+    from circuits.attribution import edge_attribution
     from circuits.graph import Circuit
 
     at = make_app("circuit")
     ok(at)
     kept = int(at.metric[0].value.split("/")[0])
-    assert 1 <= kept <= 12
+    top_k = at.select_slider(key="circ_top_k").value
+    assert 1 <= kept <= top_k == 10
     faith = float(at.metric[2].value)
-    circuit = Circuit.from_json(downloads["induction-2l-circuit.json"].decode())
-    assert len(circuit.kept_edges) == kept and circuit.meta["model"] == "induction-2l"
     clean = induction_model.to_tokens(at.text_area(key="circ_clean").value)
     corrupt = induction_model.to_tokens(at.text_area(key="circ_corrupt").value)
+    full = edge_attribution(induction_model, clean, corrupt, metric="logit_diff", method="eap-ig", steps=5,
+                            progress=False)
+    circuit = Circuit.from_json(full.prune(top_k=top_k).to_json())          # what the download button offers
+    assert len(circuit.kept_edges) == kept and circuit.meta["model"] == "induction-2l"
     assert circuit.faithfulness(induction_model, clean, corrupt, "logit_diff") == pytest.approx(faith, abs=1e-3)
     # the corruption changes the last token: the strongest paths run into layer-1 heads and on to the logits
     graph = figures(at)[0]
     labels = [t for tr in graph.data if tr.mode == "markers+text" for t in tr.text]
     assert "logits" in labels and any(label.startswith("a1.") for label in labels)
     assert any(e.dst == "logits" and e.src.startswith("a1.") for e in circuit.kept_edges)
-    # threshold 0 keeps every edge and is exactly faithful
-    at.slider(key="circ_threshold").set_value(0.0).run()
+    # the slider is log-spaced from 1 edge to all; keeping every edge is exactly faithful
+    options = at.select_slider(key="circ_top_k").options
+    assert options[0] == "1" and int(options[-1]) == len(full.edges) and len(options) < 20
+    at.select_slider(key="circ_top_k").set_value(len(full.edges)).run()
     ok(at)
     n_kept, n_all = (int(x) for x in at.metric[0].value.split("/"))
     assert n_kept == n_all and float(at.metric[2].value) == pytest.approx(1.0, abs=1e-3)
-    # the faithfulness curve
+    # the faithfulness curve, then MIB's budgets with CPR / CMD
     at.button(key="circ_curve").click().run()
     ok(at)
     curve = at.dataframe[-1].value
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-3) and len(figures(at)) == 2
+    at.button(key="circ_mib").click().run()
+    ok(at)
+    mib = full.mib(induction_model, clean, corrupt, "logit_diff", n_boot=200)
+    assert float(at.metric[3].value) == pytest.approx(mib.attrs["cpr"], abs=1e-3)
 
 
 def test_patching_page_on_a_recurrent_model():
@@ -400,3 +405,110 @@ def test_patching_page_on_a_recurrent_model():
         assert frame.loc[6] == pytest.approx(1.0, abs=0.02) and frame.loc[:2].abs().max() < 1e-6
     # the bit is kept in the cell state: patching it right after the write restores the answer
     assert frame.loc[3] > 0.9
+
+
+# --- A real model on every page ---------------------------------------------------------
+
+REAL = "smollm2-135m"
+PAGES = ("model", "attention", "heads", "patching", "circuit", "steering", "lens")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_real_model(page, smollm2):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params["model"] = REAL                   # as a shared link or a reload opens it
+    if page != "model":
+        at.switch_page(f"views/{page}.py")
+    at.run()
+    ok(at)
+    assert at.session_state["model_source"] == REAL and REAL in sidebar_text(at)
+    assert at.query_params["model"] == [REAL] or at.query_params["model"] == REAL
+    assert page == "model" or figures(at)
+
+
+def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
+    from interp import heads
+
+    at = make_app("heads", source=REAL)
+    ok(at)
+    detected = heads.top_heads(heads.scores(smollm2, heads.default_tokens(smollm2, n=8, length=64, seed=0)),
+                               "induction", k=2)
+    assert at.multiselect(key="heads_ablate").value == [(int(l), int(h)) for l, h in
+                                                       zip(detected.layer, detected["head"])]
+    at.button(key="ret_go").click().run()
+    ok(at)
+    labels = [m.label for m in at.metric]
+    values = dict(zip(labels, (m.value for m in at.metric)))
+    assert float(values["answer accuracy"]) == 1.0
+    masking = next(df.value for df in at.dataframe if "condition" in df.value)
+    target = masking.loc[masking.condition == "target", "value"].iloc[0]
+    random = masking.loc[masking.condition == "random", "value"]
+    assert target < 0.5 <= random.min()                  # the top heads carry retrieval; random heads do not
+    at.button(key="sink_go").click().run()
+    ok(at)
+    share = next(df.value for df in at.dataframe if "sink_share" in df.value)
+    assert len(share) == smollm2.cfg.n_layers and share["sink_share"].max() > 0.3
+
+
+def test_patching_page_ioi_on_the_real_model(smollm2):
+    at = make_app("patching", source=REAL)
+    at.radio(key="patch_inputs").set_value("task batch").run()
+    ok(at)
+    assert at.selectbox(key="patch_metric_ioi").value == "ioi_logit_diff"
+    clean, corrupt = (float(m.value) for m in at.metric[:2])
+    assert clean > 2 and corrupt < clean - 2                # the model does IOI; ABC removes it
+    top = at.dataframe[0].value                          # the 20 strongest cells
+    assert int(at.metric[2].value) == smollm2.cfg.n_layers * 15          # layers x the template's 15 tokens
+    assert top["layer"].iloc[0] >= smollm2.cfg.n_layers // 2             # the strongest cells are late heads
+
+
+def test_circuit_page_on_the_real_model(smollm2):
+    at = make_app("circuit", source=REAL)
+    ok(at)
+    assert at.text_area(key="circ_clean").value.startswith("When ")              # an IOI prompt
+    n_kept, n_all = (int(x) for x in at.metric[0].value.split("/"))
+    assert 1 <= n_kept <= 10 and n_all > 10_000
+    labels = [t for tr in figures(at)[0].data if tr.mode == "markers+text" for t in tr.text]
+    assert "logits" in labels and any(label.startswith("a") and ".h" in label for label in labels)
+
+
+def test_steering_page_on_the_real_model(smollm2):
+    at = make_app("steering", source=REAL)
+    ok(at)
+    assert at.radio(key="steer_pairs_mode").value == "the shipped sentiment pairs"
+    at.multiselect(key="steer_layers").set_value([smollm2.cfg.n_layers * 2 // 3]).run()
+    at.text_input(key="steer_coefs").input("0 4").run()
+    at.button(key="steer_sweep").click().run()
+    ok(at)
+    frame = at.dataframe[1].value
+    assert set(frame["vector"]) == {"none", "prompt", "steer", "random"}
+    steer = frame[(frame.vector == "steer") & (frame.coef == 4)].behaviour.iloc[0]
+    random = frame[(frame.vector == "random") & (frame.coef == 4)].behaviour.iloc[0]
+    none = frame[frame.vector == "none"].behaviour.iloc[0]
+    assert steer > random and steer > none + 2               # log-odds of positive words rise by nats
+
+
+def test_lens_page_on_the_real_model(smollm2):
+    from interp.lens import dla
+
+    at = make_app("lens", source=REAL)
+    ok(at)
+    n = smollm2.to_tokens(at.text_area(key="lens_prompt").value).shape[1]
+    grid, curves, attribution = figures(at)[:3]
+    assert decode(grid.data[0].z).shape == (smollm2.cfg.n_layers, n)
+    assert decode(attribution.data[0].z).shape == (smollm2.cfg.n_layers, smollm2.cfg.n_heads)
+    at.text_input(key="lens_target").input(" Mary").run()
+    at.text_input(key="lens_contrast").input(" John").run()
+    ok(at)
+    logit, total = (float(m.value) for m in at.metric[:2])
+    lib = dla(smollm2, at.text_area(key="lens_prompt").value, " Mary", " John")
+    assert logit == pytest.approx(lib.attrs["logit"], abs=1e-3) and total == pytest.approx(logit, abs=1e-3)
+    at.text_input(key="lens_target").input(" Parisian London").run()
+    assert not at.exception and "3 tokens, not one" in at.error[0].value
+
+
+def test_lens_page_on_a_recurrent_model():
+    at = make_app("lens", source="recall-gru")
+    ok(at)
+    assert at.selectbox(key="lens_stage").options == ["pre", "post"]
+    assert len(figures(at)) == 3

@@ -169,3 +169,34 @@ def test_attention_heatmap_renders(server, browser, tmp_path):
     blue = sum(n for n, (r, g, b) in colours if b - r > 30 and b >= g)
     assert blue > 0.005 * img.size[0] * img.size[1], f"few heatmap-blue pixels ({blue}); see {shot}"
     print(f"screenshot: {shot}")
+
+
+# the URL path of each page (Streamlit derives it from the file name; the Model page is "/")
+REAL_PAGES = {"": "Model", "attention": "Attention patterns", "heads": "Attention heads",
+              "patching": "Activation patching", "circuit": "Circuit", "steering": "Steering", "lens": "Lens"}
+
+
+def test_every_page_renders_on_the_real_model(server, browser):
+    """Each page opened from its URL with ``?model=smollm2-135m`` (a shared link, a reload) keeps that
+    model, draws its figures and shows no exception or error box."""
+    browser.call("Page.enable")
+    for path, title in REAL_PAGES.items():
+        browser.call("Page.navigate", url=f"{server}/{path}?model=smollm2-135m")
+
+        def drawn():
+            s = json.loads(browser.evaluate(PROBE) or "null")
+            if s and (s["exceptions"] or s["errors"]):
+                return s
+            # running: Streamlit shows its status widget; done when the title and (for analysis pages) a figure are up
+            running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            h1 = browser.evaluate("(document.querySelector('h1') || {}).innerText || ''")
+            if s and h1.startswith(title) and "Model: smollm2-135m" in s["text"] and (path == "" or s["svgs"] >= 1) \
+                    and not running:
+                return s
+            return None
+        wait_for(drawn, 240, f"the {title} page on smollm2-135m")
+        time.sleep(2.0)       # anything the page draws after its first figure
+        state = json.loads(browser.evaluate(PROBE))
+        assert state["exceptions"] == 0 and state["errors"] == 0, (path, state["text"][:2000])
+        assert "Model: smollm2-135m" in state["text"], path
+        assert "model=smollm2-135m" in browser.evaluate("window.location.search"), path

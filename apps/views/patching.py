@@ -3,7 +3,6 @@ noised), a site, metric and direction; exact activation patching or its attribut
 estimate, as a heatmap and a table."""
 
 import streamlit as st
-
 import torch
 
 from apps import state
@@ -27,9 +26,10 @@ site = cols[0].selectbox("Site", available, index=available.index(default_site),
 layout = sites.resolve(model, site).layout
 axes = [a for a in sites.AXES[layout] if a != "src_pos"]
 by = cols[1].multiselect("Sweep by (besides layer)", axes, default=axes[:1], key=f"patch_by_{layout}")
-metric = cols[2].selectbox("Metric", KINDS, key="patch_metric",
+metric = cols[2].selectbox("Metric", state.metric_options(spec, KINDS),
+                           key="patch_metric_ioi" if spec[0] == "ioi" else "patch_metric",
                            help="answers: the clean run's prediction at the last position; logit_diff's wrong "
-                                "token: the corrupt run's")
+                                "token: the corrupt run's; ioi_logit_diff: logit(indirect object) - logit(subject)")
 direction = cols[3].radio("Direction", DIRECTIONS, key="patch_direction",
                           help="denoise: clean activations into the corrupt run; noise: corrupt into clean")
 cols = st.columns(2)

@@ -74,8 +74,8 @@ def attention_pattern(pattern, str_tokens: Sequence[str], *, title: str | None =
     fig = go.Figure(go.Heatmap(z=m, x=list(range(n)), y=list(range(n)), customdata=_hover(toks),
                                hovertemplate=HOVER, colorscale=COLORSCALE, zmin=0.0, zmax=zmax,
                                colorbar=dict(title="attn"), hoverongaps=False))
-    side = min(900, max(360, 14 * n + 160))
-    fig.update_layout(title=title, width=side + 80, height=side, margin=dict(l=70, r=20, t=50 if title else 20, b=70),
+    side = min(1000, max(560, 18 * n + 200))       # large enough to read a 20-token prompt's labels
+    fig.update_layout(title=title, width=side + 90, height=side, margin=dict(l=60, r=10, t=50 if title else 20, b=60),
                       plot_bgcolor="white")
     fig.update_xaxes(title="source position (key)", tickangle=-90, tickfont=dict(size=9), **ticks)
     fig.update_yaxes(title="destination position (query)", autorange="reversed", tickfont=dict(size=9),
@@ -116,21 +116,21 @@ def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
     """HTML of the prompt with each source token shaded by the attention ``dest`` pays it.
 
     weights: ``[src]`` attention from position ``dest`` (row ``dest`` of a pattern).
-    Shading is relative to the row's maximum; the exact value is in each token's tooltip.
+    Shading is the attention itself on a fixed 0..1 scale (a uniform head looks pale, a head
+    that attends to one token dark there); the exact value is in each token's tooltip.
     The destination token is outlined; tokens after it (which it cannot see) are grey.
     """
     w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
     toks = _check_tokens(str_tokens, w.shape[0])
     if not 0 <= dest < len(toks):
         raise ValueError(f"dest must be in [0, {len(toks)}), got {dest}")
-    top = np.nanmax(w[:dest + 1]) or 1.0
     spans = []
     for i, tok in enumerate(toks):
         text = html.escape(tok)
         if i > dest:
             spans.append(f'<span style="color:#aaa;padding:2px 3px" title="pos {i}: after the destination">{text}</span>')
             continue
-        alpha = float(w[i] / top)
+        alpha = float(np.clip(w[i], 0.0, 1.0))
         style = (f"background:rgba(8,81,156,{alpha:.3f});color:{'white' if alpha > 0.55 else 'black'};"
                  "padding:2px 3px;border-radius:3px;margin:1px")
         if i == dest:

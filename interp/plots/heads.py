@@ -37,8 +37,10 @@ def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, 
         raise ValueError(f"kinds {bad} are not in the frame; it has {present}")
     cols = max(1, min(cols, len(kinds)))
     rows = math.ceil(len(kinds) / cols)
+    n_layers = frame["layer"].nunique()
+    panel = max(220, 16 * n_layers + 60)                 # px per panel row: a cell stays readable at 30 layers
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=kinds, horizontal_spacing=0.08,
-                        vertical_spacing=0.12 if rows > 1 else 0.0)
+                        vertical_spacing=min(0.3, 90 / (panel * rows)) if rows > 1 else 0.0)
     for i, kind in enumerate(kinds):
         grid = frame[frame["kind"] == kind].pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
         z = grid.to_numpy()
@@ -50,11 +52,15 @@ def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, 
             text=np.round(z, 2) if show else None, texttemplate="%{text}" if show else None,
             hovertemplate=f"{kind}<br>L%{{y}}H%{{x}}: %{{z:.3f}}<extra></extra>"),
             row=i // cols + 1, col=i % cols + 1)
-        fig.update_xaxes(title_text="head", row=i // cols + 1, col=i % cols + 1)
-        fig.update_yaxes(title_text="layer", autorange="reversed", row=i // cols + 1, col=i % cols + 1)
+        # integer ticks (category axes, not 0.5 steps); axis titles only on the outer panels, so
+        # they never sit under the next row's subplot title
+        fig.update_xaxes(type="category", title_text="head" if i // cols == rows - 1 else None,
+                         row=i // cols + 1, col=i % cols + 1)
+        fig.update_yaxes(type="category", title_text="layer" if i % cols == 0 else None, autorange="reversed",
+                         row=i // cols + 1, col=i % cols + 1)
     # fractions of attention share one 0..1 scale; signed scores (copying) a diverging one
     top = max(1.0, float(frame.loc[frame["kind"].isin(kinds), "score"].max()))
-    fig.update_layout(title=title, height=max(260, 60 + 260 * rows), margin=dict(l=50, r=40, t=60, b=40),
+    fig.update_layout(title=title, height=80 + panel * rows, margin=dict(l=50, r=40, t=60, b=40),
                       coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=top, colorbar=dict(title="score", x=1.02)),
                       coloraxis2=dict(colorscale="RdBu", cmin=-1.0, cmax=1.0, colorbar=dict(title="signed", x=1.12)))
     return fig
