@@ -154,6 +154,8 @@ def train(recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe name 
     from interp.zoo.recipes import get_recipe
 
     get_recipe(recipe)  # validate before anything starts
+    if steps is not None:
+        check_positive(steps, "--steps")
     out = out or Path("out") / recipe
     _, card = run_training(recipe, seed=seed, steps=steps, out=out)
     typer.echo(json.dumps({k: card[k] for k in ("name", "seed", "metrics", "metric", "train_seconds")}, indent=2))
@@ -191,13 +193,16 @@ def info(model: str = model_arg(),
 
 
 @command("app")
+@friendly
 def run_app(model: str = typer.Option("induction-2l", metavar="MODEL", help="Model the app opens with."),
             port: int = typer.Option(8501, metavar="PORT", help="Port to serve on."),
             headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
     """Start the Streamlit app."""
+    from interp.loading import locate
+
     if not 1024 <= port <= 65535:
-        typer.secho("error: port must be in [1024, 65535]", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2)
+        raise ValueError(f"--port must be in [1024, 65535], got {port}")
+    locate(model)        # a wrong name fails here, in one line, not in the browser
     script = Path(__file__).with_name("app.py")
     env = {**os.environ, "INTERP_DEFAULT_MODEL": model}
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
@@ -244,7 +249,8 @@ def steer_command(model: str = model_arg(),
                   pairs: Path = typer.Option(..., "--pairs", metavar="FILE", help='JSON {"positive": [...], '
                                              '"negative": [...], "answer_pos": -1}: equally long lists of prompts '
                                              "(text of any length, or token-id lists); pair i = positive[i], "
-                                             "negative[i]."),
+                                             "negative[i]. Or 'sentiment': the shipped sentiment pairs (real "
+                                             "models)."),
                   layer: int = typer.Option(..., "--layer", metavar="L", help="Layer whose output (residual "
                                             "stream) is steered."),
                   coef: float = typer.Option(..., "--coef", metavar="X", help="Multiplier of the vector."),

@@ -6,7 +6,7 @@
     circuit.faithfulness(model, clean, corrupt_tokens, metric=...)
 
 Modules: :mod:`circuits.corrupt` (corruptions), :mod:`circuits.metrics` (metrics),
-:mod:`circuits.patching` (exact activation patching; engines: :mod:`interp.recompute` (downstream-only) and :mod:`circuits.engine_hooks`
+:mod:`circuits.patching` (exact activation patching; engines: :mod:`interp.recompute`, downstream-only,
 and :mod:`circuits.engine_hooks`), :mod:`circuits.path_patching`, :mod:`circuits.attribution`
 (attribution patching, EAP, EAP-IG), :mod:`circuits.graph` (``Circuit``, JSON format),
 :mod:`circuits.plots` (plotly figures).

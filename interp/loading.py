@@ -76,33 +76,48 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
         card = {"arch": arch, "config": dict(source), "name": name or source.get("model_name", "random")}
         return from_module(build_module(card), card, **opts)
     if isinstance(source, (str, Path)):
-        text = str(source).strip()
-        if not text:
-            raise ValueError(f"no model given: pass a zoo name ({zoo.names()}), a folder, a checkpoint or a hub id")
-        if text in zoo.names():
-            return zoo.load(text, **opts)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            if (path / "config.json").is_file():
-                return from_hf_folder(path, tokenizer=tokenizer, name=name or path.name,
-                                      trust_remote_code=trust_remote_code, allow_unsafe_pickle=allow_unsafe_pickle,
-                                      **opts)
-            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
-        if path.is_file() or path.with_suffix(".json").is_file():
+        kind, where = locate(source)
+        if kind == "zoo":
+            return zoo.load(where, **opts)
+        if kind == "folder":
+            return from_hf_folder(where, tokenizer=tokenizer, name=name or Path(where).name,
+                                  trust_remote_code=trust_remote_code, allow_unsafe_pickle=allow_unsafe_pickle, **opts)
+        if kind == "checkpoint":
             from interp.checkpoint import load_checkpoint
 
-            module, card = load_checkpoint(path)
+            module, card = load_checkpoint(Path(where))
             return from_module(module, card, **opts)
-        near = difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
-        if near:
-            raise ValueError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
-        if not _looks_like_hub_id(text):
-            raise FileNotFoundError(f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
-                                    f"({zoo.names()}) or a hub id (owner/name)")
-        return _from_hub(text, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code,
+        return _from_hub(where, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code,
                          allow_unsafe_pickle=allow_unsafe_pickle, **opts)
     raise TypeError(f"cannot load a model from {type(source).__name__}; pass a zoo name ({zoo.names()}), a config, "
                     "a checkpoint or HF folder path, a HF model with tokenizer=, or an nn.Module with sites=")
+
+
+def locate(source: str | Path) -> tuple[str, str]:
+    """What a model name or path refers to, without loading it: ``("zoo" | "folder" |
+    "checkpoint" | "hub", the name or path)``.  Raises naming the problem (an empty name, a
+    folder without config.json, a path that does not exist, a near-miss of a zoo name)."""
+    from interp import zoo
+
+    text = str(source).strip()
+    if not text:
+        raise ValueError(f"no model given: pass a zoo name ({zoo.names()}), a folder, a checkpoint or a hub id")
+    if text in zoo.names():
+        return "zoo", text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "folder", str(path)
+        raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+    if path.is_file() or path.with_suffix(".json").is_file():
+        return "checkpoint", str(path)
+    near = difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
+    if near:
+        raise ValueError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
+    if not _looks_like_hub_id(text):
+        raise FileNotFoundError(f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
+                                f"({zoo.names()}) or a hub id (owner/name)")
+    return "hub", text
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -281,8 +296,9 @@ def _from_hub(repo_id: str, *, tokenizer, name: str | None, trust_remote_code: b
     from interp import zoo
 
     if not _hub_reachable():
-        raise RuntimeError(f"{repo_id!r} is not a local folder here, and the Hugging Face hub (for a hub id) is not "
-                           f"reachable (offline). Load a local HF folder or a zoo model ({zoo.names()})")
+        raise FileNotFoundError(f"no such folder {Path(repo_id).expanduser().resolve()}, and {repo_id!r} as a Hugging "
+                                f"Face hub id needs the hub, which is not reachable (offline); load a local folder "
+                                f"or a zoo model ({zoo.names()})")
     try:
         from huggingface_hub import snapshot_download
 

@@ -153,7 +153,7 @@ class Metric:
         for what, t in (("answer", self.answer), ("wrong", self.wrong), ("targets", self.targets),
                         ("contrast", self.contrast)):
             if t is not None and ((t < 0) | (t >= d_vocab)).any():
-                raise ValueError(f"metric {what} tokens must be in [0, {d_vocab}); got {t.min().item()}..{t.max().item()}")
+                raise ValueError(f"metric {what} tokens must be in the vocabulary [0, {d_vocab}); got {t.min().item()}..{t.max().item()}")
         if self.reference is not None and self.reference.shape[-1] != d_vocab:
             raise ValueError(f"kl reference has vocabulary {self.reference.shape[-1]}, the model {d_vocab}")
         if self.mask is not None and not self.mask.any(-1).all():

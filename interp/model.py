@@ -27,6 +27,7 @@ from torch import nn
 
 from interp import sites as S
 from interp.backends import Backend, HookFn, Hooks
+from interp.memory import check_total
 from interp.tokens import TokenBatch, encode
 
 FAMILIES = ("transformer", "rnn", "ssm", "custom")
@@ -202,9 +203,11 @@ class Model:
         if isinstance(inputs, (bytes, bytearray)):
             raise TypeError("prompts must be text (str), not bytes: decode them first, e.g. data.decode('utf-8')")
         rows = list(inputs) if isinstance(inputs, Sequence) else None
+        if rows == []:
+            raise ValueError("no prompts given: pass a string, a non-empty list of strings or of token-id lists")
         if not rows:
             raise TypeError("prompts must be a string, a non-empty list of strings or of token-id lists, or a "
-                            f"tensor; got {type(inputs).__name__}" + (" (empty)" if rows == [] else ""))
+                            f"tensor; got {type(inputs).__name__}")
         if all(isinstance(r, str) for r in rows):
             ids = [self.encode(r, prepend_bos) for r in rows]
         elif all(isinstance(r, (list, tuple)) and r and all(isinstance(t, int) and not isinstance(t, bool) for t in r)
@@ -258,7 +261,7 @@ class Model:
             raise ValueError(f"tokens are empty (shape {tuple(tokens.shape)})")
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= self.cfg.d_vocab:
-            raise ValueError(f"token ids must be in [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
+            raise ValueError(f"token ids must be in the vocabulary [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
         if tokens.shape[1] > self.cfg.n_ctx:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than the model's context "
                              f"n_ctx={self.cfg.n_ctx}")
@@ -483,10 +486,14 @@ class Model:
         if isinstance(tokens, TokenBatch) and tokens.padded and not self.cfg.causal:
             raise ValueError("run_with_cache on a padded batch needs a causal model; run each length separately")
         cache: dict[str, torch.Tensor] = {}
+        held = [0]
 
         def storer(name: str) -> HookFn:
             # keyed by the requested name: a hook on an alias reports the canonical one
             def store(x: torch.Tensor, hook) -> None:
+                held[0] += x.numel() * x.element_size()
+                # stop during the forward, before a cache the user sized grows past the budget
+                check_total(held[0], f"the activation cache of {len(chosen)} sites (so far)")
                 cache[name] = x.detach() if detach else x
             return store
 

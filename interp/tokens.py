@@ -118,6 +118,11 @@ def encode(tokenizer, text: str, prepend_bos: bool) -> list[int]:
         raise TypeError(f"a prompt must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("empty prompt: type some text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:   # lone surrogates: bytes a shell or file could not decode
+        raise ValueError(f"the prompt is not valid UTF-8 text (undecodable bytes at character {e.start}); "
+                         "pass text decoded as UTF-8") from None
     if getattr(tokenizer, "word_level", False):
         ids = _words(tokenizer.get_vocab(), text)
     else:

