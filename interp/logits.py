@@ -10,13 +10,14 @@ from interp.model import Model
 
 
 @torch.no_grad()
-def next_token_probs(model: Model, tokens: torch.Tensor, k: int = 10, pos: int = -1) -> pd.DataFrame:
-    """The ``k`` most probable next tokens at position ``pos`` of one sequence.
+def next_token_probs(model: Model, tokens: torch.Tensor | str, k: int = 10, pos: int = -1) -> pd.DataFrame:
+    """The ``k`` most probable next tokens at position ``pos`` of one sequence (token ids
+    ``[pos]`` / ``[1, pos]``, or a prompt as text).
 
     Returns ``DataFrame[rank, token_id, token, prob, logit]`` (prob in [0, 1], logit in the
     model's units), highest first.  Active hooks apply.
     """
-    tokens = model.validate_tokens(tokens)
+    tokens = model.tokenize(tokens).tokens if isinstance(tokens, str) else model.validate_tokens(tokens)
     if tokens.shape[0] != 1:
         raise ValueError(f"next_token_probs takes one sequence, got a batch of {tokens.shape[0]}")
     n = tokens.shape[1]

@@ -12,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -55,6 +56,11 @@ def test_logits_equal_transformers_own_model(smollm2):
 def test_answers_like_the_real_model(smollm2):
     out = smollm2.generate(smollm2.to_tokens("The capital of France is"), 2)
     assert smollm2.decode(out[0, -2:]).strip().startswith("Paris")
+    from interp.logits import next_token_probs
+
+    by_text = next_token_probs(smollm2, "The capital of France is", k=3)        # text or ids, the same table
+    pd.testing.assert_frame_equal(by_text, next_token_probs(smollm2, smollm2.to_tokens("The capital of France is"), k=3))
+    assert by_text["token"].iloc[0] == " Paris"
 
 
 def test_grouped_query_hook_sites(smollm2):

@@ -9,7 +9,7 @@ import torch
 
 from interp import function_vectors as fvs
 from interp import steering
-from interp.plots.steering import tradeoff_plot
+from interp.plots.steering import function_vector_curve, tradeoff_plot
 from interp.tasks import text
 
 
@@ -54,6 +54,8 @@ def test_function_vector_on_held_out_antonyms(smollm2):
     assert best["accuracy"] >= zero + 0.4 and best["accuracy"] > rand
     assert float(df[df.condition == "few_shot"]["accuracy"].iloc[0]) >= 0.5
     assert len(df.attrs["heads"]) == 15
+    fig = function_vector_curve(df)
+    assert {t.name for t in fig.data} == {"fv, coef 2", "random, coef 2"} and len(fig.layout.shapes) == 2
 
 
 def test_indirect_effects_downstream_equal_the_batched_hooks(tiny_llama):

@@ -3,6 +3,8 @@
 ``sweep_heatmap``: layer x coefficient grid of the behaviour (or damage) for one vector
 kind.  ``sweep_curves``: behaviour (and damage) against the coefficient, one line per
 layer, the random control of equal norm dashed beside the steering vector.
+``tradeoff_plot``: behaviour against damage with the prompting baseline.
+``function_vector_curve``: a function vector's held-out accuracy by layer.
 """
 
 from __future__ import annotations
@@ -95,4 +97,32 @@ def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None
     fig.update_layout(title=title or f"steering: behaviour ({df.attrs.get('metric', '')}) against {damage}",
                       xaxis_title=f"{damage} (KL from the unsteered model on neutral text, nats)"
                       if damage == "damage" else damage, yaxis_title="behaviour", height=450)
+    return fig
+
+
+def function_vector_curve(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Held-out accuracy against the layer the function vector is added after (a
+    :func:`interp.function_vectors.layer_sweep` frame): one solid line per coefficient, the
+    random vector of equal norm dashed, zero-shot and few-shot accuracy as horizontal lines."""
+    require(df, ["condition", "layer", "coef", "accuracy"], "a function-vector curve",
+            "the frame of interp.function_vectors.layer_sweep")
+    fig = go.Figure()
+    colours = qualitative.Plotly
+    vec = df[df["condition"].isin(("fv", "random"))]
+    for i, (coef, part) in enumerate(vec.groupby("coef", sort=True)):
+        for kind, dash in (("fv", "solid"), ("random", "dash")):
+            rows = part[part["condition"] == kind].sort_values("layer")
+            if not rows.empty:
+                fig.add_trace(go.Scatter(
+                    x=rows["layer"], y=rows["accuracy"], mode="lines+markers", name=f"{kind}, coef {coef:g}",
+                    line={"color": colours[i % len(colours)], "dash": dash},
+                    hovertemplate=f"{kind}, coef {coef:g}<br>layer %{{x}}<br>accuracy %{{y:.3f}}<extra></extra>"))
+    for kind, dash in (("zero_shot", "dot"), ("few_shot", "dashdot")):
+        rows = df[df["condition"] == kind]
+        if not rows.empty:
+            fig.add_hline(y=float(rows["accuracy"].iloc[0]), line_dash=dash, line_color="black",
+                          annotation_text=kind.replace("_", "-"), annotation_position="top left")
+    fig.update_layout(title=title or "function vector: held-out zero-shot accuracy by layer",
+                      xaxis_title="layer the vector is added after", yaxis_title="accuracy",
+                      yaxis_range=[-0.02, 1.02], xaxis={"dtick": 1}, height=420)
     return fig
