@@ -21,7 +21,11 @@ setup: $(STAMP)
 app: setup
 	$(BIN)/interp app --port $(PORT)
 
+# lint, format and type checks first: they take seconds and fail fast
 test: setup
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: setup

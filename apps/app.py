@@ -42,8 +42,9 @@ try:
     loaded = state.load_model(state.current_source())
     state.sidebar_model(loaded)
     # an intervention that writes NaN / inf then fails naming its site instead of spreading silently
-    loaded.check_finite = st.sidebar.toggle("Check activations for NaN / inf", key="check_finite",
-                                            help="every hook's result is checked (slightly slower)")
+    loaded.check_finite = st.sidebar.toggle(
+        "Check activations for NaN / inf", key="check_finite", help="every hook's result is checked (slightly slower)"
+    )
 except state.INPUT_ERRORS as e:  # the Model page shows the error and offers another choice
     st.sidebar.error(f"no model loaded: {e}")
 page.run()

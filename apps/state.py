@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ def friendly(what: str = "") -> Iterator[None]:
 
 
 # --- the model ------------------------------------------------------------------------
+
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=4)
 def _load(source: str) -> interp.Model:
@@ -101,9 +102,12 @@ def current_model() -> interp.Model:
 
 def sidebar_model(model: interp.Model) -> None:
     c = model.cfg
-    st.sidebar.markdown(f"**Model:** `{current_source()}`  \n{c.family}, {c.n_layers} layers"
-                        + (f", {c.n_heads} heads" if c.n_heads else "") + f", d_model {c.d_model}, "
-                        f"vocab {c.d_vocab}, context {c.n_ctx}")
+    st.sidebar.markdown(
+        f"**Model:** `{current_source()}`  \n{c.family}, {c.n_layers} layers"
+        + (f", {c.n_heads} heads" if c.n_heads else "")
+        + f", d_model {c.d_model}, "
+        f"vocab {c.d_vocab}, context {c.n_ctx}"
+    )
 
 
 def zoo_recipe(model: interp.Model):
@@ -131,8 +135,9 @@ def example_text(model: interp.Model, length: int = 25, period: int = 8) -> str:
     if text_model(model):
         return TEXT_EXAMPLE
     length = min(length, model.cfg.n_ctx)
-    toks = tasks.repeated_tokens(1, d_vocab=model.cfg.d_vocab, n_ctx=length, period=min(period, length - 2),
-                                 seed=1).tokens[0]
+    toks = tasks.repeated_tokens(
+        1, d_vocab=model.cfg.d_vocab, n_ctx=length, period=min(period, length - 2), seed=1
+    ).tokens[0]
     return model.decode(toks, skip_bos=True) if not model.word_level else model.decode(toks)
 
 
@@ -147,8 +152,11 @@ def prompt_tokens(model: interp.Model, key: str, *, default_mode: int = 0) -> to
     modes = PROMPT_MODES if recipe is not None else PROMPT_MODES[:2]
     mode = st.radio("Prompt", modes, index=min(default_mode, len(modes) - 1), horizontal=True, key=f"{key}_mode")
     if mode == PROMPT_MODES[0]:
-        syntax = ("named tokens separated by spaces (e.g. `BOS t5 t9`) or integer ids"
-                  if model.word_level else "text for the model's tokenizer")
+        syntax = (
+            "named tokens separated by spaces (e.g. `BOS t5 t9`) or integer ids"
+            if model.word_level
+            else "text for the model's tokenizer"
+        )
         text = st.text_area(f"Tokens: {syntax}", value=example_text(model), key=f"{key}_text", height=80)
         with friendly("bad prompt"):
             return model.to_tokens(text)
@@ -157,11 +165,13 @@ def prompt_tokens(model: interp.Model, key: str, *, default_mode: int = 0) -> to
     if mode == PROMPT_MODES[1]:
         n_ctx = model.cfg.n_ctx
         length = cols[1].number_input("length (tokens, with BOS)", 4, n_ctx, min(n_ctx, 33), key=f"{key}_len")
-        period = cols[2].number_input("period (segment length)", 1, max(1, n_ctx - 2), min(10, n_ctx - 2),
-                                      key=f"{key}_period")
+        period = cols[2].number_input(
+            "period (segment length)", 1, max(1, n_ctx - 2), min(10, n_ctx - 2), key=f"{key}_period"
+        )
         with friendly("bad generator settings"):
-            batch = tasks.repeated_tokens(1, d_vocab=model.cfg.d_vocab, n_ctx=int(length), period=int(period),
-                                          seed=int(seed))
+            batch = tasks.repeated_tokens(
+                1, d_vocab=model.cfg.d_vocab, n_ctx=int(length), period=int(period), seed=int(seed)
+            )
             return model.validate_tokens(batch.tokens)
     with friendly("zoo task"):
         return model.validate_tokens(recipe.make_batch(1, int(seed)).tokens[:1])
@@ -188,6 +198,7 @@ def token_key(tokens: torch.Tensor) -> tuple[int, ...]:
 
 # --- cached results -------------------------------------------------------------------
 
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
     """``[layer, head, dest, src]`` patterns of one prompt (see interp.attention)."""
@@ -197,6 +208,7 @@ def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
 
 
 # --- tasks and head analysis ----------------------------------------------------------
+
 
 def task_batch(model: interp.Model, n: int, seed: int) -> tasks.TaskBatch:
     """The model's own zoo task, or repeated random tokens (labels where a token repeats)."""
@@ -216,17 +228,20 @@ def head_scores(source: str, n: int, length: int, seed: int) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner="Ablating ...", max_entries=64)
-def ablation(source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int,
-             n_random: int) -> pd.DataFrame:
+def ablation(
+    source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int, n_random: int
+) -> pd.DataFrame:
     """interp.ablation.ablation_effect of ``heads`` on ``n`` sequences of the model's task."""
     from interp.ablation import ablation_effect
 
     model = load_model(source)
-    return ablation_effect(model, task_batch(model, n, seed), list(heads), how, metric=metric,
-                           n_random=n_random, seed=seed)
+    return ablation_effect(
+        model, task_batch(model, n, seed), list(heads), how, metric=metric, n_random=n_random, seed=seed
+    )
 
 
 # --- steering -------------------------------------------------------------------------
+
 
 def contrast_pairs(model: interp.Model, n: int, seed: int) -> tasks.ContrastPairs | None:
     """The contrast pairs of the model's zoo task, where it has them (steer-2l: mode B vs mode A)."""
@@ -236,7 +251,7 @@ def contrast_pairs(model: interp.Model, n: int, seed: int) -> tasks.ContrastPair
     return tasks.mode_contrast_pairs(n, d_vocab=model.cfg.d_vocab, n_ctx=min(16, model.cfg.n_ctx), seed=seed)
 
 
-Prompts = tuple   # texts, or token-id tuples (zoo models): hashable, the cache key
+Prompts = tuple  # texts, or token-id tuples (zoo models): hashable, the cache key
 
 
 def sentiment_task(model: interp.Model):
@@ -256,9 +271,19 @@ def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: in
 
 
 @st.cache_data(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
-def steering_sweep(source: str, positive: Prompts, negative: Prompts, method: str, layers: tuple[int, ...],
-                   coefs: tuple[float, ...], behaviour: tuple, evals: Prompts, neutral: Prompts | None,
-                   instruction: str | None, start_pos: int) -> pd.DataFrame:
+def steering_sweep(
+    source: str,
+    positive: Prompts,
+    negative: Prompts,
+    method: str,
+    layers: tuple[int, ...],
+    coefs: tuple[float, ...],
+    behaviour: tuple,
+    evals: Prompts,
+    neutral: Prompts | None,
+    instruction: str | None,
+    start_pos: int,
+) -> pd.DataFrame:
     """interp.steering.sweep at ``layers`` x ``coefs`` with the random control (and, with an
     ``instruction``, the prompting baseline).  behaviour: ``("logodds", targets, opposites)``
     (log-odds of the target words against their opposites at each eval prompt's last token) or
@@ -269,12 +294,22 @@ def steering_sweep(source: str, positive: Prompts, negative: Prompts, method: st
     model = load_model(source)
     if behaviour[0] == "logodds":
         metric = set_logodds(list(behaviour[1]), list(behaviour[2]), pos=-1)
-    else:   # every position of equally long prompts, else each prompt's last token
+    else:  # every position of equally long prompts, else each prompt's last token
         batch = model.tokenize(list(evals))
         metric = set_prob(list(behaviour[1]), pos=-1 if batch.padded else [list(range(batch.tokens.shape[1]))])
-    return sweep(model, ContrastPairs(list(positive), list(negative)), list(layers), list(coefs), list(evals), metric,
-                 method=method, start_pos=start_pos, neutral_prompts=list(neutral) if neutral else None,
-                 instruction=instruction or None, progress=False)
+    return sweep(
+        model,
+        ContrastPairs(list(positive), list(negative)),
+        list(layers),
+        list(coefs),
+        list(evals),
+        metric,
+        method=method,
+        start_pos=start_pos,
+        neutral_prompts=list(neutral) if neutral else None,
+        instruction=instruction or None,
+        progress=False,
+    )
 
 
 # --- retrieval, sinks, lenses ---------------------------------------------------------
@@ -283,8 +318,9 @@ RETRIEVAL_TASKS = ("passkey", "needle_haystack")
 
 
 @st.cache_data(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
-def retrieval(source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int,
-              seed: int) -> dict:
+def retrieval(
+    source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int, seed: int
+) -> dict:
     """interp.retrieval.retrieval_experiment on ``n`` prompts of a text task: scores, sparsity,
     the masking experiment with its random control."""
     from interp.retrieval import retrieval_experiment
@@ -294,18 +330,27 @@ def retrieval(source: str, task: str, n: int, context_length: int, depth: float 
     build = {"passkey": text.passkey, "needle_haystack": text.needle_haystack}[task]
     batch = build(model, n, context_length=context_length, depth=depth, seed=seed)
     e = retrieval_experiment(model, batch, k=k, n_random=n_random, seed=seed, progress=False)
-    return {"scores": e.scores, "masking": e.masking, "sparsity": e.sparsity, "threshold": e.threshold,
-            "heads": e.heads, "accuracy": e.accuracy, "example": model.decode(batch.batch().rows()[0], skip_bos=True)}
+    return {
+        "scores": e.scores,
+        "masking": e.masking,
+        "sparsity": e.sparsity,
+        "threshold": e.threshold,
+        "heads": e.heads,
+        "accuracy": e.accuracy,
+        "example": model.decode(batch.batch().rows()[0], skip_bos=True),
+    }
 
 
 @st.cache_data(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
-def niah(source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int,
-         heads: tuple[tuple[int, int], ...]) -> pd.DataFrame:
+def niah(
+    source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
+) -> pd.DataFrame:
     """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition."""
     from interp.retrieval import niah_grid
 
-    return niah_grid(load_model(source), list(lengths), list(depths), n=n, heads=[tuple(h) for h in heads] or None,
-                     progress=False)
+    return niah_grid(
+        load_model(source), list(lengths), list(depths), n=n, heads=[tuple(h) for h in heads] or None, progress=False
+    )
 
 
 @st.cache_data(show_spinner="Attention sinks ...", max_entries=16)
@@ -317,8 +362,11 @@ def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd
     from interp.tasks.text import generated_text
 
     model = load_model(source)
-    tokens = (generated_text(model, n, length, seed=seed) if text_model(model)
-              else heads.default_tokens(model, n=n, length=length, seed=seed))
+    tokens = (
+        generated_text(model, n, length, seed=seed)
+        if text_model(model)
+        else heads.default_tokens(model, n=n, length=length, seed=seed)
+    )
     return sink_share(model, tokens), sink_removal(model, tokens)
 
 
@@ -349,6 +397,7 @@ def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None)
 
 
 # --- patching and circuits ------------------------------------------------------------
+
 
 def tokens_text(model: interp.Model, tokens: torch.Tensor) -> str:
     """One sequence written back in the model's prompt syntax (what the text boxes accept)."""
@@ -406,8 +455,17 @@ def resolve_metric(model: interp.Model, spec: tuple, metric: str):
 
 
 @st.cache_data(show_spinner="Patching ...", max_entries=32)
-def patching(source: str, clean: Key, spec: tuple, site: str, by: tuple[str, ...], metric: str, direction: str,
-             mode: str, window: int) -> pd.DataFrame:
+def patching(
+    source: str,
+    clean: Key,
+    spec: tuple,
+    site: str,
+    by: tuple[str, ...],
+    metric: str,
+    direction: str,
+    mode: str,
+    window: int,
+) -> pd.DataFrame:
     """circuits.patching.patch (mode "exact") or circuits.attribution.attribute ("attribution")."""
     from circuits.attribution import attribute
     from circuits.patching import patch
@@ -417,8 +475,17 @@ def patching(source: str, clean: Key, spec: tuple, site: str, by: tuple[str, ...
     tokens = torch.tensor(clean)
     metric = resolve_metric(model, spec, metric)
     if mode == "exact":
-        return patch(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction,
-                     window=window, progress=False)
+        return patch(
+            model,
+            tokens,
+            corrupt,
+            site=site,
+            by=("layer",) + by,
+            metric=metric,
+            direction=direction,
+            window=window,
+            progress=False,
+        )
     return attribute(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
 
 
@@ -446,16 +513,18 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
 
     text = text_model(model)
     labels = {INPUTS[0]: "prompt pair", INPUTS[1]: "IOI prompts" if text else "task batch"}
-    mode = st.radio("Clean and corrupt inputs", INPUTS, horizontal=True, key=f"{key}_inputs",
-                    format_func=labels.get)
+    mode = st.radio("Clean and corrupt inputs", INPUTS, horizontal=True, key=f"{key}_inputs", format_func=labels.get)
     if mode == INPUTS[0]:
-        if text:    # an IOI prompt and its ABC corruption (the second John is Bob)
+        if text:  # an IOI prompt and its ABC corruption (the second John is Bob)
             with friendly("IOI example"):
                 pair = ioi_batch(model, 1, 0, "ABC")
             clean_default, corrupt_default = pair.texts[0], pair.corrupt_texts[0]
         else:
-            example = (task_batch(model, 1, 0).tokens if zoo_recipe(model) is not None
-                       else model.to_tokens(example_text(model)))
+            example = (
+                task_batch(model, 1, 0).tokens
+                if zoo_recipe(model) is not None
+                else model.to_tokens(example_text(model))
+            )
             # default corruption: the last token replaced by the first earlier token that differs from it
             # (in recall, another key; in repeated tokens, a token whose successor is known)
             other = next((int(t) for t in example[0, 1:-1] if int(t) != int(example[0, -1])), None)
@@ -463,22 +532,29 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
             clean_default, corrupt_default = tokens_text(model, example), tokens_text(model, corrupted)
         left, right = st.columns(2)
         clean_text = left.text_area("Clean prompt", clean_default, key=f"{key}_clean", height=100)
-        corrupt_text = right.text_area("Corrupt prompt (same number of tokens)", corrupt_default,
-                                       key=f"{key}_corrupt", height=100)
+        corrupt_text = right.text_area(
+            "Corrupt prompt (same number of tokens)", corrupt_default, key=f"{key}_corrupt", height=100
+        )
         with friendly("bad prompts"):
             clean = model.to_tokens(clean_text)
             corrupt = model.to_tokens(corrupt_text)
             if clean.shape != corrupt.shape:
-                raise ValueError(f"the clean prompt has {clean.shape[1]} tokens and the corrupt one "
-                                 f"{corrupt.shape[1]}: they must be aligned position by position")
+                raise ValueError(
+                    f"the clean prompt has {clean.shape[1]} tokens and the corrupt one "
+                    f"{corrupt.shape[1]}: they must be aligned position by position"
+                )
         return batch_key(clean), ("tokens", batch_key(corrupt))
     if text:
         cols = st.columns(3)
         n = cols[0].number_input("IOI prompts", 1, 64, 4, key=f"{key}_ioi_n")
         seed = cols[1].number_input("seed", 0, 10_000, 0, key=f"{key}_ioi_seed")
-        how = cols[2].selectbox("corruption", ("ABC", "ABB"), key=f"{key}_ioi_how",
-                                help="ABC: the second subject replaced by a third name (the repeated-name signal "
-                                     "is gone); ABB: replaced by the indirect object (the other name is the answer)")
+        how = cols[2].selectbox(
+            "corruption",
+            ("ABC", "ABB"),
+            key=f"{key}_ioi_how",
+            help="ABC: the second subject replaced by a third name (the repeated-name signal "
+            "is gone); ABB: replaced by the indirect object (the other name is the answer)",
+        )
         with friendly("IOI prompts"):
             batch = ioi_batch(model, int(n), int(seed), how)
         st.caption(f"first clean: `{batch.texts[0]}`  \nfirst corrupt: `{batch.corrupt_texts[0]}`")
@@ -486,9 +562,13 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
     cols = st.columns(4)
     n = cols[0].number_input("sequences", 1, 256, 16, key=f"{key}_n")
     seed = cols[1].number_input("seed", 0, 10_000, 0, key=f"{key}_seed")
-    how = cols[2].selectbox("corruption", ("replace tokens", "gaussian noise"), key=f"{key}_how",
-                            help="replace: random other tokens at the positions (symmetric token replacement); "
-                                 "noise: 3x the embedding std added there (ROME), averaged over 5 samples")
+    how = cols[2].selectbox(
+        "corruption",
+        ("replace tokens", "gaussian noise"),
+        key=f"{key}_how",
+        help="replace: random other tokens at the positions (symmetric token replacement); "
+        "noise: 3x the embedding std added there (ROME), averaged over 5 samples",
+    )
     with cols[3]:
         positions = _positions_input("positions", "-1", f"{key}_positions")
     with friendly("task"):
@@ -496,8 +576,10 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
         clean_key = batch_key(batch)
         spec = ("replace", positions, int(seed)) if how == "replace tokens" else ("noise", positions, 5, int(seed))
         example = corruption(model, clean_key, spec).tokens[:1]
-    st.caption(f"first clean: `{tokens_text(model, batch[0])}`  \n"
-               f"first corrupt: `{tokens_text(model, example[0])}`" + (" (+ noise)" if spec[0] == "noise" else ""))
+    st.caption(
+        f"first clean: `{tokens_text(model, batch[0])}`  \n"
+        f"first corrupt: `{tokens_text(model, example[0])}`" + (" (+ noise)" if spec[0] == "noise" else "")
+    )
     return clean_key, spec
 
 
@@ -507,8 +589,15 @@ def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, 
     from circuits.attribution import edge_attribution
 
     model = load_model(source)
-    return edge_attribution(model, torch.tensor(clean), corruption(model, clean, spec),
-                            metric=resolve_metric(model, spec, metric), method=method, steps=steps, progress=False)
+    return edge_attribution(
+        model,
+        torch.tensor(clean),
+        corruption(model, clean, spec),
+        metric=resolve_metric(model, spec, metric),
+        method=method,
+        steps=steps,
+        progress=False,
+    )
 
 
 @st.cache_data(show_spinner="Running the circuit ...", max_entries=128)
@@ -517,8 +606,9 @@ def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str,
     its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
     model = load_model(source)
     circuit = edge_scores(source, clean, spec, metric, method, steps).prune(top_k=top_k)
-    return circuit.faithfulness(model, torch.tensor(clean), corruption(model, clean, spec),
-                                resolve_metric(model, spec, metric))
+    return circuit.faithfulness(
+        model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric)
+    )
 
 
 @st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
@@ -526,5 +616,6 @@ def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: i
     """Circuit.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD with intervals."""
     model = load_model(source)
     full = edge_scores(source, clean, spec, metric, method, steps)
-    return full.mib(model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric),
-                    n_boot=200)
+    return full.mib(
+        model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric), n_boot=200
+    )

@@ -34,10 +34,12 @@ def per_head_loop(model, clean, corrupt, answers):
     metric = M.prob(answers).resolve(batch.tokens.shape[1], batch.lengths)
     out = {}
     for layer, head in model.heads():
+
         def patch(z, hook, layer=layer, head=head):
             z = z.clone()
             z[torch.arange(len(batch)), batch.last, head] = z_mean[layer, head].to(z.dtype)
             return z
+
         with torch.no_grad():
             out[(layer, head)] = float(metric(model.run_with_hooks(batch, [(model.site("z", layer), patch)])))
     return out
@@ -74,8 +76,10 @@ def main() -> None:
     loop = per_head_loop(model, clean, corrupt, answers)
     t_loop = time.perf_counter() - t
     diff = max(abs(loop[(int(r.layer), int(r.head))] - r.p_patched) for r in effects.itertuples())
-    print(f"torch {torch.__version__}, {args.threads} thread(s); smollm2-135m, 16 prompts of "
-          f"{int(lengths.min())}-{int(lengths.max())} tokens, {len(effects)} heads")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); smollm2-135m, 16 prompts of "
+        f"{int(lengths.min())}-{int(lengths.max())} tokens, {len(effects)} heads"
+    )
     print(f"  per-head loop (one forward per head): {t_loop:7.1f} s")
     print(f"  head_indirect_effects (downstream only): {t_new:5.1f} s   ({t_loop / t_new:.1f}x; target < 20 s)")
     print(f"  max |difference| of P(answer): {diff:.2e}")

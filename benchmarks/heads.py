@@ -36,8 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GPT2_SMALL = dict(d_model=768, d_head=64, n_layers=12, n_heads=12, d_mlp=3072, d_vocab=50257,
-                  act_fn="gelu", normalization_type="LN")
+GPT2_SMALL = dict(
+    d_model=768, d_head=64, n_layers=12, n_heads=12, d_mlp=3072, d_vocab=50257, act_fn="gelu", normalization_type="LN"
+)
 
 
 def build(pos: int):
@@ -86,12 +87,22 @@ def child(op: str, pos: int) -> None:
 
 
 def measure_memory(pos: int, threads: int) -> dict[str, int]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": str(ROOT),
+        "TQDM_DISABLE": "1",
+    }
     out = {}
     for op in ("forward", "scores", "cache"):
-        res = subprocess.run([sys.executable, __file__, "--child", op, "--pos", str(pos)], env=env,
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [sys.executable, __file__, "--child", op, "--pos", str(pos)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0:
             raise RuntimeError(f"memory child {op} failed:\n{res.stderr[-2000:]}")
         rec = json.loads(res.stdout.strip().splitlines()[-1])
@@ -108,12 +119,11 @@ def measure_time(pos: int, repeats: int) -> dict[str, dict[str, list[float]]]:
 
     torch.set_grad_enabled(False)
     model, tokens = build(pos)
-    ops = {"forward": lambda: model.module(tokens),
-           "scores": lambda: heads.scores(model, tokens, heads.PATTERN_KINDS)}
-    for op in ops.values():                               # warm-up (allocator, kernels)
+    ops = {"forward": lambda: model.module(tokens), "scores": lambda: heads.scores(model, tokens, heads.PATTERN_KINDS)}
+    for op in ops.values():  # warm-up (allocator, kernels)
         op()
     times = {clock: {name: [] for name in ops} for clock in ("wall", "cpu")}
-    for _ in range(repeats):                              # interleaved: shared cores drift
+    for _ in range(repeats):  # interleaved: shared cores drift
         for name, op in ops.items():
             w, c = time.perf_counter(), time.process_time()
             op()
@@ -136,18 +146,24 @@ def main() -> None:
     if args.child:
         child(args.child, args.pos)
         return
-    print(f"GPT-2-small-shaped random bridge (12 layers x 12 heads, d_model 768), 1 x {args.pos} tokens, "
-          f"{args.threads} threads")
+    print(
+        f"GPT-2-small-shaped random bridge (12 layers x 12 heads, d_model 768), 1 x {args.pos} tokens, "
+        f"{args.threads} threads"
+    )
     times = measure_time(args.pos, args.repeats)
     for clock in ("wall", "cpu"):
         fwd, sc = statistics.median(times[clock]["forward"]), statistics.median(times[clock]["scores"])
-        print(f"time ({clock:4}, median of {args.repeats})  forward {fwd:.2f} s   scores (5 kinds) {sc:.2f} s   "
-              f"ratio {sc / fwd:.2f}x  (target < 1.5x)")
+        print(
+            f"time ({clock:4}, median of {args.repeats})  forward {fwd:.2f} s   scores (5 kinds) {sc:.2f} s   "
+            f"ratio {sc / fwd:.2f}x  (target < 1.5x)"
+        )
     if not args.skip_memory:
         mem = measure_memory(args.pos, args.threads)
         mib = {k: v / 2**20 for k, v in mem.items() if k != "method"}
-        print(f"memory peak extra RSS ({mem['method']}): forward {mib['forward']:.0f} MiB   scores {mib['scores']:.0f} MiB"
-              f"   TL run_with_cache {mib['cache']:.0f} MiB   scores / cache {mem['scores'] / mem['cache']:.3f}")
+        print(
+            f"memory peak extra RSS ({mem['method']}): forward {mib['forward']:.0f} MiB   scores {mib['scores']:.0f} MiB"
+            f"   TL run_with_cache {mib['cache']:.0f} MiB   scores / cache {mem['scores'] / mem['cache']:.3f}"
+        )
 
 
 if __name__ == "__main__":

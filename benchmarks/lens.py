@@ -73,12 +73,14 @@ def main() -> None:
     text = generated_text(model, n=args.train + args.held, length=129, seed=0)
     t_gen = time.perf_counter() - t
     t = time.perf_counter()
-    lens = train_tuned_lens(model, text[:args.train], steps=args.steps, progress=True)
+    lens = train_tuned_lens(model, text[: args.train], steps=args.steps, progress=True)
     t_train = time.perf_counter() - t
-    held = text[args.train:]
+    held = text[args.train :]
     plain, tuned = lens_kl(model, held), lens_kl(model, held, lens=lens)
-    print(f"\ntuned lens: generated {tuple(text.shape)} tokens in {t_gen:.1f} s; trained {args.steps} steps on "
-          f"{args.train} x 129 tokens in {t_train:.1f} s (target < 600 s)")
+    print(
+        f"\ntuned lens: generated {tuple(text.shape)} tokens in {t_gen:.1f} s; trained {args.steps} steps on "
+        f"{args.train} x 129 tokens in {t_train:.1f} s (target < 600 s)"
+    )
     print("held-out KL(final || lens), nats:")
     table = plain.rename(columns={"kl": "logit_lens"}).assign(tuned_lens=tuned["kl"])
     print(table.round(3).to_string(index=False))

@@ -41,8 +41,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GPT2_SMALL = dict(d_model=768, d_head=64, n_layers=12, n_heads=12, d_mlp=3072, d_vocab=50257, n_ctx=64,
-                  act_fn="gelu_new", normalization_type="LN")
+GPT2_SMALL = dict(
+    d_model=768,
+    d_head=64,
+    n_layers=12,
+    n_heads=12,
+    d_mlp=3072,
+    d_vocab=50257,
+    n_ctx=64,
+    act_fn="gelu_new",
+    normalization_type="LN",
+)
 
 
 def timed(fn, repeats: int = 1):
@@ -102,16 +111,23 @@ def exact_vs_tl(name: str, setup, repeats: int) -> None:
     model, clean, corrupted, metric = setup()
     resolved = metric.resolve(clean.shape[1])
     patch(model, clean, corrupted, site="z", metric=metric, progress=False, layers=[0], positions=[0])  # warm-up
-    ours, w_ours, c_ours = timed(lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False),
-                                 repeats)
+    ours, w_ours, c_ours = timed(
+        lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False), repeats
+    )
     _, clean_cache = model.module.run_with_cache(clean)
-    ref, w_tl, c_tl = timed(lambda: get_act_patch_attn_head_out_by_pos(
-        model.module, corrupted, clean_cache, lambda logits: resolved(logits)), repeats)
+    ref, w_tl, c_tl = timed(
+        lambda: get_act_patch_attn_head_out_by_pos(
+            model.module, corrupted, clean_cache, lambda logits: resolved(logits)
+        ),
+        repeats,
+    )
     idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
     diff = (ref[idx] - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max().item()
     n = len(ours)
-    print(f"[exact z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {n} cells "
-          f"({ours.attrs['cells_run']} differ from the base run and need a forward; best of {repeats})")
+    print(
+        f"[exact z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {n} cells "
+        f"({ours.attrs['cells_run']} differ from the base run and need a forward; best of {repeats})"
+    )
     print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.2f} s wall  {c_tl:8.2f} s cpu")
     print(f"  circuits.patching.patch ({ours.attrs['engine']}):      {w_ours:8.2f} s wall  {c_ours:8.2f} s cpu")
     print(f"  speed-up: {w_tl / w_ours:6.1f}x wall, {c_tl / c_ours:6.1f}x cpu;  max |difference| {diff:.2e}")
@@ -125,16 +141,20 @@ def attribution_check(name: str, setup) -> None:
 
     model, clean, corrupted, metric = setup()
     exact = patch(model, clean, corrupted, site="z", metric=metric, progress=False)
-    attribute(model, clean, corrupted, site="z", metric=metric)                       # warm-up
+    attribute(model, clean, corrupted, site="z", metric=metric)  # warm-up
     est, w_attr, c_attr = timed(lambda: attribute(model, clean, corrupted, site="z", metric=metric), 7)
     _, w_fwd, c_fwd = timed(lambda: model.run_with_cache(clean), 7)
     rho = spearmanr(exact["effect"], est["effect"]).statistic
     rho_abs = spearmanr(exact["effect"].abs(), est["effect"].abs()).statistic
     print(f"[attribution patching, z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {len(est)} cells")
-    print(f"  cost: {w_attr / w_fwd:5.1f} forward-equivalents wall ({c_attr / c_fwd:4.1f} cpu; best of 7) "
-          f"[{w_attr * 1e3:.0f} ms vs {w_fwd * 1e3:.0f} ms for one forward with cache]")
-    print(f"  Spearman with exact patching: {rho:.3f} (signed effects), {rho_abs:.3f} (|effects|); "
-          f"clean {exact.attrs['clean_value']:.3f}, corrupt {exact.attrs['corrupt_value']:.3f}")
+    print(
+        f"  cost: {w_attr / w_fwd:5.1f} forward-equivalents wall ({c_attr / c_fwd:4.1f} cpu; best of 7) "
+        f"[{w_attr * 1e3:.0f} ms vs {w_fwd * 1e3:.0f} ms for one forward with cache]"
+    )
+    print(
+        f"  Spearman with exact patching: {rho:.3f} (signed effects), {rho_abs:.3f} (|effects|); "
+        f"clean {exact.attrs['clean_value']:.3f}, corrupt {exact.attrs['corrupt_value']:.3f}"
+    )
 
 
 def ioi_smollm2(full: bool, sample: int, device: str) -> None:
@@ -144,13 +164,16 @@ def ioi_smollm2(full: bool, sample: int, device: str) -> None:
     is one full forward per cell, linear in the cells)."""
     import pandas as pd
     import torch
-    from transformer_lens.patching import (generic_activation_patch, get_act_patch_attn_head_out_by_pos,
-                                           layer_pos_head_vector_patch_setter)
+    from transformer_lens.patching import (
+        generic_activation_patch,
+        get_act_patch_attn_head_out_by_pos,
+        layer_pos_head_vector_patch_setter,
+    )
 
     import interp
     from circuits import sites
-    from interp.recompute import FastEngine
     from circuits.patching import patch
+    from interp.recompute import FastEngine
     from interp.tasks.text import ioi
 
     model = interp.load("smollm2-135m", device=device)
@@ -169,29 +192,45 @@ def ioi_smollm2(full: bool, sample: int, device: str) -> None:
         scaled = ""
     else:
         picked = cells.sample(n=min(sample, len(cells)), random_state=0).sort_values(["layer", "pos", "head"])
-        got, w_part, c_part = timed(lambda: generic_activation_patch(
-            model.module, corrupted, clean_cache, fn, layer_pos_head_vector_patch_setter, "z",
-            index_df=pd.DataFrame(picked.values, columns=["layer", "pos", "head_index"])), 1)
+        got, w_part, c_part = timed(
+            lambda: generic_activation_patch(
+                model.module,
+                corrupted,
+                clean_cache,
+                fn,
+                layer_pos_head_vector_patch_setter,
+                "z",
+                index_df=pd.DataFrame(picked.values, columns=["layer", "pos", "head_index"]),
+            ),
+            1,
+        )
         mine = ours.set_index(["layer", "pos", "head"]).loc[[tuple(r) for r in picked.values], "value"].values
         diff = (got.cpu().double() - torch.tensor(mine)).abs().max().item()
         w_tl, c_tl = w_part * len(cells) / len(picked), c_part * len(cells) / len(picked)
         scaled = f" (measured on {len(picked)} random cells, {w_part:.1f} s, scaled to all {len(cells)})"
     site = sites.resolve(model, "z")
-    first = int((clean != corrupted).any(0).nonzero()[0])      # cells before the first corrupted token change nothing
+    first = int((clean != corrupted).any(0).nonzero()[0])  # cells before the first corrupted token change nothing
     cell_list = [c for c in sites.cells(model, site, ("pos", "head"), clean.shape[1]) if c.pos >= first]
-    flops = FastEngine(model).downstream_flops(cell_list, site, clean.shape[0], metric.read_positions(clean.shape[1]),
-                                               vocab=len(metric.vocab_needed()))
-    print(f"[exact z by layer x pos x head] smollm2-135m IOI ({batch.corruption}), tokens {tuple(clean.shape)}, "
-          f"{len(ours)} cells ({ours.attrs['cells_run']} differ from the base run); device {device}")
+    flops = FastEngine(model).downstream_flops(
+        cell_list, site, clean.shape[0], metric.read_positions(clean.shape[1]), vocab=len(metric.vocab_needed())
+    )
+    print(
+        f"[exact z by layer x pos x head] smollm2-135m IOI ({batch.corruption}), tokens {tuple(clean.shape)}, "
+        f"{len(ours)} cells ({ours.attrs['cells_run']} differ from the base run); device {device}"
+    )
     print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.1f} s wall  {c_tl:8.1f} s cpu{scaled}")
     print(f"  circuits.patching.patch ({ours.attrs['engine']}):      {w_ours:8.1f} s wall  {c_ours:8.1f} s cpu")
     print(f"  speed-up: {w_tl / w_ours:6.1f}x wall, {c_tl / c_ours:6.1f}x cpu;  max |difference| {diff:.2e}")
-    print(f"  floor: {flops / 1e9:.1f} GFLOP downstream of the cells, summed; ours ran at {flops / w_ours / 1e9:.1f} "
-          f"GFLOP/s (TransformerLens computes {len(ours)} full forwards: "
-          f"{len(ours) * 2 * 135e6 * clean.numel() / 1e12:.1f} TFLOP, the unembedding included)")
+    print(
+        f"  floor: {flops / 1e9:.1f} GFLOP downstream of the cells, summed; ours ran at {flops / w_ours / 1e9:.1f} "
+        f"GFLOP/s (TransformerLens computes {len(ours)} full forwards: "
+        f"{len(ours) * 2 * 135e6 * clean.numel() / 1e12:.1f} TFLOP, the unembedding included)"
+    )
     top = ours.reindex(ours["normalised"].abs().sort_values(ascending=False).index).head(5)
-    print("  top cells: " + "; ".join(f"L{r.layer}H{r.head} at pos {r.pos} ({r.normalised:+.2f})"
-                                      for r in top.itertuples()))
+    print(
+        "  top cells: "
+        + "; ".join(f"L{r.layer}H{r.head} at pos {r.pos} ({r.normalised:+.2f})" for r in top.itertuples())
+    )
 
 
 def main() -> None:

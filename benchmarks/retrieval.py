@@ -54,22 +54,28 @@ def main() -> None:
     steps = int((task.info["needle_span"][:, 1] - task.info["needle_span"][:, 0]).max())
     batch = task.batch()
     plain, t_plain = timed(lambda: decoding.greedy(model, batch, steps, batch_size=args.prompts), args.repeats)
-    cached, t_cached = timed(lambda: retrieval.retrieval_analysis(model, task, batch_size=args.prompts,
-                                                                  progress=False), args.repeats)
+    cached, t_cached = timed(
+        lambda: retrieval.retrieval_analysis(model, task, batch_size=args.prompts, progress=False), args.repeats
+    )
     g1, a1 = retrieval.decode_attention(model, batch, steps, batch_size=args.prompts, use_cache=True, progress=False)
 
     def uncached():
-        return retrieval.decode_attention(model, batch, steps, batch_size=args.prompts, use_cache=False,
-                                          progress=False)
+        return retrieval.decode_attention(model, batch, steps, batch_size=args.prompts, use_cache=False, progress=False)
+
     (g2, a2), t_uncached = timed(uncached, 1)
     same = bool(torch.equal(g1, g2) and torch.equal(a1, a2) and torch.equal(plain, g1))
-    print(f"torch {torch.__version__}, {args.threads} thread(s); smollm2-135m, {args.prompts} passkey prompts of "
-          f"{batch.tokens.shape[1]} tokens, {steps} decoding steps; accuracy {cached.accuracy:.2f}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); smollm2-135m, {args.prompts} passkey prompts of "
+        f"{batch.tokens.shape[1]} tokens, {steps} decoding steps; accuracy {cached.accuracy:.2f}"
+    )
     print(f"  cached greedy generation:           {t_plain:7.2f} s")
-    print(f"  retrieval analysis, cached:         {t_cached:7.2f} s   ({t_cached / t_plain:.2f}x generation; "
-          "target <= 2)")
-    print(f"  retrieval analysis, recomputing:    {t_uncached:7.2f} s   ({t_uncached / t_cached:.1f}x the cached "
-          "analysis; target >= 10)")
+    print(
+        f"  retrieval analysis, cached:         {t_cached:7.2f} s   ({t_cached / t_plain:.2f}x generation; target <= 2)"
+    )
+    print(
+        f"  retrieval analysis, recomputing:    {t_uncached:7.2f} s   ({t_uncached / t_cached:.1f}x the cached "
+        "analysis; target >= 10)"
+    )
     print(f"  cached and recomputed decoding give identical tokens and attended positions: {same}")
     print("  top retrieval heads: " + ", ".join(f"L{l}H{h}" for l, h in cached.heads[:5]))
 

@@ -15,8 +15,16 @@ and :mod:`circuits.engine_hooks`), :mod:`circuits.path_patching`, :mod:`circuits
 from circuits import corrupt, metrics
 from circuits.attribution import attribute, edge_attribution
 from circuits.graph import Circuit, faithfulness_curve
-from circuits.path_patching import path_patch
 from circuits.patching import patch
+from circuits.path_patching import path_patch
 
-__all__ = ["patch", "attribute", "edge_attribution", "path_patch", "Circuit", "faithfulness_curve", "corrupt",
-           "metrics"]
+__all__ = [
+    "patch",
+    "attribute",
+    "edge_attribution",
+    "path_patch",
+    "Circuit",
+    "faithfulness_curve",
+    "corrupt",
+    "metrics",
+]

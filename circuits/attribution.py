@@ -19,7 +19,7 @@ carries the clean behaviour); circuits keep the edges of largest ``|score|``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -38,7 +38,7 @@ METHODS = ("eap", "eap-ig")
 
 def _grad_names(model, site: sites.Site, layer: int) -> list[str]:
     names = [site.hook(layer)]
-    if site.via_mlp_in:          # the whole residual: the MLP's copy and the skip connection
+    if site.via_mlp_in:  # the whole residual: the MLP's copy and the skip connection
         names.append(model.site("resid_post", layer))
     return names
 
@@ -53,13 +53,13 @@ def _reduce(prod: torch.Tensor, layout: str, axes: tuple[str, ...]) -> torch.Ten
         prod = prod.flatten(1).sum(1)
         return prod if "pos" in axes else prod.sum(0)
     if layout == "head":
-        prod = prod.sum(-1)                                     # [pos, head]
+        prod = prod.sum(-1)  # [pos, head]
         if "head" not in axes:
             prod = prod.sum(1)
         if "pos" not in axes:
             prod = prod.sum(0)
         return prod
-    if "src_pos" not in axes:                                   # [head, dest, src]
+    if "src_pos" not in axes:  # [head, dest, src]
         prod = prod.sum(-1)
     if "pos" not in axes:
         prod = prod.sum(-1)
@@ -68,9 +68,16 @@ def _reduce(prod: torch.Tensor, layout: str, axes: tuple[str, ...]) -> torch.Ten
     return prod
 
 
-def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
-              by: str | Sequence[str] = ("layer", "pos", "head"), metric: Metric | str = "logit_diff",
-              direction: str = "denoise") -> pd.DataFrame:
+def attribute(
+    model,
+    clean,
+    corrupt,
+    *,
+    site: str | Sequence[str] = "z",
+    by: str | Sequence[str] = ("layer", "pos", "head"),
+    metric: Metric | str = "logit_diff",
+    direction: str = "denoise",
+) -> pd.DataFrame:
     """Attribution-patching estimate of :func:`circuits.patching.patch` for one or several sites at once.
 
     With several sites the frames are stacked with a ``site`` column (``by`` is cut to the
@@ -97,9 +104,12 @@ def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
     deltas: dict[str, torch.Tensor] = {}
 
     with torch.enable_grad():
-        base_logits = model.run_with_hooks(base_tokens, list(base_hooks) +
-                                           [(n, delta_hook(deltas, n, base_act)) for n in grad_names])
-        clean_logits, corrupt_logits = (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
+        base_logits = model.run_with_hooks(
+            base_tokens, list(base_hooks) + [(n, delta_hook(deltas, n, base_act)) for n in grad_names]
+        )
+        clean_logits, corrupt_logits = (
+            (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
+        )
         runs = finish(model, c, metric, clean_logits, corrupt_logits.detach())
         value = runs.metric(base_logits)
         grads = dict(zip(grad_names, torch.autograd.grad(value, [deltas[n] for n in grad_names], allow_unused=True)))
@@ -112,8 +122,15 @@ def attribute(model, clean, corrupt, *, site: str | Sequence[str] = "z",
             diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
             tables.append(_reduce((diff * g).detach().float(), s.layout, axes))
         est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
-        df = frame(cells, axes, est + runs.baseline(direction), runs, direction, False,
-                   attrs=dict(site=s.name, engine="attribution", by=("layer",) + axes))
+        df = frame(
+            cells,
+            axes,
+            est + runs.baseline(direction),
+            runs,
+            direction,
+            False,
+            attrs=dict(site=s.name, engine="attribution", by=("layer",) + axes),
+        )
         if len(resolved) > 1:
             df.insert(0, "site", s.name)
         frames.append(df)
@@ -130,8 +147,16 @@ def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
     return tuple(getattr(cell, a) for a in order if a in axes)
 
 
-def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_diff", method: str = "eap-ig",
-                     steps: int = 5, progress: bool = True) -> Circuit:
+def edge_attribution(
+    model,
+    clean,
+    corrupt,
+    *,
+    metric: Metric | str = "logit_diff",
+    method: str = "eap-ig",
+    steps: int = 5,
+    progress: bool = True,
+) -> Circuit:
     """Scores of every edge of the model's graph (EAP or EAP-IG) as an unpruned :class:`Circuit`.
 
     steps: interpolation points of EAP-IG (default 5).  Cost: 2 forwards + ``steps`` (EAP: 1)
@@ -165,11 +190,23 @@ def edge_attribution(model, clean, corrupt, *, metric: Metric | str = "logit_dif
             grads = dict(zip(keys, torch.autograd.grad(value, [eps[k] for k in keys])))
         g = E.receiver_grads(eps, grads, graph).detach()
         grad_sum = g if grad_sum is None else grad_sum + g
-    g = grad_sum / len(alphas)                                                   # [R, batch, pos, d]
-    delta = (out_corrupt.stacked(graph) - out_clean.stacked(graph)).detach()    # [U, batch, pos, d]
-    scores = delta.flatten(1).double() @ g.flatten(1).double().T               # [U, R]
+    g = grad_sum / len(alphas)  # [R, batch, pos, d]
+    delta = (out_corrupt.stacked(graph) - out_clean.stacked(graph)).detach()  # [U, batch, pos, d]
+    scores = delta.flatten(1).double() @ g.flatten(1).double().T  # [U, R]
     scores = scores.masked_fill(~graph.valid(), float("nan"))
-    return Circuit.from_scores(graph, scores.float(), meta=dict(
-        model=model.cfg.name, method=method, steps=len(alphas), metric=runs.metric.label,
-        clean_value=runs.clean_value, corrupt_value=runs.corrupt_value, corruption=runs.description,
-        n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads, n_kv_heads=model.cfg.n_kv_heads))
+    return Circuit.from_scores(
+        graph,
+        scores.float(),
+        meta=dict(
+            model=model.cfg.name,
+            method=method,
+            steps=len(alphas),
+            metric=runs.metric.label,
+            clean_value=runs.clean_value,
+            corrupt_value=runs.corrupt_value,
+            corruption=runs.description,
+            n_layers=model.cfg.n_layers,
+            n_heads=model.cfg.n_heads,
+            n_kv_heads=model.cfg.n_kv_heads,
+        ),
+    )

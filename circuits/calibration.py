@@ -38,8 +38,7 @@ def calibration(model, clean, corrupt, metric="logit_diff", *, steps: int = 5, p
     per method, ``metric``."""
     seconds = {}
     t = time.perf_counter()
-    exact = patch(model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise",
-                  progress=progress)
+    exact = patch(model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise", progress=progress)
     seconds["exact"] = time.perf_counter() - t
     t = time.perf_counter()
     approx = attribute(model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise")
@@ -54,8 +53,14 @@ def calibration(model, clean, corrupt, metric="logit_diff", *, steps: int = 5, p
     df["attribution"] = approx["effect"].to_numpy()
     df["eap_ig"] = [float(node.get(f"a{l}.h{h}", 0.0)) for l, h in zip(df["layer"], df["head"])]
     exact_rank = df["exact"].abs().rank(ascending=False)
-    attrs = {"spearman": {}, "spearman_abs": {}, "seconds": seconds, "metric": exact.attrs["metric"],
-             "clean_value": exact.attrs["clean_value"], "corrupt_value": exact.attrs["corrupt_value"]}
+    attrs = {
+        "spearman": {},
+        "spearman_abs": {},
+        "seconds": seconds,
+        "metric": exact.attrs["metric"],
+        "clean_value": exact.attrs["clean_value"],
+        "corrupt_value": exact.attrs["corrupt_value"],
+    }
     for name in ESTIMATES:
         df[f"miss_{name}"] = (df[name].abs().rank(ascending=False) - exact_rank).astype(int)
         attrs["spearman"][name] = float(spearmanr(df["exact"], df[name]).statistic)

@@ -16,8 +16,8 @@ analyses accept in place of corrupt tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 
@@ -57,14 +57,19 @@ class Corruption:
 def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:
     """Clean and corrupt tokens must have the same shape: patching swaps activations position by position."""
     if clean.ndim != 2 or corrupt.ndim != 2:
-        raise ValueError(f"clean and corrupt tokens must be [batch, pos], got {tuple(clean.shape)} and "
-                         f"{tuple(corrupt.shape)}")
+        raise ValueError(
+            f"clean and corrupt tokens must be [batch, pos], got {tuple(clean.shape)} and {tuple(corrupt.shape)}"
+        )
     if clean.shape[1] != corrupt.shape[1]:
-        raise ValueError(f"clean prompts have {clean.shape[1]} tokens but corrupt ones {corrupt.shape[1]}: patching "
-                         "needs them aligned position by position (same length); pad or re-word the corrupt prompt")
+        raise ValueError(
+            f"clean prompts have {clean.shape[1]} tokens but corrupt ones {corrupt.shape[1]}: patching "
+            "needs them aligned position by position (same length); pad or re-word the corrupt prompt"
+        )
     if clean.shape[0] != corrupt.shape[0]:
-        raise ValueError(f"{clean.shape[0]} clean prompts but {corrupt.shape[0]} corrupt ones: pass one corrupt "
-                         "prompt per clean prompt")
+        raise ValueError(
+            f"{clean.shape[0]} clean prompts but {corrupt.shape[0]} corrupt ones: pass one corrupt "
+            "prompt per clean prompt"
+        )
 
 
 def _2d(tokens: torch.Tensor) -> torch.Tensor:
@@ -81,9 +86,15 @@ def symmetric(clean: torch.Tensor, corrupt: torch.Tensor) -> Corruption:
     return Corruption(corrupt, clean, description="symmetric token replacement")
 
 
-def replace_tokens(tokens: torch.Tensor, positions: int | Iterable[int], *, d_vocab: int,
-                   replacement: int | Sequence[int] | torch.Tensor | None = None, low: int = 0,
-                   seed: int = 0) -> torch.Tensor:
+def replace_tokens(
+    tokens: torch.Tensor,
+    positions: int | Iterable[int],
+    *,
+    d_vocab: int,
+    replacement: int | Sequence[int] | torch.Tensor | None = None,
+    low: int = 0,
+    seed: int = 0,
+) -> torch.Tensor:
     """``tokens`` with the tokens at ``positions`` replaced: corrupt tokens ``[batch, pos]``.
 
     replacement: token id(s) to put there (an int, one per position, or a
@@ -135,12 +146,21 @@ def recall_key_swap(batch, *, d_vocab: int, seed: int = 3) -> torch.Tensor:
 def replaced(clean: torch.Tensor, positions: int | Iterable[int], *, d_vocab: int, **kw) -> Corruption:
     """A :class:`Corruption` made by :func:`replace_tokens` on the clean prompts."""
     clean = _2d(clean)
-    return Corruption(replace_tokens(clean, positions, d_vocab=d_vocab, **kw), clean,
-                      description=f"token replacement at {positions}")
+    return Corruption(
+        replace_tokens(clean, positions, d_vocab=d_vocab, **kw), clean, description=f"token replacement at {positions}"
+    )
 
 
-def gaussian_noise(model, clean: torch.Tensor, positions: int | Iterable[int], *, scale: float = 3.0,
-                   n_samples: int = 10, seed: int = 0, site: str = "hook_embed") -> Corruption:
+def gaussian_noise(
+    model,
+    clean: torch.Tensor,
+    positions: int | Iterable[int],
+    *,
+    scale: float = 3.0,
+    n_samples: int = 10,
+    seed: int = 0,
+    site: str = "hook_embed",
+) -> Corruption:
     """Noise of ``scale`` x the embedding std added at ``positions`` of ``site`` (ROME's corruption).
 
     The std is that of the site's activations (every position and unit) on the clean
@@ -173,5 +193,10 @@ def gaussian_noise(model, clean: torch.Tensor, positions: int | Iterable[int], *
         return x + noise.repeat(reps, *([1] * (noise.ndim - 1)))
 
     tiled = clean.repeat(n_samples, 1)
-    return Corruption(tiled, tiled, hooks=[(site, add_noise)], repeat=n_samples,
-                      description=f"gaussian noise {scale:g}x std ({std:.3g}) at {pos}, {n_samples} samples")
+    return Corruption(
+        tiled,
+        tiled,
+        hooks=[(site, add_noise)],
+        repeat=n_samples,
+        description=f"gaussian noise {scale:g}x std ({std:.3g}) at {pos}, {n_samples} samples",
+    )

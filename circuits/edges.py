@@ -44,7 +44,7 @@ class Graph:
             raise ValueError(f"{self.n_heads} query heads cannot share {self.n_kv_heads} key-value heads evenly")
 
     @classmethod
-    def of(cls, model) -> "Graph":
+    def of(cls, model) -> Graph:
         model.require_attention("edge attribution")
         names = set(model.site_names)
         mlp = tuple(f"blocks.{l}.hook_mlp_out" in names for l in range(model.cfg.n_layers))
@@ -76,8 +76,15 @@ class Graph:
 
     def nodes(self) -> list[dict]:
         """Senders, the key-value nodes of grouped-query layers, and ``logits``."""
-        kv = [{"name": self.kv_node(l, g), "kind": "kv", "layer": l, "head": g}
-              for l in range(self.n_layers) for g in range(self.n_kv_heads)] if self.grouped else []
+        kv = (
+            [
+                {"name": self.kv_node(l, g), "kind": "kv", "layer": l, "head": g}
+                for l in range(self.n_layers)
+                for g in range(self.n_kv_heads)
+            ]
+            if self.grouped
+            else []
+        )
         return self.senders() + kv + [{"name": "logits", "kind": "logits", "layer": self.n_layers, "head": None}]
 
     def n_upstream(self) -> int:
@@ -99,8 +106,9 @@ class Graph:
         for l in range(self.n_layers):
             out += [{"node": f"a{l}.h{h}", "layer": l, "head": h, "component": "q"} for h in range(self.n_heads)]
             for c in ("k", "v"):
-                out += [{"node": self.kv_node(l, g), "layer": l, "head": g, "component": c}
-                        for g in range(self.n_kv_heads)]
+                out += [
+                    {"node": self.kv_node(l, g), "layer": l, "head": g, "component": c} for g in range(self.n_kv_heads)
+                ]
             if self.has_mlp[l]:
                 out.append({"node": f"m{l}", "layer": l, "head": None, "component": ""})
         out.append({"node": "logits", "layer": self.n_layers, "head": None, "component": ""})
@@ -126,8 +134,12 @@ class Graph:
         return out
 
     def to_dict(self) -> dict:
-        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
-                "has_mlp": list(self.has_mlp)}
+        return {
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "has_mlp": list(self.has_mlp),
+        }
 
 
 @dataclass
@@ -135,8 +147,8 @@ class NodeOutputs:
     """What each sender writes to the residual stream in one run (``[batch, pos, d_model]`` each)."""
 
     input: torch.Tensor
-    heads: list[torch.Tensor]          # per layer [batch, pos, n_heads, d_model]
-    mlps: list[torch.Tensor | None]    # per layer
+    heads: list[torch.Tensor]  # per layer [batch, pos, n_heads, d_model]
+    mlps: list[torch.Tensor | None]  # per layer
 
     def stacked(self, graph: Graph) -> torch.Tensor:
         """``[n_upstream, batch, pos, d_model]`` in sender order."""
@@ -154,15 +166,25 @@ def cache_names(model, graph: Graph) -> list[str]:
 
 
 def outputs_from_cache(model, cache: dict, graph: Graph, weights: Weights) -> NodeOutputs:
-    return NodeOutputs(cache[model.site("resid_pre", 0)],
-                       [weights.head_outputs(l, cache[model.site("z", l)]) for l in range(graph.n_layers)],
-                       [cache.get(model.site("mlp_out", l)) if graph.has_mlp[l] else None
-                        for l in range(graph.n_layers)])
+    return NodeOutputs(
+        cache[model.site("resid_pre", 0)],
+        [weights.head_outputs(l, cache[model.site("z", l)]) for l in range(graph.n_layers)],
+        [cache.get(model.site("mlp_out", l)) if graph.has_mlp[l] else None for l in range(graph.n_layers)],
+    )
 
 
-def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: list = (),
-        input_value: torch.Tensor | None = None, missing: torch.Tensor | None = None,
-        ref: NodeOutputs | None = None, eps: dict | None = None) -> torch.Tensor:
+def run(
+    model,
+    weights: Weights,
+    graph: Graph,
+    tokens: torch.Tensor,
+    *,
+    hooks: list = (),
+    input_value: torch.Tensor | None = None,
+    missing: torch.Tensor | None = None,
+    ref: NodeOutputs | None = None,
+    eps: dict | None = None,
+) -> torch.Tensor:
     """Logits of a run where every receiver reads its own input (see the module docstring).
 
     input_value: replaces the residual entering block 0 (EAP-IG interpolation).  missing:
@@ -175,7 +197,7 @@ def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: l
         raise ValueError("patching missing edges needs the reference (corrupt) node outputs")
     L, H, K = graph.n_layers, graph.n_heads, graph.n_kv_heads
     recv_idx = graph.receiver_index()
-    cur: list[torch.Tensor] = []          # sender outputs so far, each [batch, pos, d] in sender order
+    cur: list[torch.Tensor] = []  # sender outputs so far, each [batch, pos, d] in sender order
     refs = list(ref.stacked(graph)) if ref is not None else None
     miss = missing.float() if missing is not None else None
     resid: dict[int, torch.Tensor] = {}
@@ -187,10 +209,10 @@ def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: l
         if miss is None:
             return out
         n = len(cur)
-        m = miss[:n][:, cols]                                                  # [n_up, R]
+        m = miss[:n][:, cols]  # [n_up, R]
         if not m.any():
             return out
-        delta = torch.stack([c - r for c, r in zip(cur, refs[:n])])          # [n_up, batch, pos, d]
+        delta = torch.stack([c - r for c, r in zip(cur, refs[:n])])  # [n_up, batch, pos, d]
         return out - torch.einsum("ur,ubpd->bprd", m.to(delta.dtype), delta)
 
     def eps_of(key, shape, like):
@@ -209,24 +231,30 @@ def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: l
     def at_resid_pre(layer):
         def fn(x, hook):
             resid[layer] = x
+
         return fn
 
     def at_qkv(layer, comp):
-        cols = [recv_idx[(f"a{layer}.h{h}", "q")] for h in range(H)] if comp == "q" else \
-            [recv_idx[(graph.kv_node(layer, g), comp)] for g in range(K)]
+        cols = (
+            [recv_idx[(f"a{layer}.h{h}", "q")] for h in range(H)]
+            if comp == "q"
+            else [recv_idx[(graph.kv_node(layer, g), comp)] for g in range(K)]
+        )
 
         def fn(x, hook):
-            xs = subtract(resid[layer], cols)                                  # [batch, pos, n, d]
+            xs = subtract(resid[layer], cols)  # [batch, pos, n, d]
             e = eps_of((comp, layer), xs.shape, xs)
             if e is not None:
                 xs = xs + e
             return weights.project(layer, comp, xs).to(x.dtype)
+
         return fn
 
     def at_z(layer):
         def fn(z, hook):
             out = weights.head_outputs(layer, z)
             cur.extend(out.unbind(-2))
+
         return fn
 
     def at_mlp_in(layer):
@@ -236,6 +264,7 @@ def run(model, weights: Weights, graph: Graph, tokens: torch.Tensor, *, hooks: l
             xs = subtract(x, col)[:, :, 0]
             e = eps_of(("mlp", layer), xs.shape, xs)
             return xs + e if e is not None else xs
+
         return fn
 
     def at_mlp_out(x, hook):
@@ -263,7 +292,7 @@ def receiver_grads(eps: dict, grads: dict, graph: Graph) -> torch.Tensor:
     out = []
     for l in range(graph.n_layers):
         for c in QKV:
-            g = grads[(c, l)]                                                   # [batch, pos, n, d]
+            g = grads[(c, l)]  # [batch, pos, n, d]
             out += list(g.unbind(2))
         if graph.has_mlp[l]:
             out.append(grads[("mlp", l)])
@@ -286,10 +315,14 @@ def check_rebuild(model, weights: Weights) -> None:
                 want = cache[model.site(c, l)].float()
                 got = weights.project(l, c, x[:, :, None].expand(-1, -1, want.shape[2], -1))
                 if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
-                    raise ValueError(f"cannot rebuild hook_{c} of layer {l} from its norm and W_{c.upper()} on this "
-                                     "bridge (folded weights?): per-receiver inputs are unsupported")
+                    raise ValueError(
+                        f"cannot rebuild hook_{c} of layer {l} from its norm and W_{c.upper()} on this "
+                        "bridge (folded weights?): per-receiver inputs are unsupported"
+                    )
             out = weights.head_outputs(l, cache[model.site("z", l)].float()).sum(-2) + weights.b_O[l]
             attn = cache[model.site("attn_out", l)].float()
             if (out - attn).abs().max() > 1e-3 * (1 + attn.abs().max()):
-                raise ValueError(f"the heads' outputs z @ W_O do not add up to hook_attn_out in layer {l} on this "
-                                 "bridge: per-head outputs are unsupported")
+                raise ValueError(
+                    f"the heads' outputs z @ W_O do not add up to hook_attn_out in layer {l} on this "
+                    "bridge: per-head outputs are unsupported"
+                )

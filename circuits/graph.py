@@ -34,9 +34,9 @@ Readers must accept unknown keys in ``meta``; a change of the other fields bumps
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,13 +103,13 @@ class Circuit:
             raise ValueError(f"edges {bad[:5]} name nodes the circuit does not have")
 
     @classmethod
-    def _make(cls, nodes, senders, receivers, scores, kept, meta) -> "Circuit":
+    def _make(cls, nodes, senders, receivers, scores, kept, meta) -> Circuit:
         out = cls.__new__(cls)
         out._init(nodes, senders, receivers, scores, kept, meta)
         return out
 
     @classmethod
-    def from_scores(cls, graph, scores: torch.Tensor, meta: dict | None = None) -> "Circuit":
+    def from_scores(cls, graph, scores: torch.Tensor, meta: dict | None = None) -> Circuit:
         """From an ``[n_upstream, n_receivers]`` score matrix over a :class:`circuits.edges.Graph` (NaN = no edge)."""
         nodes = [Node(n["name"], n["kind"], n["layer"], n["head"]) for n in graph.nodes()]
         senders = [n["name"] for n in graph.senders()]
@@ -120,8 +120,10 @@ class Circuit:
 
     # --- views ------------------------------------------------------------------------------
     def __repr__(self) -> str:
-        return (f"Circuit({self.meta.get('model', '')!r}, {self.meta.get('method', '')}, "
-                f"{self.n_kept}/{self.n_edges} edges kept, {len(self.active_nodes())} active nodes)")
+        return (
+            f"Circuit({self.meta.get('model', '')!r}, {self.meta.get('method', '')}, "
+            f"{self.n_kept}/{self.n_edges} edges kept, {len(self.active_nodes())} active nodes)"
+        )
 
     @property
     def valid(self) -> torch.Tensor:
@@ -138,8 +140,16 @@ class Circuit:
 
     def _edge_list(self, mask: torch.Tensor) -> list[Edge]:
         u, r = mask.nonzero(as_tuple=True)
-        return [Edge(self.senders[i], self.receivers[j][0], self.receivers[j][1], float(self.scores[i, j]),
-                     bool(self.kept[i, j])) for i, j in zip(u.tolist(), r.tolist())]
+        return [
+            Edge(
+                self.senders[i],
+                self.receivers[j][0],
+                self.receivers[j][1],
+                float(self.scores[i, j]),
+                bool(self.kept[i, j]),
+            )
+            for i, j in zip(u.tolist(), r.tolist())
+        ]
 
     @property
     def edges(self) -> list[Edge]:
@@ -162,10 +172,15 @@ class Circuit:
         layer = {n.name: n.layer for n in self.nodes}
         u, r = self.valid.nonzero(as_tuple=True)
         score = self.scores[u, r].numpy()
-        df = pd.DataFrame({"src": np.array(self.senders, dtype=object)[u.numpy()],
-                           "dst": [self.receivers[j][0] for j in r.tolist()],
-                           "component": [self.receivers[j][1] for j in r.tolist()],
-                           "score": score, "kept": self.kept[u, r].numpy()})
+        df = pd.DataFrame(
+            {
+                "src": np.array(self.senders, dtype=object)[u.numpy()],
+                "dst": [self.receivers[j][0] for j in r.tolist()],
+                "component": [self.receivers[j][1] for j in r.tolist()],
+                "score": score,
+                "kept": self.kept[u, r].numpy(),
+            }
+        )
         df["abs_score"] = df["score"].abs()
         df["src_layer"] = df["src"].map(layer)
         df["dst_layer"] = df["dst"].map(layer)
@@ -185,12 +200,20 @@ class Circuit:
             return False
         i = self.senders.index(src)
         mask = self.kept if kept else self.valid
-        return any(d == dst and (component is None or c == component) and bool(mask[i, j])
-                   for j, (d, c) in enumerate(self.receivers))
+        return any(
+            d == dst and (component is None or c == component) and bool(mask[i, j])
+            for j, (d, c) in enumerate(self.receivers)
+        )
 
     # --- pruning ----------------------------------------------------------------------------
-    def prune(self, *, threshold: float | None = None, top_k: int | None = None, percent: float | None = None,
-              connected: bool = True) -> "Circuit":
+    def prune(
+        self,
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        percent: float | None = None,
+        connected: bool = True,
+    ) -> Circuit:
         """A copy keeping the edges with ``|score| >= threshold``, the ``top_k`` largest ``|score|``
         and/or the largest ``percent`` % of the edges (MIB's edge budget, in (0, 100]).
 
@@ -216,8 +239,14 @@ class Circuit:
             keep = keep.view_as(mag) & self.valid
         if threshold is not None:
             keep &= mag >= threshold
-        out = Circuit._make(self.nodes, self.senders, self.receivers, self.scores, keep,
-                            {**self.meta, "pruned": {"threshold": threshold, "top_k": top_k, "percent": percent}})
+        out = Circuit._make(
+            self.nodes,
+            self.senders,
+            self.receivers,
+            self.scores,
+            keep,
+            {**self.meta, "pruned": {"threshold": threshold, "top_k": top_k, "percent": percent}},
+        )
         return out._connected() if connected else out
 
     def _members(self) -> list[list[int]]:
@@ -226,18 +255,18 @@ class Circuit:
         groups = self.meta.get("kv_groups") or {}
         return [[idx[m] for m in groups.get(node, [node]) if m in idx] for node, _ in self.receivers]
 
-    def _connected(self) -> "Circuit":
+    def _connected(self) -> Circuit:
         members = self._members()
-        feeds: list[list[int]] = [[] for _ in self.senders]     # receivers feeding each sender
+        feeds: list[list[int]] = [[] for _ in self.senders]  # receivers feeding each sender
         for j, ms in enumerate(members):
             for m in ms:
                 feeds[m].append(j)
         order = sorted(range(len(self.senders)), key=lambda i: self._rank(self.senders[i]))
         kept = self.kept
         fwd = torch.zeros(len(self.senders), dtype=torch.bool)
-        for i in order:                  # residual-stream order: a sender's inputs come from earlier senders
+        for i in order:  # residual-stream order: a sender's inputs come from earlier senders
             fwd[i] = self.senders[i] == "input" or any(bool((kept[:, j] & fwd).any()) for j in feeds[i])
-        useful = torch.tensor([node == "logits" for node, _ in self.receivers])   # receivers that reach the logits
+        useful = torch.tensor([node == "logits" for node, _ in self.receivers])  # receivers that reach the logits
         for i in reversed(order):
             if bool((kept[i] & useful).any()):
                 useful[feeds[i]] = True
@@ -246,8 +275,11 @@ class Circuit:
 
     def _rank(self, name: str) -> tuple:
         n = next((x for x in self.nodes if x.name == name), None)
-        return (-2, 0) if n is None else (n.layer, {"input": 0, "head": 1, "kv": 1, "mlp": 2, "logits": 3}[n.kind],
-                                           n.head or 0)
+        return (
+            (-2, 0)
+            if n is None
+            else (n.layer, {"input": 0, "head": 1, "kv": 1, "mlp": 2, "logits": 3}[n.kind], n.head or 0)
+        )
 
     # --- faithfulness -----------------------------------------------------------------------
     def missing(self, graph) -> torch.Tensor:
@@ -270,8 +302,17 @@ class Circuit:
         to the corrupt run (1 = the circuit alone recovers the clean behaviour)."""
         return float(_Runner(model, clean, corrupt, metric, self).faithfulness([self])[0])
 
-    def mib(self, model, clean, corrupt, metric="logit_diff", budgets: Sequence[float] = MIB_BUDGETS, *,
-            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    def mib(
+        self,
+        model,
+        clean,
+        corrupt,
+        metric="logit_diff",
+        budgets: Sequence[float] = MIB_BUDGETS,
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+    ) -> pd.DataFrame:
         """Faithfulness at MIB's edge budgets (Mueller et al. 2025): one row per budget with
         ``percent``, ``n_edges`` (kept after dropping unconnected edges), ``n_nodes`` and
         ``faithfulness`` f(k) = (m(C_k) - m(corrupt)) / (m(clean) - m(corrupt)), m the batch
@@ -286,7 +327,7 @@ class Circuit:
             raise ValueError(f"edge budgets are percentages in (0, 100]; got {bad}")
         runner = _Runner(model, clean, corrupt, metric, self)
         circuits = [self.prune(percent=b) for b in budgets]
-        per_row = runner.values(circuits)                                       # [n_budgets, batch]
+        per_row = runner.values(circuits)  # [n_budgets, batch]
         clean_rows, corrupt_rows = runner.clean_rows, runner.corrupt_rows
         f = _faith(per_row.mean(-1), clean_rows.mean(), corrupt_rows.mean())
         frac = np.array(budgets) / 100.0
@@ -299,20 +340,35 @@ class Circuit:
             fb = _faith(per_row[:, idx].mean(-1), clean_rows[idx].mean(), corrupt_rows[idx].mean())
             boots.append(_areas(frac, fb.numpy()))
         boots_a = np.array(boots) if boots else np.full((1, 2), np.nan)
-        df = pd.DataFrame({"percent": budgets, "n_edges": [c.n_kept for c in circuits],
-                           "n_nodes": [len(c.active_nodes()) for c in circuits], "faithfulness": f.numpy()})
-        df.attrs.update(cpr=float(cpr), cmd=float(cmd), n_boot=int(n_boot),
-                        cpr_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 0], [2.5, 97.5])),
-                        cmd_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 1], [2.5, 97.5])),
-                        clean_value=float(clean_rows.mean()), corrupt_value=float(corrupt_rows.mean()),
-                        metric=runner.runs.metric.label)
+        df = pd.DataFrame(
+            {
+                "percent": budgets,
+                "n_edges": [c.n_kept for c in circuits],
+                "n_nodes": [len(c.active_nodes()) for c in circuits],
+                "faithfulness": f.numpy(),
+            }
+        )
+        df.attrs.update(
+            cpr=float(cpr),
+            cmd=float(cmd),
+            n_boot=int(n_boot),
+            cpr_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 0], [2.5, 97.5])),
+            cmd_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 1], [2.5, 97.5])),
+            clean_value=float(clean_rows.mean()),
+            corrupt_value=float(corrupt_rows.mean()),
+            metric=runner.runs.metric.label,
+        )
         return df
 
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "meta": self.meta,
-                "nodes": [asdict(n) for n in self.nodes],
-                "edges": [{**asdict(e), "score": float(e.score)} for e in self.edges]}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "meta": self.meta,
+            "nodes": [asdict(n) for n in self.nodes],
+            "edges": [{**asdict(e), "score": float(e.score)} for e in self.edges],
+        }
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The circuit as JSON (see the module docstring); also written to ``path`` if given."""
@@ -322,7 +378,7 @@ class Circuit:
         return text
 
     @classmethod
-    def from_json(cls, source: str | Path | dict) -> "Circuit":
+    def from_json(cls, source: str | Path | dict) -> Circuit:
         """A circuit from a JSON string, a path to a JSON file, or the parsed dict."""
         if isinstance(source, dict):
             data = source
@@ -338,14 +394,18 @@ class Circuit:
             except json.JSONDecodeError as e:
                 raise ValueError(f"not a circuit file: invalid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not a circuit file: format is {data.get('format') if isinstance(data, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
+            raise ValueError(
+                f"not a circuit file: format is {data.get('format') if isinstance(data, dict) else None!r}, "
+                f"expected {FORMAT!r}"
+            )
         if data.get("version") not in READABLE:
             raise ValueError(f"circuit format version {data.get('version')} is not supported (this reader: {READABLE})")
         try:
             nodes = [Node(n["name"], n["kind"], int(n["layer"]), n.get("head")) for n in data["nodes"]]
-            edges = [Edge(e["src"], e["dst"], e.get("component", ""), float(e["score"]), bool(e.get("kept", True)))
-                     for e in data["edges"]]
+            edges = [
+                Edge(e["src"], e["dst"], e.get("component", ""), float(e["score"]), bool(e.get("kept", True)))
+                for e in data["edges"]
+            ]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed circuit file: {e!r}") from None
         return cls(nodes, edges, data.get("meta", {}))
@@ -379,16 +439,19 @@ class _Runner:
         g = circuit.meta.get("graph")
         if g is not None and g != self.graph.to_dict():
             raise ValueError(f"this circuit was made for a model of another shape ({g}), not {self.graph.to_dict()}")
-        if (self.graph.n_layers, self.graph.n_heads) != (circuit.meta.get("n_layers", self.graph.n_layers),
-                                                         circuit.meta.get("n_heads", self.graph.n_heads)):
+        if (self.graph.n_layers, self.graph.n_heads) != (
+            circuit.meta.get("n_layers", self.graph.n_layers),
+            circuit.meta.get("n_heads", self.graph.n_heads),
+        ):
             raise ValueError("this circuit was made for a model of another shape")
         self.weights = model.weights()
         c = inputs(model, clean, corrupt)
         corrupt_b, self.clean_b = c.batches()
         with torch.no_grad():
             clean_logits = model(self.clean_b)
-            corrupt_logits, cache = model.run_with_cache(corrupt_b, names=E.cache_names(model, self.graph),
-                                                         fwd_hooks=c.hooks)
+            corrupt_logits, cache = model.run_with_cache(
+                corrupt_b, names=E.cache_names(model, self.graph), fwd_hooks=c.hooks
+            )
         self.c = c
         self.runs = finish(model, c, metric, clean_logits, corrupt_logits)
         self.ref = E.outputs_from_cache(model, cache, self.graph, self.weights)
@@ -400,8 +463,9 @@ class _Runner:
         """Per-row metric of each circuit's run: ``[n_circuits, batch]``."""
         out = []
         for circuit in circuits:
-            logits = self.E.run(self.model, self.weights, self.graph, self.clean_b,
-                                missing=circuit.missing(self.graph), ref=self.ref)
+            logits = self.E.run(
+                self.model, self.weights, self.graph, self.clean_b, missing=circuit.missing(self.graph), ref=self.ref
+            )
             out.append(self.runs.metric.values(logits).float().cpu())
         return torch.stack(out)
 
@@ -409,8 +473,9 @@ class _Runner:
         return _faith(self.values(circuits).mean(-1), self.clean_rows.mean(), self.corrupt_rows.mean())
 
 
-def faithfulness_curve(circuit: Circuit, model, clean, corrupt, metric="logit_diff",
-                       sizes: list[int] | None = None) -> pd.DataFrame:
+def faithfulness_curve(
+    circuit: Circuit, model, clean, corrupt, metric="logit_diff", sizes: list[int] | None = None
+) -> pd.DataFrame:
     """Faithfulness of the top-k circuits for each k in ``sizes``: columns ``top_k``, ``n_edges``
     (kept after dropping unconnected edges), ``n_nodes``, ``faithfulness``.  (For MIB's edge
     budgets and CPR / CMD use :meth:`Circuit.mib`.)"""
@@ -418,6 +483,11 @@ def faithfulness_curve(circuit: Circuit, model, clean, corrupt, metric="logit_di
     runner = _Runner(model, clean, corrupt, metric, circuit)
     pruned = [circuit.prune(top_k=k) for k in sizes]
     f = runner.faithfulness(pruned)
-    return pd.DataFrame({"top_k": sizes, "n_edges": [p.n_kept for p in pruned],
-                         "n_nodes": [len(p.active_nodes()) for p in pruned], "faithfulness": f.numpy()})
-
+    return pd.DataFrame(
+        {
+            "top_k": sizes,
+            "n_edges": [p.n_kept for p in pruned],
+            "n_nodes": [len(p.active_nodes()) for p in pruned],
+            "faithfulness": f.numpy(),
+        }
+    )

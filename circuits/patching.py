@@ -21,25 +21,37 @@ fast engine reproduces: native, GPT-2 and Llama-family bridges; see :mod:`interp
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from circuits import engine_hooks, sites
-from interp import recompute as engine_fast
 from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
+from interp import recompute as engine_fast
 
 ENGINES = ("auto", "native", "hooks")
-_UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")   # hooks before every block
+_UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
 
 
-def patch(model, clean, corrupt, *, site: str = "z", by: str | Sequence[str] = ("layer", "pos", "head"),
-          metric: Metric | str = "logit_diff", direction: str = "denoise", window: int = 1,
-          layers: Iterable[int] | None = None, positions: Iterable[int] | None = None,
-          heads: Iterable[int] | None = None, engine: str = "auto", batch_tokens: int = 16384,
-          progress: bool = True) -> pd.DataFrame:
+def patch(
+    model,
+    clean,
+    corrupt,
+    *,
+    site: str = "z",
+    by: str | Sequence[str] = ("layer", "pos", "head"),
+    metric: Metric | str = "logit_diff",
+    direction: str = "denoise",
+    window: int = 1,
+    layers: Iterable[int] | None = None,
+    positions: Iterable[int] | None = None,
+    heads: Iterable[int] | None = None,
+    engine: str = "auto",
+    batch_tokens: int = 16384,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Activation patching sweep over ``site`` by ``by``; one row per cell.
 
     clean: tokens ``[batch, pos]`` (or text).  corrupt: aligned corrupt tokens / text or a
@@ -61,28 +73,51 @@ def patch(model, clean, corrupt, *, site: str = "z", by: str | Sequence[str] = (
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
     runs = prepare(model, clean, corrupt, metric)
-    cell_list = sites.cells(model, site_, axes, runs.clean.shape[1], window=window, layers=layers,
-                            positions=positions, heads=heads)
-    values, used, n_run = run_cells(model, runs, site_, cell_list, direction=direction, engine=engine,
-                                    batch_tokens=batch_tokens, progress=progress)
-    return frame(cell_list, axes, values, runs, direction, window > 1,
-                 attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run))
+    cell_list = sites.cells(
+        model, site_, axes, runs.clean.shape[1], window=window, layers=layers, positions=positions, heads=heads
+    )
+    values, used, n_run = run_cells(
+        model, runs, site_, cell_list, direction=direction, engine=engine, batch_tokens=batch_tokens, progress=progress
+    )
+    return frame(
+        cell_list,
+        axes,
+        values,
+        runs,
+        direction,
+        window > 1,
+        attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run),
+    )
 
 
 def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto") -> str:
     """``native`` where the downstream-only engine reproduces the model, else ``hooks``."""
-    ok = (site.name in engine_fast.ENTRY and engine_fast.supports(model)
-          and not model.active_hooks               # active Model.hooks() would be bypassed
-          and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks))
+    ok = (
+        site.name in engine_fast.ENTRY
+        and engine_fast.supports(model)
+        and not model.active_hooks  # active Model.hooks() would be bypassed
+        and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks)
+    )
     if engine == "native" and not ok:
-        raise ValueError("engine='native' needs a transformer the fast engine reproduces (native, GPT-2 or "
-                         "Llama-family bridges), a built-in site, no active hooks and corruption hooks only on the "
-                         "embeddings; use engine='hooks' or 'auto'")
+        raise ValueError(
+            "engine='native' needs a transformer the fast engine reproduces (native, GPT-2 or "
+            "Llama-family bridges), a built-in site, no active hooks and corruption hooks only on the "
+            "embeddings; use engine='hooks' or 'auto'"
+        )
     return "native" if (engine in ("auto", "native") and ok) else "hooks"
 
 
-def run_cells(model, runs: Runs, site: sites.Site, cell_list: list[sites.Cell], *, direction: str = "denoise",
-              engine: str = "auto", batch_tokens: int = 16384, progress: bool = True) -> tuple[torch.Tensor, str, int]:
+def run_cells(
+    model,
+    runs: Runs,
+    site: sites.Site,
+    cell_list: list[sites.Cell],
+    *,
+    direction: str = "denoise",
+    engine: str = "auto",
+    batch_tokens: int = 16384,
+    progress: bool = True,
+) -> tuple[torch.Tensor, str, int]:
     """Metric values ``[len(cell_list)]`` of the patched runs, the engine used and how many cells
     needed a run (the others patch values equal to the base run's)."""
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
@@ -91,36 +126,70 @@ def run_cells(model, runs: Runs, site: sites.Site, cell_list: list[sites.Cell], 
     eng = engine_fast.FastEngine(model) if used == "native" else None
     with torch.no_grad():
         _, source = model.run_with_cache(src_tokens, names=names, fwd_hooks=src_hooks)
-        base_logits, base = model.run_with_cache(base_tokens, names=sorted(set(names + (eng.base_names() if eng else []))),
-                                                 fwd_hooks=base_hooks)
+        base_logits, base = model.run_with_cache(
+            base_tokens, names=sorted(set(names + (eng.base_names() if eng else []))), fwd_hooks=base_hooks
+        )
     # a patch whose source values equal the base run's (positions before the first corrupted
     # token, say) changes nothing: it keeps the base value exactly, without a forward
-    todo = [i for i, c in enumerate(cell_list)
-            if any(not torch.equal(sites.entries(source[site.hook(l)], site.layout, c),
-                                   sites.entries(base[site.hook(l)], site.layout, c)) for l in c.layers)]
+    todo = [
+        i
+        for i, c in enumerate(cell_list)
+        if any(
+            not torch.equal(
+                engine_fast.entries(source[site.hook(l)], site.layout, c),
+                engine_fast.entries(base[site.hook(l)], site.layout, c),
+            )
+            for l in c.layers
+        )
+    ]
     values = torch.full((len(cell_list),), runs.baseline(direction))
     if todo:
         sub = [cell_list[i] for i in todo]
         if eng is not None:
-            got = eng.run(site, sub, base=base, base_logits=base_logits, source=source, metric=runs.metric,
-                          batch_tokens=batch_tokens, progress=progress)
+            got = eng.run(
+                site,
+                sub,
+                base=base,
+                base_logits=base_logits,
+                source=source,
+                metric=runs.metric,
+                batch_tokens=batch_tokens,
+                progress=progress,
+            )
         else:
-            got = engine_hooks.run(model, site, sub, base_tokens=base_tokens, base_hooks=base_hooks, source=source,
-                                   metric=runs.metric, batch_tokens=batch_tokens, progress=progress)
+            got = engine_hooks.run(
+                model,
+                site,
+                sub,
+                base_tokens=base_tokens,
+                base_hooks=base_hooks,
+                source=source,
+                metric=runs.metric,
+                batch_tokens=batch_tokens,
+                progress=progress,
+            )
         values[todo] = got
     return values, used, len(todo)
 
 
-def frame(cell_list: list[sites.Cell], axes: tuple[str, ...], values: torch.Tensor, runs: Runs, direction: str,
-          with_window: bool, attrs: dict | None = None) -> pd.DataFrame:
+def frame(
+    cell_list: list[sites.Cell],
+    axes: tuple[str, ...],
+    values: torch.Tensor,
+    runs: Runs,
+    direction: str,
+    with_window: bool,
+    attrs: dict | None = None,
+) -> pd.DataFrame:
     """The tidy result of a sweep (see :func:`patch` for the columns)."""
     baseline = runs.baseline(direction)
     vals = values.double().numpy()
     data: dict[str, list] = {"layer": [c.start for c in cell_list]}
     if with_window:
         data["window"] = [len(c.layers) for c in cell_list]
-        data["layers"] = [f"{c.layers[0]}" if len(c.layers) == 1 else f"{c.layers[0]}-{c.layers[-1]}"
-                          for c in cell_list]
+        data["layers"] = [
+            f"{c.layers[0]}" if len(c.layers) == 1 else f"{c.layers[0]}-{c.layers[-1]}" for c in cell_list
+        ]
     for axis in ("pos", "head", "src_pos"):
         if axis in axes:
             data[axis] = [getattr(c, axis) for c in cell_list]
@@ -128,7 +197,15 @@ def frame(cell_list: list[sites.Cell], axes: tuple[str, ...], values: torch.Tens
     data["effect"] = vals - baseline
     data["normalised"] = runs.normalise(vals)
     df = pd.DataFrame(data)
-    df.attrs.update(dict(metric=runs.metric.label, direction=direction, clean_value=runs.clean_value,
-                         corrupt_value=runs.corrupt_value, baseline=baseline, corruption=runs.description,
-                         **(attrs or {})))
+    df.attrs.update(
+        dict(
+            metric=runs.metric.label,
+            direction=direction,
+            clean_value=runs.clean_value,
+            corrupt_value=runs.corrupt_value,
+            baseline=baseline,
+            corruption=runs.description,
+            **(attrs or {}),
+        )
+    )
     return df

@@ -16,16 +16,15 @@ with split q/k/v inputs, e.g. Hugging Face GPT-2; the native bridge has none).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
 
-from interp import interventions as I
-
 from circuits.edges import Graph, check_rebuild
 from circuits.metrics import Metric
 from circuits.runs import check_direction, prepare
+from interp import interventions as I
 
 COMPONENTS = ("q", "k", "v")
 Head = tuple[int, int]
@@ -42,10 +41,19 @@ def _heads(spec, model, what: str) -> list[Head]:
     return out
 
 
-def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
-               receivers: Sequence[Head] | str = "logits", components: str | Iterable[str] = COMPONENTS,
-               metric: Metric | str = "logit_diff", direction: str = "denoise", batch_tokens: int = 16384,
-               progress: bool = True) -> pd.DataFrame:
+def path_patch(
+    model,
+    clean,
+    corrupt,
+    *,
+    senders: Sequence[Head] | str = "all",
+    receivers: Sequence[Head] | str = "logits",
+    components: str | Iterable[str] = COMPONENTS,
+    metric: Metric | str = "logit_diff",
+    direction: str = "denoise",
+    batch_tokens: int = 16384,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Effect of each direct path sender -> receiver; one row per (sender, receiver, component).
 
     senders: heads ``[(layer, head), ...]`` or ``"all"``.  receivers: ``"logits"``, heads, or
@@ -59,7 +67,7 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     weights = model.weights()
     check_rebuild(model, weights)
     graph = Graph.of(model)
-    comps = list(components)          # "qk" or ("q", "k")
+    comps = list(components)  # "qk" or ("q", "k")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:
         raise ValueError(f"components must be among {COMPONENTS}, got {comps}")
@@ -67,10 +75,14 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     to_logits = isinstance(receivers, str) and receivers == "logits"
     rcv = [] if to_logits else _heads(receivers, model, "receivers")
 
-    def targets(c: str) -> list[Head]:   # (layer, index of the head or key-value head receiving through c)
+    def targets(c: str) -> list[Head]:  # (layer, index of the head or key-value head receiving through c)
         return list(dict.fromkeys(r if c == "q" else (r[0], weights.kv_head(r[1])) for r in rcv))
-    cells = [(s, None, None) for s in snd] if to_logits else \
-        [(s, r, c) for s in snd for c in comps for r in targets(c) if r[0] > s[0]]
+
+    cells = (
+        [(s, None, None) for s in snd]
+        if to_logits
+        else [(s, r, c) for s in snd for c in comps for r in targets(c) if r[0] > s[0]]
+    )
     if not cells:
         raise ValueError("no sender -> receiver pairs: receivers must sit in later layers than senders")
     runs = prepare(model, clean, corrupt, metric)
@@ -79,27 +91,48 @@ def path_patch(model, clean, corrupt, *, senders: Sequence[Head] | str = "all",
     r_layers = sorted({r[0] for r in rcv})
     z = {l: model.site("z", l) for l in s_layers}
     with torch.no_grad():
-        _, base = model.run_with_cache(base_tokens, names=list(z.values()) +
-                                       [model.site("resid_pre", l) for l in r_layers], fwd_hooks=base_hooks)
+        _, base = model.run_with_cache(
+            base_tokens, names=list(z.values()) + [model.site("resid_pre", l) for l in r_layers], fwd_hooks=base_hooks
+        )
         _, src = model.run_with_cache(src_tokens, names=list(z.values()), fwd_hooks=src_hooks)
-        delta = {(l, h): (src[z[l]][:, :, h] - base[z[l]][:, :, h]).float() @ weights.W_O[l, h]
-                 for l, h in snd}                                                    # [batch, pos, d_model]
+        delta = {
+            (l, h): (src[z[l]][:, :, h] - base[z[l]][:, :, h]).float() @ weights.W_O[l, h] for l, h in snd
+        }  # [batch, pos, d_model]
     batch = len(base_tokens)
-    values = I.run_batched(model, base_tokens, len(cells), lambda idx: _edits(model, [cells[i] for i in idx], delta,
-                                                                              base, weights, batch),
-                           runs.metric, base_hooks=base_hooks, batch_tokens=batch_tokens, progress=progress,
-                           desc="path patching")
+    values = I.run_batched(
+        model,
+        base_tokens,
+        len(cells),
+        lambda idx: _edits(model, [cells[i] for i in idx], delta, base, weights, batch),
+        runs.metric,
+        base_hooks=base_hooks,
+        batch_tokens=batch_tokens,
+        progress=progress,
+        desc="path patching",
+    )
     vals = values.double().numpy()
-    df = pd.DataFrame({
-        "sender_layer": [s[0] for s, _, _ in cells], "sender_head": [s[1] for s, _, _ in cells],
-        "receiver": ["logits" if r is None else (f"a{r[0]}.h{r[1]}" if c == "q" else graph.kv_node(*r))
-                     for _, r, c in cells],
-        "receiver_layer": [model.cfg.n_layers if r is None else r[0] for _, r, _ in cells],
-        "receiver_head": [-1 if r is None else r[1] for _, r, _ in cells],
-        "component": ["" if c is None else c for _, _, c in cells],
-        "value": vals, "effect": vals - runs.baseline(direction), "normalised": runs.normalise(vals)})
-    df.attrs.update(metric=runs.metric.label, direction=direction, clean_value=runs.clean_value,
-                    corrupt_value=runs.corrupt_value, baseline=runs.baseline(direction))
+    df = pd.DataFrame(
+        {
+            "sender_layer": [s[0] for s, _, _ in cells],
+            "sender_head": [s[1] for s, _, _ in cells],
+            "receiver": [
+                "logits" if r is None else (f"a{r[0]}.h{r[1]}" if c == "q" else graph.kv_node(*r)) for _, r, c in cells
+            ],
+            "receiver_layer": [model.cfg.n_layers if r is None else r[0] for _, r, _ in cells],
+            "receiver_head": [-1 if r is None else r[1] for _, r, _ in cells],
+            "component": ["" if c is None else c for _, _, c in cells],
+            "value": vals,
+            "effect": vals - runs.baseline(direction),
+            "normalised": runs.normalise(vals),
+        }
+    )
+    df.attrs.update(
+        metric=runs.metric.label,
+        direction=direction,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
+        baseline=runs.baseline(direction),
+    )
     return df
 
 
@@ -107,15 +140,15 @@ def _edits(model, chunk, delta, base, weights, batch: int) -> list[I.Interventio
     """The interventions of a chunk of cells (rows ``i*batch .. (i+1)*batch`` hold cell ``i``)."""
     n = len(chunk)
     groups: dict[tuple, list[int]] = {}
-    for i, (s, r, c) in enumerate(chunk):
+    for i, (_, r, c) in enumerate(chunk):
         groups.setdefault(("logits",) if r is None else (r[0], c), []).append(i)
     out = []
     for key, members in groups.items():
         if key == ("logits",):
             first = delta[chunk[members[0]][0]]
-            add = torch.zeros((n * batch,) + tuple(first.shape[1:]), device=first.device)   # [n*batch, pos, d]
+            add = torch.zeros((n * batch,) + tuple(first.shape[1:]), device=first.device)  # [n*batch, pos, d]
             for i in members:
-                add[i * batch:(i + 1) * batch] = delta[chunk[i][0]]
+                add[i * batch : (i + 1) * batch] = delta[chunk[i][0]]
             out.append(I.Intervention(model.site("final_resid"), "add", add, by_position=True))
             continue
         layer, comp = key

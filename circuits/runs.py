@@ -58,8 +58,10 @@ def sides(c: Corruption, direction: str) -> tuple:
 
 def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS} (denoise: clean into corrupt; noise: corrupt into "
-                         f"clean), got {direction!r}")
+        raise ValueError(
+            f"direction must be one of {DIRECTIONS} (denoise: clean into corrupt; noise: corrupt into "
+            f"clean), got {direction!r}"
+        )
     return direction
 
 
@@ -74,27 +76,40 @@ def inputs(model, clean, corrupt) -> Corruption:
     else:
         clean_b, corrupt_b = model.tokenize(clean), model.tokenize(corrupt)
         if len(clean_b) != len(corrupt_b):
-            raise ValueError(f"{len(clean_b)} clean prompts but {len(corrupt_b)} corrupt ones: pass one corrupt "
-                             "prompt per clean prompt")
+            raise ValueError(
+                f"{len(clean_b)} clean prompts but {len(corrupt_b)} corrupt ones: pass one corrupt "
+                "prompt per clean prompt"
+            )
         if not torch.equal(clean_b.lengths, corrupt_b.lengths):
             bad = int((clean_b.lengths != corrupt_b.lengths).nonzero()[0])
-            raise ValueError(f"clean prompt {bad} has {int(clean_b.lengths[bad])} tokens but its corrupt prompt "
-                             f"{int(corrupt_b.lengths[bad])}: patching needs each pair aligned position by position "
-                             "(same length); pairs may differ from each other")
+            raise ValueError(
+                f"clean prompt {bad} has {int(clean_b.lengths[bad])} tokens but its corrupt prompt "
+                f"{int(corrupt_b.lengths[bad])}: patching needs each pair aligned position by position "
+                "(same length); pairs may differ from each other"
+            )
         c = symmetric(clean_b.tokens, corrupt_b.tokens)
         if clean_b.padded:
             c.lengths = clean_b.lengths
-    return Corruption(model.validate_tokens(c.tokens), model.validate_tokens(c.clean), list(c.hooks), c.repeat,
-                      c.description, c.lengths)
+    return Corruption(
+        model.validate_tokens(c.tokens),
+        model.validate_tokens(c.clean),
+        list(c.hooks),
+        c.repeat,
+        c.description,
+        c.lengths,
+    )
 
 
-def finish(model, c: Corruption, metric: M.Metric | str, clean_logits: torch.Tensor,
-           corrupt_logits: torch.Tensor) -> Runs:
+def finish(
+    model, c: Corruption, metric: M.Metric | str, clean_logits: torch.Tensor, corrupt_logits: torch.Tensor
+) -> Runs:
     """The :class:`Runs` of inputs ``c`` given the logits of the unpatched clean and corrupt runs."""
     if isinstance(metric, str):
         if c.repeat > 1 and metric == "logit_diff":
-            raise ValueError("noise corruption has no corrupt prompt to take a wrong token from: pass a Metric "
-                             "(e.g. metrics.logit_diff(answer, wrong)) or use metric='logprob'/'prob'/'kl'")
+            raise ValueError(
+                "noise corruption has no corrupt prompt to take a wrong token from: pass a Metric "
+                "(e.g. metrics.logit_diff(answer, wrong)) or use metric='logprob'/'prob'/'kl'"
+            )
         metric = M.default_metric(metric, clean_logits, corrupt_logits, lengths=c.lengths)
     elif isinstance(metric, M.Metric):
         metric = metric.tile(c.repeat)
@@ -104,8 +119,18 @@ def finish(model, c: Corruption, metric: M.Metric | str, clean_logits: torch.Ten
     metric = metric.check(batch, seq_len, model.cfg.d_vocab).resolve(seq_len, c.lengths)
     with torch.no_grad():
         clean_value, corrupt_value = float(metric(clean_logits)), float(metric(corrupt_logits))
-    return Runs(c.clean, c.tokens, list(c.hooks), metric, clean_logits.detach(), corrupt_logits.detach(),
-                clean_value, corrupt_value, c.description, c.lengths)
+    return Runs(
+        c.clean,
+        c.tokens,
+        list(c.hooks),
+        metric,
+        clean_logits.detach(),
+        corrupt_logits.detach(),
+        clean_value,
+        corrupt_value,
+        c.description,
+        c.lengths,
+    )
 
 
 def prepare(model, clean, corrupt, metric: M.Metric | str = "logit_diff") -> Runs:

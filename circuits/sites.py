@@ -11,14 +11,28 @@ sites ``[batch, pos, head, d_head]``, ``pattern`` sites ``[batch, head, dest_pos
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from interp import sites as S
-from interp.recompute import LOCAL, Cell, Site, entries, intervention, reaches  # noqa: F401 (the cells of a sweep)
+from interp.recompute import Cell, Site
 
 #: the patchable site kinds (:mod:`interp.sites` holds their templates, layouts and descriptions)
-PATCHABLE = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_in", "mlp_out", "z", "q", "k", "v", "pattern",
-             "hidden", "state", "cell")
+PATCHABLE = (
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_in",
+    "mlp_out",
+    "z",
+    "q",
+    "k",
+    "v",
+    "pattern",
+    "hidden",
+    "state",
+    "cell",
+)
 SITES: dict[str, S.Kind] = {name: S.KINDS[name] for name in PATCHABLE}
 ALIASES = S.ALIASES
 AXES = {"vector": ("pos",), "head": ("pos", "head"), "pattern": ("head", "pos", "src_pos")}
@@ -49,17 +63,23 @@ def resolve(model, site: str) -> Site:
             why = ""
             if layout in ("head", "pattern") and not model.has_attention:
                 why = f" ({model.cfg.name or 'this model'} is a {model.cfg.family} model without attention heads)"
-            raise ValueError(f"site {site!r} is not in {model.cfg.name or 'this model'}{why}; valid sites: {valid} "
-                             "(or a template like 'blocks.{l}.hook_...' naming a site of every layer)")
+            raise ValueError(
+                f"site {site!r} is not in {model.cfg.name or 'this model'}{why}; valid sites: {valid} "
+                "(or a template like 'blocks.{l}.hook_...' naming a site of every layer)"
+            )
         return Site(name, template, layout)
     if "{l}" in name:
         if not _present(model, name):
             missing = [name.format(l=l) for l in range(model.cfg.n_layers) if not model.has_site(name.format(l=l))]
-            raise ValueError(f"template {name!r} names sites the model does not have ({missing[:3]}); valid sites: "
-                             f"{valid}; see Model.hook_names() for every hook")
+            raise ValueError(
+                f"template {name!r} names sites the model does not have ({missing[:3]}); valid sites: "
+                f"{valid}; see Model.hook_names() for every hook"
+            )
         return Site(name, name, "vector")
-    raise ValueError(f"unknown site {site!r}; valid sites for {model.cfg.name or 'this model'}: {valid} "
-                     "(or a template like 'blocks.{l}.hook_...')")
+    raise ValueError(
+        f"unknown site {site!r}; valid sites for {model.cfg.name or 'this model'}: {valid} "
+        "(or a template like 'blocks.{l}.hook_...')"
+    )
 
 
 def parse_by(by: str | Sequence[str], site: Site) -> tuple[str, ...]:
@@ -93,20 +113,29 @@ def windows(n_layers: int, window: int) -> list[int]:
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
     if window > n_layers:
-        raise ValueError(f"window {window} runs past the last layer: this model has {n_layers} layers "
-                         f"(valid windows 1..{n_layers})")
+        raise ValueError(
+            f"window {window} runs past the last layer: this model has {n_layers} layers (valid windows 1..{n_layers})"
+        )
     return [1] if window == 1 else [1, window]
 
 
-def cells(model, site: Site, axes: tuple[str, ...], seq_len: int, *, window: int = 1,
-          layers: Iterable[int] | None = None, positions: Iterable[int] | None = None,
-          heads: Iterable[int] | None = None) -> list[Cell]:
+def cells(
+    model,
+    site: Site,
+    axes: tuple[str, ...],
+    seq_len: int,
+    *,
+    window: int = 1,
+    layers: Iterable[int] | None = None,
+    positions: Iterable[int] | None = None,
+    heads: Iterable[int] | None = None,
+) -> list[Cell]:
     """Every cell of a sweep, layer-major then pos, head, src_pos (the order of the output rows)."""
     L = model.cfg.n_layers
     ws = windows(L, window)
     start_layers = _choices(layers, L, "layers")
     pos = _choices(positions, seq_len, "positions") if "pos" in axes else [None]
-    n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads   # k / v: key-value heads
+    n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads  # k / v: key-value heads
     hs = _choices(heads, n_heads, "heads") if "head" in axes else [None]
     out = []
     for w in ws:
@@ -116,65 +145,8 @@ def cells(model, site: Site, axes: tuple[str, ...], seq_len: int, *, window: int
             span = tuple(range(l, l + w))
             for p in pos:
                 for h in hs:
-                    srcs = range(p + 1) if "src_pos" in axes else [None]   # causal: src <= dest
+                    srcs = range(p + 1) if "src_pos" in axes else [None]  # causal: src <= dest
                     out.extend(Cell(span, p, h, s) for s in srcs)
     if not out:
         raise ValueError("the sweep has no cells (check layers / window)")
     return out
-
-
-def intervention(site: Site, layer: int, chunk: Sequence[Cell], source: "torch.Tensor", batch: int,
-                 n_heads: int) -> "Intervention | None":
-    """The :class:`interp.interventions.Intervention` that patches ``chunk``'s cells in ``layer``
-    from ``source`` (``[batch, pos, ...]``, the source run's activation), for cell-major rows
-    (rows ``i*batch .. (i+1)*batch`` belong to cell ``i``); None if no cell touches the layer."""
-    import torch
-
-    from interp import interventions as I
-
-    touching = [i for i, c in enumerate(chunk) if layer in c.layers]
-    if not touching:
-        return None
-    n, pos_len = len(chunk), source.shape[2 if site.layout == "pattern" else 1]
-    pos = torch.zeros(n * batch, pos_len, dtype=torch.bool)
-    heads = torch.zeros(n * batch, n_heads, dtype=torch.bool) if site.has_heads else None
-    src = torch.zeros(n * batch, source.shape[-1], dtype=torch.bool) if site.layout == "pattern" else None
-    for i in touching:
-        c, rows = chunk[i], slice(i * batch, (i + 1) * batch)
-        pos[rows, slice(None) if c.pos is None else c.pos] = True
-        if heads is not None:
-            heads[rows, slice(None) if c.head is None else c.head] = True
-        if src is not None:
-            src[rows, slice(None) if c.src_pos is None else c.src_pos] = True
-    return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
-
-
-def entries(act: "torch.Tensor", layout: str, cell: Cell) -> "torch.Tensor":
-    """The part of a ``[batch, ...]`` activation that ``cell`` patches."""
-    every = slice(None)
-    pos = every if cell.pos is None else cell.pos
-    head = every if cell.head is None else cell.head
-    if layout == "vector":
-        return act[:, pos]
-    if layout == "head":
-        return act[:, pos, head]
-    return act[:, head, pos, every if cell.src_pos is None else cell.src_pos]
-
-
-#: transformer sites whose patch at a position changes only that position of the block output
-LOCAL = ("q", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
-
-
-def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
-    """Whether patching ``cell`` can change the logits at positions ``reads`` (causal models).
-
-    Cells that cannot are given the unpatched value exactly instead of a recomputation that
-    differs from it by rounding."""
-    if not model.cfg.causal:
-        return True
-    if cell.first_pos > max(reads):
-        return False
-    if (model.cfg.family == "transformer" and site.name in LOCAL and cell.pos is not None
-            and cell.layers == (model.cfg.n_layers - 1,)):
-        return cell.pos in set(reads)
-    return True

@@ -16,9 +16,30 @@ from interp.tokens import TokenBatch
 __all__ = ["load", "Model", "ModelConfig", "TokenBatch"]
 __version__ = "0.2.0"
 
-_SUBMODULES = ("ablation", "attention", "checkpoint", "decoding", "function_vectors", "gradients", "heads",
-               "interventions", "lens", "logits", "memory", "metrics", "plots", "recurrent", "retrieval", "sites",
-               "steering", "tasks", "tokens", "training", "weights", "zoo")
+_SUBMODULES = (
+    "ablation",
+    "attention",
+    "checkpoint",
+    "decoding",
+    "function_vectors",
+    "gradients",
+    "heads",
+    "interventions",
+    "lens",
+    "logits",
+    "memory",
+    "metrics",
+    "plots",
+    "recurrent",
+    "retrieval",
+    "sites",
+    "steering",
+    "tasks",
+    "tokens",
+    "training",
+    "weights",
+    "zoo",
+)
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -50,8 +50,9 @@ def _site(model: Model, layer: int, how: str) -> str:
     return model.site("q" if how == "query" else "z", layer)
 
 
-def interventions(model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None,
-                  positions: Positions = None) -> list[I.Intervention]:
+def interventions(
+    model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None, positions: Positions = None
+) -> list[I.Intervention]:
     """The :class:`interp.interventions.Intervention` edits that ablate ``heads`` (one per layer).
 
     reference: tokens ``[n_ref, pos]`` for ``mean`` and ``resample`` (their ``z`` is read
@@ -78,21 +79,23 @@ def interventions(model: Model, heads: Heads, how: str = "zero", *, reference: T
         elif how == "mean":
             out.append(I.set_to(site, cache[site].float().mean((0, 1)), positions=positions, heads=hs))  # [H, d_head]
         else:
-            out.append(I.patch(site, cache[site], positions=positions, heads=hs))                       # row b <- ref b % n
+            out.append(I.patch(site, cache[site], positions=positions, heads=hs))  # row b <- ref b % n
     return out
 
 
 @contextlib.contextmanager
-def ablate(model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None,
-           positions: Positions = None) -> Iterator[Model]:
+def ablate(
+    model: Model, heads: Heads, how: str = "zero", *, reference: Tokens | None = None, positions: Positions = None
+) -> Iterator[Model]:
     """Knocks ``heads`` out for every run inside the ``with`` block (see the module docstring
     and :func:`interventions` for the arguments)."""
     with I.apply(model, interventions(model, heads, how, reference=reference, positions=positions)):
         yield model
 
 
-def random_heads(model: Model, k: int, *, exclude: Heads = (), seed: int = 0,
-                 layers: Sequence[int] | None = None) -> list[tuple[int, int]]:
+def random_heads(
+    model: Model, k: int, *, exclude: Heads = (), seed: int = 0, layers: Sequence[int] | None = None
+) -> list[tuple[int, int]]:
     """``k`` heads drawn uniformly without replacement from the heads not in ``exclude``
     (optionally only from ``layers``): the control for an ablation of ``k`` chosen heads."""
     model.require_attention("random heads")
@@ -100,7 +103,9 @@ def random_heads(model: Model, k: int, *, exclude: Heads = (), seed: int = 0,
     layers = range(model.cfg.n_layers) if layers is None else [model.check_layer(l) for l in layers]
     pool = [(l, h) for l in layers for h in range(model.cfg.n_heads) if (l, h) not in excluded]
     if not 0 < k <= len(pool):
-        raise ValueError(f"cannot draw {k} random heads from the {len(pool)} heads left after excluding {len(excluded)}")
+        raise ValueError(
+            f"cannot draw {k} random heads from the {len(pool)} heads left after excluding {len(excluded)}"
+        )
     return sorted(random.Random(seed).sample(pool, k))
 
 
@@ -129,18 +134,20 @@ def task_metric(metric: TaskMetric, task: TaskBatch) -> tuple[Callable[[Model], 
             return (lambda m: answer_accuracy(m, task)), metric
     elif callable(metric):
         return (lambda m: float(metric(m, task))), getattr(metric, "__name__", "metric")
-    raise ValueError(f"unknown metric {metric!r}; choose 'loss' (nats on the task labels), 'accuracy' "
-                     "(arg-max on the labels), 'logprob', 'answer_accuracy' (greedy-decoded needle), a "
-                     "metrics.Metric or fn(model, task)")
+    raise ValueError(
+        f"unknown metric {metric!r}; choose 'loss' (nats on the task labels), 'accuracy' "
+        "(arg-max on the labels), 'logprob', 'answer_accuracy' (greedy-decoded needle), a "
+        "metrics.Metric or fn(model, task)"
+    )
 
 
 def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
-    """"Decoding only" for query masking: the labelled positions (teacher-forced metrics) or
+    """ "Decoding only" for query masking: the labelled positions (teacher-forced metrics) or
     from the prompt's last position on (greedy answer decoding)."""
     if how != "query":
         return None
     if metric == "answer_accuracy":
-        return I.From(task.batch().last)   # each row's last prompt token, then every decoded one
+        return I.From(task.batch().last)  # each row's last prompt token, then every decoded one
     mask = task.labels != IGNORE
     if not mask.any():
         raise ValueError("the task has no labelled positions to restrict query masking to; pass positions=")
@@ -148,10 +155,19 @@ def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
 
 
 @torch.no_grad()
-def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zero", *,
-                    metric: TaskMetric = "loss", n_random: int = 5, seed: int = 0,
-                    reference: torch.Tensor | None = None, positions: Positions | str = "default",
-                    random_exclude: Heads = ()) -> pd.DataFrame:
+def ablation_effect(
+    model: Model,
+    task: TaskBatch,
+    heads: Heads,
+    how: str = "zero",
+    *,
+    metric: TaskMetric = "loss",
+    n_random: int = 5,
+    seed: int = 0,
+    reference: torch.Tensor | None = None,
+    positions: Positions | str = "default",
+    random_exclude: Heads = (),
+) -> pd.DataFrame:
     """The task metric without ablation, with ``heads`` ablated, and with ``n_random``
     random sets of as many other heads ablated (the control).
 
@@ -170,18 +186,22 @@ def ablation_effect(model: Model, task: TaskBatch, heads: Heads, how: str = "zer
         positions = _default_positions(how, metric, task)
     if how in ("mean", "resample") and reference is None:
         if how == "resample" and len(task) < 2:
-            raise ValueError("resample ablation takes head outputs from other rows of the task: give it >= 2 rows "
-                             "or reference= tokens")
+            raise ValueError(
+                "resample ablation takes head outputs from other rows of the task: give it >= 2 rows "
+                "or reference= tokens"
+            )
         reference = task.tokens if how == "mean" else task.tokens.roll(1, dims=0)
     clean = fn(model)
     rows = [{"condition": "clean", "seed": None, "heads": "", "value": clean}]
-    sets = [("target", None, heads)] + [("random", seed + i, random_heads(model, len(heads),
-                                         exclude=list(heads) + list(random_exclude), seed=seed + i))
-                                        for i in range(n_random)]
+    sets = [("target", None, heads)] + [
+        ("random", seed + i, random_heads(model, len(heads), exclude=list(heads) + list(random_exclude), seed=seed + i))
+        for i in range(n_random)
+    ]
     for condition, s, hs in sets:
         with ablate(model, hs, how, reference=reference, positions=positions):
-            rows.append({"condition": condition, "seed": s, "heads": " ".join(f"L{l}H{h}" for l, h in hs),
-                         "value": fn(model)})
+            rows.append(
+                {"condition": condition, "seed": s, "heads": " ".join(f"L{l}H{h}" for l, h in hs), "value": fn(model)}
+            )
     df = pd.DataFrame(rows)
     df.insert(3, "metric", name)
     df["delta"] = df["value"] - clean

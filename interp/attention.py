@@ -6,7 +6,7 @@ forward, every layer's pattern, as a tensor or as a tidy DataFrame.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -48,8 +48,16 @@ def patterns_frame(patterns: torch.Tensor, layers: Sequence[int] | None = None) 
     layers = list(range(n_layers)) if layers is None else list(layers)
     if len(layers) != n_layers:
         raise ValueError(f"{len(layers)} layer numbers for {n_layers} pattern slices")
-    l, h, d, s = torch.meshgrid(torch.tensor(layers), torch.arange(n_heads), torch.arange(n_dest),
-                                torch.arange(n_src), indexing="ij")
+    l, h, d, s = torch.meshgrid(
+        torch.tensor(layers), torch.arange(n_heads), torch.arange(n_dest), torch.arange(n_src), indexing="ij"
+    )
     keep = s <= d
-    return pd.DataFrame({"layer": l[keep].numpy(), "head": h[keep].numpy(), "dest": d[keep].numpy(),
-                         "src": s[keep].numpy(), "attention": patterns[keep].numpy()})
+    return pd.DataFrame(
+        {
+            "layer": l[keep].numpy(),
+            "head": h[keep].numpy(),
+            "dest": d[keep].numpy(),
+            "src": s[keep].numpy(),
+            "attention": patterns[keep].numpy(),
+        }
+    )

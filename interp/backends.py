@@ -14,8 +14,9 @@ None keeps it).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -98,8 +99,10 @@ class NNsightBackend:
         for site, path in sites.items():
             if path not in modules or path == "":
                 near = difflib.get_close_matches(path, [m for m in modules if m], n=5)
-                raise ValueError(f"site {site!r} names submodule {path!r}, which the module does not have; "
-                                 f"close matches: {near or sorted(m for m in modules if m)[:20]}")
+                raise ValueError(
+                    f"site {site!r} names submodule {path!r}, which the module does not have; "
+                    f"close matches: {near or sorted(m for m in modules if m)[:20]}"
+                )
         self.module = module
         self.supports_cache = False
         self.sites = dict(sites)

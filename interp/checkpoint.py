@@ -95,13 +95,17 @@ def load_checkpoint(stem: str | Path) -> tuple[nn.Module, dict]:
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
     elif stem.is_file():
-        raise ValueError(f"{stem} is not a .safetensors file; the workbench loads weights only as safetensors "
-                         "(with a <name>.json card beside them)")
+        raise ValueError(
+            f"{stem} is not a .safetensors file; the workbench loads weights only as safetensors "
+            "(with a <name>.json card beside them)"
+        )
     card = read_card(stem)
     module = build_module(card)
     state = read_weights(stem.with_suffix(".safetensors"))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"weights of {stem} do not match the card's architecture: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"weights of {stem} do not match the card's architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     return module.eval(), card

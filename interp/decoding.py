@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from interp.backends import Hooks
 from interp.model import reshaping
-from interp.tokens import TokenBatch
 
 
 @dataclass
@@ -40,20 +39,48 @@ def _last_row(x: torch.Tensor, hook) -> torch.Tensor:
     return x[:, -1:]
 
 
-def greedy(model, tokens, n_steps: int, *, use_cache: bool = True, hooks: Hooks = (), step: Step | None = None,
-           batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+def greedy(
+    model,
+    tokens,
+    n_steps: int,
+    *,
+    use_cache: bool = True,
+    hooks: Hooks = (),
+    step: Step | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
     """Greedy continuation of each prompt: ``[batch, n_steps]`` new token ids.
 
     tokens: a tensor, a :class:`TokenBatch` or texts.  use_cache: continue from the
     key-value cache where the model has one (same tokens as recomputing).  hooks: extra
     ``(site, fn)`` hooks for every step; ``step`` (if given) is updated before each forward.
     """
-    return decode(model, tokens, n_steps, lambda logits: logits.argmax(-1), use_cache=use_cache, hooks=hooks,
-                  step=step, batch_size=batch_size, progress=progress)
+    return decode(
+        model,
+        tokens,
+        n_steps,
+        lambda logits: logits.argmax(-1),
+        use_cache=use_cache,
+        hooks=hooks,
+        step=step,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-def sample(model, tokens, n_steps: int, *, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
-           use_cache: bool = True, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+def sample(
+    model,
+    tokens,
+    n_steps: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
     """Sampled continuation (softmax of logits / ``temperature``, optionally the ``top_k`` most
     probable tokens only), seeded: ``[batch, n_steps]`` new token ids."""
     if not temperature > 0:
@@ -66,12 +93,23 @@ def sample(model, tokens, n_steps: int, *, temperature: float = 1.0, top_k: int 
             kth = z.topk(min(int(top_k), z.shape[-1]), dim=-1).values[..., -1:]
             z = z.masked_fill(z < kth, float("-inf"))
         return torch.multinomial(z.softmax(-1), 1, generator=g)[..., 0].to(logits.device)
+
     return decode(model, tokens, n_steps, choose, use_cache=use_cache, batch_size=batch_size, progress=progress)
 
 
 @torch.no_grad()
-def decode(model, tokens, n_steps: int, choose, *, use_cache: bool = True, hooks: Hooks = (),
-           step: Step | None = None, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+def decode(
+    model,
+    tokens,
+    n_steps: int,
+    choose,
+    *,
+    use_cache: bool = True,
+    hooks: Hooks = (),
+    step: Step | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
     """The decoding loop: ``choose(logits [rows, d_vocab]) -> [rows]`` picks each next token."""
     batch = model.tokenize(tokens)
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
@@ -84,19 +122,21 @@ def decode(model, tokens, n_steps: int, choose, *, use_cache: bool = True, hooks
         return out
     step = step if step is not None else Step()
     cached = use_cache and model.supports_cache
-    if "unembed_in" in model.site_kinds():    # unembed only the row that is decoded, not [pos, d_vocab]
+    if "unembed_in" in model.site_kinds():  # unembed only the row that is decoded, not [pos, d_vocab]
         hooks = list(hooks) + [(model.site("unembed_in"), _last_row)]
-    chunks = [g[i:i + max(1, int(batch_size))] for g in batch.by_length() for i in range(0, len(g), max(1, int(batch_size)))]
+    chunks = [
+        g[i : i + max(1, int(batch_size))] for g in batch.by_length() for i in range(0, len(g), max(1, int(batch_size)))
+    ]
     bar = tqdm(total=len(chunks) * n_steps, desc="decoding", disable=not progress, leave=False)
     for rows in chunks:
         seq = batch.select(rows).tokens
         step.rows = rows
-        cache = None
+        cache, nxt = None, seq[:, -1]  # nxt: the token chosen last (the prompt's own at first)
         for t in range(n_steps):
             step.index = t
             with model.running(rows=rows):
                 if cached:
-                    logits, cache = model.step(seq if t == 0 else nxt[:, None], cache, hooks)
+                    logits, cache = model.step(seq if cache is None else nxt[:, None], cache, hooks)
                 else:
                     logits = model.run_with_hooks(seq, hooks)
             nxt = choose(logits[:, -1])

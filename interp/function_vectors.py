@@ -45,10 +45,10 @@ from interp import interventions as I
 from interp import metrics as M
 from interp.metrics import Metric
 from interp.model import Model, Tokens
-from interp.tokens import TokenBatch
 from interp.steering import SteeringVector, site_for
 from interp.steering.pairs import site_activations
 from interp.tasks import BOS
+from interp.tokens import TokenBatch
 
 
 def head_output_weights(model: Model) -> torch.Tensor:
@@ -62,7 +62,7 @@ def mean_head_z(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
     """Mean over prompts of every head's ``z`` at position ``pos`` (negative: from each
     prompt's end, so -1 is each prompt's last token): ``[n_layers, n_heads, d_head]``."""
     model.require_attention("function vectors")
-    acts = site_activations(model, tokens, model.sites("z"), pos)            # one forward, every layer
+    acts = site_activations(model, tokens, model.sites("z"), pos)  # one forward, every layer
     return torch.stack([acts[name].mean(0) for name in model.sites("z")])
 
 
@@ -92,9 +92,18 @@ def _prompt_metric(answers, metric: Metric | None, n: int, pos: int) -> Metric:
 
 
 @torch.no_grad()
-def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers: torch.Tensor | None = None, *,
-                          metric: Metric | None = None, pos: int = -1, batch_tokens: int = 16384,
-                          engine: str = "auto", progress: bool = True) -> pd.DataFrame:
+def head_indirect_effects(
+    model: Model,
+    clean: Tokens,
+    corrupt: Tokens,
+    answers: torch.Tensor | None = None,
+    *,
+    metric: Metric | None = None,
+    pos: int = -1,
+    batch_tokens: int = 16384,
+    engine: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
     """Causal indirect effect of every head (Todd et al.), many heads per forward.
 
     clean: few-shot prompts (any lengths) whose mean head outputs (at each prompt's ``pos``)
@@ -117,7 +126,7 @@ def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers:
     if pos < 0 and (-pos > int(clean_b.lengths.min()) or -pos > int(corrupt_b.lengths.min())):
         raise ValueError(f"position {pos} is outside the shortest prompt")
     score = _prompt_metric(answers, metric, len(corrupt_b), pos)
-    z_mean = mean_head_z(model, clean_b, pos)                                   # [L, H, d_head]
+    z_mean = mean_head_z(model, clean_b, pos)  # [L, H, d_head]
     heads = model.heads()
     B, H = len(corrupt_b), model.cfg.n_heads
 
@@ -127,30 +136,55 @@ def head_indirect_effects(model: Model, clean: Tokens, corrupt: Tokens, answers:
             mask = torch.zeros(len(cells) * B, H, dtype=torch.bool)
             for i, c in enumerate(cells):
                 if heads[c][0] == layer:
-                    mask[i * B:(i + 1) * B, heads[c][1]] = True
+                    mask[i * B : (i + 1) * B, heads[c][1]] = True
             # each corrupt prompt's own position (rows are cell-major: the prompts repeat per cell)
             at = (corrupt_b.lengths + pos).repeat(len(cells)) if pos < 0 else torch.full((len(cells) * B,), pos)
             out.append(I.set_to(model.site("z", layer), z_mean[layer], positions=at, heads=mask))
         return out
+
     from interp import recompute
 
     if engine not in ("auto", "hooks"):
         raise ValueError(f"engine must be 'auto' or 'hooks', got {engine!r}")
-    if engine == "auto" and pos == -1 and recompute.supports(model):   # only downstream of each head, at the last token
+    if engine == "auto" and pos == -1 and recompute.supports(model):  # only downstream of each head, at the last token
         values, base = _effects_downstream(model, corrupt_b, z_mean, score, heads, batch_tokens)
     else:
-        base = float(score.check(len(corrupt_b), corrupt_b.tokens.shape[1], model.cfg.d_vocab)
-                     .resolve(corrupt_b.tokens.shape[1], corrupt_b.lengths)(model(corrupt_b)))
-        values = I.run_batched(model, corrupt_b, len(heads), edits, score, batch_tokens=batch_tokens,
-                               progress=progress, desc="head indirect effects", last_token_only=pos == -1)
-    frame = pd.DataFrame({"layer": [l for l, _ in heads], "head": [h for _, h in heads], "p_corrupt": base,
-                          "p_patched": values.double().numpy()})
+        base = float(
+            score.check(len(corrupt_b), corrupt_b.tokens.shape[1], model.cfg.d_vocab).resolve(
+                corrupt_b.tokens.shape[1], corrupt_b.lengths
+            )(model(corrupt_b))
+        )
+        values = I.run_batched(
+            model,
+            corrupt_b,
+            len(heads),
+            edits,
+            score,
+            batch_tokens=batch_tokens,
+            progress=progress,
+            desc="head indirect effects",
+            last_token_only=pos == -1,
+        )
+    frame = pd.DataFrame(
+        {
+            "layer": [l for l, _ in heads],
+            "head": [h for _, h in heads],
+            "p_corrupt": base,
+            "p_patched": values.double().numpy(),
+        }
+    )
     frame["cie"] = frame["p_patched"] - base
     return frame.sort_values("cie", ascending=False, ignore_index=True)
 
 
-def _effects_downstream(model: Model, corrupt: TokenBatch, z_mean: torch.Tensor, score: Metric,
-                        heads: list[tuple[int, int]], batch_tokens: int) -> tuple[torch.Tensor, float]:
+def _effects_downstream(
+    model: Model,
+    corrupt: TokenBatch,
+    z_mean: torch.Tensor,
+    score: Metric,
+    heads: list[tuple[int, int]],
+    batch_tokens: int,
+) -> tuple[torch.Tensor, float]:
     """The metric with each head's output at each prompt's last token set to its clean mean,
     through :class:`interp.recompute.FastEngine` (per length group; batch means combined),
     and the metric of the unpatched corrupt run."""
@@ -174,16 +208,34 @@ def _effects_downstream(model: Model, corrupt: TokenBatch, z_mean: torch.Tensor,
         cells = [recompute.Cell((l,), pos=n - 1, head=h) for l, h in heads]
         metric = score.rows(group).resolve(n)
         base_value += float(metric.values(base_logits).double().sum())
-        vals = engine.run(site, cells, base=base, base_logits=base_logits, source=source, metric=metric,
-                          batch_tokens=batch_tokens, progress=False)
+        vals = engine.run(
+            site,
+            cells,
+            base=base,
+            base_logits=base_logits,
+            source=source,
+            metric=metric,
+            batch_tokens=batch_tokens,
+            progress=False,
+        )
         out += vals.double() * len(group)
     return (out / len(corrupt)).float(), base_value / len(corrupt)
 
 
-def function_vector(model: Model, clean: Tokens, corrupt: Tokens | None = None,
-                    answers: torch.Tensor | None = None, *, metric: Metric | None = None, top_k: int = 1,
-                    layer: int | None = None, site: str | None = None, pos: int = -1,
-                    effects: pd.DataFrame | None = None, progress: bool = True) -> SteeringVector:
+def function_vector(
+    model: Model,
+    clean: Tokens,
+    corrupt: Tokens | None = None,
+    answers: torch.Tensor | None = None,
+    *,
+    metric: Metric | None = None,
+    top_k: int = 1,
+    layer: int | None = None,
+    site: str | None = None,
+    pos: int = -1,
+    effects: pd.DataFrame | None = None,
+    progress: bool = True,
+) -> SteeringVector:
     """The function vector: sum of the mean clean outputs (at ``pos``) of the ``top_k`` heads
     by causal indirect effect (see :func:`head_indirect_effects`, which it runs on
     ``corrupt`` with ``answers`` / ``metric``; or pass its result as ``effects``).
@@ -212,13 +264,25 @@ def function_vector(model: Model, clean: Tokens, corrupt: Tokens | None = None,
         layer = max(l for l, _ in heads)
     name = site_for(model, layer, site)
     clean_b = model.tokenize(clean)
-    return SteeringVector(vec, name, model.cfg.name, model.cfg.d_model, "function_vector", pos,
-                          {"positive": [r.tolist() for r in clean_b.rows()], "negative": None},
-                          {"heads": heads, "cie": [float(c) for c in top["cie"]], "top_k": top_k,
-                           "effects": effects.to_dict(orient="list")})
+    return SteeringVector(
+        vec,
+        name,
+        model.cfg.name,
+        model.cfg.d_model,
+        "function_vector",
+        pos,
+        {"positive": [r.tolist() for r in clean_b.rows()], "negative": None},
+        {
+            "heads": heads,
+            "cie": [float(c) for c in top["cie"]],
+            "top_k": top_k,
+            "effects": effects.to_dict(orient="list"),
+        },
+    )
 
 
 # --- task prompts for the zoo demonstrations ------------------------------------------------
+
 
 @dataclass
 class FunctionPrompts:
@@ -244,8 +308,9 @@ class FunctionPrompts:
         return M.prob(self.answers, pos) if self.answers is not None else M.set_prob(self.targets, pos)
 
 
-def fixed_mapping_prompts(n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab: int = 128, seed: int = 0,
-                          mapping_seed: int = 0) -> FunctionPrompts:
+def fixed_mapping_prompts(
+    n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab: int = 128, seed: int = 0, mapping_seed: int = 0
+) -> FunctionPrompts:
     """One fixed key -> value mapping ``f`` as the function, in the associative-recall format
     ``[BOS] k1 f(k1) .. kn f(kn) q`` (keys in [2, d_vocab/2), values in [d_vocab/2, d_vocab):
     the format of ``recall-2l``, and a repeated-token pattern for ``induction-2l``).
@@ -267,7 +332,7 @@ def fixed_mapping_prompts(n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab:
     keys = torch.randperm(half - 2, generator=g)[:n_keys] + 2
     values = torch.randperm(d_vocab - half, generator=g)[:n_keys] + half
     g = torch.Generator().manual_seed(int(seed))
-    demo = torch.stack([torch.randperm(n_keys, generator=g)[:n_demos] for _ in range(n)])   # [n, n_demos]
+    demo = torch.stack([torch.randperm(n_keys, generator=g)[:n_demos] for _ in range(n)])  # [n, n_demos]
     q = torch.randint(0, n_demos, (n,), generator=g)
     k, v = keys[demo], values[demo]
     clean = torch.full((n, 2 * n_demos + 2), BOS, dtype=torch.long)
@@ -276,10 +341,14 @@ def fixed_mapping_prompts(n: int, *, n_keys: int = 8, n_demos: int = 4, d_vocab:
     corrupt = clean.clone()
     corrupt[:, 2:-1:2] = v.roll(1, dims=1)
     zero_shot = torch.stack([torch.full((n,), BOS), clean[:, -1]], 1)
-    return FunctionPrompts(clean, corrupt, zero_shot, answers=v.gather(1, q[:, None])[:, 0],
-                           targets=sorted(values.tolist()),
-                           info={"mapping": dict(zip(keys.tolist(), values.tolist())), "query_index": q,
-                                 "value_pos": 2 + 2 * q})
+    return FunctionPrompts(
+        clean,
+        corrupt,
+        zero_shot,
+        answers=v.gather(1, q[:, None])[:, 0],
+        targets=sorted(values.tolist()),
+        info={"mapping": dict(zip(keys.tolist(), values.tolist())), "query_index": q, "value_pos": 2 + 2 * q},
+    )
 
 
 def mode_task_prompts(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int = 0) -> FunctionPrompts:
@@ -305,11 +374,17 @@ def mode_task_prompts(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int =
 
     clean = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=1, seed=seed).tokens
     _, half_b = mode_halves(d_vocab)
-    return FunctionPrompts(clean, scrambled(seed + 1), scrambled(seed + 2), targets=list(half_b),
-                           info={"task": "continue in vocabulary half B"})
+    return FunctionPrompts(
+        clean,
+        scrambled(seed + 1),
+        scrambled(seed + 2),
+        targets=list(half_b),
+        info={"task": "continue in vocabulary half B"},
+    )
 
 
 # --- evaluation on held-out queries ------------------------------------------------------------
+
 
 def _accuracy(model: Model, prompts: Tokens, answers: torch.Tensor) -> float:
     """Share of prompts whose arg-max next token (at each prompt's last token) is the answer."""
@@ -320,8 +395,18 @@ def _accuracy(model: Model, prompts: Tokens, answers: torch.Tensor) -> float:
     return float((top == torch.as_tensor(answers).cpu()).float().mean())
 
 
-def layer_sweep(model: Model, train: "FunctionPrompts", test: "FunctionPrompts", *, effects: pd.DataFrame | None = None,
-                layers=None, top_k: int = 10, coefs=(1.0, 2.0), seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def layer_sweep(
+    model: Model,
+    train: FunctionPrompts,
+    test: FunctionPrompts,
+    *,
+    effects: pd.DataFrame | None = None,
+    layers=None,
+    top_k: int = 10,
+    coefs=(1.0, 2.0),
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Function vectors evaluated as Todd et al. do: built from ``train`` (the causal indirect
     effects on its corrupt prompts, or ``effects``; the mean head outputs of its clean prompts)
     and added at the last token of ``test``'s held-out zero-shot prompts, at each layer in
@@ -338,21 +423,41 @@ def layer_sweep(model: Model, train: "FunctionPrompts", test: "FunctionPrompts",
         effects = head_indirect_effects(model, train.clean, train.corrupt, train.answers, progress=progress)
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     n = len(model.tokenize(test.zero_shot))
-    rows = [{"condition": "zero_shot", "layer": None, "coef": 0.0, "accuracy": _accuracy(model, test.zero_shot,
-                                                                                         test.answers), "n": n},
-            {"condition": "few_shot", "layer": None, "coef": 0.0, "accuracy": _accuracy(model, test.clean, test.answers),
-             "n": n}]
+    rows = [
+        {
+            "condition": "zero_shot",
+            "layer": None,
+            "coef": 0.0,
+            "accuracy": _accuracy(model, test.zero_shot, test.answers),
+            "n": n,
+        },
+        {
+            "condition": "few_shot",
+            "layer": None,
+            "coef": 0.0,
+            "accuracy": _accuracy(model, test.clean, test.answers),
+            "n": n,
+        },
+    ]
     built = function_vector(model, train.clean, effects=effects, top_k=top_k, layer=layers[0])
     heads = built.meta["heads"]
     for layer in tqdm(layers, desc="function vector layers", disable=not progress, leave=False):
-        fv = dataclasses.replace(built, site=site_for(model, layer))     # the same vector, added after `layer`
+        fv = dataclasses.replace(built, site=site_for(model, layer))  # the same vector, added after `layer`
         for kind, vec in (("fv", fv), ("random", fv.random_like(seed))):
             for coef in coefs:
                 with vec.apply(model, coef=coef, start_pos=-1):
-                    rows.append({"condition": kind, "layer": layer, "coef": float(coef),
-                                 "accuracy": _accuracy(model, test.zero_shot, test.answers), "n": n})
+                    rows.append(
+                        {
+                            "condition": kind,
+                            "layer": layer,
+                            "coef": float(coef),
+                            "accuracy": _accuracy(model, test.zero_shot, test.answers),
+                            "n": n,
+                        }
+                    )
     df = pd.DataFrame(rows)
     fv_rows = df[df.condition == "fv"]
-    df.attrs.update(heads=heads, effects=effects, best=fv_rows.loc[fv_rows["accuracy"].idxmax()].to_dict()
-                    if len(fv_rows) else None)
+    df.attrs.update(
+        heads=heads, effects=effects, best=fv_rows.loc[fv_rows["accuracy"].idxmax()].to_dict() if len(fv_rows) else None
+    )
     return df

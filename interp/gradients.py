@@ -7,18 +7,18 @@ a backward hook would see one step at a time).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
 
-def delta_hook(deltas: dict[str, torch.Tensor], name: str,
-               seen: dict[str, torch.Tensor] | None = None) -> Callable:
+def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch.Tensor] | None = None) -> Callable:
     """A hook that adds ``deltas[name]``, a zero tensor shaped like the site (made on the
     first call, with ``requires_grad``), so ``d metric / d delta`` is the site's gradient.
     ``seen[name]`` keeps the activation of the last call (per-step sites: the last call
     holds every step).  Keyed by the requested name: on a bridge a hook on an alias
     reports the canonical one."""
+
     def add_delta(x: torch.Tensor, hook) -> torch.Tensor:
         if seen is not None:
             seen[name] = x.detach()
@@ -26,12 +26,13 @@ def delta_hook(deltas: dict[str, torch.Tensor], name: str,
         if d is None:
             d = deltas[name] = torch.zeros_like(x, requires_grad=True)
         return x + d
+
     return add_delta
 
 
-def site_gradients(model, tokens: torch.Tensor,
-                   metric: Callable[[torch.Tensor], torch.Tensor],
-                   names: Iterable[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def site_gradients(
+    model, tokens: torch.Tensor, metric: Callable[[torch.Tensor], torch.Tensor], names: Iterable[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``metric(model(tokens))`` (a scalar) and its gradient with respect to each site.
 
     Works alike for whole-sequence and per-step sites: a zero tensor ``delta`` is added at
@@ -50,5 +51,4 @@ def site_gradients(model, tokens: torch.Tensor,
         if missing:
             raise ValueError(f"sites {missing} were not reached in the forward pass")
         grads = torch.autograd.grad(value, [deltas[n] for n in names], allow_unused=True)
-    return value.detach(), {n: (g if g is not None else torch.zeros_like(deltas[n]))
-                            for n, g in zip(names, grads)}
+    return value.detach(), {n: (g if g is not None else torch.zeros_like(deltas[n])) for n, g in zip(names, grads)}

@@ -38,8 +38,8 @@ source row ``b % rows``); or a callable ``fn(act, context) -> value`` for values
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -85,8 +85,11 @@ class Intervention:
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"intervention op must be one of {OPS}, got {self.op!r}")
-        if isinstance(self.value, torch.Tensor) and self.value.is_floating_point() \
-                and not torch.isfinite(self.value).all():
+        if (
+            isinstance(self.value, torch.Tensor)
+            and self.value.is_floating_point()
+            and not torch.isfinite(self.value).all()
+        ):
             raise ValueError(f"the value written at {self.site} has NaN or infinite entries")
         if self.heads is not None and self.layout == "vector":
             raise ValueError(f"heads= needs a per-head site (hook_z, hook_q, ...), not {self.site}")
@@ -112,9 +115,12 @@ class Intervention:
             if spec >= 0:
                 return (abs_pos >= spec)[None].expand(rows, -1)
             # -1 = each row's last real token: its length in a padded batch, else the run's last position
-            end = (ctx.lengths.to(dev) if ctx.lengths is not None
-                   else torch.full((rows,), int(abs_pos.max()) + 1, device=dev))
-            target = end[torch.arange(rows, device=dev) % len(end)] + spec   # lengths are the run's own rows
+            end = (
+                ctx.lengths.to(dev)
+                if ctx.lengths is not None
+                else torch.full((rows,), int(abs_pos.max()) + 1, device=dev)
+            )
+            target = end[torch.arange(rows, device=dev) % len(end)] + spec  # lengths are the run's own rows
             return abs_pos[None] == target[:, None]
         if isinstance(spec, slice):
             start = 0 if spec.start is None else spec.start
@@ -171,7 +177,7 @@ class Intervention:
             pm = pm if pm is not None else torch.ones(rows, act.shape[1], dtype=torch.bool, device=dev)
             hm = hm if hm is not None else torch.ones(rows, act.shape[2], dtype=torch.bool, device=dev)
             return (pm[:, :, None] & hm[:, None, :]).view(rows, act.shape[1], act.shape[2], *([1] * (act.ndim - 3)))
-        keys = torch.arange(act.shape[3], device=dev)    # key axis: absolute positions from 0
+        keys = torch.arange(act.shape[3], device=dev)  # key axis: absolute positions from 0
         sm = self._pos_mask(self.src_positions, rows, keys, ctx)
         if pm is None and hm is None and sm is None:
             return None
@@ -195,8 +201,10 @@ class Intervention:
             return value[rows][:, :, pos][..., : act.shape[3]]
         pos = ctx.positions_of(act.shape[1], act.device)
         if int(pos.max()) >= value.shape[1]:
-            raise ValueError(f"the source activation at {self.site} has {value.shape[1]} positions, the run reaches "
-                             f"position {int(pos.max())}")
+            raise ValueError(
+                f"the source activation at {self.site} has {value.shape[1]} positions, the run reaches "
+                f"position {int(pos.max())}"
+            )
         return value[rows][:, pos]
 
     def apply(self, act: torch.Tensor, ctx: RunContext) -> torch.Tensor:
@@ -215,8 +223,10 @@ class Intervention:
             flat = act.reshape(*lead, -1)
             new = (flat - (flat @ u)[..., None] * u).reshape(act.shape)
         if new.shape != act.shape:
-            raise ValueError(f"the value for {self.site} has shape {tuple(v.shape)}, which does not fit the "
-                             f"activation {tuple(act.shape)}")
+            raise ValueError(
+                f"the value for {self.site} has shape {tuple(v.shape)}, which does not fit the "
+                f"activation {tuple(act.shape)}"
+            )
         m = self.mask(act, ctx)
         return new if m is None else torch.where(m, new, act)
 
@@ -229,6 +239,7 @@ def hook_fns(model: Model, interventions: Sequence[Intervention]) -> list[tuple[
 
         def fn(act: torch.Tensor, hook, iv=iv) -> torch.Tensor:
             return iv.apply(act, model.context)
+
         out.append((iv.site, fn))
     return out
 
@@ -242,6 +253,7 @@ def apply(model: Model, interventions: Sequence[Intervention]) -> Iterator[Model
 
 # --- presets -------------------------------------------------------------------------------
 
+
 def zero(site: str, *, positions: Positions = None, heads=None) -> Intervention:
     """Sets the site (its chosen heads / positions) to 0."""
     return Intervention(site, "set", 0.0, positions, heads)
@@ -252,8 +264,9 @@ def set_to(site: str, value: torch.Tensor | float, *, positions: Positions = Non
     return Intervention(site, "set", value, positions, heads)
 
 
-def patch(site: str, source: torch.Tensor, *, positions: Positions = None, heads=None,
-          src_positions: Positions = None) -> Intervention:
+def patch(
+    site: str, source: torch.Tensor, *, positions: Positions = None, heads=None, src_positions: Positions = None
+) -> Intervention:
     """Sets the site to a source run's activation ``[rows, pos, ...]`` at the same absolute
     positions (activation patching; resampling from other inputs)."""
     return Intervention(site, "set", source, positions, heads, src_positions, by_position=True)
@@ -269,8 +282,9 @@ def project_out(site: str, direction: torch.Tensor, *, positions: Positions = No
     return Intervention(site, "project_out", direction, positions)
 
 
-def scale(site: str, factor: torch.Tensor | float | Callable, *, positions: Positions = None,
-          heads=None) -> Intervention:
+def scale(
+    site: str, factor: torch.Tensor | float | Callable, *, positions: Positions = None, heads=None
+) -> Intervention:
     """Multiplies the site by ``factor`` (a number, a tensor, or ``fn(act, ctx)`` per run)."""
     return Intervention(site, "scale", factor, positions, heads)
 
@@ -284,14 +298,26 @@ def drop_heads(site: str, p: float, generator: torch.Generator | None = None) ->
     def keep(act: torch.Tensor, ctx) -> torch.Tensor:
         k = torch.rand(act.shape[0], 1, act.shape[2], 1, device=act.device, generator=generator) >= p
         return k.to(act.dtype) / (1 - p)
+
     return Intervention(site, "scale", keep)
 
 
 # --- many edited runs in one forward --------------------------------------------------------
 
-def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[int]], list[Intervention]],
-                metric, *, base_hooks: Sequence = (), batch_tokens: int = 16384, progress: bool = False,
-                desc: str = "edited runs", last_token_only: bool = False) -> torch.Tensor:
+
+def run_batched(
+    model: Model,
+    tokens,
+    n_cells: int,
+    edits: Callable[[Sequence[int]], list[Intervention]],
+    metric,
+    *,
+    base_hooks: Sequence = (),
+    batch_tokens: int = 16384,
+    progress: bool = False,
+    desc: str = "edited runs",
+    last_token_only: bool = False,
+) -> torch.Tensor:
     """The metric (batch mean) of ``n_cells`` edited runs of the same prompts: ``[n_cells]``.
 
     A chunk of cells runs as one forward whose batch repeats the prompts once per cell
@@ -332,14 +358,23 @@ def run_batched(model: Model, tokens, n_cells: int, edits: Callable[[Sequence[in
             rows = TokenBatch(ids.repeat(n, 1), lengths.repeat(n), batch.pad_id)
             logits = model.run_with_hooks(rows, hooks)
             vals = metric.values(logits.view(n, B, logits.shape[1], -1), positions=reads if trim else None)
-            out[start:start + n] = vals.mean(-1).float().cpu()
+            out[start : start + n] = vals.mean(-1).float().cpu()
             bar.update(n)
     bar.close()
     return out
 
 
-def _run_last_token(model: Model, batch: TokenBatch, n_cells: int, edits, metric, base_hooks, batch_tokens: int,
-                    progress: bool, desc: str) -> torch.Tensor:
+def _run_last_token(
+    model: Model,
+    batch: TokenBatch,
+    n_cells: int,
+    edits,
+    metric,
+    base_hooks,
+    batch_tokens: int,
+    progress: bool,
+    desc: str,
+) -> torch.Tensor:
     """:func:`run_batched` for edits at each prompt's last token: per length group, the
     prefixes fill a key-value cache once; each chunk of cells replicates it (cell-major) and
     runs the last token only.  Edits see the caller's row numbering (``cell * B + prompt``)."""
@@ -348,15 +383,16 @@ def _run_last_token(model: Model, batch: TokenBatch, n_cells: int, edits, metric
     from tqdm.auto import tqdm
 
     B = len(batch)
-    if not all(int(p) == int(n) - 1 for p, n in zip(metric.pos[:, 0].expand(B), batch.lengths)) or \
-            metric.pos.shape[1] != 1:
+    if (
+        not all(int(p) == int(n) - 1 for p, n in zip(metric.pos[:, 0].expand(B), batch.lengths))
+        or metric.pos.shape[1] != 1
+    ):
         raise ValueError("last_token_only needs a metric that reads each prompt's last token only")
     if int(batch.lengths.min()) < 2:
         raise ValueError("last_token_only needs prompts of at least 2 tokens")
     out = torch.zeros(n_cells, dtype=torch.float64)
     per_chunk = max(1, int(batch_tokens) // max(1, B))
-    bar = tqdm(total=n_cells * len(batch.by_length()), desc=desc, disable=not progress, leave=False,
-               mininterval=1.0)
+    bar = tqdm(total=n_cells * len(batch.by_length()), desc=desc, disable=not progress, leave=False, mininterval=1.0)
     with torch.no_grad():
         for group in batch.by_length():
             length = int(batch.lengths[group[0]])
@@ -373,8 +409,8 @@ def _run_last_token(model: Model, batch: TokenBatch, n_cells: int, edits, metric
                 hooks = list(base_hooks) + hook_fns(model, edits(cells))
                 with model.running(rows=rows):
                     logits, _ = model.step(ids[:, -1:].repeat(n, 1), cache, hooks)
-                vals = sub.values(logits.view(n, len(group), 1, -1), positions=[length - 1])   # [n, rows]
-                out[start:start + n] += vals.double().sum(-1).cpu()
+                vals = sub.values(logits.view(n, len(group), 1, -1), positions=[length - 1])  # [n, rows]
+                out[start : start + n] += vals.double().sum(-1).cpu()
                 bar.update(n)
     bar.close()
     return (out / B).float()

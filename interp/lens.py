@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -51,8 +51,9 @@ def residual_sites(model: Model, stage: str = "post") -> list[str]:
         return model.sites("resid_post")
     if model.cfg.family in ("rnn", "ssm"):
         if stage == "mid":
-            raise ValueError(f"{model.cfg.name or 'this model'} is recurrent: its layers have no middle; "
-                             "use stage 'pre' or 'post'")
+            raise ValueError(
+                f"{model.cfg.name or 'this model'} is recurrent: its layers have no middle; use stage 'pre' or 'post'"
+            )
         return [model.site("embed")] + model.sites("resid_post")
     kind = {"pre": "resid_pre", "mid": "resid_mid"}[stage]
     if kind not in model.site_kinds():
@@ -73,8 +74,9 @@ def residuals(model: Model, tokens: Tokens, stage: str = "post") -> tuple[torch.
     return torch.stack([cache[n].float() for n in names]), logits.float()
 
 
-def _read(ro: Readout, x: torch.Tensor, layer: int | None, lens: "TunedLens | None",
-          frozen_scale: torch.Tensor | None) -> torch.Tensor:
+def _read(
+    ro: Readout, x: torch.Tensor, layer: int | None, lens: TunedLens | None, frozen_scale: torch.Tensor | None
+) -> torch.Tensor:
     """Logits ``[..., d_vocab]`` of residuals ``x`` of reading ``layer``: through the tuned
     lens's translator if any, then the final norm (recomputed, or at ``frozen_scale``)."""
     if lens is not None:
@@ -88,8 +90,7 @@ def _readings(layers, n: int, stage: str) -> list[int]:
     out = []
     for layer in layers:
         if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"layer {layer!r} is out of range: the {stage} lens has readings 0..{n - 1} "
-                             f"(or -{n}..-1)")
+            raise ValueError(f"layer {layer!r} is out of range: the {stage} lens has readings 0..{n - 1} (or -{n}..-1)")
         out.append(layer % n)
     return out
 
@@ -102,8 +103,17 @@ def _one_prompt(model: Model, tokens: Tokens):
 
 
 @torch.no_grad()
-def logit_lens(model: Model, tokens: Tokens, *, target=None, stage: str = "post", norm: str = "recomputed",
-               k: int = 5, lens: "TunedLens | None" = None, layers: "Sequence[int] | None" = None) -> pd.DataFrame:
+def logit_lens(
+    model: Model,
+    tokens: Tokens,
+    *,
+    target=None,
+    stage: str = "post",
+    norm: str = "recomputed",
+    k: int = 5,
+    lens: TunedLens | None = None,
+    layers: Sequence[int] | None = None,
+) -> pd.DataFrame:
     """The lens of one prompt: ``DataFrame[layer, pos, input, rank_k, token, token_id, prob,
     logprob]`` with the ``k`` most probable tokens per (layer, pos) (``rank_k`` 1..k), and, with
     ``target`` (a token, as text or id), ``target_prob``, ``target_logprob`` and ``target_rank``
@@ -130,39 +140,51 @@ def logit_lens(model: Model, tokens: Tokens, *, target=None, stage: str = "post"
     per = rows_per_chunk(3 * 4 * P * model.cfg.d_vocab, "the logit lens")
     values, indices, target_logp, target_rank = [], [], [], []
     for start in range(0, len(keep), per):
-        chunk = keep[start:start + per]
-        x = torch.stack([stack[layer, 0] if lens is None else lens.translate(layer, stack[layer, 0]) for layer in chunk])
-        logp = _read(ro, x, None, None, final_scale).log_softmax(-1)            # [chunk, pos, vocab]
+        chunk = keep[start : start + per]
+        x = torch.stack(
+            [stack[layer, 0] if lens is None else lens.translate(layer, stack[layer, 0]) for layer in chunk]
+        )
+        logp = _read(ro, x, None, None, final_scale).log_softmax(-1)  # [chunk, pos, vocab]
         top = logp.topk(k, dim=-1)
         values.append(top.values)
         indices.append(top.indices)
         if t is not None:
             target_logp.append(logp[..., t])
-            target_rank.append((logp > logp[..., t:t + 1]).sum(-1) + 1)
+            target_rank.append((logp > logp[..., t : t + 1]).sum(-1) + 1)
         del logp
-    top_values, top_ids = torch.cat(values), torch.cat(indices)                # [readings, pos, k]
+    top_values, top_ids = torch.cat(values), torch.cat(indices)  # [readings, pos, k]
     R, P = top_values.shape[:2]
     ids = top_ids.reshape(-1).cpu()
     vocab = dict(zip(ids.unique().tolist(), model.to_str_tokens(ids.unique())))
     grid = lambda a: a.reshape(R, P, 1).expand(R, P, k).reshape(-1).cpu().numpy()
     columns = {
-        "layer": grid(torch.tensor(keep)[:, None].expand(R, P)), "pos": grid(torch.arange(P).expand(R, P)),
+        "layer": grid(torch.tensor(keep)[:, None].expand(R, P)),
+        "pos": grid(torch.arange(P).expand(R, P)),
         "input": [s for s in model.to_str_tokens(batch.tokens[0]) for _ in range(k)] * R,
         "rank_k": torch.arange(1, k + 1).repeat(R * P).numpy(),
-        "token": [vocab[i] for i in ids.tolist()], "token_id": ids.numpy(),
-        "prob": top_values.exp().reshape(-1).cpu().numpy(), "logprob": top_values.reshape(-1).cpu().numpy()}
+        "token": [vocab[i] for i in ids.tolist()],
+        "token_id": ids.numpy(),
+        "prob": top_values.exp().reshape(-1).cpu().numpy(),
+        "logprob": top_values.reshape(-1).cpu().numpy(),
+    }
     if t is not None:
-        lt = torch.cat(target_logp)                                                # [readings, pos]
+        lt = torch.cat(target_logp)  # [readings, pos]
         columns.update(target_prob=grid(lt.exp()), target_logprob=grid(lt), target_rank=grid(torch.cat(target_rank)))
     df = pd.DataFrame(columns)
-    df.attrs.update(stage=stage, norm=norm, target=None if t is None else model.to_str_tokens([t])[0],
-                    tuned=lens is not None, readings=int(stack.shape[0]))
+    df.attrs.update(
+        stage=stage,
+        norm=norm,
+        target=None if t is None else model.to_str_tokens([t])[0],
+        tuned=lens is not None,
+        readings=int(stack.shape[0]),
+    )
     return df
 
 
 @torch.no_grad()
-def lens_kl(model: Model, tokens: Tokens, *, stage: str = "post", lens: "TunedLens | None" = None,
-            norm: str = "recomputed") -> pd.DataFrame:
+def lens_kl(
+    model: Model, tokens: Tokens, *, stage: str = "post", lens: TunedLens | None = None, norm: str = "recomputed"
+) -> pd.DataFrame:
     """Mean KL(final || lens) in nats per layer over every real position of ``tokens``:
     ``DataFrame[layer, kl]`` (how far each layer's reading is from the model's answer)."""
     batch = model.tokenize(tokens)
@@ -172,7 +194,7 @@ def lens_kl(model: Model, tokens: Tokens, *, stage: str = "post", lens: "TunedLe
     stack, logits = residuals(model, batch, stage)
     ro = readout(model)
     real = batch.mask.to(logits.device)
-    final = logits.log_softmax(-1)[real]                                            # [tokens, vocab]
+    final = logits.log_softmax(-1)[real]  # [tokens, vocab]
     scale = ro.scale(stack[-1][real]) if norm == "frozen" else None
     rows = []
     for layer in range(stack.shape[0]):
@@ -183,6 +205,7 @@ def lens_kl(model: Model, tokens: Tokens, *, stage: str = "post", lens: "TunedLe
 
 
 # --- the tuned lens -----------------------------------------------------------------------------
+
 
 @dataclass
 class TunedLens:
@@ -202,13 +225,17 @@ class TunedLens:
     def check(self, model: Model) -> None:
         """Raises if the lens was trained for another model or width."""
         if model.cfg.d_model != self.d_model:
-            raise ValueError(f"this tuned lens was trained for d_model={self.d_model} ({self.model_name!r}); "
-                             f"{model.cfg.name or 'this model'} has d_model={model.cfg.d_model}")
+            raise ValueError(
+                f"this tuned lens was trained for d_model={self.d_model} ({self.model_name!r}); "
+                f"{model.cfg.name or 'this model'} has d_model={model.cfg.d_model}"
+            )
         if model.cfg.name != self.model_name:
             raise ValueError(f"this tuned lens was trained for {self.model_name!r}, not {model.cfg.name!r}")
         if self.A.shape[0] != len(residual_sites(model, self.stage)):
-            raise ValueError(f"this tuned lens has {self.A.shape[0]} translators; the model has "
-                             f"{len(residual_sites(model, self.stage))} layers")
+            raise ValueError(
+                f"this tuned lens has {self.A.shape[0]} translators; the model has "
+                f"{len(residual_sites(model, self.stage))} layers"
+            )
 
     # --- files ----------------------------------------------------------------------------
     def save(self, stem: str | Path | None = None) -> Path:
@@ -219,15 +246,22 @@ class TunedLens:
         from interp.checkpoint import _atomic_write
 
         stem = Path(stem) if stem is not None else default_path(self.model_name)
-        card = {**self.card, "format": "interp.tuned_lens", "version": 1, "model": self.model_name,
-                "d_model": self.d_model, "stage": self.stage, "layers": int(self.A.shape[0])}
+        card = {
+            **self.card,
+            "format": "interp.tuned_lens",
+            "version": 1,
+            "model": self.model_name,
+            "d_model": self.d_model,
+            "stage": self.stage,
+            "layers": int(self.A.shape[0]),
+        }
         weights = stem.with_suffix(".safetensors")
         _atomic_write(weights, lambda tmp: save_file({"A": self.A.contiguous(), "b": self.b.contiguous()}, tmp))
         _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
         return weights
 
     @classmethod
-    def load(cls, stem: str | Path | None = None, model: Model | None = None) -> "TunedLens":
+    def load(cls, stem: str | Path | None = None, model: Model | None = None) -> TunedLens:
         """Reads a lens written by :meth:`save` (safetensors only: never unpickled); with
         ``model``, checks that it fits (default stem: ``model``'s place in the cache)."""
         from safetensors import SafetensorError
@@ -264,8 +298,17 @@ def default_path(model_name: str) -> Path:
     return cache_dir() / "lenses" / safe
 
 
-def train_tuned_lens(model: Model, tokens: Tokens, *, stage: str = "post", steps: int = 40, lr: float = 1e-3,
-                     positions_per_step: int = 128, seed: int = 0, progress: bool = True) -> TunedLens:
+def train_tuned_lens(
+    model: Model,
+    tokens: Tokens,
+    *,
+    stage: str = "post",
+    steps: int = 40,
+    lr: float = 1e-3,
+    positions_per_step: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> TunedLens:
     """Trains one affine translator per layer so the lens matches the model's final
     distribution: minimises KL(final || lens) with Adam on ``positions_per_step`` random
     positions of ``tokens`` per step (seeded), starting from the least-squares map of each
@@ -277,9 +320,9 @@ def train_tuned_lens(model: Model, tokens: Tokens, *, stage: str = "post", steps
     started = time.perf_counter()
     stack, logits = residuals(model, batch, stage)
     real = batch.mask.to(stack.device)
-    X = stack[:, real]                                                           # [layers, N, d]
-    target = logits.log_softmax(-1)[real]                                        # [N, vocab]
-    final = X[-1]                                                                # [N, d]
+    X = stack[:, real]  # [layers, N, d]
+    target = logits.log_softmax(-1)[real]  # [N, vocab]
+    final = X[-1]  # [N, d]
     L, N, d = X.shape
     ro = readout(model)
     # least squares: [x 1] @ [A; b] ~ final residual, per layer (ridge for stability)
@@ -290,20 +333,20 @@ def train_tuned_lens(model: Model, tokens: Tokens, *, stage: str = "post", steps
         Xa = torch.cat([X[layer].cpu(), ones], 1).double()
         sol = torch.linalg.solve(Xa.T @ Xa + 1e-3 * torch.eye(d + 1, dtype=torch.float64), Xa.T @ final.cpu().double())
         A[layer], b[layer] = sol[:d].float(), sol[d].float()
-    A[-1], b[-1] = torch.eye(d), torch.zeros(d)   # the final residual reads itself
+    A[-1], b[-1] = torch.eye(d), torch.zeros(d)  # the final residual reads itself
     A, b = A.to(stack.device).requires_grad_(True), b.to(stack.device).requires_grad_(True)
     opt = torch.optim.Adam([A, b], lr=lr)
     g = torch.Generator().manual_seed(int(seed))
-    trained = range(L - 1)          # the last reading is the final residual: identity
+    trained = range(L - 1)  # the last reading is the final residual: identity
     if not len(trained):
-        steps = 0                    # a one-layer stream: nothing to translate
+        steps = 0  # a one-layer stream: nothing to translate
     bar = tqdm(range(steps), desc=f"tuned lens {model.cfg.name}", disable=not progress, mininterval=1.0)
     for _ in bar:
         idx = torch.randint(N, (min(positions_per_step, N),), generator=g).to(stack.device)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         with torch.enable_grad():
-            for layer in trained:                        # one layer at a time: [positions, vocab] at once
+            for layer in trained:  # one layer at a time: [positions, vocab] at once
                 lg = ro.logits(X[layer, idx] @ A[layer] + b[layer])
                 tgt = target[idx]
                 loss = (tgt.exp() * (tgt - lg.log_softmax(-1))).sum(-1).mean()
@@ -312,13 +355,20 @@ def train_tuned_lens(model: Model, tokens: Tokens, *, stage: str = "post", steps
         opt.step()
         bar.set_postfix(kl=f"{total / len(trained):.3f}")
     bar.close()
-    card = {"steps": steps, "lr": lr, "positions_per_step": positions_per_step, "seed": seed,
-            "train_tokens": int(N), "train_seconds": round(time.perf_counter() - started, 1),
-            "objective": "KL(final || lens), least-squares initialisation"}
+    card = {
+        "steps": steps,
+        "lr": lr,
+        "positions_per_step": positions_per_step,
+        "seed": seed,
+        "train_tokens": int(N),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "objective": "KL(final || lens), least-squares initialisation",
+    }
     return TunedLens(A.detach().cpu(), b.detach().cpu(), model.cfg.name, model.cfg.d_model, stage, card)
 
 
 # --- direct logit attribution --------------------------------------------------------------------
+
 
 @torch.no_grad()
 def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -> pd.DataFrame:
@@ -357,7 +407,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
         logits, cache = model.run_with_cache(batch, names=names)
         pieces.append(("embed", "embed", -1, None, cache[model.site("resid_pre", 0)][0, p].float()))
         for l in range(L):
-            heads = w.head_outputs(l, cache[model.site("z", l)][0, p].float())          # [H, d]
+            heads = w.head_outputs(l, cache[model.site("z", l)][0, p].float())  # [H, d]
             for h in range(heads.shape[0]):
                 pieces.append((f"a{l}.h{h}", "head", l, h, heads[h]))
             pieces.append((f"a{l}.bias", "attn_bias", l, None, w.b_O[l]))
@@ -378,21 +428,33 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     rows = []
     for name, kind, layer, head, x in pieces:
         xc = x - x.mean() if ro.centers else x
-        rows.append({"component": name, "kind": kind, "layer": layer, "head": head,
-                     "value": float((xc * scale * gain) @ direction)})
+        rows.append(
+            {
+                "component": name,
+                "kind": kind,
+                "layer": layer,
+                "head": head,
+                "value": float((xc * scale * gain) @ direction),
+            }
+        )
     bias = float(ro.bias @ direction) if ro.bias is not None else 0.0
-    rows.append({"component": "bias", "kind": "bias", "layer": model.cfg.n_layers, "head": None,
-                 "value": bias + const})
+    rows.append({"component": "bias", "kind": "bias", "layer": model.cfg.n_layers, "head": None, "value": bias + const})
     df = pd.DataFrame(rows)
     own = float(logits[0, p, t] - (logits[0, p, c] if c is not None else 0))
-    df.attrs.update(logit=own, total=float(df["value"].sum()), scale=float(scale),
-                    target=model.to_str_tokens([t])[0], contrast=None if c is None else model.to_str_tokens([c])[0],
-                    pos=p)
+    df.attrs.update(
+        logit=own,
+        total=float(df["value"].sum()),
+        scale=float(scale),
+        target=model.to_str_tokens([t])[0],
+        contrast=None if c is None else model.to_str_tokens([c])[0],
+        pos=p,
+    )
     return df
 
 
-def tuned_lens_for(model: Model, *, train: bool = False, n: int = 8, length: int = 129, steps: int = 40,
-                   progress: bool = True) -> TunedLens | None:
+def tuned_lens_for(
+    model: Model, *, train: bool = False, n: int = 8, length: int = 129, steps: int = 40, progress: bool = True
+) -> TunedLens | None:
     """The tuned lens saved in the cache for ``model``; with ``train``, if none is saved, one
     trained on ``n`` x ``length`` tokens of text the model generates itself (seeded; about two
     minutes for smollm2-135m on 2 cores) and saved there.  ``None`` when none is saved and

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,14 +27,30 @@ from interp.model import Model, ModelConfig
 from interp.tokens import default_names, word_tokenizer
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
-def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None, name: str | None = None,
-         n_ctx: int | None = None, trust_remote_code: bool = False, family: str = "custom",
-         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-         prepend_bos: bool | None = None, allow_unsafe_pickle: bool = False) -> Model:
+def load(
+    source: Any,
+    *,
+    tokenizer=None,
+    sites: Mapping[str, str] | None = None,
+    name: str | None = None,
+    n_ctx: int | None = None,
+    trust_remote_code: bool = False,
+    family: str = "custom",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    prepend_bos: bool | None = None,
+    allow_unsafe_pickle: bool = False,
+) -> Model:
     """Loads ``source`` as a hooked :class:`Model` (eval mode).
 
     device: ``"cpu"`` (default) or a CUDA device where present.  dtype: float32 (default),
@@ -52,16 +69,24 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
 
     opts = dict(device=device, dtype=dtype, prepend_bos=prepend_bos)
     if isinstance(source, nn.Module) and sites is not None:
-        return _from_custom(source, sites, name=name or type(source).__name__, n_ctx=n_ctx or 1024,
-                            family=family, **opts)
+        return _from_custom(
+            source, sites, name=name or type(source).__name__, n_ctx=n_ctx or 1024, family=family, **opts
+        )
     if _is_hf_model(source):
         if tokenizer is None:
             raise ValueError("an in-memory Hugging Face model needs its tokenizer: load(model, tokenizer=tok)")
-        return _from_hf_model(source, tokenizer=tokenizer, name=name, card={"source": "huggingface"},
-                              trust_remote_code=trust_remote_code, **opts)
+        return _from_hf_model(
+            source,
+            tokenizer=tokenizer,
+            name=name,
+            card={"source": "huggingface"},
+            trust_remote_code=trust_remote_code,
+            **opts,
+        )
     if isinstance(source, nn.Module):
-        raise ValueError("a plain nn.Module needs sites={site name: submodule path}, e.g. "
-                         "{'blocks.0.hook_resid_post': 'layers.0'}")
+        raise ValueError(
+            "a plain nn.Module needs sites={site name: submodule path}, e.g. {'blocks.0.hook_resid_post': 'layers.0'}"
+        )
     if isinstance(source, TransformerBridgeConfig):
         from transformer_lens import TransformerBridge
 
@@ -80,17 +105,31 @@ def load(source: Any, *, tokenizer=None, sites: Mapping[str, str] | None = None,
         if kind == "zoo":
             return zoo.load(where, **opts)
         if kind == "folder":
-            return from_hf_folder(where, tokenizer=tokenizer, name=name or Path(where).name,
-                                  trust_remote_code=trust_remote_code, allow_unsafe_pickle=allow_unsafe_pickle, **opts)
+            return from_hf_folder(
+                where,
+                tokenizer=tokenizer,
+                name=name or Path(where).name,
+                trust_remote_code=trust_remote_code,
+                allow_unsafe_pickle=allow_unsafe_pickle,
+                **opts,
+            )
         if kind == "checkpoint":
             from interp.checkpoint import load_checkpoint
 
             module, card = load_checkpoint(Path(where))
             return from_module(module, card, **opts)
-        return _from_hub(where, tokenizer=tokenizer, name=name, trust_remote_code=trust_remote_code,
-                         allow_unsafe_pickle=allow_unsafe_pickle, **opts)
-    raise TypeError(f"cannot load a model from {type(source).__name__}; pass a zoo name ({zoo.names()}), a config, "
-                    "a checkpoint or HF folder path, a HF model with tokenizer=, or an nn.Module with sites=")
+        return _from_hub(
+            where,
+            tokenizer=tokenizer,
+            name=name,
+            trust_remote_code=trust_remote_code,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            **opts,
+        )
+    raise TypeError(
+        f"cannot load a model from {type(source).__name__}; pass a zoo name ({zoo.names()}), a config, "
+        "a checkpoint or HF folder path, a HF model with tokenizer=, or an nn.Module with sites="
+    )
 
 
 def locate(source: str | Path) -> tuple[str, str]:
@@ -115,15 +154,18 @@ def locate(source: str | Path) -> tuple[str, str]:
     if near:
         raise ValueError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
     if not _looks_like_hub_id(text):
-        raise FileNotFoundError(f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
-                                f"({zoo.names()}) or a hub id (owner/name)")
+        raise FileNotFoundError(
+            f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
+            f"({zoo.names()}) or a hub id (owner/name)"
+        )
     return "hub", text
 
 
 def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
-    return (len(parts) == 2 and all(p and not p.startswith(".") and p.replace("-", "").replace("_", "")
-                                    .replace(".", "").isalnum() for p in parts))
+    return len(parts) == 2 and all(
+        p and not p.startswith(".") and p.replace("-", "").replace("_", "").replace(".", "").isalnum() for p in parts
+    )
 
 
 def _is_hf_model(obj) -> bool:
@@ -170,7 +212,7 @@ def resolve_dtype(dtype) -> torch.dtype:
 def _place(module: nn.Module, device, dtype) -> nn.Module:
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     p = next(module.parameters(), None)
-    if p is not None and (p.device != dev or p.dtype != dt):   # .to() on a bridge prints; skip a no-op
+    if p is not None and (p.device != dev or p.dtype != dt):  # .to() on a bridge prints; skip a no-op
         module = module.to(device=dev, dtype=dt)
     return module.eval()
 
@@ -181,8 +223,15 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
     vocab = card.get("vocab")
     if card["arch"] == "recurrent":
         c = module.cfg
-        cfg = ModelConfig(n_layers=c.n_layers, n_heads=0, d_model=c.d_model, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
-                          family=c.family, name=card.get("name", ""))
+        cfg = ModelConfig(
+            n_layers=c.n_layers,
+            n_heads=0,
+            d_model=c.d_model,
+            d_vocab=c.d_vocab,
+            n_ctx=c.n_ctx,
+            family=c.family,
+            name=card.get("name", ""),
+        )
     else:
         cfg = _bridge_config(module, card.get("name", ""))
     names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(cfg.d_vocab), 0)
@@ -194,10 +243,18 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
 def _bridge_config(bridge, name: str) -> ModelConfig:
     c = bridge.cfg
     attn_only = bool(getattr(c, "attn_only", False))
-    return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_vocab=c.d_vocab,
-                       n_ctx=c.n_ctx, family="transformer", d_head=c.d_head,
-                       d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0), name=name,
-                       n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads))
+    return ModelConfig(
+        n_layers=c.n_layers,
+        n_heads=c.n_heads,
+        d_model=c.d_model,
+        d_vocab=c.d_vocab,
+        n_ctx=c.n_ctx,
+        family="transformer",
+        d_head=c.d_head,
+        d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0),
+        name=name,
+        n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads),
+    )
 
 
 def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Path]:
@@ -210,9 +267,11 @@ def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Pa
     if not tensors and not pickles:
         raise FileNotFoundError(f"{path} has no weights (no *.safetensors file)")
     if not tensors and not allow_unsafe_pickle:
-        raise ValueError(f"{path} holds only pickled weights ({', '.join(p.name for p in pickles)}), which can run "
-                         "code when loaded; convert them to safetensors, or pass allow_unsafe_pickle=True "
-                         "(CLI: --allow-unsafe-pickle) if you trust their source")
+        raise ValueError(
+            f"{path} holds only pickled weights ({', '.join(p.name for p in pickles)}), which can run "
+            "code when loaded; convert them to safetensors, or pass allow_unsafe_pickle=True "
+            "(CLI: --allow-unsafe-pickle) if you trust their source"
+        )
     for p in tensors:
         try:
             with safe_open(str(p), framework="pt") as f:
@@ -223,9 +282,18 @@ def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Pa
     return tensors or pickles
 
 
-def from_hf_folder(path: str | Path, *, tokenizer=None, name: str | None = None, card: dict | None = None,
-                   trust_remote_code: bool = False, allow_unsafe_pickle: bool = False, device=None, dtype=None,
-                   prepend_bos: bool | None = None) -> Model:
+def from_hf_folder(
+    path: str | Path,
+    *,
+    tokenizer=None,
+    name: str | None = None,
+    card: dict | None = None,
+    trust_remote_code: bool = False,
+    allow_unsafe_pickle: bool = False,
+    device=None,
+    dtype=None,
+    prepend_bos: bool | None = None,
+) -> Model:
     """A Model from a local Hugging Face causal-LM folder (config, weights, tokenizer)."""
     from transformers import AutoModelForCausalLM
 
@@ -235,32 +303,63 @@ def from_hf_folder(path: str | Path, *, tokenizer=None, name: str | None = None,
     if tokenizer is None:
         tokenizer = _local_tokenizer(path, trust_remote_code)
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), attn_implementation="eager",
-                                                  use_safetensors=safe, trust_remote_code=trust_remote_code)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=resolve_dtype(dtype),
+            attn_implementation="eager",
+            use_safetensors=safe,
+            trust_remote_code=trust_remote_code,
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ValueError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
-    return _from_hf_model(hf, tokenizer=tokenizer, name=name or path.name,
-                          card=card or {"source": "huggingface", "path": str(path)},
-                          trust_remote_code=trust_remote_code, device=device, dtype=dtype, prepend_bos=prepend_bos)
+    return _from_hf_model(
+        hf,
+        tokenizer=tokenizer,
+        name=name or path.name,
+        card=card or {"source": "huggingface", "path": str(path)},
+        trust_remote_code=trust_remote_code,
+        device=device,
+        dtype=dtype,
+        prepend_bos=prepend_bos,
+    )
 
 
-def _from_hf_model(hf, *, tokenizer, name: str | None, card: dict, trust_remote_code: bool, device=None,
-                   dtype=None, prepend_bos: bool | None = None) -> Model:
+def _from_hf_model(
+    hf,
+    *,
+    tokenizer,
+    name: str | None,
+    card: dict,
+    trust_remote_code: bool,
+    device=None,
+    dtype=None,
+    prepend_bos: bool | None = None,
+) -> Model:
     from transformer_lens import TransformerBridge
 
     from interp.compat import enable_kv_cache
 
     hf = _place(hf, device, dtype)  # a freshly built HF model is in train mode (dropout on)
     arch_name = getattr(hf.config, "_name_or_path", "") or hf.config.model_type
-    bridge = TransformerBridge.boot_transformers(arch_name, hf_model=hf, tokenizer=tokenizer,
-                                                 trust_remote_code=trust_remote_code,
-                                                 device=resolve_device(device), dtype=resolve_dtype(dtype))
+    bridge = TransformerBridge.boot_transformers(
+        arch_name,
+        hf_model=hf,
+        tokenizer=tokenizer,
+        trust_remote_code=trust_remote_code,
+        device=resolve_device(device),
+        dtype=resolve_dtype(dtype),
+    )
     bridge.eval()
     cached = enable_kv_cache(bridge)
     cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")))
     backend = HookPointBackend(bridge, _probe(cfg.n_ctx, resolve_device(device)), supports_cache=cached)
-    return Model(backend, cfg, tokenizer=bridge.tokenizer or tokenizer, card=card,
-                 prepend_bos=True if prepend_bos is None else prepend_bos)
+    return Model(
+        backend,
+        cfg,
+        tokenizer=bridge.tokenizer or tokenizer,
+        card=card,
+        prepend_bos=True if prepend_bos is None else prepend_bos,
+    )
 
 
 def _local_tokenizer(path: Path, trust_remote_code: bool):
@@ -269,8 +368,10 @@ def _local_tokenizer(path: Path, trust_remote_code: bool):
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FileNotFoundError(f"{path} has no usable tokenizer ({str(e).splitlines()[0] if str(e) else e}); "
-                                "save one there or pass tokenizer=") from None
+        raise FileNotFoundError(
+            f"{path} has no usable tokenizer ({str(e).splitlines()[0] if str(e) else e}); "
+            "save one there or pass tokenizer="
+        ) from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -291,29 +392,50 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_hub(repo_id: str, *, tokenizer, name: str | None, trust_remote_code: bool, allow_unsafe_pickle: bool,
-              **opts) -> Model:
+def _from_hub(
+    repo_id: str, *, tokenizer, name: str | None, trust_remote_code: bool, allow_unsafe_pickle: bool, **opts
+) -> Model:
     from interp import zoo
 
     if not _hub_reachable():
-        raise FileNotFoundError(f"no such folder {Path(repo_id).expanduser().resolve()}, and {repo_id!r} as a Hugging "
-                                f"Face hub id needs the hub, which is not reachable (offline); load a local folder "
-                                f"or a zoo model ({zoo.names()})")
+        raise FileNotFoundError(
+            f"no such folder {Path(repo_id).expanduser().resolve()}, and {repo_id!r} as a Hugging "
+            f"Face hub id needs the hub, which is not reachable (offline); load a local folder "
+            f"or a zoo model ({zoo.names()})"
+        )
     try:
         from huggingface_hub import snapshot_download
 
-        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"] + \
-            (["*.bin"] if allow_unsafe_pickle else [])
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"] + (
+            ["*.bin"] if allow_unsafe_pickle else []
+        )
         folder = snapshot_download(repo_id, allow_patterns=patterns)
-        return from_hf_folder(folder, tokenizer=tokenizer, name=name or repo_id, trust_remote_code=trust_remote_code,
-                              allow_unsafe_pickle=allow_unsafe_pickle, **opts)
+        return from_hf_folder(
+            folder,
+            tokenizer=tokenizer,
+            name=name or repo_id,
+            trust_remote_code=trust_remote_code,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            **opts,
+        )
     except (OSError, ConnectionError, ValueError) as e:
-        raise RuntimeError(f"could not load {repo_id!r} from the Hugging Face hub: {str(e).splitlines()[0]}. "
-                           f"Offline, load a local HF folder or a zoo model instead ({zoo.names()})") from None
+        raise RuntimeError(
+            f"could not load {repo_id!r} from the Hugging Face hub: {str(e).splitlines()[0]}. "
+            f"Offline, load a local HF folder or a zoo model instead ({zoo.names()})"
+        ) from None
 
 
-def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ctx: int, family: str, device=None,
-                 dtype=None, prepend_bos: bool | None = None) -> Model:
+def _from_custom(
+    module: nn.Module,
+    sites: Mapping[str, str],
+    *,
+    name: str,
+    n_ctx: int,
+    family: str,
+    device=None,
+    dtype=None,
+    prepend_bos: bool | None = None,
+) -> Model:
     module = _place(module, device, dtype)
     probe = _probe(n_ctx, resolve_device(device))
     backend = NNsightBackend(module, sites, probe)
@@ -322,7 +444,19 @@ def _from_custom(module: nn.Module, sites: Mapping[str, str], *, name: str, n_ct
     with torch.no_grad():
         d_vocab = int(logits_of(module(probe)).shape[-1])
     layers = {int(s.split(".")[1]) for s in sites if s.startswith("blocks.") and s.split(".")[1].isdigit()}
-    cfg = ModelConfig(n_layers=len(layers), n_heads=0, d_model=max(int(v.shape[-1]) for v in cache.values()),
-                      d_vocab=d_vocab, n_ctx=n_ctx, family=family, name=name, causal=family != "custom")
-    return Model(backend, cfg, card={"source": "custom", "sites": dict(sites)},
-                 prepend_bos=True if prepend_bos is None else prepend_bos)
+    cfg = ModelConfig(
+        n_layers=len(layers),
+        n_heads=0,
+        d_model=max(int(v.shape[-1]) for v in cache.values()),
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        family=family,
+        name=name,
+        causal=family != "custom",
+    )
+    return Model(
+        backend,
+        cfg,
+        card={"source": "custom", "sites": dict(sites)},
+        prepend_bos=True if prepend_bos is None else prepend_bos,
+    )

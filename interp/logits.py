@@ -29,5 +29,12 @@ def next_token_probs(model: Model, tokens: torch.Tensor | str, k: int = 10, pos:
     probs = logits.softmax(-1)
     top = probs.topk(k)
     ids = top.indices.tolist()
-    return pd.DataFrame({"rank": range(1, k + 1), "token_id": ids, "token": model.to_str_tokens(top.indices),
-                         "prob": top.values.numpy(), "logit": logits[top.indices].numpy()})
+    return pd.DataFrame(
+        {
+            "rank": range(1, k + 1),
+            "token_id": ids,
+            "token": model.to_str_tokens(top.indices),
+            "prob": top.values.numpy(),
+            "logit": logits[top.indices].numpy(),
+        }
+    )

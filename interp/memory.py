@@ -31,12 +31,16 @@ def rows_per_chunk(bytes_per_row: float, what: str, given: int | None = None) ->
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
             raise ValueError(f"batch_size must be a positive int, got {given!r}")
         if given * bytes_per_row > 4 * budget:
-            raise MemoryError(f"{what}: batch_size={given} needs about {given * bytes_per_row / 2**20:.0f} MB at "
-                              f"once, over 4x the budget of {budget / 2**20:.0f} MB (INTERP_MEMORY_MB); use fewer")
+            raise MemoryError(
+                f"{what}: batch_size={given} needs about {given * bytes_per_row / 2**20:.0f} MB at "
+                f"once, over 4x the budget of {budget / 2**20:.0f} MB (INTERP_MEMORY_MB); use fewer"
+            )
         return given
     if bytes_per_row > budget:
-        raise MemoryError(f"{what}: one sequence needs about {bytes_per_row / 2**20:.0f} MB at once, over the budget "
-                          f"of {budget / 2**20:.0f} MB (set INTERP_MEMORY_MB higher, or use shorter sequences)")
+        raise MemoryError(
+            f"{what}: one sequence needs about {bytes_per_row / 2**20:.0f} MB at once, over the budget "
+            f"of {budget / 2**20:.0f} MB (set INTERP_MEMORY_MB higher, or use shorter sequences)"
+        )
     return max(1, int(budget // max(bytes_per_row, 1)))
 
 
@@ -44,5 +48,7 @@ def check_total(n_bytes: float, what: str, factor: float = 8.0) -> None:
     """Refuses a result that would not fit in ``factor`` budgets (results that are kept, not chunked)."""
     budget = budget_bytes()
     if n_bytes > factor * budget:
-        raise MemoryError(f"{what} would hold about {n_bytes / 2**20:.0f} MB, over {factor:g}x the memory budget "
-                          f"({budget / 2**20:.0f} MB, INTERP_MEMORY_MB); ask for less")
+        raise MemoryError(
+            f"{what} would hold about {n_bytes / 2**20:.0f} MB, over {factor:g}x the memory budget "
+            f"({budget / 2**20:.0f} MB, INTERP_MEMORY_MB); ask for less"
+        )

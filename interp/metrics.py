@@ -33,8 +33,8 @@ once in :func:`normalise` (NaN, with a warning, where clean and corrupt agree).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 
@@ -97,8 +97,10 @@ class Metric:
                 raise ValueError("the kl metric needs the reference logits: metrics.kl(reference_logits, pos=...)")
         elif self.kind.startswith("set_"):
             if self.targets is None or (self.kind == "set_logodds" and self.contrast is None):
-                raise ValueError(f"the {self.kind} metric needs token sets (targets=..."
-                                 + (", contrast=...)" if self.kind == "set_logodds" else ")"))
+                raise ValueError(
+                    f"the {self.kind} metric needs token sets (targets=..."
+                    + (", contrast=...)" if self.kind == "set_logodds" else ")")
+                )
         elif self.answer is None:
             raise ValueError(f"the {self.kind} metric needs answer tokens (answer=...), e.g. the correct next token")
         if self.kind == "logit_diff" and self.wrong is None:
@@ -107,7 +109,9 @@ class Metric:
         try:
             torch.broadcast_shapes(*shapes)
         except RuntimeError:
-            raise ValueError(f"metric positions / answers / mask do not broadcast: shapes {[tuple(s) for s in shapes]}") from None
+            raise ValueError(
+                f"metric positions / answers / mask do not broadcast: shapes {[tuple(s) for s in shapes]}"
+            ) from None
 
     # --- positions -----------------------------------------------------------------------
     @property
@@ -132,8 +136,10 @@ class Metric:
             bad = bad & self.mask.expand(torch.broadcast_shapes(bad.shape, self.mask.shape))
         if bad.any():
             raw = self.pos.expand(torch.broadcast_shapes(self.pos.shape, bad.shape))[bad][:5].tolist()
-            raise ValueError(f"metric reads positions {raw}, outside sequences of "
-                             f"{seq_len if lengths is None else sorted(set(lengths.tolist()))} tokens")
+            raise ValueError(
+                f"metric reads positions {raw}, outside sequences of "
+                f"{seq_len if lengths is None else sorted(set(lengths.tolist()))} tokens"
+            )
         return pos.clamp(min=0)
 
     def read_positions(self, seq_len: int) -> list[int]:
@@ -141,26 +147,33 @@ class Metric:
         pos = self._abs_pos(seq_len)
         if self.mask is not None:
             pos = pos.expand(torch.broadcast_shapes(pos.shape, self.mask.shape))[
-                self.mask.expand(torch.broadcast_shapes(pos.shape, self.mask.shape))]
+                self.mask.expand(torch.broadcast_shapes(pos.shape, self.mask.shape))
+            ]
         return sorted(set(pos.flatten().tolist()))
 
-    def check(self, batch: int, seq_len: int, d_vocab: int) -> "Metric":
+    def check(self, batch: int, seq_len: int, d_vocab: int) -> Metric:
         """Validates the metric against a batch of ``[batch, seq_len]`` tokens and a vocabulary."""
         for what, t in (("pos", self.pos), ("answer", self.answer), ("wrong", self.wrong), ("mask", self.mask)):
             if t is not None and t.shape[0] not in (1, batch):
                 raise ValueError(f"metric {what} has {t.shape[0]} rows but the prompts have {batch}")
         self._abs_pos(seq_len)
-        for what, t in (("answer", self.answer), ("wrong", self.wrong), ("targets", self.targets),
-                        ("contrast", self.contrast)):
+        for what, t in (
+            ("answer", self.answer),
+            ("wrong", self.wrong),
+            ("targets", self.targets),
+            ("contrast", self.contrast),
+        ):
             if t is not None and ((t < 0) | (t >= d_vocab)).any():
-                raise ValueError(f"metric {what} tokens must be in the vocabulary [0, {d_vocab}); got {t.min().item()}..{t.max().item()}")
+                raise ValueError(
+                    f"metric {what} tokens must be in the vocabulary [0, {d_vocab}); got {t.min().item()}..{t.max().item()}"
+                )
         if self.reference is not None and self.reference.shape[-1] != d_vocab:
             raise ValueError(f"kl reference has vocabulary {self.reference.shape[-1]}, the model {d_vocab}")
         if self.mask is not None and not self.mask.any(-1).all():
             raise ValueError("some rows have no scored position (all labels IGNORE)")
         return self
 
-    def resolve(self, seq_len: int, lengths: torch.Tensor | None = None) -> "Metric":
+    def resolve(self, seq_len: int, lengths: torch.Tensor | None = None) -> Metric:
         """The same metric with negative positions made absolute: for sequences of ``seq_len``
         or, in a padded batch, counted from each row's ``lengths``."""
         return replace(self, pos=self._abs_pos(seq_len, lengths))
@@ -174,8 +187,9 @@ class Metric:
         toks = self.answer.flatten().tolist() + (self.wrong.flatten().tolist() if self.wrong is not None else [])
         return sorted(set(toks))
 
-    def values(self, logits: torch.Tensor, positions: Sequence[int] | None = None,
-               vocab: Sequence[int] | None = None) -> torch.Tensor:
+    def values(
+        self, logits: torch.Tensor, positions: Sequence[int] | None = None, vocab: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Per-row metric ``[..., batch]`` from logits ``[..., batch, pos, vocab]``.
 
         positions: when given, ``logits`` are compact: position axis ``i`` holds absolute
@@ -195,31 +209,36 @@ class Metric:
             lookup[torch.tensor(list(positions))] = torch.arange(len(positions))
             pos = lookup[self.pos]
             missing = pos < 0
-            if self.mask is not None:          # unscored entries may point anywhere
+            if self.mask is not None:  # unscored entries may point anywhere
                 missing = missing & self.mask.expand(torch.broadcast_shapes(pos.shape, self.mask.shape))
             if missing.any():
                 raise ValueError("compact logits do not hold every position the metric reads")
             pos = pos.clamp(min=0)
-        shape = torch.broadcast_shapes(pos.shape, *(t.shape for t in (self.answer, self.wrong, self.mask)
-                                                    if t is not None))
+        shape = torch.broadcast_shapes(
+            pos.shape, *(t.shape for t in (self.answer, self.wrong, self.mask) if t is not None)
+        )
         k = shape[1]
         pos = pos.expand(batch, k).to(logits.device)
         lead = logits.shape[:-3]
         idx = pos.view(*([1] * len(lead)), batch, k, 1).expand(*lead, batch, k, logits.shape[-1])
-        at = logits.gather(-2, idx).float()                                       # [..., batch, k, vocab]
-        out = self._score(at, batch, k)                                           # [..., batch, k]
+        at = logits.gather(-2, idx).float()  # [..., batch, k, vocab]
+        out = self._score(at, batch, k)  # [..., batch, k]
         if self.mask is None:
             return out.mean(-1)
         m = self.mask.expand(batch, k).to(out.device).float()
         return (out * m).sum(-1) / m.sum(-1)
 
-    def _remapped(self, vocab: Sequence[int]) -> "Metric":
+    def _remapped(self, vocab: Sequence[int]) -> Metric:
         if self.kind not in ("logit", "logit_diff"):
             raise ValueError(f"the {self.kind} metric needs the whole vocabulary, not {len(vocab)} logits")
         lookup = torch.full((max(vocab) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(list(vocab))] = torch.arange(len(vocab))
-        new = {k: lookup[getattr(self, k).clamp(max=max(vocab))] for k in ("answer", "wrong") if getattr(self, k) is not None}
-        if any(((t < 0).any() for t in new.values())) or any((getattr(self, k) > max(vocab)).any() for k in new):
+        new = {
+            k: lookup[getattr(self, k).clamp(max=max(vocab))]
+            for k in ("answer", "wrong")
+            if getattr(self, k) is not None
+        }
+        if any((t < 0).any() for t in new.values()) or any((getattr(self, k) > max(vocab)).any() for k in new):
             raise ValueError("the compact vocabulary lacks tokens the metric reads")
         return replace(self, **new)
 
@@ -251,30 +270,44 @@ class Metric:
         if self.kind in ("logprob", "loss"):
             lp = at.log_softmax(-1).gather(-1, ans)[..., 0]
             return lp if self.kind == "logprob" else -lp
-        return (at.argmax(-1, keepdim=True) == ans).float()[..., 0]                # accuracy
+        return (at.argmax(-1, keepdim=True) == ans).float()[..., 0]  # accuracy
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """Batch mean of :meth:`values` (a scalar for ``[batch, pos, vocab]`` logits)."""
         return self.values(logits).mean(-1)
 
-    def tile(self, n: int) -> "Metric":
+    def tile(self, n: int) -> Metric:
         """The metric for a batch made of ``n`` copies of the prompts (sample-major, as ``tokens.repeat(n, 1)``)."""
         if n == 1:
             return self
 
         def rep(t):
             return t if t is None or t.shape[0] == 1 else t.repeat(n, *([1] * (t.ndim - 1)))
-        return replace(self, pos=rep(self.pos), answer=rep(self.answer), wrong=rep(self.wrong), mask=rep(self.mask),
-                       reference=rep(self.reference))
 
-    def rows(self, index: torch.Tensor) -> "Metric":
+        return replace(
+            self,
+            pos=rep(self.pos),
+            answer=rep(self.answer),
+            wrong=rep(self.wrong),
+            mask=rep(self.mask),
+            reference=rep(self.reference),
+        )
+
+    def rows(self, index: torch.Tensor) -> Metric:
         """The metric of a subset of the batch's rows (row-broadcast fields stay as they are)."""
         index = torch.as_tensor(index).long().cpu()
 
         def sub(t):
             return t if t is None or t.shape[0] == 1 else t[index]
-        return replace(self, pos=sub(self.pos), answer=sub(self.answer), wrong=sub(self.wrong), mask=sub(self.mask),
-                       reference=sub(self.reference))
+
+        return replace(
+            self,
+            pos=sub(self.pos),
+            answer=sub(self.answer),
+            wrong=sub(self.wrong),
+            mask=sub(self.mask),
+            reference=sub(self.reference),
+        )
 
 
 # --- constructors ---------------------------------------------------------------------------
@@ -317,12 +350,17 @@ def set_prob(targets: Sequence[int] | torch.Tensor, pos: IntLike = -1) -> Metric
     return Metric("set_prob", _as_2d(pos, "pos"), targets=_ids(targets, "set_prob"))
 
 
-def set_logodds(targets: Sequence[int] | torch.Tensor, contrast: Sequence[int] | torch.Tensor,
-                pos: IntLike = -1) -> Metric:
+def set_logodds(
+    targets: Sequence[int] | torch.Tensor, contrast: Sequence[int] | torch.Tensor, pos: IntLike = -1
+) -> Metric:
     """log P(targets) - log P(contrast) at ``pos``, in nats: a behaviour measure that does not
     saturate at small probabilities (positive vs negative words, say)."""
-    return Metric("set_logodds", _as_2d(pos, "pos"), targets=_ids(targets, "set_logodds targets"),
-                  contrast=_ids(contrast, "set_logodds contrast"))
+    return Metric(
+        "set_logodds",
+        _as_2d(pos, "pos"),
+        targets=_ids(targets, "set_logodds targets"),
+        contrast=_ids(contrast, "set_logodds contrast"),
+    )
 
 
 def kl(reference_logits: torch.Tensor, pos: IntLike | None = -1, lengths: torch.Tensor | None = None) -> Metric:
@@ -363,7 +401,7 @@ def from_labels(labels: torch.Tensor, kind: str = "logprob", wrong: torch.Tensor
     if not keep.any(-1).all():
         raise ValueError("some rows have no labelled position")
     k = int(keep.sum(-1).max())
-    order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :k]   # labelled positions first
+    order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :k]  # labelled positions first
     mask = keep.gather(1, order)
     answer = labels.gather(1, order).clamp(min=0)
     w = None
@@ -379,24 +417,34 @@ def normalise(value, clean: float, corrupt: float):
     run's; NaN (with a warning) where clean and corrupt agree, since nothing is to be restored."""
     gap = float(clean) - float(corrupt)
     if abs(gap) < 1e-12:
-        warnings.warn(f"clean and corrupt runs give the same metric value ({float(clean):.6g}): normalised "
-                      "effects are undefined (NaN); pick a corruption or metric that changes the answer",
-                      stacklevel=2)
+        warnings.warn(
+            f"clean and corrupt runs give the same metric value ({float(clean):.6g}): normalised "
+            "effects are undefined (NaN); pick a corruption or metric that changes the answer",
+            stacklevel=2,
+        )
         return value * float("nan")
     return (value - corrupt) / gap
 
 
-def default_metric(kind: str, clean_logits: torch.Tensor, corrupt_logits: torch.Tensor,
-                   pos: IntLike = -1, answer: IntLike | None = None, wrong: IntLike | None = None,
-                   lengths: torch.Tensor | None = None) -> Metric:
+def default_metric(
+    kind: str,
+    clean_logits: torch.Tensor,
+    corrupt_logits: torch.Tensor,
+    pos: IntLike = -1,
+    answer: IntLike | None = None,
+    wrong: IntLike | None = None,
+    lengths: torch.Tensor | None = None,
+) -> Metric:
     """A metric from its name alone (for the command line and the app): answers default to
     the clean run's arg-max at ``pos`` and, for ``logit_diff``, ``wrong`` to the corrupt run's
     arg-max there."""
     if kind not in KINDS or kind.startswith("set_"):
         raise ValueError(f"unknown metric {kind!r}; choose one of {[k for k in KINDS if not k.startswith('set_')]}")
     if clean_logits.shape != corrupt_logits.shape:
-        raise ValueError(f"clean and corrupt logits differ in shape: {tuple(clean_logits.shape)} vs "
-                         f"{tuple(corrupt_logits.shape)} (the prompts must be aligned)")
+        raise ValueError(
+            f"clean and corrupt logits differ in shape: {tuple(clean_logits.shape)} vs "
+            f"{tuple(corrupt_logits.shape)} (the prompts must be aligned)"
+        )
     if kind == "kl":
         return kl(clean_logits, pos, lengths)
     p = _as_2d(pos, "pos")
@@ -408,6 +456,7 @@ def default_metric(kind: str, clean_logits: torch.Tensor, corrupt_logits: torch.
 
     def argmax_at(logits):
         return logits.detach().cpu().gather(1, p_abs[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)
+
     if answer is None:
         answer = argmax_at(clean_logits)
     if kind != "logit_diff":
@@ -415,6 +464,8 @@ def default_metric(kind: str, clean_logits: torch.Tensor, corrupt_logits: torch.
     if wrong is None:
         wrong = argmax_at(corrupt_logits)
         if (_as_2d(wrong, "wrong") == _as_2d(answer, "answer")).all():
-            raise ValueError("clean and corrupt runs predict the same token, so logit_diff has no default wrong "
-                             "token: pass wrong=... explicitly")
+            raise ValueError(
+                "clean and corrupt runs predict the same token, so logit_diff has no default wrong "
+                "token: pass wrong=... explicitly"
+            )
     return _metric("logit_diff", p_abs, answer, wrong)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -42,7 +42,7 @@ def reshaping(fn: HookFn) -> HookFn:
     return fn
 
 
-def _guarded(name: str, fn: HookFn, model: "Model") -> HookFn:
+def _guarded(name: str, fn: HookFn, model: Model) -> HookFn:
     """``fn`` with its result checked: a tensor of the activation's shape (or None), and with
     :attr:`Model.check_finite`, no NaN / inf (a clear error naming the site, not a torch error
     three layers later or a silent NaN)."""
@@ -53,14 +53,20 @@ def _guarded(name: str, fn: HookFn, model: "Model") -> HookFn:
         out = fn(x, hook)
         if out is not None:
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the hook on {name} returned an object of type {type(out).__name__}: return a tensor of the "
-                                "activation's shape, or None to leave it as it is")
+                raise TypeError(
+                    f"the hook on {name} returned an object of type {type(out).__name__}: return a tensor of the "
+                    "activation's shape, or None to leave it as it is"
+                )
             if out.shape != x.shape:
-                raise ValueError(f"the hook on {name} returned shape {tuple(out.shape)}, but the activation there "
-                                 f"has shape {tuple(x.shape)}: return a tensor of the same shape (or None)")
+                raise ValueError(
+                    f"the hook on {name} returned shape {tuple(out.shape)}, but the activation there "
+                    f"has shape {tuple(x.shape)}: return a tensor of the same shape (or None)"
+                )
         if model.check_finite and not torch.isfinite(x if out is None else out).all():
-            raise ValueError(f"non-finite values (NaN or inf) at {name} after its hook: an intervention there wrote "
-                             "them (check the value it sets or adds)")
+            raise ValueError(
+                f"non-finite values (NaN or inf) at {name} after its hook: an intervention there wrote "
+                "them (check the value it sets or adds)"
+            )
         return out
 
     hook.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -103,8 +109,8 @@ class RunContext:
 
     offset: int = 0
     lengths: torch.Tensor | None = None
-    positions: torch.Tensor | None = None   # explicit absolute positions (an engine recomputing some rows)
-    rows: torch.Tensor | None = None        # the caller's batch indices of the run's rows (decoding groups)
+    positions: torch.Tensor | None = None  # explicit absolute positions (an engine recomputing some rows)
+    rows: torch.Tensor | None = None  # the caller's batch indices of the run's rows (decoding groups)
 
     def row_index(self, n: int, n_spec: int, device=None) -> torch.Tensor:
         """``[n]`` indices into a per-row spec of ``n_spec`` rows for the run's ``n`` rows."""
@@ -132,8 +138,9 @@ class Model:
     table; override per call with ``prepend_bos=``).
     """
 
-    def __init__(self, backend: Backend, cfg: ModelConfig, *, tokenizer=None, card: dict | None = None,
-                 prepend_bos: bool = True):
+    def __init__(
+        self, backend: Backend, cfg: ModelConfig, *, tokenizer=None, card: dict | None = None, prepend_bos: bool = True
+    ):
         self.backend = backend
         self.cfg = cfg
         self.tokenizer = tokenizer
@@ -159,8 +166,10 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"Model({c.name or 'unnamed'!r}, family={c.family}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
-                f"d_model={c.d_model}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx})")
+        return (
+            f"Model({c.name or 'unnamed'!r}, family={c.family}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
+            f"d_model={c.d_model}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx})"
+        )
 
     @property
     def has_attention(self) -> bool:
@@ -191,8 +200,9 @@ class Model:
             raise ValueError("this model has no tokenizer: pass token ids (a list of ints or a tensor)")
         return encode(self.tokenizer, text, self._bos(prepend_bos))
 
-    def tokenize(self, inputs: str | Sequence[str] | Sequence[Sequence[int]] | Tokens,
-                 prepend_bos: bool | None = None) -> TokenBatch:
+    def tokenize(
+        self, inputs: str | Sequence[str] | Sequence[Sequence[int]] | Tokens, prepend_bos: bool | None = None
+    ) -> TokenBatch:
         """Any prompts as a validated, right-padded :class:`TokenBatch` (rows may differ in length)."""
         if isinstance(inputs, TokenBatch):
             return TokenBatch(self.validate_tokens(inputs.tokens), inputs.lengths, inputs.pad_id)
@@ -206,12 +216,16 @@ class Model:
         if rows == []:
             raise ValueError("no prompts given: pass a string, a non-empty list of strings or of token-id lists")
         if not rows:
-            raise TypeError("prompts must be a string, a non-empty list of strings or of token-id lists, or a "
-                            f"tensor; got {type(inputs).__name__}")
+            raise TypeError(
+                "prompts must be a string, a non-empty list of strings or of token-id lists, or a "
+                f"tensor; got {type(inputs).__name__}"
+            )
         if all(isinstance(r, str) for r in rows):
             ids = [self.encode(r, prepend_bos) for r in rows]
-        elif all(isinstance(r, (list, tuple)) and r and all(isinstance(t, int) and not isinstance(t, bool) for t in r)
-                 for r in rows):
+        elif all(
+            isinstance(r, (list, tuple)) and r and all(isinstance(t, int) and not isinstance(t, bool) for t in r)
+            for r in rows
+        ):
             ids = [list(r) for r in rows]
         elif all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
             ids = [list(rows)]
@@ -231,16 +245,19 @@ class Model:
                 return int(value)
         return 0
 
-    def to_tokens(self, inputs: str | Sequence[str] | Sequence[int] | torch.Tensor,
-                  prepend_bos: bool | None = None) -> torch.Tensor:
+    def to_tokens(
+        self, inputs: str | Sequence[str] | Sequence[int] | torch.Tensor, prepend_bos: bool | None = None
+    ) -> torch.Tensor:
         """Tokens ``[batch, pos]`` (int64) from text, equally long texts, ids, or a tensor
         (validated).  Texts of different token lengths: use :meth:`tokenize`."""
         if isinstance(inputs, torch.Tensor):
             return self.validate_tokens(inputs)
         batch = self.tokenize(inputs, prepend_bos)
         if batch.padded:
-            raise ValueError(f"the prompts tokenize to different lengths {batch.lengths.tolist()}; use "
-                             "model.tokenize(prompts) for a padded batch (analyses accept it)")
+            raise ValueError(
+                f"the prompts tokenize to different lengths {batch.lengths.tolist()}; use "
+                "model.tokenize(prompts) for a padded batch (analyses accept it)"
+            )
         return batch.tokens
 
     def validate_tokens(self, tokens: Tokens) -> torch.Tensor:
@@ -263,8 +280,9 @@ class Model:
         if lo < 0 or hi >= self.cfg.d_vocab:
             raise ValueError(f"token ids must be in the vocabulary [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
         if tokens.shape[1] > self.cfg.n_ctx:
-            raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than the model's context "
-                             f"n_ctx={self.cfg.n_ctx}")
+            raise ValueError(
+                f"sequence of {tokens.shape[1]} tokens is longer than the model's context n_ctx={self.cfg.n_ctx}"
+            )
         return tokens.long().to(self.device)
 
     def to_str_tokens(self, tokens: torch.Tensor | str | Sequence[int]) -> list[str]:
@@ -315,11 +333,15 @@ class Model:
             ids = self.encode(str(token), prepend_bos=False)
             if len(ids) != 1:
                 hint = ""
-                if not self.word_level and not str(token).startswith(" ") \
-                        and len(self.encode(" " + str(token), prepend_bos=False)) == 1:
+                if (
+                    not self.word_level
+                    and not str(token).startswith(" ")
+                    and len(self.encode(" " + str(token), prepend_bos=False)) == 1
+                ):
                     hint = f"; {' ' + str(token)!r}, with a leading space, is one token"
-                raise ValueError(f"{token!r} is {len(ids)} tokens, not one: "
-                                 f"{self.to_str_tokens(torch.tensor(ids))}{hint}")
+                raise ValueError(
+                    f"{token!r} is {len(ids)} tokens, not one: {self.to_str_tokens(torch.tensor(ids))}{hint}"
+                )
             tid = ids[0]
         if not 0 <= tid < self.cfg.d_vocab:
             raise ValueError(f"token id {tid} is outside the vocabulary [0, {self.cfg.d_vocab})")
@@ -352,8 +374,10 @@ class Model:
         """Returns ``name`` if the model has that hook site, else raises with close matches."""
         if not isinstance(name, str) or name not in self._name_set:
             near = difflib.get_close_matches(str(name), self._names, n=6, cutoff=0.5)
-            raise ValueError(f"unknown hook site {name!r} for {self.cfg.name or 'this model'}; "
-                             f"close matches: {near or self._names[:12]} (see Model.hook_names())")
+            raise ValueError(
+                f"unknown hook site {name!r} for {self.cfg.name or 'this model'}; "
+                f"close matches: {near or self._names[:12]} (see Model.hook_names())"
+            )
         return name
 
     def site_kinds(self) -> list[str]:
@@ -376,8 +400,10 @@ class Model:
             why = ""
             if spec.layout in ("head", "pattern") and not self.has_attention:
                 why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
-            raise ValueError(f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
-                             f"{self.site_kinds()}")
+            raise ValueError(
+                f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
+                f"{self.site_kinds()}"
+            )
         return spec.hook(layer)
 
     def sites(self, kind: str) -> list[str]:
@@ -419,7 +445,7 @@ class Model:
         return out
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator["Model"]:
+    def hooks(self, fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator[Model]:
         """Keeps ``fwd_hooks`` active for every run inside the ``with`` block (they compose)."""
         added = self._resolve(fwd_hooks)
         self._stack.extend(added)
@@ -430,7 +456,7 @@ class Model:
                 self._stack.remove(item)
 
     @contextlib.contextmanager
-    def without_hooks(self) -> Iterator["Model"]:
+    def without_hooks(self) -> Iterator[Model]:
         """Suspends the active hooks inside the block (to measure the unedited model)."""
         stack, self._stack = self._stack, []
         try:
@@ -468,8 +494,9 @@ class Model:
         """One forward with extra hooks ``[(site, fn(activation, hook))]`` after the active ones."""
         return self._run(tokens, list(self._stack) + self._resolve(fwd_hooks))
 
-    def run_with_cache(self, tokens: Tokens, names: Names = None, *, detach: bool = True,
-                       fwd_hooks: Hooks = (), logits: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    def run_with_cache(
+        self, tokens: Tokens, names: Names = None, *, detach: bool = True, fwd_hooks: Hooks = (), logits: bool = True
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Logits and a dict site -> activation (``[batch, pos, ...]``) for the chosen sites.
 
         ``names``: a list of sites, a filter function, or None for all.  Cached values are
@@ -495,11 +522,12 @@ class Model:
                 # stop during the forward, before a cache the user sized grows past the budget
                 check_total(held[0], f"the activation cache of {len(chosen)} sites (so far)")
                 cache[name] = x.detach() if detach else x
+
             return store
 
         skip = []
         if not logits and "unembed_in" in self.site_kinds() and self.site("unembed_in") not in chosen:
-            skip = [(self.site("unembed_in"), reshaping(lambda x, hook: x[:, :1]))]   # one position, not [pos, d_vocab]
+            skip = [(self.site("unembed_in"), reshaping(lambda x, hook: x[:, :1]))]  # one position, not [pos, d_vocab]
         out = self.run_with_hooks(tokens, list(fwd_hooks) + [(n, storer(n)) for n in chosen] + skip)
         return (out if logits else None), cache
 
@@ -514,8 +542,9 @@ class Model:
         with self.running(offset=offset):
             return self.backend.step(ids, list(self._stack) + self._resolve(hooks), cache)
 
-    def generate(self, tokens: Tokens | str | Sequence[str], max_new_tokens: int = 8, *,
-                 use_cache: bool = True) -> Tokens:
+    def generate(
+        self, tokens: Tokens | str | Sequence[str], max_new_tokens: int = 8, *, use_cache: bool = True
+    ) -> Tokens:
         """Greedy decoding (active hooks apply at every step).  Returns the prompts with
         ``max_new_tokens`` tokens appended: ``[batch, pos + n]`` for a tensor, else a
         :class:`TokenBatch` (see :func:`interp.decoding.greedy`)."""
@@ -552,9 +581,11 @@ class Model:
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
-            raise ValueError(f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
-                             f"{self.cfg.family} model without attention; for it use hidden-state analyses "
-                             "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)")
+            raise ValueError(
+                f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
+                f"{self.cfg.family} model without attention; for it use hidden-state analyses "
+                "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)"
+            )
 
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int):

@@ -31,8 +31,8 @@ attention, ALiBi, per-layer caches), use :mod:`circuits.engine_hooks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,6 @@ class Site:
         return self.layout in ("head", "pattern")
 
 
-
 @dataclass(frozen=True)
 class Cell:
     """One patch: ``layers`` (a window), and the pos / head / src_pos it touches (None = all)."""
@@ -83,8 +82,9 @@ class Cell:
         return 0 if self.pos is None else self.pos
 
 
-def intervention(site: Site, layer: int, chunk: Sequence[Cell], source: "torch.Tensor", batch: int,
-                 n_heads: int) -> "I.Intervention | None":
+def intervention(
+    site: Site, layer: int, chunk: Sequence[Cell], source: torch.Tensor, batch: int, n_heads: int
+) -> I.Intervention | None:
     """The :class:`interp.interventions.Intervention` that patches ``chunk``'s cells in ``layer``
     from ``source`` (``[batch, pos, ...]``, the source run's activation), for cell-major rows
     (rows ``i*batch .. (i+1)*batch`` belong to cell ``i``); None if no cell touches the layer."""
@@ -105,7 +105,7 @@ def intervention(site: Site, layer: int, chunk: Sequence[Cell], source: "torch.T
     return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
 
 
-def entries(act: "torch.Tensor", layout: str, cell: Cell) -> "torch.Tensor":
+def entries(act: torch.Tensor, layout: str, cell: Cell) -> torch.Tensor:
     """The part of a ``[batch, ...]`` activation that ``cell`` patches."""
     every = slice(None)
     pos = every if cell.pos is None else cell.pos
@@ -130,17 +130,31 @@ def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
         return True
     if cell.first_pos > max(reads):
         return False
-    if (model.cfg.family == "transformer" and site.name in LOCAL and cell.pos is not None
-            and cell.layers == (model.cfg.n_layers - 1,)):
+    if (
+        model.cfg.family == "transformer"
+        and site.name in LOCAL
+        and cell.pos is not None
+        and cell.layers == (model.cfg.n_layers - 1,)
+    ):
         return cell.pos in set(reads)
     return True
 
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
 STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
-ENTRY = {"resid_pre": "resid_pre", "q": "qkv", "k": "qkv", "v": "qkv", "pattern": "qkv", "z": "z",
-         "attn_out": "attn_out", "resid_mid": "resid_mid", "mlp_in": "mlp_in", "mlp_out": "mlp_out",
-         "resid_post": "resid_post"}
+ENTRY = {
+    "resid_pre": "resid_pre",
+    "q": "qkv",
+    "k": "qkv",
+    "v": "qkv",
+    "pattern": "qkv",
+    "z": "z",
+    "attn_out": "attn_out",
+    "resid_mid": "resid_mid",
+    "mlp_in": "mlp_in",
+    "mlp_out": "mlp_out",
+    "resid_post": "resid_post",
+}
 
 
 @dataclass
@@ -157,9 +171,9 @@ class Layer:
     n_heads: int
     n_kv: int
     d_head: int
-    scale: float                     # multiplies q.k
-    softcap: float | None = None     # Gemma-2 attention-score soft-capping
-    window: int | None = None        # sliding-window attention (keys within `window` positions)
+    scale: float  # multiplies q.k
+    softcap: float | None = None  # Gemma-2 attention-score soft-capping
+    window: int | None = None  # sliding-window attention (keys within `window` positions)
 
 
 class Unsupported(ValueError):
@@ -189,15 +203,16 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, Callable, fl
         n_heads = model.cfg.n_heads
         n_kv = model.cfg.n_kv_heads
         d_head = model.cfg.d_head
-        if hasattr(raw_attn, "scaling"):                           # HF Llama / Gemma / Mistral / Qwen
+        if hasattr(raw_attn, "scaling"):  # HF Llama / Gemma / Mistral / Qwen
             scale = float(raw_attn.scaling)
-        elif hasattr(raw_attn, "scale") and not hasattr(raw_attn, "c_attn"):   # TransformerLens native
+        elif hasattr(raw_attn, "scale") and not hasattr(raw_attn, "c_attn"):  # TransformerLens native
             scale = 1.0 / float(raw_attn.scale)
         elif hf_cfg is not None and getattr(hf_cfg, "model_type", "") == "gpt2":
-            if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(hf_cfg, "reorder_and_upcast_attn",
-                                                                                    False):
+            if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(
+                hf_cfg, "reorder_and_upcast_attn", False
+            ):
                 raise Unsupported("GPT-2 with layer-scaled attention")
-            scale = d_head ** -0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0
+            scale = d_head**-0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0
         else:
             raise Unsupported(f"attention module {type(raw_attn).__name__}")
         if getattr(raw_attn, "rotary", None) is not None or getattr(raw_attn, "causal", True) is False:
@@ -205,10 +220,20 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, Callable, fl
         softcap = getattr(raw_attn, "attn_logit_softcapping", None)
         window = getattr(raw_attn, "sliding_window", None)
         has_mlp = getattr(block, "mlp", None) is not None and model.cfg.d_mlp > 0
-        out.append(Layer(raw(block.ln1), *(raw(p) for p in parts),
-                         raw(block.ln2) if has_mlp and getattr(block, "ln2", None) is not None else None,
-                         raw(block.mlp) if has_mlp else None, n_heads, n_kv, d_head, scale,
-                         float(softcap) if softcap else None, int(window) if window else None))
+        out.append(
+            Layer(
+                raw(block.ln1),
+                *(raw(p) for p in parts),
+                raw(block.ln2) if has_mlp and getattr(block, "ln2", None) is not None else None,
+                raw(block.mlp) if has_mlp else None,
+                n_heads,
+                n_kv,
+                d_head,
+                scale,
+                float(softcap) if softcap else None,
+                int(window) if window else None,
+            )
+        )
     rotary = raw(bridge.rotary_emb) if pos_type == "rotary" and hasattr(bridge, "rotary_emb") else None
     if pos_type == "rotary" and rotary is None:
         raise Unsupported("rotary model without a shared rotary module")
@@ -282,8 +307,9 @@ class FastEngine:
             x = None
             rows = torch.arange(probe.shape[1])
             for layer in range(self.n_layers):
-                x, rows = self._block(layer, "resid_pre", x, rows, base, lambda t: t, lambda s, l, a, r: a, 0,
-                                      rows, last=False)
+                x, rows = self._block(
+                    layer, "resid_pre", x, rows, base, lambda t: t, lambda s, l, a, r: a, 0, rows, last=False
+                )
             got = self._logits(x, None)
         self._early_kv.clear()
         if got.shape != logits.shape or (got - logits).abs().max() > 1e-3 * (1 + logits.abs().max()):
@@ -301,9 +327,18 @@ class FastEngine:
 
     # --- the sweep --------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, site: Site, cells: Sequence[Cell], *, base: dict[str, torch.Tensor], base_logits: torch.Tensor,
-            source: dict[str, torch.Tensor], metric: Metric, batch_tokens: int = 16384,
-            progress: bool = True) -> torch.Tensor:
+    def run(
+        self,
+        site: Site,
+        cells: Sequence[Cell],
+        *,
+        base: dict[str, torch.Tensor],
+        base_logits: torch.Tensor,
+        source: dict[str, torch.Tensor],
+        metric: Metric,
+        batch_tokens: int = 16384,
+        progress: bool = True,
+    ) -> torch.Tensor:
         """Metric (batch mean) with each cell patched: ``[len(cells)]``.  ``base``: cache of
         :meth:`base_names` from the base run; ``base_logits`` its logits; ``source``: hook name ->
         the source run's activation."""
@@ -312,14 +347,14 @@ class FastEngine:
         self._early_kv.clear()
         batch, seq_len = base_logits.shape[:2]
         reads = torch.tensor(metric.read_positions(seq_len))
-        cols = metric.vocab_needed()        # logit metrics read a few vocabulary columns: unembed only those
-        base_at = base_logits[:, reads]                                     # [batch, n_reads, vocab]
+        cols = metric.vocab_needed()  # logit metrics read a few vocabulary columns: unembed only those
+        base_at = base_logits[:, reads]  # [batch, n_reads, vocab]
         base_value = float(metric.values(base_at, positions=reads.tolist()).mean())
         if cols is not None:
             base_at = base_at[..., cols]
         out = torch.full((len(cells),), base_value)
         width = max(self.model.cfg.d_model, self.model.cfg.d_mlp, self.layers[0].n_heads * (int(reads.max()) + 1))
-        budget = max(1, batch_tokens * 1024 // max(1024, width))   # rows per chunk, fewer for wide activations
+        budget = max(1, batch_tokens * 1024 // max(1024, width))  # rows per chunk, fewer for wide activations
         order = sorted(range(len(cells)), key=lambda i: (cells[i].start, cells[i].first_pos))
         todo = [i for i in order if reaches(cells[i], site, self.model, reads.tolist())]
         bar = tqdm(total=len(cells), desc=f"patching {site.name}", disable=not progress, leave=False, mininterval=1.0)
@@ -330,17 +365,39 @@ class FastEngine:
             span = int(reads.max()) - first.first_pos + 1
             per = max(1, budget // (batch * span))
             # one entry layer and position per chunk: a cell at p recomputes positions p.. only
-            chunk = [i for i in todo[k:k + per] if (cells[i].start, cells[i].first_pos) == (first.start,
-                                                                                           first.first_pos)]
-            out[chunk] = self._chunk(site, [cells[i] for i in chunk], first.start, first.first_pos, base, base_at,
-                                     source, metric, reads, cols)
+            chunk = [
+                i for i in todo[k : k + per] if (cells[i].start, cells[i].first_pos) == (first.start, first.first_pos)
+            ]
+            out[chunk] = self._chunk(
+                site,
+                [cells[i] for i in chunk],
+                first.start,
+                first.first_pos,
+                base,
+                base_at,
+                source,
+                metric,
+                reads,
+                cols,
+            )
             k += len(chunk)
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def _chunk(self, site: Site, chunk: list[Cell], start: int, p_min: int, base: dict, base_at: torch.Tensor,
-               source: dict, metric: Metric, reads: torch.Tensor, cols: list[int] | None) -> torch.Tensor:
+    def _chunk(
+        self,
+        site: Site,
+        chunk: list[Cell],
+        start: int,
+        p_min: int,
+        base: dict,
+        base_at: torch.Tensor,
+        source: dict,
+        metric: Metric,
+        reads: torch.Tensor,
+        cols: list[int] | None,
+    ) -> torch.Tensor:
         """The metric of ``chunk``'s cells, all starting at layer ``start`` and position >= ``p_min``."""
         n = len(chunk)
         batch = base_at.shape[0]
@@ -348,11 +405,12 @@ class FastEngine:
         rows = torch.arange(p_min, p_max + 1)
         stage_of = site.name if site.name in ("q", "k", "v", "pattern") else ENTRY[site.name]
         layers = sorted({l for c in chunk for l in c.layers})
-        heads = {l: source[site.hook(l)].shape[1 if site.layout == "pattern" else 2] if site.has_heads else 1
-                 for l in layers}
+        heads = {
+            l: source[site.hook(l)].shape[1 if site.layout == "pattern" else 2] if site.has_heads else 1 for l in layers
+        }
         patches = {(stage_of, l): intervention(site, l, chunk, source[site.hook(l)], batch, heads[l]) for l in layers}
 
-        def rep(t: torch.Tensor) -> torch.Tensor:              # [batch, ...] -> [n*batch, ...] cell-major
+        def rep(t: torch.Tensor) -> torch.Tensor:  # [batch, ...] -> [n*batch, ...] cell-major
             return t.repeat(n, *([1] * (t.ndim - 1)))
 
         def patch(stage: str, layer: int, act: torch.Tensor, row_pos: torch.Tensor) -> torch.Tensor:
@@ -368,13 +426,14 @@ class FastEngine:
                 # a patch from z on changes its own position only in its layer: recompute that row, and
                 # take the later rows from the base run's block output
                 x, _ = self._block(layer, entry, None, rows[:1], base, rep, patch, p_min, reads, last=False)
-                rest = rep(base[self.model.site("resid_post", layer)][:, p_min + 1:p_max + 1])
+                rest = rep(base[self.model.site("resid_post", layer)][:, p_min + 1 : p_max + 1])
                 x = torch.cat([x, rest], dim=1)
                 continue
-            x, rows = self._block(layer, entry if layer == start else "resid_pre", x, rows, base, rep, patch, p_min,
-                                  reads, last=last)
-        logits = self._logits(x, cols)                                        # [n*batch, reads >= p_min, cols]
-        if int(reads.min()) < p_min:                                          # earlier reads are unchanged
+            x, rows = self._block(
+                layer, entry if layer == start else "resid_pre", x, rows, base, rep, patch, p_min, reads, last=last
+            )
+        logits = self._logits(x, cols)  # [n*batch, reads >= p_min, cols]
+        if int(reads.min()) < p_min:  # earlier reads are unchanged
             logits = torch.cat([rep(base_at[:, reads < p_min]), logits], dim=1)
         vals = metric.values(logits.view(n, batch, len(reads), -1), positions=reads.tolist(), vocab=cols)
         return vals.mean(-1).float().cpu()
@@ -392,8 +451,18 @@ class FastEngine:
         k, v = self._early_kv[key]
         return k[:, :p_min], v[:, :p_min]
 
-    def _attend(self, P: Layer, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor,
-                p_min: int, base: dict, patch) -> torch.Tensor:
+    def _attend(
+        self,
+        P: Layer,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rows: torch.Tensor,
+        p_min: int,
+        base: dict,
+        patch,
+    ) -> torch.Tensor:
         """Attention of queries ``q [N, T, H, dh]`` (N = cells x batch, cell-major) over the
         base run's earlier keys (shared, broadcast over cells) and the recomputed ones ``k / v
         [N, T', H_kv, dh]`` (positions ``p_min..``); grouped-query heads without copying keys."""
@@ -401,10 +470,10 @@ class FastEngine:
         K = P.n_kv
         g = H // K
         qg = q.view(N, T, K, g, dh)
-        parts = [torch.einsum("ntkgd,nskd->nkgts", qg, k)]                       # [N, K, g, T, T']
+        parts = [torch.einsum("ntkgd,nskd->nkgts", qg, k)]  # [N, K, g, T, T']
         k_e = v_e = None
         if p_min > 0:
-            k_e, v_e = self._early(layer, base, p_min)                          # [B, S, K, dh]
+            k_e, v_e = self._early(layer, base, p_min)  # [B, S, K, dh]
             B = k_e.shape[0]
             early = torch.einsum("cbtkgd,bskd->cbkgts", qg.view(N // B, B, T, K, g, dh), k_e)
             parts.insert(0, early.reshape(N, K, g, T, p_min))
@@ -412,7 +481,7 @@ class FastEngine:
         if P.softcap:
             scores = torch.tanh(scores / P.softcap) * P.softcap
         keys = torch.arange(scores.shape[-1])
-        mask = keys[None, :] > rows[:, None]                                  # [rows, keys]: causal
+        mask = keys[None, :] > rows[:, None]  # [rows, keys]: causal
         if P.window:
             mask |= keys[None, :] <= rows[:, None] - P.window
         mask = mask.to(scores.device)
@@ -422,19 +491,32 @@ class FastEngine:
         z = torch.einsum("nkgts,nskd->ntkgd", pg[..., p_min:], v)
         if p_min > 0:
             B = v_e.shape[0]
-            z = z + torch.einsum("cbkgts,bskd->cbtkgd", pg[..., :p_min].reshape(N // B, B, K, g, T, p_min),
-                                 v_e).reshape(N, T, K, g, dh)
+            z = z + torch.einsum(
+                "cbkgts,bskd->cbtkgd", pg[..., :p_min].reshape(N // B, B, K, g, T, p_min), v_e
+            ).reshape(N, T, K, g, dh)
         return z.reshape(N, T, H, dh)
 
-    def _block(self, layer: int, stage: str, x, rows: torch.Tensor, base: dict, rep, patch, p_min: int,
-               reads: torch.Tensor, *, last: bool):
+    def _block(
+        self,
+        layer: int,
+        stage: str,
+        x,
+        rows: torch.Tensor,
+        base: dict,
+        rep,
+        patch,
+        p_min: int,
+        reads: torch.Tensor,
+        *,
+        last: bool,
+    ):
         """Block ``layer`` entered at ``stage`` (earlier stages come from the base run); returns the
         block output ``[n*batch, rows, d_model]`` and the absolute positions its rows hold."""
         P = self.layers[layer]
         m = self.model
         S = {s: i for i, s in enumerate(STAGES)}
         at = S[stage]
-        keep = reads[reads >= p_min] if last else rows      # the last block only feeds the read positions
+        keep = reads[reads >= p_min] if last else rows  # the last block only feeds the read positions
 
         def cached(kind: str, r: torch.Tensor) -> torch.Tensor:
             return rep(base[m.site(kind, layer)][:, r.to(base[m.site(kind, layer)].device)])
@@ -445,9 +527,12 @@ class FastEngine:
                     x = patch("resid_pre", layer, x if x is not None else cached("resid_pre", rows), rows)
                     h = P.ln1(x)
                     N, T = h.shape[:2]
-                    q, k, v = (P.q(h).view(N, T, P.n_heads, P.d_head), P.k(h).view(N, T, P.n_kv, P.d_head),
-                               P.v(h).view(N, T, P.n_kv, P.d_head))
-                else:       # a q / k / v / pattern patch: projections of this layer come from the base run
+                    q, k, v = (
+                        P.q(h).view(N, T, P.n_heads, P.d_head),
+                        P.k(h).view(N, T, P.n_kv, P.d_head),
+                        P.v(h).view(N, T, P.n_kv, P.d_head),
+                    )
+                else:  # a q / k / v / pattern patch: projections of this layer come from the base run
                     x = cached("resid_pre", rows)
                     q, k, v = (cached(c, rows) for c in "qkv")
                 q, k, v = (patch(c, layer, t, rows) for c, t in zip("qkv", (q, k, v)))
@@ -471,7 +556,7 @@ class FastEngine:
         if at <= S["attn_out"]:
             x = x + patch("attn_out", layer, attn_out, rows)
         elif at <= S["mlp_out"]:
-            x = x + cached("attn_out", rows)                         # resid_mid of the base run
+            x = x + cached("attn_out", rows)  # resid_mid of the base run
         if at <= S["resid_mid"]:
             x = patch("resid_mid", layer, x, rows)
         if P.mlp is not None and at <= S["mlp_out"]:
@@ -485,8 +570,9 @@ class FastEngine:
         return patch("resid_post", layer, x, rows), rows
 
     # --- cost -------------------------------------------------------------------------------
-    def downstream_flops(self, cells: Sequence[Cell], site: Site, batch: int, reads: Sequence[int],
-                         vocab: int | None = None) -> float:
+    def downstream_flops(
+        self, cells: Sequence[Cell], site: Site, batch: int, reads: Sequence[int], vocab: int | None = None
+    ) -> float:
         """Multiply-adds x 2 that any exact method must spend downstream of each cell, summed:
         from the cell's entry stage on, every later layer at every position from the cell's
         position to the last read one (attention over all earlier keys), the last layer and
@@ -496,7 +582,7 @@ class FastEngine:
         d, dh, H, K = c.d_model, c.d_head, c.n_heads, c.n_kv_heads
         d_mlp = c.d_mlp or 0
         mlp_mats = 3 if d_mlp and self.layers[0].mlp is not None and hasattr(self.layers[0].mlp, "gate_proj") else 2
-        per_tok_attn_proj = 2 * d * dh * (H + 2 * K) + 2 * H * dh * d        # q, k, v, o
+        per_tok_attn_proj = 2 * d * dh * (H + 2 * K) + 2 * H * dh * d  # q, k, v, o
         per_tok_mlp = 2 * mlp_mats * d * d_mlp if self.layers[0].mlp is not None else 0
         p_max = max(reads)
         total = 0.0
@@ -510,7 +596,7 @@ class FastEngine:
                 keys = sum(range(p0 + 1, p_max + 2)) if not last else sum(r + 1 for r in reads if r >= p0)
                 entry = ENTRY[site.name] if layer == cell.start else "resid_pre"
                 if layer == cell.start and STAGES.index(entry) >= STAGES.index("z") and cell.pos is not None:
-                    n_pos = 1                        # position-local in its own layer
+                    n_pos = 1  # position-local in its own layer
                 proj = per_tok_attn_proj if entry in ("resid_pre", "qkv") else (2 * H * dh * d if entry == "z" else 0)
                 attn = 4 * H * dh * keys if entry in ("resid_pre", "qkv") else 0
                 total += batch * (n_pos * (proj + per_tok_mlp) + attn)

@@ -55,8 +55,10 @@ def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> to
     """The validated ``[n, 2]`` needle spans (start, end) of a task, inside the prompt."""
     span = needle_span if needle_span is not None else task.info.get("needle_span")
     if span is None:
-        raise ValueError("the task has no info['needle_span'] [n, 2]: use interp.tasks.needle_retrieval or "
-                         "associative_recall, or pass needle_span=")
+        raise ValueError(
+            "the task has no info['needle_span'] [n, 2]: use interp.tasks.needle_retrieval or "
+            "associative_recall, or pass needle_span="
+        )
     span = torch.as_tensor(span, dtype=torch.long).reshape(-1, 2).cpu()
     n, length = task.tokens.shape
     if span.shape[0] != n:
@@ -65,14 +67,17 @@ def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> to
     bad = (s < 0) | (e > length) | (e <= s)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(f"needle span {tuple(span[i].tolist())} of prompt {i} is not a non-empty span inside "
-                         f"the context [0, {length})")
+        raise ValueError(
+            f"needle span {tuple(span[i].tolist())} of prompt {i} is not a non-empty span inside "
+            f"the context [0, {length})"
+        )
     return span
 
 
 @torch.no_grad()
-def decode_attention(model: Model, tokens, n_steps: int, *, batch_size: int = 8, use_cache: bool = True,
-                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_attention(
+    model: Model, tokens, n_steps: int, *, batch_size: int = 8, use_cache: bool = True, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding that records where every head looks.
 
     Returns ``generated`` ``[n, n_steps]`` and ``attended`` ``[n, n_steps, n_layers,
@@ -92,17 +97,25 @@ def decode_attention(model: Model, tokens, n_steps: int, *, batch_size: int = 8,
     def reader(layer: int):
         def read(pattern: torch.Tensor, hook) -> None:
             attended[step.rows, step.index, layer] = pattern[:, :, -1, :].argmax(-1).cpu()
+
         return read
 
     hooks = [(model.site("pattern", l), reader(l)) for l in range(L)]
-    generated = greedy(model, batch, n_steps, use_cache=use_cache, hooks=hooks, step=step, batch_size=batch_size,
-                       progress=progress)
+    generated = greedy(
+        model, batch, n_steps, use_cache=use_cache, hooks=hooks, step=step, batch_size=batch_size, progress=progress
+    )
     return generated, attended
 
 
-def retrieval_analysis(model: Model, task: TaskBatch, *, threshold: float = RETRIEVAL_THRESHOLD,
-                       needle_span: torch.Tensor | None = None, batch_size: int = 8,
-                       progress: bool = True) -> RetrievalResult:
+def retrieval_analysis(
+    model: Model,
+    task: TaskBatch,
+    *,
+    threshold: float = RETRIEVAL_THRESHOLD,
+    needle_span: torch.Tensor | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> RetrievalResult:
     """Retrieval scores with the per-step hits behind them (see the module docstring).
 
     task: prompts ``tokens [n, pos]`` whose answer is to be copied from
@@ -113,40 +126,60 @@ def retrieval_analysis(model: Model, task: TaskBatch, *, threshold: float = RETR
     """
     span = needle_spans(task, needle_span)
     batch = model.tokenize(task.batch())
-    steps = (span[:, 1] - span[:, 0])                                     # [n]
-    generated, attended = decode_attention(model, batch, int(steps.max()), batch_size=batch_size,
-                                           progress=progress)
+    steps = span[:, 1] - span[:, 0]  # [n]
+    generated, attended = decode_attention(model, batch, int(steps.max()), batch_size=batch_size, progress=progress)
     n, T, L, H = attended.shape
     ctx = batch.tokens.cpu()
     s, e = span[:, 0, None, None, None], span[:, 1, None, None, None]
     in_span = (attended >= s) & (attended < e)
     att_tok = ctx.gather(1, attended.clamp(max=ctx.shape[1] - 1).reshape(n, -1)).reshape(n, T, L, H)
     prompt = attended < batch.lengths[:, None, None, None]
-    att_tok = torch.where(prompt, att_tok, -1)                           # attended a generated token
-    live = torch.arange(T)[None, :] < steps[:, None]                     # step t exists for prompt b
+    att_tok = torch.where(prompt, att_tok, -1)  # attended a generated token
+    live = torch.arange(T)[None, :] < steps[:, None]  # step t exists for prompt b
     hit = in_span & (att_tok == generated[:, :, None, None]) & live[:, :, None, None]
-    per_sample = hit.sum(1).double() / steps[:, None, None].double()     # [n, L, H]
+    per_sample = hit.sum(1).double() / steps[:, None, None].double()  # [n, L, H]
     score = per_sample.mean(0)
-    scores = pd.DataFrame([{"layer": l, "head": h, "score": float(score[l, h]),
-                            "retrieval": bool(score[l, h] > threshold)} for l in range(L) for h in range(H)])
+    scores = pd.DataFrame(
+        [
+            {"layer": l, "head": h, "score": float(score[l, h]), "retrieval": bool(score[l, h] > threshold)}
+            for l in range(L)
+            for h in range(H)
+        ]
+    )
     b, t, l, h = torch.meshgrid(torch.arange(n), torch.arange(T), torch.arange(L), torch.arange(H), indexing="ij")
     keep = live[:, :, None, None].expand(n, T, L, H)
-    hits = pd.DataFrame({"sample": b[keep], "step": t[keep], "layer": l[keep], "head": h[keep],
-                         "attended_pos": attended[keep], "attended_token": att_tok[keep],
-                         "generated": generated[:, :, None, None].expand(n, T, L, H)[keep],
-                         "in_span": in_span[keep], "hit": hit[keep]})
+    hits = pd.DataFrame(
+        {
+            "sample": b[keep],
+            "step": t[keep],
+            "layer": l[keep],
+            "head": h[keep],
+            "attended_pos": attended[keep],
+            "attended_token": att_tok[keep],
+            "generated": generated[:, :, None, None].expand(n, T, L, H)[keep],
+            "in_span": in_span[keep],
+            "hit": hit[keep],
+        }
+    )
     target = _needle_tokens(ctx, span, T)
     correct = (generated == target) & live
     return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold)
 
 
-def retrieval_scores(model: Model, task: TaskBatch, *, threshold: float = RETRIEVAL_THRESHOLD,
-                     needle_span: torch.Tensor | None = None, batch_size: int = 8,
-                     progress: bool = True) -> pd.DataFrame:
+def retrieval_scores(
+    model: Model,
+    task: TaskBatch,
+    *,
+    threshold: float = RETRIEVAL_THRESHOLD,
+    needle_span: torch.Tensor | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> pd.DataFrame:
     """``DataFrame[layer, head, score, retrieval]``: Wu et al. retrieval score of every head
     (see :func:`retrieval_analysis`, which also returns the per-sample hits)."""
-    return retrieval_analysis(model, task, threshold=threshold, needle_span=needle_span, batch_size=batch_size,
-                              progress=progress).scores
+    return retrieval_analysis(
+        model, task, threshold=threshold, needle_span=needle_span, batch_size=batch_size, progress=progress
+    ).scores
 
 
 def _needle_tokens(ctx: torch.Tensor, span: torch.Tensor, T: int) -> torch.Tensor:
@@ -156,8 +189,14 @@ def _needle_tokens(ctx: torch.Tensor, span: torch.Tensor, T: int) -> torch.Tenso
     return torch.where(idx < span[:, 1:], target, -1)
 
 
-def answer_accuracy(model: Model, task: TaskBatch, *, needle_span: torch.Tensor | None = None,
-                    batch_size: int = 8, progress: bool = False) -> float:
+def answer_accuracy(
+    model: Model,
+    task: TaskBatch,
+    *,
+    needle_span: torch.Tensor | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> float:
     """Fraction of needle tokens reproduced by greedy decoding of the task's prompts
     (active hooks, e.g. ``ablate(..., how="query", positions=From(prompt lengths - 1))``, apply)."""
     span = needle_spans(task, needle_span)
@@ -171,6 +210,7 @@ def answer_accuracy(model: Model, task: TaskBatch, *, needle_span: torch.Tensor 
 
 
 # --- Wu et al.'s experiment ------------------------------------------------------------------
+
 
 @dataclass
 class RetrievalExperiment:
@@ -191,9 +231,17 @@ class RetrievalExperiment:
     accuracy: float
 
 
-def retrieval_experiment(model: Model, task: TaskBatch, *, k: int = 5, n_random: int = 3, seed: int = 0,
-                         threshold: float = RETRIEVAL_THRESHOLD, batch_size: int = 8,
-                         progress: bool = True) -> RetrievalExperiment:
+def retrieval_experiment(
+    model: Model,
+    task: TaskBatch,
+    *,
+    k: int = 5,
+    n_random: int = 3,
+    seed: int = 0,
+    threshold: float = RETRIEVAL_THRESHOLD,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> RetrievalExperiment:
     """Retrieval scores, sparsity and the masking experiment in one call (see
     :class:`RetrievalExperiment`).  Masking zeroes a head's query from each prompt's last token
     on (decoding only: the prompt itself is read unmasked), as Wu et al.; the control masks
@@ -208,12 +256,22 @@ def retrieval_experiment(model: Model, task: TaskBatch, *, k: int = 5, n_random:
     top = analysis.scores.nlargest(k, "score")
     heads = [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
     masking = ablation_effect(model, task, heads, "query", metric="answer_accuracy", n_random=n_random, seed=seed)
-    return RetrievalExperiment(analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold,
-                               heads, analysis.accuracy)
+    return RetrievalExperiment(
+        analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold, heads, analysis.accuracy
+    )
 
 
-def niah_grid(model: Model, context_lengths, depths, *, n: int = 4, heads: list[tuple[int, int]] | None = None,
-              task: str = "needle_haystack", seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def niah_grid(
+    model: Model,
+    context_lengths,
+    depths,
+    *,
+    n: int = 4,
+    heads: list[tuple[int, int]] | None = None,
+    task: str = "needle_haystack",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
     """The needle-in-a-haystack picture: greedy answer accuracy per context length x needle
     depth, with ``n`` prompts a cell; with ``heads``, also with those heads query-masked during
     decoding.  ``DataFrame[context_length, depth, condition ("none" | "masked"), accuracy, n]``.

@@ -14,8 +14,8 @@ each row at its own positions (``batch.last``: the last real token of each row).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -31,13 +31,15 @@ class TokenBatch:
 
     def __post_init__(self):
         if self.tokens.ndim != 2 or self.lengths.shape != (self.tokens.shape[0],):
-            raise ValueError(f"TokenBatch needs tokens [batch, pos] and lengths [batch]; got "
-                             f"{tuple(self.tokens.shape)} and {tuple(self.lengths.shape)}")
+            raise ValueError(
+                f"TokenBatch needs tokens [batch, pos] and lengths [batch]; got "
+                f"{tuple(self.tokens.shape)} and {tuple(self.lengths.shape)}"
+            )
         if int(self.lengths.min()) < 1 or int(self.lengths.max()) > self.tokens.shape[1]:
             raise ValueError("every row needs between 1 and pos real tokens")
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int = 0) -> "TokenBatch":
+    def from_rows(cls, rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int = 0) -> TokenBatch:
         """Right-pads rows of token ids (each non-empty) into one batch."""
         rows = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
         if not rows or any(len(r) == 0 for r in rows):
@@ -49,7 +51,7 @@ class TokenBatch:
         return cls(tokens, lengths, int(pad_id))
 
     @classmethod
-    def full(cls, tokens: torch.Tensor) -> "TokenBatch":
+    def full(cls, tokens: torch.Tensor) -> TokenBatch:
         """A batch of equally long rows (no padding)."""
         tokens = tokens if tokens.ndim == 2 else tokens[None]
         return cls(tokens, torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long))
@@ -75,13 +77,13 @@ class TokenBatch:
         """Each row without its padding."""
         return [self.tokens[i, : int(n)] for i, n in enumerate(self.lengths)]
 
-    def select(self, index: Sequence[int] | torch.Tensor) -> "TokenBatch":
+    def select(self, index: Sequence[int] | torch.Tensor) -> TokenBatch:
         """The rows ``index``, re-padded to their own longest length."""
         index = torch.as_tensor(index, dtype=torch.long)
         lengths = self.lengths[index.cpu()]
         return TokenBatch(self.tokens[index.to(self.tokens.device), : int(lengths.max())], lengths, self.pad_id)
 
-    def to(self, device) -> "TokenBatch":
+    def to(self, device) -> TokenBatch:
         return TokenBatch(self.tokens.to(device), self.lengths, self.pad_id)
 
     def by_length(self) -> list[torch.Tensor]:
@@ -120,9 +122,10 @@ def encode(tokenizer, text: str, prepend_bos: bool) -> list[int]:
         raise ValueError("empty prompt: type some text")
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as e:   # lone surrogates: bytes a shell or file could not decode
-        raise ValueError(f"the prompt is not valid UTF-8 text (undecodable bytes at character {e.start}); "
-                         "pass text decoded as UTF-8") from None
+    except UnicodeEncodeError as e:  # lone surrogates: bytes a shell or file could not decode
+        raise ValueError(
+            f"the prompt is not valid UTF-8 text (undecodable bytes at character {e.start}); pass text decoded as UTF-8"
+        ) from None
     if getattr(tokenizer, "word_level", False):
         ids = _words(tokenizer.get_vocab(), text)
     else:
@@ -152,6 +155,8 @@ def _words(vocab: dict[str, int], text: str) -> list[int]:
         else:
             names = sorted(vocab, key=vocab.get)
             near = difflib.get_close_matches(piece, names, n=5)
-            raise ValueError(f"unknown token {piece!r}; close names: {near or names[:10]} "
-                             f"(or use an integer id in [0, {len(vocab)}))")
+            raise ValueError(
+                f"unknown token {piece!r}; close names: {near or names[:10]} "
+                f"(or use an integer id in [0, {len(vocab)}))"
+            )
     return ids

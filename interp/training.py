@@ -9,18 +9,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp import interventions as I
+from interp import sites as S
 from interp.backends import logits_of
 from interp.checkpoint import build_module, save_checkpoint
 from interp.loading import from_module
-from interp import interventions as I
-from interp import sites as S
 from interp.model import Model, RunContext
 from interp.tasks import masked_loss
 from interp.zoo.recipes import Recipe, get_recipe
 
 
-def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = None, out: str | Path | None = None,
-          progress: bool = True) -> tuple[Model, dict]:
+def train(
+    recipe: Recipe | str,
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Model, dict]:
     """Trains ``recipe`` from scratch and returns the model and its card.
 
     seed / steps override the recipe's.  ``out``: a checkpoint stem (``dir/name``) to write
@@ -33,8 +39,14 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
-    card = {"name": recipe.name, "arch": recipe.arch, "config": {**recipe.config, "seed": seed},
-            "vocab": recipe.vocab, "task": recipe.task, "description": recipe.description}
+    card = {
+        "name": recipe.name,
+        "arch": recipe.arch,
+        "config": {**recipe.config, "seed": seed},
+        "vocab": recipe.vocab,
+        "task": recipe.task,
+        "description": recipe.description,
+    }
     module = build_module(card).train()
     hooks = _head_dropout_hooks(recipe.head_dropout)
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -46,8 +58,11 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
         labels = batch.labels if recipe.train_on == "labels" else batch.next_token_labels()
         with module.hooks(fwd_hooks=hooks) if hooks else nullcontext():
             loss = masked_loss(logits_of(module(batch.tokens)), labels)
-        total = loss + (head_sparsity_penalty(module, recipe.head_sparsity)
-                        if recipe.head_sparsity and step >= recipe.sparsity_from else 0.0)
+        total = loss + (
+            head_sparsity_penalty(module, recipe.head_sparsity)
+            if recipe.head_sparsity and step >= recipe.sparsity_from
+            else 0.0
+        )
         opt.zero_grad(set_to_none=True)
         total.backward()
         if recipe.grad_clip:
@@ -60,14 +75,20 @@ def train(recipe: Recipe | str, *, seed: int | None = None, steps: int | None = 
     model = from_module(module.eval(), card)
     with torch.no_grad():
         metrics = recipe.evaluate(model)
-    card.update({
-        "recipe": recipe.hyperparameters(steps=steps, seed=seed),
-        "seed": seed,
-        "metrics": metrics,
-        "metric": {"name": recipe.metric, "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better},
-        "train_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(),
-    })
+    card.update(
+        {
+            "recipe": recipe.hyperparameters(steps=steps, seed=seed),
+            "seed": seed,
+            "metrics": metrics,
+            "metric": {
+                "name": recipe.metric,
+                "threshold": recipe.threshold,
+                "higher_is_better": recipe.higher_is_better,
+            },
+            "train_seconds": round(seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
     model.card = card
     if out is not None:
         save_checkpoint(module, card, out)
@@ -92,9 +113,14 @@ def head_sparsity_penalty(module, strengths: dict, eps: float = 1e-3) -> torch.T
         attn = module.blocks[int(layer)].attn
         n, d = attn.config.n_heads, attn.config.d_head
 
-        def sq(lin) -> torch.Tensor:      # [n_heads]: squared norm of each head's rows
+        def sq(lin, n=n, d=d) -> torch.Tensor:  # [n_heads]: squared norm of each head's rows
             return lin.weight.view(n, d, -1).pow(2).sum((1, 2)) + lin.bias.view(n, d).pow(2).sum(1)
-        norm = (sq(attn.q) + sq(attn.k)).sqrt() + sq(attn.v).sqrt() + attn.o.weight.view(-1, n, d).pow(2).sum((0, 2)).sqrt()
+
+        norm = (
+            (sq(attn.q) + sq(attn.k)).sqrt()
+            + sq(attn.v).sqrt()
+            + attn.o.weight.view(-1, n, d).pow(2).sum((0, 2)).sqrt()
+        )
         total = total + float(lam) * (norm + eps).sqrt().sum()
     return total
 

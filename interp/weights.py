@@ -62,7 +62,7 @@ class Weights:
     ln1: list[nn.Module] = field(repr=False)
     ln2: list[nn.Module | None] = field(repr=False)
     ln_final: nn.Module | None = field(repr=False)
-    gains: dict = field(repr=False, default_factory=dict)   # "ln1" / "ln2": [NormGain] per layer, "ln_final"
+    gains: dict = field(repr=False, default_factory=dict)  # "ln1" / "ln2": [NormGain] per layer, "ln_final"
     folded: bool = False
 
     @property
@@ -98,8 +98,10 @@ class Weights:
         c = component.upper()
         W, b = getattr(self, f"W_{c}")[layer], getattr(self, f"b_{c}")[layer]
         if x.shape[2] != W.shape[0]:
-            raise ValueError(f"{component} needs one residual copy per {'query' if c == 'Q' else 'key-value'} head "
-                             f"({W.shape[0]}), got {x.shape[2]}")
+            raise ValueError(
+                f"{component} needs one residual copy per {'query' if c == 'Q' else 'key-value'} head "
+                f"({W.shape[0]}), got {x.shape[2]}"
+            )
         if self.folded:
             raise ValueError("project() rebuilds inputs with the model's own norms: use unfolded weights")
         h = self.ln1[layer](x)
@@ -108,7 +110,7 @@ class Weights:
     def head_outputs(self, layer: int, z: torch.Tensor) -> torch.Tensor:
         """Each head's write to the residual stream ``z @ W_O`` (no bias): z ``[..., H, d_head]``
         -> ``[..., H, d_model]``."""
-        if z.shape[-2] != self.n_heads:   # einsum would broadcast one head against every W_O
+        if z.shape[-2] != self.n_heads:  # einsum would broadcast one head against every W_O
             raise ValueError(f"z must hold all {self.n_heads} heads, got {z.shape[-2]}")
         return torch.einsum("...he,hed->...hd", z.to(self.W_O.dtype), self.W_O[layer])
 
@@ -151,25 +153,47 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
     model.require_attention("per-head weights")
     bridge = model.module
     if not all(hasattr(bridge, a) for a in ("W_Q", "blocks")):
-        raise ValueError(f"{model.cfg.name or 'this model'} exposes no per-head weights (W_Q / W_K / W_V / W_O): "
-                         "only TransformerLens bridge models do")
+        raise ValueError(
+            f"{model.cfg.name or 'this model'} exposes no per-head weights (W_Q / W_K / W_V / W_O): "
+            "only TransformerLens bridge models do"
+        )
     L, H, Hkv = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_kv_heads
     d, dh = model.cfg.d_model, model.cfg.d_head
     dev = model.device
     with torch.no_grad():
         W = {c: getattr(bridge, f"W_{c}").detach().float() for c in "QKVO"}
-        b = {"Q": _tensor(lambda: bridge.b_Q, (L, H, dh), dev), "K": _tensor(lambda: bridge.b_K, (L, Hkv, dh), dev),
-             "V": _tensor(lambda: bridge.b_V, (L, Hkv, dh), dev), "O": _tensor(lambda: bridge.b_O, (L, d), dev)}
+        b = {
+            "Q": _tensor(lambda: bridge.b_Q, (L, H, dh), dev),
+            "K": _tensor(lambda: bridge.b_K, (L, Hkv, dh), dev),
+            "V": _tensor(lambda: bridge.b_V, (L, Hkv, dh), dev),
+            "O": _tensor(lambda: bridge.b_O, (L, d), dev),
+        }
         W_E = bridge.W_E.detach().float()
         W_U = bridge.W_U.detach().float()
         b_U = _tensor(lambda: bridge.b_U, (model.cfg.d_vocab,), dev)
     blocks = list(bridge.blocks)
-    gains = {"ln1": [_gain(getattr(bl, "ln1", None)) for bl in blocks],
-             "ln2": [_gain(getattr(bl, "ln2", None)) for bl in blocks],
-             "ln_final": _gain(getattr(bridge, "ln_final", None))}
-    out = Weights(W["Q"], W["K"], W["V"], W["O"], b["Q"], b["K"], b["V"], b["O"], W_E, W_U, b_U,
-                  [raw(bl.ln1) for bl in blocks], [raw(bl.ln2) if hasattr(bl, "ln2") else None for bl in blocks],
-                  raw(bridge.ln_final) if hasattr(bridge, "ln_final") else None, gains)
+    gains = {
+        "ln1": [_gain(getattr(bl, "ln1", None)) for bl in blocks],
+        "ln2": [_gain(getattr(bl, "ln2", None)) for bl in blocks],
+        "ln_final": _gain(getattr(bridge, "ln_final", None)),
+    }
+    out = Weights(
+        W["Q"],
+        W["K"],
+        W["V"],
+        W["O"],
+        b["Q"],
+        b["K"],
+        b["V"],
+        b["O"],
+        W_E,
+        W_U,
+        b_U,
+        [raw(bl.ln1) for bl in blocks],
+        [raw(bl.ln2) if hasattr(bl, "ln2") else None for bl in blocks],
+        raw(bridge.ln_final) if hasattr(bridge, "ln_final") else None,
+        gains,
+    )
     if W["K"].shape[1] != Hkv:
         raise ValueError(f"W_K has {W['K'].shape[1]} key-value heads but the config says {Hkv}")
     return fold(out) if fold_ln else out
@@ -227,8 +251,9 @@ class Readout:
     def normed(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The norm with a given (frozen) ``scale`` ``[..., 1]``: linear in ``x`` up to the bias."""
         if not self.affine:
-            raise ValueError("this model's final norm is of a kind whose scale cannot be frozen; "
-                             "use the recomputed norm")
+            raise ValueError(
+                "this model's final norm is of a kind whose scale cannot be frozen; use the recomputed norm"
+            )
         x = x.float()
         if self.centers:
             x = x - x.mean(-1, keepdim=True)
@@ -261,7 +286,7 @@ def _affine(module: nn.Module) -> tuple[bool, torch.Tensor | None, torch.Tensor 
     if "RMSNorm" in name or isinstance(module, nn.RMSNorm):
         if eps is None:
             eps = torch.finfo(torch.float32).eps
-        if gain is not None and "Gemma" in name:            # Gemma: the scale is 1 + w
+        if gain is not None and "Gemma" in name:  # Gemma: the scale is 1 + w
             gain = gain + 1.0
         return False, gain, None, float(eps), True
     return False, gain, None, float(eps or 1e-5), False
@@ -281,11 +306,13 @@ def readout(model) -> Readout:
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
         cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
     else:
-        raise ValueError(f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
-                         "(custom modules: the lens needs them named)")
+        raise ValueError(
+            f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
+            "(custom modules: the lens needs them named)"
+        )
     centers, gain, bias, eps, known = _affine(norm)
     out = Readout(norm, W_U, b_U, centers, gain, bias, eps, float(cap) if cap else None, known)
-    if known:   # check the affine form against the module on a probe
+    if known:  # check the affine form against the module on a probe
         x = torch.randn(3, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).to(model.device)
         with torch.no_grad():
             want = norm(x.to(_dtype(norm))).float()

@@ -38,6 +38,7 @@ torch.manual_seed(0)
 TRAIN = False  # True: retrain the zoo recipe from scratch (a few minutes on 2 CPU cores)
 if TRAIN:
     from interp.training import train
+
     model, card = train("induction-2l")
 else:
     model = interp.load("induction-2l")
@@ -57,8 +58,10 @@ pd.Series(card["metrics"], name=card["name"])
 task = tasks.repeated_tokens(128, d_vocab=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx, period=20, seed=1)
 by_pos = heads.loss_by_position(model, task)
 icl = heads.icl_score(model, task)
-print(f"ICL score {icl:.2f} nats; loss on the first copy {by_pos.loss[1:19].mean():.2f}, "
-      f"on the repeats {by_pos.loss[20:].mean():.2f}")
+print(
+    f"ICL score {icl:.2f} nats; loss on the first copy {by_pos.loss[1:19].mean():.2f}, "
+    f"on the repeats {by_pos.loss[20:].mean():.2f}"
+)
 loss_by_position_plot(by_pos, title="next-token loss on [BOS] r r r (period 20)")
 
 # %% [markdown]
@@ -86,8 +89,10 @@ induction_heads = [(int(r.layer), int(r.head)) for r in induction[induction.scor
 prev_head = prev_heads[0]
 print("previous-token heads (score > 0.5):", prev_heads)
 print("induction heads (prefix matching > 0.5):", induction_heads)
-print("every induction head sits after the previous-token heads:",
-      all(layer > max(l for l, _ in prev_heads) for layer, _ in induction_heads))
+print(
+    "every induction head sits after the previous-token heads:",
+    all(layer > max(l for l, _ in prev_heads) for layer, _ in induction_heads),
+)
 
 # %% [markdown]
 # ## What they look at
@@ -97,7 +102,7 @@ print("every induction head sits after the previous-token heads:",
 
 # %%
 tokens = probe[:1, :33]
-patterns = attention_patterns(model, tokens)          # [layer, head, dest, src]
+patterns = attention_patterns(model, tokens)  # [layer, head, dest, src]
 str_tokens = model.to_str_tokens(tokens)
 head_grid(patterns[induction_heads[0][0]], str_tokens, layer=induction_heads[0][0])
 
@@ -127,8 +132,13 @@ effect
 ablation_bar(effect, title="loss on repeated tokens (nats), induction heads ablated")
 
 # %%
-single = pd.concat([ablation_effect(model, task, [head], metric="loss", n_random=0).query("condition == 'target'")
-                    for head in prev_heads + induction_heads], ignore_index=True)
+single = pd.concat(
+    [
+        ablation_effect(model, task, [head], metric="loss", n_random=0).query("condition == 'target'")
+        for head in prev_heads + induction_heads
+    ],
+    ignore_index=True,
+)
 layer0 = ablation_effect(model, task, prev_heads, metric="loss", n_random=0).query("condition == 'target'")
 pd.concat([single, layer0], ignore_index=True)[["heads", "value", "delta"]]
 

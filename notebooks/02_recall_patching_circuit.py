@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 import interp
 from circuits import corrupt as C
@@ -72,14 +71,14 @@ ablation_bar(effect, title="recall accuracy with heads zero-ablated")
 # difference between the clean and the corrupt answer at the last position.
 
 # %%
-slot = 2                                                     # the third pair: key at 5, value at 6
+slot = 2  # the third pair: key at 5, value at 6
 rows = task.info["value_pos"][:, -1] == 1 + 2 * slot + 1
 clean = task.tokens[rows][:32]
 n = len(clean)
 answer = clean[:, 2 * slot + 2]
 other_key, other_value = clean[:, 2 * ((slot + 1) % N_PAIRS) + 1], clean[:, 2 * ((slot + 1) % N_PAIRS) + 2]
 query_swap = C.replace_tokens(clean, [-1], d_vocab=D_VOCAB, replacement=other_key[:, None])
-new_value = D_VOCAB // 2 + (answer - D_VOCAB // 2 + 17) % (D_VOCAB // 2)   # another value token
+new_value = D_VOCAB // 2 + (answer - D_VOCAB // 2 + 17) % (D_VOCAB // 2)  # another value token
 value_swap = C.replace_tokens(clean, [2 * slot + 2], d_vocab=D_VOCAB, replacement=new_value[:, None])
 corruptions = {
     "query swap": (query_swap, M.logit_diff(answer[:, None], other_value[:, None])),
@@ -96,8 +95,10 @@ for name, (corrupt, _) in corruptions.items():
 # 1 = the clean answer restored.
 
 # %%
-resid = {name: patch(model, clean, corrupt, site="resid_pre", by="pos", metric=metric, progress=False)
-         for name, (corrupt, metric) in corruptions.items()}
+resid = {
+    name: patch(model, clean, corrupt, site="resid_pre", by="pos", metric=metric, progress=False)
+    for name, (corrupt, metric) in corruptions.items()
+}
 patching_heatmap(resid["query swap"], tokens=str_tokens, title="query swap: resid_pre, denoising")
 
 # %%
@@ -114,12 +115,17 @@ heads_exact, heads_attr = {}, {}
 for name, (corrupt, metric) in corruptions.items():
     heads_exact[name] = patch(model, clean, corrupt, site="z", by="head", metric=metric, progress=False)
     heads_attr[name] = attribute(model, clean, corrupt, site="z", by="head", metric=metric)
-pd.concat({name: f.pivot(index="layer", columns="head", values="normalised")
-           for name, f in heads_exact.items()}).round(3)
+pd.concat({name: f.pivot(index="layer", columns="head", values="normalised") for name, f in heads_exact.items()}).round(
+    3
+)
 
 # %%
-agreement_scatter(heads_exact["value swap"], heads_attr["value swap"], value="effect",
-                  title="value swap: attribution estimate vs exact effect, one point per head")
+agreement_scatter(
+    heads_exact["value swap"],
+    heads_attr["value swap"],
+    value="effect",
+    title="value swap: attribution estimate vs exact effect, one point per head",
+)
 
 # %% [markdown]
 # ## Circuits (EAP-IG)
@@ -129,11 +135,18 @@ agreement_scatter(heads_exact["value swap"], heads_attr["value swap"], value="ef
 # every other edge patched to the corrupt run.
 
 # %%
-circuits = {name: edge_attribution(model, clean, corrupt, metric=metric, method="eap-ig", progress=False)
-            for name, (corrupt, metric) in corruptions.items()}
-curves = pd.concat([faithfulness_curve(c, model, clean, corruptions[name][0], corruptions[name][1],
-                                       sizes=[5, 10, 20, 50, 100]).assign(corruption=name)
-                    for name, c in circuits.items()])
+circuits = {
+    name: edge_attribution(model, clean, corrupt, metric=metric, method="eap-ig", progress=False)
+    for name, (corrupt, metric) in corruptions.items()
+}
+curves = pd.concat(
+    [
+        faithfulness_curve(
+            c, model, clean, corruptions[name][0], corruptions[name][1], sizes=[5, 10, 20, 50, 100]
+        ).assign(corruption=name)
+        for name, c in circuits.items()
+    ]
+)
 curves
 
 # %%

@@ -46,12 +46,12 @@ before = next_token_probs(model, prompt, k=8)
 with vec.apply(model, coef=1.0):
     after = next_token_probs(model, prompt, k=8)
 print(vec)
-next_token_bars({"unsteered": before, "steered (coef 1, layer 0)": after},
-                title=" ".join(model.to_str_tokens(prompt)))
+next_token_bars({"unsteered": before, "steered (coef 1, layer 0)": after}, title=" ".join(model.to_str_tokens(prompt)))
 
 # %%
-compare_generations(model, vec, tasks.mode_sequences(4, d_vocab=d_vocab, n_ctx=6, mode=0, seed=5).tokens,
-                    coef=1.0, max_new_tokens=8)
+compare_generations(
+    model, vec, tasks.mode_sequences(4, d_vocab=d_vocab, n_ctx=6, mode=0, seed=5).tokens, coef=1.0, max_new_tokens=8
+)
 
 # %% [markdown]
 # ## Layers x coefficients, against a random vector
@@ -61,7 +61,7 @@ compare_generations(model, vec, tasks.mode_sequences(4, d_vocab=d_vocab, n_ctx=6
 
 # %%
 eval_tokens = tasks.mode_sequences(64, d_vocab=d_vocab, n_ctx=16, mode=0, seed=1).tokens
-behaviour = metrics.set_prob(half_b, pos=[list(range(1, 16))])   # every position after the mode token
+behaviour = metrics.set_prob(half_b, pos=[list(range(1, 16))])  # every position after the mode token
 frame = sweep(model, pairs, None, [0, 0.25, 0.5, 0.6, 0.75, 1, 2, 4], eval_tokens, behaviour, progress=False)
 print(f"unsteered B-half probability: {frame.attrs['baseline_behaviour']:.4f}")
 sweep_curves(frame)
@@ -83,11 +83,19 @@ print(at1.round(3))
 # %%
 rows = []
 for start in (0, 1):
-    part = sweep(model, {0: vec}, None, [0.5, 0.6, 0.75, 1], eval_tokens, behaviour, start_pos=start,
-                 random_control=False, progress=False)
+    part = sweep(
+        model,
+        {0: vec},
+        None,
+        [0.5, 0.6, 0.75, 1],
+        eval_tokens,
+        behaviour,
+        start_pos=start,
+        random_control=False,
+        progress=False,
+    )
     rows.append(part.assign(start_pos=start))
-by_start = pd.concat(rows).query("vector == 'steer'").pivot_table(index="coef", columns="start_pos",
-                                                                  values="behaviour")
+by_start = pd.concat(rows).query("vector == 'steer'").pivot_table(index="coef", columns="start_pos", values="behaviour")
 by_start.round(3)
 
 # %% [markdown]
@@ -96,9 +104,12 @@ by_start.round(3)
 # The three ways to build the vector from the same pairs (ActAdd from the first pair only).
 
 # %%
-vectors = {"caa": vec, "pca": SteeringVector.from_pairs(model, pairs, layer=0, method="pca"),
-           "actadd": SteeringVector.from_pairs(model, pairs.positive[:1], pairs.negative[:1], layer=0,
-                                               method="actadd")}
+vectors = {
+    "caa": vec,
+    "pca": SteeringVector.from_pairs(model, pairs, layer=0, method="pca"),
+    "actadd": SteeringVector.from_pairs(model, pairs.positive[:1], pairs.negative[:1], layer=0, method="actadd"),
+}
 compare = sweep(model, vectors, None, [0.5, 0.6, 0.75, 1], eval_tokens, behaviour, random_control=False, progress=False)
-compare[compare.vector != "none"].pivot_table(index="layer", columns="coef", values="behaviour").round(3) \
-    .rename_axis("method")
+compare[compare.vector != "none"].pivot_table(index="layer", columns="coef", values="behaviour").round(3).rename_axis(
+    "method"
+)

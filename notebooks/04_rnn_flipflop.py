@@ -33,6 +33,7 @@ from interp import tasks
 TRAIN = False  # True: retrain the zoo recipe (seconds to a minute)
 if TRAIN:
     from interp.training import train
+
     model, card = train("flipflop-lstm")
 else:
     model = interp.load("flipflop-lstm")
@@ -51,26 +52,46 @@ print("hook sites:", model.site_names)
 # the corrupt one at the final `READ`, normalised so 1 = clean behaviour, 0 = corrupt.
 
 # %%
-clean = ["BOS W1 IGN IGN W0 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W1 IGN IGN IGN IGN IGN READ",
-         "BOS W0 IGN W1 W0 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W1 IGN READ IGN IGN IGN READ"]
-corrupt = ["BOS W1 IGN IGN W1 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W0 IGN IGN IGN IGN IGN READ",
-           "BOS W0 IGN W1 W1 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ"]
+clean = [
+    "BOS W1 IGN IGN W0 IGN IGN IGN IGN IGN READ",
+    "BOS W0 IGN IGN W1 IGN IGN IGN IGN IGN READ",
+    "BOS W0 IGN W1 W0 IGN READ IGN IGN IGN READ",
+    "BOS W1 IGN W0 W1 IGN READ IGN IGN IGN READ",
+]
+corrupt = [
+    "BOS W1 IGN IGN W1 IGN IGN IGN IGN IGN READ",
+    "BOS W0 IGN IGN W0 IGN IGN IGN IGN IGN READ",
+    "BOS W0 IGN W1 W1 IGN READ IGN IGN IGN READ",
+    "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ",
+]
 WRITE, READ = 4, 10
-frames = {site: patch(model, clean, corrupt, site=site, by="pos", metric="logit_diff", progress=False)
-          for site in ("hidden", "cell")}
+frames = {
+    site: patch(model, clean, corrupt, site=site, by="pos", metric="logit_diff", progress=False)
+    for site in ("hidden", "cell")
+}
 both = pd.concat([f.assign(site=site) for site, f in frames.items()], ignore_index=True)
-print(f"logit diff clean {frames['cell'].attrs['clean_value']:.2f}, corrupt {frames['cell'].attrs['corrupt_value']:.2f}")
+print(
+    f"logit diff clean {frames['cell'].attrs['clean_value']:.2f}, corrupt {frames['cell'].attrs['corrupt_value']:.2f}"
+)
 both.pivot(index="pos", columns="site", values="normalised").round(3).T
 
 # %%
-px.line(both, x="pos", y="normalised", color="site", markers=True,
-        title="denoising one step of one state (1 = clean answer restored)")
+px.line(
+    both,
+    x="pos",
+    y="normalised",
+    color="site",
+    markers=True,
+    title="denoising one step of one state (1 = clean answer restored)",
+)
 
 # %%
 cell, hidden = (frames[s].set_index("pos")["normalised"] for s in ("cell", "hidden"))
 # the cell state carries the bit from the write on; the hidden state only matters at the read
-print(f"cell state from the write on: min {cell.loc[WRITE:].min():.3f}; hidden state between write and read: "
-      f"max {hidden.loc[WRITE:READ - 1].max():.3f}; hidden at the read: {hidden.loc[READ]:.3f}")
+print(
+    f"cell state from the write on: min {cell.loc[WRITE:].min():.3f}; hidden state between write and read: "
+    f"max {hidden.loc[WRITE : READ - 1].max():.3f}; hidden at the read: {hidden.loc[READ]:.3f}"
+)
 
 # %% [markdown]
 # ## Which units track the bit
@@ -91,11 +112,22 @@ corr.abs().describe().round(3)
 
 # %%
 unit = best["hidden"]
-seq = pd.DataFrame({"pos": range(40), "token": model.to_str_tokens(task.tokens[0, :40]),
-                    f"hidden unit {unit}": cache[sites["hidden"]][0, :40, unit].numpy(),
-                    "stored bit": task.info["bit"][0, :40].numpy()})
-px.line(seq, x="pos", y=[f"hidden unit {unit}", "stored bit"], hover_data=["token"], markers=True,
-        title=f"the best-correlated hidden unit follows the stored bit")
+seq = pd.DataFrame(
+    {
+        "pos": range(40),
+        "token": model.to_str_tokens(task.tokens[0, :40]),
+        f"hidden unit {unit}": cache[sites["hidden"]][0, :40, unit].numpy(),
+        "stored bit": task.info["bit"][0, :40].numpy(),
+    }
+)
+px.line(
+    seq,
+    x="pos",
+    y=[f"hidden unit {unit}", "stored bit"],
+    hover_data=["token"],
+    markers=True,
+    title="the best-correlated hidden unit follows the stored bit",
+)
 
 # %% [markdown]
 # ## Is the bit in one unit of the cell state?
@@ -116,6 +148,7 @@ def patch_units(units: list[int]) -> float:
         x = x.clone()
         x[:, WRITE:, units] = clean_cell[:, WRITE:, units]
         return x
+
     logits = model.run_with_hooks(pair.corrupt, [(sites["cell"], hook)])
     return float(pair.normalise(float(pair.metric(logits).mean())))
 
@@ -127,8 +160,14 @@ print("best single unit:", int(single.idxmax()), f"restores {single.max():.2f} o
 top_k
 
 # %%
-px.line(top_k, x="k", y="restored", markers=True, log_x=True,
-        title="cell-state units patched (most bit-correlated first) vs clean behaviour restored")
+px.line(
+    top_k,
+    x="k",
+    y="restored",
+    markers=True,
+    log_x=True,
+    title="cell-state units patched (most bit-correlated first) vs clean behaviour restored",
+)
 
 # %% [markdown]
 # Patching all units restores the clean answer; how many it takes, and how much the best

@@ -44,8 +44,10 @@ print(model)
 passkeys = text.passkey(model, 4, context_length=200, seed=0)
 print(model.decode(passkeys.tokens[0][: int(passkeys.lengths[0])])[-240:])
 experiment = retrieval.retrieval_experiment(model, passkeys, k=5, n_random=2, progress=False)
-print(f"accuracy {experiment.accuracy:.2f}; {experiment.sparsity:.1%} of heads score above "
-      f"{experiment.threshold}; top 5: {experiment.heads}")
+print(
+    f"accuracy {experiment.accuracy:.2f}; {experiment.sparsity:.1%} of heads score above "
+    f"{experiment.threshold}; top 5: {experiment.heads}"
+)
 head_heatmap(experiment.scores, title="retrieval score per head (passkey)")
 
 # %% [markdown]
@@ -87,6 +89,5 @@ share = heads.sink_share(model, heads.default_tokens(model, n=2, length=100))
 generated = text.generated_text(model, 1, 64, seed=0)
 removal = heads.sink_removal(model, generated)
 print(f"sink share, first 10 layers {share.sink_share[:10].mean():.3f}, last 10 {share.sink_share[-10:].mean():.3f}")
-print(f"loss {removal.attrs['with_first']:.3f} nats with the first token, "
-      f"{removal.attrs['without_first']:.3f} without")
+print(f"loss {removal.attrs['with_first']:.3f} nats with the first token, {removal.attrs['without_first']:.3f} without")
 sink_plot(share, removal)

@@ -37,8 +37,13 @@ sentiment = text.sentiment(model)
 print(len(sentiment.pairs), "pairs, e.g.")
 print("  +", sentiment.pairs.positive[0])
 print("  -", sentiment.pairs.negative[0])
-print("behaviour: log-odds of", model.to_str_tokens(sentiment.concept[:5]), "... against",
-      model.to_str_tokens(sentiment.opposite[:5]), "...")
+print(
+    "behaviour: log-odds of",
+    model.to_str_tokens(sentiment.concept[:5]),
+    "... against",
+    model.to_str_tokens(sentiment.opposite[:5]),
+    "...",
+)
 
 # %% [markdown]
 # ## One vector at layer 20
@@ -69,8 +74,17 @@ steering.compare_generations(model, vector, sentiment.eval[:3], coef=2, max_new_
 # token).  The star is the unsteered model asked, in words, for a positive review.
 
 # %%
-sweep = steering.sweep(model, sentiment.pairs, [16, 20, 24], [0, 1, 2, 4], sentiment.eval, sentiment.behaviour,
-                       neutral_prompts=sentiment.neutral, instruction=sentiment.instruction, progress=False)
+sweep = steering.sweep(
+    model,
+    sentiment.pairs,
+    [16, 20, 24],
+    [0, 1, 2, 4],
+    sentiment.eval,
+    sentiment.behaviour,
+    neutral_prompts=sentiment.neutral,
+    instruction=sentiment.instruction,
+    progress=False,
+)
 print(sweep[["layer", "coef", "vector", "behaviour", "damage"]].round(3).to_string())
 tradeoff_plot(sweep)
 
@@ -90,8 +104,9 @@ task = text.function_task(model, "antonym")
 train = text.function_prompts(model, task, 32, split="train", seed=0)
 test = text.function_prompts(model, task, len(task.test), split="test", seed=1)
 print(repr(model.decode(model.tokenize(train.clean).rows()[0])))
-curve = function_vectors.layer_sweep(model, train, test, layers=[6, 10, 12, 14, 16, 20], top_k=15, coefs=(2.0,),
-                                     progress=False)
+curve = function_vectors.layer_sweep(
+    model, train, test, layers=[6, 10, 12, 14, 16, 20], top_k=15, coefs=(2.0,), progress=False
+)
 print("top heads by indirect effect:", curve.attrs["heads"][:8])
 print(curve[["condition", "layer", "coef", "accuracy"]].round(3).to_string())
 function_vector_curve(curve)

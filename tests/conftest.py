@@ -28,8 +28,9 @@ def build_tokenizer(folder: Path):
     vocab = {"<bos>": 0, "<unk>": 1, **{f"w{i}": i + 2 for i in range(HF_VOCAB - 2)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>",
-                                   eos_token="<bos>", pad_token="<bos>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", eos_token="<bos>", pad_token="<bos>"
+    )
     fast.save_pretrained(folder)
     return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
 
@@ -40,18 +41,33 @@ def build_hf_model(arch: str, folder: Path, *, n_ctx: int = 128, seed: int = 0):
 
     torch.manual_seed(seed)
     if arch == "gpt2":
-        hf = GPT2LMHeadModel(GPT2Config(vocab_size=HF_VOCAB, n_positions=n_ctx, n_embd=32, n_layer=2, n_head=4,
-                                        bos_token_id=0, eos_token_id=0))
+        hf = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=HF_VOCAB, n_positions=n_ctx, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+            )
+        )
     elif arch == "llama":
-        hf = LlamaForCausalLM(LlamaConfig(vocab_size=HF_VOCAB, hidden_size=32, intermediate_size=64,
-                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                          max_position_embeddings=n_ctx, bos_token_id=0, eos_token_id=0))
+        hf = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=HF_VOCAB,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=n_ctx,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+        )
     else:
         raise ValueError(arch)
-    with torch.no_grad():   # norms with random gains and biases, as trained models have (not 1 and 0)
+    with torch.no_grad():  # norms with random gains and biases, as trained models have (not 1 and 0)
         for name, param in hf.named_parameters():
             if "ln" in name or "norm" in name:
-                param.copy_((1 + 0.3 * torch.randn_like(param)) if name.endswith("weight") else 0.1 * torch.randn_like(param))
+                param.copy_(
+                    (1 + 0.3 * torch.randn_like(param)) if name.endswith("weight") else 0.1 * torch.randn_like(param)
+                )
     hf.eval()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder)

@@ -79,8 +79,8 @@ def test_induction_heads_are_needed_for_the_repeat(induction_model):
     assert len(detected) == 2 and {l for l, _ in detected} == {1}
     task = tasks.repeated_tokens(64, d_vocab=64, n_ctx=64, seed=11)  # labels: the repeated positions
     for how, floor in (("zero", 4.0), ("query", 3.0)):
-        effect = ablation_effect(m, task, detected, how, n_random=15)   # 15 random pairs of the 6 others
+        effect = ablation_effect(m, task, detected, how, n_random=15)  # 15 random pairs of the 6 others
         by = effect.groupby("condition")["delta"]
         assert by.mean()["target"] > floor and by.max()["random"] < 0.05 * by.mean()["target"], how
     layer0 = ablation_effect(m, task, [(0, h) for h in range(4)], "zero", n_random=0)
-    assert layer0.delta.iloc[1] > 2.0                                 # the previous-token heads together
+    assert layer0.delta.iloc[1] > 2.0  # the previous-token heads together

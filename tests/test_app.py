@@ -55,6 +55,7 @@ def sidebar_text(at: AppTest) -> str:
 
 # --- Model page -------------------------------------------------------------------------
 
+
 def test_model_page_shows_geometry_sites_and_card(induction_model):
     at = make_app()
     ok(at)
@@ -89,11 +90,14 @@ def test_model_page_loads_a_local_hf_folder(hf_dirs):
     assert at.dataframe[0].value.loc["d_vocab", "value"] == "102"
 
 
-@pytest.mark.parametrize("kind, source, message", [
-    ("local Hugging Face folder", "/no/such/folder", "no model at"),
-    ("local Hugging Face folder", "", "no model given"),
-    ("hub id", "induction-2", "did you mean"),
-])
+@pytest.mark.parametrize(
+    "kind, source, message",
+    [
+        ("local Hugging Face folder", "/no/such/folder", "no model at"),
+        ("local Hugging Face folder", "", "no model given"),
+        ("hub id", "induction-2", "did you mean"),
+    ],
+)
 def test_model_page_bad_source_is_a_message(kind, source, message):
     at = make_app()
     at.radio(key="model_kind").set_value(kind).run()
@@ -106,13 +110,14 @@ def test_model_page_bad_source_is_a_message(kind, source, message):
 
 # --- Attention page ---------------------------------------------------------------------
 
+
 def test_attention_page_figures_match_the_model(induction_model):
     at = make_app("attention")
     ok(at)
     text = at.text_area(key="attn_text").value
     tokens = induction_model.to_tokens(text)
     n = tokens.shape[1]
-    expected = attention_patterns(induction_model, tokens).numpy()        # [layer, head, dest, src]
+    expected = attention_patterns(induction_model, tokens).numpy()  # [layer, head, dest, src]
     grid, big = figures(at)
     # the grid: one heatmap per head of the last layer (the default), [dest, src] each
     assert len(grid.data) == 4 and all(zarr(t).shape == (n, n) for t in grid.data)
@@ -152,12 +157,15 @@ def test_attention_page_generators():
     assert zarr(big.data[0]).shape == (64, 64)  # induction-2l's task fills the context
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ("   ", "empty prompt"),
-    ("BOS t5 zebra", "unknown token 'zebra'"),
-    ("BOS t5 99", "outside the vocabulary"),
-    (" ".join(["t1"] * 80), "longer than the model's context"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("   ", "empty prompt"),
+        ("BOS t5 zebra", "unknown token 'zebra'"),
+        ("BOS t5 99", "outside the vocabulary"),
+        (" ".join(["t1"] * 80), "longer than the model's context"),
+    ],
+)
 def test_attention_page_bad_prompt_is_a_message(prompt, message):
     at = make_app("attention")
     at.text_area(key="attn_text").input(prompt).run()
@@ -176,6 +184,7 @@ def test_attention_pages_on_a_model_without_attention(page):
 
 
 # --- Heads page -------------------------------------------------------------------------
+
 
 def test_heads_page_scores_table_and_ablation(induction_model):
     from interp import heads
@@ -224,6 +233,7 @@ def test_heads_page_without_kinds_is_a_message():
 
 # --- Steering page ----------------------------------------------------------------------
 
+
 def test_steering_page_moves_the_next_token_distribution(steer_model):
     from interp import tasks
 
@@ -246,16 +256,19 @@ def test_steering_page_moves_the_next_token_distribution(steer_model):
     at.button(key="steer_sweep").click().run()
     ok(at)
     frame = at.dataframe[1].value
-    assert len(frame) == steer_model.cfg.n_layers * 3 * 2 + 1     # + the unsteered row
+    assert len(frame) == steer_model.cfg.n_layers * 3 * 2 + 1  # + the unsteered row
     best = frame[(frame.vector == "steer") & (frame.coef == 2)].behaviour.min()
     assert best > 0.9 > frame[(frame.vector == "random") & (frame.coef == 2)].behaviour.max()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("B b40 b41 A a5 a6", "exactly one `|`"),
-    ("B b40 zebra | A a5 a6", "unknown token 'zebra'"),
-    ("B b40 b41 |  ", "a prompt is empty"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("B b40 b41 A a5 a6", "exactly one `|`"),
+        ("B b40 zebra | A a5 a6", "unknown token 'zebra'"),
+        ("B b40 b41 |  ", "a prompt is empty"),
+    ],
+)
 def test_steering_page_bad_pairs_are_a_message(text, message):
     at = make_app("steering", source="steer-2l")
     at.radio(key="steer_pairs_mode").set_value("type pairs").run()
@@ -267,7 +280,7 @@ def test_steering_page_bad_pairs_are_a_message(text, message):
 def test_steering_page_typed_pairs_of_any_length_and_the_empty_state():
     at = make_app("steering", source="steer-2l")
     at.radio(key="steer_pairs_mode").set_value("type pairs").run()
-    assert not at.exception and not at.error and at.info and at.code      # an explanation and an example
+    assert not at.exception and not at.error and at.info and at.code  # an explanation and an example
     at.text_area(key="steer_pairs_text").input("B b40 b41 b42\nB b43 | A a5").run()
     assert not at.exception and "exactly one" in at.error[0].value
     at.text_area(key="steer_pairs_text").input("B b40 b41 b42 | A a5\nB b43 | A a6 a7 a8").run()
@@ -276,6 +289,7 @@ def test_steering_page_typed_pairs_of_any_length_and_the_empty_state():
 
 
 # --- Patching page ----------------------------------------------------------------------
+
 
 def test_patching_page_exact_and_attribution(induction_model):
     from circuits.attribution import attribute
@@ -291,8 +305,9 @@ def test_patching_page_exact_and_attribution(induction_model):
     merged = shown.merge(lib, on=["layer", "pos"], suffixes=("", "_lib"))
     assert len(merged) == len(shown) == 20
     np.testing.assert_allclose(merged["normalised"], merged["normalised_lib"], atol=1e-6)
-    assert [float(m.value) for m in at.metric[:2]] == pytest.approx([lib.attrs["clean_value"],
-                                                                    lib.attrs["corrupt_value"]], abs=1e-4)
+    assert [float(m.value) for m in at.metric[:2]] == pytest.approx(
+        [lib.attrs["clean_value"], lib.attrs["corrupt_value"]], abs=1e-4
+    )
     # the heads' output at the last position carries the whole effect, in layer 1
     top = shown.iloc[0]
     assert (top.layer, top.pos) == (1, clean.shape[1] - 1) and top.normalised > 0.9
@@ -327,11 +342,14 @@ def test_patching_page_task_batch():
     ok(at)
 
 
-@pytest.mark.parametrize("corrupt, message", [
-    ("BOS t1 t2", "aligned position by position"),
-    ("BOS t1 nonsense", "unknown token 'nonsense'"),
-    ("", "empty prompt"),
-])
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        ("BOS t1 t2", "aligned position by position"),
+        ("BOS t1 nonsense", "unknown token 'nonsense'"),
+        ("", "empty prompt"),
+    ],
+)
 def test_patching_page_bad_prompts_are_a_message(corrupt, message):
     at = make_app("patching")
     at.text_area(key="patch_corrupt").input(corrupt).run()
@@ -350,6 +368,7 @@ def test_patching_page_bad_positions_are_a_message():
 
 # --- Circuit page -----------------------------------------------------------------------
 
+
 def test_circuit_page_graph_top_k_faithfulness_and_mib(induction_model):
     from circuits.attribution import edge_attribution
     from circuits.graph import Circuit
@@ -362,9 +381,10 @@ def test_circuit_page_graph_top_k_faithfulness_and_mib(induction_model):
     faith = float(at.metric[2].value)
     clean = induction_model.to_tokens(at.text_area(key="circ_clean").value)
     corrupt = induction_model.to_tokens(at.text_area(key="circ_corrupt").value)
-    full = edge_attribution(induction_model, clean, corrupt, metric="logit_diff", method="eap-ig", steps=5,
-                            progress=False)
-    circuit = Circuit.from_json(full.prune(top_k=top_k).to_json())          # what the download button offers
+    full = edge_attribution(
+        induction_model, clean, corrupt, metric="logit_diff", method="eap-ig", steps=5, progress=False
+    )
+    circuit = Circuit.from_json(full.prune(top_k=top_k).to_json())  # what the download button offers
     assert len(circuit.kept_edges) == kept and circuit.meta["model"] == "induction-2l"
     assert circuit.faithfulness(induction_model, clean, corrupt, "logit_diff") == pytest.approx(faith, abs=1e-3)
     # the corruption changes the last token: the strongest paths run into layer-1 heads and on to the logits
@@ -416,7 +436,7 @@ PAGES = ("model", "attention", "heads", "patching", "circuit", "steering", "lens
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_on_the_real_model(page, smollm2):
     at = AppTest.from_file(APP, default_timeout=300)
-    at.query_params["model"] = REAL                   # as a shared link or a reload opens it
+    at.query_params["model"] = REAL  # as a shared link or a reload opens it
     if page != "model":
         at.switch_page(f"views/{page}.py")
     at.run()
@@ -431,10 +451,12 @@ def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
 
     at = make_app("heads", source=REAL)
     ok(at)
-    detected = heads.top_heads(heads.scores(smollm2, heads.default_tokens(smollm2, n=8, length=64, seed=0)),
-                               "induction", k=2)
-    assert at.multiselect(key="heads_ablate").value == [(int(l), int(h)) for l, h in
-                                                       zip(detected.layer, detected["head"])]
+    detected = heads.top_heads(
+        heads.scores(smollm2, heads.default_tokens(smollm2, n=8, length=64, seed=0)), "induction", k=2
+    )
+    assert at.multiselect(key="heads_ablate").value == [
+        (int(l), int(h)) for l, h in zip(detected.layer, detected["head"])
+    ]
     at.button(key="ret_go").click().run()
     ok(at)
     labels = [m.label for m in at.metric]
@@ -443,7 +465,7 @@ def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
     masking = next(df.value for df in at.dataframe if "condition" in df.value)
     target = masking.loc[masking.condition == "target", "value"].iloc[0]
     random = masking.loc[masking.condition == "random", "value"]
-    assert target < 0.5 <= random.min()                  # the top heads carry retrieval; random heads do not
+    assert target < 0.5 <= random.min()  # the top heads carry retrieval; random heads do not
     at.button(key="sink_go").click().run()
     ok(at)
     share = next(df.value for df in at.dataframe if "sink_share" in df.value)
@@ -456,16 +478,16 @@ def test_patching_page_ioi_on_the_real_model(smollm2):
     ok(at)
     assert at.selectbox(key="patch_metric_ioi").value == "ioi_logit_diff"
     clean, corrupt = (float(m.value) for m in at.metric[:2])
-    assert clean > 2 and corrupt < clean - 2                # the model does IOI; ABC removes it
-    top = at.dataframe[0].value                          # the 20 strongest cells
-    assert int(at.metric[2].value) == smollm2.cfg.n_layers * 15          # layers x the template's 15 tokens
-    assert top["layer"].iloc[0] >= smollm2.cfg.n_layers // 2             # the strongest cells are late heads
+    assert clean > 2 and corrupt < clean - 2  # the model does IOI; ABC removes it
+    top = at.dataframe[0].value  # the 20 strongest cells
+    assert int(at.metric[2].value) == smollm2.cfg.n_layers * 15  # layers x the template's 15 tokens
+    assert top["layer"].iloc[0] >= smollm2.cfg.n_layers // 2  # the strongest cells are late heads
 
 
 def test_circuit_page_on_the_real_model(smollm2):
     at = make_app("circuit", source=REAL)
     ok(at)
-    assert at.text_area(key="circ_clean").value.startswith("When ")              # an IOI prompt
+    assert at.text_area(key="circ_clean").value.startswith("When ")  # an IOI prompt
     n_kept, n_all = (int(x) for x in at.metric[0].value.split("/"))
     assert 1 <= n_kept <= 10 and n_all > 10_000
     labels = [t for tr in figures(at)[0].data if tr.mode == "markers+text" for t in tr.text]
@@ -485,7 +507,7 @@ def test_steering_page_on_the_real_model(smollm2):
     steer = frame[(frame.vector == "steer") & (frame.coef == 4)].behaviour.iloc[0]
     random = frame[(frame.vector == "random") & (frame.coef == 4)].behaviour.iloc[0]
     none = frame[frame.vector == "none"].behaviour.iloc[0]
-    assert steer > random and steer > none + 2               # log-odds of positive words rise by nats
+    assert steer > random and steer > none + 2  # log-odds of positive words rise by nats
 
 
 def test_lens_page_on_the_real_model(smollm2):

@@ -13,8 +13,6 @@ from interp import tasks
 from interp.gradients import site_gradients
 
 
-
-
 def induction_setup(n: int = 8):
     """[BOS] r r (period 16) vs the second copy re-randomised; log-prob of every repeated token."""
     batch = tasks.repeated_tokens(n, d_vocab=64, n_ctx=33, period=16, seed=1)
@@ -33,8 +31,9 @@ def recall_setup(n: int = 32):
 
 @pytest.mark.parametrize("which", ["induction", "recall"])
 def test_attribution_ranks_head_positions_like_exact_patching(which, induction_model, recall_model):
-    model, (clean, corrupted, metric) = (induction_model, induction_setup()) if which == "induction" \
-        else (recall_model, recall_setup())
+    model, (clean, corrupted, metric) = (
+        (induction_model, induction_setup()) if which == "induction" else (recall_model, recall_setup())
+    )
     exact = patching.patch(model, clean, corrupted, site="z", metric=metric, progress=False)
     est = attribution.attribute(model, clean, corrupted, site="z", metric=metric)
     assert list(est.columns) == list(exact.columns) and len(est) == len(exact)
@@ -50,15 +49,17 @@ def test_attribution_costs_two_forwards_and_one_backward(induction_model):
     def counting(tokens, hooks):
         calls.append(torch.is_grad_enabled())
         return run(tokens, hooks)
+
     induction_model.backend.run = counting
     try:
-        df = attribution.attribute(induction_model, clean, corrupted, site=["z", "resid_pre", "attn_out", "pattern"],
-                                   metric=metric)
+        df = attribution.attribute(
+            induction_model, clean, corrupted, site=["z", "resid_pre", "attn_out", "pattern"], metric=metric
+        )
     finally:
         induction_model.backend.run = run
-    assert calls == [False, True]              # the clean forward, then the corrupt forward with gradients
+    assert calls == [False, True]  # the clean forward, then the corrupt forward with gradients
     assert set(df["site"]) == {"z", "resid_pre", "attn_out", "pattern"}
-    assert df.loc[df.site == "resid_pre", "head"].isna().all()   # by is cut to the axes each site has
+    assert df.loc[df.site == "resid_pre", "head"].isna().all()  # by is cut to the axes each site has
 
 
 def test_attribution_is_the_first_order_term(small_recurrent):
@@ -102,7 +103,7 @@ def test_per_receiver_forward_is_exact_and_its_gradients_are_the_inputs(recall_m
     # reads resid_mid: their receiver gradients, plus the skip path's (the final residual's),
     # add up to the gradient of the residual entering layer 1 (canonical name: blocks.1.hook_in)
     _, total = site_gradients(model.module, clean, lambda lg: metric(lg), ["blocks.1.hook_in"])
-    heads_and_mlp = g[graph.receiver_index()[("a1.h0", "q")]:].sum(0)
+    heads_and_mlp = g[graph.receiver_index()[("a1.h0", "q")] :].sum(0)
     assert torch.allclose(heads_and_mlp, total["blocks.1.hook_in"], atol=1e-5)
 
 
@@ -117,13 +118,14 @@ def test_eap_finds_the_induction_circuit(induction_model):
     for method in ("eap", "eap-ig"):
         circuit = attribution.edge_attribution(model, clean, corrupted, metric=metric, method=method, progress=False)
         assert len(circuit.edges) == int(edges.Graph.of(model).valid().sum())
-        assert circuit.prune(top_k=len(circuit.edges)).faithfulness(model, clean, corrupted, metric) == \
-            pytest.approx(1.0, abs=1e-3)
+        assert circuit.prune(top_k=len(circuit.edges)).faithfulness(model, clean, corrupted, metric) == pytest.approx(
+            1.0, abs=1e-3
+        )
         assert circuit.prune(top_k=0).faithfulness(model, clean, corrupted, metric) == pytest.approx(0.0, abs=1e-3)
-    small = circuit.prune(top_k=20)                                   # EAP-IG
+    small = circuit.prune(top_k=20)  # EAP-IG
     kept = small.kept_edges
     assert len(kept) <= 20
-    assert any(e.src == f"a0.h{prev}" and e.dst.startswith("a1.") for e in kept)   # previous-token -> induction
+    assert any(e.src == f"a0.h{prev}" and e.dst.startswith("a1.") for e in kept)  # previous-token -> induction
     assert small.faithfulness(model, clean, corrupted, metric) >= 0.8
 
 

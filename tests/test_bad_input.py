@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # --- files a user might hand us -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """Hugging Face folders with bad weights, and pairs files good and bad."""
@@ -48,7 +49,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     variant("pickle_only", lambda d: torch.save(hf.state_dict(), d / "pytorch_model.bin"))
     variant("random_bytes", lambda d: (d / "model.safetensors").write_bytes(os.urandom(4096)))
     variant("truncated", lambda d: (d / "model.safetensors").write_bytes(weights[: len(weights) // 2]))
-    variant("renamed_pickle", lambda d: (torch.save(hf.state_dict(), d / "model.safetensors")))
+    variant("renamed_pickle", lambda d: torch.save(hf.state_dict(), d / "model.safetensors"))
     other, _ = build_hf_model("gpt2", root / "other", n_ctx=64)
     bigger = {k: torch.zeros(3, 3) if v.ndim == 2 else v for k, v in other.state_dict().items()}
     variant("mismatched_bin", lambda d: torch.save(bigger, d / "pytorch_model.bin"))
@@ -127,12 +128,15 @@ CLI_CASES = [
     (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "inf"), "--coef"),
     (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--method", "bogus"), "method"),
     (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--method", "actadd"), "one"),
-    (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--start-pos", "1000"),
-     "start_pos 1000"),
-    (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--start-pos", "-5"),
-     "start_pos"),
-    (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--new-tokens", "0"),
-     "--new-tokens"),
+    (
+        ("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--start-pos", "1000"),
+        "start_pos 1000",
+    ),
+    (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--start-pos", "-5"), "start_pos"),
+    (
+        ("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--new-tokens", "0"),
+        "--new-tokens",
+    ),
     (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--site", "bogus"), "bogus"),
     (("steer", "steer-2l", "--pairs", "{pairs_ok}", "--layer", "1", "--coef", "2", "--prompt", ""), "empty"),
     # patch
@@ -141,19 +145,35 @@ CLI_CASES = [
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--metric", "bogus"), "--metric"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--pos", "100"), "100"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--pos", "-100"), "-100"),
-    (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--answer", "zebra",
-      "--wrong", "t1"), "zebra"),
+    (
+        ("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--answer", "zebra", "--wrong", "t1"),
+        "zebra",
+    ),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--answer", "t5"), "--wrong"),
-    (("patch", "induction-2l", "--clean", "t1 t2 t3", "--clean", "t4 t5 t6", "--corrupt", "t1 t2 t4"),
-     "one corrupt per clean"),
+    (
+        ("patch", "induction-2l", "--clean", "t1 t2 t3", "--clean", "t4 t5 t6", "--corrupt", "t1 t2 t4"),
+        "one corrupt per clean",
+    ),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2"), "aligned"),
-    (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--direction", "sideways"),
-     "direction"),
+    (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--direction", "sideways"), "direction"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--window", "0"), "window"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--window", "9"), "window"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--method", "magic"), "--method"),
-    (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--method", "attribution",
-      "--window", "2"), "--window"),
+    (
+        (
+            "patch",
+            "induction-2l",
+            "--clean",
+            "t1 t2 t3",
+            "--corrupt",
+            "t1 t2 t4",
+            "--method",
+            "attribution",
+            "--window",
+            "2",
+        ),
+        "--window",
+    ),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--out", "x.txt"), ".csv"),
     (("patch", "induction-2l", "--clean", "t1 t2 t3", "--corrupt", "t1 t2 t4", "--top", "-1"), "--top"),
     (("patch", "induction-2l", "--clean", "", "--corrupt", "t1 t2 t4"), "empty prompt"),
@@ -180,8 +200,9 @@ def test_cli_bad_input_is_one_clear_line(args, message, files):
 
 
 def test_cli_pickle_opt_in_loads(files):
-    result = CliRunner().invoke(cli_app, ["info", str(files["pickle_only"]), "--allow-unsafe-pickle"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli_app, ["info", str(files["pickle_only"]), "--allow-unsafe-pickle"], catch_exceptions=False
+    )
     assert result.exit_code == 0 and "n_layers: 2" in result.output, result.output
 
 
@@ -192,6 +213,7 @@ def test_cli_non_utf8_prompt(smollm2):
 
 
 # --- the Python API -------------------------------------------------------------------------
+
 
 def _api_cases():
     from circuits.graph import Circuit
@@ -210,8 +232,12 @@ def _api_cases():
         ("load random bytes", lambda f: interp.load(f["random_bytes"]), ValueError, "not a valid safetensors"),
         ("load truncated", lambda f: interp.load(f["truncated"]), ValueError, "not a valid safetensors"),
         ("load renamed pickle", lambda f: interp.load(f["renamed_pickle"]), ValueError, "not a valid safetensors"),
-        ("load mismatched bin", lambda f: interp.load(f["mismatched_bin"], allow_unsafe_pickle=True), ValueError,
-         "cannot load the model"),
+        (
+            "load mismatched bin",
+            lambda f: interp.load(f["mismatched_bin"], allow_unsafe_pickle=True),
+            ValueError,
+            "cannot load the model",
+        ),
         ("load empty folder", lambda f: interp.load(f["empty"]), FileNotFoundError, "config.json"),
         ("load bad device", lambda f: interp.load("induction-2l", device="tpu"), ValueError, "device"),
         ("load bad dtype", lambda f: interp.load("induction-2l", dtype="float13"), ValueError, "dtype"),
@@ -225,44 +251,96 @@ def _api_cases():
         ("too long", lambda f: ind()(torch.zeros(1, 500, dtype=torch.long)), ValueError, "n_ctx"),
         ("unknown site kind", lambda f: ind().site("zz", 0), ValueError, "zz"),
         ("site layer", lambda f: ind().site("z", 99), ValueError, "99"),
-        ("wrong-shape hook", lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post",
-                                                                    lambda x, hook: x[:, :2])]),
-         ValueError, "returned shape"),
-        ("non-tensor hook", lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", lambda x, hook: 1)]),
-         TypeError, "returned an object of type int"),
-        ("uncallable hook", lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", 3)]),
-         TypeError, "not callable"),
+        (
+            "wrong-shape hook",
+            lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", lambda x, hook: x[:, :2])]),
+            ValueError,
+            "returned shape",
+        ),
+        (
+            "non-tensor hook",
+            lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", lambda x, hook: 1)]),
+            TypeError,
+            "returned an object of type int",
+        ),
+        (
+            "uncallable hook",
+            lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", 3)]),
+            TypeError,
+            "not callable",
+        ),
         ("head kinds", lambda f: heads.scores(ind(), toks, ["bogus"]), ValueError, "bogus"),
-        ("heads on rnn", lambda f: heads.scores(interp.load("recall-gru"), torch.tensor([[0, 2, 3]])), ValueError,
-         "attention"),
+        (
+            "heads on rnn",
+            lambda f: heads.scores(interp.load("recall-gru"), torch.tensor([[0, 2, 3]])),
+            ValueError,
+            "attention",
+        ),
         ("next token pos", lambda f: next_token_probs(ind(), toks, pos=100), ValueError, "pos 100"),
         ("next token k", lambda f: next_token_probs(ind(), toks, k=0), ValueError, "k must be"),
         ("patch by", lambda f: patch(ind(), toks, toks.flip(1), site="z", by=("layer", "foo")), ValueError, "foo"),
         ("metric answer", lambda f: metrics.logit_diff(10**6, 1).check(1, 6, 64), ValueError, "vocabulary"),
         ("metric kind", lambda f: metrics.Metric("bogus", torch.tensor([[-1]])), ValueError, "bogus"),
-        ("steer method", lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=0, method="bogus"),
-         ValueError, "method"),
-        ("steer unequal", lambda f: steering.SteeringVector.from_pairs(ind(), toks, torch.cat([toks, toks]), layer=0),
-         ValueError, "negative"),
+        (
+            "steer method",
+            lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=0, method="bogus"),
+            ValueError,
+            "method",
+        ),
+        (
+            "steer unequal",
+            lambda f: steering.SteeringVector.from_pairs(ind(), toks, torch.cat([toks, toks]), layer=0),
+            ValueError,
+            "negative",
+        ),
         ("steer layer", lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=7), ValueError, "7"),
-        ("steer coef nan", lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks.flip(1), layer=0)
-         .apply(ind(), coef=float("nan")).__enter__(), ValueError, "coef"),
-        ("generations start", lambda f: steering.compare_generations(
-            ind(), steering.SteeringVector.from_pairs(ind(), toks, toks.flip(1), layer=0), toks, 1.0, start_pos=1000),
-         ValueError, "start_pos 1000"),
-        ("sweep coefs", lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [float("nan")], toks,
-                                                 metrics.set_prob([5])), ValueError, "coef"),
-        ("sweep metric", lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [1.0], toks, "prob"),
-         TypeError, "Metric"),
+        (
+            "steer coef nan",
+            lambda f: (
+                steering.SteeringVector.from_pairs(ind(), toks, toks.flip(1), layer=0)
+                .apply(ind(), coef=float("nan"))
+                .__enter__()
+            ),
+            ValueError,
+            "coef",
+        ),
+        (
+            "generations start",
+            lambda f: steering.compare_generations(
+                ind(), steering.SteeringVector.from_pairs(ind(), toks, toks.flip(1), layer=0), toks, 1.0, start_pos=1000
+            ),
+            ValueError,
+            "start_pos 1000",
+        ),
+        (
+            "sweep coefs",
+            lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [float("nan")], toks, metrics.set_prob([5])),
+            ValueError,
+            "coef",
+        ),
+        (
+            "sweep metric",
+            lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [1.0], toks, "prob"),
+            TypeError,
+            "Metric",
+        ),
         ("lens stage", lambda f: lens.logit_lens(ind(), toks, stage="middle"), ValueError, "stage must be"),
         ("lens k", lambda f: lens.logit_lens(ind(), toks, k=0), ValueError, "k must be"),
         ("lens layers", lambda f: lens.logit_lens(ind(), toks, layers=[5]), ValueError, "out of range"),
         ("dla multi-token", lambda f: lens.dla(smol(), "Hello", " Parisian London"), ValueError, "tokens, not one"),
         ("dla pos", lambda f: lens.dla(ind(), toks, 5, pos=6), ValueError, "outside the prompt"),
-        ("tuned lens pickle", lambda f: lens.TunedLens.load(f["renamed_pickle"] / "model"), FileNotFoundError,
-         "no tuned lens"),
-        ("retrieval k", lambda f: retrieval.retrieval_experiment(smol(), text.passkey(smol(), 1, context_length=128),
-                                                                 k=0), ValueError, "k must be"),
+        (
+            "tuned lens pickle",
+            lambda f: lens.TunedLens.load(f["renamed_pickle"] / "model"),
+            FileNotFoundError,
+            "no tuned lens",
+        ),
+        (
+            "retrieval k",
+            lambda f: retrieval.retrieval_experiment(smol(), text.passkey(smol(), 1, context_length=128), k=0),
+            ValueError,
+            "k must be",
+        ),
         ("niah too long", lambda f: retrieval.niah_grid(ind(), [100000], [0.5]), ValueError, "n_ctx"),
         ("niah task", lambda f: retrieval.niah_grid(smol(), [128], [0.5], task="bogus"), ValueError, "task must be"),
         ("ioi n", lambda f: text.ioi(smol(), 0), ValueError, "positive int"),
@@ -272,8 +350,12 @@ def _api_cases():
         ("generated length", lambda f: text.generated_text(ind(), 1, 1000), ValueError, "n_ctx"),
         ("circuit json", lambda f: Circuit.from_json("{}"), ValueError, "not a circuit file"),
         ("circuit file", lambda f: Circuit.from_json("/no/such/circuit.json"), FileNotFoundError, "no circuit file"),
-        ("memory budget", lambda f: _with_env("INTERP_MEMORY_MB", "lots", lambda: heads.scores(ind(), toks)),
-         ValueError, "INTERP_MEMORY_MB"),
+        (
+            "memory budget",
+            lambda f: _with_env("INTERP_MEMORY_MB", "lots", lambda: heads.scores(ind(), toks)),
+            ValueError,
+            "INTERP_MEMORY_MB",
+        ),
     ]
 
 
@@ -312,12 +394,12 @@ def test_pickle_opt_in_equals_the_safetensors_model(files):
 def test_nan_check_names_the_site(induction_model):
     tokens = torch.tensor([[0, 5, 6, 7]])
     nan = [("blocks.0.hook_resid_post", lambda x, hook: x * float("nan"))]
-    assert torch.isnan(induction_model.run_with_hooks(tokens, nan)).all()       # off: NaN spreads (the default)
+    assert torch.isnan(induction_model.run_with_hooks(tokens, nan)).all()  # off: NaN spreads (the default)
     induction_model.check_finite = True
     try:
         with pytest.raises(ValueError, match="non-finite values .* at blocks.0.hook_resid_post"):
             induction_model.run_with_hooks(tokens, nan)
-        assert torch.isfinite(induction_model(tokens)).all()                    # clean runs pass the check
+        assert torch.isfinite(induction_model(tokens)).all()  # clean runs pass the check
     finally:
         induction_model.check_finite = False
 
@@ -343,24 +425,49 @@ APP_CASES = [
     ("lens", "induction-2l", lambda at: at.text_input(key="lens_contrast").input("9999"), "outside the vocabulary"),
     ("steering", "steer-2l", lambda at: at.text_input(key="steer_prompt").input("B zebra"), "unknown token"),
     ("steering", "steer-2l", lambda at: at.number_input(key="steer_start").set_value(12), "past the prompt"),
-    ("steering", "steer-2l", lambda at: (at.text_input(key="steer_coefs").input("a b").run(),
-                                         at.button(key="steer_sweep").click()), "coefficients must be numbers"),
-    ("steering", "steer-2l", lambda at: (at.text_input(key="steer_coefs").input("1 nan").run(),
-                                         at.button(key="steer_sweep").click()), "finite"),
-    ("steering", "steer-2l", lambda at: (at.text_input(key="steer_coefs").input(" ").run(),
-                                         at.button(key="steer_sweep").click()), "at least one value"),
+    (
+        "steering",
+        "steer-2l",
+        lambda at: (at.text_input(key="steer_coefs").input("a b").run(), at.button(key="steer_sweep").click()),
+        "coefficients must be numbers",
+    ),
+    (
+        "steering",
+        "steer-2l",
+        lambda at: (at.text_input(key="steer_coefs").input("1 nan").run(), at.button(key="steer_sweep").click()),
+        "finite",
+    ),
+    (
+        "steering",
+        "steer-2l",
+        lambda at: (at.text_input(key="steer_coefs").input(" ").run(), at.button(key="steer_sweep").click()),
+        "at least one value",
+    ),
     ("attention", "induction-2l", lambda at: at.text_area(key="attn_text").input("t1 " * 100), "n_ctx"),
-    ("patching", "induction-2l", lambda at: (at.radio(key="patch_inputs").set_value("task batch").run(),
-                                             at.text_input(key="patch_positions").input("1.5")), "bad positions"),
+    (
+        "patching",
+        "induction-2l",
+        lambda at: (
+            at.radio(key="patch_inputs").set_value("task batch").run(),
+            at.text_input(key="patch_positions").input("1.5"),
+        ),
+        "bad positions",
+    ),
     ("circuit", "induction-2l", lambda at: at.text_area(key="circ_corrupt").input("t1"), "aligned"),
-    ("model", "induction-2l", lambda at: (at.radio(key="model_kind").set_value("local Hugging Face folder").run(),
-                                          at.text_input(key="model_path").input("/no/such/folder"),
-                                          at.button[0].click()), "no such folder"),
+    (
+        "model",
+        "induction-2l",
+        lambda at: (
+            at.radio(key="model_kind").set_value("local Hugging Face folder").run(),
+            at.text_input(key="model_path").input("/no/such/folder"),
+            at.button[0].click(),
+        ),
+        "no such folder",
+    ),
 ]
 
 
-@pytest.mark.parametrize("page, source, act, message", APP_CASES,
-                         ids=[f"{p}-{m[:30]}" for p, _, _, m in APP_CASES])
+@pytest.mark.parametrize("page, source, act, message", APP_CASES, ids=[f"{p}-{m[:30]}" for p, _, _, m in APP_CASES])
 def test_app_bad_input_is_a_message(page, source, act, message):
     at = _page(page, source)
     act(at)
@@ -374,6 +481,7 @@ def test_the_sweep_has_over_a_hundred_cases():
 
 
 # --- memory ---------------------------------------------------------------------------------
+
 
 def _rss_mb(pid: int) -> float:
     try:
@@ -390,8 +498,14 @@ def test_a_huge_request_stays_under_the_memory_cap():
     """`interp heads induction-2l --sequences 200000` (killed at 22 GB before) runs in chunks under
     INTERP_MEMORY_MB: watched for 20 s, it makes progress and stays under 1.5 GB."""
     env = {**os.environ, "INTERP_MEMORY_MB": "256", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "apps.cli", "heads", "induction-2l", "--sequences", "200000"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "heads", "induction-2l", "--sequences", "200000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak, deadline = 0.0, time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:
         peak = max(peak, _rss_mb(proc.pid))
@@ -399,7 +513,7 @@ def test_a_huge_request_stays_under_the_memory_cap():
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert peak < 1500, f"peak RSS {peak:.0f} MB"
-    assert "head scores" in err and re.search(r"\d+/\d+", err), err[-2000:]     # chunked, with progress
+    assert "head scores" in err and re.search(r"\d+/\d+", err), err[-2000:]  # chunked, with progress
 
 
 def test_a_cache_too_large_is_refused_during_the_forward(induction_model):
@@ -409,10 +523,11 @@ def test_a_cache_too_large_is_refused_during_the_forward(induction_model):
     with pytest.raises(MemoryError, match="activation cache.*INTERP_MEMORY_MB"):
         _with_env("INTERP_MEMORY_MB", "1", lambda: induction_model.run_with_cache(tokens))
     _, cache = _with_env("INTERP_MEMORY_MB", "1", lambda: induction_model.run_with_cache(tokens[:4]))
-    assert len(cache) > 10                                   # a small cache is still kept whole
+    assert len(cache) > 10  # a small cache is still kept whole
 
 
 # --- the README -----------------------------------------------------------------------------
+
 
 def _readme_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
@@ -427,5 +542,5 @@ def test_readme_python_snippets_run_as_written(tmp_path, monkeypatch, smollm2):
     for i, block in enumerate(blocks):
         try:
             exec(compile(block, f"README.md python block {i + 1}", "exec"), scope)
-        except Exception as e:       # report which block, as written
+        except Exception as e:  # report which block, as written
             raise AssertionError(f"README python block {i + 1} failed: {type(e).__name__}: {e}\n{block}") from e

@@ -25,9 +25,18 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,2200", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,2200",
+    "--hide-scrollbars",
+]
 # The heatmap images plotly draws (one per head of the grid, plus the large pattern),
 # the page title and any Streamlit exception box.
 PROBE = """JSON.stringify({
@@ -96,14 +105,33 @@ def server(tmp_path_factory):
     """The app served by ``python -m streamlit run apps/app.py`` on a free port."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "INTERP_DEFAULT_MODEL": "induction-2l",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "INTERP_DEFAULT_MODEL": "induction-2l",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "app.py"),
-                                 "--server.port", str(port), "--server.headless", "true",
-                                 "--browser.gatherUsageStats", "false"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "apps" / "app.py"),
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         def healthy():
             if proc.poll() is not None:
                 raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
@@ -112,6 +140,7 @@ def server(tmp_path_factory):
                     return r.status == 200
             except OSError:
                 return False
+
         wait_for(healthy, 60, "the streamlit server")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -132,12 +161,17 @@ def browser(tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
     port = free_port()
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                             f"--remote-debugging-port={port}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--remote-debugging-port={port}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        targets = wait_for(lambda: [t for t in http_json(f"http://127.0.0.1:{port}/json/list") or []
-                                    if t.get("type") == "page"], 30, "chromium's debugging endpoint")
+        targets = wait_for(
+            lambda: [t for t in http_json(f"http://127.0.0.1:{port}/json/list") or [] if t.get("type") == "page"],
+            30,
+            "chromium's debugging endpoint",
+        )
         tools = DevTools(targets[0]["webSocketDebuggerUrl"])
         yield tools
         tools.close()
@@ -151,8 +185,13 @@ def test_attention_heatmap_renders(server, browser, tmp_path):
     browser.call("Page.enable")
     browser.call("Page.navigate", url=f"{server}/attention")
     # the first run loads the model (several seconds on a shared CPU); then 4 grid panels + 1 large
-    state = wait_for(lambda: (lambda s: s if s and s["heatmaps"] >= 5 or s and s["exceptions"] else None)(
-        json.loads(browser.evaluate(PROBE) or "null")), 120, "the attention heatmaps")
+    state = wait_for(
+        lambda: (lambda s: s if s and s["heatmaps"] >= 5 or s and s["exceptions"] else None)(
+            json.loads(browser.evaluate(PROBE) or "null")
+        ),
+        120,
+        "the attention heatmaps",
+    )
     assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
     assert state["plots"] >= 2 and state["svgs"] >= 2
     assert "Attention patterns" in state["text"] and "L1H0" in state["text"]
@@ -172,8 +211,15 @@ def test_attention_heatmap_renders(server, browser, tmp_path):
 
 
 # the URL path of each page (Streamlit derives it from the file name; the Model page is "/")
-REAL_PAGES = {"": "Model", "attention": "Attention patterns", "heads": "Attention heads",
-              "patching": "Activation patching", "circuit": "Circuit", "steering": "Steering", "lens": "Lens"}
+REAL_PAGES = {
+    "": "Model",
+    "attention": "Attention patterns",
+    "heads": "Attention heads",
+    "patching": "Activation patching",
+    "circuit": "Circuit",
+    "steering": "Steering",
+    "lens": "Lens",
+}
 
 
 def test_every_page_renders_on_the_real_model(server, browser):
@@ -183,19 +229,25 @@ def test_every_page_renders_on_the_real_model(server, browser):
     for path, title in REAL_PAGES.items():
         browser.call("Page.navigate", url=f"{server}/{path}?model=smollm2-135m")
 
-        def drawn():
+        def drawn(path=path, title=title):
             s = json.loads(browser.evaluate(PROBE) or "null")
             if s and (s["exceptions"] or s["errors"]):
                 return s
             # running: Streamlit shows its status widget; done when the title and (for analysis pages) a figure are up
             running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
             h1 = browser.evaluate("(document.querySelector('h1') || {}).innerText || ''")
-            if s and h1.startswith(title) and "Model: smollm2-135m" in s["text"] and (path == "" or s["svgs"] >= 1) \
-                    and not running:
+            if (
+                s
+                and h1.startswith(title)
+                and "Model: smollm2-135m" in s["text"]
+                and (path == "" or s["svgs"] >= 1)
+                and not running
+            ):
                 return s
             return None
+
         wait_for(drawn, 240, f"the {title} page on smollm2-135m")
-        time.sleep(2.0)       # anything the page draws after its first figure
+        time.sleep(2.0)  # anything the page draws after its first figure
         state = json.loads(browser.evaluate(PROBE))
         assert state["exceptions"] == 0 and state["errors"] == 0, (path, state["text"][:2000])
         assert "Model: smollm2-135m" in state["text"], path

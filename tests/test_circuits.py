@@ -10,13 +10,10 @@ import torch
 from transformer_lens.patching import get_act_patch_direct_path
 from typer.testing import CliRunner
 
-import interp
 from apps.cli import app
-from circuits import attribution, corrupt, metrics, path_patching, patching, plots
+from circuits import attribution, corrupt, metrics, patching, path_patching, plots
 from circuits.graph import VERSION, Circuit, Edge, Node, faithfulness_curve
 from interp import tasks
-
-
 
 
 def test_path_patching_equals_transformer_lens_direct_path(hf_gpt2):
@@ -28,10 +25,12 @@ def test_path_patching_equals_transformer_lens_direct_path(hf_gpt2):
     _, c_clean = m.module.run_with_cache(clean)
     _, c_corrupt = m.module.run_with_cache(corrupted)
     for comp in "qkv":
-        ref = get_act_patch_direct_path(m.module, corrupted, c_clean, c_corrupt, lambda lg: metric(lg), 0, 1,
-                                        component=comp, verbose=False)
-        df = path_patching.path_patch(m, clean, corrupted, senders=[(0, 1)], receivers="all", components=comp,
-                                      metric=metric, progress=False)
+        ref = get_act_patch_direct_path(
+            m.module, corrupted, c_clean, c_corrupt, lambda lg: metric(lg), 0, 1, component=comp, verbose=False
+        )
+        df = path_patching.path_patch(
+            m, clean, corrupted, senders=[(0, 1)], receivers="all", components=comp, metric=metric, progress=False
+        )
         assert list(df["receiver"]) == [f"a1.h{h}" for h in range(4)]
         assert (ref[1] - torch.tensor(df["value"].values, dtype=ref.dtype)).abs().max() < 1e-4
 
@@ -41,22 +40,36 @@ def test_path_to_logits_from_the_last_layer_is_head_patching(induction_model):
     batch = tasks.repeated_tokens(4, d_vocab=64, n_ctx=21, period=10, seed=0)
     corrupted = corrupt.replace_tokens(batch.tokens, range(11, 21), d_vocab=64, low=1, seed=1)
     metric = metrics.logprob(batch.tokens[:, 20], pos=19)
-    paths = path_patching.path_patch(induction_model, batch.tokens, corrupted, senders=[(1, h) for h in range(4)],
-                                     metric=metric, progress=False)
-    heads = patching.patch(induction_model, batch.tokens, corrupted, site="z", by="layer,head", layers=[1],
-                           metric=metric, progress=False)
+    paths = path_patching.path_patch(
+        induction_model, batch.tokens, corrupted, senders=[(1, h) for h in range(4)], metric=metric, progress=False
+    )
+    heads = patching.patch(
+        induction_model, batch.tokens, corrupted, site="z", by="layer,head", layers=[1], metric=metric, progress=False
+    )
     assert (paths["value"].values - heads["value"].values).__abs__().max() < 1e-4
     with pytest.raises(ValueError, match="later layers"):
-        path_patching.path_patch(induction_model, batch.tokens, corrupted, senders=[(1, 0)], receivers="all",
-                                 metric=metric, progress=False)
+        path_patching.path_patch(
+            induction_model, batch.tokens, corrupted, senders=[(1, 0)], receivers="all", metric=metric, progress=False
+        )
 
 
 @pytest.fixture(scope="module")
 def toy_circuit() -> Circuit:
-    nodes = [Node("input", "input", -1), Node("a0.h0", "head", 0, 0), Node("a0.h1", "head", 0, 1),
-             Node("a1.h0", "head", 1, 0), Node("logits", "logits", 2)]
-    edges = [Edge("input", "a0.h0", "v", -2.0), Edge("a0.h0", "a1.h0", "k", -1.5), Edge("a1.h0", "logits", "", -1.0),
-             Edge("input", "a0.h1", "q", 0.9), Edge("a0.h1", "logits", "", 0.05), Edge("input", "logits", "", 0.3)]
+    nodes = [
+        Node("input", "input", -1),
+        Node("a0.h0", "head", 0, 0),
+        Node("a0.h1", "head", 0, 1),
+        Node("a1.h0", "head", 1, 0),
+        Node("logits", "logits", 2),
+    ]
+    edges = [
+        Edge("input", "a0.h0", "v", -2.0),
+        Edge("a0.h0", "a1.h0", "k", -1.5),
+        Edge("a1.h0", "logits", "", -1.0),
+        Edge("input", "a0.h1", "q", 0.9),
+        Edge("a0.h1", "logits", "", 0.05),
+        Edge("input", "logits", "", 0.3),
+    ]
     return Circuit(nodes, edges, {"model": "toy", "method": "eap", "n_layers": 2, "n_heads": 2})
 
 
@@ -88,15 +101,22 @@ def test_plots(toy_circuit, induction_model):
     batch = tasks.repeated_tokens(2, d_vocab=64, n_ctx=13, period=6, seed=0)
     corrupted = corrupt.replace_tokens(batch.tokens, range(7, 13), d_vocab=64, low=1, seed=1)
     metric = metrics.logprob(batch.tokens[:, 12], pos=11)
-    frames = [patching.patch(m, batch.tokens, corrupted, site=s, by=b, metric=metric, window=w, progress=False)
-              for s, b, w in [("resid_pre", "layer,pos", 1), ("z", "layer,head", 1), ("z", "layer,pos,head", 1),
-                              ("attn_out", "layer,pos", 2), ("pattern", "layer,head,pos,src_pos", 1)]]
+    frames = [
+        patching.patch(m, batch.tokens, corrupted, site=s, by=b, metric=metric, window=w, progress=False)
+        for s, b, w in [
+            ("resid_pre", "layer,pos", 1),
+            ("z", "layer,head", 1),
+            ("z", "layer,pos,head", 1),
+            ("attn_out", "layer,pos", 2),
+            ("pattern", "layer,head,pos,src_pos", 1),
+        ]
+    ]
     toks = m.to_str_tokens(batch.tokens[0])
     for df in frames:
         fig = plots.patching_heatmap(df, tokens=toks)
         maps = [t for t in fig.data if isinstance(t, go.Heatmap)]
         assert maps and all(t.z is not None and t.z.size > 0 for t in maps)
-    assert len([t for t in plots.patching_heatmap(frames[3]).data if isinstance(t, go.Heatmap)]) == 2   # windows 1, 2
+    assert len([t for t in plots.patching_heatmap(frames[3]).data if isinstance(t, go.Heatmap)]) == 2  # windows 1, 2
     est = attribution.attribute(m, batch.tokens, corrupted, site="z", metric=metric)
     assert isinstance(plots.agreement_scatter(frames[2], est), go.Figure)
     fig = plots.circuit_graph(toy_circuit.prune(top_k=3))
@@ -113,16 +133,52 @@ def test_cli_patch(tmp_path):
     runner = CliRunner()
     clean = "t5 t9 t3 t7 t5 t9 t3"
     out = tmp_path / "cells.csv"
-    res = runner.invoke(app, ["patch", "induction-2l", "--clean", clean, "--corrupt", "t5 t9 t3 t7 t5 t9 t4",
-                              "--site", "z", "--out", str(out), "--top", "3"], catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        [
+            "patch",
+            "induction-2l",
+            "--clean",
+            clean,
+            "--corrupt",
+            "t5 t9 t3 t7 t5 t9 t4",
+            "--site",
+            "z",
+            "--out",
+            str(out),
+            "--top",
+            "3",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "clean" in res.output and out.is_file() and len(out.read_text().splitlines()) == 1 + 2 * 8 * 4
     js = tmp_path / "cells.json"
-    res = runner.invoke(app, ["patch", "induction-2l", "--clean", clean, "--corrupt", "t5 t9 t3 t7 t5 t9 t4",
-                              "--site", "resid_pre", "--metric", "logprob", "--answer", "t7", "--method",
-                              "attribution", "--out", str(js)], catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        [
+            "patch",
+            "induction-2l",
+            "--clean",
+            clean,
+            "--corrupt",
+            "t5 t9 t3 t7 t5 t9 t4",
+            "--site",
+            "resid_pre",
+            "--metric",
+            "logprob",
+            "--answer",
+            "t7",
+            "--method",
+            "attribution",
+            "--out",
+            str(js),
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert {"layer", "pos", "effect", "normalised"} <= set(json.loads(js.read_text())[0])
-    bad = runner.invoke(app, ["patch", "induction-2l", "--clean", clean, "--corrupt", "t5 t9 t3"],
-                        catch_exceptions=False)
+    bad = runner.invoke(
+        app, ["patch", "induction-2l", "--clean", clean, "--corrupt", "t5 t9 t3"], catch_exceptions=False
+    )
     assert bad.exit_code == 2 and "aligned position by position" in bad.output

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_act_patch_direct_path
 
-from circuits import attribution, calibration, corrupt, edges, metrics, path_patching, patching, plots
-from interp import recompute as engine_fast
+from circuits import attribution, calibration, corrupt, edges, metrics, patching, path_patching, plots
 from circuits.graph import MIB_BUDGETS
 from interp import heads
+from interp import recompute as engine_fast
 from interp.gradients import site_gradients
 from interp.tasks import text
 
@@ -39,7 +39,7 @@ def test_fast_engine_reproduces_gqa_llama_and_equals_transformer_lens(llama_run)
         hooks = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine="hooks", progress=False)
         assert (fast["value"] - hooks["value"]).abs().max() < 1e-5, site
     kv = patching.patch(model, clean, corrupted, site="k", metric=metric, progress=False)
-    assert set(kv["head"]) == {0, 1}                 # k is swept over key-value heads
+    assert set(kv["head"]) == {0, 1}  # k is swept over key-value heads
 
 
 def test_composition_and_copying_on_gqa(tiny_llama):
@@ -50,7 +50,7 @@ def test_composition_and_copying_on_gqa(tiny_llama):
         got = ref[part.src_layer.values, part.src_head.values, part.dst_layer.values, part.dst_head.values]
         assert (got - torch.tensor(part.score.values)).abs().max() < 1e-5, kind
     w = tiny_llama.weights()
-    full = w.W_E.double() @ w.per_query_head("W_V").double() @ w.W_O.double() @ w.W_U.double()   # [L, H, V, V]
+    full = w.W_E.double() @ w.per_query_head("W_V").double() @ w.W_O.double() @ w.W_U.double()  # [L, H, V, V]
     lam = torch.linalg.eigvals(full)
     want = (lam.real.sum(-1) / lam.abs().sum(-1)).flatten()
     got = torch.tensor(heads.copying_scores(tiny_llama, fold_ln=False)["score"].values)
@@ -61,15 +61,18 @@ def test_path_patching_on_gqa(llama_run):
     model, clean, corrupted, metric = llama_run
     _, c_clean = model.module.run_with_cache(clean)
     _, c_corrupt = model.module.run_with_cache(corrupted)
-    ref = get_act_patch_direct_path(model.module, corrupted, c_clean, c_corrupt, lambda lg: metric(lg), 0, 1,
-                                    component="q", verbose=False)
-    df = path_patching.path_patch(model, clean, corrupted, senders=[(0, 1)], receivers="all", components="q",
-                                  metric=metric, progress=False)
+    ref = get_act_patch_direct_path(
+        model.module, corrupted, c_clean, c_corrupt, lambda lg: metric(lg), 0, 1, component="q", verbose=False
+    )
+    df = path_patching.path_patch(
+        model, clean, corrupted, senders=[(0, 1)], receivers="all", components="q", metric=metric, progress=False
+    )
     assert list(df.receiver) == [f"a1.h{h}" for h in range(4)]
     assert (ref[1] - torch.tensor(df["value"].values, dtype=ref.dtype)).abs().max() < 1e-4
     # k / v: one receiver per key-value head; checked against a hand-written patch of that head's key
-    df = path_patching.path_patch(model, clean, corrupted, senders=[(0, 1)], receivers="all", components="kv",
-                                  metric=metric, progress=False)
+    df = path_patching.path_patch(
+        model, clean, corrupted, senders=[(0, 1)], receivers="all", components="kv", metric=metric, progress=False
+    )
     assert list(df.receiver) == ["a1.kv0", "a1.kv1"] * 2 and list(df.component) == ["k", "k", "v", "v"]
     w = model.weights()
     delta = (c_clean["blocks.0.attn.hook_z"][:, :, 1] - c_corrupt["blocks.0.attn.hook_z"][:, :, 1]) @ w.W_O[0, 1]
@@ -81,11 +84,13 @@ def test_path_patching_on_gqa(llama_run):
             act = act.clone()
             act[:, :, g] = new
             return act
+
         want = float(metric(model.run_with_hooks(corrupted, [("blocks.1.attn.hook_k", set_key)])))
         assert df["value"].iloc[g] == pytest.approx(want, abs=1e-5)
     with pytest.raises(ValueError, match="components must be among"):
-        path_patching.path_patch(model, clean, corrupted, senders=[(0, 1)], receivers="all", components="x",
-                                 metric=metric, progress=False)
+        path_patching.path_patch(
+            model, clean, corrupted, senders=[(0, 1)], receivers="all", components="x", metric=metric, progress=False
+        )
     with pytest.raises(ValueError, match="not heads"):
         path_patching.path_patch(model, clean, corrupted, senders=[(0, 9)], metric=metric, progress=False)
 
@@ -125,6 +130,7 @@ def test_bad_circuit_input(llama_run):
 
 # --- IOI on smollm2-135m ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ioi_batch(smollm2):
     return text.ioi(smollm2, 4, corruption="ABB", templates=[0], seed=0)
@@ -136,7 +142,7 @@ def test_ioi_builder(smollm2):
     for i in range(6):
         assert b.clean.tokens[i, b.positions["S1"][i]] == b.clean.tokens[i, b.positions["S2"][i]] == b.wrong[i]
         assert b.clean.tokens[i, b.positions["IO"][i]] == b.answer[i]
-        assert b.corrupt.tokens[i, b.positions["S2"][i]] not in (b.answer[i], b.wrong[i])      # ABC: a third name
+        assert b.corrupt.tokens[i, b.positions["S2"][i]] not in (b.answer[i], b.wrong[i])  # ABC: a third name
         assert b.clean.lengths[i] == b.corrupt.lengths[i]
     abb = text.ioi(smollm2, 3, corruption="ABB", seed=1)
     assert (abb.corrupt.tokens[torch.arange(3), abb.positions["S2"]] == abb.answer).all()
@@ -146,6 +152,7 @@ def test_ioi_builder(smollm2):
         text.ioi(smollm2, 2, corruption="AAA")
     with pytest.raises(ValueError, match="natural-language task"):
         import interp
+
         text.ioi(interp.load("induction-2l"), 2)
 
 
@@ -172,8 +179,9 @@ def test_ioi_patching_finds_the_roles(smollm2, ioi_batch):
 
 def test_ioi_eap_ig_circuit_and_mib_metrics(smollm2):
     b = text.ioi(smollm2, 8, corruption="ABC", templates=[0, 1, 2], seed=0)
-    circuit = attribution.edge_attribution(smollm2, b.clean, b.corrupt, metric=b.metric(), method="eap-ig",
-                                           progress=False)
+    circuit = attribution.edge_attribution(
+        smollm2, b.clean, b.corrupt, metric=b.metric(), method="eap-ig", progress=False
+    )
     mib = circuit.mib(smollm2, b.clean, b.corrupt, metric=b.metric(), n_boot=200)
     assert list(mib["percent"]) == list(MIB_BUDGETS)
     f = mib.set_index("percent")["faithfulness"]

@@ -45,11 +45,14 @@ def test_train_writes_checkpoint(tmp_path):
     assert (tmp_path / "s.safetensors").is_file() and (tmp_path / "s.json").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (("info", "no-such-model"), "error:"),
-    (("train", "no-such-recipe"), "available"),
-    (("app", "--port", "80"), "port"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("info", "no-such-model"), "error:"),
+        (("train", "no-such-recipe"), "available"),
+        (("app", "--port", "80"), "port"),
+    ],
+)
 def test_bad_input_is_a_clear_error(args, message):
     result = invoke(*args)
     assert result.exit_code == 2

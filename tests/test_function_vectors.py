@@ -23,8 +23,9 @@ def mode_task():
 
 @pytest.fixture(scope="module")
 def mode_effects(steer_model, mode_task):
-    return fvs.head_indirect_effects(steer_model, mode_task.clean, mode_task.corrupt, metric=mode_task.metric(),
-                                     progress=False)
+    return fvs.head_indirect_effects(
+        steer_model, mode_task.clean, mode_task.corrupt, metric=mode_task.metric(), progress=False
+    )
 
 
 def test_head_outputs_sum_to_the_attention_output(steer_model, mode_task):
@@ -32,14 +33,15 @@ def test_head_outputs_sum_to_the_attention_output(steer_model, mode_task):
     _, cache = m.run_with_cache(mode_task.clean[:4], names=lambda n: n.endswith(("attn.hook_z", "hook_attn_out")))
     W_O = fvs.head_output_weights(m)
     for l in range(m.cfg.n_layers):
-        per_head = fvs.head_outputs(cache[f"blocks.{l}.attn.hook_z"][:, :, None], W_O[l:l + 1])  # [b, p, 1, h, d]
+        per_head = fvs.head_outputs(cache[f"blocks.{l}.attn.hook_z"][:, :, None], W_O[l : l + 1])  # [b, p, 1, h, d]
         total = per_head[:, :, 0].sum(-2) + m.module.blocks[l].attn.b_O.detach()
         torch.testing.assert_close(total, cache[f"blocks.{l}.hook_attn_out"], rtol=1e-4, atol=1e-4)
     mean_out = fvs.mean_head_outputs(m, mode_task.clean)
     assert mean_out.shape == (2, 4, 64)
-    z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][:, -1] for l in range(2)], 1)     # [4, layer, head, d_head]
-    torch.testing.assert_close(fvs.mean_head_outputs(m, mode_task.clean[:4]), fvs.head_outputs(z, W_O).mean(0),
-                               rtol=1e-4, atol=1e-5)
+    z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][:, -1] for l in range(2)], 1)  # [4, layer, head, d_head]
+    torch.testing.assert_close(
+        fvs.mean_head_outputs(m, mode_task.clean[:4]), fvs.head_outputs(z, W_O).mean(0), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_patching_mean_z_is_patching_the_mean_head_output(steer_model, mode_task):
@@ -85,8 +87,9 @@ def test_function_vector_moves_zero_shot_prompts_to_the_task(steer_model, mode_t
     outputs = fvs.mean_head_outputs(m, mode_task.clean)
     torch.testing.assert_close(fv.vector, sum(outputs[l, h] for l, h in fv.meta["heads"]))
     assert fv.site == f"blocks.{max(l for l, _ in fv.meta['heads'])}.hook_resid_post"
-    df = sweep(m, [fv], None, [0.0, 2.0, 4.0, 8.0], mode_task.zero_shot, mode_task.metric(), start_pos=-1,
-               progress=False)
+    df = sweep(
+        m, [fv], None, [0.0, 2.0, 4.0, 8.0], mode_task.zero_shot, mode_task.metric(), start_pos=-1, progress=False
+    )
     steer = df[df.vector == "steer"].set_index("coef")["behaviour"]
     rand = df[df.vector == "random"].set_index("coef")["behaviour"]
     assert steer.loc[0.0] < 0.2
@@ -107,14 +110,14 @@ def test_fixed_mapping_prompts_and_induction_heads(induction_model):
     for c, k, a in zip(fp.clean, fp.corrupt, fp.answers):
         keys, vals = c[1:-1:2].tolist(), c[2:-1:2].tolist()
         assert all(f[x] == y for x, y in zip(keys, vals)) and c[-1].item() in keys and f[c[-1].item()] == a
-        assert all(f[x] != y for x, y in zip(keys, k[2:-1:2].tolist()))        # every label shuffled away
+        assert all(f[x] != y for x, y in zip(keys, k[2:-1:2].tolist()))  # every label shuffled away
     assert fp.zero_shot.shape == (32, 2) and torch.equal(fp.zero_shot[:, 1], fp.clean[:, -1])
     m = induction_model
     metric = fp.metric()
-    assert metric(m(fp.clean)) > 5 * metric(m(fp.corrupt))                      # the model follows the context
+    assert metric(m(fp.clean)) > 5 * metric(m(fp.corrupt))  # the model follows the context
     eff = fvs.head_indirect_effects(m, fp.clean, fp.corrupt, fp.answers, progress=False)
     by_layer = eff.groupby("layer")["cie"].max()
-    assert by_layer[1] > by_layer[0]                                             # induction heads live in layer 1
+    assert by_layer[1] > by_layer[0]  # induction heads live in layer 1
 
 
 def test_bad_input(steer_model, flipflop_or_random_rnn, mode_task, mode_effects):

@@ -7,14 +7,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from transformer_lens.head_detector import (detect_head, get_previous_token_head_detection_pattern)
+from transformer_lens.head_detector import detect_head, get_previous_token_head_detection_pattern
 
 import interp
 from interp import heads
 from interp.plots import heads as plots
 
-TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
-            "induction": "induction_head"}
+TL_NAMES = {
+    "previous_token": "previous_token_head",
+    "duplicate_token": "duplicate_token_head",
+    "induction": "induction_head",
+}
 
 
 def _grid(frame: pd.DataFrame, kind: str, model) -> torch.Tensor:
@@ -41,11 +44,13 @@ def test_equals_detect_head_on_zoo_model(induction_model):
     tokens[1, 10:20] = 7  # runs of one token: many duplicates, consecutive repeats
     proxy = _Tokenized(induction_model, tokens)
     for exclude_bos, exclude_current in [(False, False), (True, True), (True, False)]:
-        ours = heads.scores(induction_model, tokens, list(TL_NAMES), exclude_bos=exclude_bos,
-                            exclude_current_token=exclude_current)
+        ours = heads.scores(
+            induction_model, tokens, list(TL_NAMES), exclude_bos=exclude_bos, exclude_current_token=exclude_current
+        )
         for kind, name in TL_NAMES.items():
-            ref = detect_head(proxy, ["0", "1", "2"], name, exclude_bos=exclude_bos,
-                              exclude_current_token=exclude_current)
+            ref = detect_head(
+                proxy, ["0", "1", "2"], name, exclude_bos=exclude_bos, exclude_current_token=exclude_current
+            )
             torch.testing.assert_close(_grid(ours, kind, induction_model), ref.double(), atol=1e-5, rtol=0)
 
 
@@ -70,13 +75,13 @@ def test_induction_model_has_its_known_heads(induction_model):
     top = lambda kind, k: {(int(l), int(h)) for l, h in heads.top_heads(frame, kind, k)[["layer", "head"]].to_numpy()}
     prev = detected(frame, "previous_token", 0.5)
     assert prev and {l for l, _ in prev} == {0} and top("previous_token", len(prev)) == prev
-    induction = detected(frame, "induction", 0.3)              # ~0.5 is perfect on [BOS] r r (mul score)
+    induction = detected(frame, "induction", 0.3)  # ~0.5 is perfect on [BOS] r r (mul score)
     assert induction and {l for l, _ in induction} == {1}
     assert top("induction", len(induction)) == induction == top("prefix_matching", len(induction))
     assert _grid(frame, "induction", induction_model)[0].max() < 0.1
     assert min(_grid(frame, "prefix_matching", induction_model)[l, h] for l, h in induction) > 0.7
     copying = heads.copying_scores(induction_model).set_index(["layer", "head"])["score"]
-    assert all(copying[h] > 0.9 for h in induction)            # induction heads copy what they attend to
+    assert all(copying[h] > 0.9 for h in induction)  # induction heads copy what they attend to
 
 
 def test_prefix_matching_sink_and_custom_match_brute_force():
@@ -84,9 +89,15 @@ def test_prefix_matching_sink_and_custom_match_brute_force():
     tokens = torch.randint(1, 20, (3, 24), generator=torch.Generator().manual_seed(0))
     tokens[:, 0] = 0
     _, cache = model.run_with_cache(tokens, names=lambda n: n.endswith("hook_pattern"))
-    frame = heads.scores(model, tokens, patterns={"prev": get_previous_token_head_detection_pattern,
-                                                  "bos": lambda t: torch.zeros(len(t), len(t)).index_fill_(1, torch.tensor([0]), 1)},
-                         batch_size=2)
+    frame = heads.scores(
+        model,
+        tokens,
+        patterns={
+            "prev": get_previous_token_head_detection_pattern,
+            "bos": lambda t: torch.zeros(len(t), len(t)).index_fill_(1, torch.tensor([0]), 1),
+        },
+        batch_size=2,
+    )
     prefix = torch.zeros(2, 4, dtype=torch.float64)
     sink = torch.zeros(2, 4, dtype=torch.float64)
     for l in range(2):
@@ -115,7 +126,9 @@ def test_bad_input(induction_model):
     with pytest.raises(ValueError, match="at least 2 positions"):
         heads.scores(induction_model, torch.tensor([[0]]), ["sink"])
     with pytest.raises(ValueError, match="not lower triangular"):
-        heads.scores(induction_model, torch.arange(6)[None], ["future"], patterns={"future": lambda t: torch.ones(6, 6)})
+        heads.scores(
+            induction_model, torch.arange(6)[None], ["future"], patterns={"future": lambda t: torch.ones(6, 6)}
+        )
     with pytest.raises(ValueError, match="longer than the model's context"):
         heads.scores(induction_model, torch.zeros(1, 65, dtype=torch.long))
     rnn = interp.load(dict(cell="lstm", d_vocab=7, d_model=8, n_layers=1, n_ctx=16))
@@ -129,7 +142,7 @@ def test_bad_input(induction_model):
 def test_copying_equals_full_ov_eigenvalues(induction_model):
     b = induction_model.module
     W_E, W_V, W_O, W_U = (w.detach().double() for w in (b.W_E, b.W_V, b.W_O, b.W_U))
-    full = W_E @ W_V @ W_O @ W_U                                       # [L, H, d_vocab, d_vocab]
+    full = W_E @ W_V @ W_O @ W_U  # [L, H, d_vocab, d_vocab]
     lam = torch.linalg.eigvals(full)
     expected = lam.real.sum(-1) / lam.abs().sum(-1)
     ours = heads.copying_scores(induction_model, fold_ln=False)
@@ -143,8 +156,9 @@ def test_composition_equals_transformer_lens_and_finds_k_composition(induction_m
             ref = model.module.all_composition_scores(kind).scores.detach().double()
             sub = ours[ours.kind == kind]
             got = torch.zeros_like(ref)
-            got[sub.src_layer.to_numpy(), sub.src_head.to_numpy(), sub.dst_layer.to_numpy(), sub.dst_head.to_numpy()] = \
-                torch.tensor(sub.score.to_numpy())
+            got[
+                sub.src_layer.to_numpy(), sub.src_head.to_numpy(), sub.dst_layer.to_numpy(), sub.dst_head.to_numpy()
+            ] = torch.tensor(sub.score.to_numpy())
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     comp = heads.composition_scores(induction_model)
     frame = heads.scores(induction_model, heads.default_tokens(induction_model, n=8), ["previous_token", "induction"])
@@ -160,7 +174,7 @@ def test_icl_and_loss_by_position(induction_model):
     tokens = heads.default_tokens(induction_model, n=8)
     frame = heads.loss_by_position(induction_model, tokens)
     assert list(frame.columns) == ["pos", "loss", "sem", "n"] and len(frame) == 63
-    assert heads.icl_score(induction_model, tokens) < -2.5       # ~4.1 nats early, ~0 in the repeat
+    assert heads.icl_score(induction_model, tokens) < -2.5  # ~4.1 nats early, ~0 in the repeat
     with pytest.raises(ValueError, match="before"):
         heads.icl_score(induction_model, tokens, early=40, late=10)
 
@@ -171,8 +185,9 @@ def test_cli_and_plots(induction_model, tmp_path):
     from apps.cli import app
 
     out = tmp_path / "scores.csv"
-    res = CliRunner().invoke(app, ["heads", "induction-2l", "--kinds", "induction,previous_token", "--out", str(out),
-                                   "--sequences", "2"])
+    res = CliRunner().invoke(
+        app, ["heads", "induction-2l", "--kinds", "induction,previous_token", "--out", str(out), "--sequences", "2"]
+    )
     assert res.exit_code == 0, res.output
     assert "induction" in res.output and "previous_token" in res.output
     assert set(pd.read_csv(out)["kind"]) == {"induction", "previous_token"}
@@ -184,6 +199,13 @@ def test_cli_and_plots(induction_model, tmp_path):
     assert len(fig.data) == len(heads.KINDS)
     assert fig.data[0].z.shape == (2, 4)
     assert len(plots.composition_heatmap(heads.composition_scores(induction_model), "K").data) == 1
-    assert len(plots.loss_by_position_plot(heads.loss_by_position(induction_model, heads.default_tokens(induction_model))).data) == 2
+    assert (
+        len(
+            plots.loss_by_position_plot(
+                heads.loss_by_position(induction_model, heads.default_tokens(induction_model))
+            ).data
+        )
+        == 2
+    )
     with pytest.raises(ValueError, match="missing"):
         plots.head_heatmap(frame.drop(columns="score"))

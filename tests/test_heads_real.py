@@ -40,19 +40,27 @@ def test_passkey_and_needle_tasks(smollm2, passkeys):
     with pytest.raises(ValueError, match="depth"):
         text.passkey(smollm2, 2, depth=1.5)
     with pytest.raises(ValueError, match="tokenizes differently inside the needle"):
-        text._haystack(smollm2, ["The sky is blue."], "The grass is green.", "What is green?", " gre", 100, 0.5,
-                       __import__("random").Random(0))
+        text._haystack(
+            smollm2,
+            ["The sky is blue."],
+            "The grass is green.",
+            "What is green?",
+            " gre",
+            100,
+            0.5,
+            __import__("random").Random(0),
+        )
 
 
 def test_retrieval_heads_reproduce_wu_et_al(smollm2, passkeys):
     ex = retrieval.retrieval_experiment(smollm2, passkeys, k=5, n_random=3, progress=False)
-    assert ex.sparsity <= 0.10                         # Wu et al.: under 5% of heads; here at most 10%
+    assert ex.sparsity <= 0.10  # Wu et al.: under 5% of heads; here at most 10%
     assert ex.accuracy >= 0.9
     m = ex.masking.set_index("condition")
     assert m.loc["clean", "value"] >= 0.9
-    assert m.loc["target", "value"] <= 0.3             # masking the top-5 breaks retrieval
+    assert m.loc["target", "value"] <= 0.3  # masking the top-5 breaks retrieval
     rand = ex.masking[ex.masking.condition == "random"]["value"]
-    assert len(rand) == 3 and rand.mean() >= 0.8       # five random heads do not
+    assert len(rand) == 3 and rand.mean() >= 0.8  # five random heads do not
     # the retrieval heads found are also copying (induction-like) heads
     induction = heads.scores(smollm2, heads.default_tokens(smollm2, n=4, length=81), ["prefix_matching"])
     best = set(map(tuple, induction.nlargest(10, "score")[["layer", "head"]].values.tolist()))
@@ -61,10 +69,10 @@ def test_retrieval_heads_reproduce_wu_et_al(smollm2, passkeys):
 
 
 def test_cached_and_uncached_retrieval_agree(smollm2, tiny_llama):
-    for model, task in ((smollm2, text.passkey(smollm2, 2, context_length=120, seed=5)),
-                        (tiny_llama, None)):
+    for model, task in ((smollm2, text.passkey(smollm2, 2, context_length=120, seed=5)), (tiny_llama, None)):
         if task is None:
             from interp.tasks import needle_retrieval
+
             task = needle_retrieval(3, n_ctx=20, needle_len=3, d_vocab=102, seed=0)
         batch = model.tokenize(task.batch())
         steps = int((task.info["needle_span"][:, 1] - task.info["needle_span"][:, 0]).max())
@@ -75,7 +83,7 @@ def test_cached_and_uncached_retrieval_agree(smollm2, tiny_llama):
 
 def test_induction_heads_carry_the_in_context_gain(smollm2):
     df = heads.induction_ablation(smollm2, n=8, period=50, n_random=4, seed=0)
-    assert df.attrs["k"] == 13 and df.attrs["base_gain"] > 5      # 5% of 270 heads
+    assert df.attrs["k"] == 13 and df.attrs["base_gain"] > 5  # 5% of 270 heads
     for how in ("zero", "mean", "resample"):
         part = df[df.how == how]
         target = float(part[part.condition == "induction"]["removed"].iloc[0])
@@ -98,8 +106,9 @@ def test_attention_sinks(smollm2):
 
 
 def test_niah_grid_and_bad_input(smollm2, passkeys, flipflop):
-    grid = retrieval.niah_grid(smollm2, [160], [0.2, 0.8], n=2, heads=[(17, 3), (18, 6), (17, 4), (20, 6), (6, 0)],
-                               progress=False)
+    grid = retrieval.niah_grid(
+        smollm2, [160], [0.2, 0.8], n=2, heads=[(17, 3), (18, 6), (17, 4), (20, 6), (6, 0)], progress=False
+    )
     assert set(grid.condition) == {"none", "masked"} and len(grid) == 4
     none = grid[grid.condition == "none"]["accuracy"].mean()
     assert none >= grid[grid.condition == "masked"]["accuracy"].mean()

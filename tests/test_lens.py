@@ -34,7 +34,7 @@ def test_last_reading_is_the_model(name, request):
     model = request.getfixturevalue("smollm2") if name == "smollm2" else interp.load(name)
     prompt = _prompt(model)
     batch = model.tokenize(prompt)
-    own = model(batch.tokens).float().log_softmax(-1)[0]                       # [pos, vocab]
+    own = model(batch.tokens).float().log_softmax(-1)[0]  # [pos, vocab]
     target = int(own[-1].argmax())
     stages = ["pre", "post"] + (["mid"] if "resid_mid" in model.site_kinds() else [])
     for stage in stages:
@@ -53,7 +53,7 @@ def _gain_bias(model):
     from interp.weights import readout
 
     ro = readout(model)
-    assert ro.gain is not None and not torch.allclose(ro.gain, torch.ones_like(ro.gain))   # conftest randomises
+    assert ro.gain is not None and not torch.allclose(ro.gain, torch.ones_like(ro.gain))  # conftest randomises
     return ro.gain, (ro.bias if ro.bias is not None else 0.0)
 
 
@@ -65,7 +65,7 @@ def test_logit_lens_equals_transformer_lens(arch, hf_dirs):
     model = interp.load(hf_dirs[arch])
     tokens = model.tokenize("w1 w5 w9 w2 w5 w9 w3").tokens
     _, cache = model.module.run_with_cache(tokens)
-    stack = cache.accumulated_resid()                                           # pre stages + final
+    stack = cache.accumulated_resid()  # pre stages + final
     target = 7
     gain, bias = _gain_bias(model)
     for norm, recompute in (("frozen", False), ("recomputed", True)):
@@ -78,7 +78,7 @@ def test_logit_lens_equals_transformer_lens(arch, hf_dirs):
         assert (ours - theirs.detach().double()).abs().max() < 1e-5, norm
     frozen = _target_logprobs(logit_lens(model, tokens, target=target, stage="pre", norm="frozen", k=1))
     recomputed = _target_logprobs(logit_lens(model, tokens, target=target, stage="pre", norm="recomputed", k=1))
-    assert (frozen[0] - recomputed[0]).abs().max() > 1e-3          # the pitfall is real at early layers
+    assert (frozen[0] - recomputed[0]).abs().max() > 1e-3  # the pitfall is real at early layers
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -109,11 +109,11 @@ def test_ioi_dla_names_the_writers(smollm2):
 
     prompt = "When Mary and John went to the store, John gave a drink to"
     frame = dla(smollm2, prompt, " Mary", " John")
-    assert frame.attrs["logit"] > 2                                    # the model gets it right
+    assert frame.attrs["logit"] > 2  # the model gets it right
     heads = frame[frame["kind"] == "head"].sort_values("value", ascending=False)
     top = heads.iloc[0]
     assert top["value"] > 0.1 * frame.attrs["logit"]
-    assert int(top["layer"]) >= smollm2.cfg.n_layers // 2              # name movers are late
+    assert int(top["layer"]) >= smollm2.cfg.n_layers // 2  # name movers are late
     batch = smollm2.tokenize(prompt)
     with smollm2.intervene(zero(smollm2.site("z", int(top["layer"])), heads=[int(top["head"])])):
         logits = smollm2(batch.tokens)[0, -1]
@@ -142,7 +142,7 @@ def test_tuned_lens_beats_logit_lens_on_held_out_text(induction_model):
         assert (tuned["kl"][inner] < plain["kl"][inner] - 0.05).all(), (stage, plain, tuned)
         assert tuned["kl"].iloc[-1] < 1e-5
     again = train_tuned_lens(induction_model, train, stage="pre", steps=60, lr=3e-3, progress=False)
-    assert torch.equal(again.A, lens.A)                                # seeded
+    assert torch.equal(again.A, lens.A)  # seeded
 
 
 def test_tuned_lens_on_smollm2_held_out(smollm2):
@@ -170,7 +170,7 @@ def test_tuned_lens_files(induction_model, recall_model, tmp_path):
     with pytest.raises(ValueError, match="trained for"):
         logit_lens(recall_model, torch.zeros(1, 4, dtype=torch.long), lens=back)
     (tmp_path / "bad.json").write_text((tmp_path / "lens.json").read_text())
-    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04 not a tensor file")   # a pickle's opening bytes
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04 not a tensor file")  # a pickle's opening bytes
     with pytest.raises(ValueError, match="cannot read the tuned lens"):
         TunedLens.load(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="no tuned lens"):
@@ -219,19 +219,30 @@ def test_cli_lens(smollm2, tmp_path):
 
     run = lambda *a: CliRunner().invoke(app, ["lens", *a], catch_exceptions=False)
     prompt = "When Mary and John went to the store, John gave a drink to"
-    result = run("smollm2-135m", "--prompt", prompt, "--target", " Mary", "--contrast", " John",
-                 "--out", str(tmp_path / "lens.csv"))
+    result = run(
+        "smollm2-135m",
+        "--prompt",
+        prompt,
+        "--target",
+        " Mary",
+        "--contrast",
+        " John",
+        "--out",
+        str(tmp_path / "lens.csv"),
+    )
     assert result.exit_code == 0, result.output
     assert "direct logit attribution to ' Mary' - ' John'" in result.output
     frame = pd.read_csv(tmp_path / "lens.csv")
     assert set(frame["layer"]) == set(range(smollm2.cfg.n_layers)) and frame["rank_k"].max() == 5
     result = run("induction-2l", "--prompt", "t1 t2 t3 t1 t2", "--layer", "1")
     assert result.exit_code == 0 and "reading 1" in result.output
-    for args, message in [(("--prompt", prompt, "--target", " Parisian London"), "3 tokens, not one"),
-                          (("--prompt", "   "), "empty"),
-                          (("--prompt", prompt, "--layer", "40"), "out of range"),
-                          (("--prompt", prompt, "--stage", "middle"), "stage must be"),
-                          (("--prompt", prompt, "--out", str(tmp_path / "x.txt")), "must end in .csv")]:
+    for args, message in [
+        (("--prompt", prompt, "--target", " Parisian London"), "3 tokens, not one"),
+        (("--prompt", "   "), "empty"),
+        (("--prompt", prompt, "--layer", "40"), "out of range"),
+        (("--prompt", prompt, "--stage", "middle"), "stage must be"),
+        (("--prompt", prompt, "--out", str(tmp_path / "x.txt")), "must end in .csv"),
+    ]:
         result = run("smollm2-135m", *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output

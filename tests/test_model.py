@@ -30,15 +30,23 @@ def test_cache_equals_manual_attention(induction_model):
     """Layer-0 attention recomputed by hand from the cached residual and the weights."""
     m = induction_model
     tokens = _tokens(m)
-    _, cache = m.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.ln1.hook_out",
-                                               "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z",
-                                               "blocks.0.hook_attn_out", "blocks.0.hook_resid_post"])
+    _, cache = m.run_with_cache(
+        tokens,
+        names=[
+            "blocks.0.hook_resid_pre",
+            "blocks.0.ln1.hook_out",
+            "blocks.0.attn.hook_pattern",
+            "blocks.0.attn.hook_z",
+            "blocks.0.hook_attn_out",
+            "blocks.0.hook_resid_post",
+        ],
+    )
     x = cache["blocks.0.ln1.hook_out"]  # after the LayerNorm weights (hook_normalized is before)
     bridge = m.module
     q = torch.einsum("bpd,hde->bphe", x, bridge.W_Q[0]) + bridge.b_Q[0]
     k = torch.einsum("bpd,hde->bphe", x, bridge.W_K[0]) + bridge.b_K[0]
     v = torch.einsum("bpd,hde->bphe", x, bridge.W_V[0]) + bridge.b_V[0]
-    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / m.cfg.d_head ** 0.5
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / m.cfg.d_head**0.5
     causal = torch.triu(torch.ones(scores.shape[-1], scores.shape[-1], dtype=torch.bool), 1)
     pattern = scores.masked_fill(causal, float("-inf")).softmax(-1)
     torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"], pattern, atol=1e-5, rtol=1e-5)
@@ -47,8 +55,9 @@ def test_cache_equals_manual_attention(induction_model):
     attn_out = torch.einsum("bqhe,hed->bqd", z, bridge.W_O[0]) + bridge.b_O[0]
     torch.testing.assert_close(cache["blocks.0.hook_attn_out"], attn_out, atol=1e-5, rtol=1e-5)
     # attention-only block: resid_post = resid_pre + attn_out
-    torch.testing.assert_close(cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_pre"] + attn_out,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_resid_pre"] + attn_out, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_hook_can_overwrite_and_hooks_compose(induction_model):
@@ -136,11 +145,13 @@ def test_custom_module_through_nnsight_can_be_cached_and_patched():
         h, _ = net.rnn(net.emb(tokens))
         torch.testing.assert_close(cache["blocks.0.hook_hidden"], h)
         torch.testing.assert_close(logits, net(tokens))
+
     # patch the GRU output at position 4 only: positions before are unchanged
     def patch(x, hook):
         x = x.clone()
         x[:, 4] = 0
         return x
+
     patched = model.run_with_hooks(tokens, [("blocks.0.hook_hidden", patch)])
     assert torch.equal(patched[:, :4], logits[:, :4])
     assert not torch.allclose(patched[:, 4], logits[:, 4])
@@ -170,11 +181,14 @@ def test_generate_is_greedy(induction_model):
     assert torch.equal(out[:, 20], induction_model(tokens)[:, -1].argmax(-1))
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    ("nonexistent-2l", FileNotFoundError, "not a zoo name"),
-    ("induction-3l", ValueError, "did you mean"),
-    ("/no/such/dir", FileNotFoundError, "no model"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ("nonexistent-2l", FileNotFoundError, "not a zoo name"),
+        ("induction-3l", ValueError, "did you mean"),
+        ("/no/such/dir", FileNotFoundError, "no model"),
+    ],
+)
 def test_bad_sources(bad, error, match):
     with pytest.raises(error, match=match):
         interp.load(bad)

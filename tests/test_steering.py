@@ -39,8 +39,9 @@ def vec0(steer_model, pairs) -> SteeringVector:
 @pytest.fixture(scope="module")
 def steer_sweep(steer_model, pairs, mode_a):
     neutral = tasks.mode_sequences(16, d_vocab=64, n_ctx=N_CTX, mode=1, seed=6).tokens
-    return steering.sweep(steer_model, pairs, [0, 1], COEFS, mode_a, half_b_everywhere(),
-                          neutral_prompts=neutral, progress=False)
+    return steering.sweep(
+        steer_model, pairs, [0, 1], COEFS, mode_a, half_b_everywhere(), neutral_prompts=neutral, progress=False
+    )
 
 
 def half_b_everywhere() -> metrics.Metric:
@@ -55,13 +56,14 @@ def flipflop_model() -> interp.Model:
 
 # --- the done-when on steer-2l ---------------------------------------------------------------
 
+
 def test_caa_steers_the_mode_monotonically(steer_sweep):
     df = steer_sweep
     assert df.attrs["baseline_behaviour"] < 0.01
     steer = df[df.vector == "steer"]
     for layer, part in steer.groupby("layer"):
         b = part.sort_values("coef")["behaviour"].to_numpy()
-        assert b[0] < 0.01, layer                         # coef 0 = unsteered
+        assert b[0] < 0.01, layer  # coef 0 = unsteered
         assert (b[1:] >= b[:-1] - 1e-3).all(), (layer, b)  # monotone in the coefficient
     best = steer.groupby("layer")["behaviour"].max()
     assert best.max() > 0.9
@@ -74,7 +76,7 @@ def test_random_control_of_equal_norm_does_not_move_it(steer_sweep):
     for layer in (0, 1):
         s = steer[steer.layer == layer].set_index("coef")["behaviour"]
         r = rand[rand.layer == layer].set_index("coef")["behaviour"]
-        reach = s[s > 0.9].index.min()                    # where the vector has flipped the mode
+        reach = s[s > 0.9].index.min()  # where the vector has flipped the mode
         assert r.loc[:reach].max() < 0.1, (layer, r.to_dict())
         assert s.loc[reach] - r.loc[reach] > 0.8
 
@@ -93,13 +95,19 @@ def test_damage_rises_with_strength(steer_sweep):
 
 # --- building -------------------------------------------------------------------------------
 
+
 def test_caa_is_the_mean_activation_difference(steer_model, pairs, vec0):
     _, pc = steer_model.run_with_cache(pairs.positive, names=["blocks.0.hook_resid_post"])
     _, nc = steer_model.run_with_cache(pairs.negative, names=["blocks.0.hook_resid_post"])
     want = (pc["blocks.0.hook_resid_post"][:, -1] - nc["blocks.0.hook_resid_post"][:, -1]).mean(0)
     torch.testing.assert_close(vec0.vector, want)
-    assert (vec0.site, vec0.layer, vec0.method, vec0.model_name, vec0.d_model) == \
-        ("blocks.0.hook_resid_post", 0, "caa", "steer-2l", 64)
+    assert (vec0.site, vec0.layer, vec0.method, vec0.model_name, vec0.d_model) == (
+        "blocks.0.hook_resid_post",
+        0,
+        "caa",
+        "steer-2l",
+        64,
+    )
     assert vec0.pairs["positive"] == pairs.positive.tolist()
     assert df_rows_are_tidy(steer_model, pairs)
 
@@ -126,12 +134,13 @@ def test_pca_and_actadd(steer_model, pairs, vec0):
 
 # --- applying ---------------------------------------------------------------------------------
 
+
 def test_apply_is_causal_composes_and_cleans_up(steer_model, vec0, mode_a):
     m, x = steer_model, mode_a[:4]
     base = m(x)
     with vec0.apply(m, coef=0.3, start_pos=5):
         steered = m(x)
-        with vec0.apply(m, coef=0.5, start_pos=5):     # composes with the outer hook
+        with vec0.apply(m, coef=0.5, start_pos=5):  # composes with the outer hook
             both = m(x)
     torch.testing.assert_close(steered[:, :5], base[:, :5], rtol=0, atol=0)
     assert (steered[:, 5:] - base[:, 5:]).abs().max() > 1e-3
@@ -176,12 +185,18 @@ def test_ablate_projects_the_direction_out(steer_model, vec0, pairs):
 
 # --- files -------------------------------------------------------------------------------------
 
+
 def test_save_load_gives_identical_steered_logits(steer_model, vec0, mode_a, tmp_path, recall_model):
     path = vec0.save(tmp_path / "mode")
     assert path.name == "mode.safetensors"
     meta = json.loads((tmp_path / "mode.json").read_text())
-    assert {k: meta[k] for k in ("model", "site", "layer", "method", "d_model")} == \
-        {"model": "steer-2l", "site": "blocks.0.hook_resid_post", "layer": 0, "method": "caa", "d_model": 64}
+    assert {k: meta[k] for k in ("model", "site", "layer", "method", "d_model")} == {
+        "model": "steer-2l",
+        "site": "blocks.0.hook_resid_post",
+        "layer": 0,
+        "method": "caa",
+        "d_model": 64,
+    }
     assert meta["pairs"]["negative"] == vec0.pairs["negative"]
     back = SteeringVector.load(tmp_path / "mode", steer_model)
     assert torch.equal(back.vector, vec0.vector)
@@ -208,6 +223,7 @@ def test_vector_from_another_width_is_refused(vec0, flipflop_model):
 
 
 # --- bad input ----------------------------------------------------------------------------------
+
 
 def test_bad_input(steer_model, pairs, vec0, mode_a):
     m = steer_model
@@ -241,6 +257,7 @@ def test_bad_input(steer_model, pairs, vec0, mode_a):
 
 # --- recurrent models: the same API through the hidden state -------------------------------------
 
+
 def _flip_pairs(n: int, length: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Same random flip-flop prefix, then W1 (positive) or W0 (negative), two IGNs and a READ."""
     prefix = tasks.flip_flop(n, length=length - 4, seed=seed).tokens
@@ -252,16 +269,24 @@ def test_steering_flips_the_lstm_read_answer(flipflop_model):
     m = flipflop_model
     pos, neg = _flip_pairs(32)
     batch = tasks.flip_flop(32, length=32, seed=7)
-    reads0 = (batch.tokens == 4) & (batch.info["bit"] == 0)   # READ positions whose answer is "0"
+    reads0 = (batch.tokens == 4) & (batch.info["bit"] == 0)  # READ positions whose answer is "0"
     rows = reads0.any(1)
-    p_one = metrics.from_labels(torch.where(reads0, 6, tasks.IGNORE)[rows], kind="prob")   # P("1") there
-    df = steering.sweep(m, (pos, neg), [0], [0.0, 0.25, 0.5, 1.0], batch.tokens[rows], p_one,
-                        site="blocks.{layer}.hook_hidden", progress=False)
+    p_one = metrics.from_labels(torch.where(reads0, 6, tasks.IGNORE)[rows], kind="prob")  # P("1") there
+    df = steering.sweep(
+        m,
+        (pos, neg),
+        [0],
+        [0.0, 0.25, 0.5, 1.0],
+        batch.tokens[rows],
+        p_one,
+        site="blocks.{layer}.hook_hidden",
+        progress=False,
+    )
     steer = df[df.vector == "steer"].set_index("coef")["behaviour"]
     rand = df[df.vector == "random"].set_index("coef")["behaviour"]
     assert steer.loc[0.0] < 0.01 and steer.loc[1.0] > 0.9
     b = steer.to_numpy()
-    assert (b[1:] >= b[:-1] - 0.01).all()            # monotone up to saturation
+    assert (b[1:] >= b[:-1] - 0.01).all()  # monotone up to saturation
     assert rand.max() < 0.1
     # a per-step site: an edit from step t on leaves earlier logits untouched
     vec = SteeringVector.from_pairs(m, pos, neg, layer=0, site="blocks.{layer}.hook_hidden")
@@ -273,6 +298,7 @@ def test_steering_flips_the_lstm_read_answer(flipflop_model):
 
 
 # --- pairs file, CLI, plots -------------------------------------------------------------------
+
 
 def _write(path, data) -> str:
     path.write_text(data if isinstance(data, str) else json.dumps(data))
@@ -287,13 +313,16 @@ def test_read_pairs_validates(steer_model, tmp_path):
     assert steering.read_pairs(mixed, steer_model).tokens(steer_model)[1].lengths.tolist() == [2, 3]
     ids = _write(tmp_path / "ids.json", {"positive": [[1, 40]], "negative": [[0, 5]], "answer_pos": 0})
     assert steering.read_pairs(ids, steer_model).answer_pos == 0
-    bad = {"notjson.json": "{positive: ", "list.json": [1, 2],
-           "extra.json": {"positive": ["B"], "negative": ["A"], "x": 1},
-           "empty.json": {"positive": [], "negative": ["A"]},
-           "blank.json": {"positive": ["B b40 b33"], "negative": [" "]},
-           "count.json": {"positive": ["B b40"], "negative": ["A a5", "A a6"]},
-           "token.json": {"positive": ["B zz"], "negative": ["A a5"]},
-           "pos.json": {"positive": ["B b40"], "negative": ["A a5"], "answer_pos": 7}}
+    bad = {
+        "notjson.json": "{positive: ",
+        "list.json": [1, 2],
+        "extra.json": {"positive": ["B"], "negative": ["A"], "x": 1},
+        "empty.json": {"positive": [], "negative": ["A"]},
+        "blank.json": {"positive": ["B b40 b33"], "negative": [" "]},
+        "count.json": {"positive": ["B b40"], "negative": ["A a5", "A a6"]},
+        "token.json": {"positive": ["B zz"], "negative": ["A a5"]},
+        "pos.json": {"positive": ["B b40"], "negative": ["A a5"], "answer_pos": 7},
+    }
     for name, data in bad.items():
         with pytest.raises(ValueError):
             steering.read_pairs(_write(tmp_path / name, data), steer_model)
@@ -306,15 +335,31 @@ def test_cli_steer(tmp_path):
 
     from apps.cli import app
 
-    pairs = _write(tmp_path / "p.json", {"positive": ["B b40 b33 b50", "B b41 b50 b38"],
-                                         "negative": ["A a5 a9 a3", "A a7 a2 a11"]})
+    pairs = _write(
+        tmp_path / "p.json", {"positive": ["B b40 b33 b50", "B b41 b50 b38"], "negative": ["A a5 a9 a3", "A a7 a2 a11"]}
+    )
     runner = CliRunner()
-    res = runner.invoke(app, ["steer", "steer-2l", "--pairs", pairs, "--layer", "0", "--coef", "1.0",
-                              "--new-tokens", "3", "--save", str(tmp_path / "v")])
+    res = runner.invoke(
+        app,
+        [
+            "steer",
+            "steer-2l",
+            "--pairs",
+            pairs,
+            "--layer",
+            "0",
+            "--coef",
+            "1.0",
+            "--new-tokens",
+            "3",
+            "--save",
+            str(tmp_path / "v"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "steered" in res.output and "kl_next" in res.output and (tmp_path / "v.json").is_file()
     steered = [line.split()[-4:-1] for line in res.output.splitlines() if line.strip().startswith("A a")]
-    assert steered and all(t.startswith("b") for row in steered for t in row)   # continues in half B
+    assert steered and all(t.startswith("b") for row in steered for t in row)  # continues in half B
     for args, msg in ((["--layer", "7", "--coef", "1"], "out of range"), (["--layer", "0", "--coef", "nan"], "finite")):
         res = runner.invoke(app, ["steer", "steer-2l", "--pairs", pairs, *args])
         assert res.exit_code == 2 and msg in res.output
@@ -327,7 +372,7 @@ def test_plots(steer_sweep):
     z = fig.data[0].z
     assert z.shape == (2, len(COEFS)) and z[0, 0] < 0.01 and z.max() > 0.9
     fig = sweep_curves(steer_sweep)
-    assert len(fig.data) == 2 * 2 * 2   # 2 layers x (steer, random) x (behaviour, damage)
+    assert len(fig.data) == 2 * 2 * 2  # 2 layers x (steer, random) x (behaviour, damage)
     assert {t.line.dash for t in fig.data} == {"solid", "dash"}
     with pytest.raises(ValueError, match="missing"):
         sweep_heatmap(steer_sweep.drop(columns="behaviour"))

@@ -16,8 +16,17 @@ from interp.tasks import text
 @pytest.fixture(scope="module")
 def sentiment_sweep(smollm2):
     task = text.sentiment(smollm2)
-    return task, steering.sweep(smollm2, task.pairs, [20, 24], [0, 1, 2, 4], task.eval, task.behaviour,
-                                neutral_prompts=task.neutral, instruction=task.instruction, progress=False)
+    return task, steering.sweep(
+        smollm2,
+        task.pairs,
+        [20, 24],
+        [0, 1, 2, 4],
+        task.eval,
+        task.behaviour,
+        neutral_prompts=task.neutral,
+        instruction=task.instruction,
+        progress=False,
+    )
 
 
 def test_sentiment_pairs_are_natural_text_of_different_lengths(smollm2):
@@ -31,10 +40,10 @@ def test_caa_raises_sentiment_monotonically_and_the_random_control_does_not(sent
     steer = df[df.vector == "steer"]
     best = steer.groupby("layer")["behaviour"].max().idxmax()
     s = steer[steer.layer == best].sort_values("coef")["behaviour"].to_numpy()
-    assert s[0] == pytest.approx(base, abs=1e-4) and (s[1:] > s[:-1]).all()        # monotone over the range
-    assert s[-1] - base > 5                                                          # nats of log-odds
+    assert s[0] == pytest.approx(base, abs=1e-4) and (s[1:] > s[:-1]).all()  # monotone over the range
+    assert s[-1] - base > 5  # nats of log-odds
     r = df[(df.vector == "random") & (df.layer == best)].sort_values("coef")["behaviour"].to_numpy()
-    assert (abs(r - base) <= 0.25 * (s - base) + 1e-6).all(), (r, s)                  # a small band around base
+    assert (abs(r - base) <= 0.25 * (s - base) + 1e-6).all(), (r, s)  # a small band around base
     prompt = df[df.vector == "prompt"].iloc[0]
     assert prompt["instruction"] == task.instruction and prompt["behaviour"] > base  # the baseline, same frame
     assert {"damage", "neutral_loss"} <= set(df.columns)
@@ -73,7 +82,9 @@ def test_function_tasks_and_bad_input(smollm2, tmp_path):
         t = text.function_task(smollm2, name)
         assert len(t.train) >= 4 and len(t.test) >= 2
         for x, y in t.train + t.test:
-            assert len(smollm2.encode(" " + x, prepend_bos=False)) == len(smollm2.encode(" " + y, prepend_bos=False)) == 1
+            assert (
+                len(smollm2.encode(" " + x, prepend_bos=False)) == len(smollm2.encode(" " + y, prepend_bos=False)) == 1
+            )
     with pytest.raises(ValueError, match="unknown function task"):
         text.function_task(smollm2, "synonym")
     with pytest.raises(ValueError, match="empty"):

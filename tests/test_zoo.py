@@ -63,13 +63,13 @@ def test_head_dropout_and_sparsity_shape_induction_2l():
 
     from interp.training import _head_dropout_hooks, head_sparsity_penalty
 
-    (_, hook), = _head_dropout_hooks({0: 0.5})
+    ((_, hook),) = _head_dropout_hooks({0: 0.5})
     torch.manual_seed(0)
     out = hook(torch.ones(64, 5, 4, 16), None)
     per_head = out[:, 0, :, 0]
     assert set(per_head.unique().tolist()) == {0.0, 2.0} and (out == per_head[:, None, :, None]).all()
     module = interp.load("induction-2l").module
-    live = module.blocks[1].attn.o.weight.view(64, 4, 16).norm(dim=(0, 2))     # each head's W_O norm
+    live = module.blocks[1].attn.o.weight.view(64, 4, 16).norm(dim=(0, 2))  # each head's W_O norm
     assert (live[[0, 1]] < 0.05).all() and (live[[2, 3]] > 1.0).all()
     penalty = float(head_sparsity_penalty(module, {1: 1.0}, eps=0.0))
     assert penalty > 0 and float(head_sparsity_penalty(module, {1: 2.0}, eps=0.0)) == pytest.approx(2 * penalty)

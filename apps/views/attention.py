@@ -22,10 +22,13 @@ layer = st.selectbox("Layer", range(n_layers), index=n_layers - 1, key="attn_lay
 st.plotly_chart(head_grid(patterns[layer], str_tokens, layer=layer), key="attn_grid")
 
 head = st.selectbox("Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}")
-st.plotly_chart(attention_pattern(patterns[layer, head], str_tokens, title=f"L{layer}H{head}"), key="attn_head_fig",
-                width="content")   # the figure's own square size, its labels beside it
+st.plotly_chart(
+    attention_pattern(patterns[layer, head], str_tokens, title=f"L{layer}H{head}"), key="attn_head_fig", width="content"
+)  # the figure's own square size, its labels beside it
 
-st.markdown(f"**Token view**: source tokens shaded by the attention L{layer}H{head} pays them "
-            "from the destination token (outlined in red), on a fixed 0-1 scale")
+st.markdown(
+    f"**Token view**: source tokens shaded by the attention L{layer}H{head} pays them "
+    "from the destination token (outlined in red), on a fixed 0-1 scale"
+)
 dest = st.slider("Destination position", 0, n_pos - 1, n_pos - 1, key="attn_dest")
 st.html(token_attention_html(patterns[layer, head, dest], str_tokens, dest))

@@ -20,23 +20,39 @@ with state.friendly("circuit"):
 
 clean_key, spec = state.clean_corrupt_inputs(model, "circ")
 cols = st.columns(3)
-metric = cols[0].selectbox("Metric", state.metric_options(spec, [k for k in KINDS if k != "kl"]), key="circ_metric_ioi" if spec[0] == "ioi" else "circ_metric",
-                           help="ioi_logit_diff: logit(indirect object) - logit(subject) at the last token")
-method = cols[1].selectbox("Method", METHODS, index=list(METHODS).index("eap-ig"), key="circ_method",
-                           help="eap: gradient at the clean run; eap-ig: averaged over points from corrupt to clean")
+metric = cols[0].selectbox(
+    "Metric",
+    state.metric_options(spec, [k for k in KINDS if k != "kl"]),
+    key="circ_metric_ioi" if spec[0] == "ioi" else "circ_metric",
+    help="ioi_logit_diff: logit(indirect object) - logit(subject) at the last token",
+)
+method = cols[1].selectbox(
+    "Method",
+    METHODS,
+    index=list(METHODS).index("eap-ig"),
+    key="circ_method",
+    help="eap: gradient at the clean run; eap-ig: averaged over points from corrupt to clean",
+)
 steps = cols[2].number_input("EAP-IG steps", 1, 50, 5, key="circ_steps", disabled=method != "eap-ig")
 steps = int(steps) if method == "eap-ig" else 1
 with state.friendly("edge attribution"):
     full = state.edge_scores(source, clean_key, spec, metric, method, steps)
 
 n_edges = len(full.edges)
-sizes = sorted({k for k in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 20000)
-                if k < n_edges} | {n_edges})
+sizes = sorted(
+    {k for k in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000, 10000, 20000) if k < n_edges}
+    | {n_edges}
+)
 # default: about ten edges, or the fewest that reach from the input to the logits (deep models need more)
 default = next((k for k in sizes if k >= min(10, n_edges) and full.prune(top_k=k).n_kept), sizes[-1])
-top_k = st.select_slider("Keep the top-k edges by |score|", sizes, value=default, key="circ_top_k",
-                         help="log-spaced: a few edges to every edge of the graph; edges off every kept path from "
-                              "the input to the logits are dropped")
+top_k = st.select_slider(
+    "Keep the top-k edges by |score|",
+    sizes,
+    value=default,
+    key="circ_top_k",
+    help="log-spaced: a few edges to every edge of the graph; edges off every kept path from "
+    "the input to the logits are dropped",
+)
 with state.friendly("pruning"):
     pruned = full.prune(top_k=int(top_k))
     kept = pruned.kept_edges
@@ -44,17 +60,26 @@ with state.friendly("pruning"):
 c1, c2, c3 = st.columns(3)
 c1.metric("edges kept", f"{len(kept)} / {len(full.edges)}")
 c2.metric("nodes", len(pruned.active_nodes()))
-c3.metric("faithfulness", f"{faith:.3f}", help="(circuit - corrupt) / (clean - corrupt): every edge not kept is "
-          "patched to the corrupt run; 1 = the circuit alone restores the clean behaviour")
-DRAWN = 2000   # a browser draws a few thousand edges comfortably
+c3.metric(
+    "faithfulness",
+    f"{faith:.3f}",
+    help="(circuit - corrupt) / (clean - corrupt): every edge not kept is "
+    "patched to the corrupt run; 1 = the circuit alone restores the clean behaviour",
+)
+DRAWN = 2000  # a browser draws a few thousand edges comfortably
 if kept:
     if len(kept) > DRAWN:
         st.caption(f"drawing the top {DRAWN} of the {len(kept)} kept edges")
     st.plotly_chart(circuit_graph(pruned if len(kept) <= DRAWN else full.prune(top_k=DRAWN)), key="circ_graph")
 else:
     st.info("No kept edge lies on a path from the input to the logits: keep more edges to see the circuit.")
-st.download_button("Download the circuit (JSON)", pruned.to_json, file_name=f"{model.cfg.name or 'model'}-circuit.json",
-                   mime="application/json", key="circ_download")
+st.download_button(
+    "Download the circuit (JSON)",
+    pruned.to_json,
+    file_name=f"{model.cfg.name or 'model'}-circuit.json",
+    mime="application/json",
+    key="circ_download",
+)
 with st.expander(f"Edges (the top {min(DRAWN, n_edges)} by |score|; `kept`: in the circuit)"):
     st.dataframe(pruned.edges_frame().nlargest(DRAWN, "abs_score"), width="stretch", hide_index=True)
 left, right = st.columns(2)
@@ -63,15 +88,27 @@ if left.button("MIB faithfulness at edge budgets (CPR / CMD)", key="circ_mib"):
         table = state.mib(source, clean_key, spec, metric, method, steps)
     a = table.attrs
     c1, c2 = st.columns(2)
-    c1.metric("CPR (area under faithfulness, higher is better)", f"{a['cpr']:.3f}",
-              help=f"95% bootstrap interval over prompts: [{a['cpr_ci'][0]:.3f}, {a['cpr_ci'][1]:.3f}]")
-    c2.metric("CMD (area between faithfulness and 1, lower is better)", f"{a['cmd']:.3f}",
-              help=f"95% bootstrap interval over prompts: [{a['cmd_ci'][0]:.3f}, {a['cmd_ci'][1]:.3f}]")
+    c1.metric(
+        "CPR (area under faithfulness, higher is better)",
+        f"{a['cpr']:.3f}",
+        help=f"95% bootstrap interval over prompts: [{a['cpr_ci'][0]:.3f}, {a['cpr_ci'][1]:.3f}]",
+    )
+    c2.metric(
+        "CMD (area between faithfulness and 1, lower is better)",
+        f"{a['cmd']:.3f}",
+        help=f"95% bootstrap interval over prompts: [{a['cmd_ci'][0]:.3f}, {a['cmd_ci'][1]:.3f}]",
+    )
     st.plotly_chart(faithfulness_plot(table), key="circ_mib_fig")
     st.dataframe(table, width="stretch", hide_index=True)
 if right.button("Faithfulness of the top-k circuits", key="circ_curve"):
     with state.friendly("faithfulness curve"):
-        curve = faithfulness_curve(full, model, torch.tensor(clean_key), state.corruption(model, clean_key, spec),
-                                   state.resolve_metric(model, spec, metric), sizes=[k for k in sizes if k <= 500] + [n_edges])
+        curve = faithfulness_curve(
+            full,
+            model,
+            torch.tensor(clean_key),
+            state.corruption(model, clean_key, spec),
+            state.resolve_metric(model, spec, metric),
+            sizes=[k for k in sizes if k <= 500] + [n_edges],
+        )
     st.plotly_chart(faithfulness_plot(curve), key="circ_curve_fig")
     st.dataframe(curve, width="stretch", hide_index=True)

@@ -21,42 +21,66 @@ text = state.text_model(model)
 scores_tab, ablation_tab, retrieval_tab, sinks_tab = st.tabs(["Scores", "Ablation", "Retrieval heads", "Sinks"])
 
 with scores_tab:
-    st.markdown("Scores on `[BOS] r r` probes (a random segment repeated): previous-token, duplicate-token and "
-                "induction are TransformerLens head-detector scores (a perfect induction head scores about 0.5), "
-                "prefix matching is 1.0 for a perfect induction head, sink is the attention to position 0, "
-                "copying comes from the OV circuit's eigenvalues (in [-1, 1]).")
+    st.markdown(
+        "Scores on `[BOS] r r` probes (a random segment repeated): previous-token, duplicate-token and "
+        "induction are TransformerLens head-detector scores (a perfect induction head scores about 0.5), "
+        "prefix matching is 1.0 for a perfect induction head, sink is the attention to position 0, "
+        "copying comes from the OV circuit's eigenvalues (in [-1, 1])."
+    )
     cols = st.columns(3)
     n = cols[0].number_input("probe sequences", 1, 256, 8 if text else 16, key="heads_n")
-    length = cols[1].number_input("probe length", 5, min(model.cfg.n_ctx, 2048), min(model.cfg.n_ctx, 64),
-                                  key="heads_len")
+    length = cols[1].number_input(
+        "probe length", 5, min(model.cfg.n_ctx, 2048), min(model.cfg.n_ctx, 64), key="heads_len"
+    )
     seed = cols[2].number_input("seed", 0, 10_000, 0, key="heads_seed")
     with state.friendly("head scores"):
         scores = state.head_scores(source, int(n), int(length), int(seed))
-    kinds = st.multiselect("Kinds", H.KINDS, default=["previous_token", "induction", "prefix_matching", "copying"],
-                           key="heads_kinds")
+    kinds = st.multiselect(
+        "Kinds", H.KINDS, default=["previous_token", "induction", "prefix_matching", "copying"], key="heads_kinds"
+    )
     if not kinds:
         st.info("Choose at least one kind of score to see its heatmap.")
     else:
         st.plotly_chart(head_heatmap(scores, kinds, cols=2 if model.cfg.n_layers > 8 else 3), key="heads_heatmap")
     threshold = st.slider("Threshold: list heads scoring at least", -1.0, 1.0, 0.3, 0.05, key="heads_threshold")
-    table = (scores[scores["kind"].isin(kinds) & (scores["score"] >= threshold)]
-             .sort_values("score", ascending=False).reset_index(drop=True))
+    table = (
+        scores[scores["kind"].isin(kinds) & (scores["score"] >= threshold)]
+        .sort_values("score", ascending=False)
+        .reset_index(drop=True)
+    )
     st.caption(f"{len(table)} (head, kind) pairs at or above {threshold:.2f}; click a column header to sort")
-    st.dataframe(table, width="stretch", hide_index=True, key="heads_table",
-                 column_config={"score": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(
+        table,
+        width="stretch",
+        hide_index=True,
+        key="heads_table",
+        column_config={"score": st.column_config.NumberColumn(format="%.3f")},
+    )
 
 with ablation_tab:
     recipe = state.zoo_recipe(model)
-    st.caption(f"Task: {'the zoo task ' + recipe.task if recipe else 'repeated random tokens'}; "
-               "the control ablates as many randomly chosen other heads.")
+    st.caption(
+        f"Task: {'the zoo task ' + recipe.task if recipe else 'repeated random tokens'}; "
+        "the control ablates as many randomly chosen other heads."
+    )
     all_heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-    induction = H.top_heads(scores, "induction", k=2)        # default: the detected induction heads
+    induction = H.top_heads(scores, "induction", k=2)  # default: the detected induction heads
     suggested = [(int(r.layer), int(r.head)) for r in induction.itertuples()]
-    chosen = st.multiselect("Heads", all_heads, default=list(dict.fromkeys(suggested)),
-                            format_func=lambda lh: f"L{lh[0]}H{lh[1]}", key="heads_ablate")
+    chosen = st.multiselect(
+        "Heads",
+        all_heads,
+        default=list(dict.fromkeys(suggested)),
+        format_func=lambda lh: f"L{lh[0]}H{lh[1]}",
+        key="heads_ablate",
+    )
     cols = st.columns(4)
-    how = cols[0].selectbox("How", HOWS[:3], key="heads_how", help="zero: output z set to 0; mean: replaced by "
-                            "its mean over the task batch; resample: taken from another sequence")
+    how = cols[0].selectbox(
+        "How",
+        HOWS[:3],
+        key="heads_how",
+        help="zero: output z set to 0; mean: replaced by "
+        "its mean over the task batch; resample: taken from another sequence",
+    )
     metric = cols[1].selectbox("Metric", ("loss", "accuracy"), key="heads_metric")
     task_n = cols[2].number_input("task sequences", 1, 512, 16 if text else 64, key="heads_task_n")
     n_random = cols[3].number_input("random controls", 0, 10, 3, key="heads_random")
@@ -64,8 +88,10 @@ with ablation_tab:
         st.session_state["heads_run"] = (tuple(chosen), how, metric, int(task_n), int(n_random))
     run = st.session_state.get("heads_run")
     if not run or list(run[0]) != chosen:
-        st.info("Choose heads and press **Ablate**: the task metric with and without them, against as many "
-                "random heads (the control).")
+        st.info(
+            "Choose heads and press **Ablate**: the task metric with and without them, against as many "
+            "random heads (the control)."
+        )
     else:
         with state.friendly("ablation"):
             effect = state.ablation(source, run[0], run[1], run[2], run[3], int(seed), run[4])
@@ -73,28 +99,39 @@ with ablation_tab:
         target = effect.loc[effect.condition == "target", "value"].iloc[0]
         c1, c2 = st.columns(2)
         c1.metric(f"{run[2]} without ablation", f"{clean:.4f}")
-        c2.metric(f"{run[2]} with {' '.join(f'L{l}H{h}' for l, h in run[0])} ablated ({run[1]})", f"{target:.4f}",
-                  delta=f"{target - clean:+.4f}", delta_color="inverse" if run[2] == "loss" else "normal")
+        c2.metric(
+            f"{run[2]} with {' '.join(f'L{l}H{h}' for l, h in run[0])} ablated ({run[1]})",
+            f"{target:.4f}",
+            delta=f"{target - clean:+.4f}",
+            delta_color="inverse" if run[2] == "loss" else "normal",
+        )
         st.plotly_chart(ablation_bar(effect), key="heads_ablation_bar")
         st.dataframe(effect, width="stretch", hide_index=True)
 
 with retrieval_tab:
-    st.markdown("**Retrieval heads** (Wu et al. 2024): while the model copies a needle from a long context into "
-                "its answer, a head *retrieves* at a step if its most attended token is the needle token being "
-                "copied; its score is the share of answer steps where it does.  Masking the top heads' queries "
-                "during decoding should break the answer; as many random heads (the control) should not.")
+    st.markdown(
+        "**Retrieval heads** (Wu et al. 2024): while the model copies a needle from a long context into "
+        "its answer, a head *retrieves* at a step if its most attended token is the needle token being "
+        "copied; its score is the share of answer steps where it does.  Masking the top heads' queries "
+        "during decoding should break the answer; as many random heads (the control) should not."
+    )
     if not text:
-        st.info("Retrieval prompts are English (a passkey or a fact hidden in filler text): load a real model, "
-                "e.g. `smollm2-135m` on the Model page, or a Hugging Face folder.")
+        st.info(
+            "Retrieval prompts are English (a passkey or a fact hidden in filler text): load a real model, "
+            "e.g. `smollm2-135m` on the Model page, or a Hugging Face folder."
+        )
     else:
         cols = st.columns(4)
-        task = cols[0].selectbox("Task", state.RETRIEVAL_TASKS, key="ret_task",
-                                 format_func={"passkey": "passkey", "needle_haystack": "needle in a haystack"}.get)
+        task = cols[0].selectbox(
+            "Task",
+            state.RETRIEVAL_TASKS,
+            key="ret_task",
+            format_func={"passkey": "passkey", "needle_haystack": "needle in a haystack"}.get,
+        )
         r_n = cols[1].number_input("prompts", 1, 64, 4, key="ret_n")
         ctx = cols[2].number_input("context length (tokens)", 64, min(model.cfg.n_ctx, 4096), 200, 8, key="ret_ctx")
         spread = cols[3].checkbox("needle depth spread over prompts", True, key="ret_spread")
-        depth = None if spread else st.slider("needle depth (0 = start, 1 = end)", 0.0, 1.0, 0.5, 0.05,
-                                              key="ret_depth")
+        depth = None if spread else st.slider("needle depth (0 = start, 1 = end)", 0.0, 1.0, 0.5, 0.05, key="ret_depth")
         cols = st.columns(3)
         k = cols[0].number_input("heads masked (top k)", 1, model.cfg.n_layers * model.cfg.n_heads, 5, key="ret_k")
         r_random = cols[1].number_input("random draws", 0, 10, 2, key="ret_random")
@@ -116,8 +153,10 @@ with retrieval_tab:
             st.plotly_chart(head_heatmap(result["scores"], title="retrieval score"), key="ret_heatmap")
             st.plotly_chart(ablation_bar(result["masking"]), key="ret_masking")
             st.dataframe(result["masking"], width="stretch", hide_index=True)
-            st.markdown("**Needle-in-a-haystack grid**: accuracy per context length x depth, unmasked and with the "
-                        "top heads masked.")
+            st.markdown(
+                "**Needle-in-a-haystack grid**: accuracy per context length x depth, unmasked and with the "
+                "top heads masked."
+            )
             cols = st.columns(3)
             lengths_text = cols[0].text_input("context lengths", "128 256", key="ret_grid_lengths")
             depths_text = cols[1].text_input("depths", "0 0.5 1", key="ret_grid_depths")
@@ -130,9 +169,11 @@ with retrieval_tab:
                 st.plotly_chart(niah_heatmap(grid), key="ret_grid")
 
 with sinks_tab:
-    st.markdown("**Attention sinks**: the share of each layer's attention that lands on the first token, and "
-                "the loss when the first token is dropped from the context (on text the model writes itself, or "
-                "repeated random tokens for zoo models).")
+    st.markdown(
+        "**Attention sinks**: the share of each layer's attention that lands on the first token, and "
+        "the loss when the first token is dropped from the context (on text the model writes itself, or "
+        "repeated random tokens for zoo models)."
+    )
     cols = st.columns(3)
     s_n = cols[0].number_input("sequences", 1, 32, 2, key="sink_n")
     s_len = cols[1].number_input("length", 8, min(model.cfg.n_ctx, 1024), min(model.cfg.n_ctx, 64), key="sink_len")

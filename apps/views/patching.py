@@ -21,38 +21,79 @@ clean_key, spec = state.clean_corrupt_inputs(model, "patch")
 available = sites.available(model)
 cols = st.columns(4)
 default_site = next((s for s in ("z", "hidden", "state", "resid_pre") if s in available), available[0])
-site = cols[0].selectbox("Site", available, index=available.index(default_site), key="patch_site",
-                         help="; ".join(f"{k}: {sites.SITES[k].description}" for k in available if k in sites.SITES))
+site = cols[0].selectbox(
+    "Site",
+    available,
+    index=available.index(default_site),
+    key="patch_site",
+    help="; ".join(f"{k}: {sites.SITES[k].description}" for k in available if k in sites.SITES),
+)
 layout = sites.resolve(model, site).layout
 axes = [a for a in sites.AXES[layout] if a != "src_pos"]
 by = cols[1].multiselect("Sweep by (besides layer)", axes, default=axes[:1], key=f"patch_by_{layout}")
-metric = cols[2].selectbox("Metric", state.metric_options(spec, KINDS),
-                           key="patch_metric_ioi" if spec[0] == "ioi" else "patch_metric",
-                           help="answers: the clean run's prediction at the last position; logit_diff's wrong "
-                                "token: the corrupt run's; ioi_logit_diff: logit(indirect object) - logit(subject)")
-direction = cols[3].radio("Direction", DIRECTIONS, key="patch_direction",
-                          help="denoise: clean activations into the corrupt run; noise: corrupt into clean")
+metric = cols[2].selectbox(
+    "Metric",
+    state.metric_options(spec, KINDS),
+    key="patch_metric_ioi" if spec[0] == "ioi" else "patch_metric",
+    help="answers: the clean run's prediction at the last position; logit_diff's wrong "
+    "token: the corrupt run's; ioi_logit_diff: logit(indirect object) - logit(subject)",
+)
+direction = cols[3].radio(
+    "Direction",
+    DIRECTIONS,
+    key="patch_direction",
+    help="denoise: clean activations into the corrupt run; noise: corrupt into clean",
+)
 cols = st.columns(2)
-mode = cols[0].radio("Mode", ("exact", "attribution"), horizontal=True, key="patch_mode",
-                     help="exact: one run per patched cell; attribution: a gradient estimate for all cells "
-                          "from two forwards and one backward")
-window = cols[1].number_input("layers patched together (exact)", 1, model.cfg.n_layers, 1, key="patch_window",
-                              disabled=mode != "exact")
+mode = cols[0].radio(
+    "Mode",
+    ("exact", "attribution"),
+    horizontal=True,
+    key="patch_mode",
+    help="exact: one run per patched cell; attribution: a gradient estimate for all cells "
+    "from two forwards and one backward",
+)
+window = cols[1].number_input(
+    "layers patched together (exact)", 1, model.cfg.n_layers, 1, key="patch_window", disabled=mode != "exact"
+)
 
 with state.friendly("patching"):
-    frame = state.patching(source, clean_key, spec, site, tuple(a for a in ("pos", "head") if a in by), metric,
-                           direction, mode, int(window) if mode == "exact" else 1)
+    frame = state.patching(
+        source,
+        clean_key,
+        spec,
+        site,
+        tuple(a for a in ("pos", "head") if a in by),
+        metric,
+        direction,
+        mode,
+        int(window) if mode == "exact" else 1,
+    )
 a = frame.attrs
 c1, c2, c3 = st.columns(3)
 c1.metric(f"{a.get('metric', metric)} clean", f"{a['clean_value']:.4f}")
 c2.metric(f"{a.get('metric', metric)} corrupt", f"{a['corrupt_value']:.4f}")
 c3.metric("cells", len(frame))
-value = st.radio("Show", ("normalised", "effect", "value"), horizontal=True, key="patch_value",
-                 help="normalised: (patched - corrupt) / (clean - corrupt); effect: patched minus the unpatched "
-                      "run patched into; value: the metric of the patched run")
-st.plotly_chart(patching_heatmap(frame, value=value, tokens=model.to_str_tokens(torch.tensor(clean_key[:1])),
-                                 title=f"{mode} patching of {site}, {direction}, {a.get('metric', metric)}"),
-                key="patch_heatmap")
+value = st.radio(
+    "Show",
+    ("normalised", "effect", "value"),
+    horizontal=True,
+    key="patch_value",
+    help="normalised: (patched - corrupt) / (clean - corrupt); effect: patched minus the unpatched "
+    "run patched into; value: the metric of the patched run",
+)
+st.plotly_chart(
+    patching_heatmap(
+        frame,
+        value=value,
+        tokens=model.to_str_tokens(torch.tensor(clean_key[:1])),
+        title=f"{mode} patching of {site}, {direction}, {a.get('metric', metric)}",
+    ),
+    key="patch_heatmap",
+)
 st.markdown("**Cells with the largest effect** (`normalised`: 1 = the clean value, 0 = the corrupt one)")
-st.dataframe(frame.reindex(frame["normalised"].abs().sort_values(ascending=False).index).head(20),
-             width="stretch", hide_index=True)
+st.dataframe(
+    frame.reindex(frame["normalised"].abs().sort_values(ascending=False).index).head(20),
+    width="stretch",
+    hide_index=True,
+)

@@ -17,10 +17,12 @@ model = state.current_model()
 source = state.current_source()
 text = state.text_model(model)
 
-EXPLAIN = ("A steering vector is the mean difference of the residual stream between **positive** and "
-           "**negative** prompts (read at each prompt's last token), added back at one layer to push the model "
-           "towards the positive side.  Type one pair per line, `positive prompt | negative prompt`; the two "
-           "prompts may differ in length.")
+EXPLAIN = (
+    "A steering vector is the mean difference of the residual stream between **positive** and "
+    "**negative** prompts (read at each prompt's last token), added back at one layer to push the model "
+    "towards the positive side.  Type one pair per line, `positive prompt | negative prompt`; the two "
+    "prompts may differ in length."
+)
 
 # --- the pairs ---------------------------------------------------------------------------
 task = None
@@ -33,14 +35,24 @@ if text:
 else:
     generated = state.contrast_pairs(model, 16, 0)
     shipped = None
-    example = ("\n".join(f"{state.tokens_text(model, p)} | {state.tokens_text(model, q)}"
-                         for p, q in zip(generated.positive[:3], generated.negative[:3])) if generated is not None
-               else f"{state.example_text(model)} | {state.example_text(model)}")
+    example = (
+        "\n".join(
+            f"{state.tokens_text(model, p)} | {state.tokens_text(model, q)}"
+            for p, q in zip(generated.positive[:3], generated.negative[:3])
+        )
+        if generated is not None
+        else f"{state.example_text(model)} | {state.example_text(model)}"
+    )
     modes = (["the model's contrast pairs"] if generated is not None else []) + ["type pairs"]
 mode = st.radio("Contrast pairs", modes, horizontal=True, key="steer_pairs_mode")
 if mode == "type pairs":
-    typed = st.text_area("One pair per line: `positive prompt | negative prompt`", "", key="steer_pairs_text",
-                         height=120, placeholder=example)
+    typed = st.text_area(
+        "One pair per line: `positive prompt | negative prompt`",
+        "",
+        key="steer_pairs_text",
+        height=120,
+        placeholder=example,
+    )
     lines = [line for line in typed.splitlines() if line.strip()]
     if not lines:
         st.info(EXPLAIN + "  For example:")
@@ -62,46 +74,70 @@ elif text:
 else:
     n_pairs = st.number_input("pairs", 1, 256, 16, key="steer_n_pairs")
     pairs = state.contrast_pairs(model, int(n_pairs), 0)
-    positive, negative = (tuple(tuple(int(t) for t in row) for row in side) for side in (pairs.positive, pairs.negative))
+    positive, negative = (
+        tuple(tuple(int(t) for t in row) for row in side) for side in (pairs.positive, pairs.negative)
+    )
     with st.expander(f"{len(positive)} pairs (positive: mode B, negative: mode A)"):
-        st.write(f"`{state.tokens_text(model, pairs.positive[0])}`  vs  `{state.tokens_text(model, pairs.negative[0])}`")
+        st.write(
+            f"`{state.tokens_text(model, pairs.positive[0])}`  vs  `{state.tokens_text(model, pairs.negative[0])}`"
+        )
 
 cols = st.columns(4)
 default_layer = model.cfg.n_layers * 2 // 3 if text else 0
-layer = cols[0].selectbox("Layer (residual stream after it)", range(model.cfg.n_layers), index=default_layer,
-                          key="steer_layer")
+layer = cols[0].selectbox(
+    "Layer (residual stream after it)", range(model.cfg.n_layers), index=default_layer, key="steer_layer"
+)
 method = cols[1].selectbox("Method", METHODS if len(positive) > 1 else ("actadd",), key="steer_method")
 coef = cols[2].slider("Coefficient", -10.0, 10.0, 2.0 if text else 4.0, 0.5, key="steer_coef")
-start_pos = cols[3].number_input("from position", 0, model.cfg.n_ctx - 1, 0, key="steer_start",
-                                 help="the vector is added at this position and after it")
+start_pos = cols[3].number_input(
+    "from position",
+    0,
+    model.cfg.n_ctx - 1,
+    0,
+    key="steer_start",
+    help="the vector is added at this position and after it",
+)
 with state.friendly("steering vector"):
     vec = state.steering_vector(source, positive, negative, int(layer), method)
     pos_rows, neg_rows = (model.tokenize(list(side)).rows() for side in (positive, negative))
 st.caption(f"{vec.method} vector at `{vec.site}` from {len(positive)} pairs, norm {vec.norm:.3g}")
 
 # --- one prompt, unsteered vs steered ----------------------------------------------------
-default_prompt = (task.eval[0] if text else negative[0] if isinstance(negative[0], str)
-                  else state.tokens_text(model, torch.tensor(negative[0][:8])))
+default_prompt = (
+    task.eval[0]
+    if text
+    else negative[0]
+    if isinstance(negative[0], str)
+    else state.tokens_text(model, torch.tensor(negative[0][:8]))
+)
 prompt = st.text_input("Prompt to steer", default_prompt, key="steer_prompt")
 with state.friendly("bad prompt"):
     tokens = model.to_tokens(prompt)
     if int(start_pos) >= tokens.shape[1]:
-        raise ValueError(f"'from position' {int(start_pos)} is past the prompt's {tokens.shape[1]} tokens: "
-                         "the vector would touch nothing")
+        raise ValueError(
+            f"'from position' {int(start_pos)} is past the prompt's {tokens.shape[1]} tokens: "
+            "the vector would touch nothing"
+        )
     base = next_token_probs(model, tokens, k=min(10, model.cfg.d_vocab))
     with vec.apply(model, coef=coef, start_pos=int(start_pos)):
         steered = next_token_probs(model, tokens, k=min(10, model.cfg.d_vocab))
     gens = compare_generations(model, vec, tokens, coef, start_pos=int(start_pos), max_new_tokens=12 if text else 8)
-st.plotly_chart(next_token_bars({"unsteered": base, f"steered (coef {coef:g}, layer {layer})": steered},
-                                title="next-token distribution"), key="steer_bars")
+st.plotly_chart(
+    next_token_bars(
+        {"unsteered": base, f"steered (coef {coef:g}, layer {layer})": steered}, title="next-token distribution"
+    ),
+    key="steer_bars",
+)
 st.dataframe(gens, width="stretch", hide_index=True)
 
 # --- the sweep ---------------------------------------------------------------------------
 st.subheader("Sweep")
 if text:
-    st.caption("Behaviour: log-odds of the target words against the opposite words at each evaluation prompt's "
-               "last token.  Damage: KL of the next-token distribution on neutral text.  The prompting baseline "
-               "puts the instruction in front of each prompt instead of steering.")
+    st.caption(
+        "Behaviour: log-odds of the target words against the opposite words at each evaluation prompt's "
+        "last token.  Damage: KL of the next-token distribution on neutral text.  The prompting baseline "
+        "puts the instruction in front of each prompt instead of steering."
+    )
     words = lambda ids: " ".join(w.strip() for w in model.to_str_tokens(ids))
     cols = st.columns(2)
     target_text = cols[0].text_input("Target words", words(task.concept), key="steer_targets")
@@ -114,9 +150,11 @@ else:
     pos_ids = {int(t) for row in pos_rows for t in row[1:]}
     neg_ids = {int(t) for row in neg_rows for t in row}
     only_positive = sorted(pos_ids - neg_ids)
-    target_text = st.text_input("Target tokens (behaviour = their probability on the negative prompts)",
-                                " ".join(model.to_str_tokens(only_positive)) if only_positive else "",
-                                key="steer_targets")
+    target_text = st.text_input(
+        "Target tokens (behaviour = their probability on the negative prompts)",
+        " ".join(model.to_str_tokens(only_positive)) if only_positive else "",
+        key="steer_targets",
+    )
     instruction, neutral = None, None
 cols = st.columns(2)
 layer_default = sorted({model.cfg.n_layers // 3, model.cfg.n_layers // 2, model.cfg.n_layers * 2 // 3})
@@ -136,12 +174,25 @@ if st.button("Sweep", key="steer_sweep", disabled=not layers):
         else:
             targets = tuple(model.to_tokens(target_text, prepend_bos=False)[0].tolist())
             behaviour, evals = ("prob", targets), negative
-        frame = state.steering_sweep(source, positive, negative, method, tuple(sorted(layers)), coefs, behaviour,
-                                     evals, neutral, instruction, int(start_pos))
+        frame = state.steering_sweep(
+            source,
+            positive,
+            negative,
+            method,
+            tuple(sorted(layers)),
+            coefs,
+            behaviour,
+            evals,
+            neutral,
+            instruction,
+            int(start_pos),
+        )
     left, right = st.columns(2)
     left.plotly_chart(sweep_curves(frame), key="steer_sweep_fig")
     right.plotly_chart(tradeoff_plot(frame), key="steer_tradeoff_fig")
     st.dataframe(frame, width="stretch", hide_index=True)
 else:
-    st.info("Press **Sweep**: behaviour and damage at each chosen layer and coefficient, for the vector and for a "
-            "random vector of the same norm" + (", beside the prompting baseline." if text else "."))
+    st.info(
+        "Press **Sweep**: behaviour and damage at each chosen layer and coefficient, for the vector and for a "
+        "random vector of the same norm" + (", beside the prompting baseline." if text else ".")
+    )

@@ -6,11 +6,36 @@ prefix-matching, sink or copying heads (:mod:`~interp.heads.patterns`), how head
 
 from interp.heads.composition import COMPOSITION_KINDS, composition_scores, copying_scores
 from interp.heads.icl import icl_score, in_context_gain, induction_ablation, loss_by_position
-from interp.heads.sinks import sink_removal, sink_share
 from interp.heads.patterns import (
-    KINDS, PATTERN_KINDS, SINK_THRESHOLD, TL_KINDS, PatternFn, bos_id, default_tokens, scores, top_heads,
+    KINDS,
+    PATTERN_KINDS,
+    SINK_THRESHOLD,
+    TL_KINDS,
+    PatternFn,
+    bos_id,
+    default_tokens,
+    scores,
+    top_heads,
 )
+from interp.heads.sinks import sink_removal, sink_share
 
-__all__ = ["in_context_gain", "induction_ablation", "sink_removal", "sink_share", "COMPOSITION_KINDS", "composition_scores", "copying_scores", "icl_score", "loss_by_position", "KINDS",
-           "PATTERN_KINDS", "SINK_THRESHOLD", "TL_KINDS", "PatternFn", "bos_id", "default_tokens", "scores",
-           "top_heads"]
+__all__ = [
+    "in_context_gain",
+    "induction_ablation",
+    "sink_removal",
+    "sink_share",
+    "COMPOSITION_KINDS",
+    "composition_scores",
+    "copying_scores",
+    "icl_score",
+    "loss_by_position",
+    "KINDS",
+    "PATTERN_KINDS",
+    "SINK_THRESHOLD",
+    "TL_KINDS",
+    "PatternFn",
+    "bos_id",
+    "default_tokens",
+    "scores",
+    "top_heads",
+]

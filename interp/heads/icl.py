@@ -24,16 +24,22 @@ def loss_by_position(model: Model, tokens: torch.Tensor | TaskBatch, *, batch_si
         raise ValueError("loss by position needs sequences of at least 2 tokens")
     step = tokens.shape[0] if batch_size is None else int(batch_size)
     with torch.no_grad():
-        losses = torch.cat([_loss_by_position(model(tokens[i:i + step]), tokens[i:i + step])
-                            for i in range(0, tokens.shape[0], step)])          # [batch, pos-1]
+        losses = torch.cat(
+            [
+                _loss_by_position(model(tokens[i : i + step]), tokens[i : i + step])
+                for i in range(0, tokens.shape[0], step)
+            ]
+        )  # [batch, pos-1]
     n = losses.shape[0]
-    sem = losses.std(0) / n ** 0.5 if n > 1 else torch.full((losses.shape[1],), float("nan"))
-    return pd.DataFrame({"pos": range(losses.shape[1]), "loss": losses.mean(0).cpu().numpy(),
-                         "sem": sem.cpu().numpy(), "n": n})
+    sem = losses.std(0) / n**0.5 if n > 1 else torch.full((losses.shape[1],), float("nan"))
+    return pd.DataFrame(
+        {"pos": range(losses.shape[1]), "loss": losses.mean(0).cpu().numpy(), "sem": sem.cpu().numpy(), "n": n}
+    )
 
 
-def icl_score(model: Model, tokens: torch.Tensor | TaskBatch, *, early: int | None = None,
-              late: int | None = None) -> float:
+def icl_score(
+    model: Model, tokens: torch.Tensor | TaskBatch, *, early: int | None = None, late: int | None = None
+) -> float:
     """In-context-learning score (Olsson et al. 2022): mean loss at position ``late`` minus
     mean loss at position ``early`` (nats; negative = the model predicts better with more
     context).  Defaults: ``early`` = 10% into the sequence, ``late`` = the last predicting
@@ -52,22 +58,32 @@ def icl_score(model: Model, tokens: torch.Tensor | TaskBatch, *, early: int | No
 
 # --- induction heads on a real model ---------------------------------------------------------
 
+
 def in_context_gain(model: Model, tokens: torch.Tensor, period: int) -> tuple[float, float]:
     """(first-copy loss, repeated-copy loss) in nats on ``[BOS] r r`` tokens with segment
     length ``period``: the mean next-token loss predicting the first copy's tokens (positions
     1..period-1 predict 2..period) and the second copy's (period..2*period-1).  Their
     difference is the in-context gain; active hooks apply."""
     with torch.no_grad():
-        per = _loss_by_position(model(tokens), model.validate_tokens(tokens))     # [batch, pos-1]
+        per = _loss_by_position(model(tokens), model.validate_tokens(tokens))  # [batch, pos-1]
     first = per[:, 1:period].mean()
-    repeat = per[:, period:2 * period].mean()
+    repeat = per[:, period : 2 * period].mean()
     return float(first), float(repeat)
 
 
-def induction_ablation(model: Model, *, k: int | None = None, hows: tuple[str, ...] = ("zero", "mean", "resample"),
-                       n_random: int = 3, period: int = 50, n: int = 8, seed: int = 0,
-                       icl_tokens: torch.Tensor | None = None, icl_early: int = 50,
-                       icl_late: int = 500) -> pd.DataFrame:
+def induction_ablation(
+    model: Model,
+    *,
+    k: int | None = None,
+    hows: tuple[str, ...] = ("zero", "mean", "resample"),
+    n_random: int = 3,
+    period: int = 50,
+    n: int = 8,
+    seed: int = 0,
+    icl_tokens: torch.Tensor | None = None,
+    icl_early: int = 50,
+    icl_late: int = 500,
+) -> pd.DataFrame:
     """Olsson et al.'s induction heads, knocked out: the top ``k`` induction heads (by
     prefix-matching score on ``[BOS] r r`` probes; default k = 5% of the heads) against ``k``
     random other heads (``n_random`` draws), for each ablation in ``hows``.
@@ -127,12 +143,20 @@ def induction_ablation(model: Model, *, k: int | None = None, hows: tuple[str, .
 
     base = measure([], "zero")
     rows = [{"how": "none", "condition": "none", "draw": None, "heads": "", **base}]
-    sets = [("induction", None, targets)] + [("random", i, random_heads(model, k, exclude=targets, seed=seed + i))
-                                              for i in range(n_random)]
+    sets = [("induction", None, targets)] + [
+        ("random", i, random_heads(model, k, exclude=targets, seed=seed + i)) for i in range(n_random)
+    ]
     for how in hows:
         for condition, draw, hs in sets:
-            rows.append({"how": how, "condition": condition, "draw": draw,
-                         "heads": " ".join(f"L{l}H{h}" for l, h in hs), **measure(hs, how)})
+            rows.append(
+                {
+                    "how": how,
+                    "condition": condition,
+                    "draw": draw,
+                    "heads": " ".join(f"L{l}H{h}" for l, h in hs),
+                    **measure(hs, how),
+                }
+            )
     df = pd.DataFrame(rows)
     df["removed"] = 1 - df["gain"] / base["gain"]
     df.attrs.update(k=k, heads=targets, scores=[float(s) for s in found["score"]], base_gain=base["gain"])

@@ -13,7 +13,7 @@ the sequences of the batch exactly as ``detect_head`` averages over a list of pr
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -32,6 +32,7 @@ PatternFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [pos] -> detection 
 
 
 # --- tokens ---------------------------------------------------------------------------------
+
 
 def bos_id(model: Model) -> int:
     """The token the model's sequences start with (the tokenizer's BOS, else 0)."""
@@ -63,8 +64,10 @@ def default_tokens(model: Model, n: int = 8, length: int | None = None, seed: in
 # Built-in patterns are sparse 0/1 matrices, so they are kept as (batch, q, k) index
 # triples: the score numerator is then a gather of a few entries of each pattern.
 
-def _duplicate_pairs(tokens: torch.Tensor, lengths: torch.Tensor,
-                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def _duplicate_pairs(
+    tokens: torch.Tensor, lengths: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(b, q, k) with k < q < lengths[b] and tokens[b, k] == tokens[b, q]; built in query
     chunks so memory stays ``chunk * pos`` booleans even for long contexts."""
     B, P = tokens.shape
@@ -86,13 +89,14 @@ def _has_repeats(tokens: torch.Tensor, lengths: torch.Tensor) -> bool:
     P = tokens.shape[1]
     pos = torch.arange(P, device=tokens.device)
     padded = pos[None] >= lengths.to(tokens.device)[:, None]
-    ids = torch.where(padded, -1 - pos[None], tokens)          # padding: distinct negative ids
+    ids = torch.where(padded, -1 - pos[None], tokens)  # padding: distinct negative ids
     ids = ids.sort(dim=1).values
     return bool((ids[:, 1:] == ids[:, :-1]).any())
 
 
-def _index_patterns(tokens: torch.Tensor, kinds: Sequence[str],
-                    lengths: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+def _index_patterns(
+    tokens: torch.Tensor, kinds: Sequence[str], lengths: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, ...]]:
     B, P = tokens.shape
     out = {}
     if "previous_token" in kinds:
@@ -121,8 +125,10 @@ def _check_kinds(kinds: Sequence[str] | str | None, patterns: Mapping[str, Patte
         kinds = [kinds]
     bad = [k for k in kinds if k not in valid]
     if bad:
-        raise ValueError(f"unknown head kind(s) {bad}; valid kinds: {valid} "
-                         "(custom kinds come from patterns={name: fn(tokens) -> [pos, pos] pattern})")
+        raise ValueError(
+            f"unknown head kind(s) {bad}; valid kinds: {valid} "
+            "(custom kinds come from patterns={name: fn(tokens) -> [pos, pos] pattern})"
+        )
     if not kinds:
         raise ValueError(f"no kinds asked for; valid kinds: {valid}")
     return list(dict.fromkeys(kinds))
@@ -140,10 +146,18 @@ def _custom_pattern(fn: PatternFn, name: str, row: torch.Tensor) -> torch.Tensor
 
 # --- pattern scores -------------------------------------------------------------------------
 
-def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = None,
-           kinds: Sequence[str] | str | None = None, *, patterns: Mapping[str, PatternFn] | None = None,
-           exclude_bos: bool = False, exclude_current_token: bool = False,
-           batch_size: int | None = None, progress: bool = False) -> pd.DataFrame:
+
+def scores(
+    model: Model,
+    tokens: torch.Tensor | TokenBatch | TaskBatch | None = None,
+    kinds: Sequence[str] | str | None = None,
+    *,
+    patterns: Mapping[str, PatternFn] | None = None,
+    exclude_bos: bool = False,
+    exclude_current_token: bool = False,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Head scores ``DataFrame[layer, head, kind, score]`` (one row per head and kind).
 
     tokens: ``[batch, pos]``, a padded :class:`~interp.tokens.TokenBatch` (each row scored
@@ -187,8 +201,10 @@ def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = 
     if int(batch.lengths.min()) < 2:
         raise ValueError(f"head scores need sequences of at least 2 positions, got {int(batch.lengths.min())}")
     if "prefix_matching" in kinds and not _has_repeats(batch.tokens, batch.lengths):
-        raise ValueError("prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
-                         "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)")
+        raise ValueError(
+            "prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
+            "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)"
+        )
     dev = batch.tokens.device
     sums = {k: torch.zeros(L, H, dtype=torch.float64, device=dev) for k in kinds}
     counts = {k: 0 for k in kinds}
@@ -211,11 +227,20 @@ def scores(model: Model, tokens: torch.Tensor | TokenBatch | TaskBatch | None = 
     return frame
 
 
-def _score_chunk(model: Model, batch: TokenBatch, kinds: list[str], patterns: dict, sums: dict, counts: dict,
-                 exclude_bos: bool, exclude_current: bool, bar) -> None:
+def _score_chunk(
+    model: Model,
+    batch: TokenBatch,
+    kinds: list[str],
+    patterns: dict,
+    sums: dict,
+    counts: dict,
+    exclude_bos: bool,
+    exclude_current: bool,
+    bar,
+) -> None:
     tokens, lengths = batch.tokens, batch.lengths.to(batch.tokens.device)
     B, P = tokens.shape
-    real = torch.arange(P, device=tokens.device)[None] < lengths[:, None]       # [B, P] real query rows
+    real = torch.arange(P, device=tokens.device)[None] < lengths[:, None]  # [B, P] real query rows
     index = _index_patterns(tokens, kinds, lengths)
     mul_kinds = [k for k in kinds if k in TL_KINDS or k in patterns]
 
@@ -249,14 +274,14 @@ def _score_chunk(model: Model, batch: TokenBatch, kinds: list[str], patterns: di
     for kind in kinds:
         if kind != "prefix_matching":
             counts[kind] += B
-    sink_rows = (real[:, 1:]).sum(-1).clamp(min=1).double()                    # [B] query rows 1..len-1
+    sink_rows = (real[:, 1:]).sum(-1).clamp(min=1).double()  # [B] query rows 1..len-1
 
     def reduce(layer: int):
         def fn(pattern: torch.Tensor, hook) -> None:
             # pattern [batch, head, q, k]: reduce to [batch, head] per kind, keep nothing
             # half-precision models: accumulate in float32 (sums over pos^2 entries)
             acc = torch.float32 if pattern.dtype in (torch.float16, torch.bfloat16) else pattern.dtype
-            A = pattern.detach().to(acc) * real[:, None, :, None]               # padding rows count for nothing
+            A = pattern.detach().to(acc) * real[:, None, :, None]  # padding rows count for nothing
             if mul_kinds:
                 denom = A.sum((-1, -2))
                 if exclude_bos:
@@ -267,22 +292,25 @@ def _score_chunk(model: Model, batch: TokenBatch, kinds: list[str], patterns: di
                     denom = denom + A[..., 0, 0]  # counted in both
                 for kind in mul_kinds:
                     if kind in dense:
-                        num = torch.bmm(A.reshape(B, A.shape[1], P * P), dense[kind].reshape(B, P * P, 1).to(acc))[..., 0]
+                        num = torch.bmm(A.reshape(B, A.shape[1], P * P), dense[kind].reshape(B, P * P, 1).to(acc))[
+                            ..., 0
+                        ]
                     else:
                         b, q, k = mul_index[kind]
                         num = torch.zeros(B, A.shape[1], dtype=acc, device=A.device).index_add_(0, b, A[b, :, q, k])
                     sums[kind][layer] += (num.double() / denom.double()).sum(0)
             if "prefix_matching" in kinds:
                 b, q, k = index["induction"]
-                vals = A[b, :, q, k].double()                                   # [nnz, head]
+                vals = A[b, :, q, k].double()  # [nnz, head]
                 # sum of the per-row masses over rows, divided by the number of rows with a target
                 total = torch.zeros(B, A.shape[1], dtype=torch.float64, device=A.device).index_add_(0, b, vals)
-                per_row = total / n_rows.clamp(min=1)[:, None]                   # [B, head]
+                per_row = total / n_rows.clamp(min=1)[:, None]  # [B, head]
                 sums["prefix_matching"][layer] += per_row.sum(0)
             if "sink" in kinds:
                 sums["sink"][layer] += (A[:, :, 1:, 0].double().sum(-1) / sink_rows[:, None]).sum(0)
             bar.update()
             return None
+
         return fn
 
     with torch.no_grad():
@@ -295,5 +323,10 @@ def top_heads(frame: pd.DataFrame, kind: str | None = None, k: int = 3) -> pd.Da
         if kind not in set(frame["kind"]):
             raise ValueError(f"kind {kind!r} is not in this frame; it has {sorted(set(frame['kind']))}")
         frame = frame[frame["kind"] == kind]
-    return (frame.sort_values("score", ascending=False).groupby("kind", sort=False).head(k)
-            .sort_values(["kind", "score"], ascending=[True, False]).reset_index(drop=True))
+    return (
+        frame.sort_values("score", ascending=False)
+        .groupby("kind", sort=False)
+        .head(k)
+        .sort_values(["kind", "score"], ascending=[True, False])
+        .reset_index(drop=True)
+    )

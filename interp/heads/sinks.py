@@ -19,9 +19,13 @@ def sink_share(model: Model, tokens: Tokens) -> pd.DataFrame:
 
     per_head = scores(model, tokens, ["sink"])
     layer = per_head.groupby("layer")["score"]
-    df = pd.DataFrame({"layer": layer.mean().index, "sink_share": layer.mean().to_numpy(),
-                       "sink_heads": per_head.assign(s=per_head["score"] >= SINK_THRESHOLD)
-                       .groupby("layer")["s"].sum().to_numpy()})
+    df = pd.DataFrame(
+        {
+            "layer": layer.mean().index,
+            "sink_share": layer.mean().to_numpy(),
+            "sink_heads": per_head.assign(s=per_head["score"] >= SINK_THRESHOLD).groupby("layer")["s"].sum().to_numpy(),
+        }
+    )
     df.attrs["heads"] = per_head
     return df
 
@@ -39,8 +43,8 @@ def sink_removal(model: Model, tokens: Tokens) -> pd.DataFrame:
     ids = batch.tokens
     if ids.shape[1] < 3:
         raise ValueError("sink_removal needs sequences of at least 3 tokens")
-    full = loss_by_position(model(ids), ids)[:, 1:]                 # predictions of tokens 2..
-    dropped = loss_by_position(model(ids[:, 1:]), ids[:, 1:])       # same predictions, no first token
+    full = loss_by_position(model(ids), ids)[:, 1:]  # predictions of tokens 2..
+    dropped = loss_by_position(model(ids[:, 1:]), ids[:, 1:])  # same predictions, no first token
     w, wo = full.mean(0).cpu(), dropped.mean(0).cpu()
     df = pd.DataFrame({"pos": range(len(w)), "with_first": w.numpy(), "without_first": wo.numpy()})
     df["increase"] = df["without_first"] - df["with_first"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -12,7 +12,8 @@ def require(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = 
     comes from) if ``frame`` lacks any of them or is empty."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{what} needs a frame with columns {list(columns)}; missing {missing}"
-                         + (f" ({hint})" if hint else ""))
+        raise ValueError(
+            f"{what} needs a frame with columns {list(columns)}; missing {missing}" + (f" ({hint})" if hint else "")
+        )
     if frame.empty:
         raise ValueError(f"{what}: the frame is empty")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,12 +53,12 @@ def _hover(str_tokens: list[str]) -> np.ndarray:
     return np.stack([np.repeat(toks[:, None], n, 1), np.repeat(toks[None, :], n, 0)], axis=-1)
 
 
-HOVER = ("dest %{y} <b>%{customdata[0]}</b><br>src %{x} <b>%{customdata[1]}</b><br>"
-         "attention %{z:.3f}<extra></extra>")
+HOVER = "dest %{y} <b>%{customdata[0]}</b><br>src %{x} <b>%{customdata[1]}</b><br>attention %{z:.3f}<extra></extra>"
 
 
-def attention_pattern(pattern, str_tokens: Sequence[str], *, title: str | None = None,
-                      zmax: float | None = 1.0, max_labels: int = 80) -> go.Figure:
+def attention_pattern(
+    pattern, str_tokens: Sequence[str], *, title: str | None = None, zmax: float | None = 1.0, max_labels: int = 80
+) -> go.Figure:
     """One head's pattern as a heatmap: rows are destination (query) positions, columns
     source (key) positions, both labelled with their tokens; hover shows the probability.
 
@@ -69,22 +69,41 @@ def attention_pattern(pattern, str_tokens: Sequence[str], *, title: str | None =
     toks = _check_tokens(str_tokens, m.shape[0])
     n = len(toks)
     step = max(1, math.ceil(n / max_labels))
-    ticks = dict(tickmode="array", tickvals=list(range(0, n, step)),
-                 ticktext=[f"{toks[i]} ·{i}" for i in range(0, n, step)])
-    fig = go.Figure(go.Heatmap(z=m, x=list(range(n)), y=list(range(n)), customdata=_hover(toks),
-                               hovertemplate=HOVER, colorscale=COLORSCALE, zmin=0.0, zmax=zmax,
-                               colorbar=dict(title="attn"), hoverongaps=False))
-    side = min(1000, max(560, 18 * n + 200))       # large enough to read a 20-token prompt's labels
-    fig.update_layout(title=title, width=side + 90, height=side, margin=dict(l=60, r=10, t=50 if title else 20, b=60),
-                      plot_bgcolor="white")
+    ticks = dict(
+        tickmode="array", tickvals=list(range(0, n, step)), ticktext=[f"{toks[i]} ·{i}" for i in range(0, n, step)]
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=list(range(n)),
+            y=list(range(n)),
+            customdata=_hover(toks),
+            hovertemplate=HOVER,
+            colorscale=COLORSCALE,
+            zmin=0.0,
+            zmax=zmax,
+            colorbar=dict(title="attn"),
+            hoverongaps=False,
+        )
+    )
+    side = min(1000, max(560, 18 * n + 200))  # large enough to read a 20-token prompt's labels
+    fig.update_layout(
+        title=title,
+        width=side + 90,
+        height=side,
+        margin=dict(l=60, r=10, t=50 if title else 20, b=60),
+        plot_bgcolor="white",
+    )
     fig.update_xaxes(title="source position (key)", tickangle=-90, tickfont=dict(size=9), **ticks)
-    fig.update_yaxes(title="destination position (query)", autorange="reversed", tickfont=dict(size=9),
-                     scaleanchor="x", **ticks)
+    fig.update_yaxes(
+        title="destination position (query)", autorange="reversed", tickfont=dict(size=9), scaleanchor="x", **ticks
+    )
     return fig
 
 
-def head_grid(patterns, str_tokens: Sequence[str], *, layer: int, cols: int = 4,
-              heads: Sequence[int] | None = None) -> go.Figure:
+def head_grid(
+    patterns, str_tokens: Sequence[str], *, layer: int, cols: int = 4, heads: Sequence[int] | None = None
+) -> go.Figure:
     """All heads of one layer as small patterns on one colour scale (0 to 1).
 
     patterns: ``[n_heads, dest, src]``.  heads: the head numbers of the slices (default
@@ -97,14 +116,33 @@ def head_grid(patterns, str_tokens: Sequence[str], *, layer: int, cols: int = 4,
     toks = _check_tokens(str_tokens, arr.shape[1])
     cols = max(1, min(cols, len(heads)))
     rows = math.ceil(len(heads) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"L{layer}H{h}" for h in heads],
-                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"L{layer}H{h}" for h in heads],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.08,
+    )
     custom = _hover(toks)
     for i, h in enumerate(heads):
-        fig.add_trace(go.Heatmap(z=_matrix(arr[i]), customdata=custom, hovertemplate=HOVER, coloraxis="coloraxis",
-                                 name=f"L{layer}H{h}", hoverongaps=False), row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(coloraxis=dict(colorscale=COLORSCALE, cmin=0.0, cmax=1.0, colorbar=dict(title="attn")),
-                      height=260 * rows + 40, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white")
+        fig.add_trace(
+            go.Heatmap(
+                z=_matrix(arr[i]),
+                customdata=custom,
+                hovertemplate=HOVER,
+                coloraxis="coloraxis",
+                name=f"L{layer}H{h}",
+                hoverongaps=False,
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+    fig.update_layout(
+        coloraxis=dict(colorscale=COLORSCALE, cmin=0.0, cmax=1.0, colorbar=dict(title="attn")),
+        height=260 * rows + 40,
+        margin=dict(l=10, r=10, t=40, b=10),
+        plot_bgcolor="white",
+    )
     fig.update_xaxes(showticklabels=False, constrain="domain")
     fig.update_yaxes(showticklabels=False, autorange="reversed", constrain="domain")
     for i in range(len(heads)):  # square panels
@@ -128,11 +166,15 @@ def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
     for i, tok in enumerate(toks):
         text = html.escape(tok)
         if i > dest:
-            spans.append(f'<span style="color:#aaa;padding:2px 3px" title="pos {i}: after the destination">{text}</span>')
+            spans.append(
+                f'<span style="color:#aaa;padding:2px 3px" title="pos {i}: after the destination">{text}</span>'
+            )
             continue
         alpha = float(np.clip(w[i], 0.0, 1.0))
-        style = (f"background:rgba(8,81,156,{alpha:.3f});color:{'white' if alpha > 0.55 else 'black'};"
-                 "padding:2px 3px;border-radius:3px;margin:1px")
+        style = (
+            f"background:rgba(8,81,156,{alpha:.3f});color:{'white' if alpha > 0.55 else 'black'};"
+            "padding:2px 3px;border-radius:3px;margin:1px"
+        )
         if i == dest:
             style += ";outline:2px solid #d62728"
         spans.append(f'<span style="{style}" title="pos {i} {text}: {w[i]:.3f}">{text}</span>')

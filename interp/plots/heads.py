@@ -9,7 +9,7 @@ Each function takes the DataFrame an ``interp.heads`` / ``interp.retrieval`` /
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,14 @@ from plotly.subplots import make_subplots
 from interp.plots import require
 
 
-def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, *, title: str | None = None,
-                 cols: int = 3, annotate: bool | None = None) -> go.Figure:
+def head_heatmap(
+    frame: pd.DataFrame,
+    kinds: Sequence[str] | str | None = None,
+    *,
+    title: str | None = None,
+    cols: int = 3,
+    annotate: bool | None = None,
+) -> go.Figure:
     """Scores as layer (rows) x head (columns) heatmaps, one panel per kind.
 
     frame: ``[layer, head, score]`` plus an optional ``kind`` column (e.g.
@@ -38,31 +44,53 @@ def head_heatmap(frame: pd.DataFrame, kinds: Sequence[str] | str | None = None, 
     cols = max(1, min(cols, len(kinds)))
     rows = math.ceil(len(kinds) / cols)
     n_layers = frame["layer"].nunique()
-    panel = max(220, 16 * n_layers + 60)                 # px per panel row: a cell stays readable at 30 layers
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=kinds, horizontal_spacing=0.08,
-                        vertical_spacing=min(0.3, 90 / (panel * rows)) if rows > 1 else 0.0)
+    panel = max(220, 16 * n_layers + 60)  # px per panel row: a cell stays readable at 30 layers
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=kinds,
+        horizontal_spacing=0.08,
+        vertical_spacing=min(0.3, 90 / (panel * rows)) if rows > 1 else 0.0,
+    )
     for i, kind in enumerate(kinds):
         grid = frame[frame["kind"] == kind].pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
         z = grid.to_numpy()
         signed = bool(np.nanmin(z) < 0)
         show = annotate if annotate is not None else grid.shape[0] <= 16 and grid.shape[1] <= 16
-        fig.add_trace(go.Heatmap(
-            z=z, x=[str(h) for h in grid.columns], y=[str(l) for l in grid.index],
-            coloraxis="coloraxis2" if signed else "coloraxis",
-            text=np.round(z, 2) if show else None, texttemplate="%{text}" if show else None,
-            hovertemplate=f"{kind}<br>L%{{y}}H%{{x}}: %{{z:.3f}}<extra></extra>"),
-            row=i // cols + 1, col=i % cols + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=[str(h) for h in grid.columns],
+                y=[str(l) for l in grid.index],
+                coloraxis="coloraxis2" if signed else "coloraxis",
+                text=np.round(z, 2) if show else None,
+                texttemplate="%{text}" if show else None,
+                hovertemplate=f"{kind}<br>L%{{y}}H%{{x}}: %{{z:.3f}}<extra></extra>",
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
         # integer ticks (category axes, not 0.5 steps); axis titles only on the outer panels, so
         # they never sit under the next row's subplot title
-        fig.update_xaxes(type="category", title_text="head" if i // cols == rows - 1 else None,
-                         row=i // cols + 1, col=i % cols + 1)
-        fig.update_yaxes(type="category", title_text="layer" if i % cols == 0 else None, autorange="reversed",
-                         row=i // cols + 1, col=i % cols + 1)
+        fig.update_xaxes(
+            type="category", title_text="head" if i // cols == rows - 1 else None, row=i // cols + 1, col=i % cols + 1
+        )
+        fig.update_yaxes(
+            type="category",
+            title_text="layer" if i % cols == 0 else None,
+            autorange="reversed",
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
     # fractions of attention share one 0..1 scale; signed scores (copying) a diverging one
     top = max(1.0, float(frame.loc[frame["kind"].isin(kinds), "score"].max()))
-    fig.update_layout(title=title, height=80 + panel * rows, margin=dict(l=50, r=40, t=60, b=40),
-                      coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=top, colorbar=dict(title="score", x=1.02)),
-                      coloraxis2=dict(colorscale="RdBu", cmin=-1.0, cmax=1.0, colorbar=dict(title="signed", x=1.12)))
+    fig.update_layout(
+        title=title,
+        height=80 + panel * rows,
+        margin=dict(l=50, r=40, t=60, b=40),
+        coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=top, colorbar=dict(title="score", x=1.02)),
+        coloraxis2=dict(colorscale="RdBu", cmin=-1.0, cmax=1.0, colorbar=dict(title="signed", x=1.12)),
+    )
     return fig
 
 
@@ -81,11 +109,23 @@ def composition_heatmap(frame: pd.DataFrame, kind: str = "K", *, title: str | No
     labels = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
     z = np.full((len(labels), len(labels)), np.nan)
     z[sub["src_layer"] * n_heads + sub["src_head"], sub["dst_layer"] * n_heads + sub["dst_head"]] = sub["score"]
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Viridis", zmin=0.0, hoverongaps=False,
-                               colorbar=dict(title="score"),
-                               hovertemplate=f"{kind}-composition<br>%{{y}} -> %{{x}}: %{{z:.3f}}<extra></extra>"))
-    fig.update_layout(title=title or f"{kind}-composition (source -> destination)", height=max(360, 40 + 18 * len(labels)),
-                      margin=dict(l=60, r=20, t=50, b=60))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=labels,
+            y=labels,
+            colorscale="Viridis",
+            zmin=0.0,
+            hoverongaps=False,
+            colorbar=dict(title="score"),
+            hovertemplate=f"{kind}-composition<br>%{{y}} -> %{{x}}: %{{z:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title or f"{kind}-composition (source -> destination)",
+        height=max(360, 40 + 18 * len(labels)),
+        margin=dict(l=60, r=20, t=50, b=60),
+    )
     fig.update_xaxes(title="destination head")
     fig.update_yaxes(title="source head", autorange="reversed")
     return fig
@@ -112,13 +152,34 @@ def ablation_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         values.append(float(rand["value"].mean()))
         errors.append(float(rand["value"].std(ddof=0)))
     hover = ["", " ".join(target["heads"]) if not target.empty else "", ""]
-    fig = go.Figure(go.Bar(x=names, y=values, error_y=dict(type="data", array=errors), hovertext=hover[:len(names)],
-                           marker_color=["#7f7f7f", "#d62728", "#1f77b4"][:len(names)], name=metric))
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            error_y=dict(type="data", array=errors),
+            hovertext=hover[: len(names)],
+            marker_color=["#7f7f7f", "#d62728", "#1f77b4"][: len(names)],
+            name=metric,
+        )
+    )
     if not rand.empty:
-        fig.add_trace(go.Scatter(x=[names[-1]] * len(rand), y=rand["value"], mode="markers", name="random draws",
-                                 marker=dict(color="black", size=6), hovertext=rand["heads"]))
-    fig.update_layout(title=title, yaxis_title=metric, showlegend=False, height=380,
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+        fig.add_trace(
+            go.Scatter(
+                x=[names[-1]] * len(rand),
+                y=rand["value"],
+                mode="markers",
+                name="random draws",
+                marker=dict(color="black", size=6),
+                hovertext=rand["heads"],
+            )
+        )
+    fig.update_layout(
+        title=title,
+        yaxis_title=metric,
+        showlegend=False,
+        height=380,
+        margin=dict(l=60, r=20, t=50 if title else 20, b=40),
+    )
     return fig
 
 
@@ -131,13 +192,33 @@ def loss_by_position_plot(frame: pd.DataFrame, *, title: str | None = None, labe
     fig = go.Figure()
     if "sem" in frame.columns and frame["sem"].notna().any():
         upper, lower = frame["loss"] + frame["sem"], frame["loss"] - frame["sem"]
-        fig.add_trace(go.Scatter(x=pd.concat([frame["pos"], frame["pos"][::-1]]), y=pd.concat([upper, lower[::-1]]),
-                                 fill="toself", fillcolor="rgba(31,119,180,0.2)", line=dict(width=0),
-                                 hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(x=frame["pos"], y=frame["loss"], mode="lines", name=label,
-                             hovertemplate="pos %{x}: %{y:.3f} nats<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="position (predicting the next token)", yaxis_title="loss (nats)",
-                      height=360, margin=dict(l=60, r=20, t=50 if title else 20, b=50))
+        fig.add_trace(
+            go.Scatter(
+                x=pd.concat([frame["pos"], frame["pos"][::-1]]),
+                y=pd.concat([upper, lower[::-1]]),
+                fill="toself",
+                fillcolor="rgba(31,119,180,0.2)",
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["pos"],
+            y=frame["loss"],
+            mode="lines",
+            name=label,
+            hovertemplate="pos %{x}: %{y:.3f} nats<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="position (predicting the next token)",
+        yaxis_title="loss (nats)",
+        height=360,
+        margin=dict(l=60, r=20, t=50 if title else 20, b=50),
+    )
     return fig
 
 
@@ -151,16 +232,35 @@ def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure
     fig = go.Figure()
     target = parts[parts["condition"] == "induction"].set_index("how")["removed"]
     rand = parts[parts["condition"] == "random"]
-    fig.add_trace(go.Bar(x=hows, y=[float(target.get(h, np.nan)) for h in hows], name="induction heads",
-                         marker_color="#d62728"))
-    fig.add_trace(go.Bar(x=hows, y=[float(rand[rand["how"] == h]["removed"].mean()) for h in hows],
-                         name="random heads (mean)", marker_color="#1f77b4"))
-    fig.add_trace(go.Scatter(x=rand["how"], y=rand["removed"], mode="markers", name="random draws",
-                             marker=dict(color="black", size=7), hovertext=rand.get("heads")))
+    fig.add_trace(
+        go.Bar(x=hows, y=[float(target.get(h, np.nan)) for h in hows], name="induction heads", marker_color="#d62728")
+    )
+    fig.add_trace(
+        go.Bar(
+            x=hows,
+            y=[float(rand[rand["how"] == h]["removed"].mean()) for h in hows],
+            name="random heads (mean)",
+            marker_color="#1f77b4",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=rand["how"],
+            y=rand["removed"],
+            mode="markers",
+            name="random draws",
+            marker=dict(color="black", size=7),
+            hovertext=rand.get("heads"),
+        )
+    )
     k = frame.attrs.get("k", "")
-    fig.update_layout(title=title or f"share of the in-context gain removed by ablating {k} heads", barmode="group",
-                      yaxis_title="gain removed (1 = all)", yaxis_range=[min(0.0, float(parts['removed'].min())) - 0.05,
-                                                                         1.05], height=380)
+    fig.update_layout(
+        title=title or f"share of the in-context gain removed by ablating {k} heads",
+        barmode="group",
+        yaxis_title="gain removed (1 = all)",
+        yaxis_range=[min(0.0, float(parts["removed"].min())) - 0.05, 1.05],
+        height=380,
+    )
     return fig
 
 
@@ -170,10 +270,22 @@ def sink_plot(share: pd.DataFrame, removal: pd.DataFrame | None = None, *, title
     without the first token."""
     require(share, ["layer", "sink_share"], "sink_plot")
     cols = 2 if removal is not None else 1
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=["attention to the first token, by layer"] +
-                        (["loss without the first token"] if removal is not None else []))
-    fig.add_trace(go.Bar(x=share["layer"], y=share["sink_share"], name="sink share",
-                         hovertemplate="layer %{x}: %{y:.3f}<extra></extra>"), row=1, col=1)
+    fig = make_subplots(
+        rows=1,
+        cols=cols,
+        subplot_titles=["attention to the first token, by layer"]
+        + (["loss without the first token"] if removal is not None else []),
+    )
+    fig.add_trace(
+        go.Bar(
+            x=share["layer"],
+            y=share["sink_share"],
+            name="sink share",
+            hovertemplate="layer %{x}: %{y:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     fig.update_xaxes(title_text="layer", tickmode="linear", dtick=max(1, len(share) // 15), row=1, col=1)
     fig.update_yaxes(title_text="share of attention", range=[0, 1], row=1, col=1)
     if removal is not None:

@@ -4,7 +4,7 @@ attribution by layer x head.  Each takes the frames :mod:`interp.lens` returns."
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,31 +38,55 @@ def lens_grid(frame: pd.DataFrame, *, color: str = "prob", title: str | None = N
     z = top.pivot(index="layer", columns="pos", values=color).reindex(index=layers, columns=positions)
     text = top.pivot(index="layer", columns="pos", values="token").reindex(index=layers, columns=positions)
     inputs = top.drop_duplicates("pos").set_index("pos")["input"].reindex(positions)
-    xlabels = [f"{p}: {inputs[p]!r}"[:24] for p in positions]          # unique even for repeated tokens
+    xlabels = [f"{p}: {inputs[p]!r}"[:24] for p in positions]  # unique even for repeated tokens
     ylabels = [_layer_label(frame, int(layer)) for layer in layers]
     cells = text.to_numpy().astype(str)
     small = len(positions) <= 40 and len(layers) <= 48
-    fig = go.Figure(go.Heatmap(
-        z=z.to_numpy(), x=xlabels, y=ylabels, zmin=0, zmax=1, colorscale="Blues",
-        colorbar=dict(title="p(target)" if color == "target_prob" else "p(top)"),
-        text=np.vectorize(lambda t: repr(t)[1:-1][:8])(cells) if small else None,
-        texttemplate="%{text}" if small else None, textfont=dict(size=9),
-        customdata=cells, hovertemplate="layer %{y}, %{x}<br>top: %{customdata!r}<br>p = %{z:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.to_numpy(),
+            x=xlabels,
+            y=ylabels,
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            colorbar=dict(title="p(target)" if color == "target_prob" else "p(top)"),
+            text=np.vectorize(lambda t: repr(t)[1:-1][:8])(cells) if small else None,
+            texttemplate="%{text}" if small else None,
+            textfont=dict(size=9),
+            customdata=cells,
+            hovertemplate="layer %{y}, %{x}<br>top: %{customdata!r}<br>p = %{z:.3f}<extra></extra>",
+        )
+    )
     what = f"p({frame.attrs['target']!r})" if color == "target_prob" and frame.attrs.get("target") else "top token"
     kind = "tuned lens" if frame.attrs.get("tuned") else "logit lens"
-    fig.update_layout(title=title or f"{kind} ({frame.attrs.get('stage', 'post')}): {what}",
-                      height=max(320, 18 * len(layers) + 160), xaxis=dict(type="category", tickangle=-45),
-                      yaxis=dict(type="category", title="layer"))
+    fig.update_layout(
+        title=title or f"{kind} ({frame.attrs.get('stage', 'post')}): {what}",
+        height=max(320, 18 * len(layers) + 160),
+        xaxis=dict(type="category", tickangle=-45),
+        yaxis=dict(type="category", title="layer"),
+    )
     return fig
 
 
 def _curves(frames: Mapping[str, pd.DataFrame], y: str, ytitle: str, title: str) -> go.Figure:
     fig = go.Figure()
     for label, frame in frames.items():
-        fig.add_trace(go.Scatter(x=frame["layer"], y=frame[y], mode="lines+markers", name=label,
-                                 hovertemplate=f"{label}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(title=title, height=360, yaxis=dict(title=ytitle),
-                      xaxis=dict(title="layer", tickmode="linear", dtick=max(1, len(fig.data[0].x) // 16)))
+        fig.add_trace(
+            go.Scatter(
+                x=frame["layer"],
+                y=frame[y],
+                mode="lines+markers",
+                name=label,
+                hovertemplate=f"{label}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=360,
+        yaxis=dict(title=ytitle),
+        xaxis=dict(title="layer", tickmode="linear", dtick=max(1, len(fig.data[0].x) // 16)),
+    )
     return fig
 
 
@@ -73,8 +97,12 @@ def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: s
         raise ValueError("no lens frames to draw")
     picked = {}
     for label, frame in frames.items():
-        require(frame, ["layer", "pos", "rank_k", "target_prob"], f"target_curves (frame {label!r})",
-                "from interp.lens.logit_lens with a target")
+        require(
+            frame,
+            ["layer", "pos", "rank_k", "target_prob"],
+            f"target_curves (frame {label!r})",
+            "from interp.lens.logit_lens with a target",
+        )
         positions = sorted(frame["pos"].unique())
         if not -len(positions) <= pos < len(positions):
             raise ValueError(f"pos {pos} is outside the {len(positions)} positions")
@@ -107,20 +135,47 @@ def dla_plot(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     else:
         what = repr(what)
     title = title or f"direct logit attribution to {what} (sum {frame['value'].sum():.2f})"
-    bars = go.Bar(x=rest["value"], y=rest["component"], orientation="h", marker_color=np.where(rest["value"] >= 0, "#3b6fb6", "#c0504d"),
-                  hovertemplate="%{y}: %{x:.3f}<extra></extra>", showlegend=False)
+    bars = go.Bar(
+        x=rest["value"],
+        y=rest["component"],
+        orientation="h",
+        marker_color=np.where(rest["value"] >= 0, "#3b6fb6", "#c0504d"),
+        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        showlegend=False,
+    )
     if heads.empty:
         fig = go.Figure(bars)
-        fig.update_layout(title=title, height=max(300, 22 * len(rest) + 120), xaxis=dict(title="logit contribution"),
-                          yaxis=dict(autorange="reversed", type="category"))
+        fig.update_layout(
+            title=title,
+            height=max(300, 22 * len(rest) + 120),
+            xaxis=dict(title="logit contribution"),
+            yaxis=dict(autorange="reversed", type="category"),
+        )
         return fig
     grid = heads.pivot_table(index="layer", columns="head", values="value", aggfunc="sum")
     bound = float(np.abs(grid.to_numpy()).max()) or 1.0
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
-                        subplot_titles=["heads (layer x head)", "other components"])
-    fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=[str(int(h)) for h in grid.columns], y=[str(int(l)) for l in grid.index],
-                             zmid=0, zmin=-bound, zmax=bound, colorscale="RdBu", colorbar=dict(title="logit", x=0.56),
-                             hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>"), row=1, col=1)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.62, 0.38],
+        horizontal_spacing=0.12,
+        subplot_titles=["heads (layer x head)", "other components"],
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[str(int(h)) for h in grid.columns],
+            y=[str(int(l)) for l in grid.index],
+            zmid=0,
+            zmin=-bound,
+            zmax=bound,
+            colorscale="RdBu",
+            colorbar=dict(title="logit", x=0.56),
+            hovertemplate="L%{y}H%{x}: %{z:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     fig.add_trace(bars, row=1, col=2)
     fig.update_xaxes(title_text="head", type="category", row=1, col=1)
     fig.update_yaxes(title_text="layer", type="category", row=1, col=1)

@@ -60,7 +60,7 @@ class RecurrentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RecurrentConfig":
+    def from_dict(cls, d: dict) -> RecurrentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known - {"family"})
         if unknown:

@@ -25,12 +25,24 @@ SITE_KINDS = {
 
 _BLOCKS = {"lstm": LSTMBlock, "gru": GRUBlock, "ssm": SSMBlock}
 _KIND = {
-    "hook_resid_pre": "resid", "hook_resid_post": "resid",
-    "hook_hidden": "hidden", "hook_cell": "state", "hook_state": "state",
-    "hook_input_gate": "gate", "hook_forget_gate": "gate", "hook_output_gate": "gate",
-    "hook_cell_candidate": "gate", "hook_reset_gate": "gate", "hook_update_gate": "gate",
-    "hook_candidate": "gate", "hook_delta": "gate", "hook_gate": "gate",
-    "hook_u": "input", "hook_B": "input", "hook_C": "input", "hook_mixer_out": "out",
+    "hook_resid_pre": "resid",
+    "hook_resid_post": "resid",
+    "hook_hidden": "hidden",
+    "hook_cell": "state",
+    "hook_state": "state",
+    "hook_input_gate": "gate",
+    "hook_forget_gate": "gate",
+    "hook_output_gate": "gate",
+    "hook_cell_candidate": "gate",
+    "hook_reset_gate": "gate",
+    "hook_update_gate": "gate",
+    "hook_candidate": "gate",
+    "hook_delta": "gate",
+    "hook_gate": "gate",
+    "hook_u": "input",
+    "hook_B": "input",
+    "hook_C": "input",
+    "hook_mixer_out": "out",
 }
 
 
@@ -70,7 +82,8 @@ class HookedRecurrent(HookedRootModule):
         finally:
             torch.random.set_rng_state(gen_state)
         self.recurrent_sites: tuple[str, ...] = tuple(
-            f"blocks.{l}.{n}" for l, b in enumerate(self.blocks) for n in b.step_sites)
+            f"blocks.{l}.{n}" for l, b in enumerate(self.blocks) for n in b.step_sites
+        )
         self.setup()
         for hp in self.hook_dict.values():
             hp.step = None  # the current step while a per-step site runs its hooks

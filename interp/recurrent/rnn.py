@@ -78,11 +78,11 @@ class _LSTMScan(torch.autograd.Function):
         W_hh, H, i, f, g, o, c, tc = ctx.saved_tensors
         T, B, d = H.shape
         c_prev = torch.cat([torch.zeros_like(c[:1]), c[:-1]], 0)
-        K_c = o * (1 - tc * tc)          # dc += dh * K_c
-        K_o = tc * o * (1 - o)           # d(o pre) = dh * K_o
-        K_i = g * i * (1 - i)            # d(i pre) = dc * K_i
-        K_g = i * (1 - g * g)            # d(g pre) = dc * K_g
-        K_f = c_prev * f * (1 - f)       # d(f pre) = dc * K_f
+        K_c = o * (1 - tc * tc)  # dc += dh * K_c
+        K_o = tc * o * (1 - o)  # d(o pre) = dh * K_o
+        K_i = g * i * (1 - i)  # d(i pre) = dc * K_i
+        K_g = i * (1 - g * g)  # d(g pre) = dc * K_g
+        K_f = c_prev * f * (1 - f)  # d(f pre) = dc * K_f
         dG = torch.empty(T, B, 4 * d, dtype=H.dtype, device=H.device)
         dh_rec = torch.zeros(B, d, dtype=H.dtype, device=H.device)
         dc_rec = torch.zeros(B, d, dtype=H.dtype, device=H.device)
@@ -91,9 +91,9 @@ class _LSTMScan(torch.autograd.Function):
             dc = dc_rec + dh * K_c[t]
             row = dG[t]
             torch.mul(dc, K_i[t], out=row[:, :d])
-            torch.mul(dc, K_f[t], out=row[:, d:2 * d])
-            torch.mul(dc, K_g[t], out=row[:, 2 * d:3 * d])
-            torch.mul(dh, K_o[t], out=row[:, 3 * d:])
+            torch.mul(dc, K_f[t], out=row[:, d : 2 * d])
+            torch.mul(dc, K_g[t], out=row[:, 2 * d : 3 * d])
+            torch.mul(dh, K_o[t], out=row[:, 3 * d :])
             dc_rec = dc * f[t]
             dh_rec = torch.mm(row, W_hh)
         flat = dG.reshape(T * B, 4 * d)
@@ -118,21 +118,21 @@ class _GRUScan(torch.autograd.Function):
         W_hh, H, r, z, n, hn = ctx.saved_tensors
         T, B, d = H.shape
         h_prev = torch.cat([torch.zeros_like(H[:1]), H[:-1]], 0)
-        K_z = (h_prev - n) * z * (1 - z)   # d(z pre) = dh * K_z
-        K_n = (1 - z) * (1 - n * n)        # d(n pre) = dh * K_n
-        K_r = hn * r * (1 - r)             # d(r pre) = d(n pre) * K_r
+        K_z = (h_prev - n) * z * (1 - z)  # d(z pre) = dh * K_z
+        K_n = (1 - z) * (1 - n * n)  # d(n pre) = dh * K_n
+        K_r = hn * r * (1 - r)  # d(r pre) = d(n pre) * K_r
         dX = torch.empty(T, B, 3 * d, dtype=H.dtype, device=H.device)
         dHh = torch.empty(T, B, 3 * d, dtype=H.dtype, device=H.device)  # grad of W_hh h + b_hh
         dh_rec = torch.zeros(B, d, dtype=H.dtype, device=H.device)
         for t in range(T - 1, -1, -1):
             dh = gH[t] + dh_rec
             xr = dX[t]
-            dn = torch.mul(dh, K_n[t], out=xr[:, 2 * d:])
+            dn = torch.mul(dh, K_n[t], out=xr[:, 2 * d :])
             torch.mul(dn, K_r[t], out=xr[:, :d])
-            torch.mul(dh, K_z[t], out=xr[:, d:2 * d])
+            torch.mul(dh, K_z[t], out=xr[:, d : 2 * d])
             hr = dHh[t]
-            hr[:, :2 * d] = xr[:, :2 * d]
-            torch.mul(dn, r[t], out=hr[:, 2 * d:])
+            hr[:, : 2 * d] = xr[:, : 2 * d]
+            torch.mul(dn, r[t], out=hr[:, 2 * d :])
             dh_rec = torch.addmm(dh * z[t], hr, W_hh)
         g_W = torch.mm(dHh[1:].reshape(-1, 3 * d).t(), H[:-1].reshape(-1, d))
         return dX, g_W, dHh.reshape(T * B, 3 * d).sum(0)
@@ -144,8 +144,14 @@ class LSTMBlock(_RNNBlock):
     that order at each step), then ``hook_cell`` (c_t), then ``hook_hidden`` (h_t)."""
 
     n_gates = 4
-    step_sites = ("hook_input_gate", "hook_forget_gate", "hook_cell_candidate", "hook_output_gate",
-                  "hook_cell", "hook_hidden")
+    step_sites = (
+        "hook_input_gate",
+        "hook_forget_gate",
+        "hook_cell_candidate",
+        "hook_output_gate",
+        "hook_cell",
+        "hook_hidden",
+    )
     _fn = _LSTMScan
 
     @staticmethod

@@ -40,21 +40,21 @@ class _SSMScan(torch.autograd.Function):
         g_B = torch.empty_like(Bm)
         g_C = torch.empty_like(Cm)
         g_A = torch.zeros(B, E, N, dtype=H.dtype, device=H.device)
-        gY = gY.unsqueeze(-1)                      # [T, B, E, 1]
-        G = torch.zeros(B, E, N, dtype=H.dtype, device=H.device)   # total dLoss/dH[t]
+        gY = gY.unsqueeze(-1)  # [T, B, E, 1]
+        G = torch.zeros(B, E, N, dtype=H.dtype, device=H.device)  # total dLoss/dH[t]
         dA_next = None
         Q = torch.empty(B, E, N, dtype=H.dtype, device=H.device)
         for t in range(T - 1, -1, -1):
             if dA_next is not None:
                 G *= dA_next
-            G.baddbmm_(gY[t], Cm[t].unsqueeze(1))                      # + gY[t] outer C[t]
+            G.baddbmm_(gY[t], Cm[t].unsqueeze(1))  # + gY[t] outer C[t]
             torch.bmm(gY[t].transpose(1, 2), H[t], out=g_C[t].unsqueeze(1))
             torch.bmm(G, Bm[t].unsqueeze(-1), out=g_du[t].unsqueeze(-1))
             torch.bmm(du[t].unsqueeze(1), G, out=g_B[t].unsqueeze(1))
             if t > 0:
                 dA = torch.exp(delta[t].unsqueeze(-1) * A)
                 torch.mul(G, H[t - 1], out=Q)
-                Q *= dA                                                 # dLoss/d(delta A)
+                Q *= dA  # dLoss/d(delta A)
                 torch.linalg.vecdot(Q, A, out=g_delta[t])
                 g_A.addcmul_(Q, delta[t].unsqueeze(-1))
                 dA_next = dA
@@ -74,7 +74,7 @@ def _ssm_loop(delta, A, du, Bm, Cm, site, out=None) -> list[torch.Tensor]:
         if h is None:
             h = torch.zeros(du[t].shape + (A.shape[1],), dtype=du[t].dtype, device=du[t].device)
         h_new = torch.mul(torch.exp(delta[t].unsqueeze(-1) * A), h, out=h_new)
-        h_new.baddbmm_(du[t].unsqueeze(-1), Bm[t].unsqueeze(1))       # + du[t] outer B[t]
+        h_new.baddbmm_(du[t].unsqueeze(-1), Bm[t].unsqueeze(1))  # + du[t] outer B[t]
         h = site(t, h_new) if site is not None else h_new
         ys.append(torch.bmm(h, Cm[t].unsqueeze(-1)).squeeze(-1))
     return ys
@@ -102,15 +102,25 @@ class SSMBlock(nn.Module):
         self.conv_bias = nn.Parameter(torch.zeros(E))
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj = nn.Linear(R, E)
-        nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(R**-0.5), R**-0.5)
         dt = torch.exp(torch.rand(E) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
         self.D = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d)
-        for name in ("hook_resid_pre", "hook_u", "hook_delta", "hook_B", "hook_C", "hook_state",
-                     "hook_hidden", "hook_gate", "hook_mixer_out", "hook_resid_post"):
+        for name in (
+            "hook_resid_pre",
+            "hook_u",
+            "hook_delta",
+            "hook_B",
+            "hook_C",
+            "hook_state",
+            "hook_hidden",
+            "hook_gate",
+            "hook_mixer_out",
+            "hook_resid_post",
+        ):
             setattr(self, name, HookPoint())
 
     @property
@@ -123,8 +133,9 @@ class SSMBlock(nn.Module):
         T = resid.shape[1]
         u, z = self.in_proj(self.norm(resid)).chunk(2, -1)
         if self.d_conv > 1:
-            u = F.conv1d(u.transpose(1, 2), self.conv_weight, self.conv_bias, padding=self.d_conv - 1,
-                         groups=u.shape[-1])[..., :T].transpose(1, 2)
+            u = F.conv1d(
+                u.transpose(1, 2), self.conv_weight, self.conv_bias, padding=self.d_conv - 1, groups=u.shape[-1]
+            )[..., :T].transpose(1, 2)
         else:
             u = u * self.conv_weight[:, 0, 0] + self.conv_bias
         u = self.hook_u(F.silu(u))
@@ -133,10 +144,10 @@ class SSMBlock(nn.Module):
         Bm = self.hook_B(Bm)
         Cm = self.hook_C(Cm)
         # Time-major [T, B, ...] so each step works on contiguous slices.
-        deltaT = delta.transpose(0, 1).contiguous()                     # [T, B, E]
-        du = (deltaT * u.transpose(0, 1)).contiguous()                  # [T, B, E]
-        BmT = Bm.transpose(0, 1).contiguous()                           # [T, B, N]
-        CmT = Cm.transpose(0, 1).contiguous()                           # [T, B, N]
+        deltaT = delta.transpose(0, 1).contiguous()  # [T, B, E]
+        du = (deltaT * u.transpose(0, 1)).contiguous()  # [T, B, E]
+        BmT = Bm.transpose(0, 1).contiguous()  # [T, B, N]
+        CmT = Cm.transpose(0, 1).contiguous()  # [T, B, N]
         site = _StepSite(self.hook_state, T)
         if site.on:
             ys = _ssm_loop(deltaT.unbind(0), self.A, du.unbind(0), BmT.unbind(0), CmT.unbind(0), site)

@@ -18,10 +18,14 @@ def _needs_module_call(hp: nn.Module) -> bool:
     """Whether ``hp`` has hooks other than plain forward hooks (backward or pre-hooks, an
     nnsight controller, global module hooks): then it is called as a module."""
     return bool(
-        hp._forward_pre_hooks or hp._backward_hooks or hp._backward_pre_hooks
+        hp._forward_pre_hooks
+        or hp._backward_hooks
+        or hp._backward_pre_hooks
         or "forward" in hp.__dict__  # nnsight installs its controller here
-        or _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
-        or _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks
+        or _torch_module._global_forward_hooks
+        or _torch_module._global_forward_pre_hooks
+        or _torch_module._global_backward_hooks
+        or _torch_module._global_backward_pre_hooks
     )
 
 
@@ -52,8 +56,10 @@ class _StepSite:
             return x
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"hook on per-step site {self.hp.name} must return None or a tensor of shape "
-                             f"{tuple(x.shape)}, got {got}")
+            raise ValueError(
+                f"hook on per-step site {self.hp.name} must return None or a tensor of shape "
+                f"{tuple(x.shape)}, got {got}"
+            )
         return out
 
     def _present(self, t: int, cur: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,7 @@ class _StepSite:
         buf = self.buf
         if buf._version != self.clean:  # a hook wrote into the buffer in place: restore
             buf[:, :t] = self.seq[:, :t]
-            buf[:, t + 1:] = 0
+            buf[:, t + 1 :] = 0
         buf[:, t] = cur
         self.clean = buf._version
         return buf

@@ -6,10 +6,34 @@ evaluation against a random vector and a prompting baseline (:mod:`~interp.steer
 from interp.steering.evaluate import VECTOR_KINDS, compare_generations, prefixed, sweep
 from interp.steering.pairs import PAIRS_FORMAT, ContrastPairs, check_answer_pos, read_pairs, site_activations
 from interp.steering.vector import (
-    DEFAULT_SITE, METHODS, SteeringVector, ablate_direction, check_finite, load_vector, positions,
-    principal_direction, site_for,
+    DEFAULT_SITE,
+    METHODS,
+    SteeringVector,
+    ablate_direction,
+    check_finite,
+    load_vector,
+    positions,
+    principal_direction,
+    site_for,
 )
 
-__all__ = ["VECTOR_KINDS", "compare_generations", "prefixed", "sweep", "PAIRS_FORMAT", "ContrastPairs",
-           "check_answer_pos", "read_pairs", "site_activations", "DEFAULT_SITE", "METHODS", "SteeringVector",
-           "ablate_direction", "check_finite", "load_vector", "positions", "principal_direction", "site_for"]
+__all__ = [
+    "VECTOR_KINDS",
+    "compare_generations",
+    "prefixed",
+    "sweep",
+    "PAIRS_FORMAT",
+    "ContrastPairs",
+    "check_answer_pos",
+    "read_pairs",
+    "site_activations",
+    "DEFAULT_SITE",
+    "METHODS",
+    "SteeringVector",
+    "ablate_direction",
+    "check_finite",
+    "load_vector",
+    "positions",
+    "principal_direction",
+    "site_for",
+]

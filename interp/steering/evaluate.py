@@ -23,7 +23,7 @@ prompt``), so the prompt's own tokens keep their ids and the damage compares the
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -40,14 +40,23 @@ from interp.tokens import TokenBatch
 VECTOR_KINDS = ("steer", "random", "prompt", "none")
 
 
-def _vectors_by_layer(model: Model, vectors_or_pairs, layers: Sequence[int] | None, site: str | None,
-                      method: str, answer_pos: AnswerPos | None) -> dict:
+def _vectors_by_layer(
+    model: Model,
+    vectors_or_pairs,
+    layers: Sequence[int] | None,
+    site: str | None,
+    method: str,
+    answer_pos: AnswerPos | None,
+) -> dict:
     if isinstance(vectors_or_pairs, SteeringVector):
         vectors_or_pairs = [vectors_or_pairs]
     if isinstance(vectors_or_pairs, Mapping):
         vectors = dict(vectors_or_pairs)
-    elif isinstance(vectors_or_pairs, Sequence) and vectors_or_pairs and all(
-            isinstance(v, SteeringVector) for v in vectors_or_pairs):
+    elif (
+        isinstance(vectors_or_pairs, Sequence)
+        and vectors_or_pairs
+        and all(isinstance(v, SteeringVector) for v in vectors_or_pairs)
+    ):
         vectors = {v.layer: v for v in vectors_or_pairs}
         if len(vectors) != len(vectors_or_pairs):
             raise ValueError("several vectors share a layer: pass a dict {label: vector} instead")
@@ -57,11 +66,15 @@ def _vectors_by_layer(model: Model, vectors_or_pairs, layers: Sequence[int] | No
         elif isinstance(vectors_or_pairs, (tuple, list)) and len(vectors_or_pairs) == 2:
             pairs = ContrastPairs(*vectors_or_pairs)
         else:
-            raise TypeError("vectors_or_pairs must be ContrastPairs, a (positive, negative) pair of prompt sets, "
-                            "a SteeringVector, a list of them or a dict {layer: vector}")
+            raise TypeError(
+                "vectors_or_pairs must be ContrastPairs, a (positive, negative) pair of prompt sets, "
+                "a SteeringVector, a list of them or a dict {layer: vector}"
+            )
         layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
-        return {l: SteeringVector.from_pairs(model, pairs, layer=l, site=site, method=method,
-                                             answer_pos=answer_pos) for l in layers}
+        return {
+            l: SteeringVector.from_pairs(model, pairs, layer=l, site=site, method=method, answer_pos=answer_pos)
+            for l in layers
+        }
     if layers is not None:
         missing = [l for l in layers if l not in vectors]
         if missing:
@@ -80,7 +93,7 @@ def prefixed(model: Model, batch: TokenBatch, instruction: str) -> TokenBatch:
     for r in batch.rows():
         r = r.tolist()
         head = [r[0]] if bos is not None and r and r[0] == bos else []
-        rows.append(head + ids + r[len(head):])
+        rows.append(head + ids + r[len(head) :])
     return model.tokenize(rows)
 
 
@@ -95,7 +108,7 @@ def _damage(model: Model, base_logits: torch.Tensor, neutral: TokenBatch, start_
 
 def _lm_loss(logits: torch.Tensor, batch: TokenBatch) -> float:
     """Mean next-token loss (nats) over each row's real positions."""
-    per = loss_by_position(logits, batch.tokens)                                 # [b, pos-1]
+    per = loss_by_position(logits, batch.tokens)  # [b, pos-1]
     real = torch.arange(per.shape[1])[None] < (batch.lengths[:, None] - 1)
     return float(per[real.to(per.device)].mean())
 
@@ -103,15 +116,16 @@ def _lm_loss(logits: torch.Tensor, batch: TokenBatch) -> float:
 def _continuations(model: Model, prompts: TokenBatch, n: int, concept: torch.Tensor | None) -> dict:
     """Greedy continuations under the active hooks: concept share and their loss under the
     unsteered model (the caller's hooks are lifted for that)."""
-    new = greedy(model, prompts, n)                                              # [b, n]
+    new = greedy(model, prompts, n)  # [b, n]
     out = {}
     if concept is not None:
         out["concept_share"] = float(torch.isin(new, concept.cpu()).any(-1).float().mean())
-    full = TokenBatch.from_rows([torch.cat([r.cpu(), new[i]]) for i, r in enumerate(prompts.rows())],
-                                pad_id=prompts.pad_id)
-    with model.without_hooks():                 # the unsteered model judges the text
+    full = TokenBatch.from_rows(
+        [torch.cat([r.cpu(), new[i]]) for i, r in enumerate(prompts.rows())], pad_id=prompts.pad_id
+    )
+    with model.without_hooks():  # the unsteered model judges the text
         logits = model(full)
-    per = loss_by_position(logits, model.validate_tokens(full.tokens))         # [b, pos-1]
+    per = loss_by_position(logits, model.validate_tokens(full.tokens))  # [b, pos-1]
     idx = torch.arange(per.shape[1])[None]
     start = (prompts.lengths - 1)[:, None]
     cont = (idx >= start) & (idx < start + n)
@@ -120,12 +134,26 @@ def _continuations(model: Model, prompts: TokenBatch, n: int, concept: torch.Ten
 
 
 @torch.no_grad()
-def sweep(model: Model, vectors_or_pairs, layers: Sequence[int] | None, coefs: Sequence[float],
-          eval_prompts: Tokens | Sequence[str], behaviour: M.Metric, *, site: str | None = None,
-          method: str = "caa", answer_pos: AnswerPos | None = None, start_pos: int = 0,
-          random_control: bool = True, seed: int = 0, neutral_prompts: Tokens | Sequence[str] | None = None,
-          instruction: str | None = None, generate: int = 0, concept_tokens: Sequence[int] | None = None,
-          progress: bool = True) -> pd.DataFrame:
+def sweep(
+    model: Model,
+    vectors_or_pairs,
+    layers: Sequence[int] | None,
+    coefs: Sequence[float],
+    eval_prompts: Tokens | Sequence[str],
+    behaviour: M.Metric,
+    *,
+    site: str | None = None,
+    method: str = "caa",
+    answer_pos: AnswerPos | None = None,
+    start_pos: int = 0,
+    random_control: bool = True,
+    seed: int = 0,
+    neutral_prompts: Tokens | Sequence[str] | None = None,
+    instruction: str | None = None,
+    generate: int = 0,
+    concept_tokens: Sequence[int] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Steers ``model`` at each (layer, coef) and measures behaviour and damage (see the module
     docstring for the columns).
 
@@ -142,8 +170,10 @@ def sweep(model: Model, vectors_or_pairs, layers: Sequence[int] | None, coefs: S
     ``damage_on`` ("neutral" | "eval"), ``baseline_neutral_loss``.
     """
     if not isinstance(behaviour, M.Metric):
-        raise TypeError("behaviour must be an interp.metrics.Metric (e.g. metrics.set_logodds(positive_ids, "
-                        "negative_ids) or metrics.from_labels(labels, 'prob'))")
+        raise TypeError(
+            "behaviour must be an interp.metrics.Metric (e.g. metrics.set_logodds(positive_ids, "
+            "negative_ids) or metrics.from_labels(labels, 'prob'))"
+        )
     coefs = [check_finite(c, "coef") for c in coefs]
     if not coefs:
         raise ValueError("coefs is empty")
@@ -152,8 +182,9 @@ def sweep(model: Model, vectors_or_pairs, layers: Sequence[int] | None, coefs: S
         raise ValueError(f"generate must be an int >= 0 (new tokens per prompt), got {generate!r}")
     evals = model.tokenize(eval_prompts)
     neutral = model.tokenize(neutral_prompts) if neutral_prompts is not None else evals
-    metric = behaviour.check(len(evals), evals.tokens.shape[1], model.cfg.d_vocab).resolve(evals.tokens.shape[1],
-                                                                                       evals.lengths)
+    metric = behaviour.check(len(evals), evals.tokens.shape[1], model.cfg.d_vocab).resolve(
+        evals.tokens.shape[1], evals.lengths
+    )
     concept = None
     if generate:
         ids = concept_tokens if concept_tokens is not None else metric.targets
@@ -180,35 +211,62 @@ def sweep(model: Model, vectors_or_pairs, layers: Sequence[int] | None, coefs: S
         logits = model(ask_neutral)
         k = int((ask_neutral.lengths - neutral.lengths)[0])
         kl = M.kl(base_neutral, pos=None, lengths=neutral.lengths)
-        asked["damage"] = float(M.Metric("kl", kl.pos, mask=kl.mask & (kl.pos >= start_pos), reference=kl.reference)(
-            logits[:, k:k + neutral.tokens.shape[1]]))
+        asked["damage"] = float(
+            M.Metric("kl", kl.pos, mask=kl.mask & (kl.pos >= start_pos), reference=kl.reference)(
+                logits[:, k : k + neutral.tokens.shape[1]]
+            )
+        )
         asked["neutral_loss"] = _lm_loss(logits[:, k:], neutral)
         if generate:
             asked.update(_continuations(model, ask, generate, concept))
-        rows.append({"layer": None, "site": None, "coef": None, "vector": "prompt", "norm": 0.0, **asked,
-                     "instruction": instruction, "prefix_tokens": int(shift[0])})
+        rows.append(
+            {
+                "layer": None,
+                "site": None,
+                "coef": None,
+                "vector": "prompt",
+                "norm": 0.0,
+                **asked,
+                "instruction": instruction,
+                "prefix_tokens": int(shift[0]),
+            }
+        )
     kinds = {"steer": None, "random": seed} if random_control else {"steer": None}
-    bar = tqdm(total=len(vectors) * len(coefs) * len(kinds), desc="steering sweep", disable=not progress,
-               mininterval=1.0)
+    bar = tqdm(
+        total=len(vectors) * len(coefs) * len(kinds), desc="steering sweep", disable=not progress, mininterval=1.0
+    )
     for label, vec in vectors.items():
         for kind, kind_seed in kinds.items():
             v = vec if kind == "steer" else vec.random_like(kind_seed)
             for coef in coefs:
                 with v.apply(model, coef=coef, start_pos=start_pos):
-                    rows.append({"layer": label, "site": vec.site, "coef": coef, "vector": kind, "norm": vec.norm,
-                                 **measure()})
+                    rows.append(
+                        {"layer": label, "site": vec.site, "coef": coef, "vector": kind, "norm": vec.norm, **measure()}
+                    )
                 bar.update()
     bar.close()
     df = pd.DataFrame(rows)
-    df.attrs.update({"baseline_behaviour": float(metric(base_eval)),
-                     "damage_on": "eval" if neutral_prompts is None else "neutral",
-                     "baseline_neutral_loss": _lm_loss(base_neutral, neutral), "metric": behaviour.label})
+    df.attrs.update(
+        {
+            "baseline_behaviour": float(metric(base_eval)),
+            "damage_on": "eval" if neutral_prompts is None else "neutral",
+            "baseline_neutral_loss": _lm_loss(base_neutral, neutral),
+            "metric": behaviour.label,
+        }
+    )
     return df
 
 
 @torch.no_grad()
-def compare_generations(model: Model, vec: SteeringVector, prompts: Tokens | Sequence[str] | str, coef: float, *,
-                        start_pos: int = 0, max_new_tokens: int = 8) -> pd.DataFrame:
+def compare_generations(
+    model: Model,
+    vec: SteeringVector,
+    prompts: Tokens | Sequence[str] | str,
+    coef: float,
+    *,
+    start_pos: int = 0,
+    max_new_tokens: int = 8,
+) -> pd.DataFrame:
     """Greedy continuations of ``prompts`` (any lengths) without and with ``coef * vec``.
 
     Returns one row per prompt: ``prompt``, ``unsteered``, ``steered`` (the new tokens as
@@ -219,12 +277,15 @@ def compare_generations(model: Model, vec: SteeringVector, prompts: Tokens | Seq
     batch = model.tokenize(prompts)
     shortest = int(batch.lengths.min())
     if start_pos >= shortest:
-        raise ValueError(f"start_pos {start_pos} is at or past the end of a prompt of {shortest} tokens: the vector "
-                         "would not touch that prompt (use a start_pos inside every prompt, or -1 for the last token)")
+        raise ValueError(
+            f"start_pos {start_pos} is at or past the end of a prompt of {shortest} tokens: the vector "
+            "would not touch that prompt (use a start_pos inside every prompt, or -1 for the last token)"
+        )
     room = model.cfg.n_ctx - int(batch.lengths.max())
     if room < 1:
-        raise ValueError(f"prompts of {int(batch.lengths.max())} tokens leave no room to generate "
-                         f"(n_ctx={model.cfg.n_ctx})")
+        raise ValueError(
+            f"prompts of {int(batch.lengths.max())} tokens leave no room to generate (n_ctx={model.cfg.n_ctx})"
+        )
     n_new = min(int(max_new_tokens), room)
     if n_new < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -233,6 +294,14 @@ def compare_generations(model: Model, vec: SteeringVector, prompts: Tokens | Seq
     with vec.apply(model, coef=coef, start_pos=start_pos):
         kl_rows = last.values(model(batch))
         out = greedy(model, batch, n_new)
-    return pd.DataFrame([{"prompt": model.decode(r), "unsteered": model.decode(base_out[i]),
-                          "steered": model.decode(out[i]), "kl_next": float(kl_rows[i])}
-                         for i, r in enumerate(batch.rows())])
+    return pd.DataFrame(
+        [
+            {
+                "prompt": model.decode(r),
+                "unsteered": model.decode(base_out[i]),
+                "steered": model.decode(out[i]),
+                "kl_next": float(kl_rows[i]),
+            }
+            for i, r in enumerate(batch.rows())
+        ]
+    )

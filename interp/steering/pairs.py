@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from interp.model import Model, Tokens
-from interp.tasks.contrast import AnswerPos, ContrastPairs, Prompts, check_answer_pos
+from interp.tasks.contrast import AnswerPos, ContrastPairs, check_answer_pos
 from interp.tokens import TokenBatch
-
 
 PAIRS_FORMAT = """A pairs file is JSON: {"positive": [...], "negative": [...], "answer_pos": -1}.
 "positive" and "negative" are equally long, non-empty lists of prompts: text (any length), or
@@ -38,8 +37,9 @@ over each prompt's tokens)."""
 
 
 @torch.no_grad()
-def site_activations(model: Model, tokens: Tokens, site: str | list[str], pos: AnswerPos | None = -1,
-                     skip_bos: bool = True):
+def site_activations(
+    model: Model, tokens: Tokens, site: str | list[str], pos: AnswerPos | None = -1, skip_bos: bool = True
+):
     """Activation of ``site`` per prompt, float32: at ``pos`` (an int; negative counts from each
     row's end) ``[n, *trailing]``, the mean over each row's real tokens (``"mean"``, BOS skipped
     when ``skip_bos`` and the model prepends one) ``[n, *trailing]``, or every position
@@ -75,11 +75,12 @@ def _starts_with_bos(model: Model, batch: TokenBatch) -> bool:
 
 # --- pairs files ----------------------------------------------------------------------------
 
+
 class _PairsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    positive: list[Union[str, list[StrictInt]]] = Field(min_length=1)
-    negative: list[Union[str, list[StrictInt]]] = Field(min_length=1)
-    answer_pos: Union[StrictInt, Literal["mean"]] = -1
+    positive: list[str | list[StrictInt]] = Field(min_length=1)
+    negative: list[str | list[StrictInt]] = Field(min_length=1)
+    answer_pos: StrictInt | Literal["mean"] = -1
 
 
 #: pair sets that ship with the package, usable by name wherever a pairs file is read
@@ -107,11 +108,13 @@ def read_pairs(path: str | Path, model: Model) -> ContrastPairs:
         where = ".".join(str(x) for x in first["loc"]) or "the file"
         raise ValueError(f"{path}: {where}: {first['msg']}.\n{PAIRS_FORMAT}") from None
     if len(parsed.positive) != len(parsed.negative):
-        raise ValueError(f"{path}: {len(parsed.positive)} positive but {len(parsed.negative)} negative prompts; "
-                         f"pair them one to one.\n{PAIRS_FORMAT}")
+        raise ValueError(
+            f"{path}: {len(parsed.positive)} positive but {len(parsed.negative)} negative prompts; "
+            f"pair them one to one.\n{PAIRS_FORMAT}"
+        )
     pairs = ContrastPairs(parsed.positive, parsed.negative, parsed.answer_pos)
     try:
-        pairs.tokens(model)   # tokenizes and checks every prompt now, with the file named in errors
+        pairs.tokens(model)  # tokenizes and checks every prompt now, with the file named in errors
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
     return pairs

@@ -27,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -58,8 +58,10 @@ def site_for(model: Model, layer: int | None = None, site: str | None = None) ->
     name = model.check_site(template)
     shape = model.hook_names().set_index("name").loc[name, "shape"]
     if not shape.startswith("[batch, pos"):
-        raise ValueError(f"site {name} has shape {shape}: a steering vector needs a site shaped [batch, pos, ...] "
-                         "(residual stream, hidden state, hook_z, MLP activations, ...)")
+        raise ValueError(
+            f"site {name} has shape {shape}: a steering vector needs a site shaped [batch, pos, ...] "
+            "(residual stream, hidden state, hook_z, MLP activations, ...)"
+        )
     return name
 
 
@@ -83,8 +85,9 @@ def positions(start_pos: int = 0, end_pos: int | None = None) -> I.Positions:
     if end_pos is None:
         if start_pos >= 0 or start_pos == -1:
             return start_pos
-        raise ValueError(f"start_pos must be >= 0 (from that position on) or -1 (each row's last token), "
-                         f"got {start_pos}")
+        raise ValueError(
+            f"start_pos must be >= 0 (from that position on) or -1 (each row's last token), got {start_pos}"
+        )
     if start_pos < 0 or end_pos < 0:
         raise ValueError("with end_pos, start_pos and end_pos are absolute positions (>= 0)")
     return slice(start_pos, end_pos)
@@ -117,9 +120,17 @@ class SteeringVector:
 
     # --- construction -------------------------------------------------------------------
     @classmethod
-    def from_pairs(cls, model: Model, positive: Prompts | ContrastPairs, negative: Prompts | None = None, *,
-                   layer: int | None = None, site: str | None = None, method: str = "caa",
-                   answer_pos: AnswerPos | None = None) -> "SteeringVector":
+    def from_pairs(
+        cls,
+        model: Model,
+        positive: Prompts | ContrastPairs,
+        negative: Prompts | None = None,
+        *,
+        layer: int | None = None,
+        site: str | None = None,
+        method: str = "caa",
+        answer_pos: AnswerPos | None = None,
+    ) -> SteeringVector:
         """A vector from contrast pairs (``positive[i]`` against ``negative[i]``).
 
         positive / negative: prompts (texts of any length, token-id lists, a tensor or a
@@ -141,33 +152,47 @@ class SteeringVector:
         name = site_for(model, layer, site)
         pos, neg = pairs.tokens(model)
         if method == "actadd" and len(pos) != 1:
-            raise ValueError(f"actadd builds a vector from one prompt pair; got {len(pos)} pairs "
-                             "(use method='caa' for several)")
-        act_pos = site_activations(model, pos, name, pairs.answer_pos)          # [n_pairs, *trailing]
+            raise ValueError(
+                f"actadd builds a vector from one prompt pair; got {len(pos)} pairs (use method='caa' for several)"
+            )
+        act_pos = site_activations(model, pos, name, pairs.answer_pos)  # [n_pairs, *trailing]
         diffs = (act_pos - site_activations(model, neg, name, pairs.answer_pos)).flatten(1)
         vec = principal_direction(diffs) if method == "pca" else diffs.mean(0)
-        return cls(vec.reshape(act_pos.shape[1:]), name, model.cfg.name, model.cfg.d_model, method,
-                   pairs.answer_pos, {"positive": [r.tolist() for r in pos.rows()],
-                                      "negative": [r.tolist() for r in neg.rows()]})
+        return cls(
+            vec.reshape(act_pos.shape[1:]),
+            name,
+            model.cfg.name,
+            model.cfg.d_model,
+            method,
+            pairs.answer_pos,
+            {"positive": [r.tolist() for r in pos.rows()], "negative": [r.tolist() for r in neg.rows()]},
+        )
 
     @classmethod
-    def from_prompts(cls, model: Model, positive: str | Sequence[int] | torch.Tensor,
-                     negative: str | Sequence[int] | torch.Tensor, **kwargs) -> "SteeringVector":
+    def from_prompts(
+        cls,
+        model: Model,
+        positive: str | Sequence[int] | torch.Tensor,
+        negative: str | Sequence[int] | torch.Tensor,
+        **kwargs,
+    ) -> SteeringVector:
         """ActAdd: the activation difference of one prompt pair (see :meth:`from_pairs`)."""
-        wrap = lambda p: [p] if isinstance(p, str) or (isinstance(p, (list, tuple)) and p and isinstance(p[0], int)) \
-            else p
+        wrap = lambda p: (
+            [p] if isinstance(p, str) or (isinstance(p, (list, tuple)) and p and isinstance(p[0], int)) else p
+        )
         pos, neg = model.tokenize(wrap(positive)), model.tokenize(wrap(negative))
         if len(pos) != 1 or len(neg) != 1:
             raise ValueError(f"ActAdd takes one positive and one negative prompt, got {len(pos)} and {len(neg)}")
         return cls.from_pairs(model, pos, neg, method="actadd", **kwargs)
 
-    def random_like(self, seed: int = 0) -> "SteeringVector":
+    def random_like(self, seed: int = 0) -> SteeringVector:
         """A Gaussian random direction of the same norm, site and shape (the control)."""
         g = torch.Generator().manual_seed(int(seed))
         r = torch.randn(self.vector.shape, generator=g)
         r = r * (self.norm / r.norm().item()) if self.norm > 0 else torch.zeros_like(r)
-        return replace(self, vector=r, method="random", pairs=None,
-                       meta={"seed": int(seed), "control_for": self.method})
+        return replace(
+            self, vector=r, method="random", pairs=None, meta={"seed": int(seed), "control_for": self.method}
+        )
 
     # --- properties and arithmetic ---------------------------------------------------------
     @property
@@ -185,64 +210,84 @@ class SteeringVector:
         return self.vector / self.norm
 
     def __repr__(self) -> str:
-        return (f"SteeringVector(site={self.site!r}, method={self.method!r}, model={self.model_name!r}, "
-                f"shape={tuple(self.vector.shape)}, norm={self.norm:.3g})")
+        return (
+            f"SteeringVector(site={self.site!r}, method={self.method!r}, model={self.model_name!r}, "
+            f"shape={tuple(self.vector.shape)}, norm={self.norm:.3g})"
+        )
 
-    def _compatible(self, other: "SteeringVector") -> None:
+    def _compatible(self, other: SteeringVector) -> None:
         if not isinstance(other, SteeringVector):
             raise TypeError(f"cannot combine a SteeringVector with {type(other).__name__}")
         if (self.site, self.model_name, self.vector.shape) != (other.site, other.model_name, other.vector.shape):
             raise ValueError(f"vectors differ in site/model/shape: {self!r} vs {other!r}")
 
-    def _combine(self, other: "SteeringVector", sign: float, op: str) -> "SteeringVector":
+    def _combine(self, other: SteeringVector, sign: float, op: str) -> SteeringVector:
         self._compatible(other)
-        return replace(self, vector=self.vector + sign * other.vector, method=f"({self.method} {op} {other.method})",
-                       pairs=None, meta={"terms": [self.method, other.method]})
+        return replace(
+            self,
+            vector=self.vector + sign * other.vector,
+            method=f"({self.method} {op} {other.method})",
+            pairs=None,
+            meta={"terms": [self.method, other.method]},
+        )
 
-    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+    def __add__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, 1.0, "+")
 
-    def __sub__(self, other: "SteeringVector") -> "SteeringVector":
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, -1.0, "-")
 
-    def __mul__(self, scale: float) -> "SteeringVector":
+    def __mul__(self, scale: float) -> SteeringVector:
         scale = check_finite(scale, "scale")
         return replace(self, vector=self.vector * scale, method=f"{scale:g}*{self.method}")
 
     __rmul__ = __mul__
 
-    def __truediv__(self, scale: float) -> "SteeringVector":
+    def __truediv__(self, scale: float) -> SteeringVector:
         scale = check_finite(scale, "scale")
         if scale == 0:
             raise ValueError("cannot divide a vector by 0")
         return self * (1.0 / scale)
 
-    def __neg__(self) -> "SteeringVector":
+    def __neg__(self) -> SteeringVector:
         return self * -1.0
 
     # --- use --------------------------------------------------------------------------------
     def check_model(self, model: Model, allow_other_model: bool = False) -> None:
         """Raises if ``model`` is not the one the vector fits: width, name, site, shape."""
         if model.cfg.d_model != self.d_model:
-            raise ValueError(f"vector was built on a model of width d_model={self.d_model} "
-                             f"({self.model_name!r}); {model.cfg.name or 'this model'} has d_model={model.cfg.d_model}")
+            raise ValueError(
+                f"vector was built on a model of width d_model={self.d_model} "
+                f"({self.model_name!r}); {model.cfg.name or 'this model'} has d_model={model.cfg.d_model}"
+            )
         if not allow_other_model and self.model_name != model.cfg.name:
-            raise ValueError(f"vector was built on model {self.model_name!r}, not {model.cfg.name!r}; pass "
-                             "allow_other_model=True to apply it anyway")
+            raise ValueError(
+                f"vector was built on model {self.model_name!r}, not {model.cfg.name!r}; pass "
+                "allow_other_model=True to apply it anyway"
+            )
         model.check_site(self.site)
         shape = model.hook_names().set_index("name").loc[self.site, "shape"]
         trailing = shape.strip("[]").split(", ")[2:]
         if [str(s) for s in self.vector.shape] != trailing:
-            raise ValueError(f"vector of shape {tuple(self.vector.shape)} does not fit site {self.site}, whose "
-                             f"activation is {shape}: a vector of another model or width?")
+            raise ValueError(
+                f"vector of shape {tuple(self.vector.shape)} does not fit site {self.site}, whose "
+                f"activation is {shape}: a vector of another model or width?"
+            )
 
     def intervention(self, coef: float = 1.0, start_pos: int = 0, end_pos: int | None = None) -> I.Intervention:
         """The :class:`interp.interventions.Intervention` adding ``coef * vector``."""
         return I.add(self.site, self.vector, check_finite(coef, "coef"), positions=positions(start_pos, end_pos))
 
     @contextlib.contextmanager
-    def apply(self, model: Model, coef: float = 1.0, start_pos: int = 0, end_pos: int | None = None,
-              *, allow_other_model: bool = False) -> Iterator[Model]:
+    def apply(
+        self,
+        model: Model,
+        coef: float = 1.0,
+        start_pos: int = 0,
+        end_pos: int | None = None,
+        *,
+        allow_other_model: bool = False,
+    ) -> Iterator[Model]:
         """Adds ``coef * vector`` at positions ``start_pos`` (absolute; -1 = each row's last
         token) up to ``end_pos`` (exclusive) for every run inside the ``with`` block."""
         iv = self.intervention(coef, start_pos, end_pos)
@@ -250,8 +295,7 @@ class SteeringVector:
         with I.apply(model, [iv]):
             yield model
 
-    def ablate(self, model: Model, start_pos: int = 0, end_pos: int | None = None, *,
-               allow_other_model: bool = False):
+    def ablate(self, model: Model, start_pos: int = 0, end_pos: int | None = None, *, allow_other_model: bool = False):
         """Context manager projecting the vector's direction out of the site (see :func:`ablate_direction`)."""
         self.check_model(model, allow_other_model)
         return ablate_direction(model, self.site, self.vector, start_pos, end_pos)
@@ -259,10 +303,20 @@ class SteeringVector:
     # --- files ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The JSON metadata written beside the tensor."""
-        return {"format": "interp.steering_vector", "version": FORMAT_VERSION, "model": self.model_name,
-                "d_model": self.d_model, "site": self.site, "layer": self.layer, "method": self.method,
-                "answer_pos": self.answer_pos, "shape": list(self.vector.shape), "norm": self.norm,
-                "pairs": self.pairs, "meta": self.meta}
+        return {
+            "format": "interp.steering_vector",
+            "version": FORMAT_VERSION,
+            "model": self.model_name,
+            "d_model": self.d_model,
+            "site": self.site,
+            "layer": self.layer,
+            "method": self.method,
+            "answer_pos": self.answer_pos,
+            "shape": list(self.vector.shape),
+            "norm": self.norm,
+            "pairs": self.pairs,
+            "meta": self.meta,
+        }
 
     def save(self, stem: str | Path) -> Path:
         """Writes ``stem.safetensors`` (tensor "vector") and ``stem.json``; returns the tensor path."""
@@ -273,13 +327,14 @@ class SteeringVector:
             stem = stem.with_suffix("")
         stem.parent.mkdir(parents=True, exist_ok=True)
         path = stem.with_name(stem.name + ".safetensors")
-        save_file({"vector": self.vector.contiguous()}, str(path),
-                  metadata={"site": self.site, "model": self.model_name})
+        save_file(
+            {"vector": self.vector.contiguous()}, str(path), metadata={"site": self.site, "model": self.model_name}
+        )
         stem.with_name(stem.name + ".json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
-    def load(cls, stem: str | Path, model: Model | None = None, *, allow_other_model: bool = False) -> "SteeringVector":
+    def load(cls, stem: str | Path, model: Model | None = None, *, allow_other_model: bool = False) -> SteeringVector:
         """Reads a vector written by :meth:`save`; with ``model``, checks that it fits."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -301,8 +356,16 @@ class SteeringVector:
         vec = tensors["vector"]
         if list(vec.shape) != meta["shape"]:
             raise ValueError(f"{tensor_path} holds shape {list(vec.shape)} but {meta_path} says {meta['shape']}")
-        out = cls(vec, meta["site"], meta["model"], int(meta["d_model"]), meta["method"], meta.get("answer_pos"),
-                  meta.get("pairs"), meta.get("meta") or {})
+        out = cls(
+            vec,
+            meta["site"],
+            meta["model"],
+            int(meta["d_model"]),
+            meta["method"],
+            meta.get("answer_pos"),
+            meta.get("pairs"),
+            meta.get("meta") or {},
+        )
         if model is not None:
             out.check_model(model, allow_other_model)
         return out
@@ -327,8 +390,9 @@ def principal_direction(diffs: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def ablate_direction(model: Model, site: str, direction: torch.Tensor, start_pos: int = 0,
-                     end_pos: int | None = None) -> Iterator[Model]:
+def ablate_direction(
+    model: Model, site: str, direction: torch.Tensor, start_pos: int = 0, end_pos: int | None = None
+) -> Iterator[Model]:
     """Projects ``direction`` (shaped like one position of the site) out of the site's
     activation at positions ``start_pos`` on (see :func:`positions`): ``x - (x . u) u`` with
     ``u`` the unit direction, for every run inside the ``with`` block."""

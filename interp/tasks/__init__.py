@@ -3,11 +3,39 @@ and real-text tasks for pretrained language models (:mod:`interp.tasks.text`).""
 
 from interp.tasks.contrast import AnswerPos, ContrastPairs, Prompts, check_answer_pos
 from interp.tasks.synthetic import (
-    BOS, FLIPFLOP_VOCAB, IGNORE, TaskBatch, associative_recall, flip_flop, loss_by_position,
-    masked_accuracy, masked_loss, mode_contrast_pairs, mode_halves, mode_sequences, needle_retrieval,
+    BOS,
+    FLIPFLOP_VOCAB,
+    IGNORE,
+    TaskBatch,
+    associative_recall,
+    flip_flop,
+    loss_by_position,
+    masked_accuracy,
+    masked_loss,
+    mode_contrast_pairs,
+    mode_halves,
+    mode_sequences,
+    needle_retrieval,
     repeated_tokens,
 )
 
-__all__ = ["AnswerPos", "Prompts", "check_answer_pos", "BOS", "FLIPFLOP_VOCAB", "IGNORE", "ContrastPairs", "TaskBatch", "associative_recall", "flip_flop",
-           "loss_by_position", "masked_accuracy", "masked_loss", "mode_contrast_pairs", "mode_halves",
-           "mode_sequences", "needle_retrieval", "repeated_tokens"]
+__all__ = [
+    "AnswerPos",
+    "Prompts",
+    "check_answer_pos",
+    "BOS",
+    "FLIPFLOP_VOCAB",
+    "IGNORE",
+    "ContrastPairs",
+    "TaskBatch",
+    "associative_recall",
+    "flip_flop",
+    "loss_by_position",
+    "masked_accuracy",
+    "masked_loss",
+    "mode_contrast_pairs",
+    "mode_halves",
+    "mode_sequences",
+    "needle_retrieval",
+    "repeated_tokens",
+]

@@ -7,8 +7,8 @@ token, counted from each row's end) or averaged over its tokens (``"mean"``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -31,8 +31,9 @@ class ContrastPairs:
         """Both sides as validated token batches for ``model`` (one row per prompt)."""
         pos, neg = model.tokenize(_as_batchable(self.positive)), model.tokenize(_as_batchable(self.negative))
         if len(pos) != len(neg):
-            raise ValueError(f"{len(pos)} positive but {len(neg)} negative prompts: contrast pairs need one "
-                             "negative per positive")
+            raise ValueError(
+                f"{len(pos)} positive but {len(neg)} negative prompts: contrast pairs need one negative per positive"
+            )
         check_answer_pos(self.answer_pos, pos, neg)
         return pos, neg
 

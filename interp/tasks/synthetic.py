@@ -65,8 +65,7 @@ class TaskBatch:
 
 def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over positions whose label is not IGNORE."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                           ignore_index=IGNORE)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
 
 
 def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -94,8 +93,17 @@ def _check_positive(**values: int) -> None:
 
 # --- induction: repeated random tokens ------------------------------------------------
 
-def repeated_tokens(n: int, *, d_vocab: int, n_ctx: int, period: int | None = None,
-                    min_period: int = 4, max_period: int = 31, seed: int = 0) -> TaskBatch:
+
+def repeated_tokens(
+    n: int,
+    *,
+    d_vocab: int,
+    n_ctx: int,
+    period: int | None = None,
+    min_period: int = 4,
+    max_period: int = 31,
+    seed: int = 0,
+) -> TaskBatch:
     """[BOS] + a random segment repeated to fill ``n_ctx`` tokens.
 
     ``period`` fixes the segment length (e.g. ``(n_ctx - 1) // 2`` for [BOS] r r); by
@@ -120,14 +128,23 @@ def repeated_tokens(n: int, *, d_vocab: int, n_ctx: int, period: int | None = No
         body = seg.repeat((n_ctx - 1) // p + 1)[: n_ctx - 1]
         tokens[i, 1:] = body
         # position q (>= p) predicts tokens[q+1], which repeats tokens[q+1-p]
-        labels[i, p:-1] = tokens[i, p + 1:]
+        labels[i, p:-1] = tokens[i, p + 1 :]
     return TaskBatch(tokens, labels, {"period": periods, "repeat_start": periods + 1})
 
 
 # --- associative recall and needle retrieval ------------------------------------------
 
-def associative_recall(n: int, *, n_pairs: int = 4, d_vocab: int = 128, n_queries: int | None = None,
-                       n_filler: int = 0, filler: int = 1, seed: int = 0) -> TaskBatch:
+
+def associative_recall(
+    n: int,
+    *,
+    n_pairs: int = 4,
+    d_vocab: int = 128,
+    n_queries: int | None = None,
+    n_filler: int = 0,
+    filler: int = 1,
+    seed: int = 0,
+) -> TaskBatch:
     """Key-value pairs, then queries: ``[BOS] k1 v1 .. kn vn [filler]*n_filler q1 v(q1) q2 ...``.
 
     Keys come from [2, d_vocab/2), values from [d_vocab/2, d_vocab); keys in a row are
@@ -154,8 +171,8 @@ def associative_recall(n: int, *, n_pairs: int = 4, d_vocab: int = 128, n_querie
     length = ctx_len + 2 * n_queries - 1  # the last query's value is the answer, not shown
     tokens = torch.full((n, length), filler, dtype=torch.long)
     tokens[:, 0] = BOS
-    tokens[:, 1:1 + 2 * n_pairs:2] = keys
-    tokens[:, 2:2 + 2 * n_pairs:2] = values
+    tokens[:, 1 : 1 + 2 * n_pairs : 2] = keys
+    tokens[:, 2 : 2 + 2 * n_pairs : 2] = values
     query_pos = ctx_len + 2 * torch.arange(n_queries)
     answer = values.gather(1, order)
     tokens[:, query_pos] = keys.gather(1, order)
@@ -164,12 +181,16 @@ def associative_recall(n: int, *, n_pairs: int = 4, d_vocab: int = 128, n_querie
     labels[:, query_pos] = answer
     value_pos = 2 + 2 * order
     needle = torch.stack([value_pos[:, -1], value_pos[:, -1] + 1], dim=1)
-    return TaskBatch(tokens, labels, {"query_pos": query_pos.expand(n, -1).clone(), "answer": answer,
-                                      "value_pos": value_pos, "needle_span": needle})
+    return TaskBatch(
+        tokens,
+        labels,
+        {"query_pos": query_pos.expand(n, -1).clone(), "answer": answer, "value_pos": value_pos, "needle_span": needle},
+    )
 
 
-def needle_retrieval(n: int, *, n_ctx: int, needle_len: int = 4, d_vocab: int = 128, seed: int = 0,
-                     key: int = 1) -> TaskBatch:
+def needle_retrieval(
+    n: int, *, n_ctx: int, needle_len: int = 4, d_vocab: int = 128, seed: int = 0, key: int = 1
+) -> TaskBatch:
     """A needle ``key a1..aL`` planted in a haystack of random tokens; the prompt ends with ``key``.
 
     The answer ``a1..aL`` (info ``answer`` [batch, L]) is to be copied from the needle span
@@ -191,7 +212,7 @@ def needle_retrieval(n: int, *, n_ctx: int, needle_len: int = 4, d_vocab: int = 
     answer = pool[torch.randint(len(pool), (n, needle_len), generator=g)]
     for i, s in enumerate(start.tolist()):
         tokens[i, s] = key
-        tokens[i, s + 1:s + 1 + needle_len] = answer[i]
+        tokens[i, s + 1 : s + 1 + needle_len] = answer[i]
     labels = torch.full_like(tokens, IGNORE)
     labels[:, -1] = answer[:, 0]
     span = torch.stack([start + 1, start + 1 + needle_len], dim=1)
@@ -234,14 +255,14 @@ def flip_flop(n: int, *, length: int = 64, p_ignore: float = 0.8, seed: int = 0)
 
 # --- steering: the mode-token language --------------------------------------------------
 
+
 def mode_halves(d_vocab: int) -> tuple[range, range]:
     """Token ranges of the two halves picked by mode 0 ("A") and mode 1 ("B")."""
     mid = 2 + (d_vocab - 2) // 2
     return range(2, mid), range(mid, d_vocab)
 
 
-def mode_sequences(n: int, *, d_vocab: int = 64, n_ctx: int = 32, mode: int | None = None,
-                   seed: int = 0) -> TaskBatch:
+def mode_sequences(n: int, *, d_vocab: int = 64, n_ctx: int = 32, mode: int | None = None, seed: int = 0) -> TaskBatch:
     """``[mode] t1 .. t_{n_ctx-1}``: mode token 0 ("A") or 1 ("B") at position 0 picks the
     vocabulary half all later tokens come from (see :func:`mode_halves`).  ``mode=None``
     draws one per row.  Labels: the next token everywhere.  info: ``mode`` [batch].

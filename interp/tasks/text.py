@@ -19,18 +19,19 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
 
 from interp import metrics as M
+from interp.tasks.synthetic import TaskBatch
 from interp.tokens import TokenBatch
 
 DATA = Path(__file__).parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def data(name: str) -> dict:
     """A shipped data file (``interp/tasks/data/<name>.json``)."""
     path = DATA / f"{name}.json"
@@ -41,8 +42,10 @@ def data(name: str) -> dict:
 
 def _text_model(model, task: str) -> None:
     if model.tokenizer is None or model.word_level:
-        raise ValueError(f"{task} is a natural-language task: it needs a model with a text tokenizer (a real or "
-                         f"Hugging Face model), not {model.cfg.name or 'this model'}'s named tokens")
+        raise ValueError(
+            f"{task} is a natural-language task: it needs a model with a text tokenizer (a real or "
+            f"Hugging Face model), not {model.cfg.name or 'this model'}'s named tokens"
+        )
 
 
 def single_tokens(model, words, *, space: bool = True) -> list[str]:
@@ -60,8 +63,10 @@ def check_single_tokens(model, words, what: str, *, space: bool = True) -> list[
         else:
             bad.append(f"{w!r} -> {model.to_str_tokens(torch.tensor(t))}")
     if bad:
-        raise ValueError(f"{what} must be single tokens for {model.cfg.name or 'this tokenizer'}; these are not: "
-                         + "; ".join(bad[:10]))
+        raise ValueError(
+            f"{what} must be single tokens for {model.cfg.name or 'this tokenizer'}; these are not: "
+            + "; ".join(bad[:10])
+        )
     return ids
 
 
@@ -100,8 +105,15 @@ class IOIBatch:
         return M.logit_diff(self.answer, self.wrong, pos=-1)
 
 
-def ioi(model, n: int, *, corruption: str = "ABC", templates: list[int] | None = None,
-        names: list[str] | None = None, seed: int = 0) -> IOIBatch:
+def ioi(
+    model,
+    n: int,
+    *,
+    corruption: str = "ABC",
+    templates: list[int] | None = None,
+    names: list[str] | None = None,
+    seed: int = 0,
+) -> IOIBatch:
     """``n`` IOI prompts (see :class:`IOIBatch`) from the shipped templates (``templates``: which
     of ``data("ioi")["templates"]``; default all) with single-token names, places and objects."""
     _text_model(model, "IOI")
@@ -152,8 +164,17 @@ def ioi(model, n: int, *, corruption: str = "ABC", templates: list[int] | None =
         pos["END"].append(len(row) - 1)
     clean = model.tokenize(clean_rows)
     corrupt = model.tokenize(corrupt_rows)
-    return IOIBatch(clean, corrupt, torch.tensor(answer), torch.tensor(wrong),
-                    {k: torch.tensor(v) for k, v in pos.items()}, texts, corrupt_texts, corruption, used)
+    return IOIBatch(
+        clean,
+        corrupt,
+        torch.tensor(answer),
+        torch.tensor(wrong),
+        {k: torch.tensor(v) for k, v in pos.items()},
+        texts,
+        corrupt_texts,
+        corruption,
+        used,
+    )
 
 
 def _fill(template: str, *, IO: str, S: str, PLACE: str, OBJECT: str, S2: str | None = None) -> str:
@@ -165,26 +186,37 @@ def _fill(template: str, *, IO: str, S: str, PLACE: str, OBJECT: str, S2: str | 
 
 # --- needles in haystacks --------------------------------------------------------------------
 
+
 def _find(row: list[int], sub: list[int], start: int = 0) -> int:
     """The first index >= ``start`` where ``sub`` occurs in ``row`` (-1 if none)."""
     n = len(sub)
     for i in range(start, len(row) - n + 1):
-        if row[i:i + n] == sub:
+        if row[i : i + n] == sub:
             return i
     return -1
 
 
-def _haystack(model, filler: list[str], needle: str, question: str, answer: str, context_length: int,
-              depth: float, rng: random.Random) -> tuple[list[int], tuple[int, int], list[int]]:
+def _haystack(
+    model,
+    filler: list[str],
+    needle: str,
+    question: str,
+    answer: str,
+    context_length: int,
+    depth: float,
+    rng: random.Random,
+) -> tuple[list[int], tuple[int, int], list[int]]:
     """Token ids of ``filler ... needle ... filler question`` of at most ``context_length`` tokens
     with the needle at ``depth`` (0 = first, 1 = last sentence), the answer's span inside the
     needle and the answer's ids."""
     answer_ids = model.encode(answer, prepend_bos=False)
     needle_ids = model.encode(" " + needle, prepend_bos=False)
     if _find(needle_ids, answer_ids) < 0:
-        raise ValueError(f"the answer {answer!r} tokenizes differently inside the needle than alone: alone "
-                         f"{model.to_str_tokens(torch.tensor(answer_ids))}, in the needle "
-                         f"{model.to_str_tokens(torch.tensor(needle_ids))}")
+        raise ValueError(
+            f"the answer {answer!r} tokenizes differently inside the needle than alone: alone "
+            f"{model.to_str_tokens(torch.tensor(answer_ids))}, in the needle "
+            f"{model.to_str_tokens(torch.tensor(needle_ids))}"
+        )
 
     def build(k: int) -> str:
         sentences = [filler[(i + rng_offset) % len(filler)] for i in range(k)]
@@ -193,13 +225,15 @@ def _haystack(model, filler: list[str], needle: str, question: str, answer: str,
 
     rng_offset = rng.randrange(len(filler))
     lo, hi = 0, 1
-    while len(model.encode(build(hi))) <= context_length:      # grow until too long, then bisect
+    while len(model.encode(build(hi))) <= context_length:  # grow until too long, then bisect
         lo, hi = hi, hi * 2
         if hi > 1 << 16:
             break
     if len(model.encode(build(0))) > context_length:
-        raise ValueError(f"context_length {context_length} is shorter than the needle and question alone "
-                         f"({len(model.encode(build(0)))} tokens)")
+        raise ValueError(
+            f"context_length {context_length} is shorter than the needle and question alone "
+            f"({len(model.encode(build(0)))} tokens)"
+        )
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if len(model.encode(build(mid))) <= context_length else (lo, mid)
@@ -209,9 +243,11 @@ def _haystack(model, filler: list[str], needle: str, question: str, answer: str,
     end = len(row) - len(q_ids)
     first = _find(row[:end], answer_ids)
     if first < 0:
-        raise ValueError(f"the answer {answer!r} does not tokenize to the same ids inside the prompt as alone: "
-                         f"alone {model.to_str_tokens(torch.tensor(answer_ids))}; look at the needle in the prompt: "
-                         f"{model.decode(row[max(0, end - 60):end])!r}")
+        raise ValueError(
+            f"the answer {answer!r} does not tokenize to the same ids inside the prompt as alone: "
+            f"alone {model.to_str_tokens(torch.tensor(answer_ids))}; look at the needle in the prompt: "
+            f"{model.decode(row[max(0, end - 60) : end])!r}"
+        )
     return row, (first, first + len(answer_ids)), answer_ids
 
 
@@ -224,22 +260,23 @@ def _depths(depth, n: int, rng: random.Random) -> list[float]:
     return values
 
 
-def _task(model, rows, spans, answers, info) -> "TaskBatch":
-    from interp.tasks.synthetic import TaskBatch
-
+def _task(model, rows, spans, answers, info) -> TaskBatch:
     batch = model.tokenize(rows)
     if int(batch.lengths.max()) > model.cfg.n_ctx:
-        raise ValueError(f"prompts of {int(batch.lengths.max())} tokens are longer than the model's context "
-                         f"n_ctx={model.cfg.n_ctx}")
+        raise ValueError(
+            f"prompts of {int(batch.lengths.max())} tokens are longer than the model's context n_ctx={model.cfg.n_ctx}"
+        )
     labels = torch.full_like(batch.tokens, M.IGNORE)
-    for i, (s, e) in enumerate(spans):
+    for i, (s, _) in enumerate(spans):
         labels[i, batch.lengths[i] - 1] = rows[i][s]
-    return TaskBatch(batch.tokens, labels, {"needle_span": torch.tensor(spans), "answer": answers, **info},
-                     lengths=batch.lengths)
+    return TaskBatch(
+        batch.tokens, labels, {"needle_span": torch.tensor(spans), "answer": answers, **info}, lengths=batch.lengths
+    )
 
 
-def passkey(model, n: int, *, context_length: int = 276, depth: float | list[float] | None = None,
-            seed: int = 0) -> "TaskBatch":
+def passkey(
+    model, n: int, *, context_length: int = 276, depth: float | list[float] | None = None, seed: int = 0
+) -> TaskBatch:
     """Passkey retrieval: filler text, ``"The pass key is K. Remember it. K is the pass key."`` at
     ``depth`` (a fraction; default random per prompt), more filler, then ``"What is the pass
     key? The pass key is"``; the answer is ``" K"`` (a 5-digit key) copied from the needle.
@@ -257,9 +294,16 @@ def passkey(model, n: int, *, context_length: int = 276, depth: float | list[flo
     depths = _depths(depth, n, rng)
     for i in range(n):
         key = str(rng.randrange(10000, 100000))
-        row, span, ans = _haystack(model, d["passkey_filler"], d["passkey_needle"].format(key=key),
-                                   d["passkey_question"], d["passkey_answer"].format(key=key), context_length,
-                                   depths[i], rng)
+        row, span, ans = _haystack(
+            model,
+            d["passkey_filler"],
+            d["passkey_needle"].format(key=key),
+            d["passkey_question"],
+            d["passkey_answer"].format(key=key),
+            context_length,
+            depths[i],
+            rng,
+        )
         rows.append(row)
         spans.append(span)
         answers.append(ans)
@@ -267,8 +311,9 @@ def passkey(model, n: int, *, context_length: int = 276, depth: float | list[flo
     return _task(model, rows, spans, answers, {"key": keys, "depth": torch.tensor(depths)})
 
 
-def needle_haystack(model, n: int, *, context_length: int = 512, depth: float | list[float] | None = None,
-                    seed: int = 0) -> "TaskBatch":
+def needle_haystack(
+    model, n: int, *, context_length: int = 512, depth: float | list[float] | None = None, seed: int = 0
+) -> TaskBatch:
     """Needle in a haystack: a fact (one of the shipped needles, its blank filled at random) at
     ``depth`` inside varied filler sentences, then a question whose answer is to be copied
     from the needle.  Returns a TaskBatch like :func:`passkey` (``info``: ``needle_span``,
@@ -282,8 +327,11 @@ def needle_haystack(model, n: int, *, context_length: int = 512, depth: float | 
     depths = _depths(depth, n, rng)
     for i in range(n):
         spec = d["needles"][i % len(d["needles"])]
-        fill = {"n": str(rng.randrange(1000, 10000)), "thing": rng.choice(d["things"]),
-                "activity": rng.choice(d["activities"])}
+        fill = {
+            "n": str(rng.randrange(1000, 10000)),
+            "thing": rng.choice(d["things"]),
+            "activity": rng.choice(d["activities"]),
+        }
         needle, answer = spec["needle"].format(**fill), spec["answer"].format(**fill)
         row, span, ans = _haystack(model, d["filler"], needle, spec["question"], answer, context_length, depths[i], rng)
         rows.append(row)
@@ -295,8 +343,10 @@ def needle_haystack(model, n: int, *, context_length: int = 512, depth: float | 
 
 # --- ordinary text --------------------------------------------------------------------------
 
-def generated_text(model, n: int = 4, length: int = 512, *, temperature: float = 1.0, top_k: int = 50,
-                   seed: int = 0) -> torch.Tensor:
+
+def generated_text(
+    model, n: int = 4, length: int = 512, *, temperature: float = 1.0, top_k: int = 50, seed: int = 0
+) -> torch.Tensor:
     """``[n, length]`` tokens of text the model writes itself (sampled from the BOS token, or
     from a blank line for a model without one): the ordinary text for Olsson et al.'s
     in-context-learning score and the tuned lens where no corpus ships.  Zoo models with a
@@ -375,8 +425,13 @@ def function_prompts(model, task: FunctionTask, n: int, *, shots: int = 5, split
         zero.append(f"Q: {q[0]}\nA:")
         answers.append(model.encode(" " + q[1], prepend_bos=False)[0])
         asked.append(q)
-    return FunctionPrompts(model.tokenize(clean), model.tokenize(corrupt), model.tokenize(zero),
-                           answers=torch.tensor(answers), info={"task": task.name, "queries": asked, "shots": shots})
+    return FunctionPrompts(
+        model.tokenize(clean),
+        model.tokenize(corrupt),
+        model.tokenize(zero),
+        answers=torch.tensor(answers),
+        info={"task": task.name, "queries": asked, "shots": shots},
+    )
 
 
 @dataclass
@@ -409,5 +464,6 @@ def sentiment(model, split: str = "train") -> SteeringTask:
     if not pos or not neg:
         raise ValueError("no single-token sentiment words for this tokenizer")
     pairs = ContrastPairs([p for p, _ in d[split]], [n for _, n in d[split]])
-    return SteeringTask(pairs, list(d["eval_prompts"]), M.set_logodds(pos, neg, pos=-1), list(d["neutral"]),
-                        d["instruction"], pos, neg)
+    return SteeringTask(
+        pairs, list(d["eval_prompts"]), M.set_logodds(pos, neg, pos=-1), list(d["neutral"]), d["instruction"], pos, neg
+    )

@@ -50,19 +50,50 @@ def available() -> pd.DataFrame:
         c = card(n)
         cfg = c["config"]
         metric = c["metric"]["name"]
-        rows.append({"name": n, "kind": "trained", "family": _family(c), "n_layers": cfg.get("n_layers"),
-                     "n_heads": cfg.get("n_heads", 0), "d_model": cfg["d_model"], "d_vocab": cfg["d_vocab"],
-                     "task": c["task"], "metric": metric, "value": round(c["metrics"][metric], 4),
-                     "threshold": c["metric"]["threshold"], "source": "shipped (trained here)", "licence": "project", "size_mb": _shipped_mb(n),
-                     "status": "shipped", "train_seconds": c["train_seconds"], "description": c["description"]})
+        rows.append(
+            {
+                "name": n,
+                "kind": "trained",
+                "family": _family(c),
+                "n_layers": cfg.get("n_layers"),
+                "n_heads": cfg.get("n_heads", 0),
+                "d_model": cfg["d_model"],
+                "d_vocab": cfg["d_vocab"],
+                "task": c["task"],
+                "metric": metric,
+                "value": round(c["metrics"][metric], 4),
+                "threshold": c["metric"]["threshold"],
+                "source": "shipped (trained here)",
+                "licence": "project",
+                "size_mb": _shipped_mb(n),
+                "status": "shipped",
+                "train_seconds": c["train_seconds"],
+                "description": c["description"],
+            }
+        )
     for n in real.names():
         e = real.entry(n)
-        rows.append({"name": n, "kind": "real", "family": "transformer", "n_layers": None, "n_heads": None,
-                     "d_model": None, "d_vocab": None, "task": "language modelling", "metric": None, "value": None,
-                     "threshold": None,
-                     "source": f"registry {e.package}=={e.version}", "licence": e.licence,
-                     "size_mb": e.converted_mb, "status": real.status(n), "train_seconds": None,
-                     "description": e.description})
+        rows.append(
+            {
+                "name": n,
+                "kind": "real",
+                "family": "transformer",
+                "n_layers": None,
+                "n_heads": None,
+                "d_model": None,
+                "d_vocab": None,
+                "task": "language modelling",
+                "metric": None,
+                "value": None,
+                "threshold": None,
+                "source": f"registry {e.package}=={e.version}",
+                "licence": e.licence,
+                "size_mb": e.converted_mb,
+                "status": real.status(n),
+                "train_seconds": None,
+                "description": e.description,
+            }
+        )
     return pd.DataFrame(rows)
 
 

