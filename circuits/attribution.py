@@ -140,6 +140,7 @@ def attribute(
 
 
 def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
+    order: tuple[str, ...]
     if layout == "pattern":
         order = ("head", "pos", "src_pos")
     else:
@@ -190,6 +191,7 @@ def edge_attribution(
             grads = dict(zip(keys, torch.autograd.grad(value, [eps[k] for k in keys])))
         g = E.receiver_grads(eps, grads, graph).detach()
         grad_sum = g if grad_sum is None else grad_sum + g
+    assert grad_sum is not None  # alphas is not empty (steps >= 1)
     g = grad_sum / len(alphas)  # [R, batch, pos, d]
     delta = (out_corrupt.stacked(graph) - out_clean.stacked(graph)).detach()  # [U, batch, pos, d]
     scores = delta.flatten(1).double() @ g.flatten(1).double().T  # [U, R]

@@ -18,6 +18,7 @@ edge not kept patched to the corrupt run (faithfulness).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -156,7 +157,9 @@ class NodeOutputs:
         for l in range(graph.n_layers):
             parts.append(self.heads[l].permute(2, 0, 1, 3))
             if graph.has_mlp[l]:
-                parts.append(self.mlps[l][None])
+                mlp = self.mlps[l]
+                assert mlp is not None, f"no output of MLP {l}"
+                parts.append(mlp[None])
         return torch.cat(parts)
 
 
@@ -179,7 +182,7 @@ def run(
     graph: Graph,
     tokens: torch.Tensor,
     *,
-    hooks: list = (),
+    hooks: Sequence = (),
     input_value: torch.Tensor | None = None,
     missing: torch.Tensor | None = None,
     ref: NodeOutputs | None = None,
@@ -212,6 +215,7 @@ def run(
         m = miss[:n][:, cols]  # [n_up, R]
         if not m.any():
             return out
+        assert refs is not None  # checked on entry: missing edges come with ref
         delta = torch.stack([c - r for c, r in zip(cur, refs[:n])])  # [n_up, batch, pos, d]
         return out - torch.einsum("ur,ubpd->bprd", m.to(delta.dtype), delta)
 

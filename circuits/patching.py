@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -184,7 +185,7 @@ def frame(
     """The tidy result of a sweep (see :func:`patch` for the columns)."""
     baseline = runs.baseline(direction)
     vals = values.double().numpy()
-    data: dict[str, list] = {"layer": [c.start for c in cell_list]}
+    data: dict[str, list | np.ndarray] = {"layer": [c.start for c in cell_list]}
     if with_window:
         data["window"] = [len(c.layers) for c in cell_list]
         data["layers"] = [

@@ -38,7 +38,7 @@ def _heads(spec, model, what: str) -> list[Head]:
     bad = [x for x in out if len(x) != 2 or not (0 <= x[0] < L and 0 <= x[1] < H)]
     if bad:
         raise ValueError(f"{what} {bad} are not heads (layer, head) of this model: layers 0..{L - 1}, heads 0..{H - 1}")
-    return out
+    return [(l, h) for l, h in out]
 
 
 def path_patch(

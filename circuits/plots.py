@@ -73,7 +73,9 @@ def patching_heatmap(
             row=1,
             col=i,
         )
-        fig.update_xaxes(title_text={"pos": "position", "head": "head"}.get(xcol, ""), type="category", row=1, col=i)
+        fig.update_xaxes(
+            title_text={"pos": "position", "head": "head"}.get(xcol or "", ""), type="category", row=1, col=i
+        )
         fig.update_yaxes(
             title_text="layer, head" if by_pos_and_head else "layer",
             autorange="reversed",

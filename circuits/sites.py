@@ -137,7 +137,7 @@ def cells(
     pos = _choices(positions, seq_len, "positions") if "pos" in axes else [None]
     n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads  # k / v: key-value heads
     hs = _choices(heads, n_heads, "heads") if "head" in axes else [None]
-    out = []
+    out: list[Cell] = []
     for w in ws:
         for l in start_layers:
             if l + w > L:
@@ -145,7 +145,10 @@ def cells(
             span = tuple(range(l, l + w))
             for p in pos:
                 for h in hs:
-                    srcs = range(p + 1) if "src_pos" in axes else [None]  # causal: src <= dest
+                    srcs: Sequence[int | None] = [None]
+                    if "src_pos" in axes:
+                        assert p is not None  # a src_pos axis comes with a pos axis (parse_by)
+                        srcs = range(p + 1)  # causal: src <= dest
                     out.extend(Cell(span, p, h, s) for s in srcs)
     if not out:
         raise ValueError("the sweep has no cells (check layers / window)")

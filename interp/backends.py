@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -48,6 +48,14 @@ def logits_of(output) -> torch.Tensor:
     raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
+class _HookedModule(Protocol):
+    """The methods of a TransformerLens ``HookedRootModule`` / ``TransformerBridge`` the backend calls."""
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class HookPointBackend:
     """Runs a TransformerLens ``HookedRootModule``-style module (bridge or recurrent)."""
 
@@ -56,11 +64,17 @@ class HookPointBackend:
         self.supports_cache = supports_cache
         self._names = self._discover(probe_tokens)
 
+    @property
+    def _hooked(self) -> _HookedModule:
+        # the module is built from hook points (bridge or HookedRecurrent: see the class
+        # docstring); torch's nn.Module type does not know their run_with_* methods
+        return cast(_HookedModule, self.module)
+
     def _discover(self, probe_tokens: torch.Tensor) -> list[str]:
         # A filter-function hook reports only canonical names (blocks.0.hook_in); the
         # module's own run_with_cache also reports the legacy aliases (hook_resid_pre).
         with torch.no_grad():
-            _, cache = self.module.run_with_cache(probe_tokens)
+            _, cache = self._hooked.run_with_cache(probe_tokens)
         return list(cache.keys())
 
     def site_names(self) -> list[str]:
@@ -69,7 +83,7 @@ class HookPointBackend:
     def run(self, tokens: torch.Tensor, hooks: Hooks) -> torch.Tensor:
         if not hooks:
             return logits_of(self.module(tokens))
-        return logits_of(self.module.run_with_hooks(tokens, fwd_hooks=list(hooks)))
+        return logits_of(self._hooked.run_with_hooks(tokens, fwd_hooks=list(hooks)))
 
     def step(self, tokens: torch.Tensor, hooks: Hooks, cache) -> tuple[torch.Tensor, object]:
         """Logits of ``tokens`` (the next positions after those in ``cache``; None = a fresh
@@ -79,7 +93,7 @@ class HookPointBackend:
         kwargs = {"return_type": "logits_and_cache", "use_cache": True}
         if cache is not None:
             kwargs["past_key_values"] = cache
-        logits, cache = self.module.run_with_hooks(tokens, fwd_hooks=list(hooks), **kwargs)
+        logits, cache = self._hooked.run_with_hooks(tokens, fwd_hooks=list(hooks), **kwargs)
         return logits, cache
 
 

@@ -31,6 +31,8 @@ def enable_kv_cache(bridge: nn.Module) -> bool:
             return _update(k, v, **kwargs)
 
         renamed._interp_shim = True  # type: ignore[attr-defined]
-        module._update_kv_cache = renamed
+        # torch types Module.__setattr__ as taking only a Tensor or a Module; any other value
+        # (here a function) is stored as a plain attribute
+        module._update_kv_cache = renamed  # type: ignore[assignment]
         patched = True
     return patched

@@ -17,7 +17,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from torch import nn
 from interp.backends import HookPointBackend, NNsightBackend, logits_of
 from interp.model import Model, ModelConfig
 from interp.tokens import default_names, word_tokenizer
+
+if TYPE_CHECKING:
+    from interp.recurrent import HookedRecurrent
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 DTYPES = {
@@ -35,6 +38,14 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+class _Placement(TypedDict):
+    """The keyword arguments :func:`load` hands on to every loader."""
+
+    device: str | torch.device | None
+    dtype: str | torch.dtype | None
+    prepend_bos: bool | None
 
 
 def load(
@@ -67,7 +78,7 @@ def load(
 
     from interp import zoo
 
-    opts = dict(device=device, dtype=dtype, prepend_bos=prepend_bos)
+    opts = _Placement(device=device, dtype=dtype, prepend_bos=prepend_bos)
     if isinstance(source, nn.Module) and sites is not None:
         return _from_custom(
             source, sites, name=name or type(source).__name__, n_ctx=n_ctx or 1024, family=family, **opts
@@ -222,7 +233,7 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
     module = _place(module, device, dtype)
     vocab = card.get("vocab")
     if card["arch"] == "recurrent":
-        c = module.cfg
+        c = cast("HookedRecurrent", module).cfg  # a recurrent card builds a HookedRecurrent
         cfg = ModelConfig(
             n_layers=c.n_layers,
             n_heads=0,

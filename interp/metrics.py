@@ -35,6 +35,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import overload
 
 import torch
 
@@ -45,6 +46,12 @@ LOWER_IS_BETTER = ("kl", "loss")
 IntLike = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
 
+@overload
+def _as_2d(x: IntLike, what: str) -> torch.Tensor: ...
+@overload
+def _as_2d(x: None, what: str) -> None: ...
+@overload
+def _as_2d(x: IntLike | None, what: str) -> torch.Tensor | None: ...
 def _as_2d(x: IntLike | None, what: str) -> torch.Tensor | None:
     """``[b, k]`` int64 from an int, a list, a ``[b]`` or ``[b, k]`` tensor (b may be 1 = broadcast)."""
     if x is None:
@@ -184,6 +191,7 @@ class Metric:
         distribution (probabilities, KL, arg-max)."""
         if self.kind not in ("logit", "logit_diff"):
             return None
+        assert self.answer is not None  # __post_init__: logit metrics have answers
         toks = self.answer.flatten().tolist() + (self.wrong.flatten().tolist() if self.wrong is not None else [])
         return sorted(set(toks))
 
@@ -233,21 +241,20 @@ class Metric:
             raise ValueError(f"the {self.kind} metric needs the whole vocabulary, not {len(vocab)} logits")
         lookup = torch.full((max(vocab) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(list(vocab))] = torch.arange(len(vocab))
-        new = {
-            k: lookup[getattr(self, k).clamp(max=max(vocab))]
-            for k in ("answer", "wrong")
-            if getattr(self, k) is not None
-        }
-        if any((t < 0).any() for t in new.values()) or any((getattr(self, k) > max(vocab)).any() for k in new):
+        given = {k: t for k, t in (("answer", self.answer), ("wrong", self.wrong)) if t is not None}
+        new = {k: lookup[t.clamp(max=max(vocab))] for k, t in given.items()}
+        if any((t < 0).any() for t in new.values()) or any((t > max(vocab)).any() for t in given.values()):
             raise ValueError("the compact vocabulary lacks tokens the metric reads")
-        return replace(self, **new)
+        return replace(self, answer=new.get("answer"), wrong=new.get("wrong"))
 
     def _tokens(self, t: torch.Tensor, batch: int, k: int, like: torch.Tensor) -> torch.Tensor:
         t = t.expand(batch, k).to(like.device)
         return t.view(*([1] * (like.ndim - 3)), batch, k, 1).expand(*like.shape[:-1], 1)
 
     def _score(self, at: torch.Tensor, batch: int, k: int) -> torch.Tensor:
+        # __post_init__ guarantees the fields each kind reads
         if self.kind == "kl":
+            assert self.reference is not None
             ref = self.reference.to(at.device)
             if ref.shape[0] == 1:
                 ref = ref.expand(batch, *ref.shape[1:])
@@ -255,13 +262,17 @@ class Metric:
             logp = at.log_softmax(-1)
             return (ref.exp() * (ref - logp)).sum(-1)
         if self.kind.startswith("set_"):
+            assert self.targets is not None
             logp = at.log_softmax(-1)
             mass = logp[..., self.targets.to(at.device)].logsumexp(-1)
             if self.kind == "set_prob":
                 return mass.exp()
+            assert self.contrast is not None
             return mass - logp[..., self.contrast.to(at.device)].logsumexp(-1)
+        assert self.answer is not None
         ans = self._tokens(self.answer, batch, k, at)
         if self.kind == "logit_diff":
+            assert self.wrong is not None
             return (at.gather(-1, ans) - at.gather(-1, self._tokens(self.wrong, batch, k, at)))[..., 0]
         if self.kind == "logit":
             return at.gather(-1, ans)[..., 0]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from interp import interventions as I
@@ -180,7 +181,7 @@ class Unsupported(ValueError):
     """The model has a feature the engine does not reproduce."""
 
 
-def _layers(model) -> tuple[list[Layer], Callable | None, Callable, Callable, float | None]:
+def _layers(model) -> tuple[list[Layer], Callable | None, Callable, nn.Module, float | None]:
     """(layers, rotary module or None, final norm, unembed, final-logit soft-cap) of a bridge."""
     bridge = model.module
     c = bridge.cfg
@@ -197,16 +198,17 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, Callable, fl
     for block in bridge.blocks:
         attn = block.attn
         raw_attn = raw(attn)
-        parts = [getattr(attn, n, None) for n in ("q", "k", "v", "o")]
-        if any(p is None for p in parts) or getattr(block, "ln1", None) is None:
+        q, k, v, o = (getattr(attn, n, None) for n in ("q", "k", "v", "o"))
+        if q is None or k is None or v is None or o is None or getattr(block, "ln1", None) is None:
             raise Unsupported("no separate q / k / v / o projections")
         n_heads = model.cfg.n_heads
         n_kv = model.cfg.n_kv_heads
         d_head = model.cfg.d_head
         if hasattr(raw_attn, "scaling"):  # HF Llama / Gemma / Mistral / Qwen
-            scale = float(raw_attn.scaling)
+            # (torch types a module's unknown attributes as Tensor | Module; these are floats)
+            scale = float(raw_attn.scaling)  # type: ignore[arg-type]
         elif hasattr(raw_attn, "scale") and not hasattr(raw_attn, "c_attn"):  # TransformerLens native
-            scale = 1.0 / float(raw_attn.scale)
+            scale = 1.0 / float(raw_attn.scale)  # type: ignore[arg-type]
         elif hf_cfg is not None and getattr(hf_cfg, "model_type", "") == "gpt2":
             if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(
                 hf_cfg, "reorder_and_upcast_attn", False
@@ -223,7 +225,10 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, Callable, fl
         out.append(
             Layer(
                 raw(block.ln1),
-                *(raw(p) for p in parts),
+                raw(q),
+                raw(k),
+                raw(v),
+                raw(o),
                 raw(block.ln2) if has_mlp and getattr(block, "ln2", None) is not None else None,
                 raw(block.mlp) if has_mlp else None,
                 n_heads,
@@ -291,7 +296,9 @@ class FastEngine:
         if cols is None:
             logits = self.unembed(x)
         else:
-            w = self.unembed.weight[cols]
+            weight = self.unembed.weight
+            assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
+            w = weight[cols]
             b = getattr(self.unembed, "bias", None)
             logits = F.linear(x, w, None if b is None else b[cols])
         if self.final_cap:
@@ -310,6 +317,7 @@ class FastEngine:
                 x, rows = self._block(
                     layer, "resid_pre", x, rows, base, lambda t: t, lambda s, l, a, r: a, 0, rows, last=False
                 )
+            assert x is not None  # a transformer has layers
             got = self._logits(x, None)
         self._early_kv.clear()
         if got.shape != logits.shape or (got - logits).abs().max() > 1e-3 * (1 + logits.abs().max()):
@@ -432,6 +440,7 @@ class FastEngine:
             x, rows = self._block(
                 layer, entry if layer == start else "resid_pre", x, rows, base, rep, patch, p_min, reads, last=last
             )
+        assert x is not None  # the chunk's cells start at a layer of the model
         logits = self._logits(x, cols)  # [n*batch, reads >= p_min, cols]
         if int(reads.min()) < p_min:  # earlier reads are unchanged
             logits = torch.cat([rep(base_at[:, reads < p_min]), logits], dim=1)
@@ -490,6 +499,7 @@ class FastEngine:
         pg = pattern.view(N, K, g, T, -1)
         z = torch.einsum("nkgts,nskd->ntkgd", pg[..., p_min:], v)
         if p_min > 0:
+            assert v_e is not None  # read above when p_min > 0
             B = v_e.shape[0]
             z = z + torch.einsum(
                 "cbkgts,bskd->cbtkgd", pg[..., :p_min].reshape(N // B, B, K, g, T, p_min), v_e
@@ -561,6 +571,7 @@ class FastEngine:
             x = patch("resid_mid", layer, x, rows)
         if P.mlp is not None and at <= S["mlp_out"]:
             if at <= S["mlp_in"]:
+                assert P.ln2 is not None, "an MLP block without its norm (ln2)"
                 mlp_out = P.mlp(P.ln2(patch("mlp_in", layer, x, rows)))
             else:
                 mlp_out = cached("mlp_out", rows)

@@ -14,11 +14,12 @@ import torch
 
 from interp import function_vectors as fvs
 from interp.steering import SteeringVector, sweep
+from interp.tasks import functions
 
 
 @pytest.fixture(scope="module")
 def mode_task():
-    return fvs.mode_task_prompts(32, seed=0)
+    return functions.mode_task_prompts(32, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_function_vector_moves_zero_shot_prompts_to_the_task(steer_model, mode_t
 
 
 def test_fixed_mapping_prompts_and_induction_heads(induction_model):
-    fp = fvs.fixed_mapping_prompts(32, d_vocab=64, seed=0)
+    fp = functions.fixed_mapping_prompts(32, d_vocab=64, seed=0)
     f = fp.info["mapping"]
     assert len(f) == 8 and len(set(f.values())) == 8 and fp.targets == sorted(f.values())
     for c, k, a in zip(fp.clean, fp.corrupt, fp.answers):
@@ -133,7 +134,7 @@ def test_bad_input(steer_model, flipflop_or_random_rnn, mode_task, mode_effects)
     with pytest.raises(ValueError, match="needs attention heads"):
         fvs.mean_head_outputs(flipflop_or_random_rnn, torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="n_demos"):
-        fvs.fixed_mapping_prompts(4, n_keys=2, n_demos=4)
+        functions.fixed_mapping_prompts(4, n_keys=2, n_demos=4)
 
 
 @pytest.fixture(scope="module")

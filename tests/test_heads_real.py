@@ -11,6 +11,7 @@ from interp import heads, retrieval
 from interp.plots import heads as hplots
 from interp.plots import retrieval as rplots
 from interp.tasks import text
+from interp.tasks.text import haystack
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_passkey_and_needle_tasks(smollm2, passkeys):
     with pytest.raises(ValueError, match="depth"):
         text.passkey(smollm2, 2, depth=1.5)
     with pytest.raises(ValueError, match="tokenizes differently inside the needle"):
-        text._haystack(
+        haystack._haystack(
             smollm2,
             ["The sky is blue."],
             "The grass is green.",

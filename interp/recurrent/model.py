@@ -10,6 +10,7 @@ from transformer_lens.HookedRootModule import HookedRootModule
 from interp.recurrent.config import RecurrentConfig
 from interp.recurrent.rnn import GRUBlock, LSTMBlock
 from interp.recurrent.ssm import SSMBlock
+from interp.recurrent.steps import _set_step
 
 #: Kinds reported by :meth:`HookedRecurrent.site_names`.
 SITE_KINDS = {
@@ -23,7 +24,11 @@ SITE_KINDS = {
 }
 
 
-_BLOCKS = {"lstm": LSTMBlock, "gru": GRUBlock, "ssm": SSMBlock}
+_BLOCKS: dict[str, type[LSTMBlock] | type[GRUBlock] | type[SSMBlock]] = {
+    "lstm": LSTMBlock,
+    "gru": GRUBlock,
+    "ssm": SSMBlock,
+}
 _KIND = {
     "hook_resid_pre": "resid",
     "hook_resid_post": "resid",
@@ -76,17 +81,18 @@ class HookedRecurrent(HookedRootModule):
             self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
             self.hook_embed = HookPoint()
             block = _BLOCKS[cfg.cell]
-            self.blocks = nn.ModuleList([block(cfg) for _ in range(cfg.n_layers)])
+            blocks = [block(cfg) for _ in range(cfg.n_layers)]
+            self.blocks = nn.ModuleList(blocks)
             self.ln_final = nn.RMSNorm(cfg.d_model, eps=1e-5) if cfg.family == "ssm" else nn.LayerNorm(cfg.d_model)
             self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
         finally:
             torch.random.set_rng_state(gen_state)
         self.recurrent_sites: tuple[str, ...] = tuple(
-            f"blocks.{l}.{n}" for l, b in enumerate(self.blocks) for n in b.step_sites
+            f"blocks.{l}.{n}" for l, b in enumerate(blocks) for n in b.step_sites
         )
         self.setup()
         for hp in self.hook_dict.values():
-            hp.step = None  # the current step while a per-step site runs its hooks
+            _set_step(hp, None)  # the current step while a per-step site runs its hooks
 
     @property
     def family(self) -> str:

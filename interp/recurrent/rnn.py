@@ -4,6 +4,7 @@ backward passes (used when no per-step site is hooked)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,9 @@ class _RNNBlock(nn.Module):
 
     n_gates: int
     step_sites: tuple[str, ...]
-    _fn: type
+    _fn: type[torch.autograd.Function]
+    #: the recurrence, one step at a time (a staticmethod of each cell)
+    _loop: Callable[..., list[torch.Tensor]]
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__()

@@ -91,6 +91,17 @@ class SSMBlock(nn.Module):
     """
 
     step_sites = ("hook_state",)
+    # the hook points, set in __init__
+    hook_resid_pre: HookPoint
+    hook_u: HookPoint
+    hook_delta: HookPoint
+    hook_B: HookPoint
+    hook_C: HookPoint
+    hook_state: HookPoint
+    hook_hidden: HookPoint
+    hook_gate: HookPoint
+    hook_mixer_out: HookPoint
+    hook_resid_post: HookPoint
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__()

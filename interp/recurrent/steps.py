@@ -29,6 +29,13 @@ def _needs_module_call(hp: nn.Module) -> bool:
     )
 
 
+def _set_step(hp: nn.Module, t: int | None) -> None:
+    """Sets ``hp.step``: the current step while a per-step site runs its hooks, else None."""
+    # torch types Module.__setattr__ as taking only a Tensor or a Module; any other value is
+    # stored as a plain attribute
+    hp.step = t  # type: ignore[assignment]
+
+
 class _StepSite:
     """Drives one per-step HookPoint through a recurrence of ``n_steps`` steps.
 
@@ -77,9 +84,10 @@ class _StepSite:
             self.buf = cur.new_zeros((B, T) + tuple(cur.shape[1:]))
             self.seq = torch.empty_like(self.buf)
             self.clean = self.buf._version
-        buf = self.buf
+        buf, seq = self.buf, self.seq
+        assert seq is not None  # allocated with buf
         if buf._version != self.clean:  # a hook wrote into the buffer in place: restore
-            buf[:, :t] = self.seq[:, :t]
+            buf[:, :t] = seq[:, :t]
             buf[:, t + 1 :] = 0
         buf[:, t] = cur
         self.clean = buf._version
@@ -89,7 +97,7 @@ class _StepSite:
         if not self.on:
             return fresh
         cur = fresh
-        self.hp.step = t
+        _set_step(self.hp, t)
         try:
             if self.module_call:
                 x = self._present(t, cur)
@@ -103,12 +111,13 @@ class _StepSite:
                         out = fn(self.hp, (x,), x)
                     cur = self._check(out, x)[:, t]
         finally:
-            self.hp.step = None
+            _set_step(self.hp, None)
         if self.grad:
             cur = cur.contiguous()
             self.finals.append(cur)
             return cur
         buf, seq = self.buf, self.seq
+        assert buf is not None and seq is not None  # allocated by _present without gradients
         seq[:, t] = cur
         dirty = buf._version != self.clean
         if dirty and t == self.T - 1:

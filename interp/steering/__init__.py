@@ -4,7 +4,7 @@ evaluation against a random vector and a prompting baseline (:mod:`~interp.steer
 """
 
 from interp.steering.evaluate import VECTOR_KINDS, compare_generations, prefixed, sweep
-from interp.steering.pairs import PAIRS_FORMAT, ContrastPairs, check_answer_pos, read_pairs, site_activations
+from interp.steering.pairs import PAIRS_FORMAT, read_pairs, site_activations
 from interp.steering.vector import (
     DEFAULT_SITE,
     METHODS,
@@ -16,6 +16,7 @@ from interp.steering.vector import (
     principal_direction,
     site_for,
 )
+from interp.tasks.contrast import ContrastPairs, check_answer_pos
 
 __all__ = [
     "VECTOR_KINDS",

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from interp import metrics as M
 from interp.decoding import greedy
 from interp.model import Model, Tokens
-from interp.steering.pairs import AnswerPos, ContrastPairs
 from interp.steering.vector import SteeringVector, check_finite, positions
 from interp.tasks import loss_by_position
+from interp.tasks.contrast import AnswerPos, ContrastPairs
 from interp.tokens import TokenBatch
 
 VECTOR_KINDS = ("steer", "random", "prompt", "none")

@@ -36,7 +36,8 @@ import torch
 from interp import interventions as I
 from interp.model import Model
 from interp.sites import layer_of
-from interp.steering.pairs import AnswerPos, ContrastPairs, Prompts, site_activations
+from interp.steering.pairs import site_activations
+from interp.tasks.contrast import AnswerPos, ContrastPairs, Prompts
 
 METHODS = ("caa", "pca", "actadd")
 DEFAULT_SITE = "blocks.{layer}.hook_resid_post"

@@ -1,0 +1,248 @@
+"""Cached analysis results (``st.cache_data``, keyed by the model source and hashable specs of
+the inputs); each calls one library function and adds nothing mathematical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from apps.state.inputs import Key, Prompts, corruption, resolve_metric, task_batch, text_model
+from apps.state.models import load_model
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
+    """``[layer, head, dest, src]`` patterns of one prompt (see interp.attention)."""
+    from interp.attention import attention_patterns as patterns
+
+    return patterns(load_model(source), torch.tensor([tokens])).numpy()
+
+
+@st.cache_data(show_spinner="Scoring heads ...", max_entries=32)
+def head_scores(source: str, n: int, length: int, seed: int) -> pd.DataFrame:
+    """interp.heads.scores on ``n`` [BOS] r r probes of ``length`` tokens."""
+    from interp import heads
+
+    model = load_model(source)
+    return heads.scores(model, heads.default_tokens(model, n=n, length=length, seed=seed))
+
+
+@st.cache_data(show_spinner="Ablating ...", max_entries=64)
+def ablation(
+    source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int, n_random: int
+) -> pd.DataFrame:
+    """interp.ablation.ablation_effect of ``heads`` on ``n`` sequences of the model's task."""
+    from interp.ablation import ablation_effect
+
+    model = load_model(source)
+    return ablation_effect(
+        model, task_batch(model, n, seed), list(heads), how, metric=metric, n_random=n_random, seed=seed
+    )
+
+
+@st.cache_data(show_spinner="Building the steering vector ...", max_entries=64)
+def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: int, method: str):
+    """interp.steering.SteeringVector.from_pairs at the residual stream after ``layer``; pairs of
+    any lengths, each prompt read at its last token."""
+    from interp.steering import SteeringVector
+
+    return SteeringVector.from_pairs(load_model(source), list(positive), list(negative), layer=layer, method=method)
+
+
+@st.cache_data(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
+def steering_sweep(
+    source: str,
+    positive: Prompts,
+    negative: Prompts,
+    method: str,
+    layers: tuple[int, ...],
+    coefs: tuple[float, ...],
+    behaviour: tuple,
+    evals: Prompts,
+    neutral: Prompts | None,
+    instruction: str | None,
+    start_pos: int,
+) -> pd.DataFrame:
+    """interp.steering.sweep at ``layers`` x ``coefs`` with the random control (and, with an
+    ``instruction``, the prompting baseline).  behaviour: ``("logodds", targets, opposites)``
+    (log-odds of the target words against their opposites at each eval prompt's last token) or
+    ``("prob", targets)`` (their probability at every position of equally long eval prompts)."""
+    from interp.metrics import set_logodds, set_prob
+    from interp.steering import ContrastPairs, sweep
+
+    model = load_model(source)
+    if behaviour[0] == "logodds":
+        metric = set_logodds(list(behaviour[1]), list(behaviour[2]), pos=-1)
+    else:  # every position of equally long prompts, else each prompt's last token
+        batch = model.tokenize(list(evals))
+        metric = set_prob(list(behaviour[1]), pos=-1 if batch.padded else [list(range(batch.tokens.shape[1]))])
+    return sweep(
+        model,
+        ContrastPairs(list(positive), list(negative)),
+        list(layers),
+        list(coefs),
+        list(evals),
+        metric,
+        method=method,
+        start_pos=start_pos,
+        neutral_prompts=list(neutral) if neutral else None,
+        instruction=instruction or None,
+        progress=False,
+    )
+
+
+RETRIEVAL_TASKS = ("passkey", "needle_haystack")
+
+
+@st.cache_data(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
+def retrieval(
+    source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int, seed: int
+) -> dict:
+    """interp.retrieval.retrieval_experiment on ``n`` prompts of a text task: scores, sparsity,
+    the masking experiment with its random control."""
+    from interp.retrieval import retrieval_experiment
+    from interp.tasks import text
+
+    model = load_model(source)
+    build = {"passkey": text.passkey, "needle_haystack": text.needle_haystack}[task]
+    batch = build(model, n, context_length=context_length, depth=depth, seed=seed)
+    e = retrieval_experiment(model, batch, k=k, n_random=n_random, seed=seed, progress=False)
+    return {
+        "scores": e.scores,
+        "masking": e.masking,
+        "sparsity": e.sparsity,
+        "threshold": e.threshold,
+        "heads": e.heads,
+        "accuracy": e.accuracy,
+        "example": model.decode(batch.batch().rows()[0], skip_bos=True),
+    }
+
+
+@st.cache_data(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
+def niah(
+    source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
+) -> pd.DataFrame:
+    """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition."""
+    from interp.retrieval import niah_grid
+
+    return niah_grid(
+        load_model(source), list(lengths), list(depths), n=n, heads=[tuple(h) for h in heads] or None, progress=False
+    )
+
+
+@st.cache_data(show_spinner="Attention sinks ...", max_entries=16)
+def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sink share by layer and the loss with / without the first token, on text the model
+    writes itself (text models) or on repeated random tokens (zoo models)."""
+    from interp import heads
+    from interp.heads.sinks import sink_removal, sink_share
+    from interp.tasks.text import generated_text
+
+    model = load_model(source)
+    tokens = (
+        generated_text(model, n, length, seed=seed)
+        if text_model(model)
+        else heads.default_tokens(model, n=n, length=length, seed=seed)
+    )
+    return sink_share(model, tokens), sink_removal(model, tokens)
+
+
+@st.cache_resource(show_spinner="Training a tuned lens on text the model writes itself ...", max_entries=4)
+def tuned_lens(source: str, train: bool):
+    """The tuned lens saved for the model (None if none and not ``train``; else trained and saved)."""
+    from interp.lens import tuned_lens_for
+
+    return tuned_lens_for(load_model(source), train=train, progress=False)
+
+
+@st.cache_data(show_spinner="Reading every layer ...", max_entries=64)
+def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> pd.DataFrame:
+    """interp.lens.logit_lens of one prompt (through the saved tuned lens if ``tuned``)."""
+    from interp.lens import logit_lens
+
+    model = load_model(source)
+    chosen = tuned_lens(source, False) if tuned else None
+    return logit_lens(model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
+
+
+@st.cache_data(show_spinner="Direct logit attribution ...", max_entries=64)
+def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> pd.DataFrame:
+    """interp.lens.dla at the last position of one prompt."""
+    from interp.lens import dla as attribute
+
+    return attribute(load_model(source), torch.tensor([tokens]), target, contrast)
+
+
+@st.cache_data(show_spinner="Patching ...", max_entries=32)
+def patching(
+    source: str,
+    clean: Key,
+    spec: tuple,
+    site: str,
+    by: tuple[str, ...],
+    metric: str,
+    direction: str,
+    mode: str,
+    window: int,
+) -> pd.DataFrame:
+    """circuits.patching.patch (mode "exact") or circuits.attribution.attribute ("attribution")."""
+    from circuits.attribution import attribute
+    from circuits.patching import patch
+
+    model = load_model(source)
+    corrupt = corruption(model, clean, spec)
+    tokens = torch.tensor(clean)
+    metric = resolve_metric(model, spec, metric)
+    if mode == "exact":
+        return patch(
+            model,
+            tokens,
+            corrupt,
+            site=site,
+            by=("layer",) + by,
+            metric=metric,
+            direction=direction,
+            window=window,
+            progress=False,
+        )
+    return attribute(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
+
+
+@st.cache_data(show_spinner="Scoring every edge ...", max_entries=16)
+def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int):
+    """circuits.attribution.edge_attribution: the unpruned circuit with every edge scored."""
+    from circuits.attribution import edge_attribution
+
+    model = load_model(source)
+    return edge_attribution(
+        model,
+        torch.tensor(clean),
+        corruption(model, clean, spec),
+        metric=resolve_metric(model, spec, metric),
+        method=method,
+        steps=steps,
+        progress=False,
+    )
+
+
+@st.cache_data(show_spinner="Running the circuit ...", max_entries=128)
+def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, top_k: int) -> float:
+    """Faithfulness of the top-k circuit of :func:`edge_scores` on the same inputs (keyed by
+    its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
+    model = load_model(source)
+    circuit = edge_scores(source, clean, spec, metric, method, steps).prune(top_k=top_k)
+    return circuit.faithfulness(
+        model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric)
+    )
+
+
+@st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
+def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> pd.DataFrame:
+    """Circuit.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD with intervals."""
+    model = load_model(source)
+    full = edge_scores(source, clean, spec, metric, method, steps)
+    return full.mib(
+        model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric), n_boot=200
+    )
