@@ -20,20 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def timed(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
+from _timing import best_of  # noqa: E402 (after the path is set)
 
 
 def main() -> None:
@@ -53,8 +45,8 @@ def main() -> None:
     task = text.passkey(model, args.prompts, context_length=276, seed=0)
     steps = int((task.info["needle_span"][:, 1] - task.info["needle_span"][:, 0]).max())
     batch = task.batch()
-    plain, t_plain = timed(lambda: decoding.greedy(model, batch, steps, batch_size=args.prompts), args.repeats)
-    cached, t_cached = timed(
+    plain, t_plain = best_of(lambda: decoding.greedy(model, batch, steps, batch_size=args.prompts), args.repeats)
+    cached, t_cached = best_of(
         lambda: retrieval.retrieval_analysis(model, task, batch_size=args.prompts, progress=False), args.repeats
     )
     g1, a1 = retrieval.decode_attention(model, batch, steps, batch_size=args.prompts, use_cache=True, progress=False)
@@ -62,7 +54,7 @@ def main() -> None:
     def uncached():
         return retrieval.decode_attention(model, batch, steps, batch_size=args.prompts, use_cache=False, progress=False)
 
-    (g2, a2), t_uncached = timed(uncached, 1)
+    (g2, a2), t_uncached = best_of(uncached, 1)
     same = bool(torch.equal(g1, g2) and torch.equal(a1, a2) and torch.equal(plain, g1))
     print(
         f"torch {torch.__version__}, {args.threads} thread(s); smollm2-135m, {args.prompts} passkey prompts of "

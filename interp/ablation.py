@@ -184,6 +184,10 @@ def ablation_effect(
     fn, name = task_metric(metric, task)
     if positions == "default":
         positions = _default_positions(how, metric, task)
+    elif isinstance(positions, str):
+        raise ValueError(
+            f"positions must be 'default', None, an int, a slice, From(...) or a tensor, got {positions!r}"
+        )
     if how in ("mean", "resample") and reference is None:
         if how == "resample" and len(task) < 2:
             raise ValueError(

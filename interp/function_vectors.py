@@ -201,6 +201,7 @@ def _effects_downstream(
         n = rows.tokens.shape[1]
         with torch.no_grad():
             base_logits, base = model.run_with_cache(rows.tokens, names=sorted(set(engine.base_names())))
+        assert base_logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
         source = {}
         for layer in sorted({l for l, _ in heads}):
             z = base[model.site("z", layer)].clone()

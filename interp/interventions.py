@@ -109,8 +109,8 @@ class Intervention:
         if isinstance(spec, bool):
             raise TypeError("positions must be an int, a slice, From(...), a tensor or None, not a bool")
         if isinstance(spec, From):
-            start = torch.as_tensor(spec.start, device=dev).long().reshape(-1)
-            return abs_pos[None] >= start[ctx.row_index(rows, len(start), dev), None]
+            starts = torch.as_tensor(spec.start, device=dev).long().reshape(-1)
+            return abs_pos[None] >= starts[ctx.row_index(rows, len(starts), dev), None]
         if isinstance(spec, int):
             if spec >= 0:
                 return (abs_pos >= spec)[None].expand(rows, -1)
@@ -404,7 +404,10 @@ def _run_last_token(
                 cells = list(range(start, min(n_cells, start + per_chunk)))
                 n = len(cells)
                 cache = copy.deepcopy(prefix)
-                cache.batch_select_indices(torch.arange(len(group)).repeat(n).to(ids.device))
+                # the backend's key-value cache (a Hugging Face Cache), which Model.step types as object
+                cache.batch_select_indices(  # type: ignore[attr-defined]
+                    torch.arange(len(group)).repeat(n).to(ids.device)
+                )
                 rows = torch.tensor([i * B + int(b) for i in range(n) for b in group])
                 hooks = list(base_hooks) + hook_fns(model, edits(cells))
                 with model.running(rows=rows):

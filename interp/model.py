@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import pandas as pd
 import torch
@@ -201,7 +202,9 @@ class Model:
         return encode(self.tokenizer, text, self._bos(prepend_bos))
 
     def tokenize(
-        self, inputs: str | Sequence[str] | Sequence[Sequence[int]] | Tokens, prepend_bos: bool | None = None
+        self,
+        inputs: str | Sequence[str] | Sequence[Sequence[int]] | Sequence[int] | Tokens,
+        prepend_bos: bool | None = None,
     ) -> TokenBatch:
         """Any prompts as a validated, right-padded :class:`TokenBatch` (rows may differ in length)."""
         if isinstance(inputs, TokenBatch):
@@ -221,14 +224,14 @@ class Model:
                 f"tensor; got {type(inputs).__name__}"
             )
         if all(isinstance(r, str) for r in rows):
-            ids = [self.encode(r, prepend_bos) for r in rows]
+            ids = [self.encode(cast(str, r), prepend_bos) for r in rows]
         elif all(
             isinstance(r, (list, tuple)) and r and all(isinstance(t, int) and not isinstance(t, bool) for t in r)
             for r in rows
         ):
-            ids = [list(r) for r in rows]
+            ids = [list(cast(Sequence[int], r)) for r in rows]
         elif all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
-            ids = [list(rows)]
+            ids = [list(cast(list[int], rows))]
         else:
             kinds = sorted({type(r).__name__ for r in rows})
             raise TypeError(f"prompts must all be strings or all token-id lists, got {kinds}")
@@ -433,7 +436,7 @@ class Model:
             self._context = old
 
     def _resolve(self, hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]]) -> list[tuple[str, HookFn]]:
-        out = []
+        out: list[tuple[str, HookFn]] = []
         for name, fn in hooks:
             if not callable(fn):
                 raise TypeError(f"the hook for {name!r} is not callable")
@@ -477,6 +480,7 @@ class Model:
                 if out is None:
                     out = part.new_zeros((ids.shape[0], ids.shape[1], part.shape[-1]))
                 out[idx.to(part.device), : part.shape[1]] = part
+            assert out is not None  # a batch has at least one row, so one length group
             return out
         if lengths is None:
             return self.backend.run(ids, hooks)

@@ -299,6 +299,7 @@ def niah_grid(
                 if cond == "none":
                     acc = answer_accuracy(model, batch)
                 else:
+                    assert heads is not None  # the "masked" condition exists only with heads
                     with ablate(model, heads, "query", positions=From(batch.batch().last)):
                         acc = answer_accuracy(model, batch)
                 rows.append({"context_length": c, "depth": d, "condition": cond, "accuracy": acc, "n": n})

@@ -41,12 +41,12 @@ class TokenBatch:
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int = 0) -> TokenBatch:
         """Right-pads rows of token ids (each non-empty) into one batch."""
-        rows = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
-        if not rows or any(len(r) == 0 for r in rows):
+        flat = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
+        if not flat or any(len(r) == 0 for r in flat):
             raise ValueError("a batch needs at least one row and every row at least one token")
-        lengths = torch.tensor([len(r) for r in rows])
-        tokens = torch.full((len(rows), int(lengths.max())), int(pad_id), dtype=torch.long)
-        for i, r in enumerate(rows):
+        lengths = torch.tensor([len(r) for r in flat])
+        tokens = torch.full((len(flat), int(lengths.max())), int(pad_id), dtype=torch.long)
+        for i, r in enumerate(flat):
             tokens[i, : len(r)] = r
         return cls(tokens, lengths, int(pad_id))
 
@@ -153,7 +153,7 @@ def _words(vocab: dict[str, int], text: str) -> list[int]:
                 raise ValueError(f"token id {value} is outside the vocabulary [0, {len(vocab)})")
             ids.append(value)
         else:
-            names = sorted(vocab, key=vocab.get)
+            names = sorted(vocab, key=vocab.__getitem__)
             near = difflib.get_close_matches(piece, names, n=5)
             raise ValueError(
                 f"unknown token {piece!r}; close names: {near or names[:10]} "

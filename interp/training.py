@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -39,7 +40,7 @@ def train(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
-    card = {
+    card: dict[str, Any] = {
         "name": recipe.name,
         "arch": recipe.arch,
         "config": {**recipe.config, "seed": seed},
@@ -56,7 +57,8 @@ def train(
     for step in bar:
         batch = recipe.make_batch(recipe.batch_size, seed * 1_000_003 + step)
         labels = batch.labels if recipe.train_on == "labels" else batch.next_token_labels()
-        with module.hooks(fwd_hooks=hooks) if hooks else nullcontext():
+        # a hook-point module (bridge or HookedRecurrent); nn.Module types its attributes as Tensor | Module
+        with module.hooks(fwd_hooks=hooks) if hooks else nullcontext():  # type: ignore[operator]
             loss = masked_loss(logits_of(module(batch.tokens)), labels)
         total = loss + (
             head_sparsity_penalty(module, recipe.head_sparsity)

@@ -20,6 +20,7 @@ bias moves into the reader's bias), as TransformerLens's ``fold_ln`` does: then
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ from torch import nn
 def raw(module: nn.Module) -> nn.Module:
     """The plain torch module inside a bridge component."""
     while hasattr(module, "_original_component"):
-        module = module._original_component
+        # nn.Module.__getattr__ is typed Tensor | Module; a bridge's original component is a module
+        module = cast(nn.Module, module._original_component)
     return module
 
 
@@ -203,7 +205,7 @@ def fold(w: Weights) -> Weights:
     """``w`` with every norm's gain folded into the weights that read it (see the module docstring)."""
     if w.folded:
         return w
-    new = {}
+    new: dict[str, torch.Tensor] = {}
     for c in "QKV":
         Ws, bs = [], []
         for l in range(w.n_layers):
@@ -212,7 +214,18 @@ def fold(w: Weights) -> Weights:
             bs.append(bb)
         new[f"W_{c}"], new[f"b_{c}"] = torch.stack(Ws), torch.stack(bs)
     new["W_U"], new["b_U"] = _fold_in(w.W_U, w.b_U, w.gains["ln_final"])
-    return replace(w, **new, folded=True)
+    return replace(
+        w,
+        W_Q=new["W_Q"],
+        W_K=new["W_K"],
+        W_V=new["W_V"],
+        b_Q=new["b_Q"],
+        b_K=new["b_K"],
+        b_V=new["b_V"],
+        W_U=new["W_U"],
+        b_U=new["b_U"],
+        folded=True,
+    )
 
 
 @dataclass

@@ -219,8 +219,10 @@ def _api_cases():
     from circuits.graph import Circuit
     from circuits.patching import patch
     from interp import heads, lens, metrics, retrieval, steering
+    from interp.ablation import ablation_effect
     from interp.logits import next_token_probs
-    from interp.tasks import text
+    from interp.tasks import repeated_tokens, text
+    from interp.tasks.functions import FunctionPrompts
 
     ind = lambda: interp.load("induction-2l")
     smol = lambda: interp.load("smollm2-135m")
@@ -244,6 +246,20 @@ def _api_cases():
         ("bytes prompt", lambda f: ind().to_tokens(b"t1 t2"), TypeError, "bytes"),
         ("non-UTF-8 text", lambda f: smol().to_tokens("caf\udce9"), ValueError, "UTF-8"),
         ("empty batch", lambda f: ind().tokenize([]), ValueError, "no prompts"),
+        (
+            "ablation positions string",
+            lambda f: ablation_effect(
+                ind(), repeated_tokens(4, d_vocab=64, n_ctx=16, period=6), [(1, 2)], positions="last"
+            ),
+            ValueError,
+            "positions must be 'default'",
+        ),
+        (
+            "function prompts without an answer",
+            lambda f: FunctionPrompts(toks, toks, toks).metric(),
+            ValueError,
+            "neither answers nor targets",
+        ),
         ("bool token", lambda f: ind().token_id(True), TypeError, "token"),
         ("token id range", lambda f: ind().token_id(10**9), ValueError, "outside the vocabulary"),
         ("ids out of vocab", lambda f: ind()(torch.tensor([[1, 10**6]])), ValueError, "vocabulary"),

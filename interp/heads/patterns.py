@@ -98,7 +98,7 @@ def _index_patterns(
     tokens: torch.Tensor, kinds: Sequence[str], lengths: torch.Tensor
 ) -> dict[str, tuple[torch.Tensor, ...]]:
     B, P = tokens.shape
-    out = {}
+    out: dict[str, tuple[torch.Tensor, ...]] = {}
     if "previous_token" in kinds:
         q = torch.arange(1, P, device=tokens.device).repeat(B)
         b = torch.arange(B, device=tokens.device).repeat_interleave(P - 1)
@@ -190,6 +190,7 @@ def scores(
     copying = copying_scores(model).assign(kind="copying") if "copying" in kinds else None
     kinds = [k for k in kinds if k != "copying"]
     if not kinds:
+        assert copying is not None  # _check_kinds never returns an empty list, so "copying" was asked for
         return copying[["layer", "head", "kind", "score"]]
     if tokens is None:
         tokens = default_tokens(model)

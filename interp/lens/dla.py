@@ -5,6 +5,8 @@ the logit exactly."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pandas as pd
 import torch
 
@@ -65,7 +67,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
             now = cache[name][0, p].float()
             pieces.append((f"l{l}", "layer", l, None, now - prev))
             prev = now
-    resid = sum(x for *_, x in pieces)
+    resid = cast(torch.Tensor, sum(x for *_, x in pieces))  # pieces is never empty: a tensor, not sum's 0
     scale = ro.scale(resid)
     gain = ro.gain if ro.gain is not None else torch.ones_like(resid)
     rows = []
@@ -83,6 +85,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     bias = float(ro.bias @ direction) if ro.bias is not None else 0.0
     rows.append({"component": "bias", "kind": "bias", "layer": model.cfg.n_layers, "head": None, "value": bias + const})
     df = pd.DataFrame(rows)
+    assert logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
     own = float(logits[0, p, t] - (logits[0, p, c] if c is not None else 0))
     df.attrs.update(
         logit=own,

@@ -51,6 +51,7 @@ def residuals(model: Model, tokens: Tokens, stage: str = "post") -> tuple[torch.
     final residual last) and the model's logits (one forward)."""
     names = residual_sites(model, stage)
     logits, cache = model.run_with_cache(tokens, names=names)
+    assert logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
     return torch.stack([cache[n].float() for n in names]), logits.float()
 
 
@@ -60,6 +61,7 @@ def _read(
     """Logits ``[..., d_vocab]`` of residuals ``x`` of reading ``layer``: through the tuned
     lens's translator if any, then the final norm (recomputed, or at ``frozen_scale``)."""
     if lens is not None:
+        assert layer is not None  # callers pass a tuned lens only with the layer it reads
         x = lens.translate(layer, x)
     return ro.logits(x) if frozen_scale is None else ro.logits_frozen(x, frozen_scale)
 

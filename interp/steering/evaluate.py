@@ -90,8 +90,8 @@ def prefixed(model: Model, batch: TokenBatch, instruction: str) -> TokenBatch:
     ids = model.encode(instruction, prepend_bos=False)
     bos = getattr(model.tokenizer, "bos_token_id", None)
     rows = []
-    for r in batch.rows():
-        r = r.tolist()
+    for row in batch.rows():
+        r = row.tolist()
         head = [r[0]] if bos is not None and r and r[0] == bos else []
         rows.append(head + ids + r[len(head) :])
     return model.tokenize(rows)
@@ -101,6 +101,7 @@ def _damage(model: Model, base_logits: torch.Tensor, neutral: TokenBatch, start_
     """(KL(unsteered || current run) per position from ``start_pos`` on, LM loss) on ``neutral``."""
     logits = model(neutral)
     ref = M.kl(base_logits, pos=None, lengths=neutral.lengths)
+    assert ref.mask is not None  # kl(pos=None) with lengths masks each row's real positions
     mask = ref.mask & (torch.arange(neutral.tokens.shape[1])[None] >= start_pos)
     damage = float(M.Metric("kl", ref.pos, mask=mask, reference=ref.reference)(logits)) if mask.any() else 0.0
     return damage, _lm_loss(logits, neutral)
@@ -211,6 +212,7 @@ def sweep(
         logits = model(ask_neutral)
         k = int((ask_neutral.lengths - neutral.lengths)[0])
         kl = M.kl(base_neutral, pos=None, lengths=neutral.lengths)
+        assert kl.mask is not None  # kl(pos=None) with lengths masks each row's real positions
         asked["damage"] = float(
             M.Metric("kl", kl.pos, mask=kl.mask & (kl.pos >= start_pos), reference=kl.reference)(
                 logits[:, k : k + neutral.tokens.shape[1]]

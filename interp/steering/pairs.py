@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from interp.model import Model, Tokens
-from interp.tasks.contrast import AnswerPos, ContrastPairs, check_answer_pos
+from interp.tasks.contrast import AnswerPos, ContrastPairs, Prompts, check_answer_pos
 from interp.tokens import TokenBatch
 
 PAIRS_FORMAT = """A pairs file is JSON: {"positive": [...], "negative": [...], "answer_pos": -1}.
@@ -64,6 +64,7 @@ def read_at(model: Model, batch: TokenBatch, act: torch.Tensor, pos: AnswerPos |
         w = keep.float().view(*keep.shape, *([1] * (act.ndim - 2)))
         return (act * w).sum(1) / w.sum(1)
     check_answer_pos(pos, batch)
+    assert isinstance(pos, int)  # check_answer_pos raises for anything but "mean" (handled above) or an int
     idx = torch.where(torch.tensor(pos) < 0, lengths + pos, torch.full_like(lengths, pos))
     return act[torch.arange(act.shape[0], device=act.device), idx]
 
@@ -112,7 +113,9 @@ def read_pairs(path: str | Path, model: Model) -> ContrastPairs:
             f"{path}: {len(parsed.positive)} positive but {len(parsed.negative)} negative prompts; "
             f"pair them one to one.\n{PAIRS_FORMAT}"
         )
-    pairs = ContrastPairs(parsed.positive, parsed.negative, parsed.answer_pos)
+    # each side is all texts or all token-id lists unless the file mixes them: pairs.tokens
+    # below rejects a mixed side (tokenize raises), named with the file
+    pairs = ContrastPairs(cast(Prompts, parsed.positive), cast(Prompts, parsed.negative), parsed.answer_pos)
     try:
         pairs.tokens(model)  # tokenizes and checks every prompt now, with the file named in errors
     except (ValueError, TypeError) as e:

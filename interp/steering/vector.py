@@ -178,9 +178,16 @@ class SteeringVector:
         **kwargs,
     ) -> SteeringVector:
         """ActAdd: the activation difference of one prompt pair (see :meth:`from_pairs`)."""
-        wrap = lambda p: (
-            [p] if isinstance(p, str) or (isinstance(p, (list, tuple)) and p and isinstance(p[0], int)) else p
-        )
+
+        def wrap(
+            p: str | Sequence[int] | torch.Tensor,
+        ) -> Sequence[str] | Sequence[Sequence[int]] | Sequence[int] | torch.Tensor:
+            if isinstance(p, str):
+                return [p]
+            if isinstance(p, (list, tuple)) and p and isinstance(p[0], int):
+                return [p]
+            return p
+
         pos, neg = model.tokenize(wrap(positive)), model.tokenize(wrap(negative))
         if len(pos) != 1 or len(neg) != 1:
             raise ValueError(f"ActAdd takes one positive and one negative prompt, got {len(pos)} and {len(neg)}")

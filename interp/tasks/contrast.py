@@ -46,13 +46,13 @@ def _as_batchable(prompts: Prompts):
         return [prompts]
     if isinstance(prompts, (torch.Tensor, TokenBatch)):
         return prompts
-    prompts = list(prompts)
-    if not prompts:
+    items = list(prompts)
+    if not items:
         raise ValueError("no prompts given")
-    for p in prompts:
+    for p in items:
         if isinstance(p, str) and not p.strip():
             raise ValueError("a prompt is empty: every pair needs text on both sides")
-    return prompts
+    return items
 
 
 def check_answer_pos(answer_pos: AnswerPos, *batches: TokenBatch) -> None:

@@ -36,7 +36,11 @@ class FunctionPrompts:
 
     def metric(self, pos: int = -1) -> Metric:
         """Probability of the answer (or of the target set) at ``pos`` (a :class:`~interp.metrics.Metric`)."""
-        return M.prob(self.answers, pos) if self.answers is not None else M.set_prob(self.targets, pos)
+        if self.answers is not None:
+            return M.prob(self.answers, pos)
+        if self.targets is None:
+            raise ValueError("these prompts have neither answers nor targets: give one to build a metric")
+        return M.set_prob(self.targets, pos)
 
 
 def fixed_mapping_prompts(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from interp import metrics as M
 from interp.tasks.functions import FunctionPrompts
 from interp.tasks.text.words import _text_model, check_single_tokens, data, single_tokens
+
+if TYPE_CHECKING:
+    from interp.tasks.contrast import ContrastPairs
 
 FUNCTION_TASKS = ("antonym", "country_capital", "present_past", "english_french", "capitalize")
 
@@ -86,7 +90,7 @@ class SteeringTask:
     text for the damage measure, the prompting baseline's ``instruction`` and the concept's
     token ids (``concept``)."""
 
-    pairs: object
+    pairs: ContrastPairs
     eval: list[str]
     behaviour: M.Metric
     neutral: list[str]

@@ -75,7 +75,8 @@ def ioi(
         raise ValueError(f"templates must be indices into the {len(all_t)} shipped templates, got {templates}")
     rng = random.Random(seed)
     clean_rows, corrupt_rows, texts, corrupt_texts, used = [], [], [], [], []
-    answer, wrong, pos = [], [], {"IO": [], "S1": [], "S2": [], "END": []}
+    answer, wrong = [], []
+    pos: dict[str, list[int]] = {"IO": [], "S1": [], "S2": [], "END": []}
     for i in range(n):
         t = chosen[i % len(chosen)]
         io, s, c = rng.sample(pool, 3)
