@@ -14,7 +14,8 @@ and :mod:`circuits.engine_hooks`), :mod:`circuits.path_patching`, :mod:`circuits
 
 from circuits import corrupt, metrics
 from circuits.attribution import attribute, edge_attribution
-from circuits.graph import Circuit, faithfulness_curve
+from circuits.faithfulness import faithfulness_curve
+from circuits.graph import Circuit
 from circuits.patching import patch
 from circuits.path_patching import path_patch
 

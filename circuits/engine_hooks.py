@@ -1,7 +1,7 @@
 """Exact patching through forward hooks, many cells per forward: works on every model.
 
 The base tokens are repeated once per cell along the batch (cell-major), and one
-intervention per patched site (:func:`interp.recompute.intervention`) writes each cell's
+intervention per patched site (:func:`interp.cells.intervention`) writes each cell's
 source values into its own rows, so a chunk of cells costs one (wider) forward instead of
 one forward each (:func:`interp.interventions.run_batched`, which also cuts the sequence
 after the last position the metric reads and unembeds only the read positions).
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from interp import interventions as I
+from interp.cells import Cell, Site, intervention, reaches
 from interp.metrics import Metric
-from interp.recompute import Cell, Site, intervention, reaches
 
 
 def run(

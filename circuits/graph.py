@@ -1,5 +1,4 @@
-"""Circuit graphs: nodes, scored edges, pruning, faithfulness, MIB's circuit metrics and a
-stable JSON format.
+"""Circuit graphs: nodes, scored edges, pruning and a stable JSON format.
 
 A :class:`Circuit` is stored as tensors over its senders and receivers (as EAP-IG's graph
 is): ``scores`` ``[n_senders, n_receivers]`` (NaN where no edge exists) and ``kept``
@@ -10,11 +9,8 @@ the input it reads through (a head's ``q``; ``k`` / ``v`` of a head, or of a key
 :mod:`circuits.edges`.
 
 :meth:`Circuit.prune` keeps edges by ``|score|`` (threshold, top-k, or a share of the
-edges); :meth:`Circuit.faithfulness` runs the model with every edge not kept patched to the
-corrupt run and returns ``(circuit - corrupt) / (clean - corrupt)``.
-:meth:`Circuit.mib` gives the faithfulness curve at MIB's edge budgets (Mueller et al.
-2025) with CPR (area under the curve) and CMD (area between the curve and 1) and bootstrap
-intervals over prompts.
+edges); :meth:`Circuit.faithfulness` and :meth:`Circuit.mib` (MIB's edge budgets with CPR /
+CMD) run the model with the edges not kept patched, see :mod:`circuits.faithfulness`.
 
 JSON schema (``format`` "interp.circuit", ``version`` 2; version 1 files, which have no
 ``kv`` nodes, are read too)::
@@ -42,12 +38,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from circuits.faithfulness import MIB_BUDGETS
+
 FORMAT = "interp.circuit"
 VERSION = 2
 READABLE = (1, 2)
 KINDS = ("input", "head", "kv", "mlp", "logits")
-#: MIB's edge budgets, in percent of the edges (Mueller et al. 2025)
-MIB_BUDGETS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -300,7 +296,9 @@ class Circuit:
     def faithfulness(self, model, clean, corrupt, metric="logit_diff") -> float:
         """``(circuit - corrupt) / (clean - corrupt)`` of the metric, with every edge not kept patched
         to the corrupt run (1 = the circuit alone recovers the clean behaviour)."""
-        return float(_Runner(model, clean, corrupt, metric, self).faithfulness([self])[0])
+        from circuits.faithfulness import faithfulness
+
+        return faithfulness(self, model, clean, corrupt, metric)
 
     def mib(
         self,
@@ -313,52 +311,10 @@ class Circuit:
         n_boot: int = 1000,
         seed: int = 0,
     ) -> pd.DataFrame:
-        """Faithfulness at MIB's edge budgets (Mueller et al. 2025): one row per budget with
-        ``percent``, ``n_edges`` (kept after dropping unconnected edges), ``n_nodes`` and
-        ``faithfulness`` f(k) = (m(C_k) - m(corrupt)) / (m(clean) - m(corrupt)), m the batch
-        mean.  ``df.attrs``: ``cpr`` (area under f over the edge fraction in [0, 1], with
-        f(0) = 0: the empty circuit is the corrupt run), ``cmd`` (area between f and 1),
-        their 95% bootstrap intervals over prompts (``cpr_ci``, ``cmd_ci``) and ``n_boot``."""
-        budgets = [float(b) for b in budgets]
-        if not budgets:
-            raise ValueError("no edge budgets given")
-        bad = [b for b in budgets if not 0 < b <= 100]
-        if bad:
-            raise ValueError(f"edge budgets are percentages in (0, 100]; got {bad}")
-        runner = _Runner(model, clean, corrupt, metric, self)
-        circuits = [self.prune(percent=b) for b in budgets]
-        per_row = runner.values(circuits)  # [n_budgets, batch]
-        clean_rows, corrupt_rows = runner.clean_rows, runner.corrupt_rows
-        f = _faith(per_row.mean(-1), clean_rows.mean(), corrupt_rows.mean())
-        frac = np.array(budgets) / 100.0
-        cpr, cmd = _areas(frac, f.numpy())
-        g = torch.Generator().manual_seed(int(seed))
-        n = per_row.shape[-1]
-        boots = []
-        for _ in range(int(n_boot)):
-            idx = torch.randint(n, (n,), generator=g)
-            fb = _faith(per_row[:, idx].mean(-1), clean_rows[idx].mean(), corrupt_rows[idx].mean())
-            boots.append(_areas(frac, fb.numpy()))
-        boots_a = np.array(boots) if boots else np.full((1, 2), np.nan)
-        df = pd.DataFrame(
-            {
-                "percent": budgets,
-                "n_edges": [c.n_kept for c in circuits],
-                "n_nodes": [len(c.active_nodes()) for c in circuits],
-                "faithfulness": f.numpy(),
-            }
-        )
-        df.attrs.update(
-            cpr=float(cpr),
-            cmd=float(cmd),
-            n_boot=int(n_boot),
-            cpr_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 0], [2.5, 97.5])),
-            cmd_ci=tuple(float(x) for x in np.nanpercentile(boots_a[:, 1], [2.5, 97.5])),
-            clean_value=float(clean_rows.mean()),
-            corrupt_value=float(corrupt_rows.mean()),
-            metric=runner.runs.metric.label,
-        )
-        return df
+        """Faithfulness at MIB's edge budgets with CPR / CMD: :func:`circuits.faithfulness.mib`."""
+        from circuits.faithfulness import mib
+
+        return mib(self, model, clean, corrupt, metric, budgets, n_boot=n_boot, seed=seed)
 
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -409,85 +365,3 @@ class Circuit:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed circuit file: {e!r}") from None
         return cls(nodes, edges, data.get("meta", {}))
-
-
-def _faith(values: torch.Tensor, clean: torch.Tensor, corrupt: torch.Tensor) -> torch.Tensor:
-    gap = float(clean - corrupt)
-    if abs(gap) < 1e-12:
-        return values * float("nan")
-    return (values - corrupt) / gap
-
-
-def _areas(frac: np.ndarray, f: np.ndarray) -> tuple[float, float]:
-    """(CPR, CMD): trapezoidal areas over the edge fraction, from (0, 0) through the budgets."""
-    order = np.argsort(frac)
-    x = np.concatenate([[0.0], frac[order]])
-    y = np.concatenate([[0.0], f[order]])
-    return float(np.trapezoid(y, x)), float(np.trapezoid(np.abs(1.0 - y), x))
-
-
-class _Runner:
-    """Clean / corrupt runs of a prompt set, and circuit runs with the edges not kept patched."""
-
-    def __init__(self, model, clean, corrupt, metric, circuit: Circuit):
-        from circuits import edges as E
-        from circuits.runs import finish, inputs
-
-        self.E = E
-        self.model = model
-        self.graph = E.Graph.of(model)
-        g = circuit.meta.get("graph")
-        if g is not None and g != self.graph.to_dict():
-            raise ValueError(f"this circuit was made for a model of another shape ({g}), not {self.graph.to_dict()}")
-        if (self.graph.n_layers, self.graph.n_heads) != (
-            circuit.meta.get("n_layers", self.graph.n_layers),
-            circuit.meta.get("n_heads", self.graph.n_heads),
-        ):
-            raise ValueError("this circuit was made for a model of another shape")
-        self.weights = model.weights()
-        c = inputs(model, clean, corrupt)
-        corrupt_b, self.clean_b = c.batches()
-        with torch.no_grad():
-            clean_logits = model(self.clean_b)
-            corrupt_logits, cache = model.run_with_cache(
-                corrupt_b, names=E.cache_names(model, self.graph), fwd_hooks=c.hooks
-            )
-        self.c = c
-        self.runs = finish(model, c, metric, clean_logits, corrupt_logits)
-        self.ref = E.outputs_from_cache(model, cache, self.graph, self.weights)
-        self.clean_rows = self.runs.metric.values(clean_logits).float().cpu()
-        self.corrupt_rows = self.runs.metric.values(corrupt_logits).float().cpu()
-
-    @torch.no_grad()
-    def values(self, circuits: Sequence[Circuit]) -> torch.Tensor:
-        """Per-row metric of each circuit's run: ``[n_circuits, batch]``."""
-        out = []
-        for circuit in circuits:
-            logits = self.E.run(
-                self.model, self.weights, self.graph, self.clean_b, missing=circuit.missing(self.graph), ref=self.ref
-            )
-            out.append(self.runs.metric.values(logits).float().cpu())
-        return torch.stack(out)
-
-    def faithfulness(self, circuits: Sequence[Circuit]) -> torch.Tensor:
-        return _faith(self.values(circuits).mean(-1), self.clean_rows.mean(), self.corrupt_rows.mean())
-
-
-def faithfulness_curve(
-    circuit: Circuit, model, clean, corrupt, metric="logit_diff", sizes: list[int] | None = None
-) -> pd.DataFrame:
-    """Faithfulness of the top-k circuits for each k in ``sizes``: columns ``top_k``, ``n_edges``
-    (kept after dropping unconnected edges), ``n_nodes``, ``faithfulness``.  (For MIB's edge
-    budgets and CPR / CMD use :meth:`Circuit.mib`.)"""
-    sizes = sizes or [1, 2, 5, 10, 20, 50, 100, 200]
-    runner = _Runner(model, clean, corrupt, metric, circuit)
-    pruned = [circuit.prune(top_k=k) for k in sizes]
-    f = runner.faithfulness(pruned)
-    return pd.DataFrame(
-        {
-            "top_k": sizes,
-            "n_edges": [p.n_kept for p in pruned],
-            "n_nodes": [len(p.active_nodes()) for p in pruned],
-            "faithfulness": f.numpy(),
-        }
-    )

@@ -30,6 +30,7 @@ import torch
 from circuits import engine_hooks, sites
 from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
+from interp import cells
 from interp import recompute as engine_fast
 
 ENGINES = ("auto", "native", "hooks")
@@ -137,8 +138,8 @@ def run_cells(
         for i, c in enumerate(cell_list)
         if any(
             not torch.equal(
-                engine_fast.entries(source[site.hook(l)], site.layout, c),
-                engine_fast.entries(base[site.hook(l)], site.layout, c),
+                cells.entries(source[site.hook(l)], site.layout, c),
+                cells.entries(base[site.hook(l)], site.layout, c),
             )
             for l in c.layers
         )

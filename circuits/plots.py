@@ -202,7 +202,7 @@ def circuit_graph(circuit: Circuit, *, kept_only: bool = True, title: str | None
 
 
 def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Faithfulness against the circuit's size: a :func:`circuits.graph.faithfulness_curve` frame
+    """Faithfulness against the circuit's size: a :func:`circuits.faithfulness.faithfulness_curve` frame
     (edges kept) or a :meth:`circuits.graph.Circuit.mib` frame (percent of edges, with CPR and
     CMD in the title)."""
     x = "percent" if "percent" in curve.columns else "n_edges"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from interp import sites as S
-from interp.recompute import Cell, Site
+from interp.cells import Cell, Site
 
 #: the patchable site kinds (:mod:`interp.sites` holds their templates, layouts and descriptions)
 PATCHABLE = (

@@ -191,9 +191,10 @@ def _effects_downstream(
     and the metric of the unpatched corrupt run."""
     from interp import recompute
     from interp import sites as S
+    from interp.cells import Cell, Site
 
     engine = recompute.FastEngine(model)
-    site = recompute.Site("z", S.kind("z").template, "head")
+    site = Site("z", S.kind("z").template, "head")
     out = torch.zeros(len(heads), dtype=torch.float64)
     base_value = 0.0
     for group in corrupt.by_length():
@@ -207,7 +208,7 @@ def _effects_downstream(
             z = base[model.site("z", layer)].clone()
             z[:, n - 1] = z_mean[layer].to(z.dtype)
             source[model.site("z", layer)] = z
-        cells = [recompute.Cell((l,), pos=n - 1, head=h) for l, h in heads]
+        cells = [Cell((l,), pos=n - 1, head=h) for l, h in heads]
         metric = score.rows(group).resolve(n)
         base_value += float(metric.values(base_logits).double().sum())
         vals = engine.run(

@@ -1,6 +1,6 @@
-"""Exact recomputation downstream of edits: the cells of a patching sweep, the intervention
-that patches a chunk of them, and the fast engine that recomputes only what lies downstream
-of each patch (native and Hugging Face transformers).
+"""Exact recomputation downstream of edits: the fast engine that recomputes only what lies
+downstream of each patch of a sweep (its cells: :mod:`interp.cells`), for native and
+Hugging Face transformers.
 
 Hugging Face transformers (GPT-2; Llama-family: rotary, RMSNorm, gated MLP, grouped-query
 attention, no biases; Gemma-style norms and soft-capping).
@@ -39,107 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp import interventions as I
+from interp.cells import Cell, Site, intervention, reaches
 from interp.metrics import Metric
 from interp.model import RunContext
 from interp.weights import raw
-
-
-@dataclass(frozen=True)
-class Site:
-    """A site resolved for one model: short ``name``, hook ``template`` (``{l}`` = layer) and layout."""
-
-    name: str
-    template: str
-    layout: str
-    #: resid_mid on a TransformerBridge, whose hook_resid_mid only feeds the MLP: patched as the
-    #: MLP's input (ln2.hook_in) plus the same change carried along the skip connection
-    via_mlp_in: bool = False
-
-    def hook(self, layer: int) -> str:
-        return self.template.format(l=layer)
-
-    @property
-    def has_heads(self) -> bool:
-        return self.layout in ("head", "pattern")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One patch: ``layers`` (a window), and the pos / head / src_pos it touches (None = all)."""
-
-    layers: tuple[int, ...]
-    pos: int | None = None
-    head: int | None = None
-    src_pos: int | None = None
-
-    @property
-    def start(self) -> int:
-        return self.layers[0]
-
-    @property
-    def first_pos(self) -> int:
-        """The earliest position the patch changes: later positions only, in a causal model."""
-        return 0 if self.pos is None else self.pos
-
-
-def intervention(
-    site: Site, layer: int, chunk: Sequence[Cell], source: torch.Tensor, batch: int, n_heads: int
-) -> I.Intervention | None:
-    """The :class:`interp.interventions.Intervention` that patches ``chunk``'s cells in ``layer``
-    from ``source`` (``[batch, pos, ...]``, the source run's activation), for cell-major rows
-    (rows ``i*batch .. (i+1)*batch`` belong to cell ``i``); None if no cell touches the layer."""
-    touching = [i for i, c in enumerate(chunk) if layer in c.layers]
-    if not touching:
-        return None
-    n, pos_len = len(chunk), source.shape[2 if site.layout == "pattern" else 1]
-    pos = torch.zeros(n * batch, pos_len, dtype=torch.bool)
-    heads = torch.zeros(n * batch, n_heads, dtype=torch.bool) if site.has_heads else None
-    src = torch.zeros(n * batch, source.shape[-1], dtype=torch.bool) if site.layout == "pattern" else None
-    for i in touching:
-        c, rows = chunk[i], slice(i * batch, (i + 1) * batch)
-        pos[rows, slice(None) if c.pos is None else c.pos] = True
-        if heads is not None:
-            heads[rows, slice(None) if c.head is None else c.head] = True
-        if src is not None:
-            src[rows, slice(None) if c.src_pos is None else c.src_pos] = True
-    return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
-
-
-def entries(act: torch.Tensor, layout: str, cell: Cell) -> torch.Tensor:
-    """The part of a ``[batch, ...]`` activation that ``cell`` patches."""
-    every = slice(None)
-    pos = every if cell.pos is None else cell.pos
-    head = every if cell.head is None else cell.head
-    if layout == "vector":
-        return act[:, pos]
-    if layout == "head":
-        return act[:, pos, head]
-    return act[:, head, pos, every if cell.src_pos is None else cell.src_pos]
-
-
-#: transformer sites whose patch at a position changes only that position of the block output
-LOCAL = ("q", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
-
-
-def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
-    """Whether patching ``cell`` can change the logits at positions ``reads`` (causal models).
-
-    Cells that cannot are given the unpatched value exactly instead of a recomputation that
-    differs from it by rounding."""
-    if not model.cfg.causal:
-        return True
-    if cell.first_pos > max(reads):
-        return False
-    if (
-        model.cfg.family == "transformer"
-        and site.name in LOCAL
-        and cell.pos is not None
-        and cell.layers == (model.cfg.n_layers - 1,)
-    ):
-        return cell.pos in set(reads)
-    return True
-
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
 STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")

@@ -1,6 +1,6 @@
 """Retrieval heads (Wu et al. 2024): heads that copy an answer out of a needle in the context.
 
-Definition (``shared/DESIGN.md``): greedily decode an answer that should be copied from
+Definition (Wu et al.'s, as this project measures it): greedily decode an answer that should be copied from
 a needle span ``[s, e)`` of the prompt; at each step take each head's most-attended
 position ``i`` (arg-max of the last query row of its pattern); if ``s <= i < e`` and the
 token just generated equals the context token at ``i``, the head earns ``1 / (e - s)``.

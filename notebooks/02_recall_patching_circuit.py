@@ -29,7 +29,8 @@ import interp
 from circuits import corrupt as C
 from circuits import metrics as M
 from circuits.attribution import attribute, edge_attribution
-from circuits.graph import Circuit, faithfulness_curve
+from circuits.faithfulness import faithfulness_curve
+from circuits.graph import Circuit
 from circuits.patching import patch
 from circuits.plots import agreement_scatter, circuit_graph, faithfulness_plot, patching_heatmap
 from interp import tasks

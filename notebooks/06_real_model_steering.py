@@ -77,8 +77,8 @@ steering.compare_generations(model, vector, sentiment.eval[:3], coef=2, max_new_
 sweep = steering.sweep(
     model,
     sentiment.pairs,
-    [16, 20, 24],
-    [0, 1, 2, 4],
+    [16, 24],
+    [0, 1, 4],
     sentiment.eval,
     sentiment.behaviour,
     neutral_prompts=sentiment.neutral,
@@ -104,9 +104,7 @@ task = text.function_task(model, "antonym")
 train = text.function_prompts(model, task, 32, split="train", seed=0)
 test = text.function_prompts(model, task, len(task.test), split="test", seed=1)
 print(repr(model.decode(model.tokenize(train.clean).rows()[0])))
-curve = function_vectors.layer_sweep(
-    model, train, test, layers=[6, 10, 12, 14, 16, 20], top_k=15, coefs=(2.0,), progress=False
-)
+curve = function_vectors.layer_sweep(model, train, test, layers=[6, 10, 14, 20], top_k=15, coefs=(2.0,), progress=False)
 print("top heads by indirect effect:", curve.attrs["heads"][:8])
 print(curve[["condition", "layer", "coef", "accuracy"]].round(3).to_string())
 function_vector_curve(curve)

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from apps.cli import app
 from circuits import attribution, corrupt, metrics, patching, path_patching, plots
-from circuits.graph import VERSION, Circuit, Edge, Node, faithfulness_curve
+from circuits.faithfulness import faithfulness_curve
+from circuits.graph import VERSION, Circuit, Edge, Node
 from interp import tasks
 
 

@@ -10,7 +10,7 @@ import torch
 from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_act_patch_direct_path
 
 from circuits import attribution, calibration, corrupt, edges, metrics, patching, path_patching, plots
-from circuits.graph import MIB_BUDGETS
+from circuits.faithfulness import MIB_BUDGETS
 from interp import heads
 from interp import recompute as engine_fast
 from interp.gradients import site_gradients

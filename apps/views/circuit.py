@@ -8,7 +8,7 @@ import torch
 
 from apps import state
 from circuits.attribution import METHODS
-from circuits.graph import faithfulness_curve
+from circuits.faithfulness import faithfulness_curve
 from circuits.metrics import KINDS
 from circuits.plots import circuit_graph, faithfulness_plot
 

@@ -26,7 +26,7 @@ from interp.tokens import TokenBatch
 TL_KINDS = ("previous_token", "duplicate_token", "induction")
 PATTERN_KINDS = TL_KINDS + ("prefix_matching", "sink")
 KINDS = PATTERN_KINDS + ("copying",)  # copying is read from the weights, not the tokens
-SINK_THRESHOLD = 0.3  # DESIGN.md: a sink head pays >= 0.3 of its attention to position 0
+SINK_THRESHOLD = 0.3  # a sink head pays >= 0.3 of its attention to position 0 (Xiao et al. 2023 see most of it there)
 
 PatternFn = Callable[[torch.Tensor], torch.Tensor]  # tokens [pos] -> detection pattern [pos, pos]
 
