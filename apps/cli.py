@@ -206,6 +206,8 @@ def info(
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Geometry and hook sites of a model (filter with --grep / --layer)."""
+    from interp import sites as S
+
     m = load_model(model, allow_unsafe_pickle)
     for k, v in m.cfg.to_dict().items():
         typer.echo(f"{k:>10}: {v}")
@@ -222,7 +224,7 @@ def info(
         sites = sites[sites["name"].map(lambda n: bool(pattern.search(n)))]
     if layer is not None:
         m.check_layer(layer)
-        sites = sites[sites["name"].str.startswith(f"blocks.{layer}.")]
+        sites = sites[sites["name"].map(S.layer_of) == layer]
     typer.echo(f"\n{len(sites)} of {len(m.site_names)} hook sites:")
     if len(sites):
         typer.echo(sites.to_string(index=False))

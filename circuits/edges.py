@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp import sites as S
 from interp.weights import Weights
 
 QKV = ("q", "k", "v")
@@ -47,8 +48,7 @@ class Graph:
     @classmethod
     def of(cls, model) -> Graph:
         model.require_attention("edge attribution")
-        names = set(model.site_names)
-        mlp = tuple(f"blocks.{l}.hook_mlp_out" in names for l in range(model.cfg.n_layers))
+        mlp = tuple(model.has_site(S.kind("mlp_out").template.format(l=l)) for l in range(model.cfg.n_layers))
         return cls(model.cfg.n_layers, model.cfg.n_heads, mlp, model.cfg.n_kv_heads)
 
     @property

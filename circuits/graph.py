@@ -30,7 +30,6 @@ Readers must accept unknown keys in ``meta``; a change of the other fields bumps
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from circuits.faithfulness import MIB_BUDGETS
+from circuits import faithfulness as _faithfulness
 
 FORMAT = "interp.circuit"
 VERSION = 2
@@ -293,28 +292,9 @@ class Circuit:
             out[si[self.senders[i]], ri[self.receivers[j]]] = False
         return out
 
-    def faithfulness(self, model, clean, corrupt, metric="logit_diff") -> float:
-        """``(circuit - corrupt) / (clean - corrupt)`` of the metric, with every edge not kept patched
-        to the corrupt run (1 = the circuit alone recovers the clean behaviour)."""
-        from circuits.faithfulness import faithfulness
-
-        return faithfulness(self, model, clean, corrupt, metric)
-
-    def mib(
-        self,
-        model,
-        clean,
-        corrupt,
-        metric="logit_diff",
-        budgets: Sequence[float] = MIB_BUDGETS,
-        *,
-        n_boot: int = 1000,
-        seed: int = 0,
-    ) -> pd.DataFrame:
-        """Faithfulness at MIB's edge budgets with CPR / CMD: :func:`circuits.faithfulness.mib`."""
-        from circuits.faithfulness import mib
-
-        return mib(self, model, clean, corrupt, metric, budgets, n_boot=n_boot, seed=seed)
+    # one implementation, in circuits.faithfulness; as methods, ``circuit.mib(model, ...)``
+    faithfulness = _faithfulness.faithfulness
+    mib = _faithfulness.mib
 
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from interp import sites as S
 from interp.model import Model
 
 
 def pattern_site(layer: int) -> str:
     """Hook site of layer ``layer``'s attention pattern, ``[batch, head, dest, src]``."""
-    return f"blocks.{layer}.attn.hook_pattern"
+    return S.kind("pattern").template.format(l=layer)
 
 
 @torch.no_grad()

@@ -62,9 +62,9 @@ ablation_bar(experiment.masking, title="passkey accuracy with heads masked")
 # ## 2. Induction heads and the in-context gain
 #
 # On `[BOS] r r` (a random segment repeated) the loss on the second copy is far below the
-# first: the in-context gain.  Ablating the top 5% of heads by prefix-matching score removes
+# first: the in-context gain.  Zero-ablating the top 5% of heads by prefix-matching score removes
 # most of it; as many random heads remove less (how much less varies with the draw: the
-# tests average four draws on longer probes).
+# tests average four draws on longer probes; `hows=("zero", "mean", "resample")` runs all three).
 
 # %%
 probe = heads.default_tokens(model, n=4, length=64)
@@ -73,7 +73,7 @@ print(heads.top_heads(prefix, "prefix_matching", k=5))
 head_heatmap(prefix, title="prefix-matching and previous-token scores")
 
 # %%
-knockout = heads.induction_ablation(model, n=4, period=50, n_random=2, hows=("zero", "mean"), seed=0)
+knockout = heads.induction_ablation(model, n=4, period=50, n_random=2, hows=("zero",), seed=0)
 print(f"in-context gain without ablation: {knockout.attrs['base_gain']:.2f} nats, k = {knockout.attrs['k']} heads")
 print(knockout[["how", "condition", "gain", "removed"]].round(3))
 induction_bar(knockout)

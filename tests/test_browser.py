@@ -247,7 +247,7 @@ def test_every_page_renders_on_the_real_model(server, browser):
             return None
 
         wait_for(drawn, 240, f"the {title} page on smollm2-135m")
-        time.sleep(2.0)  # anything the page draws after its first figure
+        time.sleep(1.0)  # anything the page draws after its first figure
         state = json.loads(browser.evaluate(PROBE))
         assert state["exceptions"] == 0 and state["errors"] == 0, (path, state["text"][:2000])
         assert "Model: smollm2-135m" in state["text"], path

@@ -37,6 +37,9 @@ def test_info_shows_geometry_and_sites():
     assert result.exit_code == 0
     assert "n_heads: 4" in result.output
     assert "blocks.1.attn.hook_pattern" in result.output
+    one = invoke("info", "induction-2l", "--layer", "1", "--grep", "pattern")
+    listed = [line.split()[0] for line in one.output.split("sites:")[1].strip().splitlines()[1:]]
+    assert one.exit_code == 0 and listed == ["blocks.1.attn.hook_pattern"], one.output
 
 
 def test_train_writes_checkpoint(tmp_path):
