@@ -15,6 +15,7 @@ which step and rows it is looking at.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -49,12 +50,14 @@ def greedy(
     step: Step | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    prefixes: dict | None = None,
 ) -> torch.Tensor:
     """Greedy continuation of each prompt: ``[batch, n_steps]`` new token ids.
 
     tokens: a tensor, a :class:`TokenBatch` or texts.  use_cache: continue from the
     key-value cache where the model has one (same tokens as recomputing).  hooks: extra
     ``(site, fn)`` hooks for every step; ``step`` (if given) is updated before each forward.
+    prefixes: see :func:`decode`.
     """
     return decode(
         model,
@@ -65,6 +68,7 @@ def greedy(
         hooks=hooks,
         step=step,
         batch_size=batch_size,
+        prefixes=prefixes,
         progress=progress,
     )
 
@@ -109,8 +113,15 @@ def decode(
     step: Step | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    prefixes: dict | None = None,
 ) -> torch.Tensor:
-    """The decoding loop: ``choose(logits [rows, d_vocab]) -> [rows]`` picks each next token."""
+    """The decoding loop: ``choose(logits [rows, d_vocab]) -> [rows]`` picks each next token.
+
+    prefixes: a dict kept by the caller across calls on the same prompts whose hooks change
+    nothing before each prompt's last token (query masking "from the last token on", as in
+    Wu et al.'s experiment).  The key-value cache of each prompt minus its last token is then
+    computed once, stored there, and copied for every later call, so each call runs only
+    the last prompt token and the new ones.  Needs a model with a cache."""
     batch = model.tokenize(tokens)
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
         raise ValueError(f"the number of new tokens must be an int >= 0, got {n_steps!r}")
@@ -122,8 +133,9 @@ def decode(
         return out
     step = step if step is not None else Step()
     cached = use_cache and model.supports_cache
-    if "unembed_in" in model.site_kinds():  # unembed only the row that is decoded, not [pos, d_vocab]
-        hooks = list(hooks) + [(model.site("unembed_in"), _last_row)]
+    # unembed only the row that is decoded, not [pos, d_vocab]
+    trim = [(model.site("unembed_in"), _last_row)] if "unembed_in" in model.site_kinds() else []
+    hooks = list(hooks) + trim
     chunks = [
         g[i : i + max(1, int(batch_size))] for g in batch.by_length() for i in range(0, len(g), max(1, int(batch_size)))
     ]
@@ -131,12 +143,18 @@ def decode(
     for rows in chunks:
         seq = batch.select(rows).tokens
         step.rows = rows
-        cache, nxt = None, seq[:, -1]  # nxt: the token chosen last (the prompt's own at first)
+        cache, nxt, first = None, seq[:, -1], seq  # nxt: the token chosen last (the prompt's own at first)
+        if cached and prefixes is not None and seq.shape[1] > 1:
+            key = (tuple(seq.shape), seq.cpu().numpy().tobytes())
+            if key not in prefixes:
+                with model.running(rows=rows):
+                    prefixes[key] = model.step(seq[:, :-1], None, trim)[1]  # the caller's hooks read decoding
+            cache, first = copy.deepcopy(prefixes[key]), seq[:, -1:]
         for t in range(n_steps):
             step.index = t
             with model.running(rows=rows):
                 if cached:
-                    logits, cache = model.step(seq if cache is None else nxt[:, None], cache, hooks)
+                    logits, cache = model.step(first if t == 0 else nxt[:, None], cache, hooks)
                 else:
                     logits = model.run_with_hooks(seq, hooks)
             nxt = choose(logits[:, -1])

@@ -76,7 +76,14 @@ def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> to
 
 @torch.no_grad()
 def decode_attention(
-    model: Model, tokens, n_steps: int, *, batch_size: int = 8, use_cache: bool = True, progress: bool = True
+    model: Model,
+    tokens,
+    n_steps: int,
+    *,
+    batch_size: int = 8,
+    use_cache: bool = True,
+    progress: bool = True,
+    prefixes: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding that records where every head looks.
 
@@ -84,7 +91,8 @@ def decode_attention(
     n_heads]``: the arg-max key position (absolute) of each head's last query row at each
     step (the row that produced that step's token).  Active hooks (e.g. ablations) apply.
     Decoding continues from the key-value cache where the model has one, reading only the
-    new token's attention (:func:`interp.decoding.greedy`).
+    new token's attention (:func:`interp.decoding.greedy`; ``prefixes``: see
+    :func:`interp.decoding.decode`).
     """
     model.require_attention("retrieval scores")
     batch = model.tokenize(tokens)
@@ -102,7 +110,15 @@ def decode_attention(
 
     hooks = [(model.site("pattern", l), reader(l)) for l in range(L)]
     generated = greedy(
-        model, batch, n_steps, use_cache=use_cache, hooks=hooks, step=step, batch_size=batch_size, progress=progress
+        model,
+        batch,
+        n_steps,
+        use_cache=use_cache,
+        hooks=hooks,
+        step=step,
+        batch_size=batch_size,
+        progress=progress,
+        prefixes=prefixes,
     )
     return generated, attended
 
@@ -115,8 +131,10 @@ def retrieval_analysis(
     needle_span: torch.Tensor | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    prefixes: dict | None = None,
 ) -> RetrievalResult:
-    """Retrieval scores with the per-step hits behind them (see the module docstring).
+    """Retrieval scores with the per-step hits behind them (see the module docstring;
+    ``prefixes``: the prompts' shared cache, :func:`interp.decoding.decode`).
 
     task: prompts ``tokens [n, pos]`` whose answer is to be copied from
     ``info['needle_span']`` ([n, 2], start and end in the prompt), e.g.
@@ -127,7 +145,9 @@ def retrieval_analysis(
     span = needle_spans(task, needle_span)
     batch = model.tokenize(task.batch())
     steps = span[:, 1] - span[:, 0]  # [n]
-    generated, attended = decode_attention(model, batch, int(steps.max()), batch_size=batch_size, progress=progress)
+    generated, attended = decode_attention(
+        model, batch, int(steps.max()), batch_size=batch_size, progress=progress, prefixes=prefixes
+    )
     n, T, L, H = attended.shape
     ctx = batch.tokens.cpu()
     s, e = span[:, 0, None, None, None], span[:, 1, None, None, None]
@@ -196,14 +216,16 @@ def answer_accuracy(
     needle_span: torch.Tensor | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    prefixes: dict | None = None,
 ) -> float:
     """Fraction of needle tokens reproduced by greedy decoding of the task's prompts
-    (active hooks, e.g. ``ablate(..., how="query", positions=From(prompt lengths - 1))``, apply)."""
+    (active hooks, e.g. ``ablate(..., how="query", positions=From(prompt lengths - 1))``, apply;
+    ``prefixes``: the prompts' shared cache, see :func:`interp.decoding.decode`)."""
     span = needle_spans(task, needle_span)
     steps = span[:, 1] - span[:, 0]
     T = int(steps.max())
     batch = model.tokenize(task.batch())
-    generated = greedy(model, batch, T, batch_size=batch_size, progress=progress)
+    generated = greedy(model, batch, T, batch_size=batch_size, progress=progress, prefixes=prefixes)
     live = torch.arange(T)[None, :] < steps[:, None]
     correct = (generated == _needle_tokens(batch.tokens.cpu(), span, T)) & live
     return float(correct.sum() / live.sum())
@@ -246,16 +268,36 @@ def retrieval_experiment(
     :class:`RetrievalExperiment`).  Masking zeroes a head's query from each prompt's last token
     on (decoding only: the prompt itself is read unmasked), as Wu et al.; the control masks
     ``k`` heads drawn at random from the other heads, ``n_random`` times."""
+    from interp import interventions as I
     from interp.ablation import ablation_effect
 
     model.require_attention("retrieval heads")
     n_heads = model.cfg.n_layers * model.cfg.n_heads
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_heads:
         raise ValueError(f"k must be an int in [1, {n_heads}] (the model's heads), got {k!r}")
-    analysis = retrieval_analysis(model, task, threshold=threshold, batch_size=batch_size, progress=progress)
+    # masking starts at each prompt's last token, so the analysis and every masking condition
+    # share the cache of the prompts without it (computed once)
+    prefixes: dict | None = {} if model.supports_cache else None
+    analysis = retrieval_analysis(
+        model, task, threshold=threshold, batch_size=batch_size, progress=progress, prefixes=prefixes
+    )
     top = analysis.scores.nlargest(k, "score")
     heads = [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
-    masking = ablation_effect(model, task, heads, "query", metric="answer_accuracy", n_random=n_random, seed=seed)
+
+    def accuracy(m: Model, t: TaskBatch) -> float:
+        return answer_accuracy(m, t, batch_size=batch_size, prefixes=prefixes)
+
+    accuracy.__name__ = "answer_accuracy"  # the frame's metric column, as with metric="answer_accuracy"
+    masking = ablation_effect(
+        model,
+        task,
+        heads,
+        "query",
+        metric=accuracy,
+        positions=I.From(task.batch().last),
+        n_random=n_random,
+        seed=seed,
+    )
     return RetrievalExperiment(
         analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold, heads, analysis.accuracy
     )

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp import heads, retrieval
+from interp import decoding, heads, retrieval
+from interp.ablation import ablate
+from interp.interventions import From
 from interp.plots import heads as hplots
 from interp.plots import retrieval as rplots
 from interp.tasks import text
@@ -80,6 +82,16 @@ def test_cached_and_uncached_retrieval_agree(smollm2, tiny_llama):
         g1, a1 = retrieval.decode_attention(model, batch, steps, use_cache=True, progress=False)
         g2, a2 = retrieval.decode_attention(model, batch, steps, use_cache=False, progress=False)
         assert torch.equal(g1, g2) and torch.equal(a1, a2)
+        # the analysis and the masking conditions share the prompt's cache: the same tokens and
+        # attended positions as decoding each alone
+        shared: dict = {}
+        g3, a3 = retrieval.decode_attention(model, batch, steps, progress=False, prefixes=shared)
+        assert torch.equal(g1, g3) and torch.equal(a1, a3)
+        for hs in ([], [(1, 0), (1, 1)], [(0, 1)]):
+            with ablate(model, hs, "query", positions=From(batch.last)):
+                alone = decoding.greedy(model, batch, steps)
+                assert torch.equal(decoding.greedy(model, batch, steps, prefixes=shared), alone), hs
+        assert len(shared) == len(batch.by_length())
 
 
 def test_induction_heads_carry_the_in_context_gain(smollm2):
