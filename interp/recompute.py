@@ -125,6 +125,8 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, nn.Module, f
         softcap = getattr(raw_attn, "attn_logit_softcapping", None)
         window = getattr(raw_attn, "sliding_window", None)
         has_mlp = getattr(block, "mlp", None) is not None and model.cfg.d_mlp > 0
+        if has_mlp and getattr(block, "ln2", None) is None:
+            raise Unsupported("an MLP without a norm before it (parallel or norm-free blocks)")
         out.append(
             Layer(
                 raw(block.ln1),
@@ -132,7 +134,7 @@ def _layers(model) -> tuple[list[Layer], Callable | None, Callable, nn.Module, f
                 raw(k),
                 raw(v),
                 raw(o),
-                raw(block.ln2) if has_mlp and getattr(block, "ln2", None) is not None else None,
+                raw(block.ln2) if has_mlp else None,
                 raw(block.mlp) if has_mlp else None,
                 n_heads,
                 n_kv,
@@ -474,7 +476,7 @@ class FastEngine:
             x = patch("resid_mid", layer, x, rows)
         if P.mlp is not None and at <= S["mlp_out"]:
             if at <= S["mlp_in"]:
-                assert P.ln2 is not None, "an MLP block without its norm (ln2)"
+                assert P.ln2 is not None  # _layers declines MLP blocks without ln2
                 mlp_out = P.mlp(P.ln2(patch("mlp_in", layer, x, rows)))
             else:
                 mlp_out = cached("mlp_out", rows)
