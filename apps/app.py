@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from apps import state  # noqa: E402
+from interp.errors import BUG_REPORT, USER_ERRORS  # noqa: E402
 
 st.set_page_config(page_title="interp workbench", layout="wide")
 
@@ -45,6 +46,9 @@ try:
     loaded.check_finite = st.sidebar.toggle(
         "Check activations for NaN / inf", key="check_finite", help="every hook's result is checked (slightly slower)"
     )
-except state.INPUT_ERRORS as e:  # the Model page shows the error and offers another choice
+except USER_ERRORS as e:  # the Model page shows the error and offers another choice
     st.sidebar.error(f"no model loaded: {e}")
+except Exception as e:  # a bug: said so, with its traceback
+    st.sidebar.error(f"no model loaded. {BUG_REPORT}")
+    st.sidebar.exception(e)
 page.run()

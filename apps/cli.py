@@ -17,6 +17,8 @@ from pathlib import Path
 import typer
 from typer.core import TyperArgument, TyperCommand
 
+from interp.errors import InputError
+
 HELP = "Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."
 app = typer.Typer(
     help=HELP,
@@ -53,22 +55,31 @@ class PlainCommand(TyperCommand):
 
 command = functools.partial(app.command, cls=PlainCommand)
 MODEL_HELP = "Zoo name (`interp zoo`), checkpoint, local Hugging Face folder or hub id."
-#: input errors: shown as one line, exit code 2 (anything else is a bug and shows its traceback)
-INPUT_ERRORS = (ValueError, FileNotFoundError, TypeError, RuntimeError, MemoryError, KeyError, PermissionError)
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turns input errors into a one-line message with exit code 2."""
+    """Shows a user error (:data:`interp.errors.USER_ERRORS`: bad input, a model the analysis does
+    not apply to, a missing file, the memory budget) as one line with exit code 2.  Anything
+    else is a bug: its traceback is printed with a line saying so, and the exit code is 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from interp.errors import BUG_REPORT, USER_ERRORS
+
         try:
             return fn(*args, **kwargs)
-        except INPUT_ERRORS as e:
-            text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError quotes its text
-            msg = " ".join(text.split()) or type(e).__name__
+        except USER_ERRORS as e:
+            msg = " ".join(str(e).split()) or type(e).__name__
             typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            typer.secho(BUG_REPORT, fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper
 
@@ -111,7 +122,7 @@ def pickle_opt():
 
 def check_positive(value: int, name: str) -> int:
     if value is None or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
+        raise InputError(f"{name} must be a positive integer, got {value}")
     return value
 
 
@@ -220,7 +231,7 @@ def info(
         try:
             pattern = re.compile(grep)
         except re.error as e:
-            raise ValueError(f"--grep {grep!r} is not a regular expression ({e})") from None
+            raise InputError(f"--grep {grep!r} is not a regular expression ({e})") from None
         sites = sites[sites["name"].map(lambda n: bool(pattern.search(n)))]
     if layer is not None:
         m.check_layer(layer)
@@ -241,7 +252,7 @@ def run_app(
     from interp.loading import locate
 
     if not 1024 <= port <= 65535:
-        raise ValueError(f"--port must be in [1024, 65535], got {port}")
+        raise InputError(f"--port must be in [1024, 65535], got {port}")
     locate(model)  # a wrong name fails here, in one line, not in the browser
     script = Path(__file__).with_name("app.py")
     env = {**os.environ, "INTERP_DEFAULT_MODEL": model}
@@ -289,7 +300,7 @@ def heads_command(
     check_positive(sequences, "--sequences")
     check_positive(top, "--top")
     if out is not None and out.suffix != ".csv":
-        raise ValueError(f"--out must end in .csv, got {out.name}")
+        raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
     tokens = heads.default_tokens(m, n=sequences, length=length, seed=seed)
     frame = heads.scores(m, tokens, split_list(kinds) or None, progress=True)
@@ -416,15 +427,15 @@ def patch_command(
 
     check_positive(top, "--top")
     if len(clean) != len(corrupt):
-        raise ValueError(f"{len(clean)} --clean prompts but {len(corrupt)} --corrupt ones: give one corrupt per clean")
+        raise InputError(f"{len(clean)} --clean prompts but {len(corrupt)} --corrupt ones: give one corrupt per clean")
     if method not in ("exact", "attribution"):
-        raise ValueError(f"--method must be exact or attribution, got {method!r}")
+        raise InputError(f"--method must be exact or attribution, got {method!r}")
     if out is not None and out.suffix not in (".csv", ".json"):
-        raise ValueError(f"--out must end in .csv or .json, got {out.name}")
+        raise InputError(f"--out must end in .csv or .json, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
     clean_b, corrupt_b = m.tokenize(list(clean)), m.tokenize(list(corrupt))
     if not (clean_b.lengths == corrupt_b.lengths).all():
-        raise ValueError(
+        raise InputError(
             f"clean prompts have {clean_b.lengths.tolist()} tokens but corrupt ones "
             f"{corrupt_b.lengths.tolist()}: patching needs each pair aligned position by position"
         )
@@ -433,13 +444,13 @@ def patch_command(
     axes = sites.parse_by(by if by is not None else default, resolved)  # rejects axes the site does not have
     with_logits = (m(clean_b), m(corrupt_b))
     if metric not in metrics.KINDS or metric.startswith("set_"):
-        raise ValueError(
+        raise InputError(
             f"--metric must be one of {[k for k in metrics.KINDS if not k.startswith('set_')]}, got {metric!r}"
         )
     ans = m.token_id(answer) if answer is not None else None
     wr = m.token_id(wrong) if wrong is not None else None
     if metric == "logit_diff" and (ans is None) != (wr is None):
-        raise ValueError("--metric logit_diff takes both --answer and --wrong, or neither")
+        raise InputError("--metric logit_diff takes both --answer and --wrong, or neither")
     chosen = metrics.default_metric(metric, *with_logits, pos=pos, answer=ans, wrong=wr, lengths=clean_b.lengths)
     if chosen.answer is not None:
         say = lambda t: ", ".join(sorted({repr(m.to_str_tokens([int(x)])[0]) for x in t.flatten().tolist()}))
@@ -454,7 +465,7 @@ def patch_command(
         )
     else:
         if window != 1:
-            raise ValueError("--window applies to exact patching only")
+            raise InputError("--window applies to exact patching only")
         df = attribution.attribute(
             m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction
         )
@@ -523,9 +534,9 @@ def lens_command(
 
     check_positive(top, "--top")
     if out is not None and out.suffix != ".csv":
-        raise ValueError(f"--out must end in .csv, got {out.name}")
+        raise InputError(f"--out must end in .csv, got {out.name}")
     if not prompt.strip():
-        raise ValueError("--prompt is empty: type some text")
+        raise InputError("--prompt is empty: type some text")
     m = load_model(model, allow_unsafe_pickle)
     batch = m.tokenize(prompt)
     if target is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _timing import best_of  # noqa: E402 (after the path is set)
+from _timing import Checks, best_of  # noqa: E402 (after the path is set)
 
 
 def main() -> None:
@@ -60,7 +60,9 @@ def main() -> None:
     print(f"logit lens, {int(batch.lengths[0])} tokens x {len(top)} readings (pre stages + final):")
     print(f"  interp.lens.logit_lens (top-5 frame + target): {t_ours:.3f} s")
     print(f"  TransformerLens accumulated_resid + apply_ln_to_stack + unembed: {t_tl:.3f} s")
-    print(f"  ratio TL / ours: {t_tl / t_ours:.2f}x; max |diff| of the target log-prob: {diff:.2e}")
+    checks = Checks()
+    checks.at_least("TL / ours", t_tl / t_ours, 0.8)  # ours also builds the top-k frame
+    checks.close("target log-prob against TL", diff, 1e-4)
 
     t = time.perf_counter()
     text = generated_text(model, n=args.train + args.held, length=129, seed=0)
@@ -78,10 +80,12 @@ def main() -> None:
     table = plain.rename(columns={"kl": "logit_lens"}).assign(tuned_lens=tuned["kl"])
     print(table.round(3).to_string(index=False))
     inner = table["layer"] < table["layer"].max()
-    ok = bool((table["tuned_lens"][inner] < table["logit_lens"][inner]).all())
-    print(f"tuned below logit at every layer but the last: {ok}")
-    if not ok or t_train > 600:
-        sys.exit(1)
+    checks.holds(
+        "tuned lens below the logit lens at every layer but the last",
+        bool((table["tuned_lens"][inner] < table["logit_lens"][inner]).all()),
+    )
+    checks.at_most("tuned-lens training", t_train, 600)
+    checks.finish()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from circuits.graph import Circuit
 from circuits.metrics import Metric
 from circuits.patching import frame
 from circuits.runs import check_direction, finish, inputs, sides
+from interp.errors import InputError
 from interp.gradients import delta_hook
 
 METHODS = ("eap", "eap-ig")
@@ -164,9 +165,9 @@ def edge_attribution(
     forward-backward passes.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+        raise InputError(f"steps must be a positive int, got {steps!r}")
     graph = E.Graph.of(model)
     weights = model.weights()
     E.check_rebuild(model, weights)

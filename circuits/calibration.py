@@ -26,6 +26,7 @@ from scipy.stats import spearmanr
 
 from circuits.attribution import attribute, edge_attribution
 from circuits.patching import patch
+from interp.errors import InputError
 
 ESTIMATES = ("attribution", "eap_ig")
 
@@ -72,6 +73,6 @@ def calibration(model, clean, corrupt, metric="logit_diff", *, steps: int = 5, p
 def worst(df: pd.DataFrame, estimate: str = "attribution", k: int = 5) -> pd.DataFrame:
     """The ``k`` heads an estimate misses most (among those with a large exact effect)."""
     if estimate not in ESTIMATES:
-        raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+        raise InputError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
     strong = df[df["exact"].abs() >= df["exact"].abs().quantile(0.9)]
     return strong.sort_values(f"miss_{estimate}", ascending=False).head(k)

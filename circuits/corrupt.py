@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.backends import HookFn
+from interp.errors import InputError
 from interp.tokens import TokenBatch
 
 
@@ -57,16 +58,16 @@ class Corruption:
 def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:
     """Clean and corrupt tokens must have the same shape: patching swaps activations position by position."""
     if clean.ndim != 2 or corrupt.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"clean and corrupt tokens must be [batch, pos], got {tuple(clean.shape)} and {tuple(corrupt.shape)}"
         )
     if clean.shape[1] != corrupt.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"clean prompts have {clean.shape[1]} tokens but corrupt ones {corrupt.shape[1]}: patching "
             "needs them aligned position by position (same length); pad or re-word the corrupt prompt"
         )
     if clean.shape[0] != corrupt.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{clean.shape[0]} clean prompts but {corrupt.shape[0]} corrupt ones: pass one corrupt "
             "prompt per clean prompt"
         )
@@ -82,7 +83,7 @@ def symmetric(clean: torch.Tensor, corrupt: torch.Tensor) -> Corruption:
     clean, corrupt = _2d(clean), _2d(corrupt)
     check_aligned(clean, corrupt)
     if torch.equal(clean.cpu(), corrupt.cpu()):
-        raise ValueError("the corrupt prompts equal the clean ones: nothing to patch")
+        raise InputError("the corrupt prompts equal the clean ones: nothing to patch")
     return Corruption(corrupt, clean, description="symmetric token replacement")
 
 
@@ -105,13 +106,13 @@ def replace_tokens(
     n = tokens.shape[1]
     pos = [positions] if isinstance(positions, int) else list(positions)
     if not pos:
-        raise ValueError("no positions to replace")
+        raise InputError("no positions to replace")
     pos = [p + n if p < 0 else p for p in pos]
     bad = [p for p in pos if not 0 <= p < n]
     if bad:
-        raise ValueError(f"positions {bad} are outside the {n} tokens (valid 0..{n - 1})")
+        raise InputError(f"positions {bad} are outside the {n} tokens (valid 0..{n - 1})")
     if not 0 <= low < d_vocab - 1:
-        raise ValueError(f"low must be in [0, d_vocab-1={d_vocab - 1}), got {low}")
+        raise InputError(f"low must be in [0, d_vocab-1={d_vocab - 1}), got {low}")
     idx = torch.tensor(pos)
     if replacement is None:
         g = torch.Generator().manual_seed(seed)
@@ -123,7 +124,7 @@ def replace_tokens(
     else:
         rep = torch.as_tensor(replacement, dtype=torch.long)
         if ((rep < 0) | (rep >= d_vocab)).any():
-            raise ValueError(f"replacement tokens must be in [0, {d_vocab})")
+            raise InputError(f"replacement tokens must be in [0, {d_vocab})")
         tokens[:, idx] = rep.to(tokens.device).expand(tokens.shape[0], len(pos))
     return tokens
 
@@ -168,16 +169,16 @@ def gaussian_noise(
     ``n_samples * batch`` (sample-major), and every metric is averaged over them.
     """
     if scale <= 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+        raise InputError(f"scale must be > 0, got {scale}")
     if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        raise InputError(f"n_samples must be >= 1, got {n_samples}")
     clean = model.validate_tokens(_2d(clean))
     model.check_site(site)
     b, n = clean.shape
     pos = [positions] if isinstance(positions, int) else list(positions)
     pos = [p + n if p < 0 else p for p in pos]
     if not pos or any(not 0 <= p < n for p in pos):
-        raise ValueError(f"noise positions {positions} must be non-empty and inside the {n} tokens")
+        raise InputError(f"noise positions {positions} must be non-empty and inside the {n} tokens")
     _, cache = model.run_with_cache(clean, names=[site])
     act = cache[site]
     std = float(act.float().std())
@@ -189,7 +190,7 @@ def gaussian_noise(
     def add_noise(x: torch.Tensor, hook) -> torch.Tensor:
         reps = x.shape[0] // noise.shape[0]
         if reps * noise.shape[0] != x.shape[0]:
-            raise ValueError(f"noise for batch {noise.shape[0]} applied to batch {x.shape[0]}")
+            raise InputError(f"noise for batch {noise.shape[0]} applied to batch {x.shape[0]}")
         return x + noise.repeat(reps, *([1] * (noise.ndim - 1)))
 
     tiled = clean.repeat(n_samples, 1)

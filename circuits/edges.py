@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from interp import sites as S
+from interp.errors import InputError
 from interp.weights import Weights
 
 QKV = ("q", "k", "v")
@@ -43,7 +44,7 @@ class Graph:
         if not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"{self.n_heads} query heads cannot share {self.n_kv_heads} key-value heads evenly")
+            raise InputError(f"{self.n_heads} query heads cannot share {self.n_kv_heads} key-value heads evenly")
 
     @classmethod
     def of(cls, model) -> Graph:
@@ -197,7 +198,7 @@ def run(
     when an empty dict is passed, for gradients.
     """
     if missing is not None and ref is None:
-        raise ValueError("patching missing edges needs the reference (corrupt) node outputs")
+        raise InputError("patching missing edges needs the reference (corrupt) node outputs")
     L, H, K = graph.n_layers, graph.n_heads, graph.n_kv_heads
     recv_idx = graph.receiver_index()
     cur: list[torch.Tensor] = []  # sender outputs so far, each [batch, pos, d] in sender order
@@ -319,14 +320,14 @@ def check_rebuild(model, weights: Weights) -> None:
                 want = cache[model.site(c, l)].float()
                 got = weights.project(l, c, x[:, :, None].expand(-1, -1, want.shape[2], -1))
                 if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
-                    raise ValueError(
+                    raise InputError(
                         f"cannot rebuild hook_{c} of layer {l} from its norm and W_{c.upper()} on this "
                         "bridge (folded weights?): per-receiver inputs are unsupported"
                     )
             out = weights.head_outputs(l, cache[model.site("z", l)].float()).sum(-2) + weights.b_O[l]
             attn = cache[model.site("attn_out", l)].float()
             if (out - attn).abs().max() > 1e-3 * (1 + attn.abs().max()):
-                raise ValueError(
+                raise InputError(
                     f"the heads' outputs z @ W_O do not add up to hook_attn_out in layer {l} on this "
                     "bridge: per-head outputs are unsupported"
                 )

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.errors import InputError
+
 if TYPE_CHECKING:
     from circuits.graph import Circuit
 
@@ -43,10 +45,10 @@ def mib(
     their 95% bootstrap intervals over prompts (``cpr_ci``, ``cmd_ci``) and ``n_boot``."""
     budgets = [float(b) for b in budgets]
     if not budgets:
-        raise ValueError("no edge budgets given")
+        raise InputError("no edge budgets given")
     bad = [b for b in budgets if not 0 < b <= 100]
     if bad:
-        raise ValueError(f"edge budgets are percentages in (0, 100]; got {bad}")
+        raise InputError(f"edge budgets are percentages in (0, 100]; got {bad}")
     runner = _Runner(model, clean, corrupt, metric, circuit)
     circuits = [circuit.prune(percent=b) for b in budgets]
     per_row = runner.values(circuits)  # [n_budgets, batch]
@@ -110,12 +112,12 @@ class _Runner:
         self.graph = E.Graph.of(model)
         g = circuit.meta.get("graph")
         if g is not None and g != self.graph.to_dict():
-            raise ValueError(f"this circuit was made for a model of another shape ({g}), not {self.graph.to_dict()}")
+            raise InputError(f"this circuit was made for a model of another shape ({g}), not {self.graph.to_dict()}")
         if (self.graph.n_layers, self.graph.n_heads) != (
             circuit.meta.get("n_layers", self.graph.n_layers),
             circuit.meta.get("n_heads", self.graph.n_heads),
         ):
-            raise ValueError("this circuit was made for a model of another shape")
+            raise InputError("this circuit was made for a model of another shape")
         self.weights = model.weights()
         c = inputs(model, clean, corrupt)
         corrupt_b, self.clean_b = c.batches()

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from circuits import faithfulness as _faithfulness
+from interp.errors import InputError
 
 FORMAT = "interp.circuit"
 VERSION = 2
@@ -95,7 +96,7 @@ class Circuit:
         names = {n.name for n in nodes}
         bad = [s for s in senders if s not in names] + [d for d, _ in receivers if d not in names]
         if bad:
-            raise ValueError(f"edges {bad[:5]} name nodes the circuit does not have")
+            raise InputError(f"edges {bad[:5]} name nodes the circuit does not have")
 
     @classmethod
     def _make(cls, nodes, senders, receivers, scores, kept, meta) -> Circuit:
@@ -159,7 +160,7 @@ class Circuit:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(f"no node {name!r}; nodes: {[n.name for n in self.nodes][:12]} ...")
+        raise InputError(f"no node {name!r}; nodes: {[n.name for n in self.nodes][:12]} ...")
 
     def edges_frame(self) -> pd.DataFrame:
         """One row per edge: src, dst, component, score, abs_score, kept, src_layer, dst_layer
@@ -216,12 +217,12 @@ class Circuit:
         cannot change the output: a node with no kept input computes its corrupt value).
         """
         if threshold is None and top_k is None and percent is None:
-            raise ValueError("prune needs threshold=..., top_k=... or percent=...")
+            raise InputError("prune needs threshold=..., top_k=... or percent=...")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")
+            raise InputError(f"top_k must be an int >= 0, got {top_k!r}")
         if percent is not None:
             if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
-                raise ValueError(f"an edge budget must be a percentage in (0, 100], got {percent!r}")
+                raise InputError(f"an edge budget must be a percentage in (0, 100], got {percent!r}")
             k = max(1, round(self.n_edges * percent / 100))
             top_k = k if top_k is None else min(top_k, k)
         mag = self.scores.abs().nan_to_num(-1.0)
@@ -288,7 +289,7 @@ class Circuit:
         u, r = self.kept.nonzero(as_tuple=True)
         for i, j in zip(u.tolist(), r.tolist()):
             if self.senders[i] not in si or self.receivers[j] not in ri:
-                raise ValueError(f"edge {self.senders[i]} -> {self.receivers[j]} is not in this model's graph")
+                raise InputError(f"edge {self.senders[i]} -> {self.receivers[j]} is not in this model's graph")
             out[si[self.senders[i]], ri[self.receivers[j]]] = False
         return out
 
@@ -328,14 +329,14 @@ class Circuit:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"not a circuit file: invalid JSON ({e})") from None
+                raise InputError(f"not a circuit file: invalid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(
+            raise InputError(
                 f"not a circuit file: format is {data.get('format') if isinstance(data, dict) else None!r}, "
                 f"expected {FORMAT!r}"
             )
         if data.get("version") not in READABLE:
-            raise ValueError(f"circuit format version {data.get('version')} is not supported (this reader: {READABLE})")
+            raise InputError(f"circuit format version {data.get('version')} is not supported (this reader: {READABLE})")
         try:
             nodes = [Node(n["name"], n["kind"], int(n["layer"]), n.get("head")) for n in data["nodes"]]
             edges = [
@@ -343,5 +344,5 @@ class Circuit:
                 for e in data["edges"]
             ]
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"malformed circuit file: {e!r}") from None
+            raise InputError(f"malformed circuit file: {e!r}") from None
         return cls(nodes, edges, data.get("meta", {}))

@@ -32,6 +32,7 @@ from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 from interp import cells
 from interp import recompute as engine_fast
+from interp.errors import InputError
 
 ENGINES = ("auto", "native", "hooks")
 _UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
@@ -70,7 +71,7 @@ def patch(
     """
     check_direction(direction)
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     site_ = sites.resolve(model, site)
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
@@ -101,7 +102,7 @@ def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto
         and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks)
     )
     if engine == "native" and not ok:
-        raise ValueError(
+        raise InputError(
             "engine='native' needs a transformer the fast engine reproduces (native, GPT-2 or "
             "Llama-family bridges), a built-in site, no active hooks and corruption hooks only on the "
             "embeddings; use engine='hooks' or 'auto'"

@@ -25,6 +25,7 @@ from circuits.edges import Graph, check_rebuild
 from circuits.metrics import Metric
 from circuits.runs import check_direction, prepare
 from interp import interventions as I
+from interp.errors import InputError
 
 COMPONENTS = ("q", "k", "v")
 Head = tuple[int, int]
@@ -37,7 +38,7 @@ def _heads(spec, model, what: str) -> list[Head]:
     out = [tuple(int(v) for v in x) for x in spec]
     bad = [x for x in out if len(x) != 2 or not (0 <= x[0] < L and 0 <= x[1] < H)]
     if bad:
-        raise ValueError(f"{what} {bad} are not heads (layer, head) of this model: layers 0..{L - 1}, heads 0..{H - 1}")
+        raise InputError(f"{what} {bad} are not heads (layer, head) of this model: layers 0..{L - 1}, heads 0..{H - 1}")
     return [(l, h) for l, h in out]
 
 
@@ -70,7 +71,7 @@ def path_patch(
     comps = list(components)  # "qk" or ("q", "k")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:
-        raise ValueError(f"components must be among {COMPONENTS}, got {comps}")
+        raise InputError(f"components must be among {COMPONENTS}, got {comps}")
     snd = _heads(senders, model, "senders")
     to_logits = isinstance(receivers, str) and receivers == "logits"
     rcv = [] if to_logits else _heads(receivers, model, "receivers")
@@ -84,7 +85,7 @@ def path_patch(
         else [(s, r, c) for s in snd for c in comps for r in targets(c) if r[0] > s[0]]
     )
     if not cells:
-        raise ValueError("no sender -> receiver pairs: receivers must sit in later layers than senders")
+        raise InputError("no sender -> receiver pairs: receivers must sit in later layers than senders")
     runs = prepare(model, clean, corrupt, metric)
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
     s_layers = sorted({s[0] for s in snd})

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuits.graph import Circuit
+from interp.errors import InputError
 
 
 def _pos_labels(positions: Sequence[int], tokens: Sequence[str] | None) -> list[str]:
@@ -20,11 +21,11 @@ def _pos_labels(positions: Sequence[int], tokens: Sequence[str] | None) -> list[
 
 def _check(df: pd.DataFrame, value: str) -> None:
     if value not in df.columns:
-        raise ValueError(
+        raise InputError(
             f"column {value!r} not in the frame; choose one of {[c for c in df.columns if df[c].dtype.kind == 'f']}"
         )
     if "layer" not in df.columns:
-        raise ValueError("a patching frame needs a 'layer' column (from circuits.patching.patch or attribute)")
+        raise InputError("a patching frame needs a 'layer' column (from circuits.patching.patch or attribute)")
 
 
 def patching_heatmap(
@@ -208,7 +209,7 @@ def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figur
     x = "percent" if "percent" in curve.columns else "n_edges"
     for col in (x, "faithfulness"):
         if col not in curve.columns:
-            raise ValueError(f"the frame needs a {col!r} column (from faithfulness_curve or Circuit.mib)")
+            raise InputError(f"the frame needs a {col!r} column (from faithfulness_curve or Circuit.mib)")
     fig = go.Figure(
         go.Scatter(
             x=curve[x],
@@ -241,7 +242,7 @@ def calibration_plot(df: pd.DataFrame, *, label: int = 5, title: str | None = No
 
     for col in ("layer", "head", "exact", *ESTIMATES):
         if col not in df.columns:
-            raise ValueError(f"the frame needs a {col!r} column (from circuits.calibration.calibration)")
+            raise InputError(f"the frame needs a {col!r} column (from circuits.calibration.calibration)")
     rho = df.attrs.get("spearman", {})
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=[f"{e} (Spearman {rho.get(e, float('nan')):.2f})" for e in ESTIMATES]

@@ -8,6 +8,7 @@ import torch
 
 from circuits import metrics as M
 from circuits.corrupt import Corruption, symmetric
+from interp.errors import InputError
 
 DIRECTIONS = ("denoise", "noise")
 
@@ -58,7 +59,7 @@ def sides(c: Corruption, direction: str) -> tuple:
 
 def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise ValueError(
+        raise InputError(
             f"direction must be one of {DIRECTIONS} (denoise: clean into corrupt; noise: corrupt into "
             f"clean), got {direction!r}"
         )
@@ -72,17 +73,17 @@ def inputs(model, clean, corrupt) -> Corruption:
         clean_t = model.tokenize(clean).tokens
         base = c.clean[: c.clean.shape[0] // c.repeat]
         if clean_t.shape != base.shape or not torch.equal(clean_t.cpu(), base.cpu()):
-            raise ValueError("the Corruption was made for other clean prompts than the ones given")
+            raise InputError("the Corruption was made for other clean prompts than the ones given")
     else:
         clean_b, corrupt_b = model.tokenize(clean), model.tokenize(corrupt)
         if len(clean_b) != len(corrupt_b):
-            raise ValueError(
+            raise InputError(
                 f"{len(clean_b)} clean prompts but {len(corrupt_b)} corrupt ones: pass one corrupt "
                 "prompt per clean prompt"
             )
         if not torch.equal(clean_b.lengths, corrupt_b.lengths):
             bad = int((clean_b.lengths != corrupt_b.lengths).nonzero()[0])
-            raise ValueError(
+            raise InputError(
                 f"clean prompt {bad} has {int(clean_b.lengths[bad])} tokens but its corrupt prompt "
                 f"{int(corrupt_b.lengths[bad])}: patching needs each pair aligned position by position "
                 "(same length); pairs may differ from each other"
@@ -106,7 +107,7 @@ def finish(
     """The :class:`Runs` of inputs ``c`` given the logits of the unpatched clean and corrupt runs."""
     if isinstance(metric, str):
         if c.repeat > 1 and metric == "logit_diff":
-            raise ValueError(
+            raise InputError(
                 "noise corruption has no corrupt prompt to take a wrong token from: pass a Metric "
                 "(e.g. metrics.logit_diff(answer, wrong)) or use metric='logprob'/'prob'/'kl'"
             )
@@ -114,7 +115,7 @@ def finish(
     elif isinstance(metric, M.Metric):
         metric = metric.tile(c.repeat)
     else:
-        raise TypeError(f"metric must be a circuits.metrics.Metric or one of {M.KINDS}, got {type(metric).__name__}")
+        raise InputError(f"metric must be a circuits.metrics.Metric or one of {M.KINDS}, got {type(metric).__name__}")
     batch, seq_len = c.clean.shape
     metric = metric.check(batch, seq_len, model.cfg.d_vocab).resolve(seq_len, c.lengths)
     with torch.no_grad():

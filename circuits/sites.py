@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from interp import sites as S
 from interp.cells import Cell, Site
+from interp.errors import InputError
 
 #: the patchable site kinds (:mod:`interp.sites` holds their templates, layouts and descriptions)
 PATCHABLE = (
@@ -52,7 +53,7 @@ def resolve(model, site: str) -> Site:
     """The :class:`Site` for a short name (``z``, ``resid_pre``, ``hidden``, ...) or a template
     such as ``blocks.{l}.hook_forget_gate``; raises with the valid choices if the model lacks it."""
     if not isinstance(site, str) or not site:
-        raise ValueError(f"site must be a non-empty string, got {site!r}")
+        raise InputError(f"site must be a non-empty string, got {site!r}")
     name = ALIASES.get(site, site)
     valid = available(model)
     if name in SITES:
@@ -63,7 +64,7 @@ def resolve(model, site: str) -> Site:
             why = ""
             if layout in ("head", "pattern") and not model.has_attention:
                 why = f" ({model.cfg.name or 'this model'} is a {model.cfg.family} model without attention heads)"
-            raise ValueError(
+            raise InputError(
                 f"site {site!r} is not in {model.cfg.name or 'this model'}{why}; valid sites: {valid} "
                 "(or a template like 'blocks.{l}.hook_...' naming a site of every layer)"
             )
@@ -71,12 +72,12 @@ def resolve(model, site: str) -> Site:
     if "{l}" in name:
         if not _present(model, name):
             missing = [name.format(l=l) for l in range(model.cfg.n_layers) if not model.has_site(name.format(l=l))]
-            raise ValueError(
+            raise InputError(
                 f"template {name!r} names sites the model does not have ({missing[:3]}); valid sites: "
                 f"{valid}; see Model.hook_names() for every hook"
             )
         return Site(name, name, "vector")
-    raise ValueError(
+    raise InputError(
         f"unknown site {site!r}; valid sites for {model.cfg.name or 'this model'}: {valid} "
         "(or a template like 'blocks.{l}.hook_...')"
     )
@@ -92,9 +93,9 @@ def parse_by(by: str | Sequence[str], site: Site) -> tuple[str, ...]:
     allowed = AXES[site.layout]
     bad = [p for p in parts if p != "layer" and p not in allowed]
     if bad:
-        raise ValueError(f"cannot sweep site {site.name!r} by {bad}; valid axes: {['layer', *allowed]}")
+        raise InputError(f"cannot sweep site {site.name!r} by {bad}; valid axes: {['layer', *allowed]}")
     if "src_pos" in parts and not ("pos" in parts and "head" in parts):
-        raise ValueError("by src_pos needs pos (the destination) and head too: by=('layer', 'head', 'pos', 'src_pos')")
+        raise InputError("by src_pos needs pos (the destination) and head too: by=('layer', 'head', 'pos', 'src_pos')")
     return tuple(a for a in ("pos", "head", "src_pos") if a in parts)
 
 
@@ -104,16 +105,16 @@ def _choices(given: Iterable[int] | None, n: int, what: str) -> list[int]:
     out = [int(x) + n if int(x) < 0 else int(x) for x in given]
     bad = [x for x in out if not 0 <= x < n]
     if bad:
-        raise ValueError(f"{what} {bad} out of range: valid 0..{n - 1}")
+        raise InputError(f"{what} {bad} out of range: valid 0..{n - 1}")
     return sorted(set(out))
 
 
 def windows(n_layers: int, window: int) -> list[int]:
     """Window sizes of a sweep: ``[1]`` or ``[1, window]`` (single layers shown beside any window)."""
     if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive int, got {window!r}")
+        raise InputError(f"window must be a positive int, got {window!r}")
     if window > n_layers:
-        raise ValueError(
+        raise InputError(
             f"window {window} runs past the last layer: this model has {n_layers} layers (valid windows 1..{n_layers})"
         )
     return [1] if window == 1 else [1, window]
@@ -151,5 +152,5 @@ def cells(
                         srcs = range(p + 1)  # causal: src <= dest
                     out.extend(Cell(span, p, h, s) for s in srcs)
     if not out:
-        raise ValueError("the sweep has no cells (check layers / window)")
+        raise InputError("the sweep has no cells (check layers / window)")
     return out

@@ -24,6 +24,7 @@ import torch
 
 from interp import interventions as I
 from interp import metrics
+from interp.errors import InputError
 from interp.interventions import Positions
 from interp.metrics import Metric
 from interp.model import Model, Tokens
@@ -41,7 +42,7 @@ def check_heads(model: Model, heads: Heads) -> list[tuple[int, int]]:
         try:
             layer, head = item
         except (TypeError, ValueError):
-            raise ValueError(f"heads must be (layer, head) pairs, got {item!r}") from None
+            raise InputError(f"heads must be (layer, head) pairs, got {item!r}") from None
         out.append(model.check_head(layer, head))
     return list(dict.fromkeys(out))
 
@@ -61,14 +62,14 @@ def interventions(
     token), a LongTensor [batch] or a bool mask ``[batch, pos]`` / ``[pos]``.
     """
     if how not in HOWS:
-        raise ValueError(f"unknown ablation {how!r}; choose one of {list(HOWS)}")
+        raise InputError(f"unknown ablation {how!r}; choose one of {list(HOWS)}")
     heads = check_heads(model, heads)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
     if how in ("mean", "resample"):
         if reference is None:
-            raise ValueError(f"how={how!r} needs reference tokens [n_ref, pos] to take head outputs from")
+            raise InputError(f"how={how!r} needs reference tokens [n_ref, pos] to take head outputs from")
         with torch.no_grad():
             _, cache = model.run_with_cache(reference, names=[_site(model, l, how) for l in by_layer])
     out = []
@@ -103,7 +104,7 @@ def random_heads(
     layers = range(model.cfg.n_layers) if layers is None else [model.check_layer(l) for l in layers]
     pool = [(l, h) for l in layers for h in range(model.cfg.n_heads) if (l, h) not in excluded]
     if not 0 < k <= len(pool):
-        raise ValueError(
+        raise InputError(
             f"cannot draw {k} random heads from the {len(pool)} heads left after excluding {len(excluded)}"
         )
     return sorted(random.Random(seed).sample(pool, k))
@@ -134,7 +135,7 @@ def task_metric(metric: TaskMetric, task: TaskBatch) -> tuple[Callable[[Model], 
             return (lambda m: answer_accuracy(m, task)), metric
     elif callable(metric):
         return (lambda m: float(metric(m, task))), getattr(metric, "__name__", "metric")
-    raise ValueError(
+    raise InputError(
         f"unknown metric {metric!r}; choose 'loss' (nats on the task labels), 'accuracy' "
         "(arg-max on the labels), 'logprob', 'answer_accuracy' (greedy-decoded needle), a "
         "metrics.Metric or fn(model, task)"
@@ -150,7 +151,7 @@ def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
         return I.From(task.batch().last)  # each row's last prompt token, then every decoded one
     mask = task.labels != IGNORE
     if not mask.any():
-        raise ValueError("the task has no labelled positions to restrict query masking to; pass positions=")
+        raise InputError("the task has no labelled positions to restrict query masking to; pass positions=")
     return mask
 
 
@@ -180,17 +181,17 @@ def ablation_effect(
     """
     heads = check_heads(model, heads)
     if not heads:
-        raise ValueError("no heads to ablate")
+        raise InputError("no heads to ablate")
     fn, name = task_metric(metric, task)
     if positions == "default":
         positions = _default_positions(how, metric, task)
     elif isinstance(positions, str):
-        raise ValueError(
+        raise InputError(
             f"positions must be 'default', None, an int, a slice, From(...) or a tensor, got {positions!r}"
         )
     if how in ("mean", "resample") and reference is None:
         if how == "resample" and len(task) < 2:
-            raise ValueError(
+            raise InputError(
                 "resample ablation takes head outputs from other rows of the task: give it >= 2 rows "
                 "or reference= tokens"
             )

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from interp import sites as S
+from interp.errors import InputError
 from interp.model import Model
 
 
@@ -31,7 +32,7 @@ def attention_patterns(model: Model, tokens: torch.Tensor, layers: Sequence[int]
     model.require_attention("attention patterns")
     tokens = model.validate_tokens(tokens)
     if tokens.shape[0] != 1:
-        raise ValueError(f"attention_patterns takes one sequence, got a batch of {tokens.shape[0]}")
+        raise InputError(f"attention_patterns takes one sequence, got a batch of {tokens.shape[0]}")
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(int(l)) for l in layers]
     _, cache = model.run_with_cache(tokens, names=[pattern_site(l) for l in layers])
     return torch.stack([cache[pattern_site(l)][0] for l in layers]).float().cpu()
@@ -44,11 +45,11 @@ def patterns_frame(patterns: torch.Tensor, layers: Sequence[int] | None = None) 
     each leading slice (default ``0..``).
     """
     if patterns.ndim != 4:
-        raise ValueError(f"patterns must be [layer, head, dest, src], got shape {tuple(patterns.shape)}")
+        raise InputError(f"patterns must be [layer, head, dest, src], got shape {tuple(patterns.shape)}")
     n_layers, n_heads, n_dest, n_src = patterns.shape
     layers = list(range(n_layers)) if layers is None else list(layers)
     if len(layers) != n_layers:
-        raise ValueError(f"{len(layers)} layer numbers for {n_layers} pattern slices")
+        raise InputError(f"{len(layers)} layer numbers for {n_layers} pattern slices")
     l, h, d, s = torch.meshgrid(
         torch.tensor(layers), torch.arange(n_heads), torch.arange(n_dest), torch.arange(n_src), indexing="ij"
     )

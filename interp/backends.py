@@ -21,6 +21,8 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
+from interp.errors import InputError
+
 HookFn = Callable[[torch.Tensor, object], "torch.Tensor | None"]
 Hooks = Sequence[tuple[str, HookFn]]
 
@@ -45,7 +47,7 @@ def logits_of(output) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    raise InputError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
 class _HookedModule(Protocol):
@@ -108,12 +110,12 @@ class NNsightBackend:
         from nnsight import NNsight
 
         if not sites:
-            raise ValueError("a custom module needs a non-empty mapping of site names to submodule paths")
+            raise InputError("a custom module needs a non-empty mapping of site names to submodule paths")
         modules = dict(module.named_modules())
         for site, path in sites.items():
             if path not in modules or path == "":
                 near = difflib.get_close_matches(path, [m for m in modules if m], n=5)
-                raise ValueError(
+                raise InputError(
                     f"site {site!r} names submodule {path!r}, which the module does not have; "
                     f"close matches: {near or sorted(m for m in modules if m)[:20]}"
                 )
@@ -137,7 +139,7 @@ class NNsightBackend:
                 h.remove()
         missing = [s for s in self.sites if s not in order]
         if missing:
-            raise ValueError(f"sites {missing} never run in a forward pass, so they cannot be read or patched")
+            raise InputError(f"sites {missing} never run in a forward pass, so they cannot be read or patched")
         return list(dict.fromkeys(order))
 
     def site_names(self) -> list[str]:

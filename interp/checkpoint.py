@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from interp.errors import InputError
+
 ARCHS = ("bridge", "recurrent")
 
 
@@ -42,7 +44,7 @@ def save_checkpoint(module: nn.Module, card: dict, stem: str | Path) -> Path:
     """Writes ``stem.safetensors`` and ``stem.json`` atomically; returns the weights path."""
     stem = Path(stem)
     if card.get("arch") not in ARCHS:
-        raise ValueError(f"card['arch'] must be one of {ARCHS}")
+        raise InputError(f"card['arch'] must be one of {ARCHS}")
     weights = stem.with_suffix(".safetensors")
     tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
@@ -57,7 +59,7 @@ def read_card(stem: str | Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"card {path} is not valid JSON: {e}") from None
+        raise InputError(f"card {path} is not valid JSON: {e}") from None
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -66,11 +68,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path} is not a .safetensors file; the workbench loads weights only as safetensors")
+        raise InputError(f"{path} is not a .safetensors file; the workbench loads weights only as safetensors")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
+        raise InputError(f"{path} is not a valid safetensors file: {e}") from None
 
 
 def build_module(card: dict) -> nn.Module:
@@ -85,7 +87,7 @@ def build_module(card: dict) -> nn.Module:
 
         module = HookedRecurrent(RecurrentConfig.from_dict(card["config"]))
     else:
-        raise ValueError(f"card has unknown arch {arch!r}; expected one of {ARCHS}")
+        raise InputError(f"card has unknown arch {arch!r}; expected one of {ARCHS}")
     return module.eval()
 
 
@@ -95,7 +97,7 @@ def load_checkpoint(stem: str | Path) -> tuple[nn.Module, dict]:
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
     elif stem.is_file():
-        raise ValueError(
+        raise InputError(
             f"{stem} is not a .safetensors file; the workbench loads weights only as safetensors "
             "(with a <name>.json card beside them)"
         )
@@ -104,7 +106,7 @@ def load_checkpoint(stem: str | Path) -> tuple[nn.Module, dict]:
     state = read_weights(stem.with_suffix(".safetensors"))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"weights of {stem} do not match the card's architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )

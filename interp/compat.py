@@ -36,3 +36,22 @@ def enable_kv_cache(bridge: nn.Module) -> bool:
         module._update_kv_cache = renamed  # type: ignore[assignment]
         patched = True
     return patched
+
+
+class TokenizedPrompts:
+    """What TransformerLens's string-only functions (``head_detector.detect_head``) need of a
+    model, for token ids rather than text: prompt ``"i"`` means row ``i`` of ``tokens``
+    (``[batch, pos]``).  So their results can be compared with ours on the same tokens, for
+    models without a tokenizer too (the zoo) and without retokenizing."""
+
+    def __init__(self, model, tokens):
+        self.bridge, self.cfg, self.tokens = model.module, model.module.cfg, tokens
+
+    def prompts(self) -> list[str]:
+        return [str(i) for i in range(len(self.tokens))]
+
+    def to_tokens(self, seq):
+        return self.tokens if isinstance(seq, list) else self.tokens[int(seq)][None]
+
+    def run_with_cache(self, *args, **kwargs):
+        return self.bridge.run_with_cache(*args, **kwargs)

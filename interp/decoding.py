@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.backends import Hooks
+from interp.errors import InputError
 from interp.model import reshaping
 
 
@@ -88,7 +89,7 @@ def sample(
     """Sampled continuation (softmax of logits / ``temperature``, optionally the ``top_k`` most
     probable tokens only), seeded: ``[batch, n_steps]`` new token ids."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise InputError(f"temperature must be > 0, got {temperature}")
     g = torch.Generator().manual_seed(int(seed))
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
@@ -124,10 +125,10 @@ def decode(
     the last prompt token and the new ones.  Needs a model with a cache."""
     batch = model.tokenize(tokens)
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
-        raise ValueError(f"the number of new tokens must be an int >= 0, got {n_steps!r}")
+        raise InputError(f"the number of new tokens must be an int >= 0, got {n_steps!r}")
     longest = int(batch.lengths.max())
     if longest + max(n_steps - 1, 0) > model.cfg.n_ctx:
-        raise ValueError(f"prompt ({longest} tokens) + {n_steps} new tokens exceed n_ctx={model.cfg.n_ctx}")
+        raise InputError(f"prompt ({longest} tokens) + {n_steps} new tokens exceed n_ctx={model.cfg.n_ctx}")
     out = torch.zeros(len(batch), n_steps, dtype=torch.long)
     if n_steps == 0:
         return out

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from interp import interventions as I
 from interp import metrics as M
+from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import Model, Tokens
 from interp.steering import SteeringVector, site_for
@@ -81,14 +82,14 @@ def mean_head_outputs(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tens
 
 def _prompt_metric(answers, metric: Metric | None, n: int, pos: int) -> Metric:
     if (answers is None) == (metric is None):
-        raise ValueError("pass exactly one of answers (one token per corrupt prompt) or metric (a metrics.Metric)")
+        raise InputError("pass exactly one of answers (one token per corrupt prompt) or metric (a metrics.Metric)")
     if metric is not None:
         if not isinstance(metric, Metric):
-            raise TypeError("metric must be an interp.metrics.Metric (e.g. metrics.set_prob(targets))")
+            raise InputError("metric must be an interp.metrics.Metric (e.g. metrics.set_prob(targets))")
         return metric
     answers = torch.as_tensor(answers, dtype=torch.long)
     if answers.shape != (n,):
-        raise ValueError(f"answers must be [{n}] (one per corrupt prompt), got {tuple(answers.shape)}")
+        raise InputError(f"answers must be [{n}] (one per corrupt prompt), got {tuple(answers.shape)}")
     return M.prob(answers, pos)
 
 
@@ -123,9 +124,9 @@ def head_indirect_effects(
     model.require_attention("head indirect effects")
     clean_b, corrupt_b = model.tokenize(clean), model.tokenize(corrupt)
     if pos >= 0 and (pos >= int(clean_b.lengths.min()) or pos >= int(corrupt_b.lengths.min())):
-        raise ValueError(f"position {pos} is outside the shortest prompt")
+        raise InputError(f"position {pos} is outside the shortest prompt")
     if pos < 0 and (-pos > int(clean_b.lengths.min()) or -pos > int(corrupt_b.lengths.min())):
-        raise ValueError(f"position {pos} is outside the shortest prompt")
+        raise InputError(f"position {pos} is outside the shortest prompt")
     score = _prompt_metric(answers, metric, len(corrupt_b), pos)
     z_mean = mean_head_z(model, clean_b, pos)  # [L, H, d_head]
     heads = model.heads()
@@ -146,7 +147,7 @@ def head_indirect_effects(
     from interp import recompute
 
     if engine not in ("auto", "hooks"):
-        raise ValueError(f"engine must be 'auto' or 'hooks', got {engine!r}")
+        raise InputError(f"engine must be 'auto' or 'hooks', got {engine!r}")
     if engine == "auto" and pos == -1 and recompute.supports(model):  # only downstream of each head, at the last token
         values, base = _effects_downstream(model, corrupt_b, z_mean, score, heads, batch_tokens)
     else:
@@ -251,14 +252,14 @@ def function_vector(
     model.require_attention("function vectors")
     n_heads = model.cfg.n_layers * model.cfg.n_heads
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= n_heads:
-        raise ValueError(f"top_k must be an int in [1, {n_heads}], got {top_k!r}")
+        raise InputError(f"top_k must be an int in [1, {n_heads}], got {top_k!r}")
     if effects is None:
         if corrupt is None:
-            raise ValueError("pass corrupt prompts (with answers or metric) or precomputed effects")
+            raise InputError("pass corrupt prompts (with answers or metric) or precomputed effects")
         effects = head_indirect_effects(model, clean, corrupt, answers, metric=metric, pos=pos, progress=progress)
     missing = {"layer", "head", "cie"} - set(effects.columns)
     if missing:
-        raise ValueError(f"effects must be a head_indirect_effects frame; missing columns {sorted(missing)}")
+        raise InputError(f"effects must be a head_indirect_effects frame; missing columns {sorted(missing)}")
     top = effects.nlargest(top_k, "cie")
     heads = [[int(r.layer), int(r.head)] for r in top.itertuples()]
     outputs = mean_head_outputs(model, clean, pos)
@@ -319,7 +320,7 @@ def layer_sweep(
     accuracy, as a dict) and ``effects``.
     """
     if test.answers is None or train.answers is None and effects is None:
-        raise ValueError("layer_sweep needs prompts with one answer token each (function_prompts)")
+        raise InputError("layer_sweep needs prompts with one answer token each (function_prompts)")
     if effects is None:
         effects = head_indirect_effects(model, train.clean, train.corrupt, train.answers, progress=progress)
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]

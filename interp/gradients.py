@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from interp.errors import InputError
+
 
 def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch.Tensor] | None = None) -> Callable:
     """A hook that adds ``deltas[name]``, a zero tensor shaped like the site (made on the
@@ -46,9 +48,9 @@ def site_gradients(
     with torch.enable_grad():
         value = metric(model.run_with_hooks(tokens, fwd_hooks=[(n, delta_hook(deltas, n)) for n in names]))
         if value.numel() != 1:
-            raise ValueError(f"metric must return a scalar, got shape {tuple(value.shape)}")
+            raise InputError(f"metric must return a scalar, got shape {tuple(value.shape)}")
         missing = [n for n in names if n not in deltas]
         if missing:
-            raise ValueError(f"sites {missing} were not reached in the forward pass")
+            raise InputError(f"sites {missing} were not reached in the forward pass")
         grads = torch.autograd.grad(value, [deltas[n] for n in names], allow_unused=True)
     return value.detach(), {n: (g if g is not None else torch.zeros_like(deltas[n])) for n, g in zip(names, grads)}

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import InputError
 from interp.model import Model, RunContext, reshaping
 from interp.tokens import TokenBatch
 
@@ -84,17 +85,17 @@ class Intervention:
 
     def __post_init__(self):
         if self.op not in OPS:
-            raise ValueError(f"intervention op must be one of {OPS}, got {self.op!r}")
+            raise InputError(f"intervention op must be one of {OPS}, got {self.op!r}")
         if (
             isinstance(self.value, torch.Tensor)
             and self.value.is_floating_point()
             and not torch.isfinite(self.value).all()
         ):
-            raise ValueError(f"the value written at {self.site} has NaN or infinite entries")
+            raise InputError(f"the value written at {self.site} has NaN or infinite entries")
         if self.heads is not None and self.layout == "vector":
-            raise ValueError(f"heads= needs a per-head site (hook_z, hook_q, ...), not {self.site}")
+            raise InputError(f"heads= needs a per-head site (hook_z, hook_q, ...), not {self.site}")
         if self.src_positions is not None and self.layout != "pattern":
-            raise ValueError("src_positions= applies to attention patterns only")
+            raise InputError("src_positions= applies to attention patterns only")
 
     @property
     def layout(self) -> str:
@@ -107,7 +108,7 @@ class Intervention:
             return None
         dev = abs_pos.device
         if isinstance(spec, bool):
-            raise TypeError("positions must be an int, a slice, From(...), a tensor or None, not a bool")
+            raise InputError("positions must be an int, a slice, From(...), a tensor or None, not a bool")
         if isinstance(spec, From):
             starts = torch.as_tensor(spec.start, device=dev).long().reshape(-1)
             return abs_pos[None] >= starts[ctx.row_index(rows, len(starts), dev), None]
@@ -126,21 +127,21 @@ class Intervention:
             start = 0 if spec.start is None else spec.start
             stop = int(abs_pos.max()) + 1 if spec.stop is None else spec.stop
             if start < 0 or stop < 0:
-                raise ValueError("slices of positions are absolute: use non-negative start / stop")
+                raise InputError("slices of positions are absolute: use non-negative start / stop")
             return ((abs_pos >= start) & (abs_pos < stop))[None].expand(rows, -1)
         t = torch.as_tensor(spec, device=dev)
         if t.dtype == torch.bool:
             if t.ndim == 1:
                 t = t[None].expand(rows, -1)
             if t.ndim != 2:
-                raise ValueError(f"a position mask must be [pos] or [batch, pos], got {tuple(t.shape)}")
+                raise InputError(f"a position mask must be [pos] or [batch, pos], got {tuple(t.shape)}")
             t = t[ctx.row_index(rows, t.shape[0], dev)]
             inside = abs_pos < t.shape[1]
             out = torch.zeros(rows, len(abs_pos), dtype=torch.bool, device=dev)
             out[:, inside] = t[:, abs_pos[inside]]
             return out
         if t.dtype.is_floating_point or t.ndim != 1:
-            raise ValueError(f"per-row positions must be a LongTensor [batch], got {t.dtype} {tuple(t.shape)}")
+            raise InputError(f"per-row positions must be a LongTensor [batch], got {t.dtype} {tuple(t.shape)}")
         t = t.long()
         return abs_pos[None] == t[ctx.row_index(rows, len(t), dev), None]
 
@@ -152,11 +153,11 @@ class Intervention:
             if t.ndim == 1:
                 t = t[None]
             if t.shape[-1] != n_heads:
-                raise ValueError(f"a head mask must have {n_heads} heads, got {tuple(t.shape)}")
+                raise InputError(f"a head mask must have {n_heads} heads, got {tuple(t.shape)}")
             return t.expand(rows, -1) if t.shape[0] == 1 else t[ctx.row_index(rows, t.shape[0], dev)]
         idx = t.long().reshape(-1)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n_heads):
-            raise ValueError(f"heads {idx.tolist()} out of range for a site with {n_heads} heads at {self.site}")
+            raise InputError(f"heads {idx.tolist()} out of range for a site with {n_heads} heads at {self.site}")
         m = torch.zeros(n_heads, dtype=torch.bool, device=dev)
         m[idx] = True
         return m[None].expand(rows, -1)
@@ -201,7 +202,7 @@ class Intervention:
             return value[rows][:, :, pos][..., : act.shape[3]]
         pos = ctx.positions_of(act.shape[1], act.device)
         if int(pos.max()) >= value.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"the source activation at {self.site} has {value.shape[1]} positions, the run reaches "
                 f"position {int(pos.max())}"
             )
@@ -223,7 +224,7 @@ class Intervention:
             flat = act.reshape(*lead, -1)
             new = (flat - (flat @ u)[..., None] * u).reshape(act.shape)
         if new.shape != act.shape:
-            raise ValueError(
+            raise InputError(
                 f"the value for {self.site} has shape {tuple(v.shape)}, which does not fit the "
                 f"activation {tuple(act.shape)}"
             )
@@ -293,7 +294,7 @@ def drop_heads(site: str, p: float, generator: torch.Generator | None = None) ->
     """DropHead (Zhou et al. 2020) on ``hook_z``: each head of each sequence is zeroed with
     probability ``p`` per run, the survivors scaled by ``1 / (1 - p)``."""
     if not 0 <= p < 1:
-        raise ValueError(f"head dropout rates must be in [0, 1), got {p}")
+        raise InputError(f"head dropout rates must be in [0, 1), got {p}")
 
     def keep(act: torch.Tensor, ctx) -> torch.Tensor:
         k = torch.rand(act.shape[0], 1, act.shape[2], 1, device=act.device, generator=generator) >= p
@@ -387,9 +388,9 @@ def _run_last_token(
         not all(int(p) == int(n) - 1 for p, n in zip(metric.pos[:, 0].expand(B), batch.lengths))
         or metric.pos.shape[1] != 1
     ):
-        raise ValueError("last_token_only needs a metric that reads each prompt's last token only")
+        raise InputError("last_token_only needs a metric that reads each prompt's last token only")
     if int(batch.lengths.min()) < 2:
-        raise ValueError("last_token_only needs prompts of at least 2 tokens")
+        raise InputError("last_token_only needs prompts of at least 2 tokens")
     out = torch.zeros(n_cells, dtype=torch.float64)
     per_chunk = max(1, int(batch_tokens) // max(1, B))
     bar = tqdm(total=n_cells * len(batch.by_length()), desc=desc, disable=not progress, leave=False, mininterval=1.0)

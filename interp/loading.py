@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from interp.backends import HookPointBackend, NNsightBackend, logits_of
+from interp.errors import InputError, SetupError
 from interp.model import Model, ModelConfig
 from interp.tokens import default_names, word_tokenizer
 
@@ -85,7 +86,7 @@ def load(
         )
     if _is_hf_model(source):
         if tokenizer is None:
-            raise ValueError("an in-memory Hugging Face model needs its tokenizer: load(model, tokenizer=tok)")
+            raise InputError("an in-memory Hugging Face model needs its tokenizer: load(model, tokenizer=tok)")
         return _from_hf_model(
             source,
             tokenizer=tokenizer,
@@ -95,7 +96,7 @@ def load(
             **opts,
         )
     if isinstance(source, nn.Module):
-        raise ValueError(
+        raise InputError(
             "a plain nn.Module needs sites={site name: submodule path}, e.g. {'blocks.0.hook_resid_post': 'layers.0'}"
         )
     if isinstance(source, TransformerBridgeConfig):
@@ -137,7 +138,7 @@ def load(
             allow_unsafe_pickle=allow_unsafe_pickle,
             **opts,
         )
-    raise TypeError(
+    raise InputError(
         f"cannot load a model from {type(source).__name__}; pass a zoo name ({zoo.names()}), a config, "
         "a checkpoint or HF folder path, a HF model with tokenizer=, or an nn.Module with sites="
     )
@@ -151,7 +152,7 @@ def locate(source: str | Path) -> tuple[str, str]:
 
     text = str(source).strip()
     if not text:
-        raise ValueError(f"no model given: pass a zoo name ({zoo.names()}), a folder, a checkpoint or a hub id")
+        raise InputError(f"no model given: pass a zoo name ({zoo.names()}), a folder, a checkpoint or a hub id")
     if text in zoo.names():
         return "zoo", text
     path = Path(text).expanduser()
@@ -163,19 +164,28 @@ def locate(source: str | Path) -> tuple[str, str]:
         return "checkpoint", str(path)
     near = difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
     if near:
-        raise ValueError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
+        raise InputError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
     if not _looks_like_hub_id(text):
         raise FileNotFoundError(
             f"no model at {text!r}: no such folder or checkpoint, and not a zoo name "
-            f"({zoo.names()}) or a hub id (owner/name)"
+            f"({zoo.names()}) or a hub id (name or owner/name)"
+        )
+    if not _hub_reachable():
+        raise FileNotFoundError(
+            f"no model at {text!r}: no such folder or checkpoint here, not a zoo name ({zoo.names()}), "
+            "and as a Hugging Face hub id it needs the hub, which cannot be reached (offline); "
+            "load a local folder or a zoo model"
         )
     return "hub", text
 
 
 def _looks_like_hub_id(text: str) -> bool:
+    """Whether ``text`` has the form of a Hugging Face hub id: ``owner/name``, or a bare
+    ``name`` (the hub's canonical models, e.g. ``gpt2``)."""
     parts = text.split("/")
-    return len(parts) == 2 and all(
-        p and not p.startswith(".") and p.replace("-", "").replace("_", "").replace(".", "").isalnum() for p in parts
+    return 1 <= len(parts) <= 2 and all(
+        p and not p.startswith((".", "-")) and p.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        for p in parts
     )
 
 
@@ -198,11 +208,11 @@ def resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' / 'cuda:N'") from None
+        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' / 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use 'cpu'")
+        raise InputError(f"device {device!r} asked for, but this machine has no CUDA device; use 'cpu'")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu' or 'cuda'")
+        raise InputError(f"device type {dev.type!r} is not supported; use 'cpu' or 'cuda'")
     return dev
 
 
@@ -212,11 +222,11 @@ def resolve_dtype(dtype) -> torch.dtype:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be floating point, got {dtype}")
+            raise InputError(f"dtype must be floating point, got {dtype}")
         return dtype
     key = str(dtype).replace("torch.", "").lower()
     if key not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
     return DTYPES[key]
 
 
@@ -278,7 +288,7 @@ def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Pa
     if not tensors and not pickles:
         raise FileNotFoundError(f"{path} has no weights (no *.safetensors file)")
     if not tensors and not allow_unsafe_pickle:
-        raise ValueError(
+        raise InputError(
             f"{path} holds only pickled weights ({', '.join(p.name for p in pickles)}), which can run "
             "code when loaded; convert them to safetensors, or pass allow_unsafe_pickle=True "
             "(CLI: --allow-unsafe-pickle) if you trust their source"
@@ -289,7 +299,7 @@ def check_weight_files(path: Path, allow_unsafe_pickle: bool = False) -> list[Pa
                 list(f.keys())
         except Exception as e:  # safetensors raises its own error types; report them as one line
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"{p} is not a valid safetensors file ({msg})") from None
+            raise InputError(f"{p} is not a valid safetensors file ({msg})") from None
     return tensors or pickles
 
 
@@ -322,7 +332,7 @@ def from_hf_folder(
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ValueError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
     return _from_hf_model(
         hf,
         tokenizer=tokenizer,
@@ -408,12 +418,6 @@ def _from_hub(
 ) -> Model:
     from interp import zoo
 
-    if not _hub_reachable():
-        raise FileNotFoundError(
-            f"no such folder {Path(repo_id).expanduser().resolve()}, and {repo_id!r} as a Hugging "
-            f"Face hub id needs the hub, which is not reachable (offline); load a local folder "
-            f"or a zoo model ({zoo.names()})"
-        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -429,8 +433,10 @@ def _from_hub(
             allow_unsafe_pickle=allow_unsafe_pickle,
             **opts,
         )
+    except InputError:
+        raise
     except (OSError, ConnectionError, ValueError) as e:
-        raise RuntimeError(
+        raise SetupError(
             f"could not load {repo_id!r} from the Hugging Face hub: {str(e).splitlines()[0]}. "
             f"Offline, load a local HF folder or a zoo model instead ({zoo.names()})"
         ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.model import Model
 
 
@@ -19,12 +20,12 @@ def next_token_probs(model: Model, tokens: torch.Tensor | str, k: int = 10, pos:
     """
     tokens = model.tokenize(tokens).tokens if isinstance(tokens, str) else model.validate_tokens(tokens)
     if tokens.shape[0] != 1:
-        raise ValueError(f"next_token_probs takes one sequence, got a batch of {tokens.shape[0]}")
+        raise InputError(f"next_token_probs takes one sequence, got a batch of {tokens.shape[0]}")
     n = tokens.shape[1]
     if not -n <= pos < n:
-        raise ValueError(f"pos {pos} is outside the {n} positions")
+        raise InputError(f"pos {pos} is outside the {n} positions")
     if not 1 <= k <= model.cfg.d_vocab:
-        raise ValueError(f"k must be in [1, d_vocab={model.cfg.d_vocab}], got {k}")
+        raise InputError(f"k must be in [1, d_vocab={model.cfg.d_vocab}], got {k}")
     logits = model(tokens)[0, pos].float().cpu()
     probs = logits.softmax(-1)
     top = probs.topk(k)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from interp.errors import InputError, MemoryBudgetError
+
 DEFAULT_MB = 2048
 
 
@@ -18,9 +20,9 @@ def budget_bytes() -> int:
     try:
         mb = float(raw) if raw else DEFAULT_MB
     except ValueError:
-        raise ValueError(f"INTERP_MEMORY_MB must be a number of megabytes, got {raw!r}") from None
+        raise InputError(f"INTERP_MEMORY_MB must be a number of megabytes, got {raw!r}") from None
     if mb <= 0:
-        raise ValueError(f"INTERP_MEMORY_MB must be positive, got {raw!r}")
+        raise InputError(f"INTERP_MEMORY_MB must be positive, got {raw!r}")
     return int(mb * 2**20)
 
 
@@ -29,15 +31,15 @@ def rows_per_chunk(bytes_per_row: float, what: str, given: int | None = None) ->
     budget = budget_bytes()
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
-            raise ValueError(f"batch_size must be a positive int, got {given!r}")
+            raise InputError(f"batch_size must be a positive int, got {given!r}")
         if given * bytes_per_row > 4 * budget:
-            raise MemoryError(
+            raise MemoryBudgetError(
                 f"{what}: batch_size={given} needs about {given * bytes_per_row / 2**20:.0f} MB at "
                 f"once, over 4x the budget of {budget / 2**20:.0f} MB (INTERP_MEMORY_MB); use fewer"
             )
         return given
     if bytes_per_row > budget:
-        raise MemoryError(
+        raise MemoryBudgetError(
             f"{what}: one sequence needs about {bytes_per_row / 2**20:.0f} MB at once, over the budget "
             f"of {budget / 2**20:.0f} MB (set INTERP_MEMORY_MB higher, or use shorter sequences)"
         )
@@ -48,7 +50,7 @@ def check_total(n_bytes: float, what: str, factor: float = 8.0) -> None:
     """Refuses a result that would not fit in ``factor`` budgets (results that are kept, not chunked)."""
     budget = budget_bytes()
     if n_bytes > factor * budget:
-        raise MemoryError(
+        raise MemoryBudgetError(
             f"{what} would hold about {n_bytes / 2**20:.0f} MB, over {factor:g}x the memory budget "
             f"({budget / 2**20:.0f} MB, INTERP_MEMORY_MB); ask for less"
         )

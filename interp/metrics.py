@@ -39,6 +39,8 @@ from typing import overload
 
 import torch
 
+from interp.errors import InputError
+
 IGNORE = -100
 KINDS = ("logit_diff", "logit", "prob", "logprob", "loss", "accuracy", "set_prob", "set_logodds", "kl")
 LOWER_IS_BETTER = ("kl", "loss")
@@ -58,7 +60,7 @@ def _as_2d(x: IntLike | None, what: str) -> torch.Tensor | None:
         return None
     t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.tensor(x)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise TypeError(f"{what} must be integers, got {t.dtype}")
+        raise InputError(f"{what} must be integers, got {t.dtype}")
     t = t.long()
     if t.ndim == 0:
         return t.view(1, 1)
@@ -66,13 +68,13 @@ def _as_2d(x: IntLike | None, what: str) -> torch.Tensor | None:
         return t.view(-1, 1)
     if t.ndim == 2:
         return t
-    raise ValueError(f"{what} must be an int, a [batch] or a [batch, k] tensor, got shape {tuple(t.shape)}")
+    raise InputError(f"{what} must be an int, a [batch] or a [batch, k] tensor, got shape {tuple(t.shape)}")
 
 
 def _ids(x, what: str) -> torch.Tensor:
     t = torch.as_tensor(list(x) if not isinstance(x, torch.Tensor) else x).long().reshape(-1).cpu()
     if t.numel() == 0:
-        raise ValueError(f"{what} needs at least one token id")
+        raise InputError(f"{what} needs at least one token id")
     return torch.unique(t)
 
 
@@ -98,25 +100,25 @@ class Metric:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"metric kind must be one of {KINDS}, got {self.kind!r}")
+            raise InputError(f"metric kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "kl":
             if self.reference is None:
-                raise ValueError("the kl metric needs the reference logits: metrics.kl(reference_logits, pos=...)")
+                raise InputError("the kl metric needs the reference logits: metrics.kl(reference_logits, pos=...)")
         elif self.kind.startswith("set_"):
             if self.targets is None or (self.kind == "set_logodds" and self.contrast is None):
-                raise ValueError(
+                raise InputError(
                     f"the {self.kind} metric needs token sets (targets=..."
                     + (", contrast=...)" if self.kind == "set_logodds" else ")")
                 )
         elif self.answer is None:
-            raise ValueError(f"the {self.kind} metric needs answer tokens (answer=...), e.g. the correct next token")
+            raise InputError(f"the {self.kind} metric needs answer tokens (answer=...), e.g. the correct next token")
         if self.kind == "logit_diff" and self.wrong is None:
-            raise ValueError("the logit_diff metric needs wrong tokens too (wrong=...): logit(answer) - logit(wrong)")
+            raise InputError("the logit_diff metric needs wrong tokens too (wrong=...): logit(answer) - logit(wrong)")
         shapes = [t.shape for t in (self.pos, self.answer, self.wrong, self.mask) if t is not None]
         try:
             torch.broadcast_shapes(*shapes)
         except RuntimeError:
-            raise ValueError(
+            raise InputError(
                 f"metric positions / answers / mask do not broadcast: shapes {[tuple(s) for s in shapes]}"
             ) from None
 
@@ -135,7 +137,7 @@ class Metric:
         else:
             end = lengths.detach().cpu().long().view(-1, 1)
             if self.pos.shape[0] not in (1, end.shape[0]):
-                raise ValueError(f"metric positions have {self.pos.shape[0]} rows but the batch {end.shape[0]}")
+                raise InputError(f"metric positions have {self.pos.shape[0]} rows but the batch {end.shape[0]}")
         pos = torch.where(self.pos < 0, self.pos + end, self.pos)
         limit = end if lengths is not None else torch.tensor(seq_len)
         bad = (pos < 0) | (pos >= limit)
@@ -143,7 +145,7 @@ class Metric:
             bad = bad & self.mask.expand(torch.broadcast_shapes(bad.shape, self.mask.shape))
         if bad.any():
             raw = self.pos.expand(torch.broadcast_shapes(self.pos.shape, bad.shape))[bad][:5].tolist()
-            raise ValueError(
+            raise InputError(
                 f"metric reads positions {raw}, outside sequences of "
                 f"{seq_len if lengths is None else sorted(set(lengths.tolist()))} tokens"
             )
@@ -162,7 +164,7 @@ class Metric:
         """Validates the metric against a batch of ``[batch, seq_len]`` tokens and a vocabulary."""
         for what, t in (("pos", self.pos), ("answer", self.answer), ("wrong", self.wrong), ("mask", self.mask)):
             if t is not None and t.shape[0] not in (1, batch):
-                raise ValueError(f"metric {what} has {t.shape[0]} rows but the prompts have {batch}")
+                raise InputError(f"metric {what} has {t.shape[0]} rows but the prompts have {batch}")
         self._abs_pos(seq_len)
         for what, t in (
             ("answer", self.answer),
@@ -171,13 +173,13 @@ class Metric:
             ("contrast", self.contrast),
         ):
             if t is not None and ((t < 0) | (t >= d_vocab)).any():
-                raise ValueError(
+                raise InputError(
                     f"metric {what} tokens must be in the vocabulary [0, {d_vocab}); got {t.min().item()}..{t.max().item()}"
                 )
         if self.reference is not None and self.reference.shape[-1] != d_vocab:
-            raise ValueError(f"kl reference has vocabulary {self.reference.shape[-1]}, the model {d_vocab}")
+            raise InputError(f"kl reference has vocabulary {self.reference.shape[-1]}, the model {d_vocab}")
         if self.mask is not None and not self.mask.any(-1).all():
-            raise ValueError("some rows have no scored position (all labels IGNORE)")
+            raise InputError("some rows have no scored position (all labels IGNORE)")
         return self
 
     def resolve(self, seq_len: int, lengths: torch.Tensor | None = None) -> Metric:
@@ -211,7 +213,7 @@ class Metric:
             pos = self._abs_pos(n_pos)
         else:
             if (self.pos < 0).any():
-                raise ValueError("resolve negative metric positions (metric.resolve(seq_len)) before compact use")
+                raise RuntimeError("resolve negative metric positions (metric.resolve(seq_len)) before compact use")
             top = max(max(positions), int(self.pos.max()))
             lookup = torch.full((top + 1,), -1, dtype=torch.long)
             lookup[torch.tensor(list(positions))] = torch.arange(len(positions))
@@ -220,7 +222,7 @@ class Metric:
             if self.mask is not None:  # unscored entries may point anywhere
                 missing = missing & self.mask.expand(torch.broadcast_shapes(pos.shape, self.mask.shape))
             if missing.any():
-                raise ValueError("compact logits do not hold every position the metric reads")
+                raise RuntimeError("compact logits do not hold every position the metric reads")
             pos = pos.clamp(min=0)
         shape = torch.broadcast_shapes(
             pos.shape, *(t.shape for t in (self.answer, self.wrong, self.mask) if t is not None)
@@ -238,13 +240,13 @@ class Metric:
 
     def _remapped(self, vocab: Sequence[int]) -> Metric:
         if self.kind not in ("logit", "logit_diff"):
-            raise ValueError(f"the {self.kind} metric needs the whole vocabulary, not {len(vocab)} logits")
+            raise RuntimeError(f"the {self.kind} metric needs the whole vocabulary, not {len(vocab)} logits")
         lookup = torch.full((max(vocab) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(list(vocab))] = torch.arange(len(vocab))
         given = {k: t for k, t in (("answer", self.answer), ("wrong", self.wrong)) if t is not None}
         new = {k: lookup[t.clamp(max=max(vocab))] for k, t in given.items()}
         if any((t < 0).any() for t in new.values()) or any((t > max(vocab)).any() for t in given.values()):
-            raise ValueError("the compact vocabulary lacks tokens the metric reads")
+            raise RuntimeError("the compact vocabulary lacks tokens the metric reads")
         return replace(self, answer=new.get("answer"), wrong=new.get("wrong"))
 
     def _tokens(self, t: torch.Tensor, batch: int, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -390,7 +392,7 @@ def kl(reference_logits: torch.Tensor, pos: IntLike | None = -1, lengths: torch.
         end = lengths.detach().cpu().view(-1, 1) if lengths is not None else torch.tensor(n)
         absolute = torch.where(p < 0, p + end, p).expand(b, p.shape[1])
         if (absolute < 0).any() or (absolute >= n).any():
-            raise ValueError(f"kl positions {p.flatten().tolist()} are outside the {n} reference positions")
+            raise InputError(f"kl positions {p.flatten().tolist()} are outside the {n} reference positions")
     ref = reference_logits.detach().float().cpu().log_softmax(-1)
     ref = ref.gather(1, absolute[..., None].expand(-1, -1, ref.shape[-1]))
     return Metric("kl", absolute, reference=ref, mask=mask)
@@ -404,13 +406,13 @@ def from_labels(labels: torch.Tensor, kind: str = "logprob", wrong: torch.Tensor
     ``wrong`` ``[batch, pos]``).  Rows may score different numbers of positions.
     """
     if kind in ("kl", "set_prob", "set_logodds"):
-        raise ValueError(f"from_labels builds answer metrics; {kind} has no labels")
+        raise InputError(f"from_labels builds answer metrics; {kind} has no labels")
     labels = labels.detach().cpu().long()
     if labels.ndim != 2:
-        raise ValueError(f"labels must be [batch, pos], got shape {tuple(labels.shape)}")
+        raise InputError(f"labels must be [batch, pos], got shape {tuple(labels.shape)}")
     keep = labels != IGNORE
     if not keep.any(-1).all():
-        raise ValueError("some rows have no labelled position")
+        raise InputError("some rows have no labelled position")
     k = int(keep.sum(-1).max())
     order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :k]  # labelled positions first
     mask = keep.gather(1, order)
@@ -418,7 +420,7 @@ def from_labels(labels: torch.Tensor, kind: str = "logprob", wrong: torch.Tensor
     w = None
     if kind == "logit_diff":
         if wrong is None:
-            raise ValueError("from_labels(kind='logit_diff') needs wrong=[batch, pos] competing tokens")
+            raise InputError("from_labels(kind='logit_diff') needs wrong=[batch, pos] competing tokens")
         w = wrong.detach().cpu().long().gather(1, order).clamp(min=0)
     return Metric(kind, order, answer, w, mask=mask, name=f"{kind} (labels)")
 
@@ -450,9 +452,9 @@ def default_metric(
     the clean run's arg-max at ``pos`` and, for ``logit_diff``, ``wrong`` to the corrupt run's
     arg-max there."""
     if kind not in KINDS or kind.startswith("set_"):
-        raise ValueError(f"unknown metric {kind!r}; choose one of {[k for k in KINDS if not k.startswith('set_')]}")
+        raise InputError(f"unknown metric {kind!r}; choose one of {[k for k in KINDS if not k.startswith('set_')]}")
     if clean_logits.shape != corrupt_logits.shape:
-        raise ValueError(
+        raise InputError(
             f"clean and corrupt logits differ in shape: {tuple(clean_logits.shape)} vs "
             f"{tuple(corrupt_logits.shape)} (the prompts must be aligned)"
         )
@@ -463,7 +465,7 @@ def default_metric(
     end = lengths.detach().cpu().view(-1, 1) if lengths is not None else torch.tensor(n)
     p_abs = torch.where(p < 0, p + end, p).expand(clean_logits.shape[0], p.shape[1])
     if (p_abs < 0).any() or (p_abs >= n).any():
-        raise ValueError(f"metric position {p.flatten().tolist()} is outside the {n} positions")
+        raise InputError(f"metric position {p.flatten().tolist()} is outside the {n} positions")
 
     def argmax_at(logits):
         return logits.detach().cpu().gather(1, p_abs[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)
@@ -475,7 +477,7 @@ def default_metric(
     if wrong is None:
         wrong = argmax_at(corrupt_logits)
         if (_as_2d(wrong, "wrong") == _as_2d(answer, "answer")).all():
-            raise ValueError(
+            raise InputError(
                 "clean and corrupt runs predict the same token, so logit_diff has no default wrong "
                 "token: pass wrong=... explicitly"
             )

@@ -28,6 +28,7 @@ from torch import nn
 
 from interp import sites as S
 from interp.backends import Backend, HookFn, Hooks
+from interp.errors import InputError
 from interp.memory import check_total
 from interp.tokens import TokenBatch, encode
 
@@ -54,17 +55,17 @@ def _guarded(name: str, fn: HookFn, model: Model) -> HookFn:
         out = fn(x, hook)
         if out is not None:
             if not isinstance(out, torch.Tensor):
-                raise TypeError(
+                raise InputError(
                     f"the hook on {name} returned an object of type {type(out).__name__}: return a tensor of the "
                     "activation's shape, or None to leave it as it is"
                 )
             if out.shape != x.shape:
-                raise ValueError(
+                raise InputError(
                     f"the hook on {name} returned shape {tuple(out.shape)}, but the activation there "
                     f"has shape {tuple(x.shape)}: return a tensor of the same shape (or None)"
                 )
         if model.check_finite and not torch.isfinite(x if out is None else out).all():
-            raise ValueError(
+            raise InputError(
                 f"non-finite values (NaN or inf) at {name} after its hook: an intervention there wrote "
                 "them (check the value it sets or adds)"
             )
@@ -94,7 +95,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+            raise InputError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.n_heads and not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
 
@@ -124,7 +125,7 @@ class RunContext:
         """``[n]`` absolute positions of a run's position axis of length ``n``."""
         if self.positions is not None:
             if len(self.positions) != n:
-                raise ValueError(f"the run context holds {len(self.positions)} positions, the activation {n}")
+                raise RuntimeError(f"the run context holds {len(self.positions)} positions, the activation {n}")
             return self.positions.to(device)
         return torch.arange(self.offset, self.offset + n, device=device)
 
@@ -198,7 +199,7 @@ class Model:
     def encode(self, text: str, prepend_bos: bool | None = None) -> list[int]:
         """Token ids of one text (BOS per :attr:`prepend_bos` unless given)."""
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer: pass token ids (a list of ints or a tensor)")
+            raise InputError("this model has no tokenizer: pass token ids (a list of ints or a tensor)")
         return encode(self.tokenizer, text, self._bos(prepend_bos))
 
     def tokenize(
@@ -214,12 +215,12 @@ class Model:
         if isinstance(inputs, str):
             inputs = [inputs]
         if isinstance(inputs, (bytes, bytearray)):
-            raise TypeError("prompts must be text (str), not bytes: decode them first, e.g. data.decode('utf-8')")
+            raise InputError("prompts must be text (str), not bytes: decode them first, e.g. data.decode('utf-8')")
         rows = list(inputs) if isinstance(inputs, Sequence) else None
         if rows == []:
-            raise ValueError("no prompts given: pass a string, a non-empty list of strings or of token-id lists")
+            raise InputError("no prompts given: pass a string, a non-empty list of strings or of token-id lists")
         if not rows:
-            raise TypeError(
+            raise InputError(
                 "prompts must be a string, a non-empty list of strings or of token-id lists, or a "
                 f"tensor; got {type(inputs).__name__}"
             )
@@ -234,7 +235,7 @@ class Model:
             ids = [list(cast(list[int], rows))]
         else:
             kinds = sorted({type(r).__name__ for r in rows})
-            raise TypeError(f"prompts must all be strings or all token-id lists, got {kinds}")
+            raise InputError(f"prompts must all be strings or all token-id lists, got {kinds}")
         batch = TokenBatch.from_rows(ids, pad_id=self.pad_id)
         return TokenBatch(self.validate_tokens(batch.tokens), batch.lengths, batch.pad_id)
 
@@ -257,7 +258,7 @@ class Model:
             return self.validate_tokens(inputs)
         batch = self.tokenize(inputs, prepend_bos)
         if batch.padded:
-            raise ValueError(
+            raise InputError(
                 f"the prompts tokenize to different lengths {batch.lengths.tolist()}; use "
                 "model.tokenize(prompts) for a padded batch (analyses accept it)"
             )
@@ -269,21 +270,21 @@ class Model:
             tokens = tokens.tokens
         if not isinstance(tokens, torch.Tensor):
             if isinstance(tokens, (bytes, bytearray, str)):
-                raise TypeError(f"expected token ids, got {type(tokens).__name__}: use model.to_tokens(text)")
+                raise InputError(f"expected token ids, got {type(tokens).__name__}: use model.to_tokens(text)")
             tokens = torch.as_tensor(tokens)
         if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+            raise InputError(f"tokens must be integers, got {tokens.dtype}")
         if tokens.ndim == 1:
             tokens = tokens[None]
         if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+            raise InputError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
         if tokens.shape[1] == 0 or tokens.shape[0] == 0:
-            raise ValueError(f"tokens are empty (shape {tuple(tokens.shape)})")
+            raise InputError(f"tokens are empty (shape {tuple(tokens.shape)})")
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= self.cfg.d_vocab:
-            raise ValueError(f"token ids must be in the vocabulary [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
+            raise InputError(f"token ids must be in the vocabulary [0, {self.cfg.d_vocab}); got values in [{lo}, {hi}]")
         if tokens.shape[1] > self.cfg.n_ctx:
-            raise ValueError(
+            raise InputError(
                 f"sequence of {tokens.shape[1]} tokens is longer than the model's context n_ctx={self.cfg.n_ctx}"
             )
         return tokens.long().to(self.device)
@@ -294,7 +295,7 @@ class Model:
             tokens = self.to_tokens(tokens) if isinstance(tokens, str) else torch.as_tensor(list(tokens))
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
-                raise ValueError("to_str_tokens takes one sequence")
+                raise InputError("to_str_tokens takes one sequence")
             tokens = tokens[0]
         ids = [int(t) for t in tokens]
         if self.tokenizer is not None:
@@ -329,7 +330,7 @@ class Model:
         """The id of one token given as an id or as text that must be a single token
         (raises saying how it tokenizes otherwise)."""
         if isinstance(token, bool):
-            raise TypeError("a token must be text or an int id")
+            raise InputError("a token must be text or an int id")
         if isinstance(token, int):
             tid = token
         else:
@@ -342,12 +343,12 @@ class Model:
                     and len(self.encode(" " + str(token), prepend_bos=False)) == 1
                 ):
                     hint = f"; {' ' + str(token)!r}, with a leading space, is one token"
-                raise ValueError(
+                raise InputError(
                     f"{token!r} is {len(ids)} tokens, not one: {self.to_str_tokens(torch.tensor(ids))}{hint}"
                 )
             tid = ids[0]
         if not 0 <= tid < self.cfg.d_vocab:
-            raise ValueError(f"token id {tid} is outside the vocabulary [0, {self.cfg.d_vocab})")
+            raise InputError(f"token id {tid} is outside the vocabulary [0, {self.cfg.d_vocab})")
         return tid
 
     # --- sites ------------------------------------------------------------------------
@@ -377,7 +378,7 @@ class Model:
         """Returns ``name`` if the model has that hook site, else raises with close matches."""
         if not isinstance(name, str) or name not in self._name_set:
             near = difflib.get_close_matches(str(name), self._names, n=6, cutoff=0.5)
-            raise ValueError(
+            raise InputError(
                 f"unknown hook site {name!r} for {self.cfg.name or 'this model'}; "
                 f"close matches: {near or self._names[:12]} (see Model.hook_names())"
             )
@@ -397,13 +398,13 @@ class Model:
         spec = S.kind(kind)
         if spec.per_layer:
             if layer is None:
-                raise ValueError(f"site {spec.name!r} is per layer: give a layer (0..{self.cfg.n_layers - 1})")
+                raise InputError(f"site {spec.name!r} is per layer: give a layer (0..{self.cfg.n_layers - 1})")
             self.check_layer(layer)
         if not self._has_kind(spec):
             why = ""
             if spec.layout in ("head", "pattern") and not self.has_attention:
                 why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
-            raise ValueError(
+            raise InputError(
                 f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
                 f"{self.site_kinds()}"
             )
@@ -439,7 +440,7 @@ class Model:
         out: list[tuple[str, HookFn]] = []
         for name, fn in hooks:
             if not callable(fn):
-                raise TypeError(f"the hook for {name!r} is not callable")
+                raise InputError(f"the hook for {name!r} is not callable")
             if callable(name):
                 out.extend((n, _guarded(n, fn, self)) for n in self._names if name(n))
             else:
@@ -515,7 +516,7 @@ class Model:
         else:
             chosen = [self.check_site(n) for n in names]
         if isinstance(tokens, TokenBatch) and tokens.padded and not self.cfg.causal:
-            raise ValueError("run_with_cache on a padded batch needs a causal model; run each length separately")
+            raise InputError("run_with_cache on a padded batch needs a causal model; run each length separately")
         cache: dict[str, torch.Tensor] = {}
         held = [0]
 
@@ -542,7 +543,7 @@ class Model:
         ids = self.validate_tokens(tokens)
         offset = 0 if cache is None else int(cache.get_seq_length())
         if offset + ids.shape[1] > self.cfg.n_ctx:
-            raise ValueError(f"{offset} cached + {ids.shape[1]} new tokens exceed n_ctx={self.cfg.n_ctx}")
+            raise InputError(f"{offset} cached + {ids.shape[1]} new tokens exceed n_ctx={self.cfg.n_ctx}")
         with self.running(offset=offset):
             return self.backend.step(ids, list(self._stack) + self._resolve(hooks), cache)
 
@@ -585,7 +586,7 @@ class Model:
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
-            raise ValueError(
+            raise InputError(
                 f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
                 f"{self.cfg.family} model without attention; for it use hidden-state analyses "
                 "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)"
@@ -598,9 +599,9 @@ class Model:
                     raise TypeError
                 layer = int(layer)
             except (TypeError, ValueError):
-                raise TypeError(f"a layer must be an int, got {layer!r}") from None
+                raise InputError(f"a layer must be an int, got {layer!r}") from None
         if not 0 <= layer < self.cfg.n_layers:
-            raise ValueError(f"layer {layer} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
+            raise InputError(f"layer {layer} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
         return layer
 
     def check_head(self, layer: int, head: int) -> tuple[int, int]:
@@ -608,7 +609,7 @@ class Model:
         self.require_attention("a head")
         layer = self.check_layer(layer)
         if isinstance(head, bool) or int(head) != head or not 0 <= int(head) < self.cfg.n_heads:
-            raise ValueError(f"head {head!r} is out of range: layers have heads 0..{self.cfg.n_heads - 1}")
+            raise InputError(f"head {head!r} is out of range: layers have heads 0..{self.cfg.n_heads - 1}")
         return layer, int(head)
 
     def heads(self) -> list[tuple[int, int]]:

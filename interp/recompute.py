@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp.cells import Cell, Site, intervention, reaches
+from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import RunContext
 from interp.weights import raw
@@ -256,7 +257,7 @@ class FastEngine:
         :meth:`base_names` from the base run; ``base_logits`` its logits; ``source``: hook name ->
         the source run's activation."""
         if site.name not in ENTRY:
-            raise ValueError(f"the fast engine patches {sorted(ENTRY)}, not {site.name!r}")
+            raise InputError(f"the fast engine patches {sorted(ENTRY)}, not {site.name!r}")
         self._early_kv.clear()
         batch, seq_len = base_logits.shape[:2]
         reads = torch.tensor(metric.read_positions(seq_len))

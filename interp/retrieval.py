@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.decoding import Step, greedy
+from interp.errors import InputError
 from interp.model import Model
 from interp.tasks import TaskBatch
 
@@ -55,19 +56,19 @@ def needle_spans(task: TaskBatch, needle_span: torch.Tensor | None = None) -> to
     """The validated ``[n, 2]`` needle spans (start, end) of a task, inside the prompt."""
     span = needle_span if needle_span is not None else task.info.get("needle_span")
     if span is None:
-        raise ValueError(
+        raise InputError(
             "the task has no info['needle_span'] [n, 2]: use interp.tasks.needle_retrieval or "
             "associative_recall, or pass needle_span="
         )
     span = torch.as_tensor(span, dtype=torch.long).reshape(-1, 2).cpu()
     n, length = task.tokens.shape
     if span.shape[0] != n:
-        raise ValueError(f"{span.shape[0]} needle spans for {n} prompts")
+        raise InputError(f"{span.shape[0]} needle spans for {n} prompts")
     s, e = span[:, 0], span[:, 1]
     bad = (s < 0) | (e > length) | (e <= s)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(
+        raise InputError(
             f"needle span {tuple(span[i].tolist())} of prompt {i} is not a non-empty span inside "
             f"the context [0, {length})"
         )
@@ -97,7 +98,7 @@ def decode_attention(
     model.require_attention("retrieval scores")
     batch = model.tokenize(tokens)
     if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        raise InputError(f"n_steps must be >= 1, got {n_steps}")
     L = model.cfg.n_layers
     attended = torch.empty(len(batch), n_steps, L, model.cfg.n_heads, dtype=torch.long)
     step = Step()
@@ -274,7 +275,7 @@ def retrieval_experiment(
     model.require_attention("retrieval heads")
     n_heads = model.cfg.n_layers * model.cfg.n_heads
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_heads:
-        raise ValueError(f"k must be an int in [1, {n_heads}] (the model's heads), got {k!r}")
+        raise InputError(f"k must be an int in [1, {n_heads}] (the model's heads), got {k!r}")
     # masking starts at each prompt's last token, so the analysis and every masking condition
     # share the cache of the prompts without it (computed once)
     prefixes: dict | None = {} if model.supports_cache else None
@@ -310,41 +311,52 @@ def niah_grid(
     *,
     n: int = 4,
     heads: list[tuple[int, int]] | None = None,
+    n_random: int = 0,
     task: str = "needle_haystack",
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """The needle-in-a-haystack picture: greedy answer accuracy per context length x needle
     depth, with ``n`` prompts a cell; with ``heads``, also with those heads query-masked during
-    decoding.  ``DataFrame[context_length, depth, condition ("none" | "masked"), accuracy, n]``.
+    decoding, and with ``n_random`` > 0 the control: as many heads drawn at random from the
+    others, masked the same way (draw ``i`` seeded ``seed + i``).
+    ``DataFrame[context_length, depth, condition ("none" | "masked" | "random"), draw, accuracy, n]``.
     task: "needle_haystack" or "passkey" (:mod:`interp.tasks.text`)."""
-    from interp.ablation import ablate
+    from interp.ablation import ablate, random_heads
     from interp.interventions import From
     from interp.tasks import text
 
     build = {"needle_haystack": text.needle_haystack, "passkey": text.passkey}.get(task)
     if build is None:
-        raise ValueError(f"task must be 'needle_haystack' or 'passkey', got {task!r}")
+        raise InputError(f"task must be 'needle_haystack' or 'passkey', got {task!r}")
     lengths, depths = [int(c) for c in context_lengths], [float(d) for d in depths]
     if not lengths or not depths:
-        raise ValueError("give at least one context length and one depth")
+        raise InputError("give at least one context length and one depth")
     too_long = [c for c in lengths if c > model.cfg.n_ctx]
     if too_long:
-        raise ValueError(f"context lengths {too_long} exceed the model's context n_ctx={model.cfg.n_ctx}")
+        raise InputError(f"context lengths {too_long} exceed the model's context n_ctx={model.cfg.n_ctx}")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
+        raise InputError(f"n_random must be an int >= 0, got {n_random!r}")
+    if n_random and not heads:
+        raise InputError("n_random draws controls for masked heads: give heads= too")
     rows = []
-    conditions = ["none"] + (["masked"] if heads else [])
+    conditions: list[tuple[str, int | None, list[tuple[int, int]]]] = [("none", None, [])]
+    if heads:
+        conditions.append(("masked", None, list(heads)))
+        conditions += [
+            ("random", i, random_heads(model, len(heads), exclude=heads, seed=seed + i)) for i in range(n_random)
+        ]
     bar = tqdm(total=len(lengths) * len(depths) * len(conditions), desc="needle grid", disable=not progress)
     for c in lengths:
         for d in depths:
             batch = build(model, n, context_length=c, depth=d, seed=seed)
-            for cond in conditions:
-                if cond == "none":
+            for cond, draw, masked in conditions:
+                if not masked:
                     acc = answer_accuracy(model, batch)
                 else:
-                    assert heads is not None  # the "masked" condition exists only with heads
-                    with ablate(model, heads, "query", positions=From(batch.batch().last)):
+                    with ablate(model, masked, "query", positions=From(batch.batch().last)):
                         acc = answer_accuracy(model, batch)
-                rows.append({"context_length": c, "depth": d, "condition": cond, "accuracy": acc, "n": n})
+                rows.append({"context_length": c, "depth": d, "condition": cond, "draw": draw, "accuracy": acc, "n": n})
                 bar.update()
     bar.close()
     return pd.DataFrame(rows)

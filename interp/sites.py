@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from interp.errors import InputError
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -33,7 +35,7 @@ class Kind:
     def hook(self, layer: int | None = None) -> str:
         if self.per_layer:
             if layer is None:
-                raise ValueError(f"site kind {self.name!r} is per layer: give a layer")
+                raise InputError(f"site kind {self.name!r} is per layer: give a layer")
             return self.template.format(l=int(layer))
         return self.template
 
@@ -85,7 +87,7 @@ def kind(name: str) -> Kind:
     """The :class:`Kind` of a short name or alias; raises listing the known kinds."""
     name = ALIASES.get(name, name)
     if name not in KINDS:
-        raise ValueError(f"unknown site kind {name!r}; kinds: {sorted(KINDS)}")
+        raise InputError(f"unknown site kind {name!r}; kinds: {sorted(KINDS)}")
     return KINDS[name]
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import InputError
+
 
 @dataclass(frozen=True)
 class TokenBatch:
@@ -31,19 +33,19 @@ class TokenBatch:
 
     def __post_init__(self):
         if self.tokens.ndim != 2 or self.lengths.shape != (self.tokens.shape[0],):
-            raise ValueError(
+            raise InputError(
                 f"TokenBatch needs tokens [batch, pos] and lengths [batch]; got "
                 f"{tuple(self.tokens.shape)} and {tuple(self.lengths.shape)}"
             )
         if int(self.lengths.min()) < 1 or int(self.lengths.max()) > self.tokens.shape[1]:
-            raise ValueError("every row needs between 1 and pos real tokens")
+            raise InputError("every row needs between 1 and pos real tokens")
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int = 0) -> TokenBatch:
         """Right-pads rows of token ids (each non-empty) into one batch."""
         flat = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
         if not flat or any(len(r) == 0 for r in flat):
-            raise ValueError("a batch needs at least one row and every row at least one token")
+            raise InputError("a batch needs at least one row and every row at least one token")
         lengths = torch.tensor([len(r) for r in flat])
         tokens = torch.full((len(flat), int(lengths.max())), int(pad_id), dtype=torch.long)
         for i, r in enumerate(flat):
@@ -101,7 +103,7 @@ def word_tokenizer(names: Sequence[str], bos: int | None = 0):
     from transformers import PreTrainedTokenizerFast
 
     if len(set(names)) != len(names):
-        raise ValueError("token names must be unique")
+        raise InputError("token names must be unique")
     tok = Tokenizer(models.WordLevel(vocab={n: i for i, n in enumerate(names)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None if bos is None else names[bos])
@@ -117,13 +119,13 @@ def default_names(d_vocab: int) -> list[str]:
 def encode(tokenizer, text: str, prepend_bos: bool) -> list[int]:
     """Token ids of ``text`` with the beginning-of-sequence token prepended or not."""
     if not isinstance(text, str):
-        raise TypeError(f"a prompt must be a string, got {type(text).__name__}")
+        raise InputError(f"a prompt must be a string, got {type(text).__name__}")
     if not text.strip():
-        raise ValueError("empty prompt: type some text")
+        raise InputError("empty prompt: type some text")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # lone surrogates: bytes a shell or file could not decode
-        raise ValueError(
+        raise InputError(
             f"the prompt is not valid UTF-8 text (undecodable bytes at character {e.start}); pass text decoded as UTF-8"
         ) from None
     if getattr(tokenizer, "word_level", False):
@@ -132,12 +134,12 @@ def encode(tokenizer, text: str, prepend_bos: bool) -> list[int]:
         try:
             ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         except (TypeError, ValueError) as e:  # e.g. text with lone surrogates (not valid UTF-8)
-            raise ValueError(f"the tokenizer cannot encode this text ({e})") from None
+            raise InputError(f"the tokenizer cannot encode this text ({e})") from None
     bos = tokenizer.bos_token_id
     if prepend_bos and bos is not None and (not ids or ids[0] != bos):
         ids = [bos] + ids
     if not ids:
-        raise ValueError(f"{text!r} tokenizes to nothing")
+        raise InputError(f"{text!r} tokenizes to nothing")
     return ids
 
 
@@ -150,12 +152,12 @@ def _words(vocab: dict[str, int], text: str) -> list[int]:
         elif piece.lstrip("-").isdigit():
             value = int(piece)
             if not 0 <= value < len(vocab):
-                raise ValueError(f"token id {value} is outside the vocabulary [0, {len(vocab)})")
+                raise InputError(f"token id {value} is outside the vocabulary [0, {len(vocab)})")
             ids.append(value)
         else:
             names = sorted(vocab, key=vocab.__getitem__)
             near = difflib.get_close_matches(piece, names, n=5)
-            raise ValueError(
+            raise InputError(
                 f"unknown token {piece!r}; close names: {near or names[:10]} "
                 f"(or use an integer id in [0, {len(vocab)}))"
             )

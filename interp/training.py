@@ -14,6 +14,7 @@ from interp import interventions as I
 from interp import sites as S
 from interp.backends import logits_of
 from interp.checkpoint import build_module, save_checkpoint
+from interp.errors import InputError
 from interp.loading import from_module
 from interp.model import Model, RunContext
 from interp.tasks import masked_loss
@@ -38,7 +39,7 @@ def train(
     seed = recipe.seed if seed is None else int(seed)
     steps = recipe.steps if steps is None else int(steps)
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
     card: dict[str, Any] = {
         "name": recipe.name,

@@ -25,6 +25,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from interp.errors import InputError
+
 
 def raw(module: nn.Module) -> nn.Module:
     """The plain torch module inside a bridge component."""
@@ -100,12 +102,12 @@ class Weights:
         c = component.upper()
         W, b = getattr(self, f"W_{c}")[layer], getattr(self, f"b_{c}")[layer]
         if x.shape[2] != W.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{component} needs one residual copy per {'query' if c == 'Q' else 'key-value'} head "
                 f"({W.shape[0]}), got {x.shape[2]}"
             )
         if self.folded:
-            raise ValueError("project() rebuilds inputs with the model's own norms: use unfolded weights")
+            raise InputError("project() rebuilds inputs with the model's own norms: use unfolded weights")
         h = self.ln1[layer](x)
         return torch.einsum("bphd,hde->bphe", h.to(W.dtype), W) + b
 
@@ -113,7 +115,7 @@ class Weights:
         """Each head's write to the residual stream ``z @ W_O`` (no bias): z ``[..., H, d_head]``
         -> ``[..., H, d_model]``."""
         if z.shape[-2] != self.n_heads:  # einsum would broadcast one head against every W_O
-            raise ValueError(f"z must hold all {self.n_heads} heads, got {z.shape[-2]}")
+            raise InputError(f"z must hold all {self.n_heads} heads, got {z.shape[-2]}")
         return torch.einsum("...he,hed->...hd", z.to(self.W_O.dtype), self.W_O[layer])
 
 
@@ -155,7 +157,7 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
     model.require_attention("per-head weights")
     bridge = model.module
     if not all(hasattr(bridge, a) for a in ("W_Q", "blocks")):
-        raise ValueError(
+        raise InputError(
             f"{model.cfg.name or 'this model'} exposes no per-head weights (W_Q / W_K / W_V / W_O): "
             "only TransformerLens bridge models do"
         )
@@ -197,7 +199,7 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
         gains,
     )
     if W["K"].shape[1] != Hkv:
-        raise ValueError(f"W_K has {W['K'].shape[1]} key-value heads but the config says {Hkv}")
+        raise InputError(f"W_K has {W['K'].shape[1]} key-value heads but the config says {Hkv}")
     return fold(out) if fold_ln else out
 
 
@@ -264,7 +266,7 @@ class Readout:
     def normed(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The norm with a given (frozen) ``scale`` ``[..., 1]``: linear in ``x`` up to the bias."""
         if not self.affine:
-            raise ValueError(
+            raise InputError(
                 "this model's final norm is of a kind whose scale cannot be frozen; use the recomputed norm"
             )
         x = x.float()
@@ -319,7 +321,7 @@ def readout(model) -> Readout:
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
         cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
     else:
-        raise ValueError(
+        raise InputError(
             f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
             "(custom modules: the lens needs them named)"
         )

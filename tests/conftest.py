@@ -117,3 +117,21 @@ def smollm2() -> interp.Model:
 def tiny_llama(hf_dirs) -> interp.Model:
     """A locally built grouped-query Llama (4 query / 2 key-value heads, no biases)."""
     return interp.load(hf_dirs["llama"])
+
+
+#: modules whose every test needs the real model (some read its cache without the fixture)
+REAL_MODULES = {"test_real_model.py", "test_heads_real.py", "test_steering_real.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks every test that needs the real model ``real`` (it uses the ``smollm2`` fixture, sits in
+    a real-model module, or is parametrized by the real model's name), so ``pytest -m "not real
+    and not browser"`` is the quick loop; ``make test`` runs everything."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            "smollm2" in getattr(item, "fixturenames", ())
+            or item.path.name in REAL_MODULES
+            or any("smollm2" in str(v) for v in params.values())
+        ):
+            item.add_marker(pytest.mark.real)

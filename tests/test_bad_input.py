@@ -1,7 +1,8 @@
-"""The bad-input sweep: over a hundred wrong inputs to the CLI, the Python API and the app, each
-answered by one clear line (CLI: exit code 2, no traceback; API: a ValueError / TypeError /
-FileNotFoundError / MemoryError naming the problem; app: an ``st.error``, no exception box),
-never a hang or a silent wrong result.  Also: pickled and corrupt weight files, the memory
+"""The bad-input sweep: wrong inputs to the CLI, the Python API and the app, each answered by
+one clear line (CLI: exit code 2, no traceback; API: an ``interp.errors.InputError`` or a
+missing file naming the problem; app: an ``st.error``, no exception box), never a hang or a
+silent wrong result; and a crash inside the library shown as a bug (traceback, exit code 1),
+never as bad input.  Also: pickled and corrupt weight files, the memory
 cap, hooks that return the wrong shape or NaN, and the README's snippets run as written."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 
 import interp
 from apps.cli import app as cli_app
+from interp.errors import BUG_REPORT, USER_ERRORS, InputError
 from tests.conftest import build_hf_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +215,22 @@ def test_cli_non_utf8_prompt(smollm2):
     assert result.exit_code == 2 and "UTF-8" in result.output, result.output
 
 
+def test_a_crash_inside_the_library_is_shown_as_a_bug(monkeypatch):
+    """An internal TypeError (here forced inside heads.scores) is not a refusal: the CLI prints the
+    traceback and says it is a bug, with exit code 1 (bad input keeps exit code 2, above)."""
+    from interp import heads
+
+    def broken(*args, **kwargs):
+        raise TypeError("forward() missing 1 required positional argument: 'layer_type'")
+
+    monkeypatch.setattr(heads, "scores", broken)
+    result = CliRunner().invoke(cli_app, ["heads", "induction-2l"], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" in result.output and "layer_type" in result.output
+    assert BUG_REPORT in " ".join(result.output.split())
+    assert not any(line.startswith("error:") for line in result.output.splitlines())
+
+
 # --- the Python API -------------------------------------------------------------------------
 
 
@@ -229,88 +247,88 @@ def _api_cases():
     smol = functools.cache(lambda: interp.load("smollm2-135m"))  # one load for every case that needs it
     toks = torch.tensor([[0, 5, 6, 7, 5, 6]])
     return [
-        ("load empty", lambda f: interp.load(""), ValueError, "no model given"),
+        ("load empty", lambda f: interp.load(""), InputError, "no model given"),
         ("load relative path", lambda f: interp.load("models/smol"), FileNotFoundError, "no such folder"),
-        ("load pickle", lambda f: interp.load(f["pickle_only"]), ValueError, "allow_unsafe_pickle=True"),
-        ("load random bytes", lambda f: interp.load(f["random_bytes"]), ValueError, "not a valid safetensors"),
-        ("load truncated", lambda f: interp.load(f["truncated"]), ValueError, "not a valid safetensors"),
-        ("load renamed pickle", lambda f: interp.load(f["renamed_pickle"]), ValueError, "not a valid safetensors"),
+        ("load pickle", lambda f: interp.load(f["pickle_only"]), InputError, "allow_unsafe_pickle=True"),
+        ("load random bytes", lambda f: interp.load(f["random_bytes"]), InputError, "not a valid safetensors"),
+        ("load truncated", lambda f: interp.load(f["truncated"]), InputError, "not a valid safetensors"),
+        ("load renamed pickle", lambda f: interp.load(f["renamed_pickle"]), InputError, "not a valid safetensors"),
         (
             "load mismatched bin",
             lambda f: interp.load(f["mismatched_bin"], allow_unsafe_pickle=True),
-            ValueError,
+            InputError,
             "cannot load the model",
         ),
         ("load empty folder", lambda f: interp.load(f["empty"]), FileNotFoundError, "config.json"),
-        ("load bad device", lambda f: interp.load("induction-2l", device="tpu"), ValueError, "device"),
-        ("load bad dtype", lambda f: interp.load("induction-2l", dtype="float13"), ValueError, "dtype"),
-        ("bytes prompt", lambda f: ind().to_tokens(b"t1 t2"), TypeError, "bytes"),
-        ("non-UTF-8 text", lambda f: smol().to_tokens("caf\udce9"), ValueError, "UTF-8"),
-        ("empty batch", lambda f: ind().tokenize([]), ValueError, "no prompts"),
+        ("load bad device", lambda f: interp.load("induction-2l", device="tpu"), InputError, "device"),
+        ("load bad dtype", lambda f: interp.load("induction-2l", dtype="float13"), InputError, "dtype"),
+        ("bytes prompt", lambda f: ind().to_tokens(b"t1 t2"), InputError, "bytes"),
+        ("non-UTF-8 text", lambda f: smol().to_tokens("caf\udce9"), InputError, "UTF-8"),
+        ("empty batch", lambda f: ind().tokenize([]), InputError, "no prompts"),
         (
             "ablation positions string",
             lambda f: ablation_effect(
                 ind(), repeated_tokens(4, d_vocab=64, n_ctx=16, period=6), [(1, 2)], positions="last"
             ),
-            ValueError,
+            InputError,
             "positions must be 'default'",
         ),
         (
             "function prompts without an answer",
             lambda f: FunctionPrompts(toks, toks, toks).metric(),
-            ValueError,
+            InputError,
             "neither answers nor targets",
         ),
-        ("bool token", lambda f: ind().token_id(True), TypeError, "token"),
-        ("token id range", lambda f: ind().token_id(10**9), ValueError, "outside the vocabulary"),
-        ("ids out of vocab", lambda f: ind()(torch.tensor([[1, 10**6]])), ValueError, "vocabulary"),
-        ("float tokens", lambda f: ind()(torch.ones(1, 3)), TypeError, "int"),
-        ("too long", lambda f: ind()(torch.zeros(1, 500, dtype=torch.long)), ValueError, "n_ctx"),
-        ("unknown site kind", lambda f: ind().site("zz", 0), ValueError, "zz"),
-        ("site layer", lambda f: ind().site("z", 99), ValueError, "99"),
+        ("bool token", lambda f: ind().token_id(True), InputError, "token"),
+        ("token id range", lambda f: ind().token_id(10**9), InputError, "outside the vocabulary"),
+        ("ids out of vocab", lambda f: ind()(torch.tensor([[1, 10**6]])), InputError, "vocabulary"),
+        ("float tokens", lambda f: ind()(torch.ones(1, 3)), InputError, "int"),
+        ("too long", lambda f: ind()(torch.zeros(1, 500, dtype=torch.long)), InputError, "n_ctx"),
+        ("unknown site kind", lambda f: ind().site("zz", 0), InputError, "zz"),
+        ("site layer", lambda f: ind().site("z", 99), InputError, "99"),
         (
             "wrong-shape hook",
             lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", lambda x, hook: x[:, :2])]),
-            ValueError,
+            InputError,
             "returned shape",
         ),
         (
             "non-tensor hook",
             lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", lambda x, hook: 1)]),
-            TypeError,
+            InputError,
             "returned an object of type int",
         ),
         (
             "uncallable hook",
             lambda f: ind().run_with_hooks(toks, [("blocks.0.hook_resid_post", 3)]),
-            TypeError,
+            InputError,
             "not callable",
         ),
-        ("head kinds", lambda f: heads.scores(ind(), toks, ["bogus"]), ValueError, "bogus"),
+        ("head kinds", lambda f: heads.scores(ind(), toks, ["bogus"]), InputError, "bogus"),
         (
             "heads on rnn",
             lambda f: heads.scores(interp.load("recall-gru"), torch.tensor([[0, 2, 3]])),
-            ValueError,
+            InputError,
             "attention",
         ),
-        ("next token pos", lambda f: next_token_probs(ind(), toks, pos=100), ValueError, "pos 100"),
-        ("next token k", lambda f: next_token_probs(ind(), toks, k=0), ValueError, "k must be"),
-        ("patch by", lambda f: patch(ind(), toks, toks.flip(1), site="z", by=("layer", "foo")), ValueError, "foo"),
-        ("metric answer", lambda f: metrics.logit_diff(10**6, 1).check(1, 6, 64), ValueError, "vocabulary"),
-        ("metric kind", lambda f: metrics.Metric("bogus", torch.tensor([[-1]])), ValueError, "bogus"),
+        ("next token pos", lambda f: next_token_probs(ind(), toks, pos=100), InputError, "pos 100"),
+        ("next token k", lambda f: next_token_probs(ind(), toks, k=0), InputError, "k must be"),
+        ("patch by", lambda f: patch(ind(), toks, toks.flip(1), site="z", by=("layer", "foo")), InputError, "foo"),
+        ("metric answer", lambda f: metrics.logit_diff(10**6, 1).check(1, 6, 64), InputError, "vocabulary"),
+        ("metric kind", lambda f: metrics.Metric("bogus", torch.tensor([[-1]])), InputError, "bogus"),
         (
             "steer method",
             lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=0, method="bogus"),
-            ValueError,
+            InputError,
             "method",
         ),
         (
             "steer unequal",
             lambda f: steering.SteeringVector.from_pairs(ind(), toks, torch.cat([toks, toks]), layer=0),
-            ValueError,
+            InputError,
             "negative",
         ),
-        ("steer layer", lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=7), ValueError, "7"),
+        ("steer layer", lambda f: steering.SteeringVector.from_pairs(ind(), toks, toks, layer=7), InputError, "7"),
         (
             "steer coef nan",
             lambda f: (
@@ -318,7 +336,7 @@ def _api_cases():
                 .apply(ind(), coef=float("nan"))
                 .__enter__()
             ),
-            ValueError,
+            InputError,
             "coef",
         ),
         (
@@ -326,26 +344,26 @@ def _api_cases():
             lambda f: steering.compare_generations(
                 ind(), steering.SteeringVector.from_pairs(ind(), toks, toks.flip(1), layer=0), toks, 1.0, start_pos=1000
             ),
-            ValueError,
+            InputError,
             "start_pos 1000",
         ),
         (
             "sweep coefs",
             lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [float("nan")], toks, metrics.set_prob([5])),
-            ValueError,
+            InputError,
             "coef",
         ),
         (
             "sweep metric",
             lambda f: steering.sweep(ind(), (toks, toks.flip(1)), [0], [1.0], toks, "prob"),
-            TypeError,
+            InputError,
             "Metric",
         ),
-        ("lens stage", lambda f: lens.logit_lens(ind(), toks, stage="middle"), ValueError, "stage must be"),
-        ("lens k", lambda f: lens.logit_lens(ind(), toks, k=0), ValueError, "k must be"),
-        ("lens layers", lambda f: lens.logit_lens(ind(), toks, layers=[5]), ValueError, "out of range"),
-        ("dla multi-token", lambda f: lens.dla(smol(), "Hello", " Parisian London"), ValueError, "tokens, not one"),
-        ("dla pos", lambda f: lens.dla(ind(), toks, 5, pos=6), ValueError, "outside the prompt"),
+        ("lens stage", lambda f: lens.logit_lens(ind(), toks, stage="middle"), InputError, "stage must be"),
+        ("lens k", lambda f: lens.logit_lens(ind(), toks, k=0), InputError, "k must be"),
+        ("lens layers", lambda f: lens.logit_lens(ind(), toks, layers=[5]), InputError, "out of range"),
+        ("dla multi-token", lambda f: lens.dla(smol(), "Hello", " Parisian London"), InputError, "tokens, not one"),
+        ("dla pos", lambda f: lens.dla(ind(), toks, 5, pos=6), InputError, "outside the prompt"),
         (
             "tuned lens pickle",
             lambda f: lens.TunedLens.load(f["renamed_pickle"] / "model"),
@@ -355,22 +373,22 @@ def _api_cases():
         (
             "retrieval k",
             lambda f: retrieval.retrieval_experiment(smol(), text.passkey(smol(), 1, context_length=128), k=0),
-            ValueError,
+            InputError,
             "k must be",
         ),
-        ("niah too long", lambda f: retrieval.niah_grid(ind(), [100000], [0.5]), ValueError, "n_ctx"),
-        ("niah task", lambda f: retrieval.niah_grid(smol(), [128], [0.5], task="bogus"), ValueError, "task must be"),
-        ("ioi n", lambda f: text.ioi(smol(), 0), ValueError, "positive int"),
-        ("ioi corruption", lambda f: text.ioi(smol(), 2, corruption="XYZ"), ValueError, "corruption"),
-        ("ioi on zoo", lambda f: text.ioi(ind(), 2), ValueError, "natural-language"),
-        ("function task", lambda f: text.function_task(smol(), "bogus"), ValueError, "bogus"),
-        ("generated length", lambda f: text.generated_text(ind(), 1, 1000), ValueError, "n_ctx"),
-        ("circuit json", lambda f: Circuit.from_json("{}"), ValueError, "not a circuit file"),
+        ("niah too long", lambda f: retrieval.niah_grid(ind(), [100000], [0.5]), InputError, "n_ctx"),
+        ("niah task", lambda f: retrieval.niah_grid(smol(), [128], [0.5], task="bogus"), InputError, "task must be"),
+        ("ioi n", lambda f: text.ioi(smol(), 0), InputError, "positive int"),
+        ("ioi corruption", lambda f: text.ioi(smol(), 2, corruption="XYZ"), InputError, "corruption"),
+        ("ioi on zoo", lambda f: text.ioi(ind(), 2), InputError, "natural-language"),
+        ("function task", lambda f: text.function_task(smol(), "bogus"), InputError, "bogus"),
+        ("generated length", lambda f: text.generated_text(ind(), 1, 1000), InputError, "n_ctx"),
+        ("circuit json", lambda f: Circuit.from_json("{}"), InputError, "not a circuit file"),
         ("circuit file", lambda f: Circuit.from_json("/no/such/circuit.json"), FileNotFoundError, "no circuit file"),
         (
             "memory budget",
             lambda f: _with_env("INTERP_MEMORY_MB", "lots", lambda: heads.scores(ind(), toks)),
-            ValueError,
+            InputError,
             "INTERP_MEMORY_MB",
         ),
     ]
@@ -381,9 +399,13 @@ API_CASES = _api_cases()
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
 def test_api_bad_input_is_a_clear_error(case, files, smollm2):
+    """Each refusal is one of the library's user errors (InputError, or a missing file), so a
+    crash inside the library (a TypeError, an IndexError) can no longer pass as a refusal."""
     _, call, error, message = case
-    with pytest.raises(error) as info:
+    with pytest.raises(Exception) as info:
         call(files)
+    assert type(info.value) is error or (error is InputError and isinstance(info.value, InputError)), repr(info.value)
+    assert isinstance(info.value, USER_ERRORS)
     text = str(info.value)
     assert message in text, text
     assert len(text) < 600 and "Traceback" not in text
@@ -493,8 +515,20 @@ def test_app_bad_input_is_a_message(page, source, act, message):
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
 
 
-def test_the_sweep_has_over_a_hundred_cases():
-    assert len(CLI_CASES) + len(API_CASES) + len(APP_CASES) >= 100
+def test_a_crash_inside_the_library_is_shown_as_a_bug_in_the_app(monkeypatch):
+    """The app shows a library crash with its traceback and the bug line, not as an input message."""
+    import streamlit as st
+
+    from interp import lens
+
+    def broken(*args, **kwargs):
+        raise IndexError("index 7 is out of bounds for dimension 0 with size 7")
+
+    monkeypatch.setattr(lens, "logit_lens", broken)
+    st.cache_data.clear()  # results are cached per process: make the page call the library
+    at = _page("lens")
+    assert any(BUG_REPORT in e.value for e in at.error), [e.value for e in at.error]
+    assert at.exception and "index 7 is out of bounds" in at.exception[0].value
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -541,23 +575,3 @@ def test_a_cache_too_large_is_refused_during_the_forward(induction_model):
         _with_env("INTERP_MEMORY_MB", "1", lambda: induction_model.run_with_cache(tokens))
     _, cache = _with_env("INTERP_MEMORY_MB", "1", lambda: induction_model.run_with_cache(tokens[:4]))
     assert len(cache) > 10  # a small cache is still kept whole
-
-
-# --- the README -----------------------------------------------------------------------------
-
-
-def _readme_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
-
-
-def test_readme_python_snippets_run_as_written(tmp_path, monkeypatch, smollm2):
-    blocks = _readme_blocks()
-    assert len(blocks) >= 3
-    monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    for i, block in enumerate(blocks):
-        try:
-            exec(compile(block, f"README.md python block {i + 1}", "exec"), scope)
-        except Exception as e:  # report which block, as written
-            raise AssertionError(f"README python block {i + 1} failed: {type(e).__name__}: {e}\n{block}") from e

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.serving import free_port, stop, streamlit_healthy, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -47,23 +48,6 @@ PROBE = """JSON.stringify({
   exceptions: document.querySelectorAll('[data-testid="stException"]').length,
   errors: document.querySelectorAll('[data-testid="stAlertContentError"]').length
 })"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def http_json(url: str):
@@ -135,24 +119,12 @@ def server(tmp_path_factory):
         def healthy():
             if proc.poll() is not None:
                 raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
+            return streamlit_healthy(port)
 
         wait_for(healthy, 60, "the streamlit server")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture()

@@ -195,11 +195,18 @@ def test_ioi_eap_ig_circuit_and_mib_metrics(smollm2):
     assert graph.data and graph.layout.height >= 450
 
 
-def test_calibration_report(tiny_llama, llama_run):
-    model, clean, corrupted, metric = llama_run
-    df = calibration.calibration(model, clean, corrupted, metric)
-    assert len(df) == 8 and {"exact", "attribution", "eap_ig", "miss_attribution"} <= set(df.columns)
+def test_calibration_agrees_with_exact_patching_on_ioi(smollm2):
+    """On smollm2's IOI heads both gradient estimates rank the heads as exact patching does
+    (measured: Spearman 0.94 for attribution patching, 0.84 for EAP-IG on 2 prompts)."""
+    from interp.tasks.text import ioi
+
+    task = ioi(smollm2, 2, templates=[0])
+    df = calibration.calibration(smollm2, task.clean, task.corrupt, task.metric())
+    assert len(df) == 270 and {"exact", "attribution", "eap_ig", "miss_attribution"} <= set(df.columns)
     assert set(df.attrs["seconds"]) == {"exact", "attribution", "eap_ig"}
-    assert -1 <= df.attrs["spearman"]["attribution"] <= 1
-    assert len(calibration.worst(df, "eap_ig", 2)) <= 2
-    assert plots.calibration_plot(df).data
+    assert df.attrs["spearman"]["attribution"] >= 0.85, df.attrs["spearman"]
+    assert df.attrs["spearman"]["eap_ig"] >= 0.7, df.attrs["spearman"]
+    # the head the estimates miss most is among the strong exact effects, as the report says
+    worst = calibration.worst(df, "eap_ig", 2)
+    assert len(worst) == 2 and (worst["exact"].abs() >= df["exact"].abs().quantile(0.9)).all()
+    assert len(plots.calibration_plot(df).data) >= 2

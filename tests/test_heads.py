@@ -11,6 +11,7 @@ from transformer_lens.head_detector import detect_head, get_previous_token_head_
 
 import interp
 from interp import heads
+from interp.compat import TokenizedPrompts
 from interp.plots import heads as plots
 
 TL_NAMES = {
@@ -25,31 +26,17 @@ def _grid(frame: pd.DataFrame, kind: str, model) -> torch.Tensor:
     return torch.tensor(sub["score"].to_numpy()).view(model.cfg.n_layers, model.cfg.n_heads)
 
 
-class _Tokenized:
-    """What detect_head needs of a model (cfg, to_tokens, run_with_cache), for a zoo model whose
-    bridge has no tokenizer: prompt "i" is row i of ``tokens``."""
-
-    def __init__(self, model, tokens):
-        self.bridge, self.cfg, self.tokens = model.module, model.module.cfg, tokens
-
-    def to_tokens(self, seq):
-        return self.tokens if isinstance(seq, list) else self.tokens[int(seq)][None]
-
-    def run_with_cache(self, *args, **kwargs):
-        return self.bridge.run_with_cache(*args, **kwargs)
-
-
 def test_equals_detect_head_on_zoo_model(induction_model):
     tokens = heads.default_tokens(induction_model, n=3, length=40, seed=1)
     tokens[1, 10:20] = 7  # runs of one token: many duplicates, consecutive repeats
-    proxy = _Tokenized(induction_model, tokens)
+    proxy = TokenizedPrompts(induction_model, tokens)
     for exclude_bos, exclude_current in [(False, False), (True, True), (True, False)]:
         ours = heads.scores(
             induction_model, tokens, list(TL_NAMES), exclude_bos=exclude_bos, exclude_current_token=exclude_current
         )
         for kind, name in TL_NAMES.items():
             ref = detect_head(
-                proxy, ["0", "1", "2"], name, exclude_bos=exclude_bos, exclude_current_token=exclude_current
+                proxy, proxy.prompts(), name, exclude_bos=exclude_bos, exclude_current_token=exclude_current
             )
             torch.testing.assert_close(_grid(ours, kind, induction_model), ref.double(), atol=1e-5, rtol=0)
 

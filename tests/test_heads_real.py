@@ -32,7 +32,8 @@ def test_passkey_and_needle_tasks(smollm2, passkeys):
     early, late = deep.info["needle_span"][:, 0].tolist()
     assert early < late
     n = text.needle_haystack(smollm2, 4, context_length=300, seed=1)
-    assert n.batch().padded or len(set(n.lengths.tolist())) >= 1
+    assert 200 <= int(n.lengths.min()) and int(n.lengths.max()) <= 300  # filled close to the length asked
+    assert n.batch().padded == (len(set(n.lengths.tolist())) > 1)
     for i in range(4):
         s, e = n.info["needle_span"][i].tolist()
         assert n.tokens[i, s:e].tolist() == n.info["answer"][i] and e <= int(n.lengths[i])
@@ -55,8 +56,14 @@ def test_passkey_and_needle_tasks(smollm2, passkeys):
         )
 
 
-def test_retrieval_heads_reproduce_wu_et_al(smollm2, passkeys):
-    ex = retrieval.retrieval_experiment(smollm2, passkeys, k=5, n_random=3, progress=False)
+@pytest.fixture(scope="module")
+def wu(smollm2, passkeys):
+    """Wu et al.'s experiment on the passkey prompts: the retrieval heads come from detection."""
+    return retrieval.retrieval_experiment(smollm2, passkeys, k=5, n_random=3, progress=False)
+
+
+def test_retrieval_heads_reproduce_wu_et_al(smollm2, wu):
+    ex = wu
     assert ex.sparsity <= 0.10  # Wu et al.: under 5% of heads; here at most 10%
     assert ex.accuracy >= 0.9
     m = ex.masking.set_index("condition")
@@ -114,18 +121,21 @@ def test_attention_sinks(smollm2):
     assert last > 0.4 and last > first
     gen = text.generated_text(smollm2, 1, 64, seed=0)
     removal = heads.sink_removal(smollm2, gen)
-    assert len(removal) == 62 and {"with_first", "without_first"} <= set(removal.attrs)
+    assert len(removal) == 62
+    # Xiao et al.: without the first token (the sink) the loss on the same text rises
+    assert removal.attrs["without_first"] > removal.attrs["with_first"] + 0.01, removal.attrs
     assert hplots.sink_plot(share, removal).data
 
 
-def test_niah_grid_and_bad_input(smollm2, passkeys, flipflop):
-    grid = retrieval.niah_grid(
-        smollm2, [160], [0.2, 0.8], n=2, heads=[(17, 3), (18, 6), (17, 4), (20, 6), (6, 0)], progress=False
-    )
-    assert set(grid.condition) == {"none", "masked"} and len(grid) == 4
-    none = grid[grid.condition == "none"]["accuracy"].mean()
-    assert none >= grid[grid.condition == "masked"]["accuracy"].mean()
-    assert rplots.niah_heatmap(grid).data
+def test_niah_grid_and_bad_input(smollm2, passkeys, wu, flipflop):
+    """Masking the detected retrieval heads breaks needle retrieval across the grid; masking as
+    many random heads (the control) does not."""
+    grid = retrieval.niah_grid(smollm2, [160], [0.2, 0.8], n=2, heads=wu.heads, n_random=1, progress=False)
+    assert set(grid.condition) == {"none", "masked", "random"} and len(grid) == 6
+    acc = grid.groupby("condition")["accuracy"].mean()
+    assert acc["none"] >= 0.75 and acc["random"] >= 0.75, acc.to_dict()
+    assert acc["masked"] <= acc["none"] - 0.5 and acc["masked"] <= acc["random"] - 0.5, acc.to_dict()
+    assert len(rplots.niah_heatmap(grid).data) == 3
     with pytest.raises(ValueError, match="k must be an int in"):
         retrieval.retrieval_experiment(smollm2, passkeys, k=300)
     with pytest.raises(ValueError, match="exceed the model's context"):

@@ -31,7 +31,6 @@ from apps.state.inputs import (
 )
 from apps.state.models import (
     DEFAULT_MODEL,
-    INPUT_ERRORS,
     SOURCE_KEY,
     check_source,
     current_model,

@@ -9,6 +9,7 @@ import torch
 import interp
 from apps.state.models import friendly, zoo_recipe
 from interp import tasks
+from interp.errors import InputError
 
 #: the example prompt of text models (Wang et al.'s indirect-object identification)
 TEXT_EXAMPLE = "When Mary and John went to the store, John gave a drink to"
@@ -73,11 +74,11 @@ def parse_numbers(text: str, kind: type, what: str) -> list:
     try:
         values = [kind(x) for x in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError(f"{what} must be numbers separated by spaces, got {text!r}") from None
+        raise InputError(f"{what} must be numbers separated by spaces, got {text!r}") from None
     if not values:
-        raise ValueError(f"give at least one value for {what}")
+        raise InputError(f"give at least one value for {what}")
     if kind is float and not all(abs(v) < float("inf") for v in values):
-        raise ValueError(f"{what} must be finite numbers, got {text!r}")
+        raise InputError(f"{what} must be finite numbers, got {text!r}")
     return values
 
 
@@ -140,7 +141,7 @@ def corruption(model: interp.Model, clean: Key, spec: tuple):
         return C.replaced(tokens, list(spec[1]), d_vocab=model.cfg.d_vocab, seed=spec[2])
     if spec[0] == "noise":
         return C.gaussian_noise(model, tokens, list(spec[1]), n_samples=spec[2], seed=spec[3])
-    raise ValueError(f"unknown corruption {spec[0]!r}")
+    raise InputError(f"unknown corruption {spec[0]!r}")
 
 
 def ioi_batch(model: interp.Model, n: int, seed: int, corruption: str):
@@ -162,7 +163,7 @@ def resolve_metric(model: interp.Model, spec: tuple, metric: str):
     """A metric name of :func:`metric_options` as what the analyses take (a name, or IOI's Metric)."""
     if metric == IOI_METRIC:
         if spec[0] != "ioi":
-            raise ValueError("the IOI metric needs IOI prompts")
+            raise InputError("the IOI metric needs IOI prompts")
         return ioi_batch(model, *spec[1:]).metric()
     return metric
 
@@ -217,7 +218,7 @@ def clean_corrupt_inputs(model: interp.Model, key: str) -> tuple[Key, tuple]:
             clean = model.to_tokens(clean_text)
             corrupt = model.to_tokens(corrupt_text)
             if clean.shape != corrupt.shape:
-                raise ValueError(
+                raise InputError(
                     f"the clean prompt has {clean.shape[1]} tokens and the corrupt one "
                     f"{corrupt.shape[1]}: they must be aligned position by position"
                 )

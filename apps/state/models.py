@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import streamlit as st
 
 import interp
+from interp.errors import BUG_REPORT, USER_ERRORS, InputError
 
 DEFAULT_MODEL = os.environ.get("INTERP_DEFAULT_MODEL", "induction-2l")
 
@@ -18,18 +19,21 @@ DEFAULT_MODEL = os.environ.get("INTERP_DEFAULT_MODEL", "induction-2l")
 SOURCE_KEY = "model_source"
 
 
-# Errors that mean "bad input": shown as a message.  Anything else is a bug and surfaces.
-INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, RuntimeError, OSError, KeyError)
-
-
 @contextlib.contextmanager
 def friendly(what: str = "") -> Iterator[None]:
-    """Shows a bad-input error as ``st.error`` and stops the page (no traceback)."""
+    """Shows a user error (:data:`interp.errors.USER_ERRORS`) as ``st.error`` and stops the page;
+    any other exception is a bug: shown with its traceback and a line saying so."""
     try:
         yield
-    except INPUT_ERRORS as e:
-        msg = str(e).strip().strip("'\"") or type(e).__name__
+    except USER_ERRORS as e:
+        msg = str(e).strip() or type(e).__name__
         st.error(f"{what}: {msg}" if what else msg)
+        st.stop()
+    except Exception as e:
+        if type(e).__name__ in ("StopException", "RerunException"):  # streamlit's own control flow
+            raise
+        st.error(BUG_REPORT)
+        st.exception(e)
         st.stop()
 
 
@@ -42,7 +46,7 @@ def load_model(source: str) -> interp.Model:
     """The model for ``source`` (zoo name, local HF directory, hub id), loaded once per process."""
     source = (source or "").strip()
     if not source:
-        raise ValueError("no model given: choose a zoo model, a local folder or a hub id")
+        raise InputError("no model given: choose a zoo model, a local folder or a hub id")
     return _load(source)
 
 
@@ -56,9 +60,9 @@ def check_source(source: str) -> str:
     rest (zoo names with suggestions, folders, hub ids)."""
     text = (source or "").strip()
     if not text:
-        raise ValueError("no model given: choose a zoo model, a local folder or a hub id")
+        raise InputError("no model given: choose a zoo model, a local folder or a hub id")
     if len(text) > 500 or any(ord(ch) < 32 for ch in text):
-        raise ValueError("a model is a zoo name, a local folder or a hub id (owner/name)")
+        raise InputError("a model is a zoo name, a local folder or a hub id (owner/name)")
     return text
 
 

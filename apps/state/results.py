@@ -124,11 +124,19 @@ def retrieval(
 def niah(
     source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
 ) -> pd.DataFrame:
-    """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition."""
+    """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition and as many
+    random heads masked as the control."""
     from interp.retrieval import niah_grid
 
+    chosen = [(int(l), int(h)) for l, h in heads]
     return niah_grid(
-        load_model(source), list(lengths), list(depths), n=n, heads=[tuple(h) for h in heads] or None, progress=False
+        load_model(source),
+        list(lengths),
+        list(depths),
+        n=n,
+        heads=chosen or None,
+        n_random=int(bool(chosen)),
+        progress=False,
     )
 
 

@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from apps import state
+from interp.errors import InputError
 from interp.logits import next_token_probs
 from interp.plots.logits import next_token_bars
 from interp.plots.steering import sweep_curves, tradeoff_plot
@@ -114,7 +115,7 @@ prompt = st.text_input("Prompt to steer", default_prompt, key="steer_prompt")
 with state.friendly("bad prompt"):
     tokens = model.to_tokens(prompt)
     if int(start_pos) >= tokens.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"'from position' {int(start_pos)} is past the prompt's {tokens.shape[1]} tokens: "
             "the vector would touch nothing"
         )
@@ -167,10 +168,10 @@ if st.button("Sweep", key="steer_sweep", disabled=not layers):
             ids = lambda text_: tuple(model.token_id(" " + w) for w in text_.split())
             behaviour = ("logodds", ids(target_text), ids(opposite_text))
             if not behaviour[1] or not behaviour[2]:
-                raise ValueError("give at least one target word and one opposite word")
+                raise InputError("give at least one target word and one opposite word")
             evals = tuple(line.strip() for line in evals_text.splitlines() if line.strip())
             if not evals:
-                raise ValueError("give at least one evaluation prompt")
+                raise InputError("give at least one evaluation prompt")
         else:
             targets = tuple(model.to_tokens(target_text, prepend_bos=False)[0].tolist())
             behaviour, evals = ("prob", targets), negative

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InputError
 from interp.model import Model
 
 COMPOSITION_KINDS = ("Q", "K", "V")
@@ -77,7 +78,7 @@ def composition_scores(
         kinds = [kinds]
     bad = [k for k in kinds if k not in COMPOSITION_KINDS]
     if bad or not kinds:
-        raise ValueError(f"unknown composition kind(s) {bad or kinds}; valid: {list(COMPOSITION_KINDS)}")
+        raise InputError(f"unknown composition kind(s) {bad or kinds}; valid: {list(COMPOSITION_KINDS)}")
     w = _weights(model, fold_ln)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     # left factor of OV_src = A1 B1 with A1 = W_V [d_model, d_head], B1 = W_O [d_head, d_model]

@@ -8,6 +8,7 @@ import contextlib
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.model import Model
 from interp.tasks import TaskBatch
 from interp.tasks import loss_by_position as _loss_by_position
@@ -21,7 +22,7 @@ def loss_by_position(model: Model, tokens: torch.Tensor | TaskBatch, *, batch_si
         tokens = tokens.tokens
     tokens = model.validate_tokens(tokens)
     if tokens.shape[1] < 2:
-        raise ValueError("loss by position needs sequences of at least 2 tokens")
+        raise InputError("loss by position needs sequences of at least 2 tokens")
     step = tokens.shape[0] if batch_size is None else int(batch_size)
     with torch.no_grad():
         losses = torch.cat(
@@ -50,9 +51,9 @@ def icl_score(
     late = last if late is None else int(late)
     for name, p in (("early", early), ("late", late)):
         if not 0 <= p <= last:
-            raise ValueError(f"{name}={p} is outside the predicting positions [0, {last}]")
+            raise InputError(f"{name}={p} is outside the predicting positions [0, {last}]")
     if early >= late:
-        raise ValueError(f"early ({early}) must come before late ({late})")
+        raise InputError(f"early ({early}) must come before late ({late})")
     return float(frame.loc[late, "loss"] - frame.loc[early, "loss"])
 
 
@@ -107,13 +108,13 @@ def induction_ablation(
     total = model.cfg.n_layers * model.cfg.n_heads
     k = max(1, int(0.05 * total)) if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < total:
-        raise ValueError(f"k must be an int in [1, {total - 1}] (fewer than the model's {total} heads), got {k!r}")
+        raise InputError(f"k must be an int in [1, {total - 1}] (fewer than the model's {total} heads), got {k!r}")
     bad = [h for h in hows if h not in HOWS or h == "query"]
     if bad or not hows:
-        raise ValueError(f"hows must be among zero, mean, resample; got {list(hows)}")
+        raise InputError(f"hows must be among zero, mean, resample; got {list(hows)}")
     length = 1 + 2 * period
     if length > model.cfg.n_ctx:
-        raise ValueError(f"a period of {period} needs {length} tokens, over n_ctx={model.cfg.n_ctx}")
+        raise InputError(f"a period of {period} needs {length} tokens, over n_ctx={model.cfg.n_ctx}")
     probe = H.default_tokens(model, n=n, length=length, seed=seed)
     found = H.scores(model, probe, ["prefix_matching"]).nlargest(k, "score")
     targets = [(int(l), int(h)) for l, h in zip(found["layer"], found["head"])]

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InputError
 from interp.model import Model
 from interp.tasks import TaskBatch, repeated_tokens
 from interp.tokens import TokenBatch
@@ -49,7 +50,7 @@ def default_tokens(model: Model, n: int = 8, length: int | None = None, seed: in
     """
     length = min(model.cfg.n_ctx, 128) if length is None else int(length)
     if not 5 <= length <= model.cfg.n_ctx:
-        raise ValueError(f"length must be in [5, n_ctx={model.cfg.n_ctx}] so that a segment repeats, got {length}")
+        raise InputError(f"length must be in [5, n_ctx={model.cfg.n_ctx}] so that a segment repeats, got {length}")
     batch = repeated_tokens(n, d_vocab=model.cfg.d_vocab, n_ctx=length, period=(length - 1) // 2, seed=seed)
     tokens = batch.tokens
     bos = bos_id(model)
@@ -117,7 +118,7 @@ def _check_kinds(kinds: Sequence[str] | str | None, patterns: Mapping[str, Patte
     patterns = dict(patterns or {})
     clash = set(patterns) & set(KINDS)
     if clash:
-        raise ValueError(f"custom pattern names {sorted(clash)} clash with built-in kinds; rename them")
+        raise InputError(f"custom pattern names {sorted(clash)} clash with built-in kinds; rename them")
     valid = list(KINDS) + list(patterns)
     if kinds is None:
         return valid
@@ -125,12 +126,12 @@ def _check_kinds(kinds: Sequence[str] | str | None, patterns: Mapping[str, Patte
         kinds = [kinds]
     bad = [k for k in kinds if k not in valid]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"unknown head kind(s) {bad}; valid kinds: {valid} "
             "(custom kinds come from patterns={name: fn(tokens) -> [pos, pos] pattern})"
         )
     if not kinds:
-        raise ValueError(f"no kinds asked for; valid kinds: {valid}")
+        raise InputError(f"no kinds asked for; valid kinds: {valid}")
     return list(dict.fromkeys(kinds))
 
 
@@ -138,9 +139,9 @@ def _custom_pattern(fn: PatternFn, name: str, row: torch.Tensor) -> torch.Tensor
     P = row.shape[0]
     pat = torch.as_tensor(fn(row.cpu())).to(row.device, torch.float32)
     if pat.shape != (P, P):
-        raise ValueError(f"pattern {name!r} must return a [pos, pos] = [{P}, {P}] matrix, got {tuple(pat.shape)}")
+        raise InputError(f"pattern {name!r} must return a [pos, pos] = [{P}, {P}] matrix, got {tuple(pat.shape)}")
     if torch.triu(pat, 1).abs().sum() > 0:
-        raise ValueError(f"pattern {name!r} is not lower triangular: a query cannot attend to later positions")
+        raise InputError(f"pattern {name!r} is not lower triangular: a query cannot attend to later positions")
     return pat
 
 
@@ -200,9 +201,9 @@ def scores(
     B, P = batch.tokens.shape
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if int(batch.lengths.min()) < 2:
-        raise ValueError(f"head scores need sequences of at least 2 positions, got {int(batch.lengths.min())}")
+        raise InputError(f"head scores need sequences of at least 2 positions, got {int(batch.lengths.min())}")
     if "prefix_matching" in kinds and not _has_repeats(batch.tokens, batch.lengths):
-        raise ValueError(
+        raise InputError(
             "prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
             "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)"
         )
@@ -219,7 +220,7 @@ def scores(
     rows = []
     for kind in kinds:
         if counts[kind] == 0:  # only prefix_matching can lack rows; it was checked above
-            raise ValueError(f"no sequence has positions that {kind} can score")
+            raise InputError(f"no sequence has positions that {kind} can score")
         mean = (sums[kind] / counts[kind]).cpu()
         rows += [{"layer": l, "head": h, "kind": kind, "score": float(mean[l, h])} for l in range(L) for h in range(H)]
     frame = pd.DataFrame(rows)
@@ -322,7 +323,7 @@ def top_heads(frame: pd.DataFrame, kind: str | None = None, k: int = 3) -> pd.Da
     """The ``k`` highest-scoring heads of each kind in a :func:`scores` frame."""
     if kind is not None:
         if kind not in set(frame["kind"]):
-            raise ValueError(f"kind {kind!r} is not in this frame; it has {sorted(set(frame['kind']))}")
+            raise InputError(f"kind {kind!r} is not in this frame; it has {sorted(set(frame['kind']))}")
         frame = frame[frame["kind"] == kind]
     return (
         frame.sort_values("score", ascending=False)

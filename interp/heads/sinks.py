@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.model import Model, Tokens
 from interp.tasks import loss_by_position
 
@@ -39,10 +40,10 @@ def sink_removal(model: Model, tokens: Tokens) -> pd.DataFrame:
     ``df.attrs``: the mean losses ``with_first`` / ``without_first``."""
     batch = model.tokenize(tokens)
     if batch.padded:
-        raise ValueError("sink_removal needs equally long rows")
+        raise InputError("sink_removal needs equally long rows")
     ids = batch.tokens
     if ids.shape[1] < 3:
-        raise ValueError("sink_removal needs sequences of at least 3 tokens")
+        raise InputError("sink_removal needs sequences of at least 3 tokens")
     full = loss_by_position(model(ids), ids)[:, 1:]  # predictions of tokens 2..
     dropped = loss_by_position(model(ids[:, 1:]), ids[:, 1:])  # same predictions, no first token
     w, wo = full.mean(0).cpu(), dropped.mean(0).cpu()

@@ -10,6 +10,7 @@ from typing import cast
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.lens.logit import _one_prompt
 from interp.model import Model, Tokens
 from interp.weights import readout
@@ -34,13 +35,13 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     t, c = model.token_id(target), (None if contrast is None else model.token_id(contrast))
     n = int(batch.lengths[0])
     if not -n <= pos < n:
-        raise ValueError(f"position {pos} is outside the prompt of {n} tokens")
+        raise InputError(f"position {pos} is outside the prompt of {n} tokens")
     p = pos % n
     ro = readout(model)
     if ro.softcap:
-        raise ValueError("direct logit attribution is linear only without a final logit soft-cap")
+        raise InputError("direct logit attribution is linear only without a final logit soft-cap")
     if not ro.affine:
-        raise ValueError("this model's final norm is of a kind whose scale cannot be frozen")
+        raise InputError("this model's final norm is of a kind whose scale cannot be frozen")
     direction = ro.W_U[:, t] - (ro.W_U[:, c] if c is not None else 0)
     const = float(ro.b_U[t] - (ro.b_U[c] if c is not None else 0))
     pieces: list[tuple[str, str, int | None, int | None, torch.Tensor]] = []

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from interp.errors import InputError
 from interp.memory import rows_per_chunk
 from interp.model import Model, Tokens
 from interp.weights import Readout, readout
@@ -26,18 +27,18 @@ def residual_sites(model: Model, stage: str = "post") -> list[str]:
     state-space models: each layer's output (``post``), with the embedding first (``pre``:
     each layer's input); they have no ``mid``."""
     if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        raise InputError(f"stage must be one of {STAGES}, got {stage!r}")
     if stage == "post":
         return model.sites("resid_post")
     if model.cfg.family in ("rnn", "ssm"):
         if stage == "mid":
-            raise ValueError(
+            raise InputError(
                 f"{model.cfg.name or 'this model'} is recurrent: its layers have no middle; use stage 'pre' or 'post'"
             )
         return [model.site("embed")] + model.sites("resid_post")
     kind = {"pre": "resid_pre", "mid": "resid_mid"}[stage]
     if kind not in model.site_kinds():
-        raise ValueError(f"{model.cfg.name or 'this model'} has no {kind} site (attention-only models have no mid)")
+        raise InputError(f"{model.cfg.name or 'this model'} has no {kind} site (attention-only models have no mid)")
     return model.sites(kind) + model.sites("resid_post")[-1:]
 
 
@@ -72,7 +73,7 @@ def _readings(layers, n: int, stage: str) -> list[int]:
     out = []
     for layer in layers:
         if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"layer {layer!r} is out of range: the {stage} lens has readings 0..{n - 1} (or -{n}..-1)")
+            raise InputError(f"layer {layer!r} is out of range: the {stage} lens has readings 0..{n - 1} (or -{n}..-1)")
         out.append(layer % n)
     return out
 
@@ -80,7 +81,7 @@ def _readings(layers, n: int, stage: str) -> list[int]:
 def _one_prompt(model: Model, tokens: Tokens):
     batch = model.tokenize(tokens)
     if len(batch) != 1:
-        raise ValueError(f"the lens reads one prompt at a time, got {len(batch)}")
+        raise InputError(f"the lens reads one prompt at a time, got {len(batch)}")
     return batch
 
 
@@ -104,9 +105,9 @@ def logit_lens(
     (see the module docstring).  ``layers``: the readings to keep (default all; negative
     indices count from the final residual)."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise InputError(f"norm must be one of {NORMS}, got {norm!r}")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= model.cfg.d_vocab:
-        raise ValueError(f"k must be an int in [1, {model.cfg.d_vocab}], got {k!r}")
+        raise InputError(f"k must be an int in [1, {model.cfg.d_vocab}], got {k!r}")
     batch = _one_prompt(model, tokens)
     t = _target(model, target)
     if lens is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp.errors import InputError
 from interp.lens.logit import residual_sites, residuals
 from interp.model import Model, Tokens
 from interp.weights import readout
@@ -35,14 +36,14 @@ class TunedLens:
     def check(self, model: Model) -> None:
         """Raises if the lens was trained for another model or width."""
         if model.cfg.d_model != self.d_model:
-            raise ValueError(
+            raise InputError(
                 f"this tuned lens was trained for d_model={self.d_model} ({self.model_name!r}); "
                 f"{model.cfg.name or 'this model'} has d_model={model.cfg.d_model}"
             )
         if model.cfg.name != self.model_name:
-            raise ValueError(f"this tuned lens was trained for {self.model_name!r}, not {model.cfg.name!r}")
+            raise InputError(f"this tuned lens was trained for {self.model_name!r}, not {model.cfg.name!r}")
         if self.A.shape[0] != len(residual_sites(model, self.stage)):
-            raise ValueError(
+            raise InputError(
                 f"this tuned lens has {self.A.shape[0]} translators; the model has "
                 f"{len(residual_sites(model, self.stage))} layers"
             )
@@ -79,7 +80,7 @@ class TunedLens:
 
         if stem is None:
             if model is None:
-                raise ValueError("give the lens's path or the model it belongs to")
+                raise InputError("give the lens's path or the model it belongs to")
             stem = default_path(model.cfg.name)
         stem = Path(stem)
         if stem.suffix in (".safetensors", ".json"):
@@ -92,9 +93,9 @@ class TunedLens:
             card = json.loads(card_path.read_text())
             t = load_file(str(tensors_path))
         except (json.JSONDecodeError, SafetensorError, OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read the tuned lens at {stem}: {str(e).splitlines()[0]}") from None
+            raise InputError(f"cannot read the tuned lens at {stem}: {str(e).splitlines()[0]}") from None
         if card.get("format") != "interp.tuned_lens" or not {"A", "b"} <= set(t):
-            raise ValueError(f"{card_path} is not a tuned lens")
+            raise InputError(f"{card_path} is not a tuned lens")
         lens = cls(t["A"], t["b"], card["model"], int(card["d_model"]), card["stage"], card)
         if model is not None:
             lens.check(model)
@@ -126,7 +127,7 @@ def train_tuned_lens(
     :func:`interp.tasks.text.generated_text`).  The last layer's translator stays the identity."""
     batch = model.tokenize(tokens)
     if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        raise InputError(f"steps must be an int >= 0, got {steps!r}")
     started = time.perf_counter()
     stack, logits = residuals(model, batch, stage)
     real = batch.mask.to(stack.device)

@@ -6,14 +6,16 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from interp.errors import InputError
+
 
 def require(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = "") -> None:
     """Raises a ValueError naming the missing ``columns`` (and ``hint``: where such a frame
     comes from) if ``frame`` lacks any of them or is empty."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{what} needs a frame with columns {list(columns)}; missing {missing}" + (f" ({hint})" if hint else "")
         )
     if frame.empty:
-        raise ValueError(f"{what}: the frame is empty")
+        raise InputError(f"{what}: the frame is empty")

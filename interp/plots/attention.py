@@ -17,6 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.errors import InputError
+
 COLORSCALE = "Blues"
 
 
@@ -25,16 +27,16 @@ def _matrix(pattern) -> np.ndarray:
     if isinstance(pattern, pd.DataFrame):
         missing = {"dest", "src", "attention"} - set(pattern.columns)
         if missing:
-            raise ValueError(f"a pattern frame needs columns dest, src, attention; missing {sorted(missing)}")
+            raise InputError(f"a pattern frame needs columns dest, src, attention; missing {sorted(missing)}")
         if "head" in pattern and pattern["head"].nunique() > 1 or "layer" in pattern and pattern["layer"].nunique() > 1:
-            raise ValueError("the pattern frame holds several heads: select one (layer, head) first")
+            raise InputError("the pattern frame holds several heads: select one (layer, head) first")
         n = int(max(pattern["dest"].max(), pattern["src"].max())) + 1
         m = np.full((n, n), np.nan)
         m[pattern["dest"].to_numpy(), pattern["src"].to_numpy()] = pattern["attention"].to_numpy()
         return m
     m = np.asarray(pattern.detach().cpu() if hasattr(pattern, "detach") else pattern, dtype=float)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"a pattern must be a square [dest, src] matrix, got shape {m.shape}")
+        raise InputError(f"a pattern must be a square [dest, src] matrix, got shape {m.shape}")
     m = m.copy()
     m[np.triu_indices(m.shape[0], k=1)] = np.nan
     return m
@@ -42,7 +44,7 @@ def _matrix(pattern) -> np.ndarray:
 
 def _check_tokens(str_tokens: Sequence[str], n: int) -> list[str]:
     if len(str_tokens) != n:
-        raise ValueError(f"{len(str_tokens)} token labels for a pattern over {n} positions")
+        raise InputError(f"{len(str_tokens)} token labels for a pattern over {n} positions")
     return [str(t) for t in str_tokens]
 
 
@@ -111,7 +113,7 @@ def head_grid(
     """
     arr = np.asarray(patterns.detach().cpu() if hasattr(patterns, "detach") else patterns, dtype=float)
     if arr.ndim != 3:
-        raise ValueError(f"patterns must be [n_heads, dest, src], got shape {arr.shape}")
+        raise InputError(f"patterns must be [n_heads, dest, src], got shape {arr.shape}")
     heads = list(range(arr.shape[0])) if heads is None else list(heads)
     toks = _check_tokens(str_tokens, arr.shape[1])
     cols = max(1, min(cols, len(heads)))
@@ -161,7 +163,7 @@ def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
     w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
     toks = _check_tokens(str_tokens, w.shape[0])
     if not 0 <= dest < len(toks):
-        raise ValueError(f"dest must be in [0, {len(toks)}), got {dest}")
+        raise InputError(f"dest must be in [0, {len(toks)}), got {dest}")
     spans = []
     for i, tok in enumerate(toks):
         text = html.escape(tok)

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.errors import InputError
 from interp.plots import require
 
 
@@ -40,7 +41,7 @@ def head_heatmap(
     kinds = present if kinds is None else ([kinds] if isinstance(kinds, str) else list(kinds))
     bad = [k for k in kinds if k not in present]
     if bad:
-        raise ValueError(f"kinds {bad} are not in the frame; it has {present}")
+        raise InputError(f"kinds {bad} are not in the frame; it has {present}")
     cols = max(1, min(cols, len(kinds)))
     rows = math.ceil(len(kinds) / cols)
     n_layers = frame["layer"].nunique()
@@ -103,7 +104,7 @@ def composition_heatmap(frame: pd.DataFrame, kind: str = "K", *, title: str | No
     require(frame, ["kind", "src_layer", "src_head", "dst_layer", "dst_head", "score"], "composition_heatmap")
     sub = frame[frame["kind"] == kind]
     if sub.empty:
-        raise ValueError(f"composition kind {kind!r} is not in the frame; it has {sorted(set(frame['kind']))}")
+        raise InputError(f"composition kind {kind!r} is not in the frame; it has {sorted(set(frame['kind']))}")
     n_layers = int(max(sub["src_layer"].max(), sub["dst_layer"].max())) + 1
     n_heads = int(max(sub["src_head"].max(), sub["dst_head"].max())) + 1
     labels = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]

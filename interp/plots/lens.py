@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.errors import InputError
 from interp.plots import require
 
 
@@ -29,9 +30,9 @@ def lens_grid(frame: pd.DataFrame, *, color: str = "prob", title: str | None = N
     target's, a frame computed with ``target``)."""
     require(frame, ["layer", "pos", "input", "rank_k", "token", "prob"], "lens_grid", "from interp.lens.logit_lens")
     if color not in ("prob", "target_prob"):
-        raise ValueError(f"color must be 'prob' or 'target_prob', got {color!r}")
+        raise InputError(f"color must be 'prob' or 'target_prob', got {color!r}")
     if color not in frame.columns:
-        raise ValueError("color='target_prob' needs a lens frame computed with a target")
+        raise InputError("color='target_prob' needs a lens frame computed with a target")
     top = frame[frame["rank_k"] == 1]
     layers = sorted(top["layer"].unique())
     positions = sorted(top["pos"].unique())
@@ -94,7 +95,7 @@ def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: s
     """The target's probability per layer at position ``pos``, one line per labelled lens frame
     (e.g. ``{"logit lens": ..., "tuned lens": ...}``, frames computed with a ``target``)."""
     if not frames:
-        raise ValueError("no lens frames to draw")
+        raise InputError("no lens frames to draw")
     picked = {}
     for label, frame in frames.items():
         require(
@@ -105,7 +106,7 @@ def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: s
         )
         positions = sorted(frame["pos"].unique())
         if not -len(positions) <= pos < len(positions):
-            raise ValueError(f"pos {pos} is outside the {len(positions)} positions")
+            raise InputError(f"pos {pos} is outside the {len(positions)} positions")
         at = frame[(frame["pos"] == positions[pos]) & (frame["rank_k"] == 1)]
         picked[label] = at.sort_values("layer")
     target = next(iter(frames.values())).attrs.get("target")
@@ -115,7 +116,7 @@ def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: s
 def kl_curves(frames: Mapping[str, pd.DataFrame], *, title: str | None = None) -> go.Figure:
     """KL(final || lens) per layer, one line per labelled frame of :func:`interp.lens.lens_kl`."""
     if not frames:
-        raise ValueError("no KL frames to draw")
+        raise InputError("no KL frames to draw")
     for label, frame in frames.items():
         require(frame, ["layer", "kl"], f"kl_curves (frame {label!r})", "from interp.lens.lens_kl")
     fig = _curves(frames, "kl", "KL to the final distribution (nats)", title or "how far each layer is from the answer")

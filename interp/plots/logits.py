@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.errors import InputError
 from interp.plots import require
 
 
@@ -15,7 +16,7 @@ def next_token_bars(frames: Mapping[str, pd.DataFrame], *, title: str | None = N
     """One horizontal bar panel per labelled distribution (e.g. "unsteered", "steered"),
     most probable token on top; the x axes share the 0..1 probability scale."""
     if not frames:
-        raise ValueError("no distributions to draw")
+        raise InputError("no distributions to draw")
     for label, frame in frames.items():
         require(frame, ["token", "prob"], f"next_token_bars (frame {label!r})", "from interp.logits.next_token_probs")
     fig = make_subplots(

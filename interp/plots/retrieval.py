@@ -16,7 +16,7 @@ def niah_heatmap(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
         frame, ["context_length", "depth", "condition", "accuracy"], "niah_heatmap", "from interp.retrieval.niah_grid"
     )
     conditions = list(dict.fromkeys(frame["condition"]))
-    titles = {"none": "unmasked", "masked": "retrieval heads masked"}
+    titles = {"none": "unmasked", "masked": "retrieval heads masked", "random": "random heads masked (mean of draws)"}
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=[titles.get(c, c) for c in conditions])
     for i, cond in enumerate(conditions, start=1):
         grid = frame[frame["condition"] == cond].pivot_table(

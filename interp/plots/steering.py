@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from interp.errors import InputError
 from interp.plots import require
 
 VALUES = ("behaviour", "damage", "neutral_loss")
@@ -35,7 +36,7 @@ def sweep_heatmap(
     """Heatmap of ``value`` over layer (rows) x coefficient (columns) for one ``vector`` kind."""
     _check(df, value)
     if vector not in set(df["vector"]):
-        raise ValueError(f"vector must be one of {sorted(set(df['vector']))}, got {vector!r}")
+        raise InputError(f"vector must be one of {sorted(set(df['vector']))}, got {vector!r}")
     grid = df[df["vector"] == vector].pivot_table(index="layer", columns="coef", values=value, aggfunc="mean")
     fig = go.Figure(
         go.Heatmap(
@@ -99,7 +100,7 @@ def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None
     single markers (a :func:`interp.steering.sweep` frame)."""
     _check(df, "behaviour")
     if damage not in df.columns:
-        raise ValueError(f"the sweep frame has no {damage!r} column")
+        raise InputError(f"the sweep frame has no {damage!r} column")
     fig = go.Figure()
     colours = qualitative.Plotly
     vec = df[df["vector"].isin(KINDS)]

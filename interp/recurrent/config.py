@@ -6,6 +6,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from interp.errors import InputError
+
 CELLS = ("lstm", "gru", "ssm")
 
 
@@ -36,13 +38,13 @@ class RecurrentConfig:
 
     def __post_init__(self):
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+            raise InputError(f"cell must be one of {CELLS}, got {self.cell!r}")
         for name in ("d_vocab", "d_model", "n_layers", "n_ctx", "d_state", "expand", "d_conv"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.dt_rank, int) or self.dt_rank < 0:
-            raise ValueError(f"dt_rank must be an int >= 0, got {self.dt_rank!r}")
+            raise InputError(f"dt_rank must be an int >= 0, got {self.dt_rank!r}")
 
     @property
     def family(self) -> str:
@@ -64,5 +66,5 @@ class RecurrentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known - {"family"})
         if unknown:
-            raise ValueError(f"unknown RecurrentConfig fields {unknown}; known: {sorted(known)}")
+            raise InputError(f"unknown RecurrentConfig fields {unknown}; known: {sorted(known)}")
         return cls(**{k: v for k, v in d.items() if k in known})

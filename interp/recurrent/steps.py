@@ -8,6 +8,8 @@ from torch import nn
 from torch.nn.modules import module as _torch_module
 from transformer_lens.hook_points import HookPoint
 
+from interp.errors import InputError
+
 
 def _is_hooked(hp: nn.Module) -> bool:
     """Whether calling ``hp`` could do anything but return its input."""
@@ -63,7 +65,7 @@ class _StepSite:
             return x
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
+            raise InputError(
                 f"hook on per-step site {self.hp.name} must return None or a tensor of shape "
                 f"{tuple(x.shape)}, got {got}"
             )

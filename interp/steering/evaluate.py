@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from interp import metrics as M
 from interp.decoding import greedy
+from interp.errors import InputError
 from interp.model import Model, Tokens
 from interp.steering.vector import SteeringVector, check_finite, positions
 from interp.tasks import loss_by_position
@@ -59,14 +60,14 @@ def _vectors_by_layer(
     ):
         vectors = {v.layer: v for v in vectors_or_pairs}
         if len(vectors) != len(vectors_or_pairs):
-            raise ValueError("several vectors share a layer: pass a dict {label: vector} instead")
+            raise InputError("several vectors share a layer: pass a dict {label: vector} instead")
     else:
         if isinstance(vectors_or_pairs, ContrastPairs):
             pairs = vectors_or_pairs
         elif isinstance(vectors_or_pairs, (tuple, list)) and len(vectors_or_pairs) == 2:
             pairs = ContrastPairs(*vectors_or_pairs)
         else:
-            raise TypeError(
+            raise InputError(
                 "vectors_or_pairs must be ContrastPairs, a (positive, negative) pair of prompt sets, "
                 "a SteeringVector, a list of them or a dict {layer: vector}"
             )
@@ -78,7 +79,7 @@ def _vectors_by_layer(
     if layers is not None:
         missing = [l for l in layers if l not in vectors]
         if missing:
-            raise ValueError(f"no vector for layers {missing}; the vectors given are for {sorted(vectors, key=str)}")
+            raise InputError(f"no vector for layers {missing}; the vectors given are for {sorted(vectors, key=str)}")
         vectors = {l: vectors[l] for l in layers}
     for v in vectors.values():
         v.check_model(model)
@@ -171,16 +172,16 @@ def sweep(
     ``damage_on`` ("neutral" | "eval"), ``baseline_neutral_loss``.
     """
     if not isinstance(behaviour, M.Metric):
-        raise TypeError(
+        raise InputError(
             "behaviour must be an interp.metrics.Metric (e.g. metrics.set_logodds(positive_ids, "
             "negative_ids) or metrics.from_labels(labels, 'prob'))"
         )
     coefs = [check_finite(c, "coef") for c in coefs]
     if not coefs:
-        raise ValueError("coefs is empty")
+        raise InputError("coefs is empty")
     positions(start_pos)
     if not isinstance(generate, int) or generate < 0:
-        raise ValueError(f"generate must be an int >= 0 (new tokens per prompt), got {generate!r}")
+        raise InputError(f"generate must be an int >= 0 (new tokens per prompt), got {generate!r}")
     evals = model.tokenize(eval_prompts)
     neutral = model.tokenize(neutral_prompts) if neutral_prompts is not None else evals
     metric = behaviour.check(len(evals), evals.tokens.shape[1], model.cfg.d_vocab).resolve(
@@ -190,7 +191,7 @@ def sweep(
     if generate:
         ids = concept_tokens if concept_tokens is not None else metric.targets
         if ids is None:
-            raise ValueError("concept_share needs concept_tokens= (or a set metric whose targets are the concept)")
+            raise InputError("concept_share needs concept_tokens= (or a set metric whose targets are the concept)")
         concept = torch.as_tensor(list(ids) if not isinstance(ids, torch.Tensor) else ids).long()
     vectors = _vectors_by_layer(model, vectors_or_pairs, layers, site, method, answer_pos)
     base_neutral = model(neutral)
@@ -279,18 +280,18 @@ def compare_generations(
     batch = model.tokenize(prompts)
     shortest = int(batch.lengths.min())
     if start_pos >= shortest:
-        raise ValueError(
+        raise InputError(
             f"start_pos {start_pos} is at or past the end of a prompt of {shortest} tokens: the vector "
             "would not touch that prompt (use a start_pos inside every prompt, or -1 for the last token)"
         )
     room = model.cfg.n_ctx - int(batch.lengths.max())
     if room < 1:
-        raise ValueError(
+        raise InputError(
             f"prompts of {int(batch.lengths.max())} tokens leave no room to generate (n_ctx={model.cfg.n_ctx})"
         )
     n_new = min(int(max_new_tokens), room)
     if n_new < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     last = M.kl(model(batch), pos=-1, lengths=batch.lengths)
     base_out = greedy(model, batch, n_new)
     with vec.apply(model, coef=coef, start_pos=start_pos):

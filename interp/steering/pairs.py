@@ -24,6 +24,7 @@ from typing import Literal, cast
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from interp.errors import InputError
 from interp.model import Model, Tokens
 from interp.tasks.contrast import AnswerPos, ContrastPairs, Prompts, check_answer_pos
 from interp.tokens import TokenBatch
@@ -101,15 +102,15 @@ def read_pairs(path: str | Path, model: Model) -> ContrastPairs:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({e}).\n{PAIRS_FORMAT}") from None
+        raise InputError(f"{path} is not valid UTF-8 JSON ({e}).\n{PAIRS_FORMAT}") from None
     try:
         parsed = _PairsFile.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "the file"
-        raise ValueError(f"{path}: {where}: {first['msg']}.\n{PAIRS_FORMAT}") from None
+        raise InputError(f"{path}: {where}: {first['msg']}.\n{PAIRS_FORMAT}") from None
     if len(parsed.positive) != len(parsed.negative):
-        raise ValueError(
+        raise InputError(
             f"{path}: {len(parsed.positive)} positive but {len(parsed.negative)} negative prompts; "
             f"pair them one to one.\n{PAIRS_FORMAT}"
         )
@@ -119,5 +120,5 @@ def read_pairs(path: str | Path, model: Model) -> ContrastPairs:
     try:
         pairs.tokens(model)  # tokenizes and checks every prompt now, with the file named in errors
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise InputError(f"{path}: {e}") from None
     return pairs

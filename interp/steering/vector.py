@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from interp import interventions as I
+from interp.errors import InputError
 from interp.model import Model
 from interp.sites import layer_of
 from interp.steering.pairs import site_activations
@@ -50,16 +51,16 @@ def site_for(model: Model, layer: int | None = None, site: str | None = None) ->
     template = site or DEFAULT_SITE
     if "{layer}" in template:
         if layer is None:
-            raise ValueError(f"site {template!r} needs a layer (0..{model.cfg.n_layers - 1})")
+            raise InputError(f"site {template!r} needs a layer (0..{model.cfg.n_layers - 1})")
         template = template.format(layer=model.check_layer(layer))
     elif layer is not None:
         model.check_layer(layer)
         if layer_of(template) not in (None, int(layer)):
-            raise ValueError(f"site {template!r} is in layer {layer_of(template)}, not layer {layer}")
+            raise InputError(f"site {template!r} is in layer {layer_of(template)}, not layer {layer}")
     name = model.check_site(template)
     shape = model.hook_names().set_index("name").loc[name, "shape"]
     if not shape.startswith("[batch, pos"):
-        raise ValueError(
+        raise InputError(
             f"site {name} has shape {shape}: a steering vector needs a site shaped [batch, pos, ...] "
             "(residual stream, hidden state, hook_z, MLP activations, ...)"
         )
@@ -71,9 +72,9 @@ def check_finite(value: float, name: str) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
+        raise InputError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise InputError(f"{name} must be finite, got {value}")
     return value
 
 
@@ -82,15 +83,15 @@ def positions(start_pos: int = 0, end_pos: int | None = None) -> I.Positions:
     ``-1`` = each row's last token only; ``end_pos`` (exclusive, absolute) cuts the span."""
     for name, value in (("start_pos", start_pos), ("end_pos", end_pos)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise TypeError(f"{name} must be an int, got {value!r}")
+            raise InputError(f"{name} must be an int, got {value!r}")
     if end_pos is None:
         if start_pos >= 0 or start_pos == -1:
             return start_pos
-        raise ValueError(
+        raise InputError(
             f"start_pos must be >= 0 (from that position on) or -1 (each row's last token), got {start_pos}"
         )
     if start_pos < 0 or end_pos < 0:
-        raise ValueError("with end_pos, start_pos and end_pos are absolute positions (>= 0)")
+        raise InputError("with end_pos, start_pos and end_pos are absolute positions (>= 0)")
     return slice(start_pos, end_pos)
 
 
@@ -117,7 +118,7 @@ class SteeringVector:
     def __post_init__(self):
         self.vector = self.vector.detach().float().cpu()
         if not torch.isfinite(self.vector).all():
-            raise ValueError("a steering vector must be finite (it has NaN or inf entries)")
+            raise InputError("a steering vector must be finite (it has NaN or inf entries)")
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -142,18 +143,18 @@ class SteeringVector:
         """
         if isinstance(positive, ContrastPairs):
             if negative is not None:
-                raise ValueError("pass either ContrastPairs or positive and negative prompts, not both")
+                raise InputError("pass either ContrastPairs or positive and negative prompts, not both")
             pairs = positive if answer_pos is None else replace(positive, answer_pos=answer_pos)
         else:
             if negative is None:
-                raise ValueError("negative prompts are missing")
+                raise InputError("negative prompts are missing")
             pairs = ContrastPairs(positive, negative, -1 if answer_pos is None else answer_pos)
         if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            raise InputError(f"method must be one of {METHODS}, got {method!r}")
         name = site_for(model, layer, site)
         pos, neg = pairs.tokens(model)
         if method == "actadd" and len(pos) != 1:
-            raise ValueError(
+            raise InputError(
                 f"actadd builds a vector from one prompt pair; got {len(pos)} pairs (use method='caa' for several)"
             )
         act_pos = site_activations(model, pos, name, pairs.answer_pos)  # [n_pairs, *trailing]
@@ -190,7 +191,7 @@ class SteeringVector:
 
         pos, neg = model.tokenize(wrap(positive)), model.tokenize(wrap(negative))
         if len(pos) != 1 or len(neg) != 1:
-            raise ValueError(f"ActAdd takes one positive and one negative prompt, got {len(pos)} and {len(neg)}")
+            raise InputError(f"ActAdd takes one positive and one negative prompt, got {len(pos)} and {len(neg)}")
         return cls.from_pairs(model, pos, neg, method="actadd", **kwargs)
 
     def random_like(self, seed: int = 0) -> SteeringVector:
@@ -214,7 +215,7 @@ class SteeringVector:
 
     def unit(self) -> torch.Tensor:
         if self.norm == 0:
-            raise ValueError("the zero vector has no direction")
+            raise InputError("the zero vector has no direction")
         return self.vector / self.norm
 
     def __repr__(self) -> str:
@@ -227,7 +228,7 @@ class SteeringVector:
         if not isinstance(other, SteeringVector):
             raise TypeError(f"cannot combine a SteeringVector with {type(other).__name__}")
         if (self.site, self.model_name, self.vector.shape) != (other.site, other.model_name, other.vector.shape):
-            raise ValueError(f"vectors differ in site/model/shape: {self!r} vs {other!r}")
+            raise InputError(f"vectors differ in site/model/shape: {self!r} vs {other!r}")
 
     def _combine(self, other: SteeringVector, sign: float, op: str) -> SteeringVector:
         self._compatible(other)
@@ -254,7 +255,7 @@ class SteeringVector:
     def __truediv__(self, scale: float) -> SteeringVector:
         scale = check_finite(scale, "scale")
         if scale == 0:
-            raise ValueError("cannot divide a vector by 0")
+            raise InputError("cannot divide a vector by 0")
         return self * (1.0 / scale)
 
     def __neg__(self) -> SteeringVector:
@@ -264,12 +265,12 @@ class SteeringVector:
     def check_model(self, model: Model, allow_other_model: bool = False) -> None:
         """Raises if ``model`` is not the one the vector fits: width, name, site, shape."""
         if model.cfg.d_model != self.d_model:
-            raise ValueError(
+            raise InputError(
                 f"vector was built on a model of width d_model={self.d_model} "
                 f"({self.model_name!r}); {model.cfg.name or 'this model'} has d_model={model.cfg.d_model}"
             )
         if not allow_other_model and self.model_name != model.cfg.name:
-            raise ValueError(
+            raise InputError(
                 f"vector was built on model {self.model_name!r}, not {model.cfg.name!r}; pass "
                 "allow_other_model=True to apply it anyway"
             )
@@ -277,7 +278,7 @@ class SteeringVector:
         shape = model.hook_names().set_index("name").loc[self.site, "shape"]
         trailing = shape.strip("[]").split(", ")[2:]
         if [str(s) for s in self.vector.shape] != trailing:
-            raise ValueError(
+            raise InputError(
                 f"vector of shape {tuple(self.vector.shape)} does not fit site {self.site}, whose "
                 f"activation is {shape}: a vector of another model or width?"
             )
@@ -358,12 +359,12 @@ class SteeringVector:
             meta = json.loads(meta_path.read_text())
             tensors = load_file(str(tensor_path))
         except (json.JSONDecodeError, SafetensorError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read the vector at {stem}: {e}") from None
+            raise InputError(f"cannot read the vector at {stem}: {e}") from None
         if meta.get("format") != "interp.steering_vector" or "vector" not in tensors:
-            raise ValueError(f"{meta_path} is not a steering vector file")
+            raise InputError(f"{meta_path} is not a steering vector file")
         vec = tensors["vector"]
         if list(vec.shape) != meta["shape"]:
-            raise ValueError(f"{tensor_path} holds shape {list(vec.shape)} but {meta_path} says {meta['shape']}")
+            raise InputError(f"{tensor_path} holds shape {list(vec.shape)} but {meta_path} says {meta['shape']}")
         out = cls(
             vec,
             meta["site"],
@@ -388,7 +389,7 @@ def principal_direction(diffs: torch.Tensor) -> torch.Tensor:
     """First right-singular vector of ``diffs`` [n, d] (uncentred), signed to agree with the
     mean difference, scaled to the mean projection of the rows on it; ``[d]``."""
     if diffs.shape[0] < 2:
-        raise ValueError("the principal direction needs at least 2 pairs")
+        raise InputError("the principal direction needs at least 2 pairs")
     _, _, vh = torch.linalg.svd(diffs.double(), full_matrices=False)
     u = vh[0]
     proj = diffs.double() @ u
@@ -407,6 +408,6 @@ def ablate_direction(
     model.check_site(site)
     direction = torch.as_tensor(direction).detach().float()
     if not torch.isfinite(direction).all() or direction.norm() == 0:
-        raise ValueError("the direction to ablate must be finite and non-zero")
+        raise InputError("the direction to ablate must be finite and non-zero")
     with I.apply(model, [I.project_out(site, direction, positions=positions(start_pos, end_pos))]):
         yield model

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import InputError
 from interp.tokens import TokenBatch
 
 Prompts = torch.Tensor | TokenBatch | Sequence[str] | Sequence[Sequence[int]]
@@ -31,7 +32,7 @@ class ContrastPairs:
         """Both sides as validated token batches for ``model`` (one row per prompt)."""
         pos, neg = model.tokenize(_as_batchable(self.positive)), model.tokenize(_as_batchable(self.negative))
         if len(pos) != len(neg):
-            raise ValueError(
+            raise InputError(
                 f"{len(pos)} positive but {len(neg)} negative prompts: contrast pairs need one negative per positive"
             )
         check_answer_pos(self.answer_pos, pos, neg)
@@ -48,10 +49,10 @@ def _as_batchable(prompts: Prompts):
         return prompts
     items = list(prompts)
     if not items:
-        raise ValueError("no prompts given")
+        raise InputError("no prompts given")
     for p in items:
         if isinstance(p, str) and not p.strip():
-            raise ValueError("a prompt is empty: every pair needs text on both sides")
+            raise InputError("a prompt is empty: every pair needs text on both sides")
     return items
 
 
@@ -60,8 +61,8 @@ def check_answer_pos(answer_pos: AnswerPos, *batches: TokenBatch) -> None:
     if answer_pos == "mean":
         return
     if isinstance(answer_pos, bool) or not isinstance(answer_pos, int):
-        raise TypeError(f"answer_pos must be an int or 'mean', got {answer_pos!r}")
+        raise InputError(f"answer_pos must be an int or 'mean', got {answer_pos!r}")
     for batch in batches:
         shortest = int(batch.lengths.min())
         if not -shortest <= answer_pos < shortest:
-            raise ValueError(f"answer_pos {answer_pos} is outside the shortest prompt ({shortest} tokens)")
+            raise InputError(f"answer_pos {answer_pos} is outside the shortest prompt ({shortest} tokens)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp import metrics as M
+from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import Tokens
 from interp.tasks.synthetic import BOS
@@ -39,7 +40,7 @@ class FunctionPrompts:
         if self.answers is not None:
             return M.prob(self.answers, pos)
         if self.targets is None:
-            raise ValueError("these prompts have neither answers nor targets: give one to build a metric")
+            raise InputError("these prompts have neither answers nor targets: give one to build a metric")
         return M.set_prob(self.targets, pos)
 
 
@@ -62,7 +63,7 @@ def fixed_mapping_prompts(
     """
     half = d_vocab // 2
     if not 2 <= n_demos <= n_keys <= min(half - 2, d_vocab - half):
-        raise ValueError(f"need 2 <= n_demos ({n_demos}) <= n_keys ({n_keys}) <= {min(half - 2, d_vocab - half)}")
+        raise InputError(f"need 2 <= n_demos ({n_demos}) <= n_keys ({n_keys}) <= {min(half - 2, d_vocab - half)}")
     g = torch.Generator().manual_seed(int(mapping_seed))
     keys = torch.randperm(half - 2, generator=g)[:n_keys] + 2
     values = torch.randperm(d_vocab - half, generator=g)[:n_keys] + half

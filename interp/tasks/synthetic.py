@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from interp.errors import InputError
 from interp.metrics import IGNORE
 from interp.tasks.contrast import ContrastPairs
 from interp.tokens import TokenBatch
@@ -71,7 +72,7 @@ def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     mask = labels != IGNORE
     if not mask.any():
-        raise ValueError("no labelled positions to score")
+        raise InputError("no labelled positions to score")
     return (logits.argmax(-1)[mask] == labels[mask]).float().mean().item()
 
 
@@ -88,7 +89,7 @@ def _rng(seed: int) -> torch.Generator:
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value is None or int(value) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 # --- induction: repeated random tokens ------------------------------------------------
@@ -116,7 +117,7 @@ def repeated_tokens(
     g = _rng(seed)
     if period is not None:
         if not 1 <= period <= n_ctx - 2:
-            raise ValueError(f"period must be in [1, n_ctx-2={n_ctx - 2}] so that a repeat fits, got {period}")
+            raise InputError(f"period must be in [1, n_ctx-2={n_ctx - 2}] so that a repeat fits, got {period}")
         periods = torch.full((n,), period)
     else:
         periods = torch.randint(min_period, max_period + 1, (n,), generator=g)
@@ -158,9 +159,9 @@ def associative_recall(
     n_queries = n_pairs if n_queries is None else n_queries
     half = d_vocab // 2
     if n_pairs > half - 2:
-        raise ValueError(f"n_pairs={n_pairs} needs at least {n_pairs} distinct keys in [2, {half})")
+        raise InputError(f"n_pairs={n_pairs} needs at least {n_pairs} distinct keys in [2, {half})")
     if n_queries < 1:
-        raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        raise InputError(f"n_queries must be >= 1, got {n_queries}")
     g = _rng(seed)
     keys = torch.stack([torch.randperm(half - 2, generator=g)[:n_pairs] + 2 for _ in range(n)])
     values = torch.randint(half, d_vocab, (n, n_pairs), generator=g)
@@ -200,9 +201,9 @@ def needle_retrieval(
     """
     _check_positive(n=n, n_ctx=n_ctx, needle_len=needle_len, d_vocab=d_vocab)
     if n_ctx < needle_len + 4:
-        raise ValueError(f"n_ctx={n_ctx} is too short for a needle of {needle_len} tokens")
+        raise InputError(f"n_ctx={n_ctx} is too short for a needle of {needle_len} tokens")
     if not 0 <= key < d_vocab:
-        raise ValueError(f"key token {key} is outside the vocabulary [0, {d_vocab})")
+        raise InputError(f"key token {key} is outside the vocabulary [0, {d_vocab})")
     g = _rng(seed)
     pool = torch.tensor([t for t in range(1, d_vocab) if t != key])
     tokens = pool[torch.randint(len(pool), (n, n_ctx), generator=g)]
@@ -234,7 +235,7 @@ def flip_flop(n: int, *, length: int = 64, p_ignore: float = 0.8, seed: int = 0)
     """
     _check_positive(n=n, length=length)
     if not 0.0 <= p_ignore < 1.0:
-        raise ValueError(f"p_ignore must be in [0, 1), got {p_ignore}")
+        raise InputError(f"p_ignore must be in [0, 1), got {p_ignore}")
     g = _rng(seed)
     u = torch.rand(n, length, generator=g)
     choice = torch.randint(0, 3, (n, length), generator=g)  # 0 W0, 1 W1, 2 READ
@@ -269,7 +270,7 @@ def mode_sequences(n: int, *, d_vocab: int = 64, n_ctx: int = 32, mode: int | No
     """
     _check_positive(n=n, d_vocab=d_vocab, n_ctx=n_ctx)
     if mode not in (None, 0, 1):
-        raise ValueError(f"mode must be 0, 1 or None, got {mode!r}")
+        raise InputError(f"mode must be 0, 1 or None, got {mode!r}")
     g = _rng(seed)
     modes = torch.randint(0, 2, (n,), generator=g) if mode is None else torch.full((n,), mode)
     a, b = mode_halves(d_vocab)

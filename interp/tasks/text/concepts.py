@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from interp import metrics as M
+from interp.errors import InputError
 from interp.tasks.functions import FunctionPrompts
 from interp.tasks.text.words import _text_model, check_single_tokens, data, single_tokens
 
@@ -34,16 +35,16 @@ def function_task(model, name: str, *, held_out: float = 0.3, seed: int = 0) -> 
     ``model`` (with a leading space), shuffled and split into train / held-out."""
     _text_model(model, "function tasks")
     if name not in FUNCTION_TASKS:
-        raise ValueError(f"unknown function task {name!r}; choose one of {FUNCTION_TASKS}")
+        raise InputError(f"unknown function task {name!r}; choose one of {FUNCTION_TASKS}")
     if not 0 < held_out < 1:
-        raise ValueError(f"held_out must be a fraction in (0, 1), got {held_out}")
+        raise InputError(f"held_out must be a fraction in (0, 1), got {held_out}")
     seen, pairs = set(), []
     for x, y in data("function_tasks")[name]:
         if x not in seen and len(single_tokens(model, [x, y])) == 2:
             seen.add(x)
             pairs.append((x, y))
     if len(pairs) < 8:
-        raise ValueError(f"only {len(pairs)} pairs of {name!r} are single tokens for this tokenizer; need 8")
+        raise InputError(f"only {len(pairs)} pairs of {name!r} are single tokens for this tokenizer; need 8")
     random.Random(seed).shuffle(pairs)
     k = max(2, round(held_out * len(pairs)))
     return FunctionTask(name, pairs[k:], pairs[:k])
@@ -56,9 +57,9 @@ def function_prompts(model, task: FunctionTask, n: int, *, shots: int = 5, split
     ``zero_shot`` = ``" xq →"`` alone; ``answers`` = the query's output token.  Queries come
     from ``split`` ("train" or "test", the held-out pairs); rows differ in length."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     if not isinstance(shots, int) or shots < 1:
-        raise ValueError(f"shots must be a positive int, got {shots!r}")
+        raise InputError(f"shots must be a positive int, got {shots!r}")
     queries = task.train if split == "train" else task.test
     rng = random.Random(seed)
     clean, corrupt, zero, answers, asked = [], [], [], [], []
@@ -105,12 +106,12 @@ def sentiment(model, split: str = "train") -> SteeringTask:
 
     _text_model(model, "sentiment steering")
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     d = data("sentiment")
     pos = check_single_tokens(model, single_tokens(model, d["positive_words"]), "positive words")
     neg = check_single_tokens(model, single_tokens(model, d["negative_words"]), "negative words")
     if not pos or not neg:
-        raise ValueError("no single-token sentiment words for this tokenizer")
+        raise InputError("no single-token sentiment words for this tokenizer")
     pairs = ContrastPairs([p for p, _ in d[split]], [n for _, n in d[split]])
     return SteeringTask(
         pairs, list(d["eval_prompts"]), M.set_logodds(pos, neg, pos=-1), list(d["neutral"]), d["instruction"], pos, neg

@@ -9,6 +9,7 @@ import random
 import torch
 
 from interp import metrics as M
+from interp.errors import InputError
 from interp.tasks.synthetic import TaskBatch
 from interp.tasks.text.words import _text_model, data
 
@@ -38,7 +39,7 @@ def _haystack(
     answer_ids = model.encode(answer, prepend_bos=False)
     needle_ids = model.encode(" " + needle, prepend_bos=False)
     if _find(needle_ids, answer_ids) < 0:
-        raise ValueError(
+        raise InputError(
             f"the answer {answer!r} tokenizes differently inside the needle than alone: alone "
             f"{model.to_str_tokens(torch.tensor(answer_ids))}, in the needle "
             f"{model.to_str_tokens(torch.tensor(needle_ids))}"
@@ -56,7 +57,7 @@ def _haystack(
         if hi > 1 << 16:
             break
     if len(model.encode(build(0))) > context_length:
-        raise ValueError(
+        raise InputError(
             f"context_length {context_length} is shorter than the needle and question alone "
             f"({len(model.encode(build(0)))} tokens)"
         )
@@ -69,7 +70,7 @@ def _haystack(
     end = len(row) - len(q_ids)
     first = _find(row[:end], answer_ids)
     if first < 0:
-        raise ValueError(
+        raise InputError(
             f"the answer {answer!r} does not tokenize to the same ids inside the prompt as alone: "
             f"alone {model.to_str_tokens(torch.tensor(answer_ids))}; look at the needle in the prompt: "
             f"{model.decode(row[max(0, end - 60) : end])!r}"
@@ -82,14 +83,14 @@ def _depths(depth, n: int, rng: random.Random) -> list[float]:
         return [rng.random() for _ in range(n)]
     values = [float(depth)] * n if isinstance(depth, (int, float)) else [float(d) for d in depth]
     if len(values) != n or any(not 0 <= d <= 1 for d in values):
-        raise ValueError(f"depth must be a number in [0, 1], or {n} of them; got {depth!r}")
+        raise InputError(f"depth must be a number in [0, 1], or {n} of them; got {depth!r}")
     return values
 
 
 def _task(model, rows, spans, answers, info) -> TaskBatch:
     batch = model.tokenize(rows)
     if int(batch.lengths.max()) > model.cfg.n_ctx:
-        raise ValueError(
+        raise InputError(
             f"prompts of {int(batch.lengths.max())} tokens are longer than the model's context n_ctx={model.cfg.n_ctx}"
         )
     labels = torch.full_like(batch.tokens, M.IGNORE)
@@ -113,7 +114,7 @@ def passkey(
     prompt's last position.  Prompts have at most ``context_length`` tokens."""
     _text_model(model, "passkey retrieval")
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InputError(f"n must be a positive int, got {n!r}")
     d = data("retrieval")
     rng = random.Random(seed)
     rows, spans, answers, keys = [], [], [], []
@@ -146,7 +147,7 @@ def needle_haystack(
     ``answer``, ``needle``, ``depth``)."""
     _text_model(model, "needle in a haystack")
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InputError(f"n must be a positive int, got {n!r}")
     d = data("retrieval")
     rng = random.Random(seed)
     rows, spans, answers, needles = [], [], [], []

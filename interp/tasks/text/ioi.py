@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp import metrics as M
+from interp.errors import InputError
 from interp.tasks.text.words import _text_model, check_single_tokens, data, single_tokens
 from interp.tokens import TokenBatch
 
@@ -57,22 +58,22 @@ def ioi(
     of ``data("ioi")["templates"]``; default all) with single-token names, places and objects."""
     _text_model(model, "IOI")
     if corruption not in CORRUPTIONS:
-        raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
+        raise InputError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise InputError(f"n must be a positive int, got {n!r}")
     d = data("ioi")
     pool = names if names is not None else single_tokens(model, d["names"])
     ids = dict(zip(pool, check_single_tokens(model, pool, "IOI names")))
     if len(pool) < 3:
-        raise ValueError(f"IOI needs at least 3 single-token names, got {len(pool)}")
+        raise InputError(f"IOI needs at least 3 single-token names, got {len(pool)}")
     places, objects = single_tokens(model, d["places"]), single_tokens(model, d["objects"])
     if not places or not objects:
-        raise ValueError("no single-token places / objects for this tokenizer")
+        raise InputError("no single-token places / objects for this tokenizer")
     all_t = d["templates"]
     chosen = list(range(len(all_t))) if templates is None else list(templates)
     bad = [t for t in chosen if not 0 <= t < len(all_t)]
     if bad or not chosen:
-        raise ValueError(f"templates must be indices into the {len(all_t)} shipped templates, got {templates}")
+        raise InputError(f"templates must be indices into the {len(all_t)} shipped templates, got {templates}")
     rng = random.Random(seed)
     clean_rows, corrupt_rows, texts, corrupt_texts, used = [], [], [], [], []
     answer, wrong = [], []
@@ -86,11 +87,11 @@ def ioi(
         bad_text = _fill(all_t[t], IO=io, S=s, S2=second, **fill)
         row, bad_row = model.encode(text), model.encode(bad_text)
         if len(row) != len(bad_row):
-            raise ValueError(f"IOI prompt and its corruption tokenize to different lengths: {text!r} vs {bad_text!r}")
+            raise InputError(f"IOI prompt and its corruption tokenize to different lengths: {text!r} vs {bad_text!r}")
         where = [k for k, tok in enumerate(row) if tok == ids[s]]
         io_at = [k for k, tok in enumerate(row) if tok == ids[io]]
         if len(where) != 2 or len(io_at) != 1:
-            raise ValueError(f"could not find the names in the tokens of {text!r}")
+            raise InputError(f"could not find the names in the tokens of {text!r}")
         clean_rows.append(row)
         corrupt_rows.append(bad_row)
         texts.append(text)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from interp.errors import InputError
+
 DATA = Path(__file__).parent.parent / "data"
 
 
@@ -23,7 +25,7 @@ def data(name: str) -> dict:
 
 def _text_model(model, task: str) -> None:
     if model.tokenizer is None or model.word_level:
-        raise ValueError(
+        raise InputError(
             f"{task} is a natural-language task: it needs a model with a text tokenizer (a real or "
             f"Hugging Face model), not {model.cfg.name or 'this model'}'s named tokens"
         )
@@ -44,7 +46,7 @@ def check_single_tokens(model, words, what: str, *, space: bool = True) -> list[
         else:
             bad.append(f"{w!r} -> {model.to_str_tokens(torch.tensor(t))}")
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{what} must be single tokens for {model.cfg.name or 'this tokenizer'}; these are not: "
             + "; ".join(bad[:10])
         )
@@ -62,10 +64,10 @@ def generated_text(
 
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     if bos is None and (model.tokenizer is None or model.word_level):
-        raise ValueError(f"{model.cfg.name or 'this model'} has neither a BOS token nor a text tokenizer to start from")
+        raise InputError(f"{model.cfg.name or 'this model'} has neither a BOS token nor a text tokenizer to start from")
     start = [bos] if bos is not None else model.encode("\n", prepend_bos=False)
     if length > model.cfg.n_ctx:
-        raise ValueError(f"length {length} exceeds n_ctx={model.cfg.n_ctx}")
+        raise InputError(f"length {length} exceeds n_ctx={model.cfg.n_ctx}")
     prompts = torch.tensor([start] * n)
     new = sample(model, prompts, length - len(start), temperature=temperature, top_k=top_k, seed=seed)
     return torch.cat([prompts, new], dim=1)
