@@ -585,6 +585,145 @@ def lens_command(
         typer.echo(f"wrote {len(frame)} rows to {out}")
 
 
+# --- sparse dictionaries: interp sae train | eval | features ---------------------------------
+
+sae_app = typer.Typer(
+    help="Sparse autoencoders and transcoders: train, evaluate, read features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+app.add_typer(sae_app, name="sae")
+sae_command = functools.partial(sae_app.command, cls=PlainCommand)
+
+
+def _sae_site(m, site: str, layer: int | None) -> str:
+    """A hook name, or a site kind (resid_post, mlp_in, ...) with --layer."""
+    if m.has_site(site):
+        return site
+    from interp import sites as S
+
+    if site in S.KINDS or site in S.ALIASES:
+        return m.site(site, layer)
+    return m.check_site(site)  # raises with close matches
+
+
+def _dictionary_opt():
+    return typer.Option(
+        None,
+        "--dictionary",
+        metavar="PATH",
+        help="A saved dictionary (.safetensors stem) or a SAELens folder (cfg.json + sae_weights.safetensors); "
+        "default: the newest one saved for the model.",
+    )
+
+
+@sae_command("train")
+@friendly
+def sae_train_command(
+    model: str = model_arg(),
+    site: str = typer.Option("resid_post", "--site", metavar="SITE", help="Hook name or site kind (with --layer)."),
+    layer: int = typer.Option(None, "--layer", metavar="L", help="Layer of a site kind."),
+    out_site: str = typer.Option(
+        None, "--out-site", metavar="SITE", help="Train a transcoder predicting this site (e.g. mlp_out) from --site."
+    ),
+    kind: str = typer.Option("topk", "--kind", metavar="KIND", help="topk, batchtopk, jumprelu or relu."),
+    width: int = typer.Option(None, "--width", metavar="N", help="Latents (default 8 x the site's width)."),
+    k: int = typer.Option(32, "--k", metavar="K", help="Active latents per token (topk, batchtopk)."),
+    tokens: int = typer.Option(400_000, "--tokens", metavar="N", help="Training tokens harvested."),
+    epochs: float = typer.Option(2.0, "--epochs", metavar="E", help="Passes over them."),
+    seed: int = typer.Option(0, "--seed", metavar="S"),
+    saelens_out: Path = typer.Option(None, "--saelens", metavar="DIR", help="Also write it in the SAELens format."),
+    evaluate_it: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate on held-out text afterwards."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Harvest a site's activations on real text and train a sparse dictionary on them (cached:
+    the same settings again load it)."""
+    from interp import sae
+    from interp.sae import saelens
+
+    check_positive(tokens, "--tokens")
+    m = load_model(model, allow_unsafe_pickle)
+    name = _sae_site(m, site, layer)
+    out = _sae_site(m, out_site, layer) if out_site else None
+    d = sae.train(m, name, kind=kind, width=width, k=k, out_site=out, n_tokens=tokens, epochs=epochs, seed=seed)
+    c = d.card
+    typer.echo(f"{d!r}")
+    if c.get("train_seconds") is not None:
+        typer.echo(
+            f"trained on {c['train_tokens']} tokens in {c['train_seconds']:.0f} s "
+            f"({c['train_tokens_per_second']:.0f} tokens/s); harvest {c.get('harvest_tokens_per_second')} tokens/s"
+        )
+    if saelens_out is not None:
+        typer.echo(f"SAELens format: {saelens.save(d, saelens_out)}")
+    if evaluate_it:
+        from interp.sae.evaluate import evaluate
+
+        typer.echo(evaluate(m, d).round(4).to_string(index=False))
+
+
+@sae_command("eval")
+@friendly
+def sae_eval_command(
+    model: str = model_arg(),
+    dictionary: str = _dictionary_opt(),
+    tokens: int = typer.Option(16384, "--tokens", metavar="N", help="Held-out tokens."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """L0, FVU, CE loss recovered, KL, dead / dense latents on held-out text, beside PCA."""
+    from interp import sae
+    from interp.sae.evaluate import evaluate
+
+    check_positive(tokens, "--tokens")
+    m = load_model(model, allow_unsafe_pickle)
+    d = sae.load(m, dictionary)
+    typer.echo(f"{d!r}")
+    typer.echo(evaluate(m, d, n_tokens=tokens).round(4).to_string(index=False))
+
+
+@sae_command("features")
+@friendly
+def sae_features_command(
+    model: str = model_arg(),
+    dictionary: str = _dictionary_opt(),
+    latent: int = typer.Option(None, "--latent", metavar="I", help="Show this latent."),
+    search: str = typer.Option(None, "--search", metavar="WORD", help="Latents firing on this token."),
+    top: int = typer.Option(10, "--top", metavar="N", help="Contexts / tokens / latents shown."),
+    tokens: int = typer.Option(16384, "--tokens", metavar="N", help="Held-out tokens scanned."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """A latent's top-activating contexts (the token in [brackets]), density and promoted /
+    suppressed tokens; or the latents whose strongest activations fall on a word."""
+    from interp import sae
+    from interp.sae import features as Fe
+
+    check_positive(top, "--top")
+    check_positive(tokens, "--tokens")
+    if (latent is None) == (search is None):
+        raise InputError("give --latent I or --search WORD")
+    m = load_model(model, allow_unsafe_pickle)
+    d = sae.load(m, dictionary)
+    s = Fe.scan(m, d, n_tokens=tokens)
+    dens = Fe.density(s)
+    if search is not None:
+        typer.echo(Fe.search(m, s, search, n=top).round(5).to_string(index=False))
+        return
+    latent = d.check_latent(latent)
+    row = dens.loc[latent]
+    typer.echo(
+        f"latent {latent} of {d!r}: density {row['density']:.5f}, mean {row['mean_activation']:.3f}, "
+        f"max {row['max_activation']:.3f}"
+    )
+    for _, r in Fe.top_contexts(m, s, latent, n=top).iterrows():
+        typer.echo(f"{r['activation']:8.3f}  {r['left']!r} [{r['token']!r}] {r['right']!r}")
+    eff = Fe.logit_effects(m, d, [latent], k=top)
+    for effect in ("promoted", "suppressed"):
+        part = eff[eff["effect"] == effect]
+        typer.echo(f"{effect}: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in zip(part["token"], part["value"])))
+
+
 def main() -> None:
     if len(sys.argv) == 1:  # bare `interp`: the help, and success
         sys.argv.append("--help")

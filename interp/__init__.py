@@ -32,6 +32,7 @@ _SUBMODULES = (
     "plots",
     "recurrent",
     "retrieval",
+    "sae",
     "sites",
     "steering",
     "tasks",

@@ -191,6 +191,7 @@ REAL_PAGES = {
     "circuit": "Circuit",
     "steering": "Steering",
     "lens": "Lens",
+    "features": "Features",
 }
 
 

@@ -344,3 +344,21 @@ def test_steering_with_a_latent_moves_its_promoted_tokens_up(smollm2, smollm2_di
         with La.steering_vector(d, latent, m).apply(m, coef=2 * float(dens.loc[latent, "max_activation"])):
             steered = m(prompts)[rows, last].log_softmax(-1)[:, promoted].mean()
         assert steered > base + 0.5, (latent, float(base), float(steered))
+
+
+def test_features_page_trains_a_preview_and_shows_a_latent(tmp_path, monkeypatch):
+    """The app's Features page on a zoo model with an empty cache: it trains the quick preview
+    dictionary, draws the density, the contexts table and the logit bars, and its contexts are
+    the library's."""
+    from tests.test_app import figures, make_app, ok
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    at = make_app("features", "induction-2l")
+    ok(at)
+    figs = figures(at)
+    assert len(figs) >= 3
+    assert any(tr.type == "table" for f in figs for tr in f.data)
+    latent = int(at.number_input(key="features_latent").value)
+    at.number_input(key="features_latent").set_value((latent + 1) % 128).run()
+    ok(at)
+    assert at.title[0].value == "Features"

@@ -9,16 +9,19 @@ histograms, promoted tokens, density) and use their latents in the core's interv
 """
 
 from interp.sae.dictionary import KINDS, DictConfig, Dictionary
+from interp.sae.evaluate import evaluate
 from interp.sae.store import ActivationStore, harvest, read_sites, write_store
-from interp.sae.train import fit, saved, train
+from interp.sae.train import fit, load, saved, train
 
 __all__ = [
     "KINDS",
     "ActivationStore",
     "DictConfig",
     "Dictionary",
+    "evaluate",
     "fit",
     "harvest",
+    "load",
     "read_sites",
     "saved",
     "train",

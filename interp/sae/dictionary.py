@@ -98,6 +98,16 @@ class DictConfig:
         return self.out_site if self.transcoder else self.site  # type: ignore[return-value]
 
 
+def files(stem: str | Path) -> tuple[Path, Path]:
+    """``(stem.safetensors, stem.json)`` of a dictionary's stem (given with or without either
+    suffix; other dots in the name are kept)."""
+    stem = Path(stem).expanduser()
+    name = stem.name
+    for suffix in (".safetensors", ".json"):
+        name = name.removesuffix(suffix)
+    return stem.parent / f"{name}.safetensors", stem.parent / f"{name}.json"
+
+
 def power_of_two_scale(mean_norm: float, d_in: int) -> float:
     """The power of two closest (in log) to ``sqrt(d_in) / mean_norm``: the input
     normalisation factor, exact to fold into weights."""
@@ -235,13 +245,10 @@ class Dictionary(nn.Module):
 
         from interp.checkpoint import _atomic_write
 
-        stem = Path(stem)
-        if stem.suffix in (".safetensors", ".json"):
-            stem = stem.with_suffix("")
+        weights, card_path = files(stem)
         card = {"format": FORMAT, "version": VERSION, "config": asdict(self.cfg), "card": self.card}
-        weights = stem.with_suffix(".safetensors")
         _atomic_write(weights, lambda tmp: save_file(self.tensors(), tmp))
-        _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+        _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
         return weights
 
     @classmethod
@@ -250,10 +257,7 @@ class Dictionary(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        stem = Path(stem)
-        if stem.suffix in (".safetensors", ".json"):
-            stem = stem.with_suffix("")
-        tensors_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        tensors_path, card_path = files(stem)
         for p in (tensors_path, card_path):
             if not p.is_file():
                 raise FileNotFoundError(f"no dictionary at {p} (train one: interp.sae.train)")
@@ -261,7 +265,7 @@ class Dictionary(nn.Module):
             meta = json.loads(card_path.read_text())
             t = load_file(str(tensors_path))
         except (json.JSONDecodeError, SafetensorError, OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read the dictionary at {stem}: {str(e).splitlines()[0]}") from None
+            raise InputError(f"cannot read the dictionary at {tensors_path}: {str(e).splitlines()[0]}") from None
         if meta.get("format") != FORMAT or "config" not in meta:
             raise InputError(f"{card_path} is not an interp dictionary card")
         d = cls.from_tensors(DictConfig(**meta["config"]), t, meta.get("card", {}))

@@ -150,9 +150,14 @@ def load(folder: str | Path, model=None) -> Dictionary:
             t = {**t, "threshold": t["log_threshold"].exp()}
         else:
             raise InputError(f"{folder / WEIGHTS} is a JumpReLU dictionary without a threshold")
-    d = Dictionary.from_tensors(
-        cfg, {k: v.to(torch.float32) for k, v in t.items()}, {"source": f"SAELens folder {folder}"}
-    )
+    card: dict = {"source": f"SAELens folder {folder}"}
+    if raw.get("rescale_acts_by_decoder_norm"):
+        # SAELens TopK selecting on pre * ||W_dec[i]|| and decoding f / ||W_dec[i]||: fold the norms
+        # into the encoder so the decoder rows are unit norm (equal up to rounding)
+        norms = t["W_dec"].float().norm(dim=1).clamp(min=1e-8)
+        t = {**t, "W_enc": t["W_enc"] * norms, "b_enc": t["b_enc"] * norms, "W_dec": t["W_dec"] / norms[:, None]}
+        card["folded"] = "decoder norms folded into the encoder (rescale_acts_by_decoder_norm)"
+    d = Dictionary.from_tensors(cfg, {k: v.to(torch.float32) for k, v in t.items()}, card)
     if model is not None:
         # model names differ across tools (hub ids vs zoo names): the hook and the widths decide
         if not model.has_site(cfg.site):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
-from interp.sae.dictionary import KINDS, DictConfig, Dictionary, power_of_two_scale
+from interp.sae.dictionary import KINDS, DictConfig, Dictionary, files, power_of_two_scale
 from interp.sae.store import ActivationStore, harvest
 
 AUX_COEF = 1 / 32
@@ -343,7 +343,7 @@ def fit(
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "x"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text) or "x"
 
 
 def cache_root(model) -> Path:
@@ -359,13 +359,20 @@ def dictionary_path(
     return cache_root(model) / f"{_safe(what)}-{kind}-w{width}-k{k}-t{n_tokens}-s{seed}"
 
 
+def store_path(model, site: str, out_site: str | None, n_tokens: int, seq_len: int) -> Path:
+    """Where :func:`train` keeps the activation store it harvests."""
+    what = f"{site}--{out_site}" if out_site else site
+    return cache_root(model) / "stores" / f"{_safe(what)}-t{n_tokens}-L{seq_len}"
+
+
 def saved(model) -> list[Path]:
     """The dictionaries saved in the cache for ``model`` (stems, newest first)."""
     root = cache_root(model)
     if not root.is_dir():
         return []
-    stems = [p.with_suffix("") for p in root.glob("*.json") if p.with_suffix(".safetensors").is_file()]
-    return sorted(stems, key=lambda p: p.with_suffix(".json").stat().st_mtime, reverse=True)
+    stems = [p.parent / p.name.removesuffix(".json") for p in root.glob("*.json")]
+    stems = [s for s in stems if files(s)[0].is_file()]
+    return sorted(stems, key=lambda s: files(s)[1].stat().st_mtime, reverse=True)
 
 
 def train(
@@ -404,15 +411,15 @@ def train(
         d_in = int(read_sites(model, probe, [site])[site].shape[-1])
         width = 8 * d_in
     stem = dictionary_path(model, site, kind=kind, width=width, k=k, n_tokens=n_tokens, seed=seed, out_site=out_site)
-    if not retrain and stem.with_suffix(".safetensors").is_file():
+    if not retrain and files(stem)[0].is_file():
         return Dictionary.load(stem, model)
     from interp.sae.text import text_tokens
 
     seq_len = min(int(seq_len), model.cfg.n_ctx)
     tokens = text_tokens(model, n_tokens, seq_len=seq_len, split="train", seed=seed)
-    what = f"{site}--{out_site}" if out_site else site
-    store_path = cache_root(model) / "stores" / f"{_safe(what)}-t{n_tokens}-L{seq_len}"
-    store = harvest(model, site, tokens, store_path, out_site=out_site, progress=progress)
+    store = harvest(
+        model, site, tokens, store_path(model, site, out_site, n_tokens, seq_len), out_site=out_site, progress=progress
+    )
     d = fit(
         store,
         kind=kind,
@@ -433,3 +440,25 @@ def train(
     )
     d.save(stem)
     return d
+
+
+def load(model, path: str | Path | None = None, *, site: str | None = None) -> Dictionary:
+    """A dictionary for ``model``: from ``path`` (our ``.safetensors`` / ``.json`` stem, or a
+    SAELens folder with ``cfg.json``), else the newest one saved in the cache for the model (at
+    ``site``, if given); checked against the model."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            from interp.sae import saelens
+
+            return saelens.load(p, model)
+        return Dictionary.load(p, model)
+    for stem in saved(model):
+        d = Dictionary.load(stem)
+        if site is None or site in (d.cfg.site, d.cfg.target_site):
+            d.check(model)
+            return d
+    where = f" at {site}" if site else ""
+    raise FileNotFoundError(
+        f"no dictionary is saved for {model.cfg.name or 'this model'}{where}: train one (interp sae train) or give a path"
+    )
