@@ -74,6 +74,10 @@ def main() -> None:
         lr_warm_up_steps=max(1, a.steps // 20),
         lr_decay_steps=max(1, a.steps // 5),
         device="cpu",
+        # a latent is dead after a quarter of the run without firing, as in interp.sae.fit (SAELens's
+        # default, 1000 steps, would never revive one in a short run)
+        dead_feature_window=max(1, a.steps // 4),
+        feature_sampling_window=max(1, a.steps // 4),
         n_checkpoints=0,
         save_final_checkpoint=False,
     )

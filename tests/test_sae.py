@@ -310,6 +310,65 @@ def test_plots_take_frames(induction_model, topk):
         assert fig.data
 
 
+def test_single_token_proxy(induction_model, topk):
+    """Cunningham et al.'s comparison on the single-token proxy: a unit whose top activations all
+    fall on one token scores 1, one spread over distinct tokens 1/top; every family is scored."""
+    from interp.sae import proxy
+
+    tok = torch.tensor([[5, 5], [5, 6], [5, 7], [5, 8]])  # 2 units, top 4: unit 0 always token 5
+    frame = proxy._scores("x", tok, torch.ones(4, 2), alive=torch.ones(2, dtype=torch.bool))
+    assert frame["score"].tolist() == [1.0, 0.25] and frame["token_id"].tolist()[0] == 5
+    m = induction_model
+    scores = proxy.single_token_scores(m, topk, random_tokens(m, 16, 32, seed=4), top=10)
+    assert set(scores["family"]) == {"features", "neurons", "pca"}
+    assert (scores["score"] >= 0.1).all() and (scores["score"] <= 1).all()
+    assert (scores["family"] == "neurons").sum() == 64 and (scores["family"] == "features").sum() <= 256
+    table = proxy.summary(scores)
+    assert set(table.columns) >= {"family", "units", "mean", "median", "share_at_least_half"}
+
+
+def test_cli_train_features_eval(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    run = lambda *args: CliRunner().invoke(app, list(args))
+    out = run(
+        "sae",
+        "train",
+        "induction-2l",
+        "--layer",
+        "0",
+        "--tokens",
+        "2048",
+        "--width",
+        "64",
+        "--k",
+        "4",
+        "--epochs",
+        "4",
+        "--no-eval",
+        "--saelens",
+        str(tmp_path / "sl"),
+    )
+    assert out.exit_code == 0, out.output
+    assert "Dictionary(topk, width=64, k=4" in out.output and (tmp_path / "sl" / "cfg.json").is_file()
+    out = run("sae", "features", "induction-2l", "--latent", "0", "--tokens", "512", "--top", "3")
+    assert out.exit_code == 0 and "latent 0 of Dictionary" in out.output and "promoted:" in out.output, out.output
+    out = run("sae", "eval", "induction-2l", "--dictionary", str(tmp_path / "sl"), "--tokens", "512")
+    assert out.exit_code == 0 and "ce_recovered" in out.output, out.output
+    for args, message in (
+        (("sae", "features", "induction-2l", "--latent", "64"), "latent 64 is out of range"),
+        (("sae", "features", "induction-2l"), "give --latent I or --search WORD"),
+        (("sae", "train", "induction-2l", "--site", "blocks.0.hook_nope"), "unknown hook site"),
+        (("sae", "train", "induction-2l", "--layer", "0", "--kind", "gated", "--tokens", "256"), "kind must be"),
+        (("sae", "eval", "induction-2l", "--dictionary", str(tmp_path / "none")), "no dictionary at"),
+    ):
+        out = run(*args)
+        assert out.exit_code == 2 and message in out.output and out.output.count("\n") == 1, (args, out.output)
+
+
 # --- the real model (marker slow: minutes on 2 cores) ------------------------------------------
 
 

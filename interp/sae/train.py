@@ -401,6 +401,14 @@ def train(
     model.check_site(site)
     if out_site is not None:
         model.check_site(out_site)
+    if kind not in KINDS:  # checked before any harvest
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 1 << 20):
+        raise InputError(f"width must be an int in 1..{1 << 20}, got {width!r}")
+    if kind in ("topk", "batchtopk") and (
+        isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= (width or 1 << 20)
+    ):
+        raise InputError(f"k must be an int in 1..width ({width}), got {k!r}")
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise InputError(f"n_tokens must be a positive int, got {n_tokens!r}")
     d_in = None
