@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -293,12 +293,3 @@ class Dictionary(nn.Module):
     def with_config(self, **changes) -> Dictionary:
         """A copy with config fields changed (weights shared by value)."""
         return Dictionary.from_tensors(replace(self.cfg, **changes), self.tensors(), self.card)
-
-
-@dataclass
-class Sparse:
-    """A batch's active latents as (values, indices) ``[n, k]`` (TopK during training)."""
-
-    values: torch.Tensor
-    indices: torch.Tensor
-    extra: dict = field(default_factory=dict)
