@@ -387,37 +387,30 @@ def test_smollm2_dictionary_beats_pca_and_recovers_the_loss(smollm2, smollm2_dic
 
 
 @pytest.mark.slow
-def test_steering_with_a_latent_moves_its_promoted_tokens_up(smollm2, smollm2_dictionary):
-    m, d = smollm2, smollm2_dictionary
+def test_steering_with_a_latent_moves_its_promoted_tokens_up(smollm2):
+    """At a late layer (27 of 30, where a direction's logit effect is mostly direct), adding a
+    latent's decoder direction (twice its largest activation) raises the log-probability of the
+    tokens it promotes through the unembedding, each latent by more than 0.5 nats, and on
+    average by 0.5 nats more than an equal-norm random direction does.  (At layer 15 the direct
+    logit effect predicts steering poorly: the 15 later layers rewrite it.)"""
+    m = smollm2
+    d = sae.train(m, m.site("resid_post", 27), kind="topk", width=2304, k=32, n_tokens=40_000, epochs=4.0)
     prompts = m.tokenize(["The weather today is", "My favourite thing about the city is", "He opened the door and"])
-    s = Fe.scan(m, d, n_tokens=4096)
-    dens = Fe.density(s)
+    dens = Fe.density(Fe.scan(m, d, n_tokens=4096))
     alive = dens[(dens.density > 0.001) & (dens.density < 0.05)]["latent"].tolist()[:8]
-    assert alive
-    last = prompts.lengths - 1
-    rows = torch.arange(len(prompts))
-    for latent in alive:
-        promoted = Fe.logit_effects(m, d, [latent], k=10).query("effect == 'promoted'")["token_id"].tolist()
-        base = m(prompts)[rows, last].log_softmax(-1)[:, promoted].mean()
-        # twice its largest activation seen (normalised units; the direction is in site units)
-        with La.steering_vector(d, latent, m).apply(m, coef=2 * float(dens.loc[latent, "max_activation"])):
-            steered = m(prompts)[rows, last].log_softmax(-1)[:, promoted].mean()
-        assert steered > base + 0.5, (latent, float(base), float(steered))
-
-
-def test_features_page_trains_a_preview_and_shows_a_latent(tmp_path, monkeypatch):
-    """The app's Features page on a zoo model with an empty cache: it trains the quick preview
-    dictionary, draws the density, the contexts table and the logit bars, and its contexts are
-    the library's."""
-    from tests.test_app import figures, make_app, ok
-
-    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
-    at = make_app("features", "induction-2l")
-    ok(at)
-    figs = figures(at)
-    assert len(figs) >= 3
-    assert any(tr.type == "table" for f in figs for tr in f.data)
-    latent = int(at.number_input(key="features_latent").value)
-    at.number_input(key="features_latent").set_value((latent + 1) % 128).run()
-    ok(at)
-    assert at.title[0].value == "Features"
+    assert len(alive) == 8
+    effects = Fe.logit_effects(m, d, alive, k=10)
+    last, rows = prompts.lengths - 1, torch.arange(len(prompts))
+    ups, randoms = [], []
+    with torch.no_grad():
+        base = m(prompts)[rows, last].log_softmax(-1)
+        for latent in alive:
+            promoted = effects[(effects.latent == latent) & (effects.effect == "promoted")]["token_id"].tolist()
+            vec = La.steering_vector(d, latent, m)
+            coef = 2 * float(dens.loc[latent, "max_activation"])
+            for v, out in ((vec, ups), (vec.random_like(seed=latent), randoms)):
+                with v.apply(m, coef=coef):
+                    lp = m(prompts)[rows, last].log_softmax(-1)
+                out.append(float(lp[:, promoted].mean() - base[:, promoted].mean()))
+    assert min(ups) > 0.5, (alive, ups)
+    assert sum(ups) / 8 > sum(randoms) / 8 + 0.5, (ups, randoms)
