@@ -369,6 +369,24 @@ def test_cli_train_features_eval(tmp_path, monkeypatch):
         assert out.exit_code == 2 and message in out.output and out.output.count("\n") == 1, (args, out.output)
 
 
+def test_features_page_trains_a_preview_and_shows_a_latent(tmp_path, monkeypatch):
+    """The app's Features page on a zoo model with an empty cache: it trains the quick preview
+    dictionary, draws the density, the contexts table and the logit bars, and its contexts are
+    the library's."""
+    from tests.test_app import figures, make_app, ok
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    at = make_app("features", "induction-2l")
+    ok(at)
+    figs = figures(at)
+    assert len(figs) >= 3
+    assert any(tr.type == "table" for f in figs for tr in f.data)
+    latent = int(at.number_input(key="features_latent").value)
+    at.number_input(key="features_latent").set_value((latent + 1) % 128).run()
+    ok(at)
+    assert at.title[0].value == "Features"
+
+
 # --- the real model (marker slow: minutes on 2 cores) ------------------------------------------
 
 

@@ -39,17 +39,20 @@ with state.friendly("dictionary"):
     d = F.dictionary(source, stem)
     dens = F.density(source, stem, n_tokens)
 c = d.card
-cols = st.columns(4)
+st.caption(f"{d!r}")
+cols = st.columns(3)
 cols[0].metric("latents", d.width)
-cols[1].metric("site", d.cfg.target_site)
-cols[2].metric("alive on this text", f"{(dens['density'] > 0).mean():.1%}")
-cols[3].metric("trained on", f"{c.get('train_tokens', '?')} tokens")
+cols[1].metric("alive on this text", f"{(dens['density'] > 0).mean():.1%}")
+cols[2].metric("trained on", f"{c.get('train_tokens', '?')} tokens")
 st.plotly_chart(density_histogram(dens), key="features_density")
 
 left, right = st.columns([1, 2])
 with left:
     word = st.text_input("Search: latents firing on the token", "", key="features_search")
-    default = int(dens.sort_values("max_activation", ascending=False)["latent"].iloc[0])
+    # default: the strongest latent among those neither rare nor dense (outliers fire on position 1 only)
+    typical = dens[(dens["density"] > 0.001) & (dens["density"] < 0.05)]
+    pool = typical if len(typical) else dens
+    default = int(pool.sort_values("mean_activation", ascending=False)["latent"].iloc[0])
     if word.strip():
         with state.friendly("search"):
             found = F.search(source, stem, n_tokens, word)
