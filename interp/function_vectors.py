@@ -148,7 +148,7 @@ def head_indirect_effects(
 
     if engine not in ("auto", "hooks"):
         raise InputError(f"engine must be 'auto' or 'hooks', got {engine!r}")
-    if engine == "auto" and pos == -1 and recompute.supports(model):  # only downstream of each head, at the last token
+    if engine == "auto" and pos == -1 and recompute.engine_for(model, "z") is not None:  # downstream of each head
         values, base = _effects_downstream(model, corrupt_b, z_mean, score, heads, batch_tokens)
     else:
         base = float(
@@ -188,13 +188,15 @@ def _effects_downstream(
     batch_tokens: int,
 ) -> tuple[torch.Tensor, float]:
     """The metric with each head's output at each prompt's last token set to its clean mean,
-    through :class:`interp.recompute.FastEngine` (per length group; batch means combined),
+    through the downstream-only engine (:func:`interp.recompute.engine_for`; per length group; batch means
+    combined),
     and the metric of the unpatched corrupt run."""
     from interp import recompute
     from interp import sites as S
     from interp.cells import Cell, Site
 
-    engine = recompute.FastEngine(model)
+    engine = recompute.engine_for(model, "z")
+    assert engine is not None  # head_indirect_effects chose this path because one applies
     site = Site("z", S.kind("z").template, "head")
     out = torch.zeros(len(heads), dtype=torch.float64)
     base_value = 0.0
@@ -202,7 +204,7 @@ def _effects_downstream(
         rows = corrupt.select(group)
         n = rows.tokens.shape[1]
         with torch.no_grad():
-            base_logits, base = model.run_with_cache(rows.tokens, names=sorted(set(engine.base_names())))
+            base_logits, base = model.run_with_cache(rows.tokens, names=engine.base_names() + model.sites("z"))
         assert base_logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
         source = {}
         for layer in sorted({l for l, _ in heads}):
@@ -215,6 +217,8 @@ def _effects_downstream(
         vals = engine.run(
             site,
             cells,
+            base_tokens=rows.tokens,
+            base_hooks=[],
             base=base,
             base_logits=base_logits,
             source=source,

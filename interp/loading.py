@@ -361,6 +361,8 @@ def _from_hf_model(
     from interp.compat import enable_kv_cache
 
     hf = _place(hf, device, dtype)  # a freshly built HF model is in train mode (dropout on)
+    if not getattr(hf.config, "architectures", None):  # a model built in memory names no class; the bridge needs it
+        hf.config.architectures = [type(hf).__name__]
     arch_name = getattr(hf.config, "_name_or_path", "") or hf.config.model_type
     bridge = TransformerBridge.boot_transformers(
         arch_name,

@@ -251,10 +251,12 @@ class Readout:
     def cap(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., d_vocab]`` from residuals ``x [..., d_model]``, the norm's statistics
-        recomputed from ``x`` (the model's own final norm module)."""
-        return self.cap(self.module(x.to(_dtype(self.module))).float() @ self.W_U + self.b_U)
+    def logits(self, x: torch.Tensor, cols: list[int] | None = None) -> torch.Tensor:
+        """``[..., d_vocab]`` (or ``[..., len(cols)]``: only those vocabulary columns) from
+        residuals ``x [..., d_model]``, the norm's statistics recomputed from ``x`` (the model's
+        own final norm module)."""
+        W_U, b_U = (self.W_U, self.b_U) if cols is None else (self.W_U[:, cols], self.b_U[cols])
+        return self.cap(self.module(x.to(_dtype(self.module))).float() @ W_U + b_U)
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The norm's scale ``[..., 1]`` on ``x`` (1 / std or 1 / rms)."""
