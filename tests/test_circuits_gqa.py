@@ -11,9 +11,8 @@ from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_ac
 
 from circuits import attribution, calibration, corrupt, edges, metrics, patching, path_patching, plots
 from circuits.faithfulness import MIB_BUDGETS
-from interp import heads
+from interp import heads, recompute_blocks
 from interp import recompute as engine_fast
-from interp import recompute_blocks
 from interp.gradients import site_gradients
 from interp.tasks import text
 
