@@ -77,7 +77,8 @@ class HookPointBackend:
         # module's own run_with_cache also reports the legacy aliases (hook_resid_pre).
         with torch.no_grad():
             _, cache = self._hooked.run_with_cache(probe_tokens)
-        return list(cache.keys())
+        # a hook point whose value is not one tensor (a mixture-of-experts router's tuple) is not a site
+        return [name for name, value in cache.items() if isinstance(value, torch.Tensor)]
 
     def site_names(self) -> list[str]:
         return list(self._names)

@@ -178,7 +178,7 @@ class Intervention:
             pm = pm if pm is not None else torch.ones(rows, act.shape[1], dtype=torch.bool, device=dev)
             hm = hm if hm is not None else torch.ones(rows, act.shape[2], dtype=torch.bool, device=dev)
             return (pm[:, :, None] & hm[:, None, :]).view(rows, act.shape[1], act.shape[2], *([1] * (act.ndim - 3)))
-        keys = torch.arange(act.shape[3], device=dev)  # key axis: absolute positions from 0
+        keys = ctx.key_positions(act.shape[3], act.shape[2], dev)  # the key axis in absolute positions
         sm = self._pos_mask(self.src_positions, rows, keys, ctx)
         if pm is None and hm is None and sm is None:
             return None
@@ -199,7 +199,7 @@ class Intervention:
         rows = ctx.row_index(act.shape[0], value.shape[0], act.device)
         if self.layout == "pattern":
             pos = ctx.positions_of(act.shape[2], act.device)
-            return value[rows][:, :, pos][..., : act.shape[3]]
+            return value[rows][:, :, pos][..., ctx.key_positions(act.shape[3], act.shape[2], act.device)]
         pos = ctx.positions_of(act.shape[1], act.device)
         if int(pos.max()) >= value.shape[1]:
             raise InputError(

@@ -242,6 +242,8 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
     """A Model around a module built from a checkpoint card (native bridge or recurrent)."""
     module = _place(module, device, dtype)
     vocab = card.get("vocab")
+    n_ctx = int(cast(Any, module).cfg.n_ctx)  # a bridge or HookedRecurrent: both have cfg.n_ctx
+    backend = HookPointBackend(module, _probe(n_ctx, resolve_device(device)))
     if card["arch"] == "recurrent":
         c = cast("HookedRecurrent", module).cfg  # a recurrent card builds a HookedRecurrent
         cfg = ModelConfig(
@@ -254,27 +256,36 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
             name=card.get("name", ""),
         )
     else:
-        cfg = _bridge_config(module, card.get("name", ""))
+        cfg = _bridge_config(module, card.get("name", ""), backend.site_names())
     names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(cfg.d_vocab), 0)
     tokenizer = word_tokenizer(names, bos)
-    backend = HookPointBackend(module, _probe(cfg.n_ctx, resolve_device(device)))
     return Model(backend, cfg, tokenizer=tokenizer, card=card, prepend_bos=True if prepend_bos is None else prepend_bos)
 
 
-def _bridge_config(bridge, name: str) -> ModelConfig:
+def _bridge_config(bridge, name: str, site_names: list[str]) -> ModelConfig:
+    """The geometry of a bridge; which layers have attention heads is read from its sites (a
+    layer has heads when it has an attention pattern): all (``transformer``), some (``hybrid``:
+    Jamba, RecurrentGemma, ...) or none (``ssm``: Mamba, RWKV, ...)."""
+    from interp import sites as S
+
     c = bridge.cfg
     attn_only = bool(getattr(c, "attn_only", False))
+    names = set(site_names)
+    attn = tuple(l for l in range(c.n_layers) if S.kind("pattern").hook(l) in names)
+    family = "transformer" if len(attn) == c.n_layers else ("hybrid" if attn else "ssm")
+    heads = int(c.n_heads) if attn else 0
     return ModelConfig(
         n_layers=c.n_layers,
-        n_heads=c.n_heads,
+        n_heads=heads,
         d_model=c.d_model,
         d_vocab=c.d_vocab,
         n_ctx=c.n_ctx,
-        family="transformer",
-        d_head=c.d_head,
+        family=family,
+        d_head=int(c.d_head) if attn else 0,
         d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0),
         name=name,
-        n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads),
+        n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads) if attn else 0,
+        attn_layers=attn,
     )
 
 
@@ -374,8 +385,8 @@ def _from_hf_model(
     )
     bridge.eval()
     cached = enable_kv_cache(bridge)
-    cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")))
-    backend = HookPointBackend(bridge, _probe(cfg.n_ctx, resolve_device(device)), supports_cache=cached)
+    backend = HookPointBackend(bridge, _probe(bridge.cfg.n_ctx, resolve_device(device)), supports_cache=cached)
+    cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")), backend.site_names())
     return Model(
         backend,
         cfg,

@@ -32,7 +32,7 @@ from interp.errors import InputError
 from interp.memory import check_total
 from interp.tokens import TokenBatch, encode
 
-FAMILIES = ("transformer", "rnn", "ssm", "custom")
+FAMILIES = ("transformer", "hybrid", "rnn", "ssm", "custom")
 Names = Sequence[str] | Callable[[str], bool] | None
 Tokens = torch.Tensor | TokenBatch
 
@@ -77,9 +77,12 @@ def _guarded(name: str, fn: HookFn, model: Model) -> HookFn:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Geometry of a model.  ``n_heads`` is 0 for attention-free models; ``n_kv_heads`` is
-    the number of key-value heads (< n_heads for grouped-query attention, 0 without
-    attention); ``causal``: a position depends on itself and earlier positions only."""
+    """Geometry of a model.  ``family``: ``transformer`` (attention in every layer), ``hybrid``
+    (attention in some layers, recurrent or state-space mixers in the others: ``attn_layers``
+    lists the attention layers), ``ssm`` / ``rnn`` (no attention) or ``custom``.  ``n_heads`` is
+    the heads of an attention layer (0 for attention-free models); ``n_kv_heads`` the number of
+    key-value heads (< n_heads for grouped-query attention, 0 without attention); ``causal``: a
+    position depends on itself and earlier positions only."""
 
     n_layers: int
     n_heads: int
@@ -92,12 +95,16 @@ class ModelConfig:
     name: str = ""
     n_kv_heads: int = 0
     causal: bool = True
+    attn_layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise InputError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.n_heads and not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.attn_layers is None:  # every layer of a model with heads, none without
+            object.__setattr__(self, "attn_layers", tuple(range(self.n_layers)) if self.n_heads else ())
+        object.__setattr__(self, "attn_layers", tuple(int(l) for l in self.attn_layers))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +127,15 @@ class RunContext:
         if len(base) != n:
             base = torch.arange(n, device=device)
         return base % n_spec
+
+    def key_positions(self, n_keys: int, n_queries: int, device=None) -> torch.Tensor:
+        """``[n_keys]`` absolute positions of an attention pattern's key axis in a run of
+        ``n_queries`` positions: the keys end at the run's last position (a cached step attends
+        to the cached positions too; a sliding-window layer's cache keeps only the last ones)."""
+        if self.positions is not None:  # an engine recomputing chosen rows: keys from position 0
+            return torch.arange(n_keys, device=device)
+        end = self.offset + n_queries
+        return torch.arange(end - n_keys, end, device=device)
 
     def positions_of(self, n: int, device=None) -> torch.Tensor:
         """``[n]`` absolute positions of a run's position axis of length ``n``."""

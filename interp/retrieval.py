@@ -105,7 +105,9 @@ def decode_attention(
 
     def reader(layer: int):
         def read(pattern: torch.Tensor, hook) -> None:
-            attended[step.rows, step.index, layer] = pattern[:, :, -1, :].argmax(-1).cpu()
+            # the key axis in absolute positions (a sliding-window layer's cache holds the last keys only)
+            keys = model.context.key_positions(pattern.shape[-1], pattern.shape[-2], pattern.device)
+            attended[step.rows, step.index, layer] = keys[pattern[:, :, -1, :].argmax(-1)].cpu()
 
         return read
 

@@ -312,11 +312,11 @@ def _affine(module: nn.Module) -> tuple[bool, torch.Tensor | None, torch.Tensor 
 def readout(model) -> Readout:
     """The :class:`Readout` of any family (transformers, recurrent and state-space models)."""
     module = model.module
-    if model.cfg.family in ("rnn", "ssm"):
+    if hasattr(module, "ln_final") and hasattr(module, "unembed") and not hasattr(module, "W_U"):  # interp.recurrent
         norm, unembed = module.ln_final, module.unembed
         W_U, b_U = unembed.weight.detach().float().T, unembed.bias.detach().float()
         cap = None
-    elif model.cfg.family == "transformer" and hasattr(module, "ln_final") and hasattr(module, "W_U"):
+    elif hasattr(module, "ln_final") and hasattr(module, "W_U"):  # a TransformerBridge (any family)
         norm = raw(module.ln_final)
         W_U = module.W_U.detach().float()
         b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
