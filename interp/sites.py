@@ -53,6 +53,7 @@ _TABLE = [
     ("resid_post", "blocks.{l}.hook_resid_post", "vector", "residual stream leaving block l"),
     ("attn_out", "blocks.{l}.hook_attn_out", "vector", "attention output (all heads, with bias)"),
     ("mlp_in", "blocks.{l}.ln2.hook_in", "vector", "the MLP's copy of the residual stream"),
+    ("mlp_input", "blocks.{l}.mlp.hook_in", "vector", "the MLP's input (after its norm, if it has one)"),
     ("mlp_out", "blocks.{l}.hook_mlp_out", "vector", "MLP output"),
     ("q", "blocks.{l}.attn.hook_q", "head", "per-head queries (before rotary embedding)"),
     ("k", "blocks.{l}.attn.hook_k", "head", "per-key-value-head keys (before rotary embedding)"),
