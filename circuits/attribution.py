@@ -97,8 +97,12 @@ def attribute(
     c = inputs(model, clean, corrupt)
     base_tokens, base_hooks, src_tokens, src_hooks = sides(c, direction)
     L = model.cfg.n_layers
-    act_names = sorted({s.hook(l) for s in resolved for l in range(L)})
-    grad_names = sorted({n for s in resolved for l in range(L) for n in _grad_names(model, s, l)})
+
+    def layers_of(s: sites.Site) -> list[int]:  # a hybrid's attention sites: its attention layers
+        return list(s.layers) if s.layers is not None else list(range(L))
+
+    act_names = sorted({s.hook(l) for s in resolved for l in layers_of(s)})
+    grad_names = sorted({n for s in resolved for l in layers_of(s) for n in _grad_names(model, s, l)})
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names=act_names, fwd_hooks=src_hooks)
     base_act: dict[str, torch.Tensor] = {}
@@ -117,11 +121,11 @@ def attribute(
     frames = []
     for s, axes in zip(resolved, axes_per):
         cells = sites.cells(model, s, axes, c.clean.shape[1])
-        tables = []
-        for l in range(L):
+        tables = {}
+        for l in layers_of(s):
             g = sum(grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(model, s, l))
             diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
-            tables.append(_reduce((diff * g).detach().float(), s.layout, axes))
+            tables[l] = _reduce((diff * g).detach().float(), s.layout, axes)
         est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
         df = frame(
             cells,

@@ -65,9 +65,9 @@ def path_patch(
     ``component, value, effect, normalised`` (as in :func:`circuits.patching.patch`).
     """
     check_direction(direction)
+    graph = Graph.of(model)  # declines, naming the reason, where heads cannot be nodes
     weights = model.weights()
     check_rebuild(model, weights)
-    graph = Graph.of(model)
     comps = list(components)  # "qk" or ("q", "k")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:

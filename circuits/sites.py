@@ -43,10 +43,20 @@ def _present(model, template: str) -> bool:
     return model.cfg.n_layers > 0 and all(model.has_site(template.format(l=l)) for l in range(model.cfg.n_layers))
 
 
+def _in_attention_layers(model, kind: S.Kind) -> bool:
+    """Whether a hybrid has attention site ``kind`` in every one of its attention layers."""
+    attn = model.cfg.attn_layers or ()
+    return kind.layout in ("head", "pattern") and bool(attn) and all(model.has_site(kind.hook(l)) for l in attn)
+
+
 def available(model) -> list[str]:
-    """Short names of the sites every layer of ``model`` has."""
+    """Short names of the sites every layer of ``model`` has (attention sites: every attention layer)."""
     kinds = set(model.site_kinds())
-    return [name for name in SITES if name in kinds or (name == "resid_mid" and "mlp_in" in kinds)]
+    return [
+        name
+        for name in SITES
+        if name in kinds or (name == "resid_mid" and "mlp_in" in kinds) or _in_attention_layers(model, SITES[name])
+    ]
 
 
 def resolve(model, site: str) -> Site:
@@ -60,6 +70,8 @@ def resolve(model, site: str) -> Site:
         template, layout = SITES[name].template, SITES[name].layout
         if name == "resid_mid" and _present(model, SITES["mlp_in"].template):
             return Site(name, SITES["mlp_in"].template, layout, via_mlp_in=True)
+        if not _present(model, template) and _in_attention_layers(model, SITES[name]):
+            return Site(name, template, layout, layers=tuple(model.cfg.attn_layers))
         if not _present(model, template):
             why = ""
             if layout in ("head", "pattern") and not model.has_attention:
@@ -135,6 +147,8 @@ def cells(
     L = model.cfg.n_layers
     ws = windows(L, window)
     start_layers = _choices(layers, L, "layers")
+    if site.layers is not None:  # a hybrid's attention site: its attention layers only
+        start_layers = [l for l in start_layers if l in site.layers]
     pos = _choices(positions, seq_len, "positions") if "pos" in axes else [None]
     n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads  # k / v: key-value heads
     hs = _choices(heads, n_heads, "heads") if "head" in axes else [None]
@@ -144,6 +158,8 @@ def cells(
             if l + w > L:
                 continue
             span = tuple(range(l, l + w))
+            if site.layers is not None and not set(span) <= set(site.layers):
+                continue
             for p in pos:
                 for h in hs:
                     srcs: Sequence[int | None] = [None]

@@ -77,8 +77,18 @@ class HookPointBackend:
         # module's own run_with_cache also reports the legacy aliases (hook_resid_pre).
         with torch.no_grad():
             _, cache = self._hooked.run_with_cache(probe_tokens)
-        # a hook point whose value is not one tensor (a mixture-of-experts router's tuple) is not a site
-        return [name for name, value in cache.items() if isinstance(value, torch.Tensor)]
+            # a hook point whose value is not one tensor (a mixture-of-experts router's tuple) is not a
+            # site: what reaches a hook is checked directly (the cache may keep a tuple's first tensor)
+            seen: dict[str, bool] = {}
+
+            def note(name: str):
+                def fn(x, hook):
+                    seen[name] = isinstance(x, torch.Tensor)
+
+                return fn
+
+            self._hooked.run_with_hooks(probe_tokens, fwd_hooks=[(n, note(n)) for n in cache.keys()])
+        return [name for name in cache.keys() if seen.get(name, True)]
 
     def site_names(self) -> list[str]:
         return list(self._names)

@@ -64,8 +64,13 @@ def mean_head_z(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
     """Mean over prompts of every head's ``z`` at position ``pos`` (negative: from each
     prompt's end, so -1 is each prompt's last token): ``[n_layers, n_heads, d_head]``."""
     model.require_attention("function vectors")
-    acts = site_activations(model, tokens, model.sites("z"), pos)  # one forward, every layer
-    return torch.stack([acts[name].mean(0) for name in model.sites("z")])
+    names = model.attn_sites("z")
+    acts = site_activations(model, tokens, names, pos)  # one forward, every attention layer
+    first = acts[names[0]].mean(0)
+    out = first.new_zeros((model.cfg.n_layers, *first.shape))  # zeros in layers without attention (hybrids)
+    for layer, name in zip(model.cfg.attn_layers or (), names):
+        out[layer] = acts[name].mean(0)
+    return out
 
 
 def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:

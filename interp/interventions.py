@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp import caches
 from interp.errors import InputError
 from interp.model import Model, RunContext, reshaping
 from interp.tokens import TokenBatch
@@ -338,7 +339,7 @@ def run_batched(
     batch = model.tokenize(tokens)
     B, P = batch.tokens.shape
     metric = metric.check(B, P, model.cfg.d_vocab).resolve(P, batch.lengths)
-    if last_token_only and model.supports_cache:
+    if last_token_only and caches.tileable(model):
         return _run_last_token(model, batch, n_cells, edits, metric, base_hooks, batch_tokens, progress, desc)
     reads = metric.read_positions(P)
     keep = max(reads) + 1 if model.cfg.causal else P
@@ -379,7 +380,6 @@ def _run_last_token(
     """:func:`run_batched` for edits at each prompt's last token: per length group, the
     prefixes fill a key-value cache once; each chunk of cells replicates it (cell-major) and
     runs the last token only.  Edits see the caller's row numbering (``cell * B + prompt``)."""
-    import copy
 
     from tqdm.auto import tqdm
 
@@ -404,11 +404,7 @@ def _run_last_token(
             for start in range(0, n_cells, per_chunk):
                 cells = list(range(start, min(n_cells, start + per_chunk)))
                 n = len(cells)
-                cache = copy.deepcopy(prefix)
-                # the backend's key-value cache (a Hugging Face Cache), which Model.step types as object
-                cache.batch_select_indices(  # type: ignore[attr-defined]
-                    torch.arange(len(group)).repeat(n).to(ids.device)
-                )
+                cache = caches.tiled(prefix, len(group), n)
                 rows = torch.tensor([i * B + int(b) for i in range(n) for b in group])
                 hooks = list(base_hooks) + hook_fns(model, edits(cells))
                 with model.running(rows=rows):

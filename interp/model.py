@@ -28,7 +28,7 @@ from torch import nn
 
 from interp import sites as S
 from interp.backends import Backend, HookFn, Hooks
-from interp.errors import InputError
+from interp.errors import InputError, Unsupported
 from interp.memory import check_total
 from interp.tokens import TokenBatch, encode
 
@@ -415,13 +415,17 @@ class Model:
         if spec.per_layer:
             if layer is None:
                 raise InputError(f"site {spec.name!r} is per layer: give a layer (0..{self.cfg.n_layers - 1})")
-            self.check_layer(layer)
-        if not self._has_kind(spec):
+            layer = self.check_layer(layer)
+        present = spec.hook(layer) in self._name_set if spec.per_layer else self._has_kind(spec)
+        if not present:
             why = ""
             if spec.layout in ("head", "pattern") and not self.has_attention:
                 why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
+            elif spec.layout in ("head", "pattern") and layer not in (self.cfg.attn_layers or ()):
+                why = f" (layer {layer} has no attention; attention layers: {list(self.cfg.attn_layers or ())})"
+            where = f" in layer {layer}" if spec.per_layer else ""
             raise InputError(
-                f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
+                f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{where}{why}; its site kinds: "
                 f"{self.site_kinds()}"
             )
         return spec.hook(layer)
@@ -429,6 +433,11 @@ class Model:
     def sites(self, kind: str) -> list[str]:
         """The hook names of site ``kind`` in every layer, in order."""
         return [self.site(kind, l) for l in range(self.cfg.n_layers)]
+
+    def attn_sites(self, kind: str) -> list[str]:
+        """The hook names of an attention site ``kind`` (``z``, ``pattern``, ...) in every layer that
+        has attention (all layers of a transformer; some of a hybrid), in order."""
+        return [self.site(kind, l) for l in self.cfg.attn_layers or ()]
 
     # --- hooks ------------------------------------------------------------------------
     @property
@@ -602,7 +611,7 @@ class Model:
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
-            raise InputError(
+            raise Unsupported(
                 f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
                 f"{self.cfg.family} model without attention; for it use hidden-state analyses "
                 "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)"
@@ -624,10 +633,14 @@ class Model:
         """A validated ``(layer, head)`` of a query head."""
         self.require_attention("a head")
         layer = self.check_layer(layer)
+        if layer not in (self.cfg.attn_layers or ()):
+            raise InputError(
+                f"layer {layer} has no attention heads; attention layers: {list(self.cfg.attn_layers or ())}"
+            )
         if isinstance(head, bool) or int(head) != head or not 0 <= int(head) < self.cfg.n_heads:
             raise InputError(f"head {head!r} is out of range: layers have heads 0..{self.cfg.n_heads - 1}")
         return layer, int(head)
 
     def heads(self) -> list[tuple[int, int]]:
-        """Every (layer, head), layer-major."""
-        return [(l, h) for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
+        """Every (layer, head) of the attention layers, layer-major."""
+        return [(l, h) for l in self.cfg.attn_layers or () for h in range(self.cfg.n_heads)]

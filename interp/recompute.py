@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from interp import caches
 from interp.cells import LOCAL, Cell, Site, interventions, reaches
 from interp.errors import Unsupported
 from interp.interventions import hook_fns
@@ -99,6 +100,8 @@ def why_not(model) -> str | None:
     reason: str | None
     if not model.cfg.causal:
         reason = "the model is not causal (a position may read later ones)"
+    elif model.supports_cache and not caches.tileable(model):
+        reason = "its decoding cache's rows cannot be copied per cell"
     elif layer_list(model) is None:
         reason = "the model's layers are not a list the engine can skip through"
     elif "final_resid" not in model.site_kinds():
@@ -198,10 +201,7 @@ class Downstream:
             got["x"] = x[:, rows.to(x.device)]
             raise _Stop
 
-        cache = None
-        if prefix is not None:  # the prefix's rows, tiled cell-major: rows i*B .. (i+1)*B are copy i
-            cache = copy.deepcopy(prefix)
-            cache.batch_select_indices(torch.arange(batch).repeat(ids.shape[0] // batch).to(ids.device))
+        cache = None if prefix is None else caches.tiled(prefix, batch, ids.shape[0] // batch)
         layers = self.layers
         saved = [layers[i] for i in range(start)]
         for i in range(start):

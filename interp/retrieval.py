@@ -100,7 +100,8 @@ def decode_attention(
     if n_steps < 1:
         raise InputError(f"n_steps must be >= 1, got {n_steps}")
     L = model.cfg.n_layers
-    attended = torch.empty(len(batch), n_steps, L, model.cfg.n_heads, dtype=torch.long)
+    # -1 in layers without attention (a hybrid's state-space layers)
+    attended = torch.full((len(batch), n_steps, L, model.cfg.n_heads), -1, dtype=torch.long)
     step = Step()
 
     def reader(layer: int):
@@ -111,7 +112,7 @@ def decode_attention(
 
         return read
 
-    hooks = [(model.site("pattern", l), reader(l)) for l in range(L)]
+    hooks = [(model.site("pattern", l), reader(l)) for l in model.cfg.attn_layers or ()]
     generated = greedy(
         model,
         batch,
@@ -165,12 +166,13 @@ def retrieval_analysis(
     scores = pd.DataFrame(
         [
             {"layer": l, "head": h, "score": float(score[l, h]), "retrieval": bool(score[l, h] > threshold)}
-            for l in range(L)
-            for h in range(H)
+            for l, h in model.heads()
         ]
     )
     b, t, l, h = torch.meshgrid(torch.arange(n), torch.arange(T), torch.arange(L), torch.arange(H), indexing="ij")
-    keep = live[:, :, None, None].expand(n, T, L, H)
+    has_attn = torch.zeros(L, dtype=torch.bool)
+    has_attn[list(model.cfg.attn_layers or ())] = True
+    keep = live[:, :, None, None].expand(n, T, L, H) & has_attn[None, None, :, None]
     hits = pd.DataFrame(
         {
             "sample": b[keep],

@@ -19,6 +19,8 @@ bias moves into the reader's bias), as TransformerLens's ``fold_ln`` does: then
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -154,6 +156,31 @@ def _fold_in(w: torch.Tensor, b: torch.Tensor, g: Affine | None) -> tuple[torch.
     return w, b
 
 
+def _per_layer(stacked: torch.Tensor, attn: list[int], n_layers: int) -> torch.Tensor:
+    """A bridge's per-layer stack over the attention layers (a hybrid stacks only those) as one
+    entry per layer, zeros in layers without attention."""
+    if stacked.shape[0] == n_layers:
+        return stacked
+    if stacked.shape[0] != len(attn):
+        raise RuntimeError(f"a stack of {stacked.shape[0]} layers for {len(attn)} attention layers")
+    out = stacked.new_zeros((n_layers, *stacked.shape[1:]))
+    out[attn] = stacked
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_hybrid_stacking():
+    """TransformerLens logs a warning each time it stacks a hybrid's attention layers only, which
+    :func:`_per_layer` expects and handles."""
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def read_weights(model, *, fold_ln: bool = False) -> Weights:
     """The :class:`Weights` of a transformer ``model`` (see :meth:`interp.Model.weights`)."""
     model.require_attention("per-head weights")
@@ -166,13 +193,14 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
     L, H, Hkv = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_kv_heads
     d, dh = model.cfg.d_model, model.cfg.d_head
     dev = model.device
-    with torch.no_grad():
-        W = {c: getattr(bridge, f"W_{c}").detach().float() for c in "QKVO"}
+    attn = list(model.cfg.attn_layers or ())
+    with torch.no_grad(), _quiet_hybrid_stacking():
+        W = {c: _per_layer(getattr(bridge, f"W_{c}").detach().float(), attn, L) for c in "QKVO"}
         b = {
-            "Q": _tensor(lambda: bridge.b_Q, (L, H, dh), dev),
-            "K": _tensor(lambda: bridge.b_K, (L, Hkv, dh), dev),
-            "V": _tensor(lambda: bridge.b_V, (L, Hkv, dh), dev),
-            "O": _tensor(lambda: bridge.b_O, (L, d), dev),
+            "Q": _per_layer(_tensor(lambda: bridge.b_Q, (len(attn), H, dh), dev), attn, L),
+            "K": _per_layer(_tensor(lambda: bridge.b_K, (len(attn), Hkv, dh), dev), attn, L),
+            "V": _per_layer(_tensor(lambda: bridge.b_V, (len(attn), Hkv, dh), dev), attn, L),
+            "O": _per_layer(_tensor(lambda: bridge.b_O, (len(attn), d), dev), attn, L),
         }
         W_E = bridge.W_E.detach().float()
         W_U = bridge.W_U.detach().float()
@@ -319,7 +347,9 @@ def readout(model) -> Readout:
         W_U = module.W_U.detach().float()
         b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
-        cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
+        # Gemma-2 / Gemma-3 name the final soft-cap final_logit_softcapping; RecurrentGemma logits_soft_cap
+        caps = [getattr(hf_cfg, a, None) for a in ("final_logit_softcapping", "logits_soft_cap")] if hf_cfg else []
+        cap = next((c for c in caps if c), None)
         for attr, factor in LOGIT_SCALES.items():
             value = getattr(hf_cfg, attr, None) if hf_cfg is not None else None
             if isinstance(value, (int, float)) and value not in (0, 1):
