@@ -241,6 +241,35 @@ def info(
         typer.echo(sites.to_string(index=False))
 
 
+@command("support")
+@friendly
+def support_cmd(
+    model: str = model_arg(),
+    out: Path = typer.Option(None, "--out", metavar="FILE", help="Also write the table to this .csv file."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Which analyses run on a model and which decline (with the architectural reason): each is
+    run once on a small probe."""
+    import interp
+
+    if out is not None and out.suffix != ".csv":
+        raise InputError(f"--out must end in .csv, got {out.name}")
+    m = load_model(model, allow_unsafe_pickle)
+    table = interp.support(m, progress=True)
+    c = m.cfg
+    attn = "every layer" if c.family == "transformer" else (str(list(c.attn_layers or ())) if c.n_heads else "none")
+    typer.echo(f"{m.name}: {c.family}, {c.n_layers} layers, attention in {attn}")
+    for row in table.itertuples():
+        mark = {"ok": "ok      ", "declines": "declines", "fails": "FAILS   "}[row.status]
+        detail = row.reason if row.status != "ok" else row.note
+        typer.echo(f"  {row.analysis:<44} {mark}  {detail}")
+    if out is not None:
+        table.to_csv(out, index=False)
+    n_fail = int((table["status"] == "fails").sum())
+    if n_fail:
+        raise RuntimeError(f"{n_fail} analyses failed on {m.name}: this is a bug, please report it")
+
+
 @command("app")
 @friendly
 def run_app(

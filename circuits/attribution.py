@@ -74,25 +74,33 @@ def attribute(
     clean,
     corrupt,
     *,
-    site: str | Sequence[str] = "z",
-    by: str | Sequence[str] = ("layer", "pos", "head"),
+    site: str | Sequence[str] | None = None,
+    by: str | Sequence[str] | None = None,
     metric: Metric | str = "logit_diff",
     direction: str = "denoise",
 ) -> pd.DataFrame:
     """Attribution-patching estimate of :func:`circuits.patching.patch` for one or several sites at once.
+
+    site: default each head's output ``z`` where every layer has heads, else ``resid_pre`` (a
+    state-space or recurrent model).  by: default layer, position and (head sites) head.
 
     With several sites the frames are stacked with a ``site`` column (``by`` is cut to the
     axes each site has).  Cost: one forward of the source run and one forward + backward of
     the base run, for all sites and cells together.
     """
     check_direction(direction)
+    if site is None:  # the model's own default: each head's output where every layer has heads, else the residual
+        site = "z" if "z" in sites.available(model) else "resid_pre"
     names_in = [site] if isinstance(site, str) else list(site)
     resolved = [sites.resolve(model, s) for s in names_in]
+    defaulted = by is None
+    if by is None:
+        by = ("layer", "pos", "head")
     if isinstance(by, str):
         by = [p.strip() for p in by.replace("+", ",").split(",") if p.strip()]
     axes_per = []
     for s in resolved:
-        wanted = [a for a in by if a == "layer" or a in sites.AXES[s.layout]] if len(resolved) > 1 else by
+        wanted = [a for a in by if a == "layer" or a in sites.AXES[s.layout]] if len(resolved) > 1 or defaulted else by
         axes_per.append(sites.parse_by(wanted, s))
     c = inputs(model, clean, corrupt)
     base_tokens, base_hooks, src_tokens, src_hooks = sides(c, direction)

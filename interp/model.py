@@ -611,10 +611,13 @@ class Model:
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
+            recurrent = [k for k in ("hidden", "state", "cell") if k in self.site_kinds()]
             raise Unsupported(
                 f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
-                f"{self.cfg.family} model without attention; for it use hidden-state analyses "
-                "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)"
+                f"{self.cfg.family} model without attention; for it use the residual-stream and layer "
+                "analyses (patching resid_pre / resid_post, attribution, steering, the logit lens, DLA per layer"
+                + (f", the {' / '.join(recurrent)} sites" if recurrent else "")
+                + ")"
             )
 
     def check_layer(self, layer: int) -> int:
