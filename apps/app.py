@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from apps import state  # noqa: E402
+from apps.quiet import quiet_dependencies  # noqa: E402
 from interp.errors import BUG_REPORT, USER_ERRORS  # noqa: E402
 
 st.set_page_config(page_title="interp workbench", layout="wide")
@@ -35,6 +36,7 @@ PAGES = [
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
 ]
 
+quiet_dependencies()
 page = st.navigation(PAGES)
 state.init_source()
 if "source_error" in st.session_state:

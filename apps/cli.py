@@ -615,6 +615,9 @@ def lens_command(
 
 
 def main() -> None:
+    from apps.quiet import quiet_dependencies
+
+    quiet_dependencies()
     if len(sys.argv) == 1:  # bare `interp`: the help, and success
         sys.argv.append("--help")
     app()
