@@ -44,8 +44,8 @@ def patch(
     clean,
     corrupt,
     *,
-    site: str = "z",
-    by: str | Sequence[str] = ("layer", "pos", "head"),
+    site: str | None = None,
+    by: str | Sequence[str] | None = None,
     metric: Metric | str = "logit_diff",
     direction: str = "denoise",
     window: int = 1,
@@ -57,6 +57,10 @@ def patch(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Activation patching sweep over ``site`` by ``by``; one row per cell.
+
+    site: default ``z`` (a head's output), or on a model without heads its per-layer equivalent
+    (:data:`circuits.sites.DEFAULT_SITES`: a recurrent mixer's output, a toy RNN's hidden state);
+    by: default layer, position and (per-head sites) head.
 
     clean: tokens ``[batch, pos]`` (or text).  corrupt: aligned corrupt tokens / text or a
     :class:`circuits.corrupt.Corruption`.  metric: a :class:`circuits.metrics.Metric` or a
@@ -73,6 +77,8 @@ def patch(
     check_direction(direction)
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    site, by = sites.defaults(model, site, by)
+    assert isinstance(site, str)  # one site here: defaults() keeps a given str
     site_ = sites.resolve(model, site)
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
