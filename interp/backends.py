@@ -193,7 +193,6 @@ class HFLM(nn.Module):
         self.original_model = hf
         self._final_norm = final_norm
         self._unembed = unembed
-        self.cfg = SimpleNamespace(n_ctx=None)
 
     @property
     def ln_final(self) -> nn.Module:
@@ -268,7 +267,8 @@ class HFBackend:
     tokens one per forward (T forwards of one token for a prompt of T tokens, each hooked site
     handed its whole ``[batch, T, ...]`` sequence so far at every step, as
     :mod:`interp.recurrent`'s per-step sites are); a run without one is one ordinary forward.
-    Gradients do not flow through that stepped run (HF's cached step writes its state in place).
+    The stepped run keeps no gradients (HF's cached steps update their state in place, which
+    autograd cannot differentiate through): gradient analyses on state sites are refused.
 
     ``step(tokens, hooks, cache)`` continues from the family's cache (a
     :class:`interp.recurrent.hf.Carry`; a key-value cache on the generic path), so decoding
@@ -308,7 +308,32 @@ class HFBackend:
         self._hookpoints = {n: self._hookpoint(n) for n in self._modules}
         order = self._fired(probe_tokens)
         self._modules = {n: self._modules[n] for n in order}
+        #: why the state sites are missing, if the family's stepping failed its check (else None)
+        self.state_problem = self._check_states(probe_tokens)
+        if self.state_problem is not None:
+            self.family, self._states = None, {}
+            self.supports_cache = bool(kv_cache)
         self._names = self._bridge_names + order + list(self._states)
+
+    def _check_states(self, probe: torch.Tensor) -> str | None:
+        """None if feeding the probe one token per forward from the family's cache, its states read
+        and written back, reproduces the ordinary forward; else why not (the state sites are then
+        left out rather than wrong)."""
+        if not self._states:
+            return None
+        try:
+            with torch.no_grad():
+                want = self._call(probe, [], {})
+                got = self.run(probe, [(n, lambda x, hook: x.clone()) for n in self._states])  # every read and write
+        except Exception as e:  # a family rule matched modules whose cache it does not know
+            return (
+                f"stepping from the cache failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+            )
+        err = float((got.float() - want.float()).abs().max())
+        tol = 1e-4 if want.dtype == torch.float32 else 5e-2  # measured: stepping is within 3e-6 in float32
+        if not err <= tol * (1 + float(want.abs().max())):
+            return f"stepping from the cache gives logits {err:.2g} away from the forward"
+        return None
 
     # --- sites -----------------------------------------------------------------------
     @staticmethod
@@ -449,16 +474,24 @@ class HFBackend:
 
     def _stepped(self, tokens: torch.Tensor, hooks: Hooks, carry) -> torch.Tensor:
         """The run fed one token per forward from ``carry``; every hooked site is handed its whole
-        sequence so far at each step (the per-step contract of :mod:`interp.recurrent`)."""
+        sequence so far at each step (the per-step contract of :mod:`interp.recurrent`).  No
+        gradients: asking for them (a gradient hook of :mod:`interp.gradients`) is refused."""
+
+        if torch.is_grad_enabled() and any(
+            getattr(getattr(f, "__wrapped__", f), "wants_grad", False) for _, f in hooks
+        ):
+            raise InputError(
+                "gradients do not flow through a run that reads or writes per-step state sites (the model's "
+                "cached step updates its state in place): use exact patching (circuits.patch) on state "
+                "sites, or gradients on the other sites"
+            )
+        with torch.no_grad():  # see above: a stepped run keeps no gradients
+            return self._stepped_run(tokens, hooks, carry)
+
+    def _stepped_run(self, tokens: torch.Tensor, hooks: Hooks, carry) -> torch.Tensor:
         from interp.interventions import layout_of
         from interp.recurrent.steps import _StepSite
 
-        if torch.is_grad_enabled() and any(n in self._states for n, _ in hooks):
-            raise InputError(
-                "gradients do not flow through per-step state sites (the model's cached step writes its "
-                "state in place): use exact patching (circuits.patch) on state sites, or gradients on the "
-                "other sites"
-            )
         T = tokens.shape[1]
         by_site: dict[str, list[HookFn]] = {}
         reshaping: list[tuple[str, HookFn]] = []

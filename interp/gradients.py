@@ -29,6 +29,7 @@ def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch
             d = deltas[name] = torch.zeros_like(x, requires_grad=True)
         return x + d
 
+    add_delta.wants_grad = True  # type: ignore[attr-defined]  # backends that cannot differentiate refuse it
     return add_delta
 
 

@@ -554,6 +554,8 @@ def _boot_or_generic(hf, tokenizer, *, name, card, trust_remote_code, device, dt
         family = adapt(bridge.original_model)
         if family is not None:
             backend = HFBackend(bridge.original_model, probe, bridge=bridge, family=family)
+            if backend.state_problem:
+                card["recurrent_state"] = backend.state_problem  # the model loads, without state sites
         else:
             backend = HookPointBackend(bridge, probe, supports_cache=cached)
         with torch.no_grad():
@@ -698,6 +700,8 @@ def from_hf_generic(
     )
     info = dict(card or {"source": "huggingface"})
     info["generic"] = reason or "asked for"
+    if backend.state_problem:
+        info["recurrent_state"] = backend.state_problem
     return Model(backend, cfg, tokenizer=tokenizer, card=info, prepend_bos=True if prepend_bos is None else prepend_bos)
 
 

@@ -18,6 +18,7 @@ import interp
 from interp import interventions as I
 from interp.decoding import greedy
 from interp.errors import InputError
+from interp.gradients import site_gradients
 from interp.sites import STATE_KINDS
 from tests import families
 
@@ -401,6 +402,10 @@ def test_free_running_decoding_from_a_patched_state(zoo, family):
         return tokens_out, torch.stack(seen, 1)
 
     want_tokens, want = run(clean)
+    store: dict = {}  # cached prompt prefixes, copied for each call (deep copies of the family's cache)
+    for _ in range(2):
+        assert torch.equal(greedy(model, clean, 4, prefixes=store), want_tokens)
+    assert len(store) == 1
     _, unpatched = run(corrupt)
     assert (unpatched - want).abs().max() > 1e-3
     with model.intervene([I.patch(n, src[n], positions=_at(T - 2)) for n in names]):
@@ -422,8 +427,10 @@ def test_stepping_costs_one_forward_per_token_only_when_a_state_is_hooked(zoo):
             assert len(calls) == 1 + T
     finally:
         handle.remove()
-    with pytest.raises(InputError, match="gradients"), torch.enable_grad():
-        model.run_with_hooks(clean, [(model.site("ssm_state", 0), lambda x, hook: x)])
+    with torch.enable_grad():  # an ordinary call in grad mode runs (without gradients) ...
+        assert model.run_with_hooks(clean, [(model.site("ssm_state", 0), lambda x, hook: x)]).grad_fn is None
+    with pytest.raises(InputError, match="gradients do not flow"):  # ... asking for gradients is refused
+        site_gradients(model, clean, lambda logits: logits[:, -1, 0].sum(), [model.site("ssm_state", 0)])
 
 
 def test_hybrid_recurrent_sites_in_recurrent_layers_only(zoo):
@@ -513,3 +520,24 @@ def test_an_architecture_nothing_runs_is_one_line(tmp_path):
         interp.load(str(tmp_path))
     msg = str(err.value)
     assert "\n" not in msg and "distilbert" in msg and "DistilBertForMaskedLM" in msg and "generic path" in msg
+
+
+def test_a_family_whose_stepping_is_wrong_loads_without_state_sites(zoo, monkeypatch):
+    """A family rule that matched modules whose cache it misreads (here: each layer's state written
+    back into the other layer) fails the load-time check (stepping must reproduce the forward): the
+    model loads without state sites, and its card says why, rather than giving wrong states."""
+    from interp.loading import from_hf_generic
+    from interp.recurrent import hf as R
+
+    hf, model = zoo("xlstm")
+    right = R.adapt(hf)
+
+    class Swapped(R.XlstmCarry):
+        def write(self, kind, layer, value):
+            super().write(kind, 1 - layer, value)
+
+    broken = R.Family(right.name, right.states, right.sites, lambda b, d, t: Swapped(hf, b, d, t))
+    monkeypatch.setattr(R, "adapt", lambda module: broken)
+    loaded = from_hf_generic(hf, tokenizer=model.tokenizer, name="broken")
+    assert "logits" in loaded.card["recurrent_state"] and not state_names(loaded)
+    assert "mixer_out" in loaded.site_kinds()  # its other sites stay

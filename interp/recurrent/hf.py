@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -305,6 +305,7 @@ class Family:
     ``states``: state kind -> the layers that carry it.  ``sites``: the module sites.
     ``new_carry(batch, device, dtype)``: an empty :class:`Carry`.  ``continues_chunks``: whether a
     forward of several tokens may continue from a non-empty carry (else they are fed one by one).
+    ``missing``: semantic sites the family computes inside a function (no module to hook).
     """
 
     name: str
@@ -312,7 +313,7 @@ class Family:
     sites: list[ModuleSite]
     new_carry: Callable[[int, Any, Any], Carry]
     continues_chunks: bool = True
-    notes: list[str] = field(default_factory=list)
+    missing: tuple[str, ...] = ()
 
     def state_sites(self) -> dict[str, tuple[str, int]]:
         """Hook name -> (state kind, layer)."""
@@ -389,7 +390,7 @@ def _mamba(hf: nn.Module) -> Family | None:
         states={"ssm_state": layers_t, "conv_state": layers_t},
         sites=sites,
         new_carry=lambda batch, device, dtype: CacheCarry(hf),
-        notes=[] if "mamba" in kinds else ["the convolution's output, B and C are computed inside HF's scan function"],
+        missing=() if "mamba" in kinds else ("conv", "B", "C"),  # Mamba-2 splits them inside its scan function
     )
 
 
@@ -453,7 +454,7 @@ def _griffin(hf: nn.Module) -> Family | None:
         new_carry=lambda batch, device, dtype: GriffinCarry(hf, recurrent, batch, device, dtype),
         # HF's multi-token path rebuilds the convolution window from the new tokens alone
         continues_chunks=False,
-        notes=["the RG-LRU's input and recurrence gates are computed inside its forward (no module)"],
+        missing=("input_gate", "recurrent_gate"),  # computed inside the RG-LRU's forward
     )
 
 
