@@ -215,31 +215,6 @@ class HFLM(nn.Module):
         return logits_of(self.original_model(tokens))
 
 
-class KVCarry:
-    """A transformers key-value cache (the generic path's decoding cache for attention models)."""
-
-    def __init__(self, hf: nn.Module):
-        from transformers.cache_utils import DynamicCache
-
-        self.cache = DynamicCache(config=hf.config)
-        self.length = 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def kwargs(self, n: int) -> dict:
-        return {"cache": self.cache, "use_cache": True}
-
-    def before(self, hf) -> None:
-        pass
-
-    def after(self, hf, n: int) -> None:
-        self.length += n
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.cache.batch_select_indices(indices)
-
-
 def _first_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor | None, str | int | None]:
     """A module call's first tensor argument and where it is (position 0 or a keyword)."""
     if args and isinstance(args[0], torch.Tensor):
@@ -440,6 +415,8 @@ class HFBackend:
         return any(n in self._states for n, _ in hooks)
 
     def _new_carry(self, batch: int, device, dtype):
+        from interp.recurrent.hf import KVCarry
+
         if self.family is not None:
             return self.family.new_carry(batch, device, dtype)
         return KVCarry(self.hf)

@@ -640,8 +640,8 @@ def from_hf_generic(
     unembedding's input), and a recurrent family's sites and states (:mod:`interp.recurrent.hf`).
     No per-head sites (``n_heads`` is 0).  ``card["generic"]`` says why the bridge was not used.
     """
-    from interp.backends import HFBackend, KVCarry
-    from interp.recurrent.hf import ModuleSite, adapt
+    from interp.backends import HFBackend
+    from interp.recurrent.hf import KVCarry, ModuleSite, adapt
 
     if not hasattr(hf, "get_output_embeddings") or hf.get_output_embeddings() is None:
         raise InputError(

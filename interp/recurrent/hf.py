@@ -160,6 +160,22 @@ class CacheCarry(Carry):
         self.cache.reorder_cache(indices)
 
 
+class KVCarry(Carry):
+    """A transformers key-value cache: the generic path's decoding cache for attention models."""
+
+    def __init__(self, hf: nn.Module) -> None:
+        from transformers.cache_utils import DynamicCache
+
+        super().__init__()
+        self.cache = DynamicCache(config=hf.config)
+
+    def kwargs(self, n: int) -> dict[str, Any]:
+        return {"cache": self.cache, "use_cache": True}
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.cache.batch_select_indices(indices)
+
+
 class _Rows:
     """One of RWKV's token-shift states ``[B, d, L]`` as HF's single-token branch should see it.
 
