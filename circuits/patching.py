@@ -33,6 +33,7 @@ from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 from interp import cells
 from interp import recompute as engine_fast
+from interp import sites as S
 from interp.errors import InputError
 
 ENGINES = ("auto", "native", "blocks", "layers", "hooks")
@@ -109,6 +110,10 @@ def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto
     from interp import recompute_blocks
 
     reasons = []
+    if site.name in S.STATE_KINDS:
+        reasons.append(
+            "a per-step state site lives in the model's decoding cache, which only the hooks engine steps through"
+        )
     if model.active_hooks:
         reasons.append("hooks are active (Model.hooks()), which its partial forwards would bypass")
     if not all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks):

@@ -472,7 +472,11 @@ def test_defaults_attribution_dla_and_lens(zoo, family):
         assert set(d["kind"]) == {"embed", "layer", "bias"} and len(d) == model.cfg.n_layers + 2
         assert d.attrs["total"] == pytest.approx(d.attrs["logit"], abs=1e-4)
     lens = interp.lens.logit_lens(model, clean[:1])
-    assert len(lens) > 0
+    last = lens[(lens["layer"] == lens["layer"].max()) & (lens["rank_k"] == 1)].sort_values("pos")
+    with torch.no_grad():
+        own = model(clean[:1])[0].log_softmax(-1).max(-1)
+    assert torch.allclose(torch.tensor(last["logprob"].values), own.values, atol=1e-4)  # xLSTM: with its soft-cap
+    assert (last["token_id"].values == own.indices.numpy()).all()
 
 
 def test_generic_path_xlstm_and_codegen(zoo):
@@ -541,3 +545,19 @@ def test_a_family_whose_stepping_is_wrong_loads_without_state_sites(zoo, monkeyp
     loaded = from_hf_generic(hf, tokenizer=model.tokenizer, name="broken")
     assert "logits" in loaded.card["recurrent_state"] and not state_names(loaded)
     assert "mixer_out" in loaded.site_kinds()  # its other sites stay
+
+
+def test_state_sites_take_the_hooks_engine(zoo):
+    """On a model the downstream engine runs (Zamba2: recomputing from a cached prefix), a state site
+    still goes through the hooks engine (its state lives in the cache the engine would reuse) and
+    asking for the native engine says why; a mixer site runs native and equals the hooks engine."""
+    _, model = zoo("zamba2")
+    clean, corrupt = prompts(7)
+    kw = dict(by="layer,pos", metric="kl", progress=False)
+    state = circuits.patch(model, clean, corrupt, site="conv_state", **kw)
+    assert state.attrs["engine"] == "hooks" and state["effect"].abs().max() > 1e-3
+    with pytest.raises(InputError, match="decoding cache"):
+        circuits.patch(model, clean, corrupt, site="conv_state", engine="native", **kw)
+    native = circuits.patch(model, clean, corrupt, site="conv_in", **kw)
+    hooks = circuits.patch(model, clean, corrupt, site="conv_in", engine="hooks", **kw)
+    assert native.attrs["engine"] == "native" and (native["value"] - hooks["value"]).abs().max() < 1e-5
