@@ -31,17 +31,11 @@ def zoo(tmp_path_factory):
     """family -> (the HF model as built, the interp Model loaded from its folder); built on first use."""
     made: dict[str, tuple] = {}
 
-    def get(family: str, **overrides):
-        key = family + repr(sorted(overrides.items()))
-        if key not in made:
-            saved = families.FAMILIES[family]
-            families.FAMILIES[family] = {**saved, **overrides}
-            try:
-                hf, folder = families.build(family, tmp_path_factory.mktemp(family))
-            finally:
-                families.FAMILIES[family] = saved
-            made[key] = (hf, interp.load(str(folder)))
-        return made[key]
+    def get(family: str):
+        if family not in made:
+            hf, folder = families.build(family, tmp_path_factory.mktemp(family))
+            made[family] = (hf, interp.load(str(folder)))
+        return made[family]
 
     return get
 
