@@ -60,11 +60,14 @@ def _patch_state(model, clean, corrupt) -> str:
     from circuits import sites
     from circuits.patching import patch
     from interp.errors import Unsupported
+    from interp.sites import STATE_KINDS
 
-    if "state" not in sites.available(model):
+    kinds = [k for k in STATE_KINDS if k in sites.available(model)]
+    if not kinds:
         raise Unsupported(
             f"{model.cfg.name or 'this model'} exposes no recurrent state sites"
             + (" (an attention model keeps its memory in the key-value cache)" if model.has_attention else "")
+            + (f": {model.card['recurrent_state']}" if model.card.get("recurrent_state") else "")
         )
-    df = patch(model, clean, corrupt, site="state", by="layer,pos", metric=_metric(clean), progress=False)
-    return f"{len(df)} cells"
+    df = patch(model, clean, corrupt, site=kinds[0], by="layer,pos", metric=_metric(clean), progress=False)
+    return f"{len(df)} cells of {kinds[0]} (state kinds: {', '.join(kinds)})"

@@ -33,6 +33,7 @@ from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 from interp import cells
 from interp import recompute as engine_fast
+from interp import sites as S
 from interp.errors import InputError
 
 ENGINES = ("auto", "native", "blocks", "layers", "hooks")
@@ -44,8 +45,8 @@ def patch(
     clean,
     corrupt,
     *,
-    site: str = "z",
-    by: str | Sequence[str] = ("layer", "pos", "head"),
+    site: str | None = None,
+    by: str | Sequence[str] | None = None,
     metric: Metric | str = "logit_diff",
     direction: str = "denoise",
     window: int = 1,
@@ -57,6 +58,10 @@ def patch(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Activation patching sweep over ``site`` by ``by``; one row per cell.
+
+    site: default ``z`` (a head's output), or on a model without heads its per-layer equivalent
+    (:data:`circuits.sites.DEFAULT_SITES`: a recurrent mixer's output, a toy RNN's hidden state);
+    by: default layer, position and (per-head sites) head.
 
     clean: tokens ``[batch, pos]`` (or text).  corrupt: aligned corrupt tokens / text or a
     :class:`circuits.corrupt.Corruption`.  metric: a :class:`circuits.metrics.Metric` or a
@@ -73,6 +78,8 @@ def patch(
     check_direction(direction)
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    site, by = sites.defaults(model, site, by)
+    assert isinstance(site, str)  # one site here: defaults() keeps a given str
     site_ = sites.resolve(model, site)
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
@@ -103,6 +110,10 @@ def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto
     from interp import recompute_blocks
 
     reasons = []
+    if site.name in S.STATE_KINDS:
+        reasons.append(
+            "a per-step state site lives in the model's decoding cache, which only the hooks engine steps through"
+        )
     if model.active_hooks:
         reasons.append("hooks are active (Model.hooks()), which its partial forwards would bypass")
     if not all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks):

@@ -23,8 +23,6 @@ class Site:
     #: resid_mid on a TransformerBridge, whose hook_resid_mid only feeds the MLP: patched as the
     #: MLP's input (ln2.hook_in) plus the same change carried along the skip connection
     via_mlp_in: bool = False
-    #: the layers that have the site (None: every layer); a hybrid's attention sites are in its attention layers
-    layers: tuple[int, ...] | None = None
 
     def hook(self, layer: int) -> str:
         return self.template.format(l=layer)

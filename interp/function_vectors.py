@@ -209,7 +209,7 @@ def _effects_downstream(
         rows = corrupt.select(group)
         n = rows.tokens.shape[1]
         with torch.no_grad():
-            base_logits, base = model.run_with_cache(rows.tokens, names=engine.base_names() + model.sites("z"))
+            base_logits, base = model.run_with_cache(rows.tokens, names=engine.base_names() + model.attn_sites("z"))
         assert base_logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
         source = {}
         for layer in sorted({l for l, _ in heads}):

@@ -202,11 +202,17 @@ class Intervention:
             pos = ctx.positions_of(act.shape[2], act.device)
             return value[rows][:, :, pos][..., ctx.key_positions(act.shape[3], act.shape[2], act.device)]
         pos = ctx.positions_of(act.shape[1], act.device)
-        if int(pos.max()) >= value.shape[1]:
-            raise InputError(
-                f"the source activation at {self.site} has {value.shape[1]} positions, the run reaches "
-                f"position {int(pos.max())}"
-            )
+        beyond = pos >= value.shape[1]
+        if bool(beyond.any()):
+            # positions past the source are fine where the edit leaves them alone (decoding past a patched prompt)
+            m = self.mask(act, ctx)
+            needed = beyond if m is None else beyond & m.reshape(m.shape[0], m.shape[1], -1).any(-1).any(0)
+            if bool(needed.any()):
+                raise InputError(
+                    f"the source activation at {self.site} has {value.shape[1]} positions, the edit reaches "
+                    f"position {int(pos[needed].max())}"
+                )
+            pos = pos.clamp(max=value.shape[1] - 1)
         return value[rows][:, pos]
 
     def apply(self, act: torch.Tensor, ctx: RunContext) -> torch.Tensor:

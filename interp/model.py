@@ -421,14 +421,21 @@ class Model:
             why = ""
             if spec.layout in ("head", "pattern") and not self.has_attention:
                 why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
-            elif spec.layout in ("head", "pattern") and layer not in (self.cfg.attn_layers or ()):
-                why = f" (layer {layer} has no attention; attention layers: {list(self.cfg.attn_layers or ())})"
-            where = f" in layer {layer}" if spec.per_layer else ""
+            elif spec.per_layer and self.layers_with(spec.name):
+                why = f" in layer {layer} (only in layers {self.layers_with(spec.name)})"
+            partial = {k: self.layers_with(k) for k in S.KINDS if k not in self.site_kinds() and self.layers_with(k)}
             raise InputError(
-                f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{where}{why}; its site kinds: "
-                f"{self.site_kinds()}"
+                f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
+                f"{self.site_kinds()}" + (f"; in some layers only: {partial}" if partial else "")
             )
         return spec.hook(layer)
+
+    def layers_with(self, kind: str) -> list[int]:
+        """The layers that have site ``kind`` (a hybrid's recurrent sites are in its recurrent layers only)."""
+        spec = S.kind(kind)
+        if not spec.per_layer:
+            return []
+        return [l for l in range(self.cfg.n_layers) if spec.hook(l) in self._name_set]
 
     def sites(self, kind: str) -> list[str]:
         """The hook names of site ``kind`` in every layer, in order."""

@@ -325,6 +325,8 @@ def _dtype(module: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
+#: the config attributes families name a final logit soft-cap by
+FINAL_SOFTCAPS = ("final_logit_softcapping", "logits_soft_cap", "output_logit_soft_cap")
 #: fixed multipliers some families apply to their logits: config attribute -> how it applies
 LOGIT_SCALES = {"logit_scale": lambda v: v, "logits_scaling": lambda v: 1.0 / v}
 
@@ -347,8 +349,8 @@ def readout(model) -> Readout:
         W_U = module.W_U.detach().float()
         b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
-        # Gemma-2 / Gemma-3 name the final soft-cap final_logit_softcapping; RecurrentGemma logits_soft_cap
-        caps = [getattr(hf_cfg, a, None) for a in ("final_logit_softcapping", "logits_soft_cap")] if hf_cfg else []
+        # the final soft-cap's names: Gemma-2 / 3, RecurrentGemma, xLSTM
+        caps = [getattr(hf_cfg, a, None) for a in FINAL_SOFTCAPS] if hf_cfg else []
         cap = next((c for c in caps if c), None)
         for attr, factor in LOGIT_SCALES.items():
             value = getattr(hf_cfg, attr, None) if hf_cfg is not None else None
