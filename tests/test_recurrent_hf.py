@@ -444,8 +444,7 @@ def test_hybrid_recurrent_sites_in_recurrent_layers_only(zoo):
 @pytest.mark.parametrize("family", ["mamba", "rwkv", "xlstm"])
 def test_defaults_attribution_dla_and_lens(zoo, family):
     """Attribution's default site is the mixer output where there are no heads; it ranks cells like
-    exact patching; DLA's per-layer pieces add up to the logit (xLSTM's soft-capped logits are
-    refused); the logit lens at the last layer is the model's own output."""
+    exact patching; DLA's per-layer pieces add up to the logit (xLSTM's: before its soft-cap); the logit lens at the last layer is the model's own output."""
     _, model = zoo(family)
     clean, corrupt = prompts(5)
     att = circuits.attribute(model, clean, corrupt, metric="kl")
@@ -458,12 +457,12 @@ def test_defaults_attribution_dla_and_lens(zoo, family):
         > 0.5
     )
     target = int(model(clean[:1])[0, -1].argmax())
-    if family == "xlstm":
-        with pytest.raises(InputError, match="soft-cap"):
-            interp.lens.dla(model, clean[:1], target)
+    d = interp.lens.dla(model, clean[:1], target)
+    assert set(d["kind"]) == {"embed", "layer", "bias"} and len(d) == model.cfg.n_layers + 2
+    if family == "xlstm":  # soft-capped logits: the pieces add up to the logit before the cap
+        assert "soft-cap" in d.attrs["linearisation"] and d.attrs["pre_cap"] == d.attrs["total"]
+        assert abs(d.attrs["logit"]) < abs(d.attrs["total"]) + 1e-6  # the cap only shrinks
     else:
-        d = interp.lens.dla(model, clean[:1], target)
-        assert set(d["kind"]) == {"embed", "layer", "bias"} and len(d) == model.cfg.n_layers + 2
         assert d.attrs["total"] == pytest.approx(d.attrs["logit"], abs=1e-4)
     lens = interp.lens.logit_lens(model, clean[:1])
     last = lens[(lens["layer"] == lens["layer"].max()) & (lens["rank_k"] == 1)].sort_values("pos")

@@ -57,24 +57,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp.weights import raw
+
 
 # --------------------------------------------------------------------------------------
 # Finding the modules a Hugging Face model calls (also inside a TransformerBridge)
 # --------------------------------------------------------------------------------------
-def unwrap(module: nn.Module) -> nn.Module:
-    """The Hugging Face module inside a TransformerBridge component (itself if none)."""
-    while isinstance(getattr(module, "_original_component", None), nn.Module):
-        module = module._original_component  # type: ignore[assignment]
-    return module
-
-
 def called(root: nn.Module, path: str) -> nn.Module:
     """The module a Hugging Face model calls at ``path`` (dotted attribute names): each owner's
     forward calls ``self.<name>``, which after a bridge rewrote the tree may be a bridge component
     (hooks on it fire all the same)."""
     module = root
     for part in path.split("."):
-        owner = unwrap(module)
+        owner = raw(module)
         module = owner[int(part)] if part.isdigit() else getattr(owner, part)  # type: ignore[index]
     return module
 
@@ -342,7 +337,7 @@ def _mamba_mixers(hf: nn.Module) -> list[tuple[str, Any]]:
     """(path, HF module) of every Mamba-1 / Mamba-2 mixer: modules with ``A_log`` and a ``layer_idx``."""
     out: list[tuple[str, Any]] = []
     for path, module in hf.named_modules():
-        m = unwrap(module)
+        m = raw(module)
         if hasattr(m, "A_log") and isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "in_proj"):
             if not any(path.startswith(p + ".") for p, _ in out) and all(m is not x for _, x in out):
                 out.append((path, m))
@@ -411,12 +406,12 @@ def _mamba(hf: nn.Module) -> Family | None:
 
 
 def _rwkv(hf: nn.Module) -> Family | None:
-    blocks: Any = getattr(getattr(unwrap(hf), "rwkv", None), "blocks", None)
-    mix = getattr(unwrap(blocks[0]), "attention", None) if blocks is not None else None
+    blocks: Any = getattr(getattr(raw(hf), "rwkv", None), "blocks", None)
+    mix = getattr(raw(blocks[0]), "attention", None) if blocks is not None else None
     if (
         blocks is None
         or mix is None
-        or not all(hasattr(unwrap(mix), a) for a in ("time_decay", "time_first", "time_mix_key"))
+        or not all(hasattr(raw(mix), a) for a in ("time_decay", "time_first", "time_mix_key"))
     ):
         return None  # RWKV-4's time mix: a decay, a bonus for the current token and token-shift mixing
     L = len(blocks)
@@ -439,15 +434,15 @@ def _rwkv(hf: nn.Module) -> Family | None:
 
 
 def _griffin(hf: nn.Module) -> Family | None:
-    base = getattr(unwrap(hf), "model", None)
+    base = getattr(raw(hf), "model", None)
     layers = getattr(base, "layers", None)
     if layers is None:
         return None
     recurrent: dict[int, Any] = {}
     for l in range(len(layers)):
-        tb = getattr(unwrap(layers[l]), "temporal_block", None)
-        if tb is not None and hasattr(unwrap(tb), "rg_lru"):
-            recurrent[l] = unwrap(tb)
+        tb = getattr(raw(layers[l]), "temporal_block", None)
+        if tb is not None and hasattr(raw(tb), "rg_lru"):
+            recurrent[l] = raw(tb)
     if not recurrent:
         return None
     sites: list[ModuleSite] = []
@@ -475,9 +470,9 @@ def _griffin(hf: nn.Module) -> Family | None:
 
 
 def _xlstm(hf: nn.Module) -> Family | None:
-    backbone = getattr(unwrap(hf), "backbone", None)
+    backbone = getattr(raw(hf), "backbone", None)
     blocks = getattr(backbone, "blocks", None)
-    if blocks is None or not hasattr(unwrap(blocks[0]), "mlstm_layer"):
+    if blocks is None or not hasattr(raw(blocks[0]), "mlstm_layer"):
         return None
     sites: list[ModuleSite] = []
     single = getattr(hf.config, "weight_mode", "single") == "single"
