@@ -57,6 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp import sites as S
 from interp.weights import raw
 
 
@@ -362,38 +363,38 @@ def _mamba(hf: nn.Module) -> Family | None:
         E = int(m.intermediate_size)
         N = int(m.ssm_state_size)
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", path, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", path, "out"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{path}.out_proj", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), path, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), path, "out"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{path}.out_proj", "in"),
         ]
         if hasattr(m, "x_proj"):  # Mamba-1: in_proj -> (x, z); conv; x_proj -> (dt, B, C)
             kinds.add("mamba")
             R = int(m.time_step_rank)
             sites += [
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{path}.in_proj", "out", (0, E)),
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{path}.in_proj", "out", (E, 2 * E)),
-                ModuleSite(f"blocks.{l}.hook_conv", f"{path}.x_proj", "in"),
+                ModuleSite(S.kind("conv_in").hook(l), f"{path}.in_proj", "out", (0, E)),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{path}.in_proj", "out", (E, 2 * E)),
+                ModuleSite(S.kind("conv").hook(l), f"{path}.x_proj", "in"),
             ]
             if hasattr(m, "b_layernorm"):  # FalconMamba / Jamba normalise dt, B and C after x_proj
                 sites += [
-                    ModuleSite(f"blocks.{l}.hook_dt", f"{path}.dt_layernorm"),
-                    ModuleSite(f"blocks.{l}.hook_B", f"{path}.b_layernorm"),
-                    ModuleSite(f"blocks.{l}.hook_C", f"{path}.c_layernorm"),
+                    ModuleSite(S.kind("dt").hook(l), f"{path}.dt_layernorm"),
+                    ModuleSite(S.kind("B").hook(l), f"{path}.b_layernorm"),
+                    ModuleSite(S.kind("C").hook(l), f"{path}.c_layernorm"),
                 ]
             else:
                 sites += [
-                    ModuleSite(f"blocks.{l}.hook_dt", f"{path}.x_proj", "out", (0, R)),
-                    ModuleSite(f"blocks.{l}.hook_B", f"{path}.x_proj", "out", (R, R + N)),
-                    ModuleSite(f"blocks.{l}.hook_C", f"{path}.x_proj", "out", (R + N, R + 2 * N)),
+                    ModuleSite(S.kind("dt").hook(l), f"{path}.x_proj", "out", (0, R)),
+                    ModuleSite(S.kind("B").hook(l), f"{path}.x_proj", "out", (R, R + N)),
+                    ModuleSite(S.kind("C").hook(l), f"{path}.x_proj", "out", (R + N, R + 2 * N)),
                 ]
         else:  # Mamba-2: in_proj -> (z, xBC, dt); the gated norm reads the scan output y
             kinds.add("mamba2")
             conv_dim, H = int(m.conv_dim), int(m.num_heads)
             sites += [
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{path}.in_proj", "out", (0, E)),
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{path}.in_proj", "out", (E, E + conv_dim)),
-                ModuleSite(f"blocks.{l}.hook_dt", f"{path}.in_proj", "out", (E + conv_dim, E + conv_dim + H)),
-                ModuleSite(f"blocks.{l}.hook_hidden", f"{path}.norm", "in"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{path}.in_proj", "out", (0, E)),
+                ModuleSite(S.kind("conv_in").hook(l), f"{path}.in_proj", "out", (E, E + conv_dim)),
+                ModuleSite(S.kind("dt").hook(l), f"{path}.in_proj", "out", (E + conv_dim, E + conv_dim + H)),
+                ModuleSite(S.kind("hidden").hook(l), f"{path}.norm", "in"),
             ]
     layers_t = tuple(sorted(layers))
     return Family(
@@ -419,10 +420,10 @@ def _rwkv(hf: nn.Module) -> Family | None:
     for l in range(L):
         p = f"rwkv.blocks.{l}.attention"
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out"),
-            ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.receptance"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.output", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), p, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), p, "out"),
+            ModuleSite(S.kind("gate_pre").hook(l), f"{p}.receptance"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.output", "in"),
         ]
     every = tuple(range(L))
     return Family(
@@ -448,14 +449,14 @@ def _griffin(hf: nn.Module) -> Family | None:
     sites: list[ModuleSite] = []
     for l in range(len(layers)):
         p = f"model.layers.{l}.temporal_block"
-        sites += [ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"), ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out")]
+        sites += [ModuleSite(S.kind("mixer_in").hook(l), p, "in"), ModuleSite(S.kind("mixer_out").hook(l), p, "out")]
         if l in recurrent:
             sites += [
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{p}.linear_x"),
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.linear_y"),
-                ModuleSite(f"blocks.{l}.hook_conv", f"{p}.rg_lru", "in"),
-                ModuleSite(f"blocks.{l}.hook_lru_out", f"{p}.rg_lru"),
-                ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.linear_out", "in"),
+                ModuleSite(S.kind("conv_in").hook(l), f"{p}.linear_x"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{p}.linear_y"),
+                ModuleSite(S.kind("conv").hook(l), f"{p}.rg_lru", "in"),
+                ModuleSite(S.kind("lru_out").hook(l), f"{p}.rg_lru"),
+                ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.linear_out", "in"),
             ]
     rec = tuple(sorted(recurrent))
     return Family(
@@ -479,17 +480,17 @@ def _xlstm(hf: nn.Module) -> Family | None:
     for l in range(len(blocks)):
         p = f"backbone.blocks.{l}.mlstm_layer"
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.out_proj", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), p, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), p, "out"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.out_proj", "in"),
             ModuleSite(f"blocks.{l}.ln2.hook_in", f"backbone.blocks.{l}.norm_ffn", "in"),
-            ModuleSite(f"blocks.{l}.hook_mlp_out", f"backbone.blocks.{l}.ffn"),
+            ModuleSite(S.kind("mlp_out").hook(l), f"backbone.blocks.{l}.ffn"),
         ]
         if single:
             sites += [
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.ogate_preact"),
-                ModuleSite(f"blocks.{l}.hook_input_gate_pre", f"{p}.igate_preact"),
-                ModuleSite(f"blocks.{l}.hook_forget_gate_pre", f"{p}.fgate_preact"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{p}.ogate_preact"),
+                ModuleSite(S.kind("input_gate_pre").hook(l), f"{p}.igate_preact"),
+                ModuleSite(S.kind("forget_gate_pre").hook(l), f"{p}.fgate_preact"),
             ]
     every = tuple(range(len(blocks)))
     return Family(
