@@ -21,7 +21,7 @@ def experiment(model, quick: bool, progress: bool) -> Outcome:
     from interp.plots.reproduce import finding_plot
     from interp.tasks import text
 
-    n = 6 if quick else 12
+    n = 5 if quick else 10
     window = min(WINDOW, model.cfg.n_layers)
     batch = text.facts(model, n, seed=0)
     subject = int(batch.subject[0])
@@ -129,7 +129,7 @@ FINDING = register(
         metric="peak normalised effect of patching MLP outputs (windows of 5 layers after the first) at the last "
         "subject token, GN minus STR, probability metric",
         protocol="Factual prompts 'The capital of X is' (shipped country-capital pairs, single tokens, known facts; "
-        "12, quick: 6); corruptions: STR (another country, its capital the contrast answer) and GN (3 x the "
+        "10, quick: 5); corruptions: STR (another country, its capital the contrast answer) and GN (3 x the "
         "embedding std at the subject, 5 noise draws); clean MLP outputs patched into the corrupt run "
         "(circuits.patch, window of 5 layers) at the subject position; metrics: probability of the answer and "
         "logit difference answer - contrast; per prompt the peak over the windows that start after layer 0 (the "

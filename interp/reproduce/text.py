@@ -62,7 +62,12 @@ def own_text(model: Model, n: int, length: int, *, seed: int = 0, progress: bool
     else:
         if progress:
             print(f"sampling {n} x {length} tokens of the model's own text (cached in {path.parent}) ...")
-        tokens = generated_text(model, n, length, seed=seed)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one thread: the sampled text does not depend on the machine's thread count
+        try:
+            tokens = generated_text(model, n, length, seed=seed)
+        finally:
+            torch.set_num_threads(threads)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"tokens": tokens.contiguous()}, str(path))
