@@ -312,3 +312,25 @@ def test_text_builders_refuse_models_without_text(tiny_llama, induction_model):
         text.translation(tiny_llama)
     with pytest.raises(InputError, match="single tokens|usable"):
         text.facts(tiny_llama, 4)
+
+
+def test_a_package_registers_findings_through_the_entry_point(tmp_path, monkeypatch):
+    """The plugin path end to end: an installed distribution declaring ``interp.findings`` is found by
+    importlib.metadata and its Finding registered (how circuits' findings arrive once installed)."""
+    from interp.reproduce import registry
+
+    (tmp_path / "plugin_findings_demo.py").write_text(
+        "from interp.reproduce import Finding, Published\n"
+        "FINDING = Finding('demo2099', 'Demo 2099', 'c', 'A demo claim.', Published(None, 'm', 'w', 'unverified'),"
+        " 'm', 'p', 'r', (), lambda *a: None, module='plugin_findings_demo')\n"
+    )
+    info = tmp_path / "plugin_findings_demo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-findings-demo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[interp.findings]\ndemo2099 = plugin_findings_demo:FINDING\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry._LOADED, "plugins", False)
+    try:
+        assert reproduce.get("demo2099").module == "plugin_findings_demo"
+    finally:
+        registry._REGISTRY.pop("demo2099", None)

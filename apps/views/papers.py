@@ -52,8 +52,15 @@ if st.session_state.get("papers_ran") == (source, fid, quick):
     with st.spinner(f"Running {fid} on {source} ..."), state.friendly(fid):
         frame, figure, summary = papers.run(source, fid, quick)
     verdict = summary["verdict"]
-    show = {"reproduced": st.success, "partial": st.warning, "not reproduced": st.error, "not applicable": st.info}
-    show[verdict](f"**{verdict}** ({summary['seconds']:.0f} s): {summary['reason']}")
+    # a verdict is a result, not an error of the page: st.error stays for the app's own failures
+    show = {"reproduced": st.success, "partial": st.warning, "not reproduced": st.warning, "not applicable": st.info}
+    icons = {
+        "reproduced": ":material/check_circle:",
+        "partial": ":material/contrast:",
+        "not reproduced": ":material/cancel:",
+        "not applicable": ":material/info:",
+    }
+    show[verdict](f"**{verdict}** ({summary['seconds']:.0f} s): {summary['reason']}", icon=icons[verdict])
     c1, c2 = st.columns([3, 1])
     c1.plotly_chart(figure, key="papers_figure")
     if summary["ours"] is not None:

@@ -128,13 +128,14 @@ def experiment(model, quick: bool, progress: bool) -> Outcome:
                 {"role": role, "head": f"L{v[0]}H{v[1]}", "score": float(abs(without_kv - without_k) / fm)}
             )
     movers_attend = _attends_io(model, ioi, movers)
+    model_ld = bootstrap(fm_rows.numpy(), unit="prompts")
     worst_incomplete = max((float(c["incompleteness"]) for c in completeness), default=float("nan"))
     least_minimal = min((float(m["score"]) for m in minimality), default=float("nan"))
     verdict, reason = decide(
         [
             (
-                f"the model does IOI: logit difference F(M) = {bootstrap(fm_rows.numpy())} (> 0)",
-                bool(fm_rows.mean() > 0 and bootstrap(fm_rows.numpy()).above(0)),
+                f"the model does IOI: logit difference F(M) = {model_ld} (> 0)",
+                model_ld.above(0),
             ),
             (
                 f"name movers found by path patching to the logits ({', '.join(f'L{l}H{h}' for l, h in movers) or 'none'}), "
