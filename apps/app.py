@@ -34,6 +34,7 @@ PAGES = [
     st.Page("views/circuit.py", title="Circuit", icon=":material/account_tree:"),
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
+    st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
 ]
 
 quiet_dependencies()
