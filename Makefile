@@ -28,5 +28,7 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# every benchmark, stopping at the first that misses a target (BENCH / BENCH_ARGS pick others)
+BENCH ?= benchmarks/[a-z]*.py
 bench: setup
-	for f in benchmarks/[a-z]*.py; do $(BIN)/python $$f || exit 1; done
+	for f in $(BENCH); do $(BIN)/python $$f $(BENCH_ARGS) || exit 1; done

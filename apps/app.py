@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from apps import state  # noqa: E402
+from apps.quiet import quiet_dependencies  # noqa: E402
 from interp.errors import BUG_REPORT, USER_ERRORS  # noqa: E402
 
 st.set_page_config(page_title="interp workbench", layout="wide")
@@ -34,8 +35,10 @@ PAGES = [
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
     st.Page("views/features.py", title="Features", icon=":material/scatter_plot:"),
+    st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
 ]
 
+quiet_dependencies()
 page = st.navigation(PAGES)
 state.init_source()
 if "source_error" in st.session_state:

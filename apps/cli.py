@@ -241,6 +241,35 @@ def info(
         typer.echo(sites.to_string(index=False))
 
 
+@command("support")
+@friendly
+def support_cmd(
+    model: str = model_arg(),
+    out: Path = typer.Option(None, "--out", metavar="FILE", help="Also write the table to this .csv file."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Which analyses run on a model and which decline (with the architectural reason): each is
+    run once on a small probe."""
+    import interp
+
+    if out is not None and out.suffix != ".csv":
+        raise InputError(f"--out must end in .csv, got {out.name}")
+    m = load_model(model, allow_unsafe_pickle)
+    table = interp.support(m, progress=True)
+    c = m.cfg
+    attn = "every layer" if c.family == "transformer" else (str(list(c.attn_layers or ())) if c.n_heads else "none")
+    typer.echo(f"{m.name}: {c.family}, {c.n_layers} layers, attention in {attn}")
+    for row in table.itertuples():
+        mark = {"ok": "ok      ", "declines": "declines", "fails": "FAILS   "}[row.status]
+        detail = row.reason if row.status != "ok" else row.note
+        typer.echo(f"  {row.analysis:<44} {mark}  {detail}")
+    if out is not None:
+        table.to_csv(out, index=False)
+    n_fail = int((table["status"] == "fails").sum())
+    if n_fail:
+        raise RuntimeError(f"{n_fail} analyses failed on {m.name}: this is a bug, please report it")
+
+
 @command("app")
 @friendly
 def run_app(
@@ -724,7 +753,82 @@ def sae_features_command(
         typer.echo(f"{effect}: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in zip(part["token"], part["value"])))
 
 
+# --- published findings -----------------------------------------------------------------
+
+
+def _finding_lines(summary: dict) -> list[str]:
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    pub = summary["published"]
+    pub_text = (
+        f"{num(pub)} {summary['published_unit']}".strip()
+        if pub is not None
+        else f"qualitative ({summary['published_unit']})"
+    )
+    ours = (
+        f"{num(summary['ours'])} [{num(summary['ci_low'])}, {num(summary['ci_high'])}] (95% interval, n={summary['n']} "
+        f"{summary['unit']})"
+        if summary["ours"] is not None
+        else "-"
+    )
+    return [
+        f"{summary['id']}: {summary['paper']} on {summary['model']}{' (quick)' if summary['quick'] else ''}",
+        f"  claim:     {summary['claim']}",
+        f"  published: {pub_text} on {summary['published_model']}, {summary['published_where']} [{summary['published_source']}]",
+        f"  ours:      {ours}  ({summary['metric']})",
+        f"  verdict:   {summary['verdict']} ({summary['seconds']:.0f} s)",
+        f"  why:       {summary['reason']}",
+    ]
+
+
+@command("reproduce")
+@friendly
+def reproduce_command(
+    finding: str = typer.Argument(None, metavar="ID", help="Finding id (see --list), or 'all' for every one."),
+    model: str = typer.Option("smollm2-135m", "--model", metavar="MODEL", help=MODEL_HELP),
+    quick: bool = typer.Option(False, "--quick", help="Smaller samples: a first look (the verdict is less certain)."),
+    json_out: Path = typer.Option(
+        None, "--json", metavar="FILE", help="Write the summary (a list of them for 'all') to this JSON file."
+    ),
+    list_: bool = typer.Option(False, "--list", help="List the findings (id, paper, published number) and exit."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Run a published interpretability finding on a model: the published number beside ours (95%
+    bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable)."""
+    import json
+
+    import circuits.reproduce  # noqa: F401  registers the causal findings even where the entry points are not installed
+    from interp import reproduce
+
+    if list_:
+        table = reproduce.list_findings()
+        for r in table.itertuples():
+            value = "qualitative" if r.published != r.published else f"{r.published:.4g} {r.unit}"
+            typer.echo(f"{r.id:<12} {r.paper:<22} {value} on {r.published_model} ({r.where}) [{r.source}]")
+            typer.echo(f"{'':<12} {r.claim}")
+        return
+    if finding is None:
+        raise InputError(f"give a finding id or --list; known: {', '.join(reproduce.findings())}")
+    if json_out is not None and json_out.suffix != ".json":
+        raise InputError(f"--json must end in .json, got {json_out.name}")
+    ids = list(reproduce.findings()) if finding.strip().lower() == "all" else [reproduce.get(finding).id]
+    m = load_model(model, allow_unsafe_pickle)
+    summaries = []
+    for fid in ids:
+        result = reproduce.run(fid, m, quick=quick, progress=True)
+        summaries.append(result.to_json())
+        typer.echo("\n".join(_finding_lines(result.summary)))
+    if json_out is not None:
+        payload = summaries if len(ids) > 1 else summaries[0]
+        json_out.write_text(json.dumps(payload, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
 def main() -> None:
+    from apps.quiet import quiet_dependencies
+
+    quiet_dependencies()
     if len(sys.argv) == 1:  # bare `interp`: the help, and success
         sys.argv.append("--help")
     app()

@@ -71,7 +71,9 @@ def main() -> None:
     lens = train_tuned_lens(model, text[: args.train], steps=args.steps, progress=True)
     t_train = time.perf_counter() - t
     held = text[args.train :]
+    start = train_tuned_lens(model, text[: args.train], steps=0, progress=False)  # its least-squares start
     plain, tuned = lens_kl(model, held), lens_kl(model, held, lens=lens)
+    from_start = lens_kl(model, held, lens=start)
     print(
         f"\ntuned lens: generated {tuple(text.shape)} tokens in {t_gen:.1f} s; trained {args.steps} steps on "
         f"{args.train} x 129 tokens in {t_train:.1f} s (target < 600 s)"
@@ -83,6 +85,11 @@ def main() -> None:
     checks.holds(
         "tuned lens below the logit lens at every layer but the last",
         bool((table["tuned_lens"][inner] < table["logit_lens"][inner]).all()),
+    )
+    mean_start, mean_tuned = float(from_start["kl"][inner].mean()), float(tuned["kl"][inner].mean())
+    checks.holds(
+        f"training improves on the least-squares start on held-out text (mean KL {mean_start:.3f} -> {mean_tuned:.3f})",
+        mean_tuned < mean_start,
     )
     checks.at_most("tuned-lens training", t_train, 600)
     checks.finish()

@@ -32,7 +32,7 @@ from circuits.metrics import Metric
 from circuits.patching import frame
 from circuits.runs import check_direction, finish, inputs, sides
 from interp.errors import InputError
-from interp.gradients import delta_hook
+from interp.gradients import delta_hook, grad
 
 METHODS = ("eap", "eap-ig")
 
@@ -74,8 +74,8 @@ def attribute(
     clean,
     corrupt,
     *,
-    site: str | Sequence[str] = "z",
-    by: str | Sequence[str] = ("layer", "pos", "head"),
+    site: str | Sequence[str] | None = None,
+    by: str | Sequence[str] | None = None,
     metric: Metric | str = "logit_diff",
     direction: str = "denoise",
 ) -> pd.DataFrame:
@@ -83,9 +83,11 @@ def attribute(
 
     With several sites the frames are stacked with a ``site`` column (``by`` is cut to the
     axes each site has).  Cost: one forward of the source run and one forward + backward of
-    the base run, for all sites and cells together.
+    the base run, for all sites and cells together.  Defaults (site, by) as in
+    :func:`circuits.patching.patch`.
     """
     check_direction(direction)
+    site, by = sites.defaults(model, site, by)  # z, or the model's per-layer equivalent (a mixer's output)
     names_in = [site] if isinstance(site, str) else list(site)
     resolved = [sites.resolve(model, s) for s in names_in]
     if isinstance(by, str):
@@ -97,8 +99,9 @@ def attribute(
     c = inputs(model, clean, corrupt)
     base_tokens, base_hooks, src_tokens, src_hooks = sides(c, direction)
     L = model.cfg.n_layers
-    act_names = sorted({s.hook(l) for s in resolved for l in range(L)})
-    grad_names = sorted({n for s in resolved for l in range(L) for n in _grad_names(model, s, l)})
+    layers_of = {s.name: [l for l in range(L) if model.has_site(s.hook(l))] for s in resolved}  # a hybrid's: some
+    act_names = sorted({s.hook(l) for s in resolved for l in layers_of[s.name]})
+    grad_names = sorted({n for s in resolved for l in layers_of[s.name] for n in _grad_names(model, s, l)})
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names=act_names, fwd_hooks=src_hooks)
     base_act: dict[str, torch.Tensor] = {}
@@ -113,15 +116,15 @@ def attribute(
         )
         runs = finish(model, c, metric, clean_logits, corrupt_logits.detach())
         value = runs.metric(base_logits)
-        grads = dict(zip(grad_names, torch.autograd.grad(value, [deltas[n] for n in grad_names], allow_unused=True)))
+        grads = dict(zip(grad_names, grad(value, [deltas[n] for n in grad_names], allow_unused=True)))
     frames = []
     for s, axes in zip(resolved, axes_per):
         cells = sites.cells(model, s, axes, c.clean.shape[1])
-        tables = []
-        for l in range(L):
+        tables: dict[int, torch.Tensor] = {}
+        for l in layers_of[s.name]:
             g = sum(grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(model, s, l))
             diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
-            tables.append(_reduce((diff * g).detach().float(), s.layout, axes))
+            tables[l] = _reduce((diff * g).detach().float(), s.layout, axes)
         est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
         df = frame(
             cells,
@@ -189,7 +192,7 @@ def edge_attribution(
             logits = E.run(model, weights, graph, clean_b, input_value=x0, eps=eps)
             value = runs.metric(logits)
             keys = list(eps)
-            grads = dict(zip(keys, torch.autograd.grad(value, [eps[k] for k in keys])))
+            grads = dict(zip(keys, grad(value, [eps[k] for k in keys])))
         g = E.receiver_grads(eps, grads, graph).detach()
         grad_sum = g if grad_sum is None else grad_sum + g
     assert grad_sum is not None  # alphas is not empty (steps >= 1)

@@ -191,7 +191,8 @@ def gaussian_noise(
         reps = x.shape[0] // noise.shape[0]
         if reps * noise.shape[0] != x.shape[0]:
             raise InputError(f"noise for batch {noise.shape[0]} applied to batch {x.shape[0]}")
-        return x + noise.repeat(reps, *([1] * (noise.ndim - 1)))
+        at = model.context.positions_of(x.shape[1], noise.device)  # a cached step runs later positions only
+        return x + noise[:, at].repeat(reps, *([1] * (noise.ndim - 1)))
 
     tiled = clean.repeat(n_samples, 1)
     return Corruption(

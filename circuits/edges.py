@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from interp import sites as S
-from interp.errors import InputError
+from interp import arch
+from interp.errors import InputError, Unsupported
 from interp.weights import Weights
 
 QKV = ("q", "k", "v")
@@ -39,18 +39,36 @@ class Graph:
     n_heads: int
     has_mlp: tuple[bool, ...]
     n_kv_heads: int = 0
+    #: per layer: the MLP reads the block's input beside attention (so that layer's heads do not feed it)
+    parallel: tuple[bool, ...] = ()
 
     def __post_init__(self):
         if not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if not self.parallel:
+            object.__setattr__(self, "parallel", (False,) * self.n_layers)
         if self.n_heads % self.n_kv_heads:
             raise InputError(f"{self.n_heads} query heads cannot share {self.n_kv_heads} key-value heads evenly")
 
     @classmethod
     def of(cls, model) -> Graph:
         model.require_attention("edge attribution")
-        mlp = tuple(model.has_site(S.kind("mlp_out").template.format(l=l)) for l in range(model.cfg.n_layers))
-        return cls(model.cfg.n_layers, model.cfg.n_heads, mlp, model.cfg.n_kv_heads)
+        if model.cfg.family == "hybrid":
+            raise Unsupported(
+                f"{model.cfg.name or 'this model'} has attention in layers {list(model.cfg.attn_layers)} only: the "
+                "edge graph has heads in every layer (its state-space layers are not nodes yet)"
+            )
+        blocks = arch.blocks(model)
+        missing = [b.layer for b in blocks if b.mlp and b.mlp_input is None]
+        if missing:
+            raise Unsupported(f"the MLPs of layers {missing} have no input hook, so they cannot be edge receivers")
+        return cls(
+            model.cfg.n_layers,
+            model.cfg.n_heads,
+            tuple(b.mlp for b in blocks),
+            model.cfg.n_kv_heads,
+            tuple(b.parallel for b in blocks),
+        )
 
     @property
     def grouped(self) -> bool:
@@ -97,7 +115,7 @@ class Graph:
         n = 1
         for l in range(layer):
             n += self.n_heads + int(self.has_mlp[l])
-        if kind == "mlp":
+        if kind == "mlp" and not self.parallel[layer]:
             n += self.n_heads
         return n
 
@@ -141,6 +159,7 @@ class Graph:
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
             "has_mlp": list(self.has_mlp),
+            "parallel": list(self.parallel),
         }
 
 
@@ -199,7 +218,7 @@ def run(
     """
     if missing is not None and ref is None:
         raise InputError("patching missing edges needs the reference (corrupt) node outputs")
-    L, H, K = graph.n_layers, graph.n_heads, graph.n_kv_heads
+    H, K = graph.n_heads, graph.n_kv_heads
     recv_idx = graph.receiver_index()
     cur: list[torch.Tensor] = []  # sender outputs so far, each [batch, pos, d] in sender order
     refs = list(ref.stacked(graph)) if ref is not None else None
@@ -207,12 +226,14 @@ def run(
     resid: dict[int, torch.Tensor] = {}
     want_grad = eps is not None
 
-    def subtract(x: torch.Tensor, cols: list[int]) -> torch.Tensor:
-        """x [batch, pos, d] -> per receiver [batch, pos, len(cols), d] with missing edges patched."""
+    def subtract(x: torch.Tensor, cols: list[int], upstream: int | None = None) -> torch.Tensor:
+        """x [batch, pos, d] -> per receiver [batch, pos, len(cols), d] with missing edges patched.
+        upstream: how many senders the receivers read (default: every sender so far; fewer for
+        the MLP of a parallel block, which does not read its own layer's heads)."""
         out = x[:, :, None].expand(-1, -1, len(cols), -1)
         if miss is None:
             return out
-        n = len(cur)
+        n = len(cur) if upstream is None else upstream
         m = miss[:n][:, cols]  # [n_up, R]
         if not m.any():
             return out
@@ -262,13 +283,29 @@ def run(
 
         return fn
 
-    def at_mlp_in(layer):
+    attn_out: dict[int, torch.Tensor] = {}
+
+    def at_attn_out(layer):
+        def fn(x, hook):
+            attn_out[layer] = x
+
+        return fn
+
+    def at_mlp_in(block: arch.Block):
+        layer = block.layer
         col = [recv_idx[(f"m{layer}", "")]]
 
         def fn(x, hook):
-            xs = subtract(x, col)[:, :, 0]
+            if block.mlp_input == "mlp_in":  # the residual only the MLP reads; the model's norm follows
+                source = x
+            else:  # the MLP's input after its norm: rebuild it from the residual it reads
+                source = resid[layer] if block.parallel else resid[layer] + attn_out[layer]
+            xs = subtract(source, col, graph.upstream_count(layer, "mlp"))[:, :, 0]
             e = eps_of(("mlp", layer), xs.shape, xs)
-            return xs + e if e is not None else xs
+            xs = xs + e if e is not None else xs
+            if block.mlp_input == "mlp_input" and block.mlp_norm is not None:
+                xs = block.mlp_norm(xs.to(x.dtype))
+            return xs.to(x.dtype)
 
         return fn
 
@@ -281,13 +318,16 @@ def run(
         return xs + e if e is not None else xs
 
     fwd = [(model.site("resid_pre", 0), at_input)]
-    for l in range(L):
+    for l, block in enumerate(arch.blocks(model)):
         if l > 0:
             fwd.append((model.site("resid_pre", l), at_resid_pre(l)))
         fwd += [(model.site(c, l), at_qkv(l, c)) for c in QKV]
         fwd.append((model.site("z", l), at_z(l)))
+        if block.mlp_input == "mlp_input" and not block.parallel:
+            fwd.append((model.site("attn_out", l), at_attn_out(l)))
         if graph.has_mlp[l]:
-            fwd += [(model.site("mlp_in", l), at_mlp_in(l)), (model.site("mlp_out", l), at_mlp_out)]
+            assert block.mlp_input is not None  # Graph.of declines MLPs without an input hook
+            fwd += [(model.site(block.mlp_input, l), at_mlp_in(block)), (model.site("mlp_out", l), at_mlp_out)]
     fwd.append((model.site("final_resid"), at_final))
     return model.run_with_hooks(tokens, list(hooks) + fwd)
 
@@ -311,7 +351,10 @@ def check_rebuild(model, weights: Weights) -> None:
     mixes heads is refused, not mis-read)."""
     probe = torch.arange(min(5, model.cfg.n_ctx), device=model.device)[None] % model.cfg.d_vocab
     L = model.cfg.n_layers
+    blocks = arch.blocks(model)
+    rebuilt = [b for b in blocks if b.mlp_input == "mlp_input"]
     names = model.sites("resid_pre") + [model.site(c, l) for l in range(L) for c in "qkvz"] + model.sites("attn_out")
+    names += [model.site("mlp_input", b.layer) for b in rebuilt]
     with torch.no_grad():
         _, cache = model.run_with_cache(probe, names=names)
         for l in range(L):
@@ -320,14 +363,27 @@ def check_rebuild(model, weights: Weights) -> None:
                 want = cache[model.site(c, l)].float()
                 got = weights.project(l, c, x[:, :, None].expand(-1, -1, want.shape[2], -1))
                 if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
-                    raise InputError(
-                        f"cannot rebuild hook_{c} of layer {l} from its norm and W_{c.upper()} on this "
-                        "bridge (folded weights?): per-receiver inputs are unsupported"
+                    raise Unsupported(
+                        f"hook_{c} of layer {l} cannot be rebuilt from its norm and W_{c.upper()} on this "
+                        "bridge (folded weights?), so heads cannot have their own inputs"
                     )
-            out = weights.head_outputs(l, cache[model.site("z", l)].float()).sum(-2) + weights.b_O[l]
+            z = cache[model.site("z", l)].float()
+            out = weights.head_outputs(l, z).sum(-2) + weights.attn_bias(l, z)
             attn = cache[model.site("attn_out", l)].float()
             if (out - attn).abs().max() > 1e-3 * (1 + attn.abs().max()):
-                raise InputError(
-                    f"the heads' outputs z @ W_O do not add up to hook_attn_out in layer {l} on this "
-                    "bridge: per-head outputs are unsupported"
+                raise Unsupported(
+                    f"the heads' outputs (z @ W_O, through any post-attention norm) do not add up to the "
+                    f"attention output of layer {l} on this bridge, so heads cannot be nodes"
+                )
+        for b in rebuilt:  # an MLP input rebuilt from the residual it reads and its norm
+            l = b.layer
+            source = cache[model.site("resid_pre", l)].float()
+            if not b.parallel:
+                source = source + cache[model.site("attn_out", l)].float()
+            got = b.mlp_norm(source) if b.mlp_norm is not None else source
+            want = cache[model.site("mlp_input", l)].float()
+            if (got.float() - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+                raise Unsupported(
+                    f"the MLP input of layer {l} cannot be rebuilt from the residual it reads and its norm, so "
+                    "the MLP cannot have its own input"
                 )

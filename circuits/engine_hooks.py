@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from interp import interventions as I
-from interp.cells import Cell, Site, intervention, reaches
+from interp.cells import Cell, Site, interventions, reaches
 from interp.metrics import Metric
 
 
@@ -45,20 +45,9 @@ def run(
             out[:] = float(metric(model.run_with_hooks(batch, list(base_hooks))))
     if not todo:
         return out
-    layers = sorted({l for i in todo for l in cells[i].layers})
-    n_heads = model.cfg.n_heads
 
     def edits(idx: Sequence[int]) -> list[I.Intervention]:
-        chunk = [cells[todo[i]] for i in idx]
-        found = []
-        for layer in layers:
-            name = site.hook(layer)
-            heads = source[name].shape[1 if site.layout == "pattern" else 2] if site.has_heads else n_heads
-            iv = intervention(site, layer, chunk, source[name], B, heads)
-            if iv is None:
-                continue
-            found += _resid_mid(model, layer, iv) if site.via_mlp_in else [iv]
-        return found
+        return interventions(model, site, [cells[todo[i]] for i in idx], source, B)
 
     out[todo] = I.run_batched(
         model,
@@ -72,19 +61,3 @@ def run(
         desc=f"patching {site.name}",
     )
     return out
-
-
-def _resid_mid(model, layer: int, iv: I.Intervention) -> list[I.Intervention]:
-    """The bridge's resid_mid hook only feeds the MLP: patch it there, then add the same change to the
-    block output so that the skip connection carries it too (true residual-stream patching)."""
-    change: dict[str, torch.Tensor] = {}
-
-    def at_mlp_in(act, ctx):
-        new = iv.apply(act, ctx)
-        change["delta"] = new - act
-        return new - act
-
-    def carry(act, ctx):
-        return change.pop("delta")
-
-    return [I.Intervention(iv.site, "add", at_mlp_in), I.Intervention(model.site("resid_post", layer), "add", carry)]

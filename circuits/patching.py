@@ -14,9 +14,10 @@ layers at once and reports single layers beside the windows.
 Results equal ``transformer_lens.patching.get_act_patch_*`` for the sites both offer
 (TransformerLens 4.x's ``resid_mid`` on a native bridge patches only the MLP's input: that is
 our ``mlp_in``; our ``resid_mid`` patches the whole residual stream).
-Engines: ``native`` recomputes only what lies downstream of each patch (transformers the
-fast engine reproduces: native, GPT-2 and Llama-family bridges; see :mod:`interp.recompute`);
-``hooks`` batches cells through forward hooks (every model); ``auto`` picks native where it applies.
+Engines: ``native`` recomputes only what lies downstream of each patch by running the model's
+own layers from a cached prefix (every model with a key-value cache whose recomputation it
+checks equal to the model's forward; see :mod:`interp.recompute`); ``hooks`` batches cells
+through forward hooks (every model); ``auto`` picks native where it applies.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
 from interp import cells
 from interp import recompute as engine_fast
+from interp import sites as S
 from interp.errors import InputError
 
-ENGINES = ("auto", "native", "hooks")
+ENGINES = ("auto", "native", "blocks", "layers", "hooks")
 _UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
 
 
@@ -43,8 +45,8 @@ def patch(
     clean,
     corrupt,
     *,
-    site: str = "z",
-    by: str | Sequence[str] = ("layer", "pos", "head"),
+    site: str | None = None,
+    by: str | Sequence[str] | None = None,
     metric: Metric | str = "logit_diff",
     direction: str = "denoise",
     window: int = 1,
@@ -56,6 +58,10 @@ def patch(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Activation patching sweep over ``site`` by ``by``; one row per cell.
+
+    site: default ``z`` (a head's output), or on a model without heads its per-layer equivalent
+    (:data:`circuits.sites.DEFAULT_SITES`: a recurrent mixer's output, a toy RNN's hidden state);
+    by: default layer, position and (per-head sites) head.
 
     clean: tokens ``[batch, pos]`` (or text).  corrupt: aligned corrupt tokens / text or a
     :class:`circuits.corrupt.Corruption`.  metric: a :class:`circuits.metrics.Metric` or a
@@ -72,6 +78,8 @@ def patch(
     check_direction(direction)
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    site, by = sites.defaults(model, site, by)
+    assert isinstance(site, str)  # one site here: defaults() keeps a given str
     site_ = sites.resolve(model, site)
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
@@ -93,21 +101,42 @@ def patch(
     )
 
 
-def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto") -> str:
-    """``native`` where the downstream-only engine reproduces the model, else ``hooks``."""
-    ok = (
-        site.name in engine_fast.ENTRY
-        and engine_fast.supports(model)
-        and not model.active_hooks  # active Model.hooks() would be bypassed
-        and all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks)
-    )
-    if engine == "native" and not ok:
-        raise InputError(
-            "engine='native' needs a transformer the fast engine reproduces (native, GPT-2 or "
-            "Llama-family bridges), a built-in site, no active hooks and corruption hooks only on the "
-            "embeddings; use engine='hooks' or 'auto'"
+def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto"):
+    """``(name, engine)``: a downstream-only engine where one reproduces the model (``"native"``:
+    the fastest of the hand-written block engine, :mod:`interp.recompute_blocks`, and the generic
+    layer engine, :mod:`interp.recompute`; ``"blocks"`` / ``"layers"`` ask for one of them), else
+    ``("hooks", None)`` (every model).  Asking for a downstream engine that cannot run raises,
+    saying why."""
+    from interp import recompute_blocks
+
+    reasons = []
+    if site.name in S.STATE_KINDS:
+        reasons.append(
+            "a per-step state site lives in the model's decoding cache, which only the hooks engine steps through"
         )
-    return "native" if (engine in ("auto", "native") and ok) else "hooks"
+    if model.active_hooks:
+        reasons.append("hooks are active (Model.hooks()), which its partial forwards would bypass")
+    if not all(isinstance(n, str) and n.startswith(_UPSTREAM) for n, _ in base_hooks):
+        reasons.append("the corruption hooks act beyond the embeddings")
+    eng = None
+    if not reasons:
+        if engine in ("auto", "native"):
+            eng = engine_fast.engine_for(model, site.name)
+            if eng is None:
+                reasons.append(engine_fast.why_not(model) or "no downstream engine reproduces it")
+        elif engine == "blocks":
+            if site.name in recompute_blocks.ENTRY and recompute_blocks.supports(model):
+                eng = recompute_blocks.BlockEngine(model)
+            else:
+                reasons.append("the block engine does not implement this model or site")
+        elif engine == "layers":
+            why = engine_fast.why_not(model)
+            eng = None if why else engine_fast.Downstream(model)
+            if why:
+                reasons.append(why)
+    if engine in ("native", "blocks", "layers") and eng is None:
+        raise InputError(f"engine={engine!r} cannot run here: {'; '.join(reasons)}; use engine='hooks' or 'auto'")
+    return ("hooks", None) if eng is None else ("native", eng)
 
 
 def run_cells(
@@ -124,9 +153,8 @@ def run_cells(
     """Metric values ``[len(cell_list)]`` of the patched runs, the engine used and how many cells
     needed a run (the others patch values equal to the base run's)."""
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
-    used = choose_engine(model, site, base_hooks, engine)
+    used, eng = choose_engine(model, site, base_hooks, engine)
     names = [site.hook(l) for l in sorted({l for c in cell_list for l in c.layers})]
-    eng = engine_fast.FastEngine(model) if used == "native" else None
     with torch.no_grad():
         _, source = model.run_with_cache(src_tokens, names=names, fwd_hooks=src_hooks)
         base_logits, base = model.run_with_cache(
@@ -152,6 +180,8 @@ def run_cells(
             got = eng.run(
                 site,
                 sub,
+                base_tokens=base_tokens,
+                base_hooks=base_hooks,
                 base=base,
                 base_logits=base_logits,
                 source=source,

@@ -65,9 +65,9 @@ def path_patch(
     ``component, value, effect, normalised`` (as in :func:`circuits.patching.patch`).
     """
     check_direction(direction)
+    graph = Graph.of(model)  # declines, naming the reason, where heads cannot be nodes
     weights = model.weights()
     check_rebuild(model, weights)
-    graph = Graph.of(model)
     comps = list(components)  # "qk" or ("q", "k")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad or not comps:
@@ -96,9 +96,12 @@ def path_patch(
             base_tokens, names=list(z.values()) + [model.site("resid_pre", l) for l in r_layers], fwd_hooks=base_hooks
         )
         _, src = model.run_with_cache(src_tokens, names=list(z.values()), fwd_hooks=src_hooks)
-        delta = {
-            (l, h): (src[z[l]][:, :, h] - base[z[l]][:, :, h]).float() @ weights.W_O[l, h] for l, h in snd
-        }  # [batch, pos, d_model]
+        # each sender's change of write (through a post-attention norm at each run's own scale)
+        writes = {
+            l: (weights.head_outputs(l, src[z[l]].float()), weights.head_outputs(l, base[z[l]].float()))
+            for l in s_layers
+        }
+        delta = {(l, h): writes[l][0][:, :, h] - writes[l][1][:, :, h] for l, h in snd}  # [batch, pos, d_model]
     batch = len(base_tokens)
     values = I.run_batched(
         model,
@@ -171,5 +174,6 @@ def _project_one(weights, layer: int, comp: str, x: torch.Tensor, index: int) ->
     """Head (or key-value head) ``index``'s ``comp`` from a residual ``x [batch, pos, d]``:
     ``[batch, pos, d_head]``."""
     c = comp.upper()
-    h = weights.ln1[layer](x).float()
+    norm = weights.ln1[layer]
+    h = (norm(x) if norm is not None else x).float()  # a post-norm block's attention reads the raw residual
     return h @ getattr(weights, f"W_{c}")[layer, index] + getattr(weights, f"b_{c}")[layer, index]

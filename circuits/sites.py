@@ -33,6 +33,20 @@ PATCHABLE = (
     "hidden",
     "state",
     "cell",
+    # Hugging Face recurrent families (interp.recurrent.hf); a hybrid has them in some layers only
+    "mixer_in",
+    "mixer_out",
+    "conv_in",
+    "conv",
+    "gate_pre",
+    "input_gate_pre",
+    "forget_gate_pre",
+    "dt",
+    "B",
+    "C",
+    "lru_out",
+    "out_proj_in",
+    *S.STATE_KINDS,
 )
 SITES: dict[str, S.Kind] = {name: S.KINDS[name] for name in PATCHABLE}
 ALIASES = S.ALIASES
@@ -43,10 +57,37 @@ def _present(model, template: str) -> bool:
     return model.cfg.n_layers > 0 and all(model.has_site(template.format(l=l)) for l in range(model.cfg.n_layers))
 
 
+def _layers_with(model, template: str) -> list[int]:
+    return [l for l in range(model.cfg.n_layers) if model.has_site(template.format(l=l))]
+
+
 def available(model) -> list[str]:
-    """Short names of the sites every layer of ``model`` has."""
+    """Short names of the sites every layer of ``model`` has (and, for a hybrid, the recurrent
+    sites of its recurrent layers)."""
     kinds = set(model.site_kinds())
-    return [name for name in SITES if name in kinds or (name == "resid_mid" and "mlp_in" in kinds)]
+    out = [name for name in SITES if name in kinds or (name == "resid_mid" and "mlp_in" in kinds)]
+    return out + [n for n in PARTIAL if n not in out and _layers_with(model, SITES[n].template)]
+
+
+#: site kinds a sweep may run over the layers that have them (a hybrid's recurrent layers)
+PARTIAL = tuple(n for n in PATCHABLE if n not in ("resid_pre", "resid_mid", "resid_post", "mlp_in", "mlp_out"))
+
+#: the per-component site an analysis uses by default, first one the model has: a head's output,
+#: else a recurrent mixer's output (Mamba, RWKV, RG-LRU, xLSTM), a toy RNN's hidden state, an
+#: attention layer's output, the residual stream
+DEFAULT_SITES = ("z", "mixer_out", "hidden", "attn_out", "resid_pre")
+
+
+def defaults(model, site: str | Sequence[str] | None, by: str | Sequence[str] | None):
+    """``(site, by)`` with the model's defaults filled in: the first of :data:`DEFAULT_SITES` it has
+    in every layer, swept by layer, position and (per-head sites) head."""
+    if site is None:
+        kinds = set(model.site_kinds())
+        site = next((k for k in DEFAULT_SITES if k in kinds), "resid_pre")
+    if by is None:
+        layouts = {SITES[s].layout if s in SITES else "vector" for s in ([site] if isinstance(site, str) else site)}
+        by = ("layer", "pos", "head") if layouts & {"head", "pattern"} else ("layer", "pos")
+    return site, by
 
 
 def resolve(model, site: str) -> Site:
@@ -60,7 +101,7 @@ def resolve(model, site: str) -> Site:
         template, layout = SITES[name].template, SITES[name].layout
         if name == "resid_mid" and _present(model, SITES["mlp_in"].template):
             return Site(name, SITES["mlp_in"].template, layout, via_mlp_in=True)
-        if not _present(model, template):
+        if not _present(model, template) and not (name in PARTIAL and _layers_with(model, template)):
             why = ""
             if layout in ("head", "pattern") and not model.has_attention:
                 why = f" ({model.cfg.name or 'this model'} is a {model.cfg.family} model without attention heads)"
@@ -135,6 +176,16 @@ def cells(
     L = model.cfg.n_layers
     ws = windows(L, window)
     start_layers = _choices(layers, L, "layers")
+    have = _layers_with(model, site.template)
+    if len(have) < L:  # a hybrid's recurrent site: the layers that have it, one at a time
+        if window > 1:
+            raise InputError(f"site {site.name!r} is in layers {have} only: sweep it with window=1")
+        if layers is None:
+            start_layers = have
+        elif set(start_layers) - set(have):
+            raise InputError(
+                f"site {site.name!r} is in layers {have} only, not {sorted(set(start_layers) - set(have))}"
+            )
     pos = _choices(positions, seq_len, "positions") if "pos" in axes else [None]
     n_heads = model.cfg.n_kv_heads if site.name in ("k", "v") else model.cfg.n_heads  # k / v: key-value heads
     hs = _choices(heads, n_heads, "heads") if "head" in axes else [None]

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import importlib
 
+from interp.capabilities import support
+from interp.errors import InputError, Unsupported
 from interp.loading import load
 from interp.model import Model, ModelConfig
 from interp.tokens import TokenBatch
 
-__all__ = ["load", "Model", "ModelConfig", "TokenBatch"]
+__all__ = ["load", "support", "Model", "ModelConfig", "TokenBatch", "InputError", "Unsupported"]
 __version__ = "0.2.0"
 
 _SUBMODULES = (
     "ablation",
+    "arch",
     "attention",
+    "caches",
+    "capabilities",
     "checkpoint",
     "decoding",
     "function_vectors",
@@ -27,14 +32,18 @@ _SUBMODULES = (
     "interventions",
     "lens",
     "logits",
+    "massive",
     "memory",
     "metrics",
+    "norms",
     "plots",
     "recurrent",
+    "reproduce",
     "retrieval",
     "sae",
     "sites",
     "steering",
+    "streaming",
     "tasks",
     "tokens",
     "training",

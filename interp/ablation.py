@@ -101,7 +101,8 @@ def random_heads(
     (optionally only from ``layers``): the control for an ablation of ``k`` chosen heads."""
     model.require_attention("random heads")
     excluded = set(check_heads(model, exclude))
-    layers = range(model.cfg.n_layers) if layers is None else [model.check_layer(l) for l in layers]
+    attn = model.cfg.attn_layers or ()
+    layers = attn if layers is None else [model.check_layer(l) for l in layers if int(l) in attn]
     pool = [(l, h) for l in layers for h in range(model.cfg.n_heads) if (l, h) not in excluded]
     if not 0 < k <= len(pool):
         raise InputError(

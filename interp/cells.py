@@ -74,6 +74,39 @@ def intervention(
     return I.patch(site.hook(layer), source, positions=pos, heads=heads, src_positions=src)
 
 
+def interventions(
+    model, site: Site, chunk: Sequence[Cell], source: dict[str, torch.Tensor], batch: int
+) -> list[I.Intervention]:
+    """Every intervention that patches ``chunk``'s cells (cell-major rows) from ``source`` (hook
+    name -> the source run's activation ``[batch, ...]``), over the layers the cells touch.
+    ``resid_mid`` on a bridge is patched at the MLP's input with the same change carried along
+    the skip connection (:func:`_resid_mid`)."""
+    out: list[I.Intervention] = []
+    for layer in sorted({l for c in chunk for l in c.layers}):
+        name = site.hook(layer)
+        heads = source[name].shape[1 if site.layout == "pattern" else 2] if site.has_heads else model.cfg.n_heads
+        iv = intervention(site, layer, chunk, source[name], batch, heads)
+        if iv is not None:
+            out += _resid_mid(model, layer, iv) if site.via_mlp_in else [iv]
+    return out
+
+
+def _resid_mid(model, layer: int, iv: I.Intervention) -> list[I.Intervention]:
+    """The bridge's resid_mid hook only feeds the MLP: patch it there, then add the same change to the
+    block output so that the skip connection carries it too (true residual-stream patching)."""
+    change: dict[str, torch.Tensor] = {}
+
+    def at_mlp_in(act, ctx):
+        new = iv.apply(act, ctx)
+        change["delta"] = new - act
+        return new - act
+
+    def carry(act, ctx):
+        return change.pop("delta")
+
+    return [I.Intervention(iv.site, "add", at_mlp_in), I.Intervention(model.site("resid_post", layer), "add", carry)]
+
+
 def entries(act: torch.Tensor, layout: str, cell: Cell) -> torch.Tensor:
     """The part of a ``[batch, ...]`` activation that ``cell`` patches."""
     every = slice(None)

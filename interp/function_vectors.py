@@ -64,8 +64,13 @@ def mean_head_z(model: Model, tokens: Tokens, pos: int = -1) -> torch.Tensor:
     """Mean over prompts of every head's ``z`` at position ``pos`` (negative: from each
     prompt's end, so -1 is each prompt's last token): ``[n_layers, n_heads, d_head]``."""
     model.require_attention("function vectors")
-    acts = site_activations(model, tokens, model.sites("z"), pos)  # one forward, every layer
-    return torch.stack([acts[name].mean(0) for name in model.sites("z")])
+    names = model.attn_sites("z")
+    acts = site_activations(model, tokens, names, pos)  # one forward, every attention layer
+    first = acts[names[0]].mean(0)
+    out = first.new_zeros((model.cfg.n_layers, *first.shape))  # zeros in layers without attention (hybrids)
+    for layer, name in zip(model.cfg.attn_layers or (), names):
+        out[layer] = acts[name].mean(0)
+    return out
 
 
 def head_outputs(z: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
@@ -148,7 +153,7 @@ def head_indirect_effects(
 
     if engine not in ("auto", "hooks"):
         raise InputError(f"engine must be 'auto' or 'hooks', got {engine!r}")
-    if engine == "auto" and pos == -1 and recompute.supports(model):  # only downstream of each head, at the last token
+    if engine == "auto" and pos == -1 and recompute.engine_for(model, "z") is not None:  # downstream of each head
         values, base = _effects_downstream(model, corrupt_b, z_mean, score, heads, batch_tokens)
     else:
         base = float(
@@ -188,13 +193,15 @@ def _effects_downstream(
     batch_tokens: int,
 ) -> tuple[torch.Tensor, float]:
     """The metric with each head's output at each prompt's last token set to its clean mean,
-    through :class:`interp.recompute.FastEngine` (per length group; batch means combined),
+    through the downstream-only engine (:func:`interp.recompute.engine_for`; per length group; batch means
+    combined),
     and the metric of the unpatched corrupt run."""
     from interp import recompute
     from interp import sites as S
     from interp.cells import Cell, Site
 
-    engine = recompute.FastEngine(model)
+    engine = recompute.engine_for(model, "z")
+    assert engine is not None  # head_indirect_effects chose this path because one applies
     site = Site("z", S.kind("z").template, "head")
     out = torch.zeros(len(heads), dtype=torch.float64)
     base_value = 0.0
@@ -202,7 +209,7 @@ def _effects_downstream(
         rows = corrupt.select(group)
         n = rows.tokens.shape[1]
         with torch.no_grad():
-            base_logits, base = model.run_with_cache(rows.tokens, names=sorted(set(engine.base_names())))
+            base_logits, base = model.run_with_cache(rows.tokens, names=engine.base_names() + model.attn_sites("z"))
         assert base_logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
         source = {}
         for layer in sorted({l for l, _ in heads}):
@@ -215,6 +222,8 @@ def _effects_downstream(
         vals = engine.run(
             site,
             cells,
+            base_tokens=rows.tokens,
+            base_hooks=[],
             base=base,
             base_logits=base_logits,
             source=source,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from interp.errors import InputError
+from interp.errors import InputError, Unsupported
 
 
 def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch.Tensor] | None = None) -> Callable:
@@ -29,7 +29,22 @@ def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch
             d = deltas[name] = torch.zeros_like(x, requires_grad=True)
         return x + d
 
+    add_delta.wants_grad = True  # type: ignore[attr-defined]  # backends that cannot differentiate refuse it
     return add_delta
+
+
+def grad(value: torch.Tensor, inputs: list[torch.Tensor], *, allow_unused: bool = False) -> tuple:
+    """``torch.autograd.grad``, with a model whose own forward overwrites activations in place
+    (so no gradient can flow back through them) declined as such rather than crashing."""
+    try:
+        return torch.autograd.grad(value, inputs, allow_unused=allow_unused)
+    except RuntimeError as e:
+        if "modified by an inplace operation" not in str(e):
+            raise
+        raise Unsupported(
+            "this model's forward overwrites activations in place, so gradients cannot flow back through "
+            "them (gradient-based analyses decline; exact patching works)"
+        ) from None
 
 
 def site_gradients(
@@ -52,5 +67,5 @@ def site_gradients(
         missing = [n for n in names if n not in deltas]
         if missing:
             raise InputError(f"sites {missing} were not reached in the forward pass")
-        grads = torch.autograd.grad(value, [deltas[n] for n in names], allow_unused=True)
+        grads = grad(value, [deltas[n] for n in names], allow_unused=True)
     return value.detach(), {n: (g if g is not None else torch.zeros_like(deltas[n])) for n, g in zip(names, grads)}

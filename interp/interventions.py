@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp import caches
 from interp.errors import InputError
 from interp.model import Model, RunContext, reshaping
 from interp.tokens import TokenBatch
@@ -178,7 +179,7 @@ class Intervention:
             pm = pm if pm is not None else torch.ones(rows, act.shape[1], dtype=torch.bool, device=dev)
             hm = hm if hm is not None else torch.ones(rows, act.shape[2], dtype=torch.bool, device=dev)
             return (pm[:, :, None] & hm[:, None, :]).view(rows, act.shape[1], act.shape[2], *([1] * (act.ndim - 3)))
-        keys = torch.arange(act.shape[3], device=dev)  # key axis: absolute positions from 0
+        keys = ctx.key_positions(act.shape[3], act.shape[2], dev)  # the key axis in absolute positions
         sm = self._pos_mask(self.src_positions, rows, keys, ctx)
         if pm is None and hm is None and sm is None:
             return None
@@ -199,13 +200,19 @@ class Intervention:
         rows = ctx.row_index(act.shape[0], value.shape[0], act.device)
         if self.layout == "pattern":
             pos = ctx.positions_of(act.shape[2], act.device)
-            return value[rows][:, :, pos][..., : act.shape[3]]
+            return value[rows][:, :, pos][..., ctx.key_positions(act.shape[3], act.shape[2], act.device)]
         pos = ctx.positions_of(act.shape[1], act.device)
-        if int(pos.max()) >= value.shape[1]:
-            raise InputError(
-                f"the source activation at {self.site} has {value.shape[1]} positions, the run reaches "
-                f"position {int(pos.max())}"
-            )
+        beyond = pos >= value.shape[1]
+        if bool(beyond.any()):
+            # positions past the source are fine where the edit leaves them alone (decoding past a patched prompt)
+            m = self.mask(act, ctx)
+            needed = beyond if m is None else beyond & m.reshape(m.shape[0], m.shape[1], -1).any(-1).any(0)
+            if bool(needed.any()):
+                raise InputError(
+                    f"the source activation at {self.site} has {value.shape[1]} positions, the edit reaches "
+                    f"position {int(pos[needed].max())}"
+                )
+            pos = pos.clamp(max=value.shape[1] - 1)
         return value[rows][:, pos]
 
     def apply(self, act: torch.Tensor, ctx: RunContext) -> torch.Tensor:
@@ -338,7 +345,7 @@ def run_batched(
     batch = model.tokenize(tokens)
     B, P = batch.tokens.shape
     metric = metric.check(B, P, model.cfg.d_vocab).resolve(P, batch.lengths)
-    if last_token_only and model.supports_cache:
+    if last_token_only and caches.tileable(model):
         return _run_last_token(model, batch, n_cells, edits, metric, base_hooks, batch_tokens, progress, desc)
     reads = metric.read_positions(P)
     keep = max(reads) + 1 if model.cfg.causal else P
@@ -379,7 +386,6 @@ def _run_last_token(
     """:func:`run_batched` for edits at each prompt's last token: per length group, the
     prefixes fill a key-value cache once; each chunk of cells replicates it (cell-major) and
     runs the last token only.  Edits see the caller's row numbering (``cell * B + prompt``)."""
-    import copy
 
     from tqdm.auto import tqdm
 
@@ -404,11 +410,7 @@ def _run_last_token(
             for start in range(0, n_cells, per_chunk):
                 cells = list(range(start, min(n_cells, start + per_chunk)))
                 n = len(cells)
-                cache = copy.deepcopy(prefix)
-                # the backend's key-value cache (a Hugging Face Cache), which Model.step types as object
-                cache.batch_select_indices(  # type: ignore[attr-defined]
-                    torch.arange(len(group)).repeat(n).to(ids.device)
-                )
+                cache = caches.tiled(prefix, len(group), n)
                 rows = torch.tensor([i * B + int(b) for i in range(n) for b in group])
                 hooks = list(base_hooks) + hook_fns(model, edits(cells))
                 with model.running(rows=rows):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import torch
 from torch import nn
 
+from interp import sites as S
 from interp.backends import HookPointBackend, NNsightBackend, logits_of
 from interp.errors import InputError, SetupError
 from interp.model import Model, ModelConfig
@@ -242,6 +243,8 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
     """A Model around a module built from a checkpoint card (native bridge or recurrent)."""
     module = _place(module, device, dtype)
     vocab = card.get("vocab")
+    n_ctx = int(cast(Any, module).cfg.n_ctx)  # a bridge or HookedRecurrent: both have cfg.n_ctx
+    backend = HookPointBackend(module, _probe(n_ctx, resolve_device(device)))
     if card["arch"] == "recurrent":
         c = cast("HookedRecurrent", module).cfg  # a recurrent card builds a HookedRecurrent
         cfg = ModelConfig(
@@ -254,27 +257,35 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
             name=card.get("name", ""),
         )
     else:
-        cfg = _bridge_config(module, card.get("name", ""))
+        cfg = _bridge_config(module, card.get("name", ""), backend.site_names())
     names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(cfg.d_vocab), 0)
     tokenizer = word_tokenizer(names, bos)
-    backend = HookPointBackend(module, _probe(cfg.n_ctx, resolve_device(device)))
     return Model(backend, cfg, tokenizer=tokenizer, card=card, prepend_bos=True if prepend_bos is None else prepend_bos)
 
 
-def _bridge_config(bridge, name: str) -> ModelConfig:
+def _bridge_config(bridge, name: str, site_names: list[str]) -> ModelConfig:
+    """The geometry of a bridge; which layers have attention heads is read from its sites (a
+    layer has heads when it has an attention pattern): all (``transformer``), some (``hybrid``:
+    Jamba, RecurrentGemma, ...) or none (``ssm``: Mamba, RWKV, ...)."""
+
     c = bridge.cfg
     attn_only = bool(getattr(c, "attn_only", False))
+    names = set(site_names)
+    attn = tuple(l for l in range(c.n_layers) if S.kind("pattern").hook(l) in names)
+    family = "transformer" if len(attn) == c.n_layers else ("hybrid" if attn else "ssm")
+    heads = int(c.n_heads) if attn else 0
     return ModelConfig(
         n_layers=c.n_layers,
-        n_heads=c.n_heads,
+        n_heads=heads,
         d_model=c.d_model,
         d_vocab=c.d_vocab,
         n_ctx=c.n_ctx,
-        family="transformer",
-        d_head=c.d_head,
+        family=family,
+        d_head=int(c.d_head) if attn else 0,
         d_mlp=0 if attn_only else int(getattr(c, "d_mlp", 0) or 0),
         name=name,
-        n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads),
+        n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads) if attn else 0,
+        attn_layers=attn,
     )
 
 
@@ -332,7 +343,7 @@ def from_hf_folder(
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise InputError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
+        raise InputError(_cannot_load(path, e)) from None
     return _from_hf_model(
         hf,
         tokenizer=tokenizer,
@@ -356,24 +367,23 @@ def _from_hf_model(
     dtype=None,
     prepend_bos: bool | None = None,
 ) -> Model:
-    from transformer_lens import TransformerBridge
-
-    from interp.compat import enable_kv_cache
-
     hf = _place(hf, device, dtype)  # a freshly built HF model is in train mode (dropout on)
-    arch_name = getattr(hf.config, "_name_or_path", "") or hf.config.model_type
-    bridge = TransformerBridge.boot_transformers(
-        arch_name,
-        hf_model=hf,
-        tokenizer=tokenizer,
+    if not getattr(hf.config, "architectures", None):  # a model built in memory names no class; the bridge needs it
+        hf.config.architectures = [type(hf).__name__]
+    booted = _boot_or_generic(
+        hf,
+        tokenizer,
+        name=name,
+        card=card,
         trust_remote_code=trust_remote_code,
-        device=resolve_device(device),
-        dtype=resolve_dtype(dtype),
+        device=device,
+        dtype=dtype,
+        prepend_bos=prepend_bos,
     )
-    bridge.eval()
-    cached = enable_kv_cache(bridge)
-    cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")))
-    backend = HookPointBackend(bridge, _probe(cfg.n_ctx, resolve_device(device)), supports_cache=cached)
+    if isinstance(booted, Model):  # the generic path
+        return booted
+    bridge, backend = booted
+    cfg = _bridge_config(bridge, name or str(getattr(bridge.cfg, "model_name", "hf")), backend.site_names())
     return Model(
         backend,
         cfg,
@@ -477,3 +487,236 @@ def _from_custom(
         card={"source": "custom", "sites": dict(sites)},
         prepend_bos=True if prepend_bos is None else prepend_bos,
     )
+
+
+# --------------------------------------------------------------------------------------
+# The generic path: Hugging Face models TransformerLens cannot wrap, and recurrent state
+# --------------------------------------------------------------------------------------
+def _bridge_knows(hf) -> bool:
+    """Whether TransformerLens has an adapter for one of the architectures the config names."""
+    from transformer_lens.factories import architecture_adapter_factory as factory
+
+    return any(a in factory.SUPPORTED_ARCHITECTURES for a in (getattr(hf.config, "architectures", None) or []))
+
+
+def _same_logits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    tol = 1e-3 if got.dtype == torch.float32 else 5e-2
+    return got.shape == want.shape and bool((got.float() - want.float()).abs().max() <= tol * (1 + want.abs().max()))
+
+
+def _rebuilt(hf, config, params: dict):
+    """A fresh copy of a Hugging Face model whose module tree a failed bridge rewrote: the same
+    class and config, holding the original parameter tensors (no copy of the weights)."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        fresh = type(hf)(config)
+    fresh.load_state_dict(params, strict=False, assign=True)
+    if hasattr(fresh, "tie_weights"):
+        fresh.tie_weights()
+    return fresh.eval()
+
+
+def _boot_or_generic(hf, tokenizer, *, name, card, trust_remote_code, device, dtype, prepend_bos):
+    """The bridge path of :func:`_from_hf_model`, falling back on :func:`from_hf_generic` where the
+    bridge has no adapter for the architecture, raises, or gives logits other than HF's (checked
+    on a probe); recurrent families get their state sites (:mod:`interp.recurrent.hf`).  Returns
+    ``(bridge, backend)`` or a finished :class:`Model` from the generic path."""
+    import copy
+
+    from transformer_lens import TransformerBridge
+
+    from interp.backends import HFBackend
+    from interp.compat import enable_kv_cache
+    from interp.errors import InputError as _InputError
+    from interp.recurrent.hf import adapt
+
+    generic = dict(tokenizer=tokenizer, name=name, card=card, device=device, dtype=dtype, prepend_bos=prepend_bos)
+    if not _bridge_knows(hf):
+        return from_hf_generic(hf, reason="TransformerLens has no adapter for it", **generic)
+    n_ctx = int(getattr(hf.config, "max_position_embeddings", 0) or 4)
+    probe = _probe(n_ctx, resolve_device(device))
+    with torch.no_grad():
+        want = logits_of(hf(probe))
+    params, config = dict(hf.state_dict(keep_vars=True)), copy.deepcopy(hf.config)
+    arch_name = getattr(hf.config, "_name_or_path", "") or hf.config.model_type
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            arch_name,
+            hf_model=hf,
+            tokenizer=tokenizer,
+            trust_remote_code=trust_remote_code,
+            device=resolve_device(device),
+            dtype=resolve_dtype(dtype),
+        )
+        bridge.eval()
+        cached = enable_kv_cache(bridge)
+        family = adapt(bridge.original_model)
+        if family is not None:
+            backend = HFBackend(bridge.original_model, probe, bridge=bridge, family=family)
+            if backend.state_problem:
+                card["recurrent_state"] = backend.state_problem  # the model loads, without state sites
+        else:
+            backend = HookPointBackend(bridge, probe, supports_cache=cached)
+        with torch.no_grad():
+            got = backend.run(probe, [])
+    except (_InputError, MemoryError):
+        raise
+    except Exception as e:  # the bridge is third-party code: any failure sends the model down the generic path
+        why = (
+            f"the TransformerLens bridge failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        )
+        return from_hf_generic(_rebuilt(hf, config, params), reason=why, **generic)
+    if not _same_logits(got, want):
+        why = f"the TransformerLens bridge's logits differ from HF's by {(got - want).abs().max():.2g}"
+        return from_hf_generic(_rebuilt(hf, config, params), reason=why, **generic)
+    return bridge, backend
+
+
+def _layer_stack(hf) -> tuple[str, nn.ModuleList]:
+    """The path and module of the model's decoder layers: the ``ModuleList`` of as many layers as
+    the config counts (the largest, where several are that long)."""
+    c = hf.config
+    n = next(
+        (int(v) for k in ("num_hidden_layers", "n_layer", "num_layers", "num_blocks") if (v := getattr(c, k, None))), 0
+    )
+    lists = [(p, m) for p, m in hf.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n and n > 0]
+    if not lists:
+        raise InputError(f"cannot find the {n} decoder layers of {type(hf).__name__} (no ModuleList of that length)")
+    return max(lists, key=lambda pm: sum(p.numel() for p in pm[1][0].parameters()))
+
+
+def _path_of(hf, module) -> str | None:
+    return next((p for p, m in hf.named_modules() if m is module), None)
+
+
+def _final_norm(hf, unembed: str, probe: torch.Tensor) -> str | None:
+    """The module whose output the unembedding reads (the final norm), found on a probe."""
+    outputs: list[tuple[str, torch.Tensor]] = []
+    read: list[torch.Tensor] = []
+    handles = []
+    for path, module in hf.named_modules():
+        if path and path != unembed:
+            handles.append(
+                module.register_forward_hook(
+                    lambda m, a, o, p=path: outputs.append((p, o)) if isinstance(o, torch.Tensor) else None
+                )
+            )
+    handles.append(hf.get_submodule(unembed).register_forward_pre_hook(lambda m, a: read.append(a[0])))
+    try:
+        with torch.no_grad():
+            hf(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    if not read:
+        return None
+    x = read[0]  # the same values, possibly a view of them (a reshape between the norm and the head)
+
+    def same(o: torch.Tensor) -> bool:
+        return o is x or (o.data_ptr() == x.data_ptr() and o.numel() == x.numel())
+
+    return next((p for p, o in reversed(outputs) if same(o)), None)
+
+
+def from_hf_generic(
+    hf,
+    *,
+    tokenizer,
+    name: str | None = None,
+    card: dict | None = None,
+    reason: str = "",
+    device=None,
+    dtype=None,
+    prepend_bos: bool | None = None,
+) -> Model:
+    """A Model of any Hugging Face causal LM through hooks on its own modules (the generic path,
+    for architectures TransformerLens cannot wrap).
+
+    Sites, in the library's naming scheme: ``hook_embed`` (the input embedding's output),
+    ``blocks.{l}.hook_resid_pre`` / ``hook_resid_post`` (each decoder layer's input / output),
+    ``blocks.{l}.hook_attn_out`` / ``hook_mlp_out`` where a layer has an ``attn`` / ``self_attn``
+    / ``mlp`` child, ``ln_final.hook_in`` (the final norm's input), ``unembed.hook_in`` (the
+    unembedding's input), and a recurrent family's sites and states (:mod:`interp.recurrent.hf`).
+    No per-head sites (``n_heads`` is 0).  ``card["generic"]`` says why the bridge was not used.
+    """
+    from interp.backends import HFBackend
+    from interp.recurrent.hf import KVCarry, ModuleSite, adapt
+
+    if not hasattr(hf, "get_output_embeddings") or hf.get_output_embeddings() is None:
+        raise InputError(
+            f"{type(hf).__name__} has no language-model head: neither the TransformerLens bridge nor the "
+            "generic path (any transformers causal LM, hooked at its modules) can run it; load a causal LM"
+        )
+    hf = _place(hf, device, dtype)
+    dev = resolve_device(device)
+    unembed = _path_of(hf, hf.get_output_embeddings())
+    embed = _path_of(hf, hf.get_input_embeddings())
+    stack, layers = _layer_stack(hf)
+    c = hf.config
+    n_ctx = int(getattr(c, "max_position_embeddings", 0) or getattr(c, "n_positions", 0) or 65536)
+    probe = _probe(n_ctx, dev)
+    final = _final_norm(hf, unembed or "lm_head", probe)
+    sites = [ModuleSite("hook_embed", embed)] if embed else []
+    for l in range(len(layers)):
+        p = f"{stack}.{l}"
+        sites += [ModuleSite(S.kind("resid_pre").hook(l), p, "in"), ModuleSite(S.kind("resid_post").hook(l), p)]
+        children = dict(layers[l].named_children())
+        attn = next((k for k in ("self_attn", "attn", "attention", "self_attention") if k in children), None)
+        mlp = next((k for k in ("mlp", "feed_forward") if k in children), None)
+        if attn:
+            sites.append(ModuleSite(S.kind("attn_out").hook(l), f"{p}.{attn}"))
+        if mlp:
+            sites.append(ModuleSite(S.kind("mlp_out").hook(l), f"{p}.{mlp}"))
+    if final:
+        sites.append(ModuleSite("ln_final.hook_in", final, "in"))
+    if unembed:
+        sites.append(ModuleSite("unembed.hook_in", unembed, "in"))
+    family = adapt(hf)
+    kv = False
+    if family is None:  # a key-value cache, if continuing from one reproduces the full forward
+        try:
+            with torch.no_grad():
+                carry, full = KVCarry(hf), logits_of(hf(probe))
+                parts = [logits_of(hf(probe[:, i : i + 1], **carry.kwargs(1))) for i in range(probe.shape[1])]
+            kv = _same_logits(torch.cat(parts, 1), full)
+        except Exception:  # a model whose forward takes no cache: decoding recomputes
+            kv = False
+    backend = HFBackend(hf, probe, family=family, sites=sites, final_norm=final, unembed=unembed, kv_cache=kv)
+    d_vocab = int(hf.get_output_embeddings().weight.shape[0])
+    cfg = ModelConfig(
+        n_layers=len(layers),
+        n_heads=0,
+        d_model=int(
+            getattr(c, "hidden_size", 0) or getattr(c, "n_embd", 0) or hf.get_input_embeddings().weight.shape[1]
+        ),
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        family="ssm" if family is not None else "custom",
+        name=name or type(hf).__name__,
+    )
+    info = dict(card or {"source": "huggingface"})
+    info["generic"] = reason or "asked for"
+    if backend.state_problem:
+        info["recurrent_state"] = backend.state_problem
+    return Model(backend, cfg, tokenizer=tokenizer, card=info, prepend_bos=True if prepend_bos is None else prepend_bos)
+
+
+def _cannot_load(path: Path, error: Exception) -> str:
+    """One line on why a folder's model cannot be loaded; an architecture without a causal LM
+    (an encoder-only model) is named, with what both paths need."""
+    import json
+
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "Unrecognized configuration class" in first:
+        try:
+            conf = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            conf = {}
+        names = ", ".join(conf.get("architectures") or []) or "no architecture"
+        return (
+            f"{path} holds a {conf.get('model_type', 'unknown')!r} model ({names}), which has no causal "
+            "language-model class in transformers: neither the TransformerLens bridge nor the generic path "
+            "(any transformers causal LM, hooked at its own modules) can run it; load a causal LM"
+        )
+    return f"cannot load the model in {path}: {first}"

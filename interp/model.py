@@ -28,11 +28,11 @@ from torch import nn
 
 from interp import sites as S
 from interp.backends import Backend, HookFn, Hooks
-from interp.errors import InputError
+from interp.errors import InputError, Unsupported
 from interp.memory import check_total
 from interp.tokens import TokenBatch, encode
 
-FAMILIES = ("transformer", "rnn", "ssm", "custom")
+FAMILIES = ("transformer", "hybrid", "rnn", "ssm", "custom")
 Names = Sequence[str] | Callable[[str], bool] | None
 Tokens = torch.Tensor | TokenBatch
 
@@ -77,9 +77,12 @@ def _guarded(name: str, fn: HookFn, model: Model) -> HookFn:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Geometry of a model.  ``n_heads`` is 0 for attention-free models; ``n_kv_heads`` is
-    the number of key-value heads (< n_heads for grouped-query attention, 0 without
-    attention); ``causal``: a position depends on itself and earlier positions only."""
+    """Geometry of a model.  ``family``: ``transformer`` (attention in every layer), ``hybrid``
+    (attention in some layers, recurrent or state-space mixers in the others: ``attn_layers``
+    lists the attention layers), ``ssm`` / ``rnn`` (no attention) or ``custom``.  ``n_heads`` is
+    the heads of an attention layer (0 for attention-free models); ``n_kv_heads`` the number of
+    key-value heads (< n_heads for grouped-query attention, 0 without attention); ``causal``: a
+    position depends on itself and earlier positions only."""
 
     n_layers: int
     n_heads: int
@@ -92,12 +95,16 @@ class ModelConfig:
     name: str = ""
     n_kv_heads: int = 0
     causal: bool = True
+    attn_layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise InputError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.n_heads and not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.attn_layers is None:  # every layer of a model with heads, none without
+            object.__setattr__(self, "attn_layers", tuple(range(self.n_layers)) if self.n_heads else ())
+        object.__setattr__(self, "attn_layers", tuple(int(l) for l in self.attn_layers))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +127,15 @@ class RunContext:
         if len(base) != n:
             base = torch.arange(n, device=device)
         return base % n_spec
+
+    def key_positions(self, n_keys: int, n_queries: int, device=None) -> torch.Tensor:
+        """``[n_keys]`` absolute positions of an attention pattern's key axis in a run of
+        ``n_queries`` positions: the keys end at the run's last position (a cached step attends
+        to the cached positions too; a sliding-window layer's cache keeps only the last ones)."""
+        if self.positions is not None:  # an engine recomputing chosen rows: keys from position 0
+            return torch.arange(n_keys, device=device)
+        end = self.offset + n_queries
+        return torch.arange(end - n_keys, end, device=device)
 
     def positions_of(self, n: int, device=None) -> torch.Tensor:
         """``[n]`` absolute positions of a run's position axis of length ``n``."""
@@ -399,20 +415,36 @@ class Model:
         if spec.per_layer:
             if layer is None:
                 raise InputError(f"site {spec.name!r} is per layer: give a layer (0..{self.cfg.n_layers - 1})")
-            self.check_layer(layer)
-        if not self._has_kind(spec):
+            layer = self.check_layer(layer)
+        present = spec.hook(layer) in self._name_set if spec.per_layer else self._has_kind(spec)
+        if not present:
             why = ""
             if spec.layout in ("head", "pattern") and not self.has_attention:
                 why = f" ({self.cfg.name or 'this model'} is a {self.cfg.family} model without attention heads)"
+            elif spec.per_layer and self.layers_with(spec.name):
+                why = f" in layer {layer} (only in layers {self.layers_with(spec.name)})"
+            partial = {k: self.layers_with(k) for k in S.KINDS if k not in self.site_kinds() and self.layers_with(k)}
             raise InputError(
                 f"site {spec.name!r} is not in {self.cfg.name or 'this model'}{why}; its site kinds: "
-                f"{self.site_kinds()}"
+                f"{self.site_kinds()}" + (f"; in some layers only: {partial}" if partial else "")
             )
         return spec.hook(layer)
+
+    def layers_with(self, kind: str) -> list[int]:
+        """The layers that have site ``kind`` (a hybrid's recurrent sites are in its recurrent layers only)."""
+        spec = S.kind(kind)
+        if not spec.per_layer:
+            return []
+        return [l for l in range(self.cfg.n_layers) if spec.hook(l) in self._name_set]
 
     def sites(self, kind: str) -> list[str]:
         """The hook names of site ``kind`` in every layer, in order."""
         return [self.site(kind, l) for l in range(self.cfg.n_layers)]
+
+    def attn_sites(self, kind: str) -> list[str]:
+        """The hook names of an attention site ``kind`` (``z``, ``pattern``, ...) in every layer that
+        has attention (all layers of a transformer; some of a hybrid), in order."""
+        return [self.site(kind, l) for l in self.cfg.attn_layers or ()]
 
     # --- hooks ------------------------------------------------------------------------
     @property
@@ -586,10 +618,13 @@ class Model:
     def require_attention(self, analysis: str) -> None:
         """Raises a clear error when an attention analysis is asked of an attention-free model."""
         if not self.has_attention:
-            raise InputError(
+            recurrent = [k for k in ("hidden", "state", "cell") if k in self.site_kinds()]
+            raise Unsupported(
                 f"{analysis} needs attention heads, but {self.cfg.name or 'this model'} is a "
-                f"{self.cfg.family} model without attention; for it use hidden-state analyses "
-                "(run_with_cache on blocks.{l}.hook_hidden, hidden-state patching, probes, steering)"
+                f"{self.cfg.family} model without attention; for it use the residual-stream and layer "
+                "analyses (patching resid_pre / resid_post, attribution, steering, the logit lens, DLA per layer"
+                + (f", the {' / '.join(recurrent)} sites" if recurrent else "")
+                + ")"
             )
 
     def check_layer(self, layer: int) -> int:
@@ -608,10 +643,14 @@ class Model:
         """A validated ``(layer, head)`` of a query head."""
         self.require_attention("a head")
         layer = self.check_layer(layer)
+        if layer not in (self.cfg.attn_layers or ()):
+            raise InputError(
+                f"layer {layer} has no attention heads; attention layers: {list(self.cfg.attn_layers or ())}"
+            )
         if isinstance(head, bool) or int(head) != head or not 0 <= int(head) < self.cfg.n_heads:
             raise InputError(f"head {head!r} is out of range: layers have heads 0..{self.cfg.n_heads - 1}")
         return layer, int(head)
 
     def heads(self) -> list[tuple[int, int]]:
-        """Every (layer, head), layer-major."""
-        return [(l, h) for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
+        """Every (layer, head) of the attention layers, layer-major."""
+        return [(l, h) for l in self.cfg.attn_layers or () for h in range(self.cfg.n_heads)]

@@ -1,243 +1,291 @@
-"""Exact recomputation downstream of edits: the fast engine that recomputes only what lies
-downstream of each patch of a sweep (its cells: :mod:`interp.cells`), for native and
-Hugging Face transformers.
+"""Exact recomputation downstream of edits: the engine that runs, for each chunk of cells of a
+patching sweep (:mod:`interp.cells`), only what lies downstream of the cells, by calling the
+model's own layers.
 
-Hugging Face transformers (GPT-2; Llama-family: rotary, RMSNorm, gated MLP, grouped-query
-attention, no biases; Gemma-style norms and soft-capping).
+TransformerLens runs one full forward per cell.  A patch at layer ``l``, position ``p`` cannot
+change anything before layer ``l`` or before position ``p`` (causal attention), and the metric
+reads only a few positions.  So for a chunk of cells that enter at layer ``l`` and position
+``p`` this engine
 
-TransformerLens runs one full forward per cell.  A patch at layer ``l``, position ``p``
-cannot change anything before layer ``l`` or before position ``p`` (causal attention), and
-the metric reads only a few positions.  So for a chunk of cells starting at layer ``l``
-this engine
+- fills the model's own key-value cache (a transformers ``Cache``: sliding windows, rotary
+  conventions, recurrent states and all) with the base run's prefix, positions ``< p``, once
+  per ``p``, and tiles it to the chunk's rows;
+- runs the model's own forward on positions ``p ..`` only, with the layers before ``l``
+  skipped (the residual entering layer ``l`` is the base run's, set by a hook) and the cells'
+  patches applied by the ordinary intervention hooks at their sites (so every site the model
+  names can be patched);
+- stops at the final norm's input and unembeds only the positions and vocabulary columns the
+  metric reads, through the model's own final norm and unembedding (:class:`~interp.weights.Readout`);
+- runs all the cells of the chunk as one batch (cell-major rows).
 
-- starts from the base run's cached activations at the patched stage of layer ``l`` (a
-  head-output patch starts at ``z``: nothing before ``W_O`` is recomputed in that layer);
-- computes only positions ``p_min .. p_max`` (``p_max`` = the last position the metric
-  reads), taking keys and values of earlier positions from the base run (keys rotated at
-  their own positions for rotary models);
-- in the last layer computes queries, outputs and MLPs only at the metric's positions;
-- unembeds only the metric's positions and, for logit metrics, only the vocabulary columns
-  the metric reads;
-- and runs all the cells of the chunk as one batch (cell-major rows).
-
-It calls the model's own norm, projection and MLP modules (the bridge's underlying torch
-modules), so the arithmetic is the model's.  Whether it reproduces a model is checked
-empirically once per model (an unpatched recomputation of a probe must equal the model's
-logits); models that fail, or that have features it does not implement (parallel
-attention, ALiBi, per-layer caches), use :mod:`circuits.engine_hooks`.
-
-
+No block maths is written here: which models it reproduces is checked empirically once per
+model (:func:`why_not`: a recomputation from a middle layer and position must equal the
+model's own logits); the others use :mod:`circuits.engine_hooks`, which runs every model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp.cells import Cell, Site, intervention, reaches
-from interp.errors import InputError
+from interp import caches
+from interp.cells import LOCAL, Cell, Site, interventions, reaches
+from interp.errors import Unsupported
+from interp.interventions import hook_fns
 from interp.metrics import Metric
-from interp.model import RunContext
-from interp.weights import raw
-
-# the stages of a block, in order; a patch at a stage re-enters the block there
-STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
-ENTRY = {
-    "resid_pre": "resid_pre",
-    "q": "qkv",
-    "k": "qkv",
-    "v": "qkv",
-    "pattern": "qkv",
-    "z": "z",
-    "attn_out": "attn_out",
-    "resid_mid": "resid_mid",
-    "mlp_in": "mlp_in",
-    "mlp_out": "mlp_out",
-    "resid_post": "resid_post",
-}
+from interp.model import reshaping
+from interp.tokens import TokenBatch
+from interp.weights import Readout, readout
 
 
-@dataclass
-class Layer:
-    """The modules and constants of one block, as the engine calls them."""
-
-    ln1: Callable
-    q: Callable
-    k: Callable
-    v: Callable
-    o: Callable
-    ln2: Callable | None
-    mlp: Callable | None
-    n_heads: int
-    n_kv: int
-    d_head: int
-    scale: float  # multiplies q.k
-    softcap: float | None = None  # Gemma-2 attention-score soft-capping
-    window: int | None = None  # sliding-window attention (keys within `window` positions)
+class _Stop(Exception):
+    """Raised by the hook at the final norm's input: the rest of the forward is not needed."""
 
 
-class Unsupported(ValueError):
-    """The model has a feature the engine does not reproduce."""
+class _Skipped(nn.Module):
+    """Stands in for a layer before the chunk's entry layer: hands its input on untouched (the
+    entry layer's input is then set from the base run), in the form the model's layers return
+    (a tensor, or a tuple of ``arity`` whose first entry is the hidden state)."""
+
+    def __init__(self, arity: int | None):
+        super().__init__()
+        self.arity = arity
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.arity is None else (hidden_states,) + (None,) * (self.arity - 1)
 
 
-def _layers(model) -> tuple[list[Layer], Callable | None, Callable, nn.Module, float | None]:
-    """(layers, rotary module or None, final norm, unembed, final-logit soft-cap) of a bridge."""
+#: the unembedding of a prefix step reads its last row only (the prefix's logits are not needed)
+_last_row = reshaping(lambda x, hook: x[:, -1:])
+
+
+def _layer_output_arity(model, layers: nn.ModuleList) -> int | None:
+    """None if the model's layers return a tensor, else the length of the tuple they return."""
+    seen: list = []
+    handle = layers[0].register_forward_hook(lambda mod, args, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros(1, 2, dtype=torch.long, device=model.device))
+    finally:
+        handle.remove()
+    out = seen[0]
+    return len(out) if isinstance(out, tuple) else None
+
+
+def layer_list(model) -> nn.ModuleList | None:
+    """The ``nn.ModuleList`` the Hugging Face model iterates over, holding the bridge's blocks
+    in order (None if there is none: then layers cannot be skipped)."""
     bridge = model.module
-    c = bridge.cfg
-    if model.cfg.family != "transformer" or not hasattr(bridge, "blocks"):
-        raise Unsupported("not a TransformerBridge transformer")
-    if getattr(c, "parallel_attn_mlp", False) or getattr(c, "use_parallel_residual", False):
-        raise Unsupported("parallel attention and MLP")
-    pos_type = (getattr(c, "positional_embedding_type", "standard") or "standard").lower()
-    if pos_type not in ("standard", "rotary"):
-        raise Unsupported(f"positional embedding {pos_type!r}")
+    blocks = list(getattr(bridge, "blocks", []) or [])
     hf = getattr(bridge, "original_model", None)
-    hf_cfg = getattr(hf, "config", None)
-    out = []
-    for block in bridge.blocks:
-        attn = block.attn
-        raw_attn = raw(attn)
-        q, k, v, o = (getattr(attn, n, None) for n in ("q", "k", "v", "o"))
-        if q is None or k is None or v is None or o is None or getattr(block, "ln1", None) is None:
-            raise Unsupported("no separate q / k / v / o projections")
-        n_heads = model.cfg.n_heads
-        n_kv = model.cfg.n_kv_heads
-        d_head = model.cfg.d_head
-        if hasattr(raw_attn, "scaling"):  # HF Llama / Gemma / Mistral / Qwen
-            # (torch types a module's unknown attributes as Tensor | Module; these are floats)
-            scale = float(raw_attn.scaling)  # type: ignore[arg-type]
-        elif hasattr(raw_attn, "scale") and not hasattr(raw_attn, "c_attn"):  # TransformerLens native
-            scale = 1.0 / float(raw_attn.scale)  # type: ignore[arg-type]
-        elif hf_cfg is not None and getattr(hf_cfg, "model_type", "") == "gpt2":
-            if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(
-                hf_cfg, "reorder_and_upcast_attn", False
-            ):
-                raise Unsupported("GPT-2 with layer-scaled attention")
-            scale = d_head**-0.5 if getattr(hf_cfg, "scale_attn_weights", True) else 1.0
-        else:
-            raise Unsupported(f"attention module {type(raw_attn).__name__}")
-        if getattr(raw_attn, "rotary", None) is not None or getattr(raw_attn, "causal", True) is False:
-            raise Unsupported("native rotary or non-causal attention")
-        softcap = getattr(raw_attn, "attn_logit_softcapping", None)
-        window = getattr(raw_attn, "sliding_window", None)
-        has_mlp = getattr(block, "mlp", None) is not None and model.cfg.d_mlp > 0
-        if has_mlp and getattr(block, "ln2", None) is None:
-            raise Unsupported("an MLP without a norm before it (parallel or norm-free blocks)")
-        out.append(
-            Layer(
-                raw(block.ln1),
-                raw(q),
-                raw(k),
-                raw(v),
-                raw(o),
-                raw(block.ln2) if has_mlp else None,
-                raw(block.mlp) if has_mlp else None,
-                n_heads,
-                n_kv,
-                d_head,
-                scale,
-                float(softcap) if softcap else None,
-                int(window) if window else None,
-            )
-        )
-    rotary = raw(bridge.rotary_emb) if pos_type == "rotary" and hasattr(bridge, "rotary_emb") else None
-    if pos_type == "rotary" and rotary is None:
-        raise Unsupported("rotary model without a shared rotary module")
-    final_cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
-    return out, rotary, raw(bridge.ln_final), raw(bridge.unembed), float(final_cap) if final_cap else None
+    if not blocks or hf is None:
+        return None
+    for module in hf.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == len(blocks):
+            if all(a is b for a, b in zip(module, blocks)):
+                return module
+    return None
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding (rotate-half convention) of ``x [N, T, H, dh]`` at ``cos/sin [T, dh]``."""
-    half = x.shape[-1] // 2
-    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[None, :, None].to(x.dtype) + rot * sin[None, :, None].to(x.dtype)
+def why_not(model) -> str | None:
+    """Why this engine cannot reproduce ``model`` (None if it can).  Checked once per model: a
+    recomputation entering the middle layer at a middle position must give the model's own
+    logits.  It never raises: a failure of the check is a reason to decline."""
+    if hasattr(model, "_downstream_reason"):
+        return model._downstream_reason
+    reason: str | None
+    if not model.cfg.causal:
+        reason = "the model is not causal (a position may read later ones)"
+    elif model.supports_cache and not caches.tileable(model):
+        reason = "its decoding cache's rows cannot be copied per cell"
+    elif layer_list(model) is None:
+        reason = "the model's layers are not a list the engine can skip through"
+    elif "final_resid" not in model.site_kinds():
+        reason = "the model names no input of its final norm"
+    else:
+        try:
+            Downstream(model, check=False)._check()
+            reason = None
+        except Unsupported as e:
+            reason = str(e)
+        except Exception as e:  # a model whose forward does not take a cache prefix this way
+            reason = f"recomputing from a cached prefix raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    model._downstream_reason = reason
+    return reason
 
 
 def supports(model) -> bool:
-    """Whether this engine reproduces ``model`` (checked once per model on a probe)."""
-    cached = getattr(model, "_fast_engine_ok", None)
-    if cached is not None:
-        return cached
-    try:
-        FastEngine(model, check=True)
-        ok = True
-    except Unsupported:
-        ok = False
-    model._fast_engine_ok = ok
-    return ok
+    """Whether this engine reproduces ``model`` (see :func:`why_not`)."""
+    return why_not(model) is None
 
 
-class FastEngine:
-    """Partial forwards of a transformer from cached activations (see the module docstring)."""
+def engine_for(model, site: str):
+    """The fastest downstream-only engine that reproduces ``model`` for patches at ``site`` (a
+    site kind): the hand-written :class:`interp.recompute_blocks.BlockEngine` where it applies,
+    else :class:`Downstream`; None where neither does (use :mod:`circuits.engine_hooks`)."""
+    from interp import recompute_blocks
 
-    def __init__(self, model, check: bool = False):
-        self.model = model
-        self.layers, self.rotary, self.ln_final, self.unembed, self.final_cap = _layers(model)
-        self.n_layers = model.cfg.n_layers
-        self._cos_sin: dict = {}
-        self._early_kv: dict = {}
+    if site in recompute_blocks.ENTRY and recompute_blocks.supports(model):
+        return recompute_blocks.BlockEngine(model)
+    return Downstream(model) if supports(model) else None
+
+
+class Downstream:
+    """Partial forwards of a model from a cached prefix and a layer's base input (see the module
+    docstring).  Raises :class:`~interp.errors.Unsupported` for a model it does not reproduce."""
+
+    def __init__(self, model, check: bool = True):
         if check:
-            self._check()
-
-    # --- pieces ---------------------------------------------------------------------------
-    def _rope(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (int(positions.min()), int(positions.max()), len(positions))
-        if self.rotary is None:
-            raise RuntimeError("no rotary module")
-        if key not in self._cos_sin or len(self._cos_sin) > 64:
-            if len(self._cos_sin) > 64:
-                self._cos_sin.clear()
-            cos, sin = self.rotary(like, positions.to(like.device)[None])
-            self._cos_sin[key] = (cos[0], sin[0])
-        return self._cos_sin[key]
-
-    def _logits(self, x: torch.Tensor, cols: list[int] | None) -> torch.Tensor:
-        x = self.ln_final(x)
-        if cols is None:
-            logits = self.unembed(x)
-        else:
-            weight = self.unembed.weight
-            assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
-            w = weight[cols]
-            b = getattr(self.unembed, "bias", None)
-            logits = F.linear(x, w, None if b is None else b[cols])
-        if self.final_cap:
-            logits = torch.tanh(logits / self.final_cap) * self.final_cap
-        return logits
-
-    def _check(self) -> None:
-        """An unpatched recomputation of every layer of a probe must equal the model's logits."""
-        m = self.model
-        probe = (torch.arange(min(9, m.cfg.n_ctx), device=m.device)[None] * 7 + 3) % m.cfg.d_vocab
-        with torch.no_grad():
-            logits, base = m.run_with_cache(probe, names=self.base_names())
-            x = None
-            rows = torch.arange(probe.shape[1])
-            for layer in range(self.n_layers):
-                x, rows = self._block(
-                    layer, "resid_pre", x, rows, base, lambda t: t, lambda s, l, a, r: a, 0, rows, last=False
+            reason = why_not(model)
+            if reason is not None:
+                raise Unsupported(
+                    f"the downstream engine does not reproduce {model.cfg.name or 'this model'}: {reason}"
                 )
-            assert x is not None  # a transformer has layers
-            got = self._logits(x, None)
-        self._early_kv.clear()
-        if got.shape != logits.shape or (got - logits).abs().max() > 1e-3 * (1 + logits.abs().max()):
-            raise Unsupported("the engine's recomputation differs from the model's own forward")
+        self.model = model
+        #: whether earlier positions come from a cached prefix (else every position is recomputed)
+        self.cached = bool(model.supports_cache)
+        layers = layer_list(model)
+        assert layers is not None  # why_not() found the list
+        self.layers: nn.ModuleList = layers
+        self.arity = _layer_output_arity(model, layers)
+        self.readout: Readout = readout(model)
+        self._prefixes: dict = {}
 
     def base_names(self) -> list[str]:
-        """Sites of the base run the engine starts from."""
+        """Sites of the base run the engine starts from: the residual entering and leaving every layer."""
+        return self.model.sites("resid_pre") + self.model.sites("resid_post")
+
+    # --- one partial forward --------------------------------------------------------------
+    def prefix(self, tokens: torch.Tensor, hooks: Sequence, p: int):
+        """The model's cache after the base run's first ``p`` positions (None for ``p = 0``, or
+        without a cache).  Prefixes are built incrementally (the cache of the last ``p`` asked
+        for, extended by the positions up to the new one), so a sweep over positions in
+        increasing order costs about one forward of the prompt."""
+        if p == 0 or not self.cached:
+            return None
+        key = (p, id(tokens))
+        if key not in self._prefixes:
+            done = max((q for q, t in self._prefixes if t == id(tokens) and q < p), default=0)
+            cache = copy.deepcopy(self._prefixes[(done, id(tokens))]) if done else None
+            trim = [(self.model.site("unembed_in"), _last_row)] if "unembed_in" in self.model.site_kinds() else []
+            with torch.no_grad(), self.model.running(offset=done):
+                self._prefixes[key] = self.model.step(tokens[:, done:p], cache, [*hooks, *trim])[1]
+        return self._prefixes[key]
+
+    def _partial(
+        self,
+        ids: torch.Tensor,
+        start: int,
+        p: int,
+        entry: torch.Tensor,
+        hooks: Sequence,
+        prefix,
+        stop_site: str,
+        rows: torch.Tensor,
+        batch: int,
+    ) -> torch.Tensor:
+        """One forward of ``ids`` (positions ``p ..``) with the layers before ``start`` skipped,
+        ``entry`` as the residual entering layer ``start``, ``hooks`` on the way, stopped at
+        ``stop_site``, whose activation at ``rows`` (relative positions) it returns."""
         m = self.model
-        names = []
-        for l in range(self.n_layers):
-            names += [m.site(k, l) for k in ("resid_pre", "q", "k", "v", "z", "attn_out", "resid_post")]
-            if self.layers[l].mlp is not None:
-                names.append(m.site("mlp_out", l))
-        return names
+        got: dict[str, torch.Tensor] = {}
+
+        def enter(x: torch.Tensor, hook) -> torch.Tensor:
+            return entry.to(x.dtype)
+
+        def stop(x: torch.Tensor, hook) -> None:
+            got["x"] = x[:, rows.to(x.device)]
+            raise _Stop
+
+        cache = None if prefix is None else caches.tiled(prefix, batch, ids.shape[0] // batch)
+        layers = self.layers
+        saved = [layers[i] for i in range(start)]
+        for i in range(start):
+            layers[i] = _Skipped(self.arity)
+        try:
+            with torch.no_grad(), m.running(offset=p):
+                run_hooks = [(m.site("resid_pre", start), enter), *hooks, (stop_site, stop)]
+                m.step(ids, cache, run_hooks) if self.cached else m.run_with_hooks(ids, run_hooks)
+        except _Stop:
+            pass
+        finally:
+            for i, layer in enumerate(saved):
+                layers[i] = layer
+        if "x" not in got:
+            raise RuntimeError(f"the forward finished without reaching {stop_site}")
+        return got["x"]
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start: int,
+        p: int,
+        n: int,
+        entry: torch.Tensor,
+        hooks: Sequence,
+        reads: Sequence[int],
+        cols: list[int] | None,
+        prefix,
+        local_exit: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[n * batch, len(reads), cols]`` of ``n`` copies of the base run (cell-major
+        rows) recomputed from layer ``start`` and position ``p``: ``entry`` ``[batch, pos - p,
+        d_model]`` is the residual entering layer ``start`` at positions ``p ..``; ``hooks`` (the
+        cells' patches) act on the way; ``reads`` are absolute positions ``>= p``.
+
+        ``local_exit``: given when every patch acts in layer ``start`` alone and changes its
+        position ``p`` only (a head's output, an MLP's output, ...): the base run's residual
+        leaving layer ``start`` at positions ``p ..``.  Then layer ``start`` is run at position
+        ``p`` alone and the later layers from its output and ``local_exit``'s later positions."""
+        m = self.model
+        rel = torch.tensor([r - p for r in reads])
+        ids = tokens[:, p:].repeat(n, 1)
+        last = m.cfg.n_layers - 1
+        if local_exit is not None and ids.shape[1] > 1:
+            row = self._partial(
+                ids[:, :1],
+                start,
+                p,
+                entry[:, :1].repeat(n, 1, 1),
+                hooks,
+                prefix,
+                m.site("resid_post", start),
+                torch.tensor([0]),
+                tokens.shape[0],
+            )
+            after = torch.cat([row, local_exit[:, 1:].repeat(n, 1, 1).to(row.dtype)], dim=1)
+            if start == last:
+                return self.readout.logits(after[:, rel.to(after.device)], cols)
+            start, entry, hooks, tiled = start + 1, after, [], True
+        else:
+            tiled = False
+        if not tiled:
+            entry = entry.repeat(n, 1, 1)
+        x = self._partial(ids, start, p, entry, hooks, prefix, m.site("final_resid"), rel, tokens.shape[0])
+        return self.readout.logits(x, cols)
+
+    def _check(self) -> None:
+        """An unedited recomputation entering the middle layer at a middle position must equal
+        the model's own logits (the engine's correctness, per model)."""
+        m = self.model
+        P = min(9, m.cfg.n_ctx)
+        probe = (torch.arange(P, device=m.device)[None] * 7 + 3) % m.cfg.d_vocab
+        probe = torch.cat([probe, probe.flip(1)])
+        start, p = m.cfg.n_layers // 2, (P // 2 if self.cached else 0)
+        with torch.no_grad():
+            logits, base = m.run_with_cache(probe, names=[m.site("resid_pre", start)])
+            reads = list(range(p, P))
+            got = self.forward(
+                probe, start, p, 2, base[m.site("resid_pre", start)][:, p:], [], reads, None, self.prefix(probe, [], p)
+            )
+        self._prefixes.clear()
+        want = logits[:, p:].repeat(2, 1, 1)
+        if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+            raise Unsupported("a recomputation from a cached prefix differs from the model's own forward")
 
     # --- the sweep --------------------------------------------------------------------------
     @torch.no_grad()
@@ -246,6 +294,8 @@ class FastEngine:
         site: Site,
         cells: Sequence[Cell],
         *,
+        base_tokens: torch.Tensor,
+        base_hooks: Sequence,
         base: dict[str, torch.Tensor],
         base_logits: torch.Tensor,
         source: dict[str, torch.Tensor],
@@ -253,269 +303,91 @@ class FastEngine:
         batch_tokens: int = 16384,
         progress: bool = True,
     ) -> torch.Tensor:
-        """Metric (batch mean) with each cell patched: ``[len(cells)]``.  ``base``: cache of
-        :meth:`base_names` from the base run; ``base_logits`` its logits; ``source``: hook name ->
-        the source run's activation."""
-        if site.name not in ENTRY:
-            raise InputError(f"the fast engine patches {sorted(ENTRY)}, not {site.name!r}")
-        self._early_kv.clear()
+        """Metric (batch mean) with each cell patched: ``[len(cells)]``.  ``base``: the base run's
+        :meth:`base_names`; ``base_logits`` its logits; ``source``: hook name -> the source run's
+        activation; ``base_hooks``: hooks of the base run (corruptions of the embedding)."""
+        m = self.model
+        self._prefixes.clear()
+        if isinstance(base_tokens, TokenBatch):  # right-padded: padding is never read by a causal model
+            base_tokens = base_tokens.tokens
         batch, seq_len = base_logits.shape[:2]
-        reads = torch.tensor(metric.read_positions(seq_len))
+        reads_all = metric.read_positions(seq_len)
         cols = metric.vocab_needed()  # logit metrics read a few vocabulary columns: unembed only those
-        base_at = base_logits[:, reads]  # [batch, n_reads, vocab]
-        base_value = float(metric.values(base_at, positions=reads.tolist()).mean())
+        base_at = base_logits[:, reads_all]
+        base_value = float(metric.values(base_at, positions=reads_all).mean())
         if cols is not None:
             base_at = base_at[..., cols]
         out = torch.full((len(cells),), base_value)
-        width = max(self.model.cfg.d_model, self.model.cfg.d_mlp, self.layers[0].n_heads * (int(reads.max()) + 1))
-        budget = max(1, batch_tokens * 1024 // max(1024, width))  # rows per chunk, fewer for wide activations
-        order = sorted(range(len(cells)), key=lambda i: (cells[i].start, cells[i].first_pos))
-        todo = [i for i in order if reaches(cells[i], site, self.model, reads.tolist())]
+        order = sorted(range(len(cells)), key=lambda i: (cells[i].first_pos if self.cached else 0, cells[i].start))
+        todo = [i for i in order if reaches(cells[i], site, m, reads_all)]
         bar = tqdm(total=len(cells), desc=f"patching {site.name}", disable=not progress, leave=False, mininterval=1.0)
         bar.update(len(cells) - len(todo))
         k = 0
         while k < len(todo):
             first = cells[todo[k]]
-            span = int(reads.max()) - first.first_pos + 1
-            per = max(1, budget // (batch * span))
-            # one entry layer and position per chunk: a cell at p recomputes positions p.. only
+            # one entry position per chunk (its prefix); layers from the chunk's earliest on.  Without
+            # a cache every chunk starts at position 0.
+            p = first.first_pos if self.cached else 0
+            span = max(reads_all) - p + 1
+            per = max(1, batch_tokens // (batch * span))
+            # one entry layer per chunk too: a cell entering later would recompute earlier layers
             chunk = [
-                i for i in todo[k : k + per] if (cells[i].start, cells[i].first_pos) == (first.start, first.first_pos)
+                i
+                for i in todo[k : k + per]
+                if (cells[i].first_pos == p or not self.cached) and cells[i].start == first.start
             ]
-            out[chunk] = self._chunk(
-                site,
-                [cells[i] for i in chunk],
-                first.start,
-                first.first_pos,
-                base,
-                base_at,
-                source,
-                metric,
+            start = min(cells[i].start for i in chunk)
+            chunk_cells = [cells[i] for i in chunk]
+            hooks = hook_fns(m, interventions(m, site, chunk_cells, source, batch))
+            reads = [r for r in reads_all if r >= p]
+            # patches that change their own position of their own layer only
+            local = site.name in LOCAL and all(c.layers == (start,) and c.pos == p for c in chunk_cells)
+            logits = self.forward(
+                base_tokens,
+                start,
+                p,
+                len(chunk),
+                base[m.site("resid_pre", start)][:, p:],
+                hooks,
                 reads,
                 cols,
+                self.prefix(base_tokens, base_hooks, p),
+                local_exit=base[m.site("resid_post", start)][:, p:] if local and self.cached else None,
             )
+            n = len(chunk)
+            if len(reads) < len(reads_all):  # earlier reads are unchanged
+                early = base_at[:, [r < p for r in reads_all]].repeat(n, 1, 1)
+                logits = torch.cat([early, logits.to(early.dtype)], dim=1)
+            vals = metric.values(logits.view(n, batch, len(reads_all), -1), positions=reads_all, vocab=cols)
+            out[chunk] = vals.mean(-1).float().cpu()
             k += len(chunk)
             bar.update(len(chunk))
         bar.close()
+        self._prefixes.clear()
         return out
 
-    def _chunk(
-        self,
-        site: Site,
-        chunk: list[Cell],
-        start: int,
-        p_min: int,
-        base: dict,
-        base_at: torch.Tensor,
-        source: dict,
-        metric: Metric,
-        reads: torch.Tensor,
-        cols: list[int] | None,
-    ) -> torch.Tensor:
-        """The metric of ``chunk``'s cells, all starting at layer ``start`` and position >= ``p_min``."""
-        n = len(chunk)
-        batch = base_at.shape[0]
-        p_max = int(reads.max())
-        rows = torch.arange(p_min, p_max + 1)
-        stage_of = site.name if site.name in ("q", "k", "v", "pattern") else ENTRY[site.name]
-        layers = sorted({l for c in chunk for l in c.layers})
-        heads = {
-            l: source[site.hook(l)].shape[1 if site.layout == "pattern" else 2] if site.has_heads else 1 for l in layers
-        }
-        patches = {(stage_of, l): intervention(site, l, chunk, source[site.hook(l)], batch, heads[l]) for l in layers}
 
-        def rep(t: torch.Tensor) -> torch.Tensor:  # [batch, ...] -> [n*batch, ...] cell-major
-            return t.repeat(n, *([1] * (t.ndim - 1)))
-
-        def patch(stage: str, layer: int, act: torch.Tensor, row_pos: torch.Tensor) -> torch.Tensor:
-            iv = patches.get((stage, layer))
-            return act if iv is None else iv.apply(act, RunContext(positions=row_pos))
-
-        x = None
-        entry = ENTRY[site.name]
-        local = STAGES.index(entry) >= STAGES.index("z") and all(c.pos == p_min for c in chunk)
-        for layer in range(start, self.n_layers):
-            last = layer == self.n_layers - 1
-            if layer == start and local and not last and p_max > p_min:
-                # a patch from z on changes its own position only in its layer: recompute that row, and
-                # take the later rows from the base run's block output
-                x, _ = self._block(layer, entry, None, rows[:1], base, rep, patch, p_min, reads, last=False)
-                rest = rep(base[self.model.site("resid_post", layer)][:, p_min + 1 : p_max + 1])
-                x = torch.cat([x, rest], dim=1)
-                continue
-            x, rows = self._block(
-                layer, entry if layer == start else "resid_pre", x, rows, base, rep, patch, p_min, reads, last=last
-            )
-        assert x is not None  # the chunk's cells start at a layer of the model
-        logits = self._logits(x, cols)  # [n*batch, reads >= p_min, cols]
-        if int(reads.min()) < p_min:  # earlier reads are unchanged
-            logits = torch.cat([rep(base_at[:, reads < p_min]), logits], dim=1)
-        vals = metric.values(logits.view(n, batch, len(reads), -1), positions=reads.tolist(), vocab=cols)
-        return vals.mean(-1).float().cpu()
-
-    def _early(self, layer: int, base: dict, p_min: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base run's keys (rotated at their own positions) and values of positions
-        ``< p_min``, ``[B, p_min, H_kv, d_head]``: shared by every cell of a chunk, never copied."""
-        m = self.model
-        key = (layer, id(base))
-        if key not in self._early_kv:
-            k = base[m.site("k", layer)]
-            if self.rotary is not None:
-                k = _rotate(k, *self._rope(torch.arange(k.shape[1]), k))
-            self._early_kv[key] = (k, base[m.site("v", layer)])
-        k, v = self._early_kv[key]
-        return k[:, :p_min], v[:, :p_min]
-
-    def _attend(
-        self,
-        P: Layer,
-        layer: int,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        rows: torch.Tensor,
-        p_min: int,
-        base: dict,
-        patch,
-    ) -> torch.Tensor:
-        """Attention of queries ``q [N, T, H, dh]`` (N = cells x batch, cell-major) over the
-        base run's earlier keys (shared, broadcast over cells) and the recomputed ones ``k / v
-        [N, T', H_kv, dh]`` (positions ``p_min..``); grouped-query heads without copying keys."""
-        N, T, H, dh = q.shape
-        K = P.n_kv
-        g = H // K
-        qg = q.view(N, T, K, g, dh)
-        parts = [torch.einsum("ntkgd,nskd->nkgts", qg, k)]  # [N, K, g, T, T']
-        k_e = v_e = None
-        if p_min > 0:
-            k_e, v_e = self._early(layer, base, p_min)  # [B, S, K, dh]
-            B = k_e.shape[0]
-            early = torch.einsum("cbtkgd,bskd->cbkgts", qg.view(N // B, B, T, K, g, dh), k_e)
-            parts.insert(0, early.reshape(N, K, g, T, p_min))
-        scores = torch.cat(parts, dim=-1).reshape(N, H, T, -1) * P.scale
-        if P.softcap:
-            scores = torch.tanh(scores / P.softcap) * P.softcap
-        keys = torch.arange(scores.shape[-1])
-        mask = keys[None, :] > rows[:, None]  # [rows, keys]: causal
-        if P.window:
-            mask |= keys[None, :] <= rows[:, None] - P.window
-        mask = mask.to(scores.device)
-        pattern = F.softmax(scores.float().masked_fill(mask, float("-inf")), dim=-1).to(q.dtype)
-        pattern = patch("pattern", layer, pattern.masked_fill(mask, 0.0), rows)
-        pg = pattern.view(N, K, g, T, -1)
-        z = torch.einsum("nkgts,nskd->ntkgd", pg[..., p_min:], v)
-        if p_min > 0:
-            assert v_e is not None  # read above when p_min > 0
-            B = v_e.shape[0]
-            z = z + torch.einsum(
-                "cbkgts,bskd->cbtkgd", pg[..., :p_min].reshape(N // B, B, K, g, T, p_min), v_e
-            ).reshape(N, T, K, g, dh)
-        return z.reshape(N, T, H, dh)
-
-    def _block(
-        self,
-        layer: int,
-        stage: str,
-        x,
-        rows: torch.Tensor,
-        base: dict,
-        rep,
-        patch,
-        p_min: int,
-        reads: torch.Tensor,
-        *,
-        last: bool,
-    ):
-        """Block ``layer`` entered at ``stage`` (earlier stages come from the base run); returns the
-        block output ``[n*batch, rows, d_model]`` and the absolute positions its rows hold."""
-        P = self.layers[layer]
-        m = self.model
-        S = {s: i for i, s in enumerate(STAGES)}
-        at = S[stage]
-        keep = reads[reads >= p_min] if last else rows  # the last block only feeds the read positions
-
-        def cached(kind: str, r: torch.Tensor) -> torch.Tensor:
-            return rep(base[m.site(kind, layer)][:, r.to(base[m.site(kind, layer)].device)])
-
-        if at <= S["z"]:
-            if at <= S["pattern"]:
-                if at == S["resid_pre"]:
-                    x = patch("resid_pre", layer, x if x is not None else cached("resid_pre", rows), rows)
-                    h = P.ln1(x)
-                    N, T = h.shape[:2]
-                    q, k, v = (
-                        P.q(h).view(N, T, P.n_heads, P.d_head),
-                        P.k(h).view(N, T, P.n_kv, P.d_head),
-                        P.v(h).view(N, T, P.n_kv, P.d_head),
-                    )
-                else:  # a q / k / v / pattern patch: projections of this layer come from the base run
-                    x = cached("resid_pre", rows)
-                    q, k, v = (cached(c, rows) for c in "qkv")
-                q, k, v = (patch(c, layer, t, rows) for c, t in zip("qkv", (q, k, v)))
-                if self.rotary is not None:
-                    k = _rotate(k, *self._rope(rows, k))
-                if len(keep) < len(rows):
-                    sel = keep - int(rows[0])
-                    q, x, rows = q[:, sel], x[:, sel], keep
-                if self.rotary is not None:
-                    q = _rotate(q, *self._rope(rows, q))
-                z = self._attend(P, layer, q, k, v, rows, p_min, base, patch)
-            else:
-                rows = keep
-                x, z = cached("resid_pre", rows), cached("z", rows)
-            z = patch("z", layer, z, rows)
-            attn_out = P.o(z.reshape(z.shape[0], z.shape[1], P.n_heads * P.d_head))
-        else:
-            rows = keep
-            attn_out = cached("attn_out", rows) if at == S["attn_out"] else None
-            x = cached("resid_pre", rows) if at <= S["mlp_out"] else None
-        if at <= S["attn_out"]:
-            x = x + patch("attn_out", layer, attn_out, rows)
-        elif at <= S["mlp_out"]:
-            x = x + cached("attn_out", rows)  # resid_mid of the base run
-        if at <= S["resid_mid"]:
-            x = patch("resid_mid", layer, x, rows)
-        if P.mlp is not None and at <= S["mlp_out"]:
-            if at <= S["mlp_in"]:
-                assert P.ln2 is not None  # _layers declines MLP blocks without ln2
-                mlp_out = P.mlp(P.ln2(patch("mlp_in", layer, x, rows)))
-            else:
-                mlp_out = cached("mlp_out", rows)
-            x = x + patch("mlp_out", layer, mlp_out, rows)
-        if at == S["resid_post"]:
-            x = cached("resid_post", rows)
-        return patch("resid_post", layer, x, rows), rows
-
-    # --- cost -------------------------------------------------------------------------------
-    def downstream_flops(
-        self, cells: Sequence[Cell], site: Site, batch: int, reads: Sequence[int], vocab: int | None = None
-    ) -> float:
-        """Multiply-adds x 2 that any exact method must spend downstream of each cell, summed:
-        from the cell's entry stage on, every later layer at every position from the cell's
-        position to the last read one (attention over all earlier keys), the last layer and
-        the unembedding at the read positions only (``vocab`` columns of it: the metric's
-        tokens for a logit metric, default the whole vocabulary)."""
-        c = self.model.cfg
-        d, dh, H, K = c.d_model, c.d_head, c.n_heads, c.n_kv_heads
-        d_mlp = c.d_mlp or 0
-        mlp_mats = 3 if d_mlp and self.layers[0].mlp is not None and hasattr(self.layers[0].mlp, "gate_proj") else 2
-        per_tok_attn_proj = 2 * d * dh * (H + 2 * K) + 2 * H * dh * d  # q, k, v, o
-        per_tok_mlp = 2 * mlp_mats * d * d_mlp if self.layers[0].mlp is not None else 0
-        p_max = max(reads)
-        total = 0.0
-        for cell in cells:
-            if not reaches(cell, site, self.model, list(reads)):
-                continue
-            p0 = cell.first_pos
-            for layer in range(cell.start, self.n_layers):
-                last = layer == self.n_layers - 1
-                n_pos = len([r for r in reads if r >= p0]) if last else p_max - p0 + 1
-                keys = sum(range(p0 + 1, p_max + 2)) if not last else sum(r + 1 for r in reads if r >= p0)
-                entry = ENTRY[site.name] if layer == cell.start else "resid_pre"
-                if layer == cell.start and STAGES.index(entry) >= STAGES.index("z") and cell.pos is not None:
-                    n_pos = 1  # position-local in its own layer
-                proj = per_tok_attn_proj if entry in ("resid_pre", "qkv") else (2 * H * dh * d if entry == "z" else 0)
-                attn = 4 * H * dh * keys if entry in ("resid_pre", "qkv") else 0
-                total += batch * (n_pos * (proj + per_tok_mlp) + attn)
-            total += batch * len(reads) * 2 * d * (vocab or c.d_vocab)
-        return total
+def downstream_flops(
+    model, cells: Sequence[Cell], site: Site, batch: int, reads: Sequence[int], vocab: int | None = None
+) -> float:
+    """Multiply-adds x 2 that any exact method must spend downstream of each cell, summed: every
+    layer from the cell's on at every position from the cell's to the last read one (attention
+    over all earlier keys), and the unembedding at the read positions only (``vocab`` columns of
+    it: the metric's tokens for a logit metric, default the whole vocabulary).  A floor for
+    benchmarks (the entry layer is counted whole)."""
+    c = model.cfg
+    d, dh, H, K = c.d_model, c.d_head, c.n_heads, c.n_kv_heads
+    gated = bool(getattr(getattr(model.module, "cfg", None), "gated_mlp", False))
+    per_tok = 2 * d * dh * (H + 2 * K) + 2 * H * dh * d + (2 * (3 if gated else 2) * d * (c.d_mlp or 0))
+    p_max = max(reads)
+    total = 0.0
+    for cell in cells:
+        if not reaches(cell, site, model, list(reads)):
+            continue
+        p0 = cell.first_pos
+        n_layers = c.n_layers - cell.start
+        n_pos = p_max - p0 + 1
+        keys = sum(range(p0 + 1, p_max + 2))
+        total += batch * n_layers * (n_pos * per_tok + 4 * H * dh * keys)
+        total += batch * len(reads) * 2 * d * (vocab or c.d_vocab)
+    return total

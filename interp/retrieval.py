@@ -44,6 +44,7 @@ class RetrievalResult:
     generated: torch.Tensor
     accuracy: float
     threshold: float
+    per_sample: torch.Tensor | None = None  # [n, n_layers, n_heads] each prompt's score (for intervals over prompts)
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -100,16 +101,19 @@ def decode_attention(
     if n_steps < 1:
         raise InputError(f"n_steps must be >= 1, got {n_steps}")
     L = model.cfg.n_layers
-    attended = torch.empty(len(batch), n_steps, L, model.cfg.n_heads, dtype=torch.long)
+    # -1 in layers without attention (a hybrid's state-space layers)
+    attended = torch.full((len(batch), n_steps, L, model.cfg.n_heads), -1, dtype=torch.long)
     step = Step()
 
     def reader(layer: int):
         def read(pattern: torch.Tensor, hook) -> None:
-            attended[step.rows, step.index, layer] = pattern[:, :, -1, :].argmax(-1).cpu()
+            # the key axis in absolute positions (a sliding-window layer's cache holds the last keys only)
+            keys = model.context.key_positions(pattern.shape[-1], pattern.shape[-2], pattern.device)
+            attended[step.rows, step.index, layer] = keys[pattern[:, :, -1, :].argmax(-1)].cpu()
 
         return read
 
-    hooks = [(model.site("pattern", l), reader(l)) for l in range(L)]
+    hooks = [(model.site("pattern", l), reader(l)) for l in model.cfg.attn_layers or ()]
     generated = greedy(
         model,
         batch,
@@ -163,12 +167,13 @@ def retrieval_analysis(
     scores = pd.DataFrame(
         [
             {"layer": l, "head": h, "score": float(score[l, h]), "retrieval": bool(score[l, h] > threshold)}
-            for l in range(L)
-            for h in range(H)
+            for l, h in model.heads()
         ]
     )
     b, t, l, h = torch.meshgrid(torch.arange(n), torch.arange(T), torch.arange(L), torch.arange(H), indexing="ij")
-    keep = live[:, :, None, None].expand(n, T, L, H)
+    has_attn = torch.zeros(L, dtype=torch.bool)
+    has_attn[list(model.cfg.attn_layers or ())] = True
+    keep = live[:, :, None, None].expand(n, T, L, H) & has_attn[None, None, :, None]
     hits = pd.DataFrame(
         {
             "sample": b[keep],
@@ -184,7 +189,7 @@ def retrieval_analysis(
     )
     target = _needle_tokens(ctx, span, T)
     correct = (generated == target) & live
-    return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold)
+    return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold, per_sample.float())
 
 
 def retrieval_scores(
@@ -252,6 +257,7 @@ class RetrievalExperiment:
     threshold: float
     heads: list[tuple[int, int]]
     accuracy: float
+    per_sample: torch.Tensor | None = None  # [n, n_layers, n_heads] each prompt's retrieval score
 
 
 def retrieval_experiment(
@@ -264,11 +270,14 @@ def retrieval_experiment(
     threshold: float = RETRIEVAL_THRESHOLD,
     batch_size: int = 8,
     progress: bool = True,
+    control_outside: int | None = None,
 ) -> RetrievalExperiment:
     """Retrieval scores, sparsity and the masking experiment in one call (see
     :class:`RetrievalExperiment`).  Masking zeroes a head's query from each prompt's last token
     on (decoding only: the prompt itself is read unmasked), as Wu et al.; the control masks
-    ``k`` heads drawn at random from the other heads, ``n_random`` times."""
+    ``k`` heads drawn at random from the other heads, ``n_random`` times.  control_outside:
+    draw the control heads outside the ``control_outside`` best-scoring heads (Wu et al.'s code
+    draws them outside the top 100 of Llama-2-7B's 1024); default: outside the ``k`` masked."""
     from interp import interventions as I
     from interp.ablation import ablation_effect
 
@@ -284,6 +293,16 @@ def retrieval_experiment(
     )
     top = analysis.scores.nlargest(k, "score")
     heads = [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
+    exclude: list[tuple[int, int]] = []
+    if control_outside is not None:
+        if (
+            isinstance(control_outside, bool)
+            or not isinstance(control_outside, int)
+            or not 0 <= control_outside < n_heads
+        ):
+            raise InputError(f"control_outside must be an int in [0, {n_heads}), got {control_outside!r}")
+        outside = analysis.scores.nlargest(control_outside, "score")
+        exclude = [(int(l), int(h)) for l, h in zip(outside["layer"], outside["head"])]
 
     def accuracy(m: Model, t: TaskBatch) -> float:
         return answer_accuracy(m, t, batch_size=batch_size, prefixes=prefixes)
@@ -298,9 +317,16 @@ def retrieval_experiment(
         positions=I.From(task.batch().last),
         n_random=n_random,
         seed=seed,
+        random_exclude=exclude,
     )
     return RetrievalExperiment(
-        analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold, heads, analysis.accuracy
+        analysis.scores,
+        masking,
+        float(analysis.scores["retrieval"].mean()),
+        threshold,
+        heads,
+        analysis.accuracy,
+        analysis.per_sample,
     )
 
 

@@ -19,13 +19,17 @@ bias moves into the reader's bias), as TransformerLens's ``fold_ln`` does: then
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field, replace
 from typing import cast
 
 import torch
 from torch import nn
 
-from interp.errors import InputError
+from interp import norms
+from interp.errors import InputError, Unsupported
+from interp.norms import Affine
 
 
 def raw(module: nn.Module) -> nn.Module:
@@ -34,16 +38,6 @@ def raw(module: nn.Module) -> nn.Module:
         # nn.Module.__getattr__ is typed Tensor | Module; a bridge's original component is a module
         module = cast(nn.Module, module._original_component)
     return module
-
-
-@dataclass(frozen=True)
-class NormGain:
-    """A normalisation's parameters: ``gain`` / ``bias`` ``[d_model]`` (None if absent; a
-    Gemma-style ``1 + w`` gain is already offset) and whether it centres (LayerNorm)."""
-
-    gain: torch.Tensor | None
-    bias: torch.Tensor | None
-    centers: bool
 
 
 @dataclass
@@ -63,10 +57,11 @@ class Weights:
     W_E: torch.Tensor
     W_U: torch.Tensor
     b_U: torch.Tensor
-    ln1: list[nn.Module] = field(repr=False)
+    ln1: list[nn.Module | None] = field(repr=False)
     ln2: list[nn.Module | None] = field(repr=False)
     ln_final: nn.Module | None = field(repr=False)
-    gains: dict = field(repr=False, default_factory=dict)  # "ln1" / "ln2": [NormGain] per layer, "ln_final"
+    #: "ln1" / "ln2" / "post_attn": per layer the norm's :class:`interp.norms.Affine` (None if absent); "ln_final"
+    gains: dict = field(repr=False, default_factory=dict)
     folded: bool = False
 
     @property
@@ -108,15 +103,34 @@ class Weights:
             )
         if self.folded:
             raise InputError("project() rebuilds inputs with the model's own norms: use unfolded weights")
-        h = self.ln1[layer](x)
+        norm = self.ln1[layer]
+        h = norm(x) if norm is not None else x  # a post-norm block's attention reads the raw residual
         return torch.einsum("bphd,hde->bphe", h.to(W.dtype), W) + b
 
     def head_outputs(self, layer: int, z: torch.Tensor) -> torch.Tensor:
-        """Each head's write to the residual stream ``z @ W_O`` (no bias): z ``[..., H, d_head]``
-        -> ``[..., H, d_model]``."""
+        """Each head's write to the residual stream: z ``[..., H, d_head]`` -> ``[..., H,
+        d_model]``, ``z_h @ W_O`` (no bias); through a post-attention norm, ``norm`` of it at the
+        norm's scale of this run (the scale of the heads' sum plus the bias), so that the writes
+        plus :meth:`attn_bias` add up to the attention output exactly."""
         if z.shape[-2] != self.n_heads:  # einsum would broadcast one head against every W_O
             raise InputError(f"z must hold all {self.n_heads} heads, got {z.shape[-2]}")
-        return torch.einsum("...he,hed->...hd", z.to(self.W_O.dtype), self.W_O[layer])
+        out = torch.einsum("...he,hed->...hd", z.to(self.W_O.dtype), self.W_O[layer])
+        post = self.gains.get("post_attn", [None] * self.n_layers)[layer]
+        if post is None:
+            return out
+        scale = post.scale(out.sum(-2) + self.b_O[layer])[..., None, :]
+        return post.linear(out, scale)
+
+    def attn_bias(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """The attention output's part that is no head's: ``b_O`` ``[..., d_model]`` (through a
+        post-attention norm: its share at this run's scale, plus the norm's own bias)."""
+        post = self.gains.get("post_attn", [None] * self.n_layers)[layer]
+        b = self.b_O[layer].expand(*z.shape[:-2], -1)
+        if post is None:
+            return b
+        heads = torch.einsum("...he,hed->...d", z.to(self.W_O.dtype), self.W_O[layer])
+        out = post.linear(b, post.scale(heads + b))
+        return out + post.bias.to(out.device) if post.bias is not None else out
 
 
 def _tensor(getter, shape, device) -> torch.Tensor:
@@ -130,19 +144,9 @@ def _tensor(getter, shape, device) -> torch.Tensor:
     return value.detach().float()
 
 
-def _gain(norm) -> NormGain:
-    if norm is None or getattr(norm, "w", None) is None:
-        return NormGain(None, None, False)
-    w = norm.w.detach().float()
-    if getattr(norm, "uses_weight_offset", False):  # Gemma-style: the scale is 1 + w
-        w = w + 1.0
-    b = getattr(norm, "b", None)
-    return NormGain(w, None if b is None else b.detach().float(), not bool(getattr(norm, "uses_rms_norm", False)))
-
-
-def _fold_in(w: torch.Tensor, b: torch.Tensor, g: NormGain) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold_in(w: torch.Tensor, b: torch.Tensor, g: Affine | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights ``[..., d_model, x]`` and bias ``[..., x]`` reading ``norm(x)``, with its gain folded in."""
-    if g.gain is None:
+    if g is None or g.gain is None:
         return w, b
     if g.bias is not None:
         b = b + torch.einsum("d,...dx->...x", g.bias, w)
@@ -150,6 +154,31 @@ def _fold_in(w: torch.Tensor, b: torch.Tensor, g: NormGain) -> tuple[torch.Tenso
     if g.centers:
         w = w - w.mean(-2, keepdim=True)
     return w, b
+
+
+def _per_layer(stacked: torch.Tensor, attn: list[int], n_layers: int) -> torch.Tensor:
+    """A bridge's per-layer stack over the attention layers (a hybrid stacks only those) as one
+    entry per layer, zeros in layers without attention."""
+    if stacked.shape[0] == n_layers:
+        return stacked
+    if stacked.shape[0] != len(attn):
+        raise RuntimeError(f"a stack of {stacked.shape[0]} layers for {len(attn)} attention layers")
+    out = stacked.new_zeros((n_layers, *stacked.shape[1:]))
+    out[attn] = stacked
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_hybrid_stacking():
+    """TransformerLens logs a warning each time it stacks a hybrid's attention layers only, which
+    :func:`_per_layer` expects and handles."""
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def read_weights(model, *, fold_ln: bool = False) -> Weights:
@@ -164,23 +193,38 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
     L, H, Hkv = model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_kv_heads
     d, dh = model.cfg.d_model, model.cfg.d_head
     dev = model.device
-    with torch.no_grad():
-        W = {c: getattr(bridge, f"W_{c}").detach().float() for c in "QKVO"}
+    attn = list(model.cfg.attn_layers or ())
+    with torch.no_grad(), _quiet_hybrid_stacking():
+        W = {c: _per_layer(getattr(bridge, f"W_{c}").detach().float(), attn, L) for c in "QKVO"}
         b = {
-            "Q": _tensor(lambda: bridge.b_Q, (L, H, dh), dev),
-            "K": _tensor(lambda: bridge.b_K, (L, Hkv, dh), dev),
-            "V": _tensor(lambda: bridge.b_V, (L, Hkv, dh), dev),
-            "O": _tensor(lambda: bridge.b_O, (L, d), dev),
+            "Q": _per_layer(_tensor(lambda: bridge.b_Q, (len(attn), H, dh), dev), attn, L),
+            "K": _per_layer(_tensor(lambda: bridge.b_K, (len(attn), Hkv, dh), dev), attn, L),
+            "V": _per_layer(_tensor(lambda: bridge.b_V, (len(attn), Hkv, dh), dev), attn, L),
+            "O": _per_layer(_tensor(lambda: bridge.b_O, (len(attn), d), dev), attn, L),
         }
         W_E = bridge.W_E.detach().float()
         W_U = bridge.W_U.detach().float()
         b_U = _tensor(lambda: bridge.b_U, (model.cfg.d_vocab,), dev)
     blocks = list(bridge.blocks)
+
+    def norm(owner, name: str) -> nn.Module | None:
+        module = getattr(owner, name, None)
+        return raw(module) if module is not None else None
+
+    def affine(module: nn.Module | None) -> Affine | None:
+        return norms.read(module, d, dev)
+
+    post_attn = [affine(norm(bl, "ln1_post")) for bl in blocks]
     gains = {
-        "ln1": [_gain(getattr(bl, "ln1", None)) for bl in blocks],
-        "ln2": [_gain(getattr(bl, "ln2", None)) for bl in blocks],
-        "ln_final": _gain(getattr(bridge, "ln_final", None)),
+        "ln1": [affine(norm(bl, "ln1")) for bl in blocks],
+        "ln2": [affine(norm(bl, "ln2")) for bl in blocks],
+        "post_attn": post_attn,
+        "ln_final": affine(norm(bridge, "ln_final")),
     }
+    if any(norm(bl, "ln1_post") is not None and g is None for bl, g in zip(blocks, post_attn)):
+        raise Unsupported(
+            "its post-attention norm is neither a LayerNorm nor an RMSNorm, so heads' outputs cannot be split"
+        )
     out = Weights(
         W["Q"],
         W["K"],
@@ -193,9 +237,9 @@ def read_weights(model, *, fold_ln: bool = False) -> Weights:
         W_E,
         W_U,
         b_U,
-        [raw(bl.ln1) for bl in blocks],
-        [raw(bl.ln2) if hasattr(bl, "ln2") else None for bl in blocks],
-        raw(bridge.ln_final) if hasattr(bridge, "ln_final") else None,
+        [norm(bl, "ln1") for bl in blocks],
+        [norm(bl, "ln2") for bl in blocks],
+        norm(bridge, "ln_final"),
         gains,
     )
     if W["K"].shape[1] != Hkv:
@@ -232,50 +276,44 @@ def fold(w: Weights) -> Weights:
 
 @dataclass
 class Readout:
-    """What turns the last residual stream into logits, ``logits = norm(x) @ W_U + b_U`` (then
-    the final soft-cap, if the model has one): the model's own final norm ``module``, the
-    unembedding ``W_U [d_model, d_vocab]`` / ``b_U [d_vocab]``, and the norm as an affine map
-    (``centers`` for LayerNorm, ``gain`` / ``bias`` ``[d_model]``, ``eps``) so its scale can be
-    frozen (``affine`` is False for a norm of an unknown kind: only the recomputed form then)."""
+    """What turns the last residual stream into logits, ``logits = cap(norm(x) @ W_U + b_U)``:
+    the model's own final norm ``module``, the unembedding ``W_U [d_model, d_vocab]`` / ``b_U
+    [d_vocab]`` (with any fixed logit scaling of the family folded in: Cohere's ``logit_scale``,
+    Granite's ``logits_scaling``), the final soft-cap (Gemma-2), and the norm as an affine map
+    ``norm`` (:class:`interp.norms.Affine`; None for a norm of an unknown kind: only the
+    recomputed form then).  :func:`readout` checks it against the model's own logits."""
 
     module: nn.Module
     W_U: torch.Tensor
     b_U: torch.Tensor
-    centers: bool
-    gain: torch.Tensor | None
-    bias: torch.Tensor | None
-    eps: float
+    norm: Affine | None
     softcap: float | None = None
-    affine: bool = True
 
     def cap(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., d_vocab]`` from residuals ``x [..., d_model]``, the norm's statistics
-        recomputed from ``x`` (the model's own final norm module)."""
-        return self.cap(self.module(x.to(_dtype(self.module))).float() @ self.W_U + self.b_U)
+    def logits(self, x: torch.Tensor, cols: list[int] | None = None) -> torch.Tensor:
+        """``[..., d_vocab]`` (or ``[..., len(cols)]``: only those vocabulary columns) from
+        residuals ``x [..., d_model]``, the norm's statistics recomputed from ``x`` (the model's
+        own final norm module)."""
+        W_U, b_U = (self.W_U, self.b_U) if cols is None else (self.W_U[:, cols], self.b_U[cols])
+        return self.cap(self.module(x.to(_dtype(self.module))).float() @ W_U + b_U)
+
+    def _affine(self) -> Affine:
+        if self.norm is None:
+            raise Unsupported(
+                "its final norm is neither a LayerNorm nor an RMSNorm, so its scale cannot be frozen; "
+                "use the recomputed norm"
+            )
+        return self.norm
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The norm's scale ``[..., 1]`` on ``x`` (1 / std or 1 / rms)."""
-        x = x.float()
-        if self.centers:
-            x = x - x.mean(-1, keepdim=True)
-        return (x.pow(2).mean(-1, keepdim=True) + self.eps).rsqrt()
+        return self._affine().scale(x)
 
     def normed(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The norm with a given (frozen) ``scale`` ``[..., 1]``: linear in ``x`` up to the bias."""
-        if not self.affine:
-            raise InputError(
-                "this model's final norm is of a kind whose scale cannot be frozen; use the recomputed norm"
-            )
-        x = x.float()
-        if self.centers:
-            x = x - x.mean(-1, keepdim=True)
-        y = x * scale
-        if self.gain is not None:
-            y = y * self.gain
-        return y + self.bias if self.bias is not None else y
+        return self._affine()(x, scale)
 
     def logits_frozen(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Logits with the norm's scale frozen at ``scale`` (e.g. the final layer's)."""
@@ -287,51 +325,53 @@ def _dtype(module: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
-def _affine(module: nn.Module) -> tuple[bool, torch.Tensor | None, torch.Tensor | None, float, bool]:
-    """(centers, gain, bias, eps, known) of a final norm module."""
-    name = type(module).__name__
-    weight = getattr(module, "weight", None)
-    gain = weight.detach().float() if isinstance(weight, torch.Tensor) else None
-    if isinstance(module, nn.LayerNorm):
-        b = module.bias.detach().float() if module.bias is not None else None
-        return True, gain, b, float(module.eps), True
-    eps = getattr(module, "variance_epsilon", None)
-    if eps is None:
-        eps = getattr(module, "eps", None)
-    if "RMSNorm" in name or isinstance(module, nn.RMSNorm):
-        if eps is None:
-            eps = torch.finfo(torch.float32).eps
-        if gain is not None and "Gemma" in name:  # Gemma: the scale is 1 + w
-            gain = gain + 1.0
-        return False, gain, None, float(eps), True
-    return False, gain, None, float(eps or 1e-5), False
+#: the config attributes families name a final logit soft-cap by
+FINAL_SOFTCAPS = ("final_logit_softcapping", "logits_soft_cap", "output_logit_soft_cap")
+#: fixed multipliers some families apply to their logits: config attribute -> how it applies
+LOGIT_SCALES = {"logit_scale": lambda v: v, "logits_scaling": lambda v: 1.0 / v}
 
 
 def readout(model) -> Readout:
-    """The :class:`Readout` of any family (transformers, recurrent and state-space models)."""
+    """The :class:`Readout` of any family (transformers, recurrent and state-space models),
+    checked once on a probe: the model's final residual read through it must give the model's
+    own logits (else :class:`~interp.errors.Unsupported`: the lens and DLA decline rather than
+    mislead)."""
+    cached = getattr(model, "_readout", None)
+    if cached is not None:
+        return cached
     module = model.module
-    if model.cfg.family in ("rnn", "ssm"):
+    if hasattr(module, "ln_final") and hasattr(module, "unembed") and not hasattr(module, "W_U"):  # interp.recurrent
         norm, unembed = module.ln_final, module.unembed
         W_U, b_U = unembed.weight.detach().float().T, unembed.bias.detach().float()
         cap = None
-    elif model.cfg.family == "transformer" and hasattr(module, "ln_final") and hasattr(module, "W_U"):
+    elif hasattr(module, "ln_final") and hasattr(module, "W_U"):  # a TransformerBridge (any family)
         norm = raw(module.ln_final)
         W_U = module.W_U.detach().float()
         b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
-        cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
+        # the final soft-cap's names: Gemma-2 / 3, RecurrentGemma, xLSTM
+        caps = [getattr(hf_cfg, a, None) for a in FINAL_SOFTCAPS] if hf_cfg else []
+        cap = next((c for c in caps if c), None)
+        for attr, factor in LOGIT_SCALES.items():
+            value = getattr(hf_cfg, attr, None) if hf_cfg is not None else None
+            if isinstance(value, (int, float)) and value not in (0, 1):
+                W_U, b_U = W_U * factor(float(value)), b_U * factor(float(value))
     else:
-        raise InputError(
-            f"{model.cfg.name or 'this model'} has no known final norm and unembedding "
+        raise Unsupported(
+            f"{model.cfg.name or 'this model'} names no final norm and unembedding "
             "(custom modules: the lens needs them named)"
         )
-    centers, gain, bias, eps, known = _affine(norm)
-    out = Readout(norm, W_U, b_U, centers, gain, bias, eps, float(cap) if cap else None, known)
-    if known:  # check the affine form against the module on a probe
-        x = torch.randn(3, model.cfg.d_model, generator=torch.Generator().manual_seed(0)).to(model.device)
+    out = Readout(norm, W_U, b_U, norms.read(norm, model.cfg.d_model, model.device), float(cap) if cap else None)
+    if "final_resid" in model.site_kinds():
+        probe = (torch.arange(min(6, model.cfg.n_ctx), device=model.device)[None] * 5 + 1) % model.cfg.d_vocab
         with torch.no_grad():
-            want = norm(x.to(_dtype(norm))).float()
-            got = out.normed(x, out.scale(x))
-        if (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
-            out.affine = False
+            logits, cache = model.run_with_cache(probe, names=[model.site("final_resid")])
+            got = out.logits(cache[model.site("final_resid")])
+        assert logits is not None  # run_with_cache returns logits unless asked not to
+        if (got - logits.float()).abs().max() > 1e-3 * (1 + logits.abs().max()):
+            raise Unsupported(
+                "its final norm and unembedding do not reproduce its logits (a family-specific step "
+                "between them that the workbench does not know)"
+            )
+    model._readout = out
     return out

@@ -127,11 +127,14 @@ def pytest_collection_modifyitems(config, items):
     """Marks every test that needs the real model ``real`` (it uses the ``smollm2`` fixture, sits in
     a real-model module, or is parametrized by the real model's name), so ``pytest -m "not real
     and not browser"`` is the quick loop; ``make test`` runs everything."""
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
+        notebook = notebooks / str(params.get("name", ""))
         if (
             "smollm2" in getattr(item, "fixturenames", ())
             or item.path.name in REAL_MODULES
             or any("smollm2" in str(v) for v in params.values())
+            or (notebook.suffix == ".py" and notebook.is_file() and "smollm2" in notebook.read_text())
         ):
             item.add_marker(pytest.mark.real)

@@ -545,26 +545,36 @@ def _rss_mb(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the memory in use")
-def test_a_huge_request_stays_under_the_memory_cap():
+def test_a_huge_request_stays_under_the_memory_cap(tmp_path):
     """`interp heads induction-2l --sequences 200000` (killed at 22 GB before) runs in chunks under
-    INTERP_MEMORY_MB: watched for 14 s, it makes progress and stays under 1.5 GB."""
+    INTERP_MEMORY_MB: once its progress bar has moved 3 layers, it has stayed under 1.5 GB
+    (watched from the start; the start-up itself may take a while on a loaded machine)."""
     env = {**os.environ, "INTERP_MEMORY_MB": "256", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "heads", "induction-2l", "--sequences", "200000"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    peak, deadline = 0.0, time.monotonic() + 14
-    while time.monotonic() < deadline and proc.poll() is None:
-        peak = max(peak, _rss_mb(proc.pid))
-        time.sleep(0.2)
-    proc.terminate()
-    _, err = proc.communicate(timeout=30)
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", "heads", "induction-2l", "--sequences", "200000"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err_out,
+            text=True,
+        )
+    peak, deadline, moved = 0.0, time.monotonic() + 120, False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            peak = max(peak, _rss_mb(proc.pid))
+            counts = [int(c) for c in re.findall(r"(\d+)/\d+ \[", err_file.read_text())]
+            if counts and max(counts) >= 3:
+                moved = True
+                break
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    err = err_file.read_text()
+    assert moved and "head scores" in err, err[-2000:]  # chunked, with progress
     assert peak < 1500, f"peak RSS {peak:.0f} MB"
-    assert "head scores" in err and re.search(r"\d+/\d+", err), err[-2000:]  # chunked, with progress
 
 
 def test_a_cache_too_large_is_refused_during_the_forward(induction_model):

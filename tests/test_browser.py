@@ -225,3 +225,53 @@ def test_every_page_renders_on_the_real_model(server, browser):
         assert state["exceptions"] == 0 and state["errors"] == 0, (path, state["text"][:2000])
         assert "Model: smollm2-135m" in state["text"], path
         assert "model=smollm2-135m" in browser.evaluate("window.location.search"), path
+
+
+# the verdict box the Papers page shows after a run (one of the four verdicts, in bold)
+VERDICT = """(() => {
+  const t = document.body ? document.body.innerText : '';
+  const m = t.match(/(not reproduced|reproduced|partial|not applicable) \\(\\d+ s\\)/);
+  return m ? m[1] : null;
+})()"""
+
+
+@pytest.mark.reproduce
+def test_papers_page_renders_every_finding(server, browser):
+    """The Papers page opened from its URL for each published finding on smollm2-135m: Run (quick)
+    draws the finding's figure beside the published number and shows a verdict, no error box.
+    Marked ``reproduce``: each run takes seconds to a couple of minutes on a CPU."""
+    import circuits.reproduce  # noqa: F401
+    from interp import reproduce
+
+    browser.call("Page.enable")
+    for fid in reproduce.findings():
+        browser.call("Page.navigate", url=f"{server}/papers?model=smollm2-135m&finding={fid}")
+
+        def ready(fid=fid):
+            s = json.loads(browser.evaluate(PROBE) or "null")
+            if s and (s["exceptions"] or s["errors"]):
+                return s
+            found = browser.evaluate(
+                "Array.from(document.querySelectorAll('button')).some(b => b.innerText.startsWith('Run " + fid + "'))"
+            )
+            return s if s and found and "Model: smollm2-135m" in s["text"] else None
+
+        wait_for(ready, 240, f"the Papers page for {fid}")
+        browser.evaluate(
+            "Array.from(document.querySelectorAll('button')).find(b => b.innerText.startsWith('Run "
+            + fid
+            + "')).click()"
+        )
+
+        def done(fid=fid):
+            s = json.loads(browser.evaluate(PROBE) or "null")
+            if s and (s["exceptions"] or s["errors"]):
+                return s
+            running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            verdict = browser.evaluate(VERDICT)
+            return s if s and verdict and s["svgs"] >= 1 and not running else None
+
+        state = wait_for(done, 600, f"the run of {fid} on the Papers page")
+        assert state["exceptions"] == 0 and state["errors"] == 0, (fid, state["text"][:2000])
+        assert browser.evaluate(VERDICT) in reproduce.VERDICTS, fid
+        assert f"finding={fid}" in browser.evaluate("window.location.search"), fid

@@ -11,7 +11,7 @@ from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_ac
 
 from circuits import attribution, calibration, corrupt, edges, metrics, patching, path_patching, plots
 from circuits.faithfulness import MIB_BUDGETS
-from interp import heads
+from interp import heads, recompute_blocks
 from interp import recompute as engine_fast
 from interp.gradients import site_gradients
 from interp.tasks import text
@@ -24,18 +24,22 @@ def llama_run(tiny_llama):
     return tiny_llama, clean, corrupted, metrics.logit(5, pos=-1)
 
 
-def test_fast_engine_reproduces_gqa_llama_and_equals_transformer_lens(llama_run):
+@pytest.mark.parametrize("engine", ["blocks", "layers"])
+def test_downstream_engines_reproduce_gqa_llama_and_equal_transformer_lens(llama_run, engine):
+    """Both downstream-only engines (hand-written blocks; the model's own layers from a cached
+    prefix) equal TransformerLens's sweep and the hooks engine at every site."""
     model, clean, corrupted, metric = llama_run
-    assert engine_fast.supports(model) and model.cfg.n_kv_heads == 2 and model.cfg.n_heads == 4
+    assert engine_fast.supports(model) and recompute_blocks.supports(model)
+    assert model.cfg.n_kv_heads == 2 and model.cfg.n_heads == 4
     _, clean_cache = model.module.run_with_cache(clean)
     ref = get_act_patch_attn_head_out_by_pos(model.module, corrupted, clean_cache, lambda lg: metric(lg))
-    ours = patching.patch(model, clean, corrupted, site="z", metric=metric, progress=False)
+    ours = patching.patch(model, clean, corrupted, site="z", metric=metric, engine=engine, progress=False)
     assert ours.attrs["engine"] == "native"
     idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
     assert (ref[idx] - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max() < 1e-4
     for site in ("k", "v", "q", "pattern", "resid_pre", "mlp_out"):
         by = {"pattern": "layer,head,pos,src_pos"}.get(site, "layer,pos,head" if site in "qkv" else "layer,pos")
-        fast = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine="native", progress=False)
+        fast = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine=engine, progress=False)
         hooks = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine="hooks", progress=False)
         assert (fast["value"] - hooks["value"]).abs().max() < 1e-5, site
     kv = patching.patch(model, clean, corrupted, site="k", metric=metric, progress=False)

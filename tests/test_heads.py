@@ -120,7 +120,7 @@ def test_bad_input(induction_model):
         heads.scores(induction_model, torch.zeros(1, 65, dtype=torch.long))
     rnn = interp.load(dict(cell="lstm", d_vocab=7, d_model=8, n_layers=1, n_ctx=16))
     for call in (lambda: heads.scores(rnn), lambda: heads.copying_scores(rnn), lambda: heads.composition_scores(rnn)):
-        with pytest.raises(ValueError, match="needs attention heads.*hidden-state"):
+        with pytest.raises(ValueError, match="needs attention heads.*residual-stream"):
             call()
     with pytest.raises(ValueError, match="valid"):
         heads.composition_scores(induction_model, ["X"])

@@ -49,12 +49,15 @@ def test_last_reading_is_the_model(name, request):
 
 
 def _gain_bias(model):
-    """The final norm's weight and bias (the bridge keeps them on the Hugging Face module)."""
-    from interp.weights import readout
+    """The final norm's weight and bias, read from the Hugging Face module itself (not through
+    the workbench's norm reader, which the comparison checks)."""
+    from interp.weights import raw
 
-    ro = readout(model)
-    assert ro.gain is not None and not torch.allclose(ro.gain, torch.ones_like(ro.gain))  # conftest randomises
-    return ro.gain, (ro.bias if ro.bias is not None else 0.0)
+    norm = raw(model.module.ln_final)
+    gain = norm.weight.detach().float()
+    assert not torch.allclose(gain, torch.ones_like(gain))  # conftest randomises
+    bias = getattr(norm, "bias", None)
+    return gain, (bias.detach().float() if bias is not None else 0.0)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -146,14 +149,28 @@ def test_tuned_lens_beats_logit_lens_on_held_out_text(induction_model):
 
 
 def test_tuned_lens_on_smollm2_held_out(smollm2):
-    """A short training run on text smollm2 wrote itself: lower held-out KL at every layer."""
+    """On text smollm2 wrote itself, the lens's least-squares start (no training step) already has a
+    lower held-out KL than the logit lens at every layer.  (With this little text, 4 x 65 tokens,
+    KL training does not improve the held-out KL further: measured 4.88 -> 4.95 nats after 2-16
+    steps; with 8 x 129 tokens and 40 steps it does, 3.756 -> 3.739, which benchmarks/lens.py
+    checks; the toy test below checks that training lowers the KL it optimises.)"""
     from interp.tasks.text import generated_text
 
     text = generated_text(smollm2, n=6, length=65, seed=0)
-    lens, plain, tuned = _held_out_gain(smollm2, text[:4], text[4:], steps=2, positions_per_step=64)
+    lens, plain, start = _held_out_gain(smollm2, text[:4], text[4:], steps=0)
     inner = plain["layer"] < plain["layer"].max()
-    assert (tuned["kl"][inner] < plain["kl"][inner]).all()
+    assert (start["kl"][inner] < plain["kl"][inner]).all()
     assert len(lens.A) == len(residual_sites(smollm2, "post"))
+
+
+def test_training_lowers_the_kl_it_optimises_below_the_least_squares_start(induction_model):
+    """KL training moves the translators off their least-squares start: the KL on the training
+    text falls (2.65 -> 2.38 nats at layer 0 here); a training loop that did nothing would fail."""
+    train = _repeats(induction_model, 48, seed=1)
+    start = train_tuned_lens(induction_model, train, steps=0, progress=False)
+    trained = train_tuned_lens(induction_model, train, steps=60, lr=3e-3, progress=False)
+    before, after = lens_kl(induction_model, train, lens=start), lens_kl(induction_model, train, lens=trained)
+    assert (after["kl"].iloc[:-1] < before["kl"].iloc[:-1] - 0.1).all(), (before, after)
 
 
 def test_tuned_lens_files(induction_model, recall_model, tmp_path):

@@ -151,7 +151,7 @@ def test_gaussian_noise_corruption(small):
     assert a.attrs["clean_value"] != a.attrs["corrupt_value"]
     # restoring the residual at layer 0 (every position, so both noised embeddings) removes the noise exactly
     whole = patching.patch(model, clean, noisy, site="resid_pre", by="layer", metric=metric, layers=[0], progress=False)
-    assert whole["normalised"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert whole["normalised"].iloc[0] == pytest.approx(1.0, abs=1e-4)
     # restoring an unnoised position changes nothing
     restored = a[(a.layer == 0)].set_index("pos")["normalised"]
     assert restored.loc[[0, 3]].abs().max() < 1e-6

@@ -212,7 +212,8 @@ def scores(
     counts = {k: 0 for k in kinds}
     # one layer's pattern and its softmax temporaries: ~4 [heads, pos, pos] float32 arrays per row
     step = rows_per_chunk(4 * H * P * P * 4, "head scores", given=batch_size)
-    bar = tqdm(total=-(-B // step) * L, desc="head scores", unit="layer", disable=not progress, leave=False)
+    n_attn = len(model.cfg.attn_layers or ())
+    bar = tqdm(total=-(-B // step) * n_attn, desc="head scores", unit="layer", disable=not progress, leave=False)
     for start in range(0, B, step):
         idx = torch.arange(start, min(B, start + step))
         _score_chunk(model, batch.select(idx), kinds, patterns, sums, counts, exclude_bos, exclude_current_token, bar)
@@ -222,7 +223,7 @@ def scores(
         if counts[kind] == 0:  # only prefix_matching can lack rows; it was checked above
             raise InputError(f"no sequence has positions that {kind} can score")
         mean = (sums[kind] / counts[kind]).cpu()
-        rows += [{"layer": l, "head": h, "kind": kind, "score": float(mean[l, h])} for l in range(L) for h in range(H)]
+        rows += [{"layer": l, "head": h, "kind": kind, "score": float(mean[l, h])} for l, h in model.heads()]
     frame = pd.DataFrame(rows)
     if copying is not None:
         frame = pd.concat([frame, copying[["layer", "head", "kind", "score"]]], ignore_index=True)
@@ -316,7 +317,7 @@ def _score_chunk(
         return fn
 
     with torch.no_grad():
-        model.run_with_hooks(batch, [(model.site("pattern", l), reduce(l)) for l in range(model.cfg.n_layers)])
+        model.run_with_hooks(batch, [(model.site("pattern", l), reduce(l)) for l in model.cfg.attn_layers or ()])
 
 
 def top_heads(frame: pd.DataFrame, kind: str | None = None, k: int = 3) -> pd.DataFrame:

@@ -185,3 +185,34 @@ def lens_kl(
         kl = (final.exp() * (final - lg.log_softmax(-1))).sum(-1).mean()
         rows.append({"layer": layer, "kl": float(kl)})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def token_set_probs(
+    model: Model, tokens: Tokens, sets: dict[str, Sequence[Sequence[int]]], *, stage: str = "post"
+) -> pd.DataFrame:
+    """The logit lens at each prompt's last token, summed over token sets: for every prompt
+    ``i``, reading (layer) and named set, the probability the lens puts on the tokens
+    ``sets[name][i]`` (e.g. every first token of the word in one language).
+
+    tokens: prompts of any lengths (one forward).  Returns ``DataFrame[prompt, layer, set,
+    prob]``; the last reading is the model's own distribution (see :func:`logit_lens` for the
+    readings of each ``stage``; the final norm's statistics are recomputed at every layer)."""
+    batch = model.tokenize(tokens)
+    for name, per_prompt in sets.items():
+        if len(per_prompt) != len(batch):
+            raise InputError(f"token set {name!r} has {len(per_prompt)} entries for {len(batch)} prompts")
+        for ids in per_prompt:
+            if not len(ids) or any(not 0 <= int(t) < model.cfg.d_vocab for t in ids):
+                raise InputError(f"token set {name!r} has an empty entry or ids outside the vocabulary")
+    stack, _ = residuals(model, batch, stage)  # [readings, batch, pos, d]
+    last = batch.last.to(stack.device)
+    at = stack[:, torch.arange(len(batch), device=stack.device), last]  # [readings, batch, d]
+    probs = readout(model).logits(at).softmax(-1)  # [readings, batch, vocab]
+    rows = []
+    for name, per_prompt in sets.items():
+        for i, ids in enumerate(per_prompt):
+            idx = torch.tensor(sorted({int(t) for t in ids}), device=probs.device)
+            p = probs[:, i, idx].sum(-1).cpu()
+            rows += [{"prompt": i, "layer": r, "set": name, "prob": float(p[r])} for r in range(len(p))]
+    return pd.DataFrame(rows)

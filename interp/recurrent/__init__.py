@@ -1,5 +1,10 @@
 """Recurrent (LSTM, GRU) and selective state-space (Mamba-style) models, unrolled for hooks.
 
+(The recurrent families of ``transformers`` — Mamba, Mamba-2, RWKV, RecurrentGemma, xLSTM and
+hybrids' Mamba layers — are loaded with :func:`interp.load` and get their state and mixer
+sites from :mod:`interp.recurrent.hf`; their state sites keep this module's per-step contract,
+with the state after token t read from step t + 1 on.)
+
 Pure torch (CPU, no custom kernels).  Every model is a TransformerLens
 ``HookedRootModule``, so ``run_with_hooks``, ``run_with_cache``, ``hooks()`` and
 ``add_hook`` work as they do on a transformer, with the same hook-function convention

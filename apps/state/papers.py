@@ -1,0 +1,26 @@
+"""The Papers page's cached runs: one :func:`interp.reproduce.run` per (model, finding, quick),
+kept for the process (``st.cache_data``), and the findings registered from both packages."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps.state.models import load_model
+
+
+def findings() -> dict:
+    """Every registered finding by id (the causal ones from circuits.reproduce included)."""
+    import circuits.reproduce  # noqa: F401  registers the causal findings even where the entry points are not installed
+    from interp import reproduce
+
+    return reproduce.findings()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run(source: str, finding_id: str, quick: bool):
+    """``interp.reproduce.run`` of ``finding_id`` on the model ``source`` (frame, figure, summary)."""
+    from interp import reproduce
+
+    findings()
+    result = reproduce.run(finding_id, load_model(source), quick=quick)
+    return result.frame, result.figure, result.to_json()
