@@ -35,6 +35,7 @@ PAGES = [
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
     st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/history:"),
 ]
 
 quiet_dependencies()

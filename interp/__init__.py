@@ -40,6 +40,7 @@ _SUBMODULES = (
     "recurrent",
     "reproduce",
     "retrieval",
+    "runs",
     "sites",
     "steering",
     "streaming",
