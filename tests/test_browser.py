@@ -296,7 +296,7 @@ def test_runs_page_reopens_and_compares_two_runs(server, browser):
     state = wait_for(listed, 120, "the Runs page")
     assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
     browser.evaluate(
-        "[...document.querySelectorAll('button[role=\"tab\"]')].find(b => b.innerText.includes('Compare')).click()"
+        "[...document.querySelectorAll('[role=\"tab\"]')].find(b => b.innerText.includes('Compare')).click()"
     )
 
     def compared():

@@ -519,3 +519,51 @@ def test_a_model_folder_is_hashed_by_its_files(hf_dirs, store):
     assert r.provenance.model["hash_of"] == "files" and list(weights) == ["model.safetensors"]
     assert weights["model.safetensors"] == sha256_file(hf_dirs["gpt2"] / "model.safetensors")
     assert file_sha256(hf_dirs["gpt2"] / "model.safetensors") == weights["model.safetensors"]  # cached
+
+
+def test_prompts_are_kept_as_ids_up_to_a_bound_then_by_hash():
+    from interp.runs.provenance import MAX_IDS, Provenance, tensor_sha256
+
+    def analysis(tokens, prompts, seed=3):
+        return None
+
+    small, big = torch.arange(12).reshape(2, 6), torch.zeros(MAX_IDS // 100 + 1, 100, dtype=torch.long)
+    p = Provenance.capture(analysis, (small, ["a b", "c"]))
+    assert p.prompts[0]["ids"] == small.tolist() and p.prompts[1]["text"] == ["a b", "c"] and p.seeds["seed"] == 3
+    p = Provenance.capture(analysis, (big, "x"))
+    assert "ids" not in p.prompts[0] and p.prompts[0]["sha256"] == tensor_sha256(big)
+    assert p.prompts[0]["n_tokens"] == big.numel() and p.arguments["tokens"]["tensor"] == list(big.shape)
+
+
+# every analysis page's "Save this run": (page, buttons pressed first, save buttons, analyses saved)
+PAGES = [
+    ("model", ["model_support"], ["model_support"], ["interp.capabilities.support"]),
+    ("attention", [], ["attention"], ["attention"]),
+    ("heads", ["heads_go", "sink_go"], ["heads_ablation", "heads_sinks"], ["ablation", "sink_share"]),
+    ("patching", [], ["patching"], ["patching"]),
+    ("circuit", ["circ_mib"], ["circuit", "circuit_mib"], ["edge_attribution", "mib"]),
+    ("steering", ["steer_sweep"], ["steering_generations", "steering_sweep"], ["generations", "steering_sweep"]),
+    ("lens", [], ["lens", "lens_dla"], ["logit_lens", "dla"]),
+]
+
+
+@pytest.mark.parametrize("page, first, buttons, analyses", PAGES, ids=[p[0] for p in PAGES])
+def test_every_analysis_page_saves_what_it_shows(page, first, buttons, analyses, store):
+    from streamlit.testing.v1 import AppTest
+
+    source = "steer-2l" if page == "steering" else "induction-2l"  # a model with contrast pairs
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_source"] = source
+    at.switch_page(f"views/{page}.py").run()
+    for key in first:
+        at.button(key=key).click().run()
+    for key in buttons:
+        at.button(key=f"save_{key}").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    listed = runs.list()
+    assert sorted(listed["analysis"]) == sorted(analyses) and set(listed["saved_from"]) == {"app"}
+    for rid in listed["id"]:
+        r = runs.load(rid)
+        assert len(r.frame) and r.provenance.model["name"] == source and not r.provenance.missing()
+        if r.figure is not None:
+            assert r.draw().data  # the figure the page showed, redrawn from the store

@@ -60,6 +60,7 @@ from apps.state.results import (
     sinks,
     steering_sweep,
     steering_vector,
+    support,
     tuned_lens,
 )
 from apps.state.saving import save_button

@@ -22,6 +22,14 @@ def attention_patterns(source: str, tokens: tuple[int, ...]) -> Result:
     return run(patterns, load_model(source), torch.tensor([tokens]))
 
 
+@st.cache_data(show_spinner="Running every analysis on a small probe ...", max_entries=8)
+def support(source: str) -> Result:
+    """interp.support: which analyses run on the model and which decline (with the reason)."""
+    from interp.capabilities import support as check
+
+    return run(check, load_model(source))
+
+
 @st.cache_data(show_spinner="Scoring heads ...", max_entries=32)
 def head_scores(source: str, n: int, length: int, seed: int) -> Result:
     """interp.heads.scores on ``n`` [BOS] r r probes of ``length`` tokens."""

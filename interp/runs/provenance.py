@@ -259,12 +259,18 @@ def _callable_name(fn) -> str:
 
 
 def _token_content(value):
-    """Token ids or text of a prompt value as JSON (None if it is not one)."""
+    """A prompt value as ``{"ids" | "text": ...}`` (JSON), or for a tensor of more than
+    :data:`MAX_IDS` tokens ``{"shape", "sha256"}`` (the ids are never copied into Python lists);
+    None if it is not a prompt."""
     from interp.tokens import TokenBatch
 
     if isinstance(value, TokenBatch):
+        if value.tokens.numel() > MAX_IDS:
+            return {"shape": list(value.tokens.shape), "sha256": tensor_sha256(value.tokens)}
         return {"ids": [row[: int(n)] for row, n in zip(value.tokens.tolist(), value.lengths.tolist())]}
     if hasattr(value, "detach") and hasattr(value, "dtype") and not value.is_floating_point() and value.ndim in (1, 2):
+        if value.numel() > MAX_IDS:
+            return {"shape": list(value.shape), "sha256": tensor_sha256(value)}
         return {"ids": value.detach().cpu().tolist()}
     if isinstance(value, str):
         return {"text": value}
@@ -289,6 +295,17 @@ def _collect_prompts(name: str, value, out: list, depth: int) -> None:
     leaf = name.rsplit(".", 1)[-1]
     if leaf in PROMPT_NAMES or isinstance(value, TokenBatch):
         content = _token_content(value)
+        if content is not None and "shape" in content:  # too many tokens to keep: shape and hash
+            shape = content["shape"]
+            out.append(
+                {
+                    "argument": name,
+                    "sha256": content["sha256"],
+                    "rows": shape[0] if len(shape) == 2 else 1,
+                    "n_tokens": int(np.prod(shape)),
+                }
+            )
+            return
         if content is not None:
             entry: dict[str, Any] = {"argument": name, "sha256": _json_sha256(content)}
             if "ids" in content:

@@ -460,6 +460,8 @@ class Store:
         _check_columns(result.frame)
         if label is not None and (not isinstance(label, str) or len(label) > 500):
             raise InputError("a run's label is a string of at most 500 characters")
+        if not isinstance(saved_from, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", saved_from):
+            raise InputError(f"saved_from names the face that saved the run (python, cli, app ...), got {saved_from!r}")
         saved = _now()
         base = _row_of_result(result, saved=saved, saved_from=saved_from, label=label)
         # one catalog session (the lock held throughout): the row marked saving is committed
