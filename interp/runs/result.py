@@ -94,7 +94,7 @@ def plot_function(name: str):
     return fn
 
 
-@dataclass
+@dataclass(eq=False)  # frames do not compare to a bool: compare runs with interp.runs.diff
 class Result:
     """One analysis run: ``frame`` (the tidy DataFrame the analysis returns), ``meta`` (its
     scalar context: clean / corrupt values, the metric's label, the engine, totals ...),
