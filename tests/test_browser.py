@@ -274,6 +274,8 @@ def test_papers_page_renders_every_finding(server, browser):
         assert state["exceptions"] == 0 and state["errors"] == 0, (fid, state["text"][:2000])
         assert browser.evaluate(VERDICT) in reproduce.VERDICTS, fid
         assert f"finding={fid}" in browser.evaluate("window.location.search"), fid
+
+
 def test_runs_page_reopens_and_compares_two_runs(server, browser):
     """Two saved runs (head scores of two zoo models) opened on the Runs page from a link with
     ``?a=`` and ``?b=``: both figures, the difference figure and the comparison are drawn."""

@@ -427,6 +427,7 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     digest = h.hexdigest()
+    cache = {k: v for k, v in cache.items() if Path(k).exists()}  # forget files that are gone (temporary folders)
     cache[key] = {"stamp": stamp, "sha256": digest}
     try:  # best effort: a cache that cannot be written only costs a re-hash next time
         cache_file.parent.mkdir(parents=True, exist_ok=True)
