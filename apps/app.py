@@ -36,6 +36,7 @@ PAGES = [
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
     st.Page("views/features.py", title="Features", icon=":material/scatter_plot:"),
     st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/history:"),
 ]
 
 quiet_dependencies()

@@ -131,6 +131,21 @@ def split_list(items: list[str] | None) -> list[str]:
     return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
 
 
+def save_opt():
+    return typer.Option(
+        False,
+        "--save",
+        help="Keep the result in the run store (frame, context, provenance); prints the run id (see `interp runs`).",
+    )
+
+
+def saved(result, what: str = "run") -> None:
+    """Saves ``result`` (an interp.runs.Result) and prints its id."""
+    from interp import runs
+
+    typer.echo(f"saved {what} {runs.save(result, saved_from='cli')} (interp runs show ID)")
+
+
 # --- models ----------------------------------------------------------------------------
 
 
@@ -246,16 +261,19 @@ def info(
 def support_cmd(
     model: str = model_arg(),
     out: Path = typer.Option(None, "--out", metavar="FILE", help="Also write the table to this .csv file."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Which analyses run on a model and which decline (with the architectural reason): each is
     run once on a small probe."""
     import interp
+    from interp import runs
 
     if out is not None and out.suffix != ".csv":
         raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
-    table = interp.support(m, progress=True)
+    result = runs.run(interp.support, m, progress=True)
+    table = result.frame
     c = m.cfg
     attn = "every layer" if c.family == "transformer" else (str(list(c.attn_layers or ())) if c.n_heads else "none")
     typer.echo(f"{m.name}: {c.family}, {c.n_layers} layers, attention in {attn}")
@@ -265,6 +283,8 @@ def support_cmd(
         typer.echo(f"  {row.analysis:<44} {mark}  {detail}")
     if out is not None:
         table.to_csv(out, index=False)
+    if save:
+        saved(result)
     n_fail = int((table["status"] == "fails").sum())
     if n_fail:
         raise RuntimeError(f"{n_fail} analyses failed on {m.name}: this is a bug, please report it")
@@ -321,10 +341,11 @@ def heads_command(
     length: int = typer.Option(None, "--length", metavar="N", help="Probe length (default min(n_ctx, 128))."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random probe tokens."),
     top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Score every head for the classic kinds on repeated random tokens; print the top heads."""
-    from interp import heads
+    from interp import heads, runs
 
     check_positive(sequences, "--sequences")
     check_positive(top, "--top")
@@ -332,13 +353,16 @@ def heads_command(
         raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
     tokens = heads.default_tokens(m, n=sequences, length=length, seed=seed)
-    frame = heads.scores(m, tokens, split_list(kinds) or None, progress=True)
+    result = runs.run(heads.scores, m, tokens, split_list(kinds) or None, progress=True)
+    frame = result.frame
     if out is not None:
         frame.to_csv(out, index=False)
     typer.echo(f"{m.name}: {tokens.shape[0]} sequences of {tokens.shape[1]} tokens ([BOS] r r), top {top} per kind")
     typer.echo(heads.top_heads(frame, k=top).round(3).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(frame)} rows to {out}")
+    if save:
+        saved(result)
 
 
 @command("steer")
@@ -375,11 +399,14 @@ def steer_command(
         None, "--prompt", metavar="TEXT", help="Prompt(s) to continue (default: the first 5 negative prompts)."
     ),
     new_tokens: int = typer.Option(8, "--new-tokens", metavar="N", help="Tokens to generate per prompt."),
-    save: Path = typer.Option(None, "--save", metavar="STEM", help="Write the vector to <STEM>.safetensors + .json."),
+    save_vector: Path = typer.Option(
+        None, "--save-vector", metavar="STEM", help="Write the vector to <STEM>.safetensors + .json."
+    ),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Build a steering vector from contrast pairs and show continuations without and with it."""
-    from interp import steering
+    from interp import runs, steering
 
     steering.check_finite(coef, "--coef")
     check_positive(new_tokens, "--new-tokens")
@@ -389,11 +416,16 @@ def steer_command(
     pos, neg = contrast.tokens(m)
     typer.echo(f"{vec!r} from {len(pos)} pairs of {int(pos.lengths.min())}-{int(pos.lengths.max())} tokens")
     prompts = list(prompt) if prompt else [m.decode(r, skip_bos=True) for r in neg.rows()[:5]]
-    table = steering.compare_generations(m, vec, prompts, coef, start_pos=start_pos, max_new_tokens=new_tokens)
+    result = runs.run(
+        steering.compare_generations, m, vec, prompts, coef, start_pos=start_pos, max_new_tokens=new_tokens
+    )
+    table = result.frame
     typer.echo(f"coef {coef:g} from position {start_pos}:")
     typer.echo(table.round(4).to_string(index=False))
-    if save is not None:
-        typer.echo(f"wrote {vec.save(save)} and its .json")
+    if save_vector is not None:
+        typer.echo(f"wrote {vec.save(save_vector)} and its .json")
+    if save:
+        saved(result)
 
 
 @command("patch")
@@ -449,10 +481,12 @@ def patch_command(
     ),
     out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every cell to this .csv or .json file."),
     top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
     from circuits import attribution, metrics, patching, sites
+    from interp import runs
 
     check_positive(top, "--top")
     if len(clean) != len(corrupt):
@@ -489,18 +523,33 @@ def patch_command(
             + f", read at position {pos}"
         )
     if method == "exact":
-        df = patching.patch(
-            m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction, window=window
+        result = runs.run(
+            patching.patch,
+            m,
+            clean_b,
+            corrupt_b,
+            site=site,
+            by=("layer",) + axes,
+            metric=chosen,
+            direction=direction,
+            window=window,
         )
     else:
         if window != 1:
             raise InputError("--window applies to exact patching only")
-        df = attribution.attribute(
-            m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction
+        result = runs.run(
+            attribution.attribute,
+            m,
+            clean_b,
+            corrupt_b,
+            site=site,
+            by=("layer",) + axes,
+            metric=chosen,
+            direction=direction,
         )
+    df, a = result.frame, result.meta
     if out is not None:
         df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
-    a = df.attrs
     typer.echo(
         f"{m.name}: {method} {direction} patching of {a['site']} by {','.join(a['by'])} on {len(df)} cells; "
         f"metric {a['metric']}: clean {a['clean_value']:.4f}, corrupt {a['corrupt_value']:.4f}"
@@ -509,6 +558,8 @@ def patch_command(
     typer.echo(strongest.round(4).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(df)} rows to {out}")
+    if save:
+        saved(result)
 
 
 @command("lens")
@@ -555,11 +606,13 @@ def lens_command(
     out: Path = typer.Option(
         None, "--out", metavar="FILE", help="Write the lens (every layer x position, top 5 tokens) to this CSV."
     ),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Logit lens (or tuned lens) of one prompt: what each layer predicts at the last position,
     the target's probability and rank by layer, and the components writing its logit."""
     from interp import lens as L
+    from interp import runs
 
     check_positive(top, "--top")
     if out is not None and out.suffix != ".csv":
@@ -573,7 +626,8 @@ def lens_command(
     t = m.token_id(target)
     c = m.token_id(contrast) if contrast is not None else None
     tuned_lens = L.tuned_lens_for(m, train=True) if tuned else None
-    frame = L.logit_lens(m, batch, target=t, stage=stage, norm=norm, k=5, lens=tuned_lens)
+    lensed = runs.run(L.logit_lens, m, batch, target=t, stage=stage, norm=norm, k=5, lens=tuned_lens)
+    frame = lensed.frame
     if out is not None:
         frame.to_csv(out, index=False)
     if layer is None:
@@ -597,12 +651,12 @@ def lens_command(
         table["input"] = table["input"].map(repr)
     kind = "tuned lens" if tuned_lens is not None else f"logit lens ({norm} norm)"
     typer.echo(
-        f"{m.name}: {kind}, {frame.attrs['stage']} residual, {int(batch.lengths[0])} tokens; "
-        f"target {frame.attrs['target']!r}, {where}"
+        f"{m.name}: {kind}, {lensed.meta['stage']} residual, {int(batch.lengths[0])} tokens; "
+        f"target {lensed.meta['target']!r}, {where}"
     )
     typer.echo(table.round(4).to_string(index=False))
-    pieces = L.dla(m, batch, t, c)
-    a = pieces.attrs
+    attributed = runs.run(L.dla, m, batch, t, c)
+    pieces, a = attributed.frame, attributed.meta
     what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if c is not None else "")
     typer.echo(
         f"direct logit attribution to {what}: logit {a['logit']:.4f} = sum of {len(pieces)} pieces "
@@ -612,6 +666,195 @@ def lens_command(
     typer.echo(strongest[["component", "value"]].round(4).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(frame)} rows to {out}")
+    if save:
+        saved(lensed, "the lens as run")
+        saved(attributed, "the attribution as run")
+
+
+# --- the run store ---------------------------------------------------------------------
+
+runs_app = typer.Typer(
+    help="Saved runs (interp.runs): list, show, diff, export, rm, sql.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+app.add_typer(runs_app, name="runs")
+runs_command = functools.partial(runs_app.command, cls=PlainCommand)
+RUN_ID_HELP = "Run id (or a unique start of it; see `interp runs list`)."
+
+
+def run_id_arg(name: str = "ID"):
+    return typer.Argument(..., metavar=name, help=RUN_ID_HELP, show_default=False)
+
+
+def _short(value, width: int = 100) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@runs_command("list")
+@friendly
+def runs_list(
+    model: str = typer.Option(None, "--model", metavar="MODEL", help="Only runs on this model (its name)."),
+    analysis: str = typer.Option(None, "--analysis", metavar="NAME", help="Only this analysis (e.g. patching)."),
+    since: str = typer.Option(None, "--since", metavar="DATE", help="Saved on or after DATE (2026-12-07)."),
+    until: str = typer.Option(None, "--until", metavar="DATE", help="Saved on or before DATE."),
+    status: str = typer.Option("ok", "--status", metavar="STATUS", help="ok, failed, saving or all."),
+    limit: int = typer.Option(50, "--limit", metavar="N", help="Newest N runs."),
+) -> None:
+    """The stored runs, newest first."""
+    from interp import runs
+
+    check_positive(limit, "--limit")
+    table = runs.list(model=model, analysis=analysis, since=since, until=until, status=status, limit=limit)
+    typer.echo(f"{len(table)} run(s) in {runs.root()}")
+    if len(table):
+        shown = table.assign(
+            saved=table["saved"].dt.strftime("%Y-%m-%d %H:%M:%S"), wall_s=table["wall_seconds"].round(2)
+        )[["id", "saved", "analysis", "model", "n_rows", "wall_s", "saved_from", "status"]]
+        note = table["error"].fillna(table["label"]).fillna("")
+        if note.astype(bool).any():
+            shown = shown.assign(note=note.map(lambda t: _short(t, 60)))
+        typer.echo(shown.to_string(index=False))
+
+
+@runs_command("show")
+@friendly
+def runs_show(
+    run_id: str = run_id_arg(),
+    rows: int = typer.Option(10, "--rows", metavar="N", help="Rows of the frame printed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's JSON (meta, provenance, figure)."),
+) -> None:
+    """A run: what produced it (provenance), its context (meta) and its frame."""
+    import json
+
+    from interp import runs
+    from interp.runs.result import encode
+
+    check_positive(rows, "--rows")
+    r = runs.load(run_id)
+    p = r.provenance
+    if as_json:
+        doc = {
+            "id": r.id,
+            "meta": encode(r.meta),
+            "provenance": p.to_dict() if p else None,
+            "figure": r.figure.to_dict() if r.figure else None,
+        }
+        typer.echo(json.dumps(doc, indent=1, default=str))
+        return
+    typer.echo(f"run {r.id}: {r.analysis} ({p.function if p else '?'})")
+    if p is not None:
+        typer.echo(f"  started {p.started}, {p.wall_seconds:.2f} s on {p.device} ({p.dtype})")
+        if p.model:
+            mdl = p.model
+            typer.echo(
+                f"  model {mdl.get('name')}: {mdl.get('family')}, {mdl.get('source')}; "
+                f"weights sha256 {str(mdl.get('sha256'))[:16]}... ({mdl.get('hash_of')})"
+            )
+        v = p.versions
+        typer.echo(
+            "  versions: "
+            + ", ".join(
+                f"{k} {v[k]}" for k in ("interp", "torch", "transformers", "transformer-lens", "nnsight") if k in v
+            )
+        )
+        if p.git:
+            typer.echo(f"  git: {p.git.get('commit')} ({p.git.get('branch')})")
+        args = {k: v for k, v in p.arguments.items() if not (isinstance(v, dict) and "model" in v)}
+        typer.echo(f"  arguments: {_short(json.dumps(args, default=str), 300)}")
+        for prompt in p.prompts:
+            what = _short(prompt["text"], 60) if "text" in prompt else f"{prompt.get('n_tokens')} tokens"
+            typer.echo(f"  prompt {prompt['argument']}: {what} (sha256 {prompt['sha256'][:12]}...)")
+        if p.seeds:
+            typer.echo(f"  seeds: {p.seeds}")
+    for k, v in r.meta.items():
+        typer.echo(f"  meta {k}: {_short(v)}")
+    typer.echo(f"frame: {len(r.frame)} rows x {r.frame.shape[1]} columns")
+    typer.echo(r.frame.head(rows).round(4).to_string(index=False))
+
+
+@runs_command("diff")
+@friendly
+def runs_diff(
+    a: str = run_id_arg("A"),
+    b: str = run_id_arg("B"),
+    rows: int = typer.Option(10, "--rows", metavar="N", help="Rows of largest difference printed."),
+) -> None:
+    """What differs between two runs: provenance, meta and the frames cell by cell (b - a)."""
+    from interp import runs
+
+    check_positive(rows, "--rows")
+    d = runs.diff(a, b)
+    s = d.summary
+    typer.echo(
+        f"{d.a.id} ({d.a.analysis}) vs {d.b.id} ({d.b.analysis}): {s['rows_a']} vs {s['rows_b']} rows, "
+        f"{s['matched']} matched on {', '.join(s['on'])}; {'equal frames' if s['equal'] else 'frames differ'}"
+    )
+    for title, table in (("provenance", d.provenance), ("meta", d.meta)):
+        if len(table):
+            typer.echo(f"{title} differences:")
+            for row in table.itertuples():
+                typer.echo(f"  {row.field}: {_short(row.a, 50)} -> {_short(row.b, 50)}")
+    for col, m in s["max_abs_diff"].items():
+        typer.echo(f"  {col}: max |b - a| = {m:.6g}")
+    for col, n in s["changed"].items():
+        typer.echo(f"  {col}: {n} rows changed")
+    if s["columns_only_a"] or s["columns_only_b"]:
+        typer.echo(f"  columns only in a: {s['columns_only_a']}; only in b: {s['columns_only_b']}")
+    numeric = [c for c in d.values if f"{c}_diff" in d.frame.columns]
+    if numeric and not s["equal"]:
+        key = f"{numeric[0]}_diff"
+        top = d.frame.reindex(d.frame[key].abs().sort_values(ascending=False).index).head(rows)
+        typer.echo(f"largest differences in {numeric[0]}:")
+        typer.echo(top[d.on + [f"{numeric[0]}_a", f"{numeric[0]}_b", key]].round(4).to_string(index=False))
+
+
+@runs_command("export")
+@friendly
+def runs_export(
+    run_id: str = run_id_arg(),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help=".parquet (frame + run JSON), .json (everything) or .csv (frame only)."
+    ),
+) -> None:
+    """Write a run to a file."""
+    from interp import runs
+
+    typer.echo(f"wrote {runs.export(run_id, file)}")
+
+
+@runs_command("rm")
+@friendly
+def runs_rm(
+    ids: list[str] = typer.Argument(..., metavar="ID...", help="Runs to remove (their files and rows)."),
+) -> None:
+    """Remove runs from the store."""
+    from interp import runs
+
+    for run_id in ids:
+        typer.echo(f"removed {runs.rm(run_id)}")
+
+
+@runs_command("sql")
+@friendly
+def runs_sql(
+    query: str = typer.Argument(
+        ...,
+        metavar="QUERY",
+        help="Read-only SQL over table runs, run_frame('<id>') and frames() "
+        '(e.g. "SELECT analysis, count(*) FROM runs GROUP BY 1").',
+    ),
+) -> None:
+    """Query the run catalog (DuckDB SQL, read-only)."""
+    from interp import runs
+
+    table = runs.sql(query)
+    typer.echo(table.to_string(index=False) if len(table) else "(no rows)")
 
 
 # --- sparse dictionaries: interp sae train | eval | features ---------------------------------

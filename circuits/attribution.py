@@ -29,10 +29,11 @@ from circuits import edges as E
 from circuits import sites
 from circuits.graph import Circuit
 from circuits.metrics import Metric
-from circuits.patching import frame
+from circuits.patching import frame, meta
 from circuits.runs import check_direction, finish, inputs, sides
 from interp.errors import InputError
 from interp.gradients import delta_hook, grad
+from interp.runs import analysis, record
 
 METHODS = ("eap", "eap-ig")
 
@@ -69,6 +70,7 @@ def _reduce(prod: torch.Tensor, layout: str, axes: tuple[str, ...]) -> torch.Ten
     return prod
 
 
+@analysis("attribution", figure="circuits.plots.patching_heatmap")
 def attribute(
     model,
     clean,
@@ -84,7 +86,8 @@ def attribute(
     With several sites the frames are stacked with a ``site`` column (``by`` is cut to the
     axes each site has).  Cost: one forward of the source run and one forward + backward of
     the base run, for all sites and cells together.  Defaults (site, by) as in
-    :func:`circuits.patching.patch`.
+    :func:`circuits.patching.patch`.  Meta: as :func:`circuits.patching.patch`'s (``engine`` is
+    ``"attribution"``; ``site`` / ``by``: the first site's).
     """
     check_direction(direction)
     site, by = sites.defaults(model, site, by)  # z, or the model's per-layer equivalent (a mixer's output)
@@ -126,21 +129,12 @@ def attribute(
             diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
             tables[l] = _reduce((diff * g).detach().float(), s.layout, axes)
         est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
-        df = frame(
-            cells,
-            axes,
-            est + runs.baseline(direction),
-            runs,
-            direction,
-            False,
-            attrs=dict(site=s.name, engine="attribution", by=("layer",) + axes),
-        )
+        df = frame(cells, axes, est + runs.baseline(direction), runs, direction, False)
         if len(resolved) > 1:
             df.insert(0, "site", s.name)
         frames.append(df)
-    out = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    out.attrs.update(frames[0].attrs)
-    return out
+    record(**meta(runs, direction, site=resolved[0].name, engine="attribution", by=("layer",) + axes_per[0]))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
@@ -152,6 +146,7 @@ def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
     return tuple(getattr(cell, a) for a in order if a in axes)
 
 
+@analysis("edge_attribution", to_frame=lambda circuit, meta: circuit.edges_frame())
 def edge_attribution(
     model,
     clean,
@@ -200,19 +195,17 @@ def edge_attribution(
     delta = (out_corrupt.stacked(graph) - out_clean.stacked(graph)).detach()  # [U, batch, pos, d]
     scores = delta.flatten(1).double() @ g.flatten(1).double().T  # [U, R]
     scores = scores.masked_fill(~graph.valid(), float("nan"))
-    return Circuit.from_scores(
-        graph,
-        scores.float(),
-        meta=dict(
-            model=model.cfg.name,
-            method=method,
-            steps=len(alphas),
-            metric=runs.metric.label,
-            clean_value=runs.clean_value,
-            corrupt_value=runs.corrupt_value,
-            corruption=runs.description,
-            n_layers=model.cfg.n_layers,
-            n_heads=model.cfg.n_heads,
-            n_kv_heads=model.cfg.n_kv_heads,
-        ),
+    meta = dict(
+        model=model.cfg.name,
+        method=method,
+        steps=len(alphas),
+        metric=runs.metric.label,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
+        corruption=runs.description,
+        n_layers=model.cfg.n_layers,
+        n_heads=model.cfg.n_heads,
+        n_kv_heads=model.cfg.n_kv_heads,
     )
+    record(**meta)  # a Result's frame is the circuit's edges_frame()
+    return Circuit.from_scores(graph, scores.float(), meta=meta)

@@ -35,11 +35,13 @@ from interp import cells
 from interp import recompute as engine_fast
 from interp import sites as S
 from interp.errors import InputError
+from interp.runs import analysis, record
 
 ENGINES = ("auto", "native", "blocks", "layers", "hooks")
 _UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
 
 
+@analysis("patching", figure="circuits.plots.patching_heatmap")
 def patch(
     model,
     clean,
@@ -73,7 +75,9 @@ def patch(
     [``head``], [``src_pos``], ``value`` (the metric of the patched run, batch mean),
     ``effect`` (value minus the unpatched base run's value) and ``normalised``
     ((value - corrupt) / (clean - corrupt): 1 = the clean run's metric, 0 = the corrupt run's).
-    ``df.attrs`` holds clean / corrupt values, site, metric, direction and engine.
+    Meta (``interp.runs.run(patch, ...).meta``): ``metric`` (its label), ``direction``,
+    ``clean_value`` / ``corrupt_value`` (the unpatched runs' metric), ``baseline``,
+    ``corruption``, ``site``, ``engine``, ``by`` and ``cells_run`` (cells that needed a forward).
     """
     check_direction(direction)
     if engine not in ENGINES:
@@ -90,15 +94,8 @@ def patch(
     values, used, n_run = run_cells(
         model, runs, site_, cell_list, direction=direction, engine=engine, batch_tokens=batch_tokens, progress=progress
     )
-    return frame(
-        cell_list,
-        axes,
-        values,
-        runs,
-        direction,
-        window > 1,
-        attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run),
-    )
+    record(**meta(runs, direction, site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run))
+    return frame(cell_list, axes, values, runs, direction, window > 1)
 
 
 def choose_engine(model, site: sites.Site, base_hooks: list, engine: str = "auto"):
@@ -212,7 +209,6 @@ def frame(
     runs: Runs,
     direction: str,
     with_window: bool,
-    attrs: dict | None = None,
 ) -> pd.DataFrame:
     """The tidy result of a sweep (see :func:`patch` for the columns)."""
     baseline = runs.baseline(direction)
@@ -229,16 +225,17 @@ def frame(
     data["value"] = vals
     data["effect"] = vals - baseline
     data["normalised"] = runs.normalise(vals)
-    df = pd.DataFrame(data)
-    df.attrs.update(
-        dict(
-            metric=runs.metric.label,
-            direction=direction,
-            clean_value=runs.clean_value,
-            corrupt_value=runs.corrupt_value,
-            baseline=baseline,
-            corruption=runs.description,
-            **(attrs or {}),
-        )
+    return pd.DataFrame(data)
+
+
+def meta(runs: Runs, direction: str, **extra) -> dict:
+    """The context of a sweep its Result's meta holds (see :func:`patch`)."""
+    return dict(
+        metric=runs.metric.label,
+        direction=direction,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
+        baseline=runs.baseline(direction),
+        corruption=runs.description,
+        **extra,
     )
-    return df

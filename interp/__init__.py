@@ -40,6 +40,7 @@ _SUBMODULES = (
     "recurrent",
     "reproduce",
     "retrieval",
+    "runs",
     "sae",
     "sites",
     "steering",

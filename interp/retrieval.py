@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from interp.decoding import Step, greedy
 from interp.errors import InputError
 from interp.model import Model
+from interp.runs import analysis, record
 from interp.tasks import TaskBatch
 
 RETRIEVAL_THRESHOLD = 0.1
@@ -260,6 +261,7 @@ class RetrievalExperiment:
     per_sample: torch.Tensor | None = None  # [n, n_layers, n_heads] each prompt's retrieval score
 
 
+@analysis("retrieval", figure="interp.plots.heads.head_heatmap", to_frame=lambda e, meta: e.scores)
 def retrieval_experiment(
     model: Model,
     task: TaskBatch,
@@ -319,7 +321,7 @@ def retrieval_experiment(
         seed=seed,
         random_exclude=exclude,
     )
-    return RetrievalExperiment(
+    out = RetrievalExperiment(
         analysis.scores,
         masking,
         float(analysis.scores["retrieval"].mean()),
@@ -328,8 +330,12 @@ def retrieval_experiment(
         analysis.accuracy,
         analysis.per_sample,
     )
+    # a Result's frame is the scores; the rest of the experiment is its meta
+    record(masking=masking, sparsity=out.sparsity, threshold=threshold, heads=heads, accuracy=out.accuracy)
+    return out
 
 
+@analysis("niah_grid", figure="interp.plots.retrieval.niah_heatmap")
 def niah_grid(
     model: Model,
     context_lengths,

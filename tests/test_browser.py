@@ -275,3 +275,39 @@ def test_papers_page_renders_every_finding(server, browser):
         assert state["exceptions"] == 0 and state["errors"] == 0, (fid, state["text"][:2000])
         assert browser.evaluate(VERDICT) in reproduce.VERDICTS, fid
         assert f"finding={fid}" in browser.evaluate("window.location.search"), fid
+
+
+def test_runs_page_reopens_and_compares_two_runs(server, browser):
+    """Two saved runs (head scores of two zoo models) opened on the Runs page from a link with
+    ``?a=`` and ``?b=``: both figures, the difference figure and the comparison are drawn."""
+    import interp
+    from interp import heads, runs
+
+    ids = []
+    for name in ("induction-2l", "recall-2l"):
+        m = interp.load(name)
+        result = runs.run(heads.scores, m, heads.default_tokens(m, n=2, length=32))
+        ids.append(runs.save(result.with_figure("interp.plots.heads.head_heatmap", kinds=["induction"])))
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/runs?a={ids[0]}&b={ids[1]}")
+
+    def listed():
+        s = json.loads(browser.evaluate(PROBE) or "null")
+        running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+        return s if s and (s["exceptions"] or s["errors"] or (ids[1] in s["text"] and not running)) else None
+
+    state = wait_for(listed, 120, "the Runs page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    browser.evaluate(
+        "[...document.querySelectorAll('[role=\"tab\"]')].find(b => b.innerText.includes('Compare')).click()"
+    )
+
+    def compared():
+        s = json.loads(browser.evaluate(PROBE) or "null")
+        return s if s and (s["exceptions"] or ("rows matched" in s["text"] and s["heatmaps"] >= 3)) else None
+
+    state = wait_for(compared, 60, "the comparison of two runs")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    text = state["text"]
+    assert f"A {ids[0]}" in text.replace("\n", " ") and f"B {ids[1]}" in text.replace("\n", " ")
+    assert "48 / 48" in text and "differ" in text  # 2 layers x 4 heads x 6 kinds, matched cell by cell

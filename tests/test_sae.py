@@ -285,7 +285,7 @@ def test_features_frames(induction_model, topk):
     assert int(hist["count"].sum()) == int((f > 0).sum())
     eff = Fe.logit_effects(m, d, [latent], k=3)
     ro = interp.weights.readout(m)
-    direct = (d.direction(latent) * ro.gain) @ ro.W_U
+    direct = (d.direction(latent) * ro.norm.gain) @ ro.W_U
     assert eff[eff.effect == "promoted"]["token_id"].tolist() == direct.topk(3).indices.tolist()
     word = ctx["token"].iloc[0]
     found = Fe.search(m, s, word)

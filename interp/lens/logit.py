@@ -12,6 +12,7 @@ import torch
 from interp.errors import InputError
 from interp.memory import rows_per_chunk
 from interp.model import Model, Tokens
+from interp.runs import analysis, record
 from interp.weights import Readout, readout
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def _one_prompt(model: Model, tokens: Tokens):
 
 
 @torch.no_grad()
+@analysis("logit_lens", figure="interp.plots.lens.lens_grid")
 def logit_lens(
     model: Model,
     tokens: Tokens,
@@ -154,7 +156,7 @@ def logit_lens(
         lt = torch.cat(target_logp)  # [readings, pos]
         columns.update(target_prob=grid(lt.exp()), target_logprob=grid(lt), target_rank=grid(torch.cat(target_rank)))
     df = pd.DataFrame(columns)
-    df.attrs.update(
+    record(
         stage=stage,
         norm=norm,
         target=None if t is None else model.to_str_tokens([t])[0],

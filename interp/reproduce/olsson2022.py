@@ -50,13 +50,15 @@ def experiment(model, quick: bool, progress: bool) -> Outcome:
     text = own_text(model, rows, length, progress=progress)
     scores = icl_scores(model, text)
     icl = scores["fit"]
-    ablation = heads.induction_ablation(model, hows=("zero",), n_random=n_random, n=rows)
-    targets = ablation.attrs["heads"]
+    from interp import runs
+
+    knockout = runs.run(heads.induction_ablation, model, hows=("zero",), n_random=n_random, n=rows)
+    ablation, targets = knockout.frame, knockout.meta["heads"]
     with ablate(model, targets, "zero"):
         icl_ablated = icl_scores(model, text)["fit"]
     copying = heads.copying_scores(model).set_index(["layer", "head"])["score"]
     top_copy = np.array([copying.loc[h] for h in targets])
-    prefix = np.array(ablation.attrs["scores"])
+    prefix = np.array(knockout.meta["scores"])
 
     ours = bootstrap(icl, unit="text rows")
     shift = bootstrap((icl_ablated, icl), lambda a, b: float(np.mean(a - b)), unit="text rows")

@@ -27,6 +27,7 @@ import torch
 from interp import interventions as I
 from interp.errors import InputError
 from interp.memory import rows_per_chunk
+from interp.runs import analysis, record
 from interp.sae.dictionary import Dictionary
 from interp.sae.store import ActivationStore, read_sites
 
@@ -71,6 +72,7 @@ def _ce(logits: torch.Tensor, tokens: torch.Tensor, start: int) -> torch.Tensor:
     return -lp.gather(-1, tokens[:, start + 1 :, None].to(lp.device))[..., 0]
 
 
+@analysis("sae evaluation")
 def evaluate(
     model,
     d: Dictionary,
@@ -169,6 +171,5 @@ def evaluate(
     if basis is not None and pcas:
         out_rows.append(row("pca", torch.cat(pcas)))
     frame = pd.DataFrame(out_rows)
-    frame.attrs["site"] = target
-    frame.attrs["density"] = (counts / max(n_tok, 1)).float()
+    record(site=target, density=(counts / max(n_tok, 1)).float())
     return frame

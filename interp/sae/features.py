@@ -135,7 +135,7 @@ def logit_effects(model, d: Dictionary, latents: list[int] | None = None, *, k: 
     chosen = list(range(d.width)) if latents is None else [d.check_latent(i) for i in latents]
     if not chosen:
         raise InputError("give at least one latent")
-    gain = getattr(ro, "gain", None)
+    gain = ro.norm.gain if ro.norm is not None else None  # the final norm's gain (Gemma: 1 + w)
     rows = []
     for lo in range(0, len(chosen), 256):
         idx = chosen[lo : lo + 256]
