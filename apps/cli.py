@@ -1035,10 +1035,14 @@ def reproduce_command(
         None, "--json", metavar="FILE", help="Write the summary (a list of them for 'all') to this JSON file."
     ),
     list_: bool = typer.Option(False, "--list", help="List the findings (id, paper, published number) and exit."),
+    save: bool = typer.Option(
+        True, "--save/--no-save", help="Keep each result in the run store (a finding's history on a model)."
+    ),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Run a published interpretability finding on a model: the published number beside ours (95%
-    bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable)."""
+    bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable); each
+    result is saved in the run store unless --no-save."""
     import json
 
     import circuits.reproduce  # noqa: F401  registers the causal findings even where the entry points are not installed
@@ -1058,10 +1062,16 @@ def reproduce_command(
     ids = list(reproduce.findings()) if finding.strip().lower() == "all" else [reproduce.get(finding).id]
     m = load_model(model, allow_unsafe_pickle)
     summaries = []
+    from interp import runs
+
     for fid in ids:
-        result = reproduce.run(fid, m, quick=quick, progress=True)
+        stored = runs.run(reproduce.run, fid, m, quick=quick, progress=True)
+        result = stored.value
         summaries.append(result.to_json())
         typer.echo("\n".join(_finding_lines(result.summary)))
+        if save:
+            stored = stored.with_figure(result.figure) if result.figure is not None else stored
+            typer.echo(f"saved as run {runs.save(stored, saved_from='reproduce', label=fid)}")
     if json_out is not None:
         payload = summaries if len(ids) > 1 else summaries[0]
         json_out.write_text(json.dumps(payload, indent=2))

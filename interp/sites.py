@@ -134,7 +134,11 @@ def kind(name: str) -> Kind:
     """The :class:`Kind` of a short name or alias; raises listing the known kinds."""
     name = ALIASES.get(name, name)
     if name not in KINDS:
-        raise InputError(f"unknown site kind {name!r}; kinds: {sorted(KINDS)}")
+        import difflib
+
+        near = difflib.get_close_matches(name, list(KINDS) + list(ALIASES), n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise InputError(f"unknown site kind {name!r}{hint}; kinds: {', '.join(sorted(KINDS))}")
     return KINDS[name]
 
 

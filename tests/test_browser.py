@@ -294,7 +294,9 @@ def test_runs_page_reopens_and_compares_two_runs(server, browser):
     def listed():
         s = json.loads(browser.evaluate(PROBE) or "null")
         running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
-        return s if s and (s["exceptions"] or s["errors"] or (ids[1] in s["text"] and not running)) else None
+        # the Open tab shows the newest run: either id (both may be saved within the same second)
+        opened = any(f"runs.load('{i}')" in s["text"] for i in ids) if s else False
+        return s if s and (s["exceptions"] or s["errors"] or (opened and not running)) else None
 
     state = wait_for(listed, 120, "the Runs page")
     assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]

@@ -36,6 +36,7 @@ def test_papers_page_says_when_a_finding_does_not_apply():
 
 def test_papers_page_runs_a_finding_on_the_real_model(smollm2):
     from apps.state import papers as cached
+    from interp import runs
 
     at = papers("smollm2-135m")
     at.selectbox(key="papers_finding").select("mcgrath2023").run()
@@ -44,7 +45,15 @@ def test_papers_page_runs_a_finding_on_the_real_model(smollm2):
     assert len(at.get("plotly_chart")) == 1
     boxes = [b.value for b in list(at.success) + list(at.warning) + list(at.info)]
     # the page shows the library's own run (the app's cache, shared with this process)
-    _, _, summary = cached.run("smollm2-135m", "mcgrath2023", True)
+    stored = cached.run("smollm2-135m", "mcgrath2023", True)
+    summary = stored.value.to_json()
     assert any(v.startswith(f"**{summary['verdict']}**") for v in boxes), boxes
     assert any(m.value == f"{summary['ours']:.4g}" for m in at.metric)
     assert any(m.label.startswith("Ours (smollm2-135m)") for m in at.metric)
+    # the reproduction is a run like any other: saved from the page, reloaded with its verdict
+    at.button(key="save_papers").click().run()
+    ok(at)
+    rid = next(s.value for s in at.success if s.value.startswith("Saved as run"))[len("Saved as run `") :].split("`")[0]
+    again = runs.load(rid)
+    assert again.provenance.analysis == "reproduce" and again.meta["verdict"] == summary["verdict"]
+    assert again.meta["id"] == "mcgrath2023" and again.draw().data

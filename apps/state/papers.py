@@ -1,5 +1,5 @@
 """The Papers page's cached runs: one :func:`interp.reproduce.run` per (model, finding, quick),
-kept for the process (``st.cache_data``), and the findings registered from both packages."""
+kept for the process (``st.cache_resource``: the run to store), and the findings registered from both packages."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ def findings() -> dict:
     return reproduce.findings()
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def run(source: str, finding_id: str, quick: bool):
-    """``interp.reproduce.run`` of ``finding_id`` on the model ``source`` (frame, figure, summary)."""
-    from interp import reproduce
+    """``interp.reproduce.run`` of ``finding_id`` on the model ``source``, as the run to store
+    (:class:`interp.runs.Result`; ``value`` is the reproduction's own result: frame, figure,
+    summary).  Kept for the process."""
+    from interp import reproduce, runs
 
     findings()
-    result = reproduce.run(finding_id, load_model(source), quick=quick)
-    return result.frame, result.figure, result.to_json()
+    stored = runs.run(reproduce.run, finding_id, load_model(source), quick=quick)
+    return stored.with_figure(stored.value.figure) if stored.value.figure is not None else stored

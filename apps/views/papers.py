@@ -50,7 +50,8 @@ if st.button(f"Run {fid} on {source}", key="papers_run", type="primary"):
     st.session_state["papers_ran"] = (source, fid, quick)
 if st.session_state.get("papers_ran") == (source, fid, quick):
     with st.spinner(f"Running {fid} on {source} ..."), state.friendly(fid):
-        frame, figure, summary = papers.run(source, fid, quick)
+        stored = papers.run(source, fid, quick)
+    frame, figure, summary = stored.value.frame, stored.value.figure, stored.value.to_json()
     verdict = summary["verdict"]
     # a verdict is a result, not an error of the page: st.error stays for the app's own failures
     show = {"reproduced": st.success, "partial": st.warning, "not reproduced": st.warning, "not applicable": st.info}
@@ -80,5 +81,6 @@ if st.session_state.get("papers_ran") == (source, fid, quick):
     st.download_button(
         "Download the summary (JSON)", json.dumps(summary, indent=2), f"{fid}-{source}.json", key="papers_json"
     )
+    state.save_button(stored, key="papers", label=fid)
 else:
     st.info("Press Run to run this finding on the loaded model.")

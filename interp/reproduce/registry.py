@@ -12,6 +12,7 @@ import pandas as pd
 
 from interp.errors import InputError, Unsupported
 from interp.reproduce.finding import NOT_APPLICABLE, Finding, Outcome, Result
+from interp.runs import analysis, record
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
@@ -112,12 +113,14 @@ def not_applicable(reason: str) -> Outcome:
     return Outcome(pd.DataFrame(), fig, None, NOT_APPLICABLE, reason)
 
 
+@analysis("reproduce", to_frame=lambda result, meta: result.frame)
 def run(finding_id: str, model, quick: bool = False, *, progress: bool = False) -> Result:
     """Runs finding ``finding_id`` on ``model`` (a :class:`interp.Model` or anything
     :func:`interp.load` takes) and returns a :class:`Result`: frame, figure and summary with
     the published number beside ours (95% bootstrap interval, sample size) and the verdict.
 
     quick: smaller samples (for a first look and the app; the verdict is then less certain).
+    ``interp.runs.run(run, finding_id, model)`` gives the run to store (``value``: this Result).
     A model that does not meet the finding's requirements, or whose architecture an analysis
     declines (:class:`interp.errors.Unsupported`), gives ``not applicable`` with the reason.
     """
@@ -139,7 +142,9 @@ def run(finding_id: str, model, quick: bool = False, *, progress: bool = False) 
         except Unsupported as e:
             outcome = not_applicable(f"{finding.id} does not apply to {model.cfg.name or 'this model'}: {e}")
     seconds = time.perf_counter() - start
-    return Result(outcome.frame, outcome.figure, summarize(finding, model, outcome, seconds, quick))
+    result = Result(outcome.frame, outcome.figure, summarize(finding, model, outcome, seconds, quick))
+    record(**result.to_json())  # a stored run's meta is the summary: the history of a finding is one query
+    return result
 
 
 def summarize(finding: Finding, model, outcome: Outcome, seconds: float, quick: bool) -> dict:
