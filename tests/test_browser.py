@@ -195,6 +195,7 @@ REAL_PAGES = {
 }
 
 
+@pytest.mark.slow  # minutes: every page computes its analysis on smollm2 (make test covers them with AppTest)
 def test_every_page_renders_on_the_real_model(server, browser):
     """Each page opened from its URL with ``?model=smollm2-135m`` (a shared link, a reload) keeps that
     model, draws its figures and shows no exception or error box."""

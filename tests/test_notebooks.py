@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "notebooks"
 KERNEL = "interp-test"
 NAMES = sorted(p.name for p in FOLDER.glob("[0-9][0-9]_*.py"))
-# the notebook that runs every published finding takes minutes: it runs in the reproduce stage (.ci/run)
-SLOW = {"07_reproduce.py"}
+# minutes-long notebooks run after make test in .ci/run: every published finding (marker reproduce)
+# and the real-model heads and steering tours (marker slow; what they show is checked in make test
+# by test_heads_real.py and test_steering_real.py)
+LONG = {"05_real_model_heads.py": "slow", "06_real_model_steering.py": "slow", "07_reproduce.py": "reproduce"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def test_notebooks_are_percent_sources_without_checks():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=[pytest.mark.reproduce, pytest.mark.real]) if n in SLOW else n for n in NAMES]
+    "name",
+    [pytest.param(n, marks=[getattr(pytest.mark, LONG[n]), pytest.mark.real]) if n in LONG else n for n in NAMES],
 )
 def test_notebook_executes(name, kernel, tmp_path):
     from nbclient import NotebookClient
