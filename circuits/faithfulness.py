@@ -168,3 +168,43 @@ def faithfulness_curve(
             "faithfulness": f.numpy(),
         }
     )
+
+
+def smallest_faithful(
+    circuit: Circuit,
+    model,
+    clean,
+    corrupt,
+    metric="logit_diff",
+    target: float = 0.8,
+    sizes: Sequence[int] | None = None,
+) -> tuple[int, float]:
+    """The smallest ``top_k`` in ``sizes`` (ascending; default 1, 2, 3, 5, 10, 20, ... up to every
+    edge) whose pruned circuit reaches faithfulness ``target``, and that faithfulness.  Bisects,
+    assuming faithfulness grows with k (true of the curves we measured, not guaranteed): about
+    log2(len(sizes)) circuit runs.  Where no size reaches ``target``, the full circuit."""
+    n = circuit.n_edges
+    if sizes is None:
+        steps = (1, 2, 3, 5)
+        sizes = sorted({m * 10**e for e in range(7) for m in steps if m * 10**e < n} | {n})
+    sizes = sorted({int(k) for k in sizes})
+    if not sizes or sizes[0] < 1:
+        raise InputError(f"sizes must be positive edge counts; got {list(sizes)}")
+    runner = _Runner(model, clean, corrupt, metric, circuit)
+    seen: dict[int, float] = {}
+
+    def f(i: int) -> float:
+        if i not in seen:
+            seen[i] = float(runner.faithfulness([circuit.prune(top_k=sizes[i])])[0])
+        return seen[i]
+
+    lo, hi = 0, len(sizes) - 1
+    if f(hi) < target:
+        return sizes[hi], f(hi)
+    while lo < hi:  # invariant: f(hi) >= target
+        mid = (lo + hi) // 2
+        if f(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return sizes[hi], f(hi)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from apps.cli import app
 from circuits import attribution, corrupt, metrics, patching, path_patching, plots
-from circuits.faithfulness import faithfulness_curve
+from circuits.faithfulness import faithfulness_curve, smallest_faithful
 from circuits.graph import VERSION, Circuit, Edge, Node
 from interp import tasks
 
@@ -128,6 +128,30 @@ def test_plots(toy_circuit, induction_model):
     assert isinstance(plots.faithfulness_plot(curve), go.Figure)
     with pytest.raises(ValueError, match="not in the frame"):
         plots.patching_heatmap(frames[0], value="nope")
+
+
+def test_smallest_faithful_circuit_is_the_first_size_that_reaches_the_target(induction_model):
+    """Bisection over sizes: the size returned reaches the target (checked by the circuit's own
+    faithfulness), and on this model's monotone curve every smaller size does not."""
+    m = induction_model
+    batch = tasks.repeated_tokens(4, d_vocab=64, n_ctx=13, period=6, seed=0)
+    corrupted = corrupt.replace_tokens(batch.tokens, range(7, 13), d_vocab=64, low=1, seed=1)
+    metric = metrics.logprob(batch.tokens[:, 12], pos=11)
+    circuit = attribution.edge_attribution(m, batch.tokens, corrupted, metric=metric, method="eap", progress=False)
+    sizes = [k for k in (1, 2, 3, 5, 10, 20, 30, 50) if k < circuit.n_edges] + [circuit.n_edges]
+    curve = faithfulness_curve(circuit, m, batch.tokens, corrupted, metric, sizes=sizes)
+    k, f = smallest_faithful(circuit, m, batch.tokens, corrupted, metric, target=0.8, sizes=sizes)
+    assert f >= 0.8 and f == pytest.approx(
+        circuit.prune(top_k=k).faithfulness(m, batch.tokens, corrupted, metric), abs=1e-5
+    )
+    reached = curve[curve.faithfulness >= 0.8]
+    assert curve.faithfulness.is_monotonic_increasing or k in set(reached.top_k)
+    if curve.faithfulness.is_monotonic_increasing:
+        assert k == int(reached.top_k.iloc[0]) and k > 1, curve
+    # a target no circuit reaches gives the full circuit; sizes must be edge counts
+    assert smallest_faithful(circuit, m, batch.tokens, corrupted, metric, target=2.0, sizes=sizes)[0] == circuit.n_edges
+    with pytest.raises(ValueError, match="positive edge counts"):
+        smallest_faithful(circuit, m, batch.tokens, corrupted, metric, sizes=[0, 5])
 
 
 def test_cli_patch(tmp_path):

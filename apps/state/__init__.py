@@ -58,6 +58,7 @@ from apps.state.results import (
     patching,
     retrieval,
     sinks,
+    smallest_faithful,
     steering_sweep,
     steering_vector,
     support,

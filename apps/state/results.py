@@ -270,6 +270,27 @@ def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str,
     )
 
 
+@st.cache_data(show_spinner="Finding the smallest faithful circuit ...", max_entries=32)
+def smallest_faithful(
+    source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, sizes: tuple[int, ...], target: float
+) -> tuple[int, float]:
+    """circuits.faithfulness.smallest_faithful of :func:`edge_scores`: the fewest top-k edges of
+    ``sizes`` whose circuit reaches faithfulness ``target``, and its faithfulness."""
+    from circuits.faithfulness import smallest_faithful as bisect
+
+    model = load_model(source)
+    full = edge_scores(source, clean, spec, metric, method, steps).value
+    return bisect(
+        full,
+        model,
+        torch.tensor(clean),
+        corruption(model, clean, spec),
+        resolve_metric(model, spec, metric),
+        target=target,
+        sizes=list(sizes),
+    )
+
+
 @st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
 def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> Result:
     """circuits.faithfulness.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD
