@@ -29,12 +29,16 @@ import pandas as pd
 import torch
 
 from circuits import engine_hooks, sites
+from circuits.corrupt import Corruption
 from circuits.metrics import Metric
 from circuits.runs import Runs, check_direction, prepare
-from interp import cells
+from interp import cells, memory
+from interp import executor as executors
 from interp import recompute as engine_fast
 from interp import sites as S
 from interp.errors import InputError
+from interp.executor import Executor
+from interp.tokens import TokenBatch
 
 ENGINES = ("auto", "native", "blocks", "layers", "hooks")
 _UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
@@ -54,8 +58,9 @@ def patch(
     positions: Iterable[int] | None = None,
     heads: Iterable[int] | None = None,
     engine: str = "auto",
-    batch_tokens: int = 16384,
+    batch_tokens: int | None = None,
     progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> pd.DataFrame:
     """Activation patching sweep over ``site`` by ``by``; one row per cell.
 
@@ -67,7 +72,13 @@ def patch(
     :class:`circuits.corrupt.Corruption`.  metric: a :class:`circuits.metrics.Metric` or a
     kind name.  direction: ``denoise`` | ``noise``.  window: layers patched together (rows
     for window 1 are included; then ``window`` and ``layers`` columns say which).
-    layers / positions / heads: restrict the sweep.  batch_tokens: tokens per forward.
+    layers / positions / heads: restrict the sweep.  batch_tokens: tokens per forward (default:
+    as many as fit the memory budget, estimated from the model's shapes: :mod:`interp.memory`).
+    executor: ``"local"`` (default, this process) or ``"ray"`` (chunks of cells on a Ray cluster,
+    :mod:`interp.executor`; the model must be loaded by name or path, the corruption made of
+    tokens); an :class:`interp.executor.Executor` for its options (workers, threads, retries).
+    The frame is the same either way (cells in the same order, one row each); ``df.attrs["executor"]``
+    reports the chunks and any retried failures.
 
     Columns: ``layer`` (first layer of the window), [``window``, ``layers``], [``pos``],
     [``head``], [``src_pos``], ``value`` (the metric of the patched run, batch mean),
@@ -87,9 +98,23 @@ def patch(
     cell_list = sites.cells(
         model, site_, axes, runs.clean.shape[1], window=window, layers=layers, positions=positions, heads=heads
     )
-    values, used, n_run = run_cells(
-        model, runs, site_, cell_list, direction=direction, engine=engine, batch_tokens=batch_tokens, progress=progress
-    )
+    batch_tokens = memory.batch_tokens(model, runs.clean.shape, batch_tokens, what="patching")
+    ex = executors.get(executor)
+    if isinstance(ex, executors.Local):
+        values, used, n_run = run_cells(
+            model,
+            runs,
+            site_,
+            cell_list,
+            direction=direction,
+            engine=engine,
+            batch_tokens=batch_tokens,
+            progress=progress,
+        )
+    else:
+        values, used, n_run = _run_cells_on(
+            ex, model, runs, site_, cell_list, direction, engine, batch_tokens, progress
+        )
     return frame(
         cell_list,
         axes,
@@ -97,7 +122,76 @@ def patch(
         runs,
         direction,
         window > 1,
-        attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run),
+        attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run, executor=ex.report.to_dict()),
+    )
+
+
+def _run_cells_on(ex, model, runs: Runs, site, cell_list, direction, engine, batch_tokens, progress):
+    """:func:`run_cells` in chunks of cells on an executor's workers, each of which runs the clean
+    and corrupt prompts again on its own copy of the model (checked to give the same metric
+    values as here) and patches its chunk; the values come back in the cells' order."""
+    if runs.corrupt_hooks:
+        raise InputError(
+            f"executor={ex.name!r} ships token corruptions to its workers; this corruption "
+            f"({runs.description or 'hooks on the corrupt run'}) acts through hooks of this process's model: "
+            "use executor='local'"
+        )
+    clean = runs.clean.cpu() if runs.lengths is None else TokenBatch(runs.clean.cpu(), runs.lengths.cpu())
+    corruption = Corruption(runs.corrupt.cpu(), runs.clean.cpu(), [], 1, runs.description, runs.lengths)
+    chunks = [
+        dict(
+            clean=clean,
+            corrupt=corruption,
+            metric=runs.metric,
+            site=site,
+            cells=part,
+            direction=direction,
+            engine=engine,
+            batch_tokens=batch_tokens,
+        )
+        for part in executors.split(cell_list, ex.n_chunks(len(cell_list)))
+    ]
+    parts = ex.map(
+        _cells_task,
+        model,
+        chunks,
+        desc=f"patching {site.name} ({ex.name})",
+        progress=progress,
+        size=lambda c: len(c["cells"]),
+    )
+    for part in parts:  # every worker must have measured the same unpatched runs as this process
+        for key in ("clean_value", "corrupt_value"):
+            mine = getattr(runs, key)
+            if abs(part[key] - mine) > 1e-4 * (1 + abs(mine)):
+                raise RuntimeError(
+                    f"a worker's {key.replace('_', ' ')} is {part[key]:.6g}, this process's {mine:.6g}: "
+                    "it loaded another model"
+                )
+    values = torch.cat([p["values"] for p in parts])
+    if len(values) != len(cell_list):  # never a silently missing row
+        raise RuntimeError(f"{len(values)} values came back for {len(cell_list)} cells")
+    return values, parts[0]["engine"], sum(p["cells_run"] for p in parts)
+
+
+def _cells_task(model, job: dict) -> dict:
+    """One chunk of a sweep in a worker (see :func:`_run_cells_on`)."""
+    runs = prepare(model, job["clean"], job["corrupt"], job["metric"])
+    values, used, n_run = run_cells(
+        model,
+        runs,
+        job["site"],
+        job["cells"],
+        direction=job["direction"],
+        engine=job["engine"],
+        batch_tokens=job["batch_tokens"],
+        progress=False,
+    )
+    return dict(
+        values=values.cpu(),
+        engine=used,
+        cells_run=n_run,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
     )
 
 
@@ -147,12 +241,13 @@ def run_cells(
     *,
     direction: str = "denoise",
     engine: str = "auto",
-    batch_tokens: int = 16384,
+    batch_tokens: int | None = None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, str, int]:
     """Metric values ``[len(cell_list)]`` of the patched runs, the engine used and how many cells
     needed a run (the others patch values equal to the base run's)."""
     base_tokens, base_hooks, src_tokens, src_hooks = runs.sides(direction)
+    batch_tokens = memory.batch_tokens(model, runs.clean.shape, batch_tokens, what="patching")
     used, eng = choose_engine(model, site, base_hooks, engine)
     names = [site.hook(l) for l in sorted({l for c in cell_list for l in c.layers})]
     with torch.no_grad():

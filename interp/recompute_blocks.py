@@ -33,6 +33,7 @@ from interp.cells import Cell, Site, intervention, reaches
 from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import RunContext
+from interp.sharding import onloaded
 from interp.weights import raw
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
@@ -192,11 +193,12 @@ class BlockEngine:
         if cols is None:
             logits = self.unembed(x)
         else:
-            weight = self.unembed.weight
-            assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
-            w = weight[cols]
-            b = getattr(self.unembed, "bias", None)
-            logits = F.linear(x, w, None if b is None else b[cols])
+            with onloaded(self.unembed):  # offloaded by accelerate: its weight holds values only while loaded
+                weight = self.unembed.weight
+                assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
+                w = weight[cols]
+                b = getattr(self.unembed, "bias", None)
+                logits = F.linear(x, w, None if b is None else b[cols])
         if self.final_cap:
             logits = torch.tanh(logits / self.final_cap) * self.final_cap
         return logits

@@ -30,6 +30,7 @@ from torch import nn
 from interp import norms
 from interp.errors import InputError, Unsupported
 from interp.norms import Affine
+from interp.sharding import onloaded
 
 
 def raw(module: nn.Module) -> nn.Module:
@@ -182,8 +183,14 @@ def _quiet_hybrid_stacking():
 
 
 def read_weights(model, *, fold_ln: bool = False) -> Weights:
-    """The :class:`Weights` of a transformer ``model`` (see :meth:`interp.Model.weights`)."""
+    """The :class:`Weights` of a transformer ``model`` (see :meth:`interp.Model.weights`).  A model
+    offloaded by accelerate (:mod:`interp.sharding`) is onloaded for the read (all of it at once)."""
     model.require_attention("per-head weights")
+    with onloaded(model.module):
+        return _read_weights(model, fold_ln)
+
+
+def _read_weights(model, fold_ln: bool) -> Weights:
     bridge = model.module
     if not all(hasattr(bridge, a) for a in ("W_Q", "blocks")):
         raise InputError(
@@ -325,6 +332,13 @@ def _dtype(module: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
+def _unembed_module(module: nn.Module) -> nn.Module | None:
+    """The Hugging Face unembedding inside a loaded model's module (the generic path's ``HFLM``)."""
+    path = getattr(module, "_unembed", None)
+    hf = getattr(module, "original_model", None)
+    return hf.get_submodule(path) if isinstance(path, str) and hf is not None else None
+
+
 #: the config attributes families name a final logit soft-cap by
 FINAL_SOFTCAPS = ("final_logit_softcapping", "logits_soft_cap", "output_logit_soft_cap")
 #: fixed multipliers some families apply to their logits: config attribute -> how it applies
@@ -346,8 +360,9 @@ def readout(model) -> Readout:
         cap = None
     elif hasattr(module, "ln_final") and hasattr(module, "W_U"):  # a TransformerBridge (any family)
         norm = raw(module.ln_final)
-        W_U = module.W_U.detach().float()
-        b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
+        with onloaded(getattr(module, "unembed", None), _unembed_module(module)):  # offloaded: read it loaded
+            W_U = module.W_U.detach().float()
+            b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
         # the final soft-cap's names: Gemma-2 / 3, RecurrentGemma, xLSTM
         caps = [getattr(hf_cfg, a, None) for a in FINAL_SOFTCAPS] if hf_cfg else []
