@@ -31,7 +31,7 @@ import torch
 from circuits import engine_hooks, sites
 from circuits.corrupt import Corruption
 from circuits.metrics import Metric
-from circuits.runs import Runs, check_direction, prepare
+from circuits.runs import Runs, check_direction, inputs, prepare
 from interp import cells, memory
 from interp import executor as executors
 from interp import recompute as engine_fast
@@ -94,13 +94,13 @@ def patch(
     site_ = sites.resolve(model, site)
     axes = sites.parse_by(by, site_)
     sites.windows(model.cfg.n_layers, window)
-    runs = prepare(model, clean, corrupt, metric)
-    cell_list = sites.cells(
-        model, site_, axes, runs.clean.shape[1], window=window, layers=layers, positions=positions, heads=heads
-    )
-    batch_tokens = memory.batch_tokens(model, runs.clean.shape, batch_tokens, what="patching")
     ex = executors.get(executor)
     if isinstance(ex, executors.Local):
+        runs = prepare(model, clean, corrupt, metric)
+        cell_list = sites.cells(
+            model, site_, axes, runs.clean.shape[1], window=window, layers=layers, positions=positions, heads=heads
+        )
+        batch_tokens = memory.batch_tokens(model, runs.clean.shape, batch_tokens, what="patching")
         values, used, n_run = run_cells(
             model,
             runs,
@@ -112,8 +112,12 @@ def patch(
             progress=progress,
         )
     else:
-        values, used, n_run = _run_cells_on(
-            ex, model, runs, site_, cell_list, direction, engine, batch_tokens, progress
+        c = inputs(model, clean, corrupt)  # validated here; every forward runs on the workers
+        cell_list = sites.cells(
+            model, site_, axes, c.clean.shape[1], window=window, layers=layers, positions=positions, heads=heads
+        )
+        runs, values, used, n_run = _run_on(
+            ex, model, c, metric, site_, cell_list, direction, engine, batch_tokens, progress
         )
     return frame(
         cell_list,
@@ -126,55 +130,82 @@ def patch(
     )
 
 
-def _run_cells_on(ex, model, runs: Runs, site, cell_list, direction, engine, batch_tokens, progress):
-    """:func:`run_cells` in chunks of cells on an executor's workers, each of which runs the clean
-    and corrupt prompts again on its own copy of the model (checked to give the same metric
-    values as here) and patches its chunk; the values come back in the cells' order."""
-    if runs.corrupt_hooks:
+def _run_on(ex, model, c: Corruption, metric, site, cell_list, direction, engine, batch_tokens, progress):
+    """The sweep on an executor's workers, in chunks of prompts and of cells: ``(runs, values
+    [n_cells], engine, cells run)``.  Prompts are split first (each worker then runs only its own
+    prompts' clean and corrupt forwards), cells where there are fewer prompts than chunks.  Each
+    chunk is :func:`circuits.runs.prepare` + :func:`run_cells` on its prompts; the metric values
+    (batch means) of the prompt groups are averaged, weighted by their prompts, and the cells come
+    back in their order, one value each."""
+    if c.hooks:
         raise InputError(
             f"executor={ex.name!r} ships token corruptions to its workers; this corruption "
-            f"({runs.description or 'hooks on the corrupt run'}) acts through hooks of this process's model: "
+            f"({c.description or 'hooks on the corrupt run'}) acts through hooks of this process's model: "
             "use executor='local'"
         )
-    clean = runs.clean.cpu() if runs.lengths is None else TokenBatch(runs.clean.cpu(), runs.lengths.cpu())
-    corruption = Corruption(runs.corrupt.cpu(), runs.clean.cpu(), [], 1, runs.description, runs.lengths)
-    chunks = [
-        dict(
-            clean=clean,
-            corrupt=corruption,
-            metric=runs.metric,
-            site=site,
-            cells=part,
-            direction=direction,
-            engine=engine,
-            batch_tokens=batch_tokens,
-        )
-        for part in executors.split(cell_list, ex.n_chunks(len(cell_list)))
-    ]
-    parts = ex.map(
+    B = c.clean.shape[0]
+    n = ex.n_chunks(B * len(cell_list))
+    groups = executors.split(range(B), min(B, n))
+    parts = executors.split(cell_list, -(-n // len(groups)))
+    if isinstance(metric, Metric):  # a metric of the whole batch: resolved, then cut per prompt group
+        metric = metric.check(B, c.clean.shape[1], model.cfg.d_vocab).resolve(c.clean.shape[1], c.lengths)
+    jobs = []
+    for rows in groups:
+        idx = torch.tensor(rows)
+        lengths = c.lengths[idx].cpu() if c.lengths is not None else None
+        clean_rows = c.clean[idx].cpu()
+        for cells_part in parts:
+            jobs.append(
+                dict(
+                    clean=clean_rows if lengths is None else TokenBatch(clean_rows, lengths),
+                    corrupt=Corruption(c.tokens[idx].cpu(), clean_rows, [], 1, c.description, lengths),
+                    metric=metric.rows(idx) if isinstance(metric, Metric) else metric,
+                    site=site,
+                    cells=cells_part,
+                    direction=direction,
+                    engine=engine,
+                    batch_tokens=batch_tokens,
+                )
+            )
+    done = ex.map(
         _cells_task,
         model,
-        chunks,
+        jobs,
         desc=f"patching {site.name} ({ex.name})",
         progress=progress,
-        size=lambda c: len(c["cells"]),
+        size=lambda job: len(job["cells"]) * len(job["corrupt"].tokens),
     )
-    for part in parts:  # every worker must have measured the same unpatched runs as this process
-        for key in ("clean_value", "corrupt_value"):
-            mine = getattr(runs, key)
-            if abs(part[key] - mine) > 1e-4 * (1 + abs(mine)):
-                raise RuntimeError(
-                    f"a worker's {key.replace('_', ' ')} is {part[key]:.6g}, this process's {mine:.6g}: "
-                    "it loaded another model"
-                )
-    values = torch.cat([p["values"] for p in parts])
-    if len(values) != len(cell_list):  # never a silently missing row
-        raise RuntimeError(f"{len(values)} values came back for {len(cell_list)} cells")
-    return values, parts[0]["engine"], sum(p["cells_run"] for p in parts)
+    # prompt group g, cell part k is done[g * len(parts) + k]
+    w = [len(rows) / B for rows in groups]
+    values = torch.zeros(len(cell_list), dtype=torch.float64)
+    start = 0
+    for k, cells_part in enumerate(parts):
+        got = [done[g * len(parts) + k]["values"] for g in range(len(groups))]
+        if any(len(v) != len(cells_part) for v in got):  # never a silently missing row
+            raise RuntimeError(f"a chunk returned {[len(v) for v in got]} values for {len(cells_part)} cells")
+        values[start : start + len(cells_part)] = sum(wg * v.double() for wg, v in zip(w, got))
+        start += len(cells_part)
+    first = [done[g * len(parts)] for g in range(len(groups))]
+    clean_value = float(sum(wg * d["clean_value"] for wg, d in zip(w, first)))
+    corrupt_value = float(sum(wg * d["corrupt_value"] for wg, d in zip(w, first)))
+    runs = Runs(
+        c.clean,
+        c.tokens,
+        [],
+        first[0]["metric"],
+        torch.empty(0),  # the logits stayed on the workers
+        torch.empty(0),
+        clean_value,
+        corrupt_value,
+        c.description,
+        c.lengths,
+    )
+    n_run = sum(max(done[g * len(parts) + k]["cells_run"] for g in range(len(groups))) for k in range(len(parts)))
+    return runs, values.float(), done[0]["engine"], n_run
 
 
 def _cells_task(model, job: dict) -> dict:
-    """One chunk of a sweep in a worker (see :func:`_run_cells_on`)."""
+    """One chunk of a sweep in a worker (see :func:`_run_on`)."""
     runs = prepare(model, job["clean"], job["corrupt"], job["metric"])
     values, used, n_run = run_cells(
         model,
@@ -192,6 +223,7 @@ def _cells_task(model, job: dict) -> dict:
         cells_run=n_run,
         clean_value=runs.clean_value,
         corrupt_value=runs.corrupt_value,
+        metric=runs.metric,
     )
 
 

@@ -1,5 +1,6 @@
-"""Cached analysis results (``st.cache_data``, keyed by the model source and hashable specs of
-the inputs); each calls one library function and adds nothing mathematical."""
+"""Cached analysis results (``st.cache_data`` through :func:`apps.state.models.cached`, keyed by
+the model source, the session's device and dtype, and hashable specs of the inputs); each calls
+one library function and adds nothing mathematical."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import streamlit as st
 import torch
 
 from apps.state.inputs import Key, Prompts, corruption, resolve_metric, task_batch, text_model
-from apps.state.models import load_model
+from apps.state.models import cached, load_model
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached(show_spinner=False, max_entries=64)
 def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
     """``[layer, head, dest, src]`` patterns of one prompt (see interp.attention)."""
     from interp.attention import attention_patterns as patterns
@@ -20,7 +21,7 @@ def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
     return patterns(load_model(source), torch.tensor([tokens])).numpy()
 
 
-@st.cache_data(show_spinner="Scoring heads ...", max_entries=32)
+@cached(show_spinner="Scoring heads ...", max_entries=32)
 def head_scores(source: str, n: int, length: int, seed: int) -> pd.DataFrame:
     """interp.heads.scores on ``n`` [BOS] r r probes of ``length`` tokens."""
     from interp import heads
@@ -29,7 +30,7 @@ def head_scores(source: str, n: int, length: int, seed: int) -> pd.DataFrame:
     return heads.scores(model, heads.default_tokens(model, n=n, length=length, seed=seed))
 
 
-@st.cache_data(show_spinner="Ablating ...", max_entries=64)
+@cached(show_spinner="Ablating ...", max_entries=64)
 def ablation(
     source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int, n_random: int
 ) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def ablation(
     )
 
 
-@st.cache_data(show_spinner="Building the steering vector ...", max_entries=64)
+@cached(show_spinner="Building the steering vector ...", max_entries=64)
 def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: int, method: str):
     """interp.steering.SteeringVector.from_pairs at the residual stream after ``layer``; pairs of
     any lengths, each prompt read at its last token."""
@@ -51,7 +52,7 @@ def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: in
     return SteeringVector.from_pairs(load_model(source), list(positive), list(negative), layer=layer, method=method)
 
 
-@st.cache_data(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
+@cached(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
 def steering_sweep(
     source: str,
     positive: Prompts,
@@ -96,7 +97,7 @@ def steering_sweep(
 RETRIEVAL_TASKS = ("passkey", "needle_haystack")
 
 
-@st.cache_data(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
+@cached(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
 def retrieval(
     source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int, seed: int
 ) -> dict:
@@ -120,7 +121,7 @@ def retrieval(
     }
 
 
-@st.cache_data(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
+@cached(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
 def niah(
     source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
 ) -> pd.DataFrame:
@@ -140,7 +141,7 @@ def niah(
     )
 
 
-@st.cache_data(show_spinner="Attention sinks ...", max_entries=16)
+@cached(show_spinner="Attention sinks ...", max_entries=16)
 def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Sink share by layer and the loss with / without the first token, on text the model
     writes itself (text models) or on repeated random tokens (zoo models)."""
@@ -165,7 +166,7 @@ def tuned_lens(source: str, train: bool):
     return tuned_lens_for(load_model(source), train=train, progress=False)
 
 
-@st.cache_data(show_spinner="Reading every layer ...", max_entries=64)
+@cached(show_spinner="Reading every layer ...", max_entries=64)
 def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> pd.DataFrame:
     """interp.lens.logit_lens of one prompt (through the saved tuned lens if ``tuned``)."""
     from interp.lens import logit_lens
@@ -175,7 +176,7 @@ def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: st
     return logit_lens(model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
 
 
-@st.cache_data(show_spinner="Direct logit attribution ...", max_entries=64)
+@cached(show_spinner="Direct logit attribution ...", max_entries=64)
 def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> pd.DataFrame:
     """interp.lens.dla at the last position of one prompt."""
     from interp.lens import dla as attribute
@@ -183,7 +184,7 @@ def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None)
     return attribute(load_model(source), torch.tensor([tokens]), target, contrast)
 
 
-@st.cache_data(show_spinner="Patching ...", max_entries=32)
+@cached(show_spinner="Patching ...", max_entries=32)
 def patching(
     source: str,
     clean: Key,
@@ -218,7 +219,7 @@ def patching(
     return attribute(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
 
 
-@st.cache_data(show_spinner="Scoring every edge ...", max_entries=16)
+@cached(show_spinner="Scoring every edge ...", max_entries=16)
 def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int):
     """circuits.attribution.edge_attribution: the unpruned circuit with every edge scored."""
     from circuits.attribution import edge_attribution
@@ -235,7 +236,7 @@ def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, 
     )
 
 
-@st.cache_data(show_spinner="Running the circuit ...", max_entries=128)
+@cached(show_spinner="Running the circuit ...", max_entries=128)
 def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, top_k: int) -> float:
     """Faithfulness of the top-k circuit of :func:`edge_scores` on the same inputs (keyed by
     its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
@@ -246,7 +247,7 @@ def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str,
     )
 
 
-@st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
+@cached(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
 def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> pd.DataFrame:
     """Circuit.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD with intervals."""
     model = load_model(source)
