@@ -34,6 +34,9 @@ PAGES = [
     st.Page("views/circuit.py", title="Circuit", icon=":material/account_tree:"),
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),
+    st.Page("views/features.py", title="Features", icon=":material/scatter_plot:"),
+    st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/history:"),
 ]
 
 quiet_dependencies()

@@ -253,6 +253,21 @@ def split_list(items: list[str] | None) -> list[str]:
     return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
 
 
+def save_opt():
+    return typer.Option(
+        False,
+        "--save",
+        help="Keep the result in the run store (frame, context, provenance); prints the run id (see `interp runs`).",
+    )
+
+
+def saved(result, what: str = "run") -> None:
+    """Saves ``result`` (an interp.runs.Result) and prints its id."""
+    from interp import runs
+
+    typer.echo(f"saved {what} {runs.save(result, saved_from='cli')} (interp runs show ID)")
+
+
 # --- models ----------------------------------------------------------------------------
 
 
@@ -372,16 +387,19 @@ def info(
 def support_cmd(
     model: str = model_arg(),
     out: Path = typer.Option(None, "--out", metavar="FILE", help="Also write the table to this .csv file."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Which analyses run on a model and which decline (with the architectural reason): each is
     run once on a small probe."""
     import interp
+    from interp import runs
 
     if out is not None and out.suffix != ".csv":
         raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
-    table = interp.support(m, progress=True)
+    result = runs.run(interp.support, m, progress=True)
+    table = result.frame
     c = m.cfg
     attn = "every layer" if c.family == "transformer" else (str(list(c.attn_layers or ())) if c.n_heads else "none")
     typer.echo(f"{m.name}: {c.family}, {c.n_layers} layers, attention in {attn}")
@@ -391,6 +409,8 @@ def support_cmd(
         typer.echo(f"  {row.analysis:<44} {mark}  {detail}")
     if out is not None:
         table.to_csv(out, index=False)
+    if save:
+        saved(result)
     n_fail = int((table["status"] == "fails").sum())
     if n_fail:
         raise RuntimeError(f"{n_fail} analyses failed on {m.name}: this is a bug, please report it")
@@ -447,11 +467,12 @@ def heads_command(
     length: int = typer.Option(None, "--length", metavar="N", help="Probe length (default min(n_ctx, 128))."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random probe tokens."),
     top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
     ray: bool = ray_opt(),
 ) -> None:
     """Score every head for the classic kinds on repeated random tokens; print the top heads."""
-    from interp import heads
+    from interp import heads, runs
 
     check_positive(sequences, "--sequences")
     check_positive(top, "--top")
@@ -459,13 +480,18 @@ def heads_command(
         raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
     tokens = heads.default_tokens(m, n=sequences, length=length, seed=seed)
-    frame = heads.scores(m, tokens, split_list(kinds) or None, progress=True, executor="ray" if ray else None)
+    result = runs.run(
+        heads.scores, m, tokens, split_list(kinds) or None, progress=True, executor="ray" if ray else None
+    )
+    frame = result.frame
     if out is not None:
         frame.to_csv(out, index=False)
     typer.echo(f"{m.name}: {tokens.shape[0]} sequences of {tokens.shape[1]} tokens ([BOS] r r), top {top} per kind")
     typer.echo(heads.top_heads(frame, k=top).round(3).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(frame)} rows to {out}")
+    if save:
+        saved(result)
 
 
 @command("steer")
@@ -502,11 +528,14 @@ def steer_command(
         None, "--prompt", metavar="TEXT", help="Prompt(s) to continue (default: the first 5 negative prompts)."
     ),
     new_tokens: int = typer.Option(8, "--new-tokens", metavar="N", help="Tokens to generate per prompt."),
-    save: Path = typer.Option(None, "--save", metavar="STEM", help="Write the vector to <STEM>.safetensors + .json."),
+    save_vector: Path = typer.Option(
+        None, "--save-vector", metavar="STEM", help="Write the vector to <STEM>.safetensors + .json."
+    ),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Build a steering vector from contrast pairs and show continuations without and with it."""
-    from interp import steering
+    from interp import runs, steering
 
     steering.check_finite(coef, "--coef")
     check_positive(new_tokens, "--new-tokens")
@@ -516,11 +545,16 @@ def steer_command(
     pos, neg = contrast.tokens(m)
     typer.echo(f"{vec!r} from {len(pos)} pairs of {int(pos.lengths.min())}-{int(pos.lengths.max())} tokens")
     prompts = list(prompt) if prompt else [m.decode(r, skip_bos=True) for r in neg.rows()[:5]]
-    table = steering.compare_generations(m, vec, prompts, coef, start_pos=start_pos, max_new_tokens=new_tokens)
+    result = runs.run(
+        steering.compare_generations, m, vec, prompts, coef, start_pos=start_pos, max_new_tokens=new_tokens
+    )
+    table = result.frame
     typer.echo(f"coef {coef:g} from position {start_pos}:")
     typer.echo(table.round(4).to_string(index=False))
-    if save is not None:
-        typer.echo(f"wrote {vec.save(save)} and its .json")
+    if save_vector is not None:
+        typer.echo(f"wrote {vec.save(save_vector)} and its .json")
+    if save:
+        saved(result)
 
 
 @command("patch")
@@ -576,11 +610,13 @@ def patch_command(
     ),
     out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every cell to this .csv or .json file."),
     top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
     ray: bool = ray_opt(),
 ) -> None:
     """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
     from circuits import attribution, metrics, patching, sites
+    from interp import runs
 
     check_positive(top, "--top")
     if len(clean) != len(corrupt):
@@ -619,7 +655,8 @@ def patch_command(
             + f", read at position {pos}"
         )
     if method == "exact":
-        df = patching.patch(
+        result = runs.run(
+            patching.patch,
             m,
             clean_b,
             corrupt_b,
@@ -633,12 +670,19 @@ def patch_command(
     else:
         if window != 1:
             raise InputError("--window applies to exact patching only")
-        df = attribution.attribute(
-            m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction
+        result = runs.run(
+            attribution.attribute,
+            m,
+            clean_b,
+            corrupt_b,
+            site=site,
+            by=("layer",) + axes,
+            metric=chosen,
+            direction=direction,
         )
+    df, a = result.frame, result.meta
     if out is not None:
         df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
-    a = df.attrs
     typer.echo(
         f"{m.name}: {method} {direction} patching of {a['site']} by {','.join(a['by'])} on {len(df)} cells; "
         f"metric {a['metric']}: clean {a['clean_value']:.4f}, corrupt {a['corrupt_value']:.4f}"
@@ -647,6 +691,8 @@ def patch_command(
     typer.echo(strongest.round(4).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(df)} rows to {out}")
+    if save:
+        saved(result)
 
 
 @command("lens")
@@ -693,11 +739,13 @@ def lens_command(
     out: Path = typer.Option(
         None, "--out", metavar="FILE", help="Write the lens (every layer x position, top 5 tokens) to this CSV."
     ),
+    save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Logit lens (or tuned lens) of one prompt: what each layer predicts at the last position,
     the target's probability and rank by layer, and the components writing its logit."""
     from interp import lens as L
+    from interp import runs
 
     check_positive(top, "--top")
     if out is not None and out.suffix != ".csv":
@@ -711,7 +759,8 @@ def lens_command(
     t = m.token_id(target)
     c = m.token_id(contrast) if contrast is not None else None
     tuned_lens = L.tuned_lens_for(m, train=True) if tuned else None
-    frame = L.logit_lens(m, batch, target=t, stage=stage, norm=norm, k=5, lens=tuned_lens)
+    lensed = runs.run(L.logit_lens, m, batch, target=t, stage=stage, norm=norm, k=5, lens=tuned_lens)
+    frame = lensed.frame
     if out is not None:
         frame.to_csv(out, index=False)
     if layer is None:
@@ -735,12 +784,12 @@ def lens_command(
         table["input"] = table["input"].map(repr)
     kind = "tuned lens" if tuned_lens is not None else f"logit lens ({norm} norm)"
     typer.echo(
-        f"{m.name}: {kind}, {frame.attrs['stage']} residual, {int(batch.lengths[0])} tokens; "
-        f"target {frame.attrs['target']!r}, {where}"
+        f"{m.name}: {kind}, {lensed.meta['stage']} residual, {int(batch.lengths[0])} tokens; "
+        f"target {lensed.meta['target']!r}, {where}"
     )
     typer.echo(table.round(4).to_string(index=False))
-    pieces = L.dla(m, batch, t, c)
-    a = pieces.attrs
+    attributed = runs.run(L.dla, m, batch, t, c)
+    pieces, a = attributed.frame, attributed.meta
     what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if c is not None else "")
     typer.echo(
         f"direct logit attribution to {what}: logit {a['logit']:.4f} = sum of {len(pieces)} pieces "
@@ -750,6 +799,416 @@ def lens_command(
     typer.echo(strongest[["component", "value"]].round(4).to_string(index=False))
     if out is not None:
         typer.echo(f"wrote {len(frame)} rows to {out}")
+    if save:
+        saved(lensed, "the lens as run")
+        saved(attributed, "the attribution as run")
+
+
+# --- the run store ---------------------------------------------------------------------
+
+runs_app = typer.Typer(
+    help="Saved runs (interp.runs): list, show, diff, export, rm, sql.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+app.add_typer(runs_app, name="runs")
+runs_command = functools.partial(runs_app.command, cls=PlainCommand)
+RUN_ID_HELP = "Run id (or a unique start of it; see `interp runs list`)."
+
+
+def run_id_arg(name: str = "ID"):
+    return typer.Argument(..., metavar=name, help=RUN_ID_HELP, show_default=False)
+
+
+def _short(value, width: int = 100) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@runs_command("list")
+@friendly
+def runs_list(
+    model: str = typer.Option(None, "--model", metavar="MODEL", help="Only runs on this model (its name)."),
+    analysis: str = typer.Option(None, "--analysis", metavar="NAME", help="Only this analysis (e.g. patching)."),
+    since: str = typer.Option(None, "--since", metavar="DATE", help="Saved on or after DATE (2026-12-07)."),
+    until: str = typer.Option(None, "--until", metavar="DATE", help="Saved on or before DATE."),
+    status: str = typer.Option("ok", "--status", metavar="STATUS", help="ok, failed, saving or all."),
+    limit: int = typer.Option(50, "--limit", metavar="N", help="Newest N runs."),
+) -> None:
+    """The stored runs, newest first."""
+    from interp import runs
+
+    check_positive(limit, "--limit")
+    table = runs.list(model=model, analysis=analysis, since=since, until=until, status=status, limit=limit)
+    typer.echo(f"{len(table)} run(s) in {runs.root()}")
+    if len(table):
+        shown = table.assign(
+            saved=table["saved"].dt.strftime("%Y-%m-%d %H:%M:%S"), wall_s=table["wall_seconds"].round(2)
+        )[["id", "saved", "analysis", "model", "n_rows", "wall_s", "saved_from", "status"]]
+        note = table["error"].fillna(table["label"]).fillna("")
+        if note.astype(bool).any():
+            shown = shown.assign(note=note.map(lambda t: _short(t, 60)))
+        typer.echo(shown.to_string(index=False))
+
+
+@runs_command("show")
+@friendly
+def runs_show(
+    run_id: str = run_id_arg(),
+    rows: int = typer.Option(10, "--rows", metavar="N", help="Rows of the frame printed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's JSON (meta, provenance, figure)."),
+) -> None:
+    """A run: what produced it (provenance), its context (meta) and its frame."""
+    import json
+
+    from interp import runs
+    from interp.runs.result import encode
+
+    check_positive(rows, "--rows")
+    r = runs.load(run_id)
+    p = r.provenance
+    if as_json:
+        doc = {
+            "id": r.id,
+            "meta": encode(r.meta),
+            "provenance": p.to_dict() if p else None,
+            "figure": r.figure.to_dict() if r.figure else None,
+        }
+        typer.echo(json.dumps(doc, indent=1, default=str))
+        return
+    typer.echo(f"run {r.id}: {r.analysis} ({p.function if p else '?'})")
+    if p is not None:
+        typer.echo(f"  started {p.started}, {p.wall_seconds:.2f} s on {p.device} ({p.dtype})")
+        if p.model:
+            mdl = p.model
+            typer.echo(
+                f"  model {mdl.get('name')}: {mdl.get('family')}, {mdl.get('source')}; "
+                f"weights sha256 {str(mdl.get('sha256'))[:16]}... ({mdl.get('hash_of')})"
+            )
+        v = p.versions
+        typer.echo(
+            "  versions: "
+            + ", ".join(
+                f"{k} {v[k]}" for k in ("interp", "torch", "transformers", "transformer-lens", "nnsight") if k in v
+            )
+        )
+        if p.git:
+            typer.echo(f"  git: {p.git.get('commit')} ({p.git.get('branch')})")
+        args = {k: v for k, v in p.arguments.items() if not (isinstance(v, dict) and "model" in v)}
+        typer.echo(f"  arguments: {_short(json.dumps(args, default=str), 300)}")
+        for prompt in p.prompts:
+            what = _short(prompt["text"], 60) if "text" in prompt else f"{prompt.get('n_tokens')} tokens"
+            typer.echo(f"  prompt {prompt['argument']}: {what} (sha256 {prompt['sha256'][:12]}...)")
+        if p.seeds:
+            typer.echo(f"  seeds: {p.seeds}")
+    for k, v in r.meta.items():
+        typer.echo(f"  meta {k}: {_short(v)}")
+    typer.echo(f"frame: {len(r.frame)} rows x {r.frame.shape[1]} columns")
+    typer.echo(r.frame.head(rows).round(4).to_string(index=False))
+
+
+@runs_command("diff")
+@friendly
+def runs_diff(
+    a: str = run_id_arg("A"),
+    b: str = run_id_arg("B"),
+    rows: int = typer.Option(10, "--rows", metavar="N", help="Rows of largest difference printed."),
+) -> None:
+    """What differs between two runs: provenance, meta and the frames cell by cell (b - a)."""
+    from interp import runs
+
+    check_positive(rows, "--rows")
+    d = runs.diff(a, b)
+    s = d.summary
+    typer.echo(
+        f"{d.a.id} ({d.a.analysis}) vs {d.b.id} ({d.b.analysis}): {s['rows_a']} vs {s['rows_b']} rows, "
+        f"{s['matched']} matched on {', '.join(s['on'])}; {'equal frames' if s['equal'] else 'frames differ'}"
+    )
+    for title, table in (("provenance", d.provenance), ("meta", d.meta)):
+        if len(table):
+            typer.echo(f"{title} differences:")
+            for row in table.itertuples():
+                typer.echo(f"  {row.field}: {_short(row.a, 50)} -> {_short(row.b, 50)}")
+    for col, m in s["max_abs_diff"].items():
+        typer.echo(f"  {col}: max |b - a| = {m:.6g}")
+    for col, n in s["changed"].items():
+        typer.echo(f"  {col}: {n} rows changed")
+    if s["columns_only_a"] or s["columns_only_b"]:
+        typer.echo(f"  columns only in a: {s['columns_only_a']}; only in b: {s['columns_only_b']}")
+    numeric = [c for c in d.values if f"{c}_diff" in d.frame.columns]
+    if numeric and not s["equal"]:
+        key = f"{numeric[0]}_diff"
+        top = d.frame.reindex(d.frame[key].abs().sort_values(ascending=False).index).head(rows)
+        typer.echo(f"largest differences in {numeric[0]}:")
+        typer.echo(top[d.on + [f"{numeric[0]}_a", f"{numeric[0]}_b", key]].round(4).to_string(index=False))
+
+
+@runs_command("export")
+@friendly
+def runs_export(
+    run_id: str = run_id_arg(),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help=".parquet (frame + run JSON), .json (everything) or .csv (frame only)."
+    ),
+) -> None:
+    """Write a run to a file."""
+    from interp import runs
+
+    typer.echo(f"wrote {runs.export(run_id, file)}")
+
+
+@runs_command("rm")
+@friendly
+def runs_rm(
+    ids: list[str] = typer.Argument(..., metavar="ID...", help="Runs to remove (their files and rows)."),
+) -> None:
+    """Remove runs from the store."""
+    from interp import runs
+
+    for run_id in ids:
+        typer.echo(f"removed {runs.rm(run_id)}")
+
+
+@runs_command("sql")
+@friendly
+def runs_sql(
+    query: str = typer.Argument(
+        ...,
+        metavar="QUERY",
+        help="Read-only SQL over table runs, run_frame('<id>') and frames() "
+        '(e.g. "SELECT analysis, count(*) FROM runs GROUP BY 1").',
+    ),
+) -> None:
+    """Query the run catalog (DuckDB SQL, read-only)."""
+    from interp import runs
+
+    table = runs.sql(query)
+    typer.echo(table.to_string(index=False) if len(table) else "(no rows)")
+
+
+# --- sparse dictionaries: interp sae train | eval | features ---------------------------------
+
+sae_app = typer.Typer(
+    help="Sparse autoencoders and transcoders: train, evaluate, read features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+app.add_typer(sae_app, name="sae")
+sae_command = functools.partial(sae_app.command, cls=PlainCommand)
+
+
+def _sae_site(m, site: str, layer: int | None) -> str:
+    """A hook name, or a site kind (resid_post, mlp_in, ...) with --layer."""
+    if m.has_site(site):
+        return site
+    from interp import sites as S
+
+    if site in S.KINDS or site in S.ALIASES:
+        return m.site(site, layer)
+    return m.check_site(site)  # raises with close matches
+
+
+def _dictionary_opt():
+    return typer.Option(
+        None,
+        "--dictionary",
+        metavar="PATH",
+        help="A saved dictionary (.safetensors stem) or a SAELens folder (cfg.json + sae_weights.safetensors); "
+        "default: the newest one saved for the model.",
+    )
+
+
+@sae_command("train")
+@friendly
+def sae_train_command(
+    model: str = model_arg(),
+    site: str = typer.Option("resid_post", "--site", metavar="SITE", help="Hook name or site kind (with --layer)."),
+    layer: int = typer.Option(None, "--layer", metavar="L", help="Layer of a site kind."),
+    out_site: str = typer.Option(
+        None, "--out-site", metavar="SITE", help="Train a transcoder predicting this site (e.g. mlp_out) from --site."
+    ),
+    kind: str = typer.Option("topk", "--kind", metavar="KIND", help="topk, batchtopk, jumprelu or relu."),
+    width: int = typer.Option(None, "--width", metavar="N", help="Latents (default 8 x the site's width)."),
+    k: int = typer.Option(32, "--k", metavar="K", help="Active latents per token (topk, batchtopk)."),
+    tokens: int = typer.Option(400_000, "--tokens", metavar="N", help="Training tokens harvested."),
+    epochs: float = typer.Option(2.0, "--epochs", metavar="E", help="Passes over them."),
+    seed: int = typer.Option(0, "--seed", metavar="S"),
+    saelens_out: Path = typer.Option(None, "--saelens", metavar="DIR", help="Also write it in the SAELens format."),
+    evaluate_it: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate on held-out text afterwards."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Harvest a site's activations on real text and train a sparse dictionary on them (cached:
+    the same settings again load it)."""
+    from interp import sae
+    from interp.sae import saelens
+
+    check_positive(tokens, "--tokens")
+    m = load_model(model, allow_unsafe_pickle)
+    name = _sae_site(m, site, layer)
+    out = _sae_site(m, out_site, layer) if out_site else None
+    d = sae.train(m, name, kind=kind, width=width, k=k, out_site=out, n_tokens=tokens, epochs=epochs, seed=seed)
+    c = d.card
+    typer.echo(f"{d!r}")
+    if c.get("train_seconds") is not None:
+        typer.echo(
+            f"trained on {c['train_tokens']} tokens in {c['train_seconds']:.0f} s "
+            f"({c['train_tokens_per_second']:.0f} tokens/s); harvest {c.get('harvest_tokens_per_second')} tokens/s"
+        )
+    if saelens_out is not None:
+        typer.echo(f"SAELens format: {saelens.save(d, saelens_out)}")
+    if evaluate_it:
+        from interp.sae.evaluate import evaluate
+
+        typer.echo(evaluate(m, d).round(4).to_string(index=False))
+
+
+@sae_command("eval")
+@friendly
+def sae_eval_command(
+    model: str = model_arg(),
+    dictionary: str = _dictionary_opt(),
+    tokens: int = typer.Option(16384, "--tokens", metavar="N", help="Held-out tokens."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """L0, FVU, CE loss recovered, KL, dead / dense latents on held-out text, beside PCA."""
+    from interp import sae
+    from interp.sae.evaluate import evaluate
+
+    check_positive(tokens, "--tokens")
+    m = load_model(model, allow_unsafe_pickle)
+    d = sae.load(m, dictionary)
+    typer.echo(f"{d!r}")
+    typer.echo(evaluate(m, d, n_tokens=tokens).round(4).to_string(index=False))
+
+
+@sae_command("features")
+@friendly
+def sae_features_command(
+    model: str = model_arg(),
+    dictionary: str = _dictionary_opt(),
+    latent: int = typer.Option(None, "--latent", metavar="I", help="Show this latent."),
+    search: str = typer.Option(None, "--search", metavar="WORD", help="Latents firing on this token."),
+    top: int = typer.Option(10, "--top", metavar="N", help="Contexts / tokens / latents shown."),
+    tokens: int = typer.Option(16384, "--tokens", metavar="N", help="Held-out tokens scanned."),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """A latent's top-activating contexts (the token in [brackets]), density and promoted /
+    suppressed tokens; or the latents whose strongest activations fall on a word."""
+    from interp import sae
+    from interp.sae import features as Fe
+
+    check_positive(top, "--top")
+    check_positive(tokens, "--tokens")
+    if (latent is None) == (search is None):
+        raise InputError("give --latent I or --search WORD")
+    m = load_model(model, allow_unsafe_pickle)
+    d = sae.load(m, dictionary)
+    s = Fe.scan(m, d, n_tokens=tokens)
+    dens = Fe.density(s)
+    if search is not None:
+        typer.echo(Fe.search(m, s, search, n=top).round(5).to_string(index=False))
+        return
+    latent = d.check_latent(latent)
+    row = dens.loc[latent]
+    typer.echo(
+        f"latent {latent} of {d!r}: density {row['density']:.5f}, mean {row['mean_activation']:.3f}, "
+        f"max {row['max_activation']:.3f}"
+    )
+    for _, r in Fe.top_contexts(m, s, latent, n=top).iterrows():
+        typer.echo(f"{r['activation']:8.3f}  {r['left']!r} [{r['token']!r}] {r['right']!r}")
+    eff = Fe.logit_effects(m, d, [latent], k=top)
+    for effect in ("promoted", "suppressed"):
+        part = eff[eff["effect"] == effect]
+        typer.echo(f"{effect}: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in zip(part["token"], part["value"])))
+
+
+# --- published findings -----------------------------------------------------------------
+
+
+def _finding_lines(summary: dict) -> list[str]:
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    pub = summary["published"]
+    pub_text = (
+        f"{num(pub)} {summary['published_unit']}".strip()
+        if pub is not None
+        else f"qualitative ({summary['published_unit']})"
+    )
+    ours = (
+        f"{num(summary['ours'])} [{num(summary['ci_low'])}, {num(summary['ci_high'])}] (95% interval, n={summary['n']} "
+        f"{summary['unit']})"
+        if summary["ours"] is not None
+        else "-"
+    )
+    return [
+        f"{summary['id']}: {summary['paper']} on {summary['model']}{' (quick)' if summary['quick'] else ''}",
+        f"  claim:     {summary['claim']}",
+        f"  published: {pub_text} on {summary['published_model']}, {summary['published_where']} [{summary['published_source']}]",
+        f"  ours:      {ours}  ({summary['metric']})",
+        f"  verdict:   {summary['verdict']} ({summary['seconds']:.0f} s)",
+        f"  why:       {summary['reason']}",
+    ]
+
+
+@command("reproduce")
+@friendly
+def reproduce_command(
+    finding: str = typer.Argument(None, metavar="ID", help="Finding id (see --list), or 'all' for every one."),
+    model: str = typer.Option("smollm2-135m", "--model", metavar="MODEL", help=MODEL_HELP),
+    quick: bool = typer.Option(False, "--quick", help="Smaller samples: a first look (the verdict is less certain)."),
+    json_out: Path = typer.Option(
+        None, "--json", metavar="FILE", help="Write the summary (a list of them for 'all') to this JSON file."
+    ),
+    list_: bool = typer.Option(False, "--list", help="List the findings (id, paper, published number) and exit."),
+    save: bool = typer.Option(
+        True, "--save/--no-save", help="Keep each result in the run store (a finding's history on a model)."
+    ),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Run a published interpretability finding on a model: the published number beside ours (95%
+    bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable); each
+    result is saved in the run store unless --no-save."""
+    import json
+
+    import circuits.reproduce  # noqa: F401  registers the causal findings even where the entry points are not installed
+    from interp import reproduce
+
+    if list_:
+        table = reproduce.list_findings()
+        for r in table.itertuples():
+            value = "qualitative" if r.published != r.published else f"{r.published:.4g} {r.unit}"
+            typer.echo(f"{r.id:<12} {r.paper:<22} {value} on {r.published_model} ({r.where}) [{r.source}]")
+            typer.echo(f"{'':<12} {r.claim}")
+        return
+    if finding is None:
+        raise InputError(f"give a finding id or --list; known: {', '.join(reproduce.findings())}")
+    if json_out is not None and json_out.suffix != ".json":
+        raise InputError(f"--json must end in .json, got {json_out.name}")
+    ids = list(reproduce.findings()) if finding.strip().lower() == "all" else [reproduce.get(finding).id]
+    m = load_model(model, allow_unsafe_pickle)
+    summaries = []
+    from interp import runs
+
+    for fid in ids:
+        stored = runs.run(reproduce.run, fid, m, quick=quick, progress=True)
+        result = stored.value
+        summaries.append(result.to_json())
+        typer.echo("\n".join(_finding_lines(result.summary)))
+        if save:
+            stored = stored.with_figure(result.figure) if result.figure is not None else stored
+            typer.echo(f"saved as run {runs.save(stored, saved_from='reproduce', label=fid)}")
+    if json_out is not None:
+        payload = summaries if len(ids) > 1 else summaries[0]
+        json_out.write_text(json.dumps(payload, indent=2))
+        typer.echo(f"wrote {json_out}")
 
 
 def main() -> None:

@@ -116,12 +116,14 @@ def exact_vs_tl(name: str, setup, repeats: int, checks, target: float) -> None:
     from transformer_lens.patching import get_act_patch_attn_head_out_by_pos
 
     from circuits.patching import patch
+    from interp.runs import run
 
     model, clean, corrupted, metric = setup()
     resolved = metric.resolve(clean.shape[1])
-    patch(model, clean, corrupted, site="z", metric=metric, progress=False, layers=[0], positions=[0])  # warm-up
-    ours, w_ours, c_ours = timed(
-        lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False), repeats
+    # warm-up (also hashes the weights once for the runs' provenance, so the timed runs reuse it)
+    run(patch, model, clean, corrupted, site="z", metric=metric, progress=False, layers=[0], positions=[0])
+    result, w_ours, c_ours = timed(
+        lambda: run(patch, model, clean, corrupted, site="z", metric=metric, progress=False), repeats
     )
     _, clean_cache = model.module.run_with_cache(clean)
     ref, w_tl, c_tl = timed(
@@ -130,16 +132,17 @@ def exact_vs_tl(name: str, setup, repeats: int, checks, target: float) -> None:
         ),
         repeats,
     )
+    ours = result.frame
     idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
     diff = (ref[idx] - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max().item()
     n = len(ours)
     print(
         f"[exact z by layer x pos x head] {name}: tokens {tuple(clean.shape)}, {n} cells "
-        f"({ours.attrs['cells_run']} differ from the base run and need a forward; best of {repeats}; "
+        f"({result.meta['cells_run']} differ from the base run and need a forward; best of {repeats}; "
         f"TransformerLens on every cell)"
     )
     print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.2f} s wall  {c_tl:8.2f} s cpu")
-    print(f"  circuits.patching.patch ({ours.attrs['engine']}):      {w_ours:8.2f} s wall  {c_ours:8.2f} s cpu")
+    print(f"  circuits.patching.patch ({result.meta['engine']}):      {w_ours:8.2f} s wall  {c_ours:8.2f} s cpu")
     checks.at_least(f"{name}: speed-up over TransformerLens (wall)", w_tl / w_ours, target)
     checks.close(f"{name}: values against TransformerLens", diff, 1e-4)
 
@@ -149,9 +152,11 @@ def attribution_check(name: str, setup, checks, min_rho: float) -> None:
 
     from circuits.attribution import attribute
     from circuits.patching import patch
+    from interp.runs import run
 
     model, clean, corrupted, metric = setup()
-    exact = patch(model, clean, corrupted, site="z", metric=metric, progress=False)
+    exact_run = run(patch, model, clean, corrupted, site="z", metric=metric, progress=False)
+    exact = exact_run.frame
     attribute(model, clean, corrupted, site="z", metric=metric)  # warm-up
     est, w_attr, c_attr = timed(lambda: attribute(model, clean, corrupted, site="z", metric=metric), 7)
     _, w_fwd, c_fwd = timed(lambda: model.run_with_cache(clean), 7)
@@ -164,7 +169,7 @@ def attribution_check(name: str, setup, checks, min_rho: float) -> None:
     )
     print(
         f"  Spearman with exact patching: {rho:.3f} (signed effects), {rho_abs:.3f} (|effects|); "
-        f"clean {exact.attrs['clean_value']:.3f}, corrupt {exact.attrs['corrupt_value']:.3f}"
+        f"clean {exact_run.meta['clean_value']:.3f}, corrupt {exact_run.meta['corrupt_value']:.3f}"
     )
     checks.at_least(f"{name}: attribution's Spearman with exact patching", rho, min_rho, unit="")
 
@@ -246,10 +251,12 @@ def sampled_vs_tl(name: str, setup, full: bool, sample: int, checks, target: flo
     from circuits.patching import patch
     from interp import recompute_blocks
     from interp.recompute import downstream_flops
+    from interp.runs import run
 
     model, clean, corrupted, metric = setup()
     last = clean.shape[1] - 1
-    patch(
+    run(
+        patch,
         model,
         clean,
         corrupted,
@@ -258,8 +265,11 @@ def sampled_vs_tl(name: str, setup, full: bool, sample: int, checks, target: flo
         progress=False,
         layers=[model.cfg.n_layers - 1],
         positions=[last],
-    )  # warm-up
-    ours, w_ours, c_ours = timed(lambda: patch(model, clean, corrupted, site="z", metric=metric, progress=False), 1)
+    )  # warm-up (also hashes the weights once for the runs' provenance)
+    result, w_ours, c_ours = timed(
+        lambda: run(patch, model, clean, corrupted, site="z", metric=metric, progress=False), 1
+    )
+    ours = result.frame
     generic = None
     if recompute_blocks.supports(model):  # the hand-written engine ran: time the generic one beside it
         layers, w_gen, c_gen = timed(
@@ -300,7 +310,7 @@ def sampled_vs_tl(name: str, setup, full: bool, sample: int, checks, target: flo
     )
     print(
         f"[exact z by layer x pos x head] {name}, tokens {tuple(clean.shape)}, {len(ours)} cells "
-        f"({ours.attrs['cells_run']} differ from the base run); TransformerLens {how}"
+        f"({result.meta['cells_run']} differ from the base run); TransformerLens {how}"
     )
     print(f"  TransformerLens get_act_patch_attn_head_out_by_pos: {w_tl:8.1f} s wall  {c_tl:8.1f} s cpu")
     engine_name = "hand-written blocks" if generic is not None else "the model's own layers"
@@ -320,7 +330,7 @@ def sampled_vs_tl(name: str, setup, full: bool, sample: int, checks, target: flo
         + "; ".join(f"L{r.layer}H{r.head} at pos {r.pos} ({r.normalised:+.2f})" for r in top.itertuples())
     )
     checks.holds(
-        f"{name}: engine {ours.attrs['engine']} (the downstream-only engine)", ours.attrs["engine"] == "native"
+        f"{name}: engine {result.meta['engine']} (the downstream-only engine)", result.meta["engine"] == "native"
     )
     checks.at_least(f"{name}: speed-up over TransformerLens (wall)", w_tl / w_ours, target)
     checks.close(f"{name}: values against TransformerLens", diff, 1e-4)

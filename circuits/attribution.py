@@ -30,11 +30,12 @@ from circuits import sites
 from circuits.corrupt import Corruption
 from circuits.graph import Circuit
 from circuits.metrics import Metric
-from circuits.patching import frame
+from circuits.patching import frame, meta
 from circuits.runs import check_direction, finish, inputs, sides
 from interp import memory
 from interp.errors import InputError, MemoryBudgetError
 from interp.gradients import delta_hook, grad
+from interp.runs import analysis, record
 from interp.tokens import TokenBatch
 
 METHODS = ("eap", "eap-ig")
@@ -72,6 +73,7 @@ def _reduce(prod: torch.Tensor, layout: str, axes: tuple[str, ...]) -> torch.Ten
     return prod
 
 
+@analysis("attribution", figure="circuits.plots.patching_heatmap")
 def attribute(
     model,
     clean,
@@ -87,7 +89,8 @@ def attribute(
     With several sites the frames are stacked with a ``site`` column (``by`` is cut to the
     axes each site has).  Cost: one forward of the source run and one forward + backward of
     the base run, for all sites and cells together.  Defaults (site, by) as in
-    :func:`circuits.patching.patch`.
+    :func:`circuits.patching.patch`.  Meta: as :func:`circuits.patching.patch`'s (``engine`` is
+    ``"attribution"``; ``site`` / ``by``: the first site's).
     """
     check_direction(direction)
     site, by = sites.defaults(model, site, by)  # z, or the model's per-layer equivalent (a mixer's output)
@@ -147,21 +150,12 @@ def attribute(
     for s, axes in zip(resolved, axes_per):
         cells = sites.cells(model, s, axes, c.clean.shape[1])
         est = torch.tensor([float(tables[(s.name, cell.start)][_key(cell, s.layout, axes)]) for cell in cells])
-        df = frame(
-            cells,
-            axes,
-            est + runs.baseline(direction),
-            runs,
-            direction,
-            False,
-            attrs=dict(site=s.name, engine="attribution", by=("layer",) + axes),
-        )
+        df = frame(cells, axes, est + runs.baseline(direction), runs, direction, False)
         if len(resolved) > 1:
             df.insert(0, "site", s.name)
         frames.append(df)
-    out = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    out.attrs.update(frames[0].attrs)
-    return out
+    record(**meta(runs, direction, site=resolved[0].name, engine="attribution", by=("layer",) + axes_per[0]))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def micro_batches(model, c: Corruption, what: str, bytes_per_row: float | None = None) -> list[torch.Tensor]:
@@ -202,6 +196,7 @@ def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
     return tuple(getattr(cell, a) for a in order if a in axes)
 
 
+@analysis("edge_attribution", to_frame=lambda circuit, meta: circuit.edges_frame())
 def edge_attribution(
     model,
     clean,
@@ -261,22 +256,20 @@ def edge_attribution(
     delta = (out_corrupt.stacked(graph) - out_clean.stacked(graph)).detach()  # [U, batch, pos, d]
     scores = delta.flatten(1).double() @ g.flatten(1).double().T  # [U, R]
     scores = scores.masked_fill(~graph.valid(), float("nan"))
-    return Circuit.from_scores(
-        graph,
-        scores.float(),
-        meta=dict(
-            model=model.cfg.name,
-            method=method,
-            steps=len(alphas),
-            metric=runs.metric.label,
-            clean_value=runs.clean_value,
-            corrupt_value=runs.corrupt_value,
-            corruption=runs.description,
-            n_layers=model.cfg.n_layers,
-            n_heads=model.cfg.n_heads,
-            n_kv_heads=model.cfg.n_kv_heads,
-        ),
+    meta = dict(
+        model=model.cfg.name,
+        method=method,
+        steps=len(alphas),
+        metric=runs.metric.label,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
+        corruption=runs.description,
+        n_layers=model.cfg.n_layers,
+        n_heads=model.cfg.n_heads,
+        n_kv_heads=model.cfg.n_kv_heads,
     )
+    record(**meta)  # a Result's frame is the circuit's edges_frame()
+    return Circuit.from_scores(graph, scores.float(), meta=meta)
 
 
 def _edge_attribution_in_parts(model, graph, c: Corruption, chunks, metric, method, steps, progress) -> Circuit:
@@ -300,4 +293,5 @@ def _edge_attribution_in_parts(model, graph, c: Corruption, chunks, metric, meth
         meta[key] = float(sum(w * p.meta[key] for w, p in zip(weights, parts)))
     meta["micro_batches"] = len(chunks)
     assert isinstance(scores, torch.Tensor)  # a weighted sum of the parts' score matrices
+    record(**meta)  # each part recorded its own meta (nested analyses); this is the whole batch's
     return Circuit.from_scores(graph, scores, meta=meta)

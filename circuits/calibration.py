@@ -27,19 +27,24 @@ from scipy.stats import spearmanr
 from circuits.attribution import attribute, edge_attribution
 from circuits.patching import patch
 from interp.errors import InputError
+from interp.runs import analysis, record, run
 
 ESTIMATES = ("attribution", "eap_ig")
 
 
+@analysis("calibration", figure="circuits.plots.calibration_plot")
 def calibration(model, clean, corrupt, metric="logit_diff", *, steps: int = 5, progress: bool = False) -> pd.DataFrame:
     """One row per head: ``layer, head, exact, attribution, eap_ig`` (metric change when the
     head is noised, in the metric's units) and ``miss_attribution`` / ``miss_eap_ig`` (how many
     places the head falls in the |estimate| ranking below its |exact| rank; large = a likely
-    false negative).  ``df.attrs``: ``spearman`` and ``spearman_abs`` per estimate, ``seconds``
+    false negative).  Meta: ``spearman`` and ``spearman_abs`` per estimate, ``seconds``
     per method, ``metric``."""
     seconds = {}
     t = time.perf_counter()
-    exact = patch(model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise", progress=progress)
+    exact_run = run(
+        patch, model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise", progress=progress
+    )
+    exact, exact_meta = exact_run.frame, exact_run.meta
     seconds["exact"] = time.perf_counter() - t
     t = time.perf_counter()
     approx = attribute(model, clean, corrupt, site="z", by="layer,head", metric=metric, direction="noise")
@@ -58,15 +63,15 @@ def calibration(model, clean, corrupt, metric="logit_diff", *, steps: int = 5, p
         "spearman": {},
         "spearman_abs": {},
         "seconds": seconds,
-        "metric": exact.attrs["metric"],
-        "clean_value": exact.attrs["clean_value"],
-        "corrupt_value": exact.attrs["corrupt_value"],
+        "metric": exact_meta["metric"],
+        "clean_value": exact_meta["clean_value"],
+        "corrupt_value": exact_meta["corrupt_value"],
     }
     for name in ESTIMATES:
         df[f"miss_{name}"] = (df[name].abs().rank(ascending=False) - exact_rank).astype(int)
         attrs["spearman"][name] = float(spearmanr(df["exact"], df[name]).statistic)
         attrs["spearman_abs"][name] = float(spearmanr(df["exact"].abs(), df[name].abs()).statistic)
-    df.attrs.update(attrs)
+    record(**attrs)
     return df
 
 

@@ -17,25 +17,28 @@ def _metric(clean: torch.Tensor):
 @register("exact patching (residual stream)", "circuits.patching")
 def _patch_resid(model, clean, corrupt) -> str:
     from circuits.patching import patch
+    from interp.runs import run
 
-    df = patch(model, clean, corrupt, site="resid_pre", by="layer,pos", metric=_metric(clean), progress=False)
-    return f"{len(df)} cells, engine {df.attrs['engine']}"
+    r = run(patch, model, clean, corrupt, site="resid_pre", by="layer,pos", metric=_metric(clean), progress=False)
+    return f"{len(r.frame)} cells, engine {r.meta['engine']}"
 
 
 @register("exact patching (heads)", "circuits.patching")
 def _patch_heads(model, clean, corrupt) -> str:
     from circuits.patching import patch
+    from interp.runs import run
 
-    df = patch(model, clean, corrupt, site="z", by="layer,pos,head", metric=_metric(clean), progress=False)
-    return f"{len(df)} cells, engine {df.attrs['engine']}"
+    r = run(patch, model, clean, corrupt, site="z", by="layer,pos,head", metric=_metric(clean), progress=False)
+    return f"{len(r.frame)} cells, engine {r.meta['engine']}"
 
 
 @register("attribution patching", "circuits.attribution")
 def _attribute(model, clean, corrupt) -> str:
     from circuits.attribution import attribute
+    from interp.runs import run
 
-    df = attribute(model, clean, corrupt, metric=_metric(clean))
-    return f"{len(df)} cells at {df.attrs['site']}"
+    r = run(attribute, model, clean, corrupt, metric=_metric(clean))
+    return f"{len(r.frame)} cells at {r.meta['site']}"
 
 
 @register("path patching", "circuits.path_patching")

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from interp.errors import InputError
+from interp.runs import analysis, record
 
 if TYPE_CHECKING:
     from circuits.graph import Circuit
@@ -26,6 +27,7 @@ def faithfulness(circuit: Circuit, model, clean, corrupt, metric="logit_diff") -
     return float(_Runner(model, clean, corrupt, metric, circuit).faithfulness([circuit])[0])
 
 
+@analysis("mib", figure="circuits.plots.faithfulness_plot")
 def mib(
     circuit: Circuit,
     model,
@@ -40,7 +42,7 @@ def mib(
     """Faithfulness of ``circuit`` at MIB's edge budgets (Mueller et al. 2025): one row per budget with
     ``percent``, ``n_edges`` (kept after dropping unconnected edges), ``n_nodes`` and
     ``faithfulness`` f(k) = (m(C_k) - m(corrupt)) / (m(clean) - m(corrupt)), m the batch
-    mean.  ``df.attrs``: ``cpr`` (area under f over the edge fraction in [0, 1], with
+    mean.  Meta (``interp.runs.run(mib, ...).meta``): ``cpr`` (area under f over the edge fraction in [0, 1], with
     f(0) = 0: the empty circuit is the corrupt run), ``cmd`` (area between f and 1),
     their 95% bootstrap intervals over prompts (``cpr_ci``, ``cmd_ci``) and ``n_boot``."""
     budgets = [float(b) for b in budgets]
@@ -72,7 +74,7 @@ def mib(
             "faithfulness": f.numpy(),
         }
     )
-    df.attrs.update(
+    record(
         cpr=float(cpr),
         cmd=float(cmd),
         n_boot=int(n_boot),
@@ -147,6 +149,7 @@ class _Runner:
         return _faith(self.values(circuits).mean(-1), self.clean_rows.mean(), self.corrupt_rows.mean())
 
 
+@analysis("faithfulness_curve", figure="circuits.plots.faithfulness_plot")
 def faithfulness_curve(
     circuit: Circuit, model, clean, corrupt, metric="logit_diff", sizes: list[int] | None = None
 ) -> pd.DataFrame:

@@ -38,12 +38,14 @@ from interp import recompute as engine_fast
 from interp import sites as S
 from interp.errors import InputError
 from interp.executor import Executor
+from interp.runs import analysis, record
 from interp.tokens import TokenBatch
 
 ENGINES = ("auto", "native", "blocks", "layers", "hooks")
 _UPSTREAM = ("hook_embed", "hook_pos_embed", "embed.", "pos_embed.")  # hooks before every block
 
 
+@analysis("patching", figure="circuits.plots.patching_heatmap")
 def patch(
     model,
     clean,
@@ -77,14 +79,17 @@ def patch(
     executor: ``"local"`` (default, this process) or ``"ray"`` (chunks of cells on a Ray cluster,
     :mod:`interp.executor`; the model must be loaded by name or path, the corruption made of
     tokens); an :class:`interp.executor.Executor` for its options (workers, threads, retries).
-    The frame is the same either way (cells in the same order, one row each); ``df.attrs["executor"]``
-    reports the chunks and any retried failures.
+    The frame is the same either way (cells in the same order, one row each); the meta's
+    ``executor`` reports the chunks and any retried failures.
 
     Columns: ``layer`` (first layer of the window), [``window``, ``layers``], [``pos``],
     [``head``], [``src_pos``], ``value`` (the metric of the patched run, batch mean),
     ``effect`` (value minus the unpatched base run's value) and ``normalised``
     ((value - corrupt) / (clean - corrupt): 1 = the clean run's metric, 0 = the corrupt run's).
-    ``df.attrs`` holds clean / corrupt values, site, metric, direction and engine.
+    Meta (``interp.runs.run(patch, ...).meta``): ``metric`` (its label), ``direction``,
+    ``clean_value`` / ``corrupt_value`` (the unpatched runs' metric), ``baseline``,
+    ``corruption``, ``site``, ``engine``, ``by``, ``cells_run`` (cells that needed a forward) and
+    ``executor`` (its name, workers, chunks, retried failures).
     """
     check_direction(direction)
     if engine not in ENGINES:
@@ -119,15 +124,18 @@ def patch(
         runs, values, used, n_run = _run_on(
             ex, model, c, metric, site_, cell_list, direction, engine, batch_tokens, progress
         )
-    return frame(
-        cell_list,
-        axes,
-        values,
-        runs,
-        direction,
-        window > 1,
-        attrs=dict(site=site_.name, engine=used, by=("layer",) + axes, cells_run=n_run, executor=ex.report.to_dict()),
+    record(
+        **meta(
+            runs,
+            direction,
+            site=site_.name,
+            engine=used,
+            by=("layer",) + axes,
+            cells_run=n_run,
+            executor=ex.report.to_dict(),
+        )
     )
+    return frame(cell_list, axes, values, runs, direction, window > 1)
 
 
 def _run_on(ex, model, c: Corruption, metric, site, cell_list, direction, engine, batch_tokens, progress):
@@ -339,7 +347,6 @@ def frame(
     runs: Runs,
     direction: str,
     with_window: bool,
-    attrs: dict | None = None,
 ) -> pd.DataFrame:
     """The tidy result of a sweep (see :func:`patch` for the columns)."""
     baseline = runs.baseline(direction)
@@ -356,16 +363,17 @@ def frame(
     data["value"] = vals
     data["effect"] = vals - baseline
     data["normalised"] = runs.normalise(vals)
-    df = pd.DataFrame(data)
-    df.attrs.update(
-        dict(
-            metric=runs.metric.label,
-            direction=direction,
-            clean_value=runs.clean_value,
-            corrupt_value=runs.corrupt_value,
-            baseline=baseline,
-            corruption=runs.description,
-            **(attrs or {}),
-        )
+    return pd.DataFrame(data)
+
+
+def meta(runs: Runs, direction: str, **extra) -> dict:
+    """The context of a sweep its Result's meta holds (see :func:`patch`)."""
+    return dict(
+        metric=runs.metric.label,
+        direction=direction,
+        clean_value=runs.clean_value,
+        corrupt_value=runs.corrupt_value,
+        baseline=runs.baseline(direction),
+        corruption=runs.description,
+        **extra,
     )
-    return df

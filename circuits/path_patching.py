@@ -26,6 +26,7 @@ from circuits.metrics import Metric
 from circuits.runs import check_direction, prepare
 from interp import interventions as I
 from interp.errors import InputError
+from interp.runs import analysis, record
 
 COMPONENTS = ("q", "k", "v")
 Head = tuple[int, int]
@@ -42,6 +43,7 @@ def _heads(spec, model, what: str) -> list[Head]:
     return [(l, h) for l, h in out]
 
 
+@analysis("path_patching")
 def path_patch(
     model,
     clean,
@@ -130,7 +132,7 @@ def path_patch(
             "normalised": runs.normalise(vals),
         }
     )
-    df.attrs.update(
+    record(
         metric=runs.metric.label,
         direction=direction,
         clean_value=runs.clean_value,

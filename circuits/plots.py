@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from circuits.graph import Circuit
 from interp.errors import InputError
+from interp.plots import unpack
 
 
 def _pos_labels(positions: Sequence[int], tokens: Sequence[str] | None) -> list[str]:
@@ -29,14 +30,17 @@ def _check(df: pd.DataFrame, value: str) -> None:
 
 
 def patching_heatmap(
-    df: pd.DataFrame, *, value: str = "normalised", tokens: Sequence[str] | None = None, title: str | None = None
+    df, *, value: str = "normalised", tokens: Sequence[str] | None = None, title: str | None = None
 ) -> go.Figure:
     """Heatmap of a sweep: layer x position, layer x head, or (layer, head) x position.
 
     value: the column shown (``normalised``, ``effect`` or ``value``).  tokens: string tokens
     of one prompt, to label positions.  Windows (a ``window`` column) get one panel each;
-    pattern sweeps by source position one panel per head of largest effect.
+    pattern sweeps by source position one panel per head of largest effect.  df: the sweep's
+    frame or its :class:`interp.runs.Result` (whose meta gives the title's site, metric and
+    direction).
     """
+    df, meta = unpack(df)
     _check(df, value)
     if "src_pos" in df.columns:
         return _pattern_panels(df, value, tokens, title)
@@ -84,12 +88,16 @@ def patching_heatmap(
             row=1,
             col=i,
         )
-    direction = "noising" if df.attrs.get("direction") == "noise" else "denoising"
     fig.update_layout(
-        title=title or f"{direction} patching of {df.attrs.get('site', '')} ({df.attrs.get('metric', '')}, {value})",
+        title=title or _title(meta, value),
         height=max(300, 18 * n_rows + 150),
     )
     return fig
+
+
+def _title(meta: dict, value: str) -> str:
+    direction = "noising" if meta.get("direction") == "noise" else "denoising"
+    return f"{direction} patching of {meta.get('site', '')} ({meta.get('metric', '')}, {value})"
 
 
 def _pattern_panels(df: pd.DataFrame, value: str, tokens, title) -> go.Figure:
@@ -202,10 +210,11 @@ def circuit_graph(circuit: Circuit, *, kept_only: bool = True, title: str | None
     return fig
 
 
-def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figure:
+def faithfulness_plot(curve, title: str | None = None) -> go.Figure:
     """Faithfulness against the circuit's size: a :func:`circuits.faithfulness.faithfulness_curve` frame
     (edges kept) or a :meth:`circuits.graph.Circuit.mib` frame (percent of edges, with CPR and
-    CMD in the title)."""
+    CMD in the title, read from its Result's meta)."""
+    curve, a = unpack(curve)
     x = "percent" if "percent" in curve.columns else "n_edges"
     for col in (x, "faithfulness"):
         if col not in curve.columns:
@@ -219,7 +228,6 @@ def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figur
         )
     )
     fig.add_hline(y=1.0, line_dash="dot")
-    a = curve.attrs
     extra = ""
     if "cpr" in a:
         extra = (
@@ -235,15 +243,16 @@ def faithfulness_plot(curve: pd.DataFrame, title: str | None = None) -> go.Figur
     return fig
 
 
-def calibration_plot(df: pd.DataFrame, *, label: int = 5, title: str | None = None) -> go.Figure:
+def calibration_plot(df, *, label: int = 5, title: str | None = None) -> go.Figure:
     """Attribution patching and EAP-IG against exact patching, one point per head (a
     :func:`circuits.calibration.calibration` frame); the heads each estimate misses most are named."""
     from circuits.calibration import ESTIMATES, worst
 
+    df, meta = unpack(df)
     for col in ("layer", "head", "exact", *ESTIMATES):
         if col not in df.columns:
             raise InputError(f"the frame needs a {col!r} column (from circuits.calibration.calibration)")
-    rho = df.attrs.get("spearman", {})
+    rho = meta.get("spearman", {})
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=[f"{e} (Spearman {rho.get(e, float('nan')):.2f})" for e in ESTIMATES]
     )
@@ -289,9 +298,9 @@ def calibration_plot(df: pd.DataFrame, *, label: int = 5, title: str | None = No
             row=1,
             col=i,
         )
-        fig.update_xaxes(title_text=f"exact effect ({df.attrs.get('metric', '')})", row=1, col=i)
+        fig.update_xaxes(title_text=f"exact effect ({meta.get('metric', '')})", row=1, col=i)
         fig.update_yaxes(title_text="estimate", row=1, col=i)
-    secs = df.attrs.get("seconds", {})
+    secs = meta.get("seconds", {})
     cost = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items())
     fig.update_layout(title=title or f"gradient estimates vs exact head patching (noising); cost: {cost}", height=450)
     return fig

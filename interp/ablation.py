@@ -28,6 +28,7 @@ from interp.errors import InputError
 from interp.interventions import Positions
 from interp.metrics import Metric
 from interp.model import Model, Tokens
+from interp.runs import analysis
 from interp.tasks import IGNORE, TaskBatch
 
 HOWS = ("zero", "mean", "resample", "query")
@@ -157,6 +158,7 @@ def _default_positions(how: str, metric, task: TaskBatch) -> Positions:
 
 
 @torch.no_grad()
+@analysis("ablation", figure="interp.plots.heads.ablation_bar")
 def ablation_effect(
     model: Model,
     task: TaskBatch,

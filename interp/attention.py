@@ -14,6 +14,7 @@ import torch
 from interp import sites as S
 from interp.errors import InputError
 from interp.model import Model
+from interp.runs import analysis, record
 
 
 def pattern_site(layer: int) -> str:
@@ -21,6 +22,11 @@ def pattern_site(layer: int) -> str:
     return S.kind("pattern").template.format(l=layer)
 
 
+@analysis(
+    "attention",
+    figure="interp.plots.attention.layer_grid",
+    to_frame=lambda patterns, meta: patterns_frame(patterns, meta["layers"]),
+)
 @torch.no_grad()
 def attention_patterns(model: Model, tokens: torch.Tensor, layers: Sequence[int] | None = None) -> torch.Tensor:
     """Attention probabilities of one sequence: ``[len(layers), n_heads, dest, src]``.
@@ -28,6 +34,8 @@ def attention_patterns(model: Model, tokens: torch.Tensor, layers: Sequence[int]
     tokens: ``[pos]`` or ``[1, pos]``.  layers: which layers (default all, in order).
     Row ``dest`` of a head's pattern sums to 1 over ``src <= dest`` (causal).  Active
     hooks (ablations, steering) apply, so the patterns are those of the edited model.
+    A Result (``interp.runs.run``) holds the tidy :func:`patterns_frame` and, in its meta, the
+    ``layers`` and the prompt's ``str_tokens``.
     """
     model.require_attention("attention patterns")
     tokens = model.validate_tokens(tokens)
@@ -35,6 +43,7 @@ def attention_patterns(model: Model, tokens: torch.Tensor, layers: Sequence[int]
         raise InputError(f"attention_patterns takes one sequence, got a batch of {tokens.shape[0]}")
     layers = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(int(l)) for l in layers]
     _, cache = model.run_with_cache(tokens, names=[pattern_site(l) for l in layers])
+    record(layers=layers, str_tokens=model.to_str_tokens(tokens[0]))
     return torch.stack([cache[pattern_site(l)][0] for l in layers]).float().cpu()
 
 

@@ -176,9 +176,10 @@ def _tuned_lens(model: Model, clean: torch.Tensor, corrupt: torch.Tensor) -> str
 @register("direct logit attribution", "interp.lens")
 def _dla(model: Model, clean: torch.Tensor, corrupt: torch.Tensor) -> str:
     from interp.lens import dla
+    from interp.runs import run
 
-    frame = dla(model, clean[:1], int(clean[0, -1]), int(corrupt[0, -1]) if model.cfg.d_vocab > 1 else None)
-    return f"{len(frame)} pieces; {frame.attrs.get('linearisation', '')}"
+    r = run(dla, model, clean[:1], int(clean[0, -1]), int(corrupt[0, -1]) if model.cfg.d_vocab > 1 else None)
+    return f"{len(r.frame)} pieces; {r.meta.get('linearisation', '')}"
 
 
 @register("retrieval decoding", "interp.retrieval")

@@ -47,6 +47,7 @@ from interp import metrics as M
 from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import Model, Tokens
+from interp.runs import analysis, record
 from interp.steering import SteeringVector, site_for
 from interp.steering.pairs import site_activations
 from interp.tasks.functions import FunctionPrompts
@@ -306,6 +307,7 @@ def _accuracy(model: Model, prompts: Tokens, answers: torch.Tensor) -> float:
     return float((top == torch.as_tensor(answers).cpu()).float().mean())
 
 
+@analysis("function_vectors", figure="interp.plots.steering.function_vector_curve")
 def layer_sweep(
     model: Model,
     train: FunctionPrompts,
@@ -325,7 +327,7 @@ def layer_sweep(
     the zero-shot and few-shot accuracies of the same held-out queries.
 
     Returns ``DataFrame[condition ("zero_shot" | "few_shot" | "fv" | "random"), layer, coef,
-    accuracy, n]``.  ``df.attrs``: ``heads`` (the top-k by CIE), ``best`` (the fv row of highest
+    accuracy, n]``.  Meta: ``heads`` (the top-k by CIE), ``best`` (the fv row of highest
     accuracy, as a dict) and ``effects``.
     """
     if test.answers is None or train.answers is None and effects is None:
@@ -368,7 +370,7 @@ def layer_sweep(
                     )
     df = pd.DataFrame(rows)
     fv_rows = df[df.condition == "fv"]
-    df.attrs.update(
+    record(
         heads=heads, effects=effects, best=fv_rows.loc[fv_rows["accuracy"].idxmax()].to_dict() if len(fv_rows) else None
     )
     return df

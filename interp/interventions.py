@@ -420,3 +420,28 @@ def _run_last_token(
                 bar.update(n)
     bar.close()
     return (out / B).float()
+
+
+def edit_latents(
+    site: str,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    edit: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    positions: Positions = None,
+) -> Intervention:
+    """Edits the site in another basis (a sparse dictionary's latents): adds
+    ``decode(edit(encode(act))) - decode(encode(act))``, so only the edit changes the activation
+    and the basis's reconstruction error stays (ablating, clamping or scaling a feature).
+    ``edit`` gets a copy of the latents ``[batch, pos, n_latents]`` and returns them edited."""
+
+    def delta(act: torch.Tensor, ctx) -> torch.Tensor:
+        f = encode(act)
+        return decode(edit(f.clone())) - decode(f)
+
+    return Intervention(site, "add", delta, positions)
+
+
+def replace_with(site: str, fn: Callable[[torch.Tensor], torch.Tensor], *, positions: Positions = None) -> Intervention:
+    """Sets the site to ``fn(act)`` (e.g. a dictionary's reconstruction spliced into the forward)."""
+    return Intervention(site, "set", lambda act, ctx: fn(act), positions)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import torch
 from torch import nn
 
+from interp import sites as S
 from interp.backends import HookPointBackend, NNsightBackend, logits_of
 from interp.errors import InputError, SetupError
 from interp.model import Model, ModelConfig
@@ -446,7 +447,6 @@ def _bridge_config(bridge, name: str, site_names: list[str]) -> ModelConfig:
     """The geometry of a bridge; which layers have attention heads is read from its sites (a
     layer has heads when it has an attention pattern): all (``transformer``), some (``hybrid``:
     Jamba, RecurrentGemma, ...) or none (``ssm``: Mamba, RWKV, ...)."""
-    from interp import sites as S
 
     c = bridge.cfg
     attn_only = bool(getattr(c, "attn_only", False))
@@ -876,14 +876,14 @@ def from_hf_generic(
     sites = [ModuleSite("hook_embed", embed)] if embed else []
     for l in range(len(layers)):
         p = f"{stack}.{l}"
-        sites += [ModuleSite(f"blocks.{l}.hook_resid_pre", p, "in"), ModuleSite(f"blocks.{l}.hook_resid_post", p)]
+        sites += [ModuleSite(S.kind("resid_pre").hook(l), p, "in"), ModuleSite(S.kind("resid_post").hook(l), p)]
         children = dict(layers[l].named_children())
         attn = next((k for k in ("self_attn", "attn", "attention", "self_attention") if k in children), None)
         mlp = next((k for k in ("mlp", "feed_forward") if k in children), None)
         if attn:
-            sites.append(ModuleSite(f"blocks.{l}.hook_attn_out", f"{p}.{attn}"))
+            sites.append(ModuleSite(S.kind("attn_out").hook(l), f"{p}.{attn}"))
         if mlp:
-            sites.append(ModuleSite(f"blocks.{l}.hook_mlp_out", f"{p}.{mlp}"))
+            sites.append(ModuleSite(S.kind("mlp_out").hook(l), f"{p}.{mlp}"))
     if final:
         sites.append(ModuleSite("ln_final.hook_in", final, "in"))
     if unembed:

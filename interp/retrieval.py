@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from interp.decoding import Step, greedy
 from interp.errors import InputError
 from interp.model import Model
+from interp.runs import analysis, record
 from interp.tasks import TaskBatch
 
 RETRIEVAL_THRESHOLD = 0.1
@@ -44,6 +45,7 @@ class RetrievalResult:
     generated: torch.Tensor
     accuracy: float
     threshold: float
+    per_sample: torch.Tensor | None = None  # [n, n_layers, n_heads] each prompt's score (for intervals over prompts)
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -190,7 +192,7 @@ def retrieval_analysis(
     )
     target = _needle_tokens(ctx, span, T)
     correct = (generated == target) & live
-    return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold)
+    return RetrievalResult(scores, hits, generated, float(correct.sum() / live.sum()), threshold, per_sample.float())
 
 
 def retrieval_scores(
@@ -258,8 +260,10 @@ class RetrievalExperiment:
     threshold: float
     heads: list[tuple[int, int]]
     accuracy: float
+    per_sample: torch.Tensor | None = None  # [n, n_layers, n_heads] each prompt's retrieval score
 
 
+@analysis("retrieval", figure="interp.plots.heads.head_heatmap", to_frame=lambda e, meta: e.scores)
 def retrieval_experiment(
     model: Model,
     task: TaskBatch,
@@ -270,11 +274,14 @@ def retrieval_experiment(
     threshold: float = RETRIEVAL_THRESHOLD,
     batch_size: int = 8,
     progress: bool = True,
+    control_outside: int | None = None,
 ) -> RetrievalExperiment:
     """Retrieval scores, sparsity and the masking experiment in one call (see
     :class:`RetrievalExperiment`).  Masking zeroes a head's query from each prompt's last token
     on (decoding only: the prompt itself is read unmasked), as Wu et al.; the control masks
-    ``k`` heads drawn at random from the other heads, ``n_random`` times."""
+    ``k`` heads drawn at random from the other heads, ``n_random`` times.  control_outside:
+    draw the control heads outside the ``control_outside`` best-scoring heads (Wu et al.'s code
+    draws them outside the top 100 of Llama-2-7B's 1024); default: outside the ``k`` masked."""
     from interp import interventions as I
     from interp.ablation import ablation_effect
 
@@ -290,6 +297,16 @@ def retrieval_experiment(
     )
     top = analysis.scores.nlargest(k, "score")
     heads = [(int(l), int(h)) for l, h in zip(top["layer"], top["head"])]
+    exclude: list[tuple[int, int]] = []
+    if control_outside is not None:
+        if (
+            isinstance(control_outside, bool)
+            or not isinstance(control_outside, int)
+            or not 0 <= control_outside < n_heads
+        ):
+            raise InputError(f"control_outside must be an int in [0, {n_heads}), got {control_outside!r}")
+        outside = analysis.scores.nlargest(control_outside, "score")
+        exclude = [(int(l), int(h)) for l, h in zip(outside["layer"], outside["head"])]
 
     def accuracy(m: Model, t: TaskBatch) -> float:
         return answer_accuracy(m, t, batch_size=batch_size, prefixes=prefixes)
@@ -304,12 +321,23 @@ def retrieval_experiment(
         positions=I.From(task.batch().last),
         n_random=n_random,
         seed=seed,
+        random_exclude=exclude,
     )
-    return RetrievalExperiment(
-        analysis.scores, masking, float(analysis.scores["retrieval"].mean()), threshold, heads, analysis.accuracy
+    out = RetrievalExperiment(
+        analysis.scores,
+        masking,
+        float(analysis.scores["retrieval"].mean()),
+        threshold,
+        heads,
+        analysis.accuracy,
+        analysis.per_sample,
     )
+    # a Result's frame is the scores; the rest of the experiment is its meta
+    record(masking=masking, sparsity=out.sparsity, threshold=threshold, heads=heads, accuracy=out.accuracy)
+    return out
 
 
+@analysis("niah_grid", figure="interp.plots.retrieval.niah_heatmap")
 def niah_grid(
     model: Model,
     context_lengths,

@@ -65,6 +65,10 @@ _TABLE = [
     ("z", "blocks.{l}.attn.hook_z", "head", "per-head attention output before W_O (a head's output)"),
     ("pattern", "blocks.{l}.attn.hook_pattern", "pattern", "attention probabilities [head, dest, src]"),
     ("scores", "blocks.{l}.attn.hook_attn_scores", "pattern", "attention scores before the softmax"),
+    ("rot_q", "blocks.{l}.attn.hook_rot_q", "head", "per-head queries after the rotary embedding"),
+    ("rot_k", "blocks.{l}.attn.hook_rot_k", "head", "per-key-value-head keys after the rotary embedding"),
+    ("rot_cos", "blocks.{l}.attn.hook_cos", "vector", "the rotary embedding's cosines [1, pos, d_head]"),
+    ("rot_sin", "blocks.{l}.attn.hook_sin", "vector", "the rotary embedding's sines [1, pos, d_head]"),
     ("ln1_scale", "blocks.{l}.ln1.hook_scale", "vector", "the attention norm's scale (1/rms or 1/std)"),
     ("ln2_scale", "blocks.{l}.ln2.hook_scale", "vector", "the MLP norm's scale"),
     ("final_resid", "ln_final.hook_in", "vector", "the residual stream entering the final norm"),
@@ -130,7 +134,11 @@ def kind(name: str) -> Kind:
     """The :class:`Kind` of a short name or alias; raises listing the known kinds."""
     name = ALIASES.get(name, name)
     if name not in KINDS:
-        raise InputError(f"unknown site kind {name!r}; kinds: {sorted(KINDS)}")
+        import difflib
+
+        near = difflib.get_close_matches(name, list(KINDS) + list(ALIASES), n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise InputError(f"unknown site kind {name!r}{hint}; kinds: {', '.join(sorted(KINDS))}")
     return KINDS[name]
 
 

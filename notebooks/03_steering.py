@@ -22,7 +22,7 @@
 import pandas as pd
 
 import interp
-from interp import metrics, tasks
+from interp import metrics, runs, tasks
 from interp.logits import next_token_probs
 from interp.plots.logits import next_token_bars
 from interp.plots.steering import sweep_curves, sweep_heatmap
@@ -62,9 +62,10 @@ compare_generations(
 # %%
 eval_tokens = tasks.mode_sequences(64, d_vocab=d_vocab, n_ctx=16, mode=0, seed=1).tokens
 behaviour = metrics.set_prob(half_b, pos=[list(range(1, 16))])  # every position after the mode token
-frame = sweep(model, pairs, None, [0, 0.25, 0.5, 0.6, 0.75, 1, 2, 4], eval_tokens, behaviour, progress=False)
-print(f"unsteered B-half probability: {frame.attrs['baseline_behaviour']:.4f}")
-sweep_curves(frame)
+result = runs.run(sweep, model, pairs, None, [0, 0.25, 0.5, 0.6, 0.75, 1, 2, 4], eval_tokens, behaviour, progress=False)
+frame = result.frame
+print(f"unsteered B-half probability: {result.meta['baseline_behaviour']:.4f}")
+sweep_curves(result)
 
 # %%
 sweep_heatmap(frame, "behaviour")

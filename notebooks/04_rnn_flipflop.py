@@ -29,6 +29,7 @@ import interp
 from circuits import runs
 from circuits.patching import patch
 from interp import tasks
+from interp.runs import run
 
 TRAIN = False  # True: retrain the zoo recipe (seconds to a minute)
 if TRAIN:
@@ -65,13 +66,14 @@ corrupt = [
     "BOS W1 IGN W0 W0 IGN READ IGN IGN IGN READ",
 ]
 WRITE, READ = 4, 10
-frames = {
-    site: patch(model, clean, corrupt, site=site, by="pos", metric="logit_diff", progress=False)
+results = {
+    site: run(patch, model, clean, corrupt, site=site, by="pos", metric="logit_diff", progress=False)
     for site in ("hidden", "cell")
 }
+frames = {site: r.frame for site, r in results.items()}
 both = pd.concat([f.assign(site=site) for site, f in frames.items()], ignore_index=True)
 print(
-    f"logit diff clean {frames['cell'].attrs['clean_value']:.2f}, corrupt {frames['cell'].attrs['corrupt_value']:.2f}"
+    f"logit diff clean {results['cell'].meta['clean_value']:.2f}, corrupt {results['cell'].meta['corrupt_value']:.2f}"
 )
 both.pivot(index="pos", columns="site", values="normalised").round(3).T
 

@@ -26,7 +26,7 @@
 
 # %%
 import interp
-from interp import heads, retrieval
+from interp import heads, retrieval, runs
 from interp.plots.heads import ablation_bar, head_heatmap, induction_bar, sink_plot
 from interp.tasks import text
 
@@ -73,9 +73,9 @@ print(heads.top_heads(prefix, "prefix_matching", k=5))
 head_heatmap(prefix, title="prefix-matching and previous-token scores")
 
 # %%
-knockout = heads.induction_ablation(model, n=4, period=50, n_random=2, hows=("zero",), seed=0)
-print(f"in-context gain without ablation: {knockout.attrs['base_gain']:.2f} nats, k = {knockout.attrs['k']} heads")
-print(knockout[["how", "condition", "gain", "removed"]].round(3))
+knockout = runs.run(heads.induction_ablation, model, n=4, period=50, n_random=2, hows=("zero",), seed=0)
+print(f"in-context gain without ablation: {knockout.meta['base_gain']:.2f} nats, k = {knockout.meta['k']} heads")
+print(knockout.frame[["how", "condition", "gain", "removed"]].round(3))
 induction_bar(knockout)
 
 # %% [markdown]
@@ -87,7 +87,7 @@ induction_bar(knockout)
 # %%
 share = heads.sink_share(model, heads.default_tokens(model, n=2, length=100))
 generated = text.generated_text(model, 1, 64, seed=0)
-removal = heads.sink_removal(model, generated)
+removal = runs.run(heads.sink_removal, model, generated)
 print(f"sink share, first 10 layers {share.sink_share[:10].mean():.3f}, last 10 {share.sink_share[-10:].mean():.3f}")
-print(f"loss {removal.attrs['with_first']:.3f} nats with the first token, {removal.attrs['without_first']:.3f} without")
+print(f"loss {removal.meta['with_first']:.3f} nats with the first token, {removal.meta['without_first']:.3f} without")
 sink_plot(share, removal)

@@ -26,7 +26,7 @@
 
 # %%
 import interp
-from interp import function_vectors, steering
+from interp import function_vectors, runs, steering
 from interp.logits import next_token_probs
 from interp.plots.logits import next_token_bars
 from interp.plots.steering import function_vector_curve, sweep_curves, tradeoff_plot
@@ -104,7 +104,9 @@ task = text.function_task(model, "antonym")
 train = text.function_prompts(model, task, 32, split="train", seed=0)
 test = text.function_prompts(model, task, len(task.test), split="test", seed=1)
 print(repr(model.decode(model.tokenize(train.clean).rows()[0])))
-curve = function_vectors.layer_sweep(model, train, test, layers=[10, 14, 20], top_k=15, coefs=(2.0,), progress=False)
-print("top heads by indirect effect:", curve.attrs["heads"][:8])
-print(curve[["condition", "layer", "coef", "accuracy"]].round(3).to_string())
+curve = runs.run(
+    function_vectors.layer_sweep, model, train, test, layers=[10, 14, 20], top_k=15, coefs=(2.0,), progress=False
+)
+print("top heads by indirect effect:", curve.meta["heads"][:8])
+print(curve.frame[["condition", "layer", "coef", "accuracy"]].round(3).to_string())
 function_vector_curve(curve)

@@ -3,16 +3,24 @@ built offline and saved to a folder (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Tests never reach the Hugging Face hub: everything is built locally.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Runs the tests save (the CLI's --save, the app's Save buttons, notebooks, the browser test's
+# server) go to a store of their own, never the user's (interp.runs; removed at exit).
+os.environ["INTERP_RUNS"] = tempfile.mkdtemp(prefix="interp-test-runs-")
 
 import pytest
 import torch
 
 import interp
+
+atexit.register(shutil.rmtree, os.environ["INTERP_RUNS"], True)
 
 # The zoo models are tiny: intra-op threads only add overhead (3-20x on 2 shared cores).
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from interp import zoo
+from interp import runs, zoo
 from interp.attention import attention_patterns
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "app.py")
@@ -301,12 +301,13 @@ def test_patching_page_exact_and_attribution(induction_model):
     corrupt = induction_model.to_tokens(at.text_area(key="patch_corrupt").value)
     assert clean.shape == corrupt.shape and (clean != corrupt).sum() == 1  # the default: the last token replaced
     shown = at.dataframe[0].value
-    lib = patch(induction_model, clean, corrupt, site="z", by=("layer", "pos"), progress=False)
+    run = runs.run(patch, induction_model, clean, corrupt, site="z", by=("layer", "pos"), progress=False)
+    lib = run.frame
     merged = shown.merge(lib, on=["layer", "pos"], suffixes=("", "_lib"))
     assert len(merged) == len(shown) == 20
     np.testing.assert_allclose(merged["normalised"], merged["normalised_lib"], atol=1e-6)
     assert [float(m.value) for m in at.metric[:2]] == pytest.approx(
-        [lib.attrs["clean_value"], lib.attrs["corrupt_value"]], abs=1e-4
+        [run.meta["clean_value"], run.meta["corrupt_value"]], abs=1e-4
     )
     # the heads' output at the last position carries the whole effect, in layer 1
     top = shown.iloc[0]
@@ -406,8 +407,8 @@ def test_circuit_page_graph_top_k_faithfulness_and_mib(induction_model):
     assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-3) and len(figures(at)) == 2
     at.button(key="circ_mib").click().run()
     ok(at)
-    mib = full.mib(induction_model, clean, corrupt, "logit_diff", n_boot=200)
-    assert float(at.metric[3].value) == pytest.approx(mib.attrs["cpr"], abs=1e-3)
+    mib = runs.run(full.mib, induction_model, clean, corrupt, "logit_diff", n_boot=200)
+    assert float(at.metric[3].value) == pytest.approx(mib.meta["cpr"], abs=1e-3)
 
 
 def test_patching_page_on_a_recurrent_model():
@@ -526,8 +527,8 @@ def test_lens_page_on_the_real_model(smollm2):
     at.text_input(key="lens_contrast").input(" John").run()
     ok(at)
     logit, total = (float(m.value) for m in at.metric[:2])
-    lib = dla(smollm2, at.text_area(key="lens_prompt").value, " Mary", " John")
-    assert logit == pytest.approx(lib.attrs["logit"], abs=1e-3) and total == pytest.approx(logit, abs=1e-3)
+    lib = runs.run(dla, smollm2, at.text_area(key="lens_prompt").value, " Mary", " John")
+    assert logit == pytest.approx(lib.meta["logit"], abs=1e-3) and total == pytest.approx(logit, abs=1e-3)
     at.text_input(key="lens_target").input(" Parisian London").run()
     assert not at.exception and "3 tokens, not one" in at.error[0].value
 

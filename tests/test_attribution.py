@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 import interp
 from circuits import attribution, corrupt, edges, metrics, patching
-from interp import tasks
+from interp import runs, tasks
 from interp.gradients import site_gradients
 
 
@@ -34,10 +34,11 @@ def test_attribution_ranks_head_positions_like_exact_patching(which, induction_m
     model, (clean, corrupted, metric) = (
         (induction_model, induction_setup()) if which == "induction" else (recall_model, recall_setup())
     )
-    exact = patching.patch(model, clean, corrupted, site="z", metric=metric, progress=False)
-    est = attribution.attribute(model, clean, corrupted, site="z", metric=metric)
+    exact = runs.run(patching.patch, model, clean, corrupted, site="z", metric=metric, progress=False)
+    est = runs.run(attribution.attribute, model, clean, corrupted, site="z", metric=metric)
+    assert est.meta["clean_value"] == pytest.approx(exact.meta["clean_value"], abs=1e-5)
+    exact, est = exact.frame, est.frame
     assert list(est.columns) == list(exact.columns) and len(est) == len(exact)
-    assert est.attrs["clean_value"] == pytest.approx(exact.attrs["clean_value"], abs=1e-5)
     assert spearmanr(exact["effect"], est["effect"]).statistic >= 0.8
 
 

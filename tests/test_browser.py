@@ -191,6 +191,7 @@ REAL_PAGES = {
     "circuit": "Circuit",
     "steering": "Steering",
     "lens": "Lens",
+    "features": "Features",
 }
 
 
@@ -224,3 +225,91 @@ def test_every_page_renders_on_the_real_model(server, browser):
         assert state["exceptions"] == 0 and state["errors"] == 0, (path, state["text"][:2000])
         assert "Model: smollm2-135m" in state["text"], path
         assert "model=smollm2-135m" in browser.evaluate("window.location.search"), path
+
+
+# the verdict box the Papers page shows after a run (one of the four verdicts, in bold)
+VERDICT = """(() => {
+  const t = document.body ? document.body.innerText : '';
+  const m = t.match(/(not reproduced|reproduced|partial|not applicable) \\(\\d+ s\\)/);
+  return m ? m[1] : null;
+})()"""
+
+
+@pytest.mark.reproduce
+def test_papers_page_renders_every_finding(server, browser):
+    """The Papers page opened from its URL for each published finding on smollm2-135m: Run (quick)
+    draws the finding's figure beside the published number and shows a verdict, no error box.
+    Marked ``reproduce``: each run takes seconds to a couple of minutes on a CPU."""
+    import circuits.reproduce  # noqa: F401
+    from interp import reproduce
+
+    browser.call("Page.enable")
+    for fid in reproduce.findings():
+        browser.call("Page.navigate", url=f"{server}/papers?model=smollm2-135m&finding={fid}")
+
+        def ready(fid=fid):
+            s = json.loads(browser.evaluate(PROBE) or "null")
+            if s and (s["exceptions"] or s["errors"]):
+                return s
+            found = browser.evaluate(
+                "Array.from(document.querySelectorAll('button')).some(b => b.innerText.startsWith('Run " + fid + "'))"
+            )
+            return s if s and found and "Model: smollm2-135m" in s["text"] else None
+
+        wait_for(ready, 240, f"the Papers page for {fid}")
+        browser.evaluate(
+            "Array.from(document.querySelectorAll('button')).find(b => b.innerText.startsWith('Run "
+            + fid
+            + "')).click()"
+        )
+
+        def done(fid=fid):
+            s = json.loads(browser.evaluate(PROBE) or "null")
+            if s and (s["exceptions"] or s["errors"]):
+                return s
+            running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            verdict = browser.evaluate(VERDICT)
+            return s if s and verdict and s["svgs"] >= 1 and not running else None
+
+        state = wait_for(done, 600, f"the run of {fid} on the Papers page")
+        assert state["exceptions"] == 0 and state["errors"] == 0, (fid, state["text"][:2000])
+        assert browser.evaluate(VERDICT) in reproduce.VERDICTS, fid
+        assert f"finding={fid}" in browser.evaluate("window.location.search"), fid
+
+
+def test_runs_page_reopens_and_compares_two_runs(server, browser):
+    """Two saved runs (head scores of two zoo models) opened on the Runs page from a link with
+    ``?a=`` and ``?b=``: both figures, the difference figure and the comparison are drawn."""
+    import interp
+    from interp import heads, runs
+
+    ids = []
+    for name in ("induction-2l", "recall-2l"):
+        m = interp.load(name)
+        result = runs.run(heads.scores, m, heads.default_tokens(m, n=2, length=32))
+        ids.append(runs.save(result.with_figure("interp.plots.heads.head_heatmap", kinds=["induction"])))
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/runs?a={ids[0]}&b={ids[1]}")
+
+    def listed():
+        s = json.loads(browser.evaluate(PROBE) or "null")
+        running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+        # the Open tab shows the newest run: either id (both may be saved within the same second)
+        opened = any(f"runs.load('{i}')" in s["text"] for i in ids) if s else False
+        return s if s and (s["exceptions"] or s["errors"] or (opened and not running)) else None
+
+    state = wait_for(listed, 120, "the Runs page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    browser.evaluate(
+        "[...document.querySelectorAll('[role=\"tab\"]')].find(b => b.innerText.includes('Compare')).click()"
+    )
+
+    def compared():
+        s = json.loads(browser.evaluate(PROBE) or "null")
+        return s if s and (s["exceptions"] or ("rows matched" in s["text"] and s["heatmaps"] >= 3)) else None
+
+    state = wait_for(compared, 60, "the comparison of two runs")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    text = state["text"]
+    assert f"A {ids[0]}" in text.replace("\n", " ") and f"B {ids[1]}" in text.replace("\n", " ")
+    assert "48 / 48" in text and "differ" in text  # 2 layers x 4 heads x 6 kinds, matched cell by cell

@@ -11,7 +11,7 @@ from transformer_lens.patching import get_act_patch_attn_head_out_by_pos, get_ac
 
 from circuits import attribution, calibration, corrupt, edges, metrics, patching, path_patching, plots
 from circuits.faithfulness import MIB_BUDGETS
-from interp import heads, recompute_blocks
+from interp import heads, recompute_blocks, runs
 from interp import recompute as engine_fast
 from interp.gradients import site_gradients
 from interp.tasks import text
@@ -33,8 +33,9 @@ def test_downstream_engines_reproduce_gqa_llama_and_equal_transformer_lens(llama
     assert model.cfg.n_kv_heads == 2 and model.cfg.n_heads == 4
     _, clean_cache = model.module.run_with_cache(clean)
     ref = get_act_patch_attn_head_out_by_pos(model.module, corrupted, clean_cache, lambda lg: metric(lg))
-    ours = patching.patch(model, clean, corrupted, site="z", metric=metric, engine=engine, progress=False)
-    assert ours.attrs["engine"] == "native"
+    run = runs.run(patching.patch, model, clean, corrupted, site="z", metric=metric, engine=engine, progress=False)
+    ours = run.frame
+    assert run.meta["engine"] == "native"
     idx = tuple(torch.tensor(ours[c].values) for c in ("layer", "pos", "head"))
     assert (ref[idx] - torch.tensor(ours["value"].values, dtype=ref.dtype)).abs().max() < 1e-4
     for site in ("k", "v", "q", "pattern", "resid_pre", "mlp_out"):
@@ -165,8 +166,9 @@ def test_ioi_patching_finds_the_roles(smollm2, ioi_batch):
     strongest cells are a head at the second subject and heads at the last token."""
     b = ioi_batch
     metric = b.metric()
-    fast = patching.patch(smollm2, b.clean, b.corrupt, site="z", metric=metric, progress=False)
-    assert fast.attrs["engine"] == "native" and fast.attrs["clean_value"] > 2 > -2 > fast.attrs["corrupt_value"]
+    run = runs.run(patching.patch, smollm2, b.clean, b.corrupt, site="z", metric=metric, progress=False)
+    fast, a = run.frame, run.meta
+    assert a["engine"] == "native" and a["clean_value"] > 2 > -2 > a["corrupt_value"]
     sub = dict(layers=[17, 23], positions=[10, 14])
     hooks = patching.patch(smollm2, b.clean, b.corrupt, site="z", metric=metric, engine="hooks", progress=False, **sub)
     merged = fast.merge(hooks, on=["layer", "pos", "head"], suffixes=("", "_hooks"))
@@ -186,14 +188,15 @@ def test_ioi_eap_ig_circuit_and_mib_metrics(smollm2):
     circuit = attribution.edge_attribution(
         smollm2, b.clean, b.corrupt, metric=b.metric(), method="eap-ig", progress=False
     )
-    mib = circuit.mib(smollm2, b.clean, b.corrupt, metric=b.metric(), n_boot=200)
+    result = runs.run(circuit.mib, smollm2, b.clean, b.corrupt, metric=b.metric(), n_boot=200)
+    mib = result.frame
     assert list(mib["percent"]) == list(MIB_BUDGETS)
     f = mib.set_index("percent")["faithfulness"]
     assert f.loc[5] >= 0.7 and f.loc[100] == pytest.approx(1.0, abs=1e-3)
-    a = mib.attrs
+    a = result.meta
     assert 0.5 < a["cpr"] <= 1.2 and 0 <= a["cmd"] < 0.5
     assert a["cpr_ci"][0] <= a["cpr"] <= a["cpr_ci"][1]
-    fig = plots.faithfulness_plot(mib)
+    fig = plots.faithfulness_plot(result)
     assert "CPR" in fig.layout.title.text
     graph = plots.circuit_graph(circuit.prune(top_k=60))
     assert graph.data and graph.layout.height >= 450
@@ -205,12 +208,13 @@ def test_calibration_agrees_with_exact_patching_on_ioi(smollm2):
     from interp.tasks.text import ioi
 
     task = ioi(smollm2, 2, templates=[0])
-    df = calibration.calibration(smollm2, task.clean, task.corrupt, task.metric())
+    result = runs.run(calibration.calibration, smollm2, task.clean, task.corrupt, task.metric())
+    df, a = result.frame, result.meta
     assert len(df) == 270 and {"exact", "attribution", "eap_ig", "miss_attribution"} <= set(df.columns)
-    assert set(df.attrs["seconds"]) == {"exact", "attribution", "eap_ig"}
-    assert df.attrs["spearman"]["attribution"] >= 0.85, df.attrs["spearman"]
-    assert df.attrs["spearman"]["eap_ig"] >= 0.7, df.attrs["spearman"]
+    assert set(a["seconds"]) == {"exact", "attribution", "eap_ig"}
+    assert a["spearman"]["attribution"] >= 0.85, a["spearman"]
+    assert a["spearman"]["eap_ig"] >= 0.7, a["spearman"]
     # the head the estimates miss most is among the strong exact effects, as the report says
     worst = calibration.worst(df, "eap_ig", 2)
     assert len(worst) == 2 and (worst["exact"].abs() >= df["exact"].abs().quantile(0.9)).all()
-    assert len(plots.calibration_plot(df).data) >= 2
+    assert len(plots.calibration_plot(result).data) >= 2

@@ -164,8 +164,10 @@ def _patch_resid(model, hf, clean, corrupt):
     # restoring the whole final residual stream restores the clean run (the readout reads only it;
     # the first layer's input is not enough everywhere: Zamba2 feeds the embeddings to later layers too)
     last = model.cfg.n_layers - 1
-    whole = patch(model, clean, corrupt, site="resid_post", by="layer", layers=[last], metric=metric, progress=False)
-    assert abs(whole["value"].iloc[0] - whole.attrs["clean_value"]) < TOL
+    whole = interp.runs.run(
+        patch, model, clean, corrupt, site="resid_post", by="layer", layers=[last], metric=metric, progress=False
+    )
+    assert abs(whole.frame["value"].iloc[0] - whole.meta["clean_value"]) < TOL
 
 
 def _patch_heads(model, hf, clean, corrupt):
@@ -292,11 +294,11 @@ def _tuned_lens(model, hf, clean, corrupt):
 def _dla(model, hf, clean, corrupt):
     from interp.lens import dla
 
-    frame = dla(model, clean[:1], int(clean[0, -1]), int(clean[0, 0]))
-    want = frame.attrs.get("pre_cap", frame.attrs["logit"])
-    assert abs(frame.attrs["total"] - want) < 1e-4 * (1 + abs(want))
-    if "pre_cap" not in frame.attrs:
-        assert abs(frame.attrs["total"] - frame.attrs["logit"]) < 1e-4 * (1 + abs(want))
+    meta = interp.runs.run(dla, model, clean[:1], int(clean[0, -1]), int(clean[0, 0])).meta
+    want = meta.get("pre_cap", meta["logit"])
+    assert abs(meta["total"] - want) < 1e-4 * (1 + abs(want))
+    if "pre_cap" not in meta:
+        assert abs(meta["total"] - meta["logit"]) < 1e-4 * (1 + abs(want))
 
 
 def _retrieval(model, hf, clean, corrupt):

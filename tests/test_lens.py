@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import interp
+from interp import runs
 from interp.lens import TunedLens, dla, lens_kl, logit_lens, residual_sites, train_tuned_lens
 from interp.plots.lens import dla_plot, kl_curves, lens_grid, target_curves
 from interp.tasks.synthetic import repeated_tokens
@@ -43,8 +44,9 @@ def test_last_reading_is_the_model(name, request):
             last = _target_logprobs(frame)[-1]
             assert (last - own[:, target].double()).abs().max() < 1e-5, (stage, norm)
         assert lens_kl(model, prompt, stage=stage)["kl"].iloc[-1] < 1e-5
-    pieces = dla(model, prompt, target)
-    assert abs(pieces.attrs["total"] - pieces.attrs["logit"]) < 1e-4
+    attributed = runs.run(dla, model, prompt, target)
+    pieces, meta = attributed.frame, attributed.meta
+    assert abs(meta["total"] - meta["logit"]) < 1e-4
     assert abs(pieces["value"].sum() - float(model(batch.tokens)[0, -1, target])) < 1e-4
 
 
@@ -111,17 +113,18 @@ def test_ioi_dla_names_the_writers(smollm2):
     from interp.interventions import zero
 
     prompt = "When Mary and John went to the store, John gave a drink to"
-    frame = dla(smollm2, prompt, " Mary", " John")
-    assert frame.attrs["logit"] > 2  # the model gets it right
+    result = runs.run(dla, smollm2, prompt, " Mary", " John")
+    frame, logit = result.frame, result.meta["logit"]
+    assert logit > 2  # the model gets it right
     heads = frame[frame["kind"] == "head"].sort_values("value", ascending=False)
     top = heads.iloc[0]
-    assert top["value"] > 0.1 * frame.attrs["logit"]
+    assert top["value"] > 0.1 * logit
     assert int(top["layer"]) >= smollm2.cfg.n_layers // 2  # name movers are late
     batch = smollm2.tokenize(prompt)
     with smollm2.intervene(zero(smollm2.site("z", int(top["layer"])), heads=[int(top["head"])])):
         logits = smollm2(batch.tokens)[0, -1]
     mary, john = smollm2.token_id(" Mary"), smollm2.token_id(" John")
-    assert float(logits[mary] - logits[john]) < frame.attrs["logit"] - 0.3 * top["value"]
+    assert float(logits[mary] - logits[john]) < logit - 0.3 * top["value"]
 
 
 def _repeats(model, n: int, seed: int) -> torch.Tensor:

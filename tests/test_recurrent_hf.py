@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import circuits
 import interp
 from interp import interventions as I
+from interp import runs
 from interp.decoding import greedy
 from interp.errors import InputError
 from interp.gradients import site_gradients
@@ -356,14 +357,15 @@ def test_circuits_patch_by_layer_and_step(zoo):
     cell; cells at or after the last read position change nothing."""
     _, model = zoo("mamba")
     clean, corrupt = prompts(2)
-    df = circuits.patch(model, clean, corrupt, site="ssm_state", by="layer,pos", metric="kl", progress=False)
-    assert df.attrs["engine"] == "hooks" and len(df) == model.cfg.n_layers * T
+    run = runs.run(circuits.patch, model, clean, corrupt, site="ssm_state", by="layer,pos", metric="kl", progress=False)
+    df = run.frame
+    assert run.meta["engine"] == "hooks" and len(df) == model.cfg.n_layers * T
     with torch.no_grad():
         want, src = model.run_with_cache(clean, names=model.sites("ssm_state"))
     clean_lp = want[:, -1].log_softmax(-1)
     for row in df.itertuples():
         if row.pos >= T - 1:
-            assert row.value == pytest.approx(df.attrs["baseline"], abs=1e-6)  # read at T-1 only: no effect
+            assert row.value == pytest.approx(run.meta["baseline"], abs=1e-6)  # read at T-1 only: no effect
             continue
         name = model.site("ssm_state", int(row.layer))
         with torch.no_grad(), model.intervene(I.patch(name, src[name], positions=_at(int(row.pos)))):
@@ -444,27 +446,29 @@ def test_hybrid_recurrent_sites_in_recurrent_layers_only(zoo):
 @pytest.mark.parametrize("family", ["mamba", "rwkv", "xlstm"])
 def test_defaults_attribution_dla_and_lens(zoo, family):
     """Attribution's default site is the mixer output where there are no heads; it ranks cells like
-    exact patching; DLA's per-layer pieces add up to the logit (xLSTM's soft-capped logits are
-    refused); the logit lens at the last layer is the model's own output."""
+    exact patching; DLA's per-layer pieces add up to the logit (xLSTM's: before its soft-cap); the logit lens at the last layer is the model's own output."""
     _, model = zoo(family)
     clean, corrupt = prompts(5)
-    att = circuits.attribute(model, clean, corrupt, metric="kl")
-    assert att.attrs["site"] == "mixer_out" and set(att.columns) >= {"layer", "pos"}
-    exact = circuits.patch(model, clean, corrupt, metric="kl", progress=False)
-    assert exact.attrs["site"] == "mixer_out"
+    att_run = runs.run(circuits.attribute, model, clean, corrupt, metric="kl")
+    att = att_run.frame
+    assert att_run.meta["site"] == "mixer_out" and set(att.columns) >= {"layer", "pos"}
+    exact_run = runs.run(circuits.patch, model, clean, corrupt, metric="kl", progress=False)
+    exact = exact_run.frame
+    assert exact_run.meta["site"] == "mixer_out"
     reached = exact["pos"] >= P
     assert (
         torch.corrcoef(torch.tensor([att.loc[reached, "effect"].values, exact.loc[reached, "effect"].values]))[0, 1]
         > 0.5
     )
     target = int(model(clean[:1])[0, -1].argmax())
-    if family == "xlstm":
-        with pytest.raises(InputError, match="soft-cap"):
-            interp.lens.dla(model, clean[:1], target)
+    dla_run = runs.run(interp.lens.dla, model, clean[:1], target)
+    d, a = dla_run.frame, dla_run.meta
+    assert set(d["kind"]) == {"embed", "layer", "bias"} and len(d) == model.cfg.n_layers + 2
+    if family == "xlstm":  # soft-capped logits: the pieces add up to the logit before the cap
+        assert "soft-cap" in a["linearisation"] and a["pre_cap"] == a["total"]
+        assert abs(a["logit"]) < abs(a["total"]) + 1e-6  # the cap only shrinks
     else:
-        d = interp.lens.dla(model, clean[:1], target)
-        assert set(d["kind"]) == {"embed", "layer", "bias"} and len(d) == model.cfg.n_layers + 2
-        assert d.attrs["total"] == pytest.approx(d.attrs["logit"], abs=1e-4)
+        assert a["total"] == pytest.approx(a["logit"], abs=1e-4)
     lens = interp.lens.logit_lens(model, clean[:1])
     last = lens[(lens["layer"] == lens["layer"].max()) & (lens["rank_k"] == 1)].sort_values("pos")
     with torch.no_grad():
@@ -548,10 +552,10 @@ def test_state_sites_take_the_hooks_engine(zoo):
     _, model = zoo("zamba2")
     clean, corrupt = prompts(7)
     kw = dict(by="layer,pos", metric="kl", progress=False)
-    state = circuits.patch(model, clean, corrupt, site="conv_state", **kw)
-    assert state.attrs["engine"] == "hooks" and state["effect"].abs().max() > 1e-3
+    state = runs.run(circuits.patch, model, clean, corrupt, site="conv_state", **kw)
+    assert state.meta["engine"] == "hooks" and state.frame["effect"].abs().max() > 1e-3
     with pytest.raises(InputError, match="decoding cache"):
         circuits.patch(model, clean, corrupt, site="conv_state", engine="native", **kw)
-    native = circuits.patch(model, clean, corrupt, site="conv_in", **kw)
+    native = runs.run(circuits.patch, model, clean, corrupt, site="conv_in", **kw)
     hooks = circuits.patch(model, clean, corrupt, site="conv_in", engine="hooks", **kw)
-    assert native.attrs["engine"] == "native" and (native["value"] - hooks["value"]).abs().max() < 1e-5
+    assert native.meta["engine"] == "native" and (native.frame["value"] - hooks["value"]).abs().max() < 1e-5

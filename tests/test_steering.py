@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import interp
-from interp import metrics, steering, tasks
+from interp import metrics, runs, steering, tasks
 from interp.steering import SteeringVector
 
 N_CTX = 16
@@ -37,11 +37,24 @@ def vec0(steer_model, pairs) -> SteeringVector:
 
 
 @pytest.fixture(scope="module")
-def steer_sweep(steer_model, pairs, mode_a):
+def steer_run(steer_model, pairs, mode_a) -> runs.Result:
     neutral = tasks.mode_sequences(16, d_vocab=64, n_ctx=N_CTX, mode=1, seed=6).tokens
-    return steering.sweep(
-        steer_model, pairs, [0, 1], COEFS, mode_a, half_b_everywhere(), neutral_prompts=neutral, progress=False
+    return runs.run(
+        steering.sweep,
+        steer_model,
+        pairs,
+        [0, 1],
+        COEFS,
+        mode_a,
+        half_b_everywhere(),
+        neutral_prompts=neutral,
+        progress=False,
     )
+
+
+@pytest.fixture(scope="module")
+def steer_sweep(steer_run):
+    return steer_run.frame
 
 
 def half_b_everywhere() -> metrics.Metric:
@@ -57,9 +70,9 @@ def flipflop_model() -> interp.Model:
 # --- the done-when on steer-2l ---------------------------------------------------------------
 
 
-def test_caa_steers_the_mode_monotonically(steer_sweep):
-    df = steer_sweep
-    assert df.attrs["baseline_behaviour"] < 0.01
+def test_caa_steers_the_mode_monotonically(steer_run):
+    df = steer_run.frame
+    assert steer_run.meta["baseline_behaviour"] < 0.01
     steer = df[df.vector == "steer"]
     for layer, part in steer.groupby("layer"):
         b = part.sort_values("coef")["behaviour"].to_numpy()
@@ -81,9 +94,9 @@ def test_random_control_of_equal_norm_does_not_move_it(steer_sweep):
         assert s.loc[reach] - r.loc[reach] > 0.8
 
 
-def test_damage_rises_with_strength(steer_sweep):
-    df = steer_sweep
-    assert df.attrs["damage_on"] == "neutral"
+def test_damage_rises_with_strength(steer_run):
+    df = steer_run.frame
+    assert steer_run.meta["damage_on"] == "neutral"
     for (layer, kind), part in df.groupby(["layer", "vector"]):
         d = part.sort_values("coef")["damage"].to_numpy()
         assert d[0] == pytest.approx(0.0, abs=1e-6)
@@ -352,7 +365,7 @@ def test_cli_steer(tmp_path):
             "1.0",
             "--new-tokens",
             "3",
-            "--save",
+            "--save-vector",
             str(tmp_path / "v"),
         ],
     )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp import function_vectors as fvs
-from interp import steering
+from interp import runs, steering
 from interp.plots.steering import function_vector_curve, tradeoff_plot
 from interp.tasks import text
 
@@ -16,7 +16,8 @@ from interp.tasks import text
 @pytest.fixture(scope="module")
 def sentiment_sweep(smollm2):
     task = text.sentiment(smollm2)
-    return task, steering.sweep(
+    return task, runs.run(
+        steering.sweep,
         smollm2,
         task.pairs,
         [20, 24],
@@ -35,8 +36,8 @@ def test_sentiment_pairs_are_natural_text_of_different_lengths(smollm2):
 
 
 def test_caa_raises_sentiment_monotonically_and_the_random_control_does_not(sentiment_sweep):
-    task, df = sentiment_sweep
-    base = df.attrs["baseline_behaviour"]
+    task, result = sentiment_sweep
+    df, base = result.frame, result.meta["baseline_behaviour"]
     steer = df[df.vector == "steer"]
     best = steer.groupby("layer")["behaviour"].max().idxmax()
     s = steer[steer.layer == best].sort_values("coef")["behaviour"].to_numpy()
@@ -47,7 +48,8 @@ def test_caa_raises_sentiment_monotonically_and_the_random_control_does_not(sent
     prompt = df[df.vector == "prompt"].iloc[0]
     assert prompt["instruction"] == task.instruction and prompt["behaviour"] > base  # the baseline, same frame
     assert {"damage", "neutral_loss"} <= set(df.columns)
-    fig = tradeoff_plot(df)
+    fig = tradeoff_plot(result)
+    assert result.meta["metric"] in fig.layout.title.text  # the Result's meta titles the figure
     assert any(t.name == "prompting baseline" for t in fig.data)
 
 
@@ -56,13 +58,14 @@ def test_function_vector_on_held_out_antonyms(smollm2):
     assert task.test and not set(task.test) & set(task.train)
     train = text.function_prompts(smollm2, task, 32, split="train", seed=0)
     test = text.function_prompts(smollm2, task, len(task.test), split="test", seed=1)
-    df = fvs.layer_sweep(smollm2, train, test, layers=[12, 14], top_k=15, coefs=(2.0,), progress=False)
+    result = runs.run(fvs.layer_sweep, smollm2, train, test, layers=[12, 14], top_k=15, coefs=(2.0,), progress=False)
+    df = result.frame
     zero = float(df[df.condition == "zero_shot"]["accuracy"].iloc[0])
-    best = df.attrs["best"]
+    best = result.meta["best"]
     rand = float(df[(df.condition == "random") & (df.layer == best["layer"])]["accuracy"].max())
     assert best["accuracy"] >= zero + 0.4 and best["accuracy"] > rand
     assert float(df[df.condition == "few_shot"]["accuracy"].iloc[0]) >= 0.5
-    assert len(df.attrs["heads"]) == 15
+    assert len(result.meta["heads"]) == 15
     fig = function_vector_curve(df)
     assert {t.name for t in fig.data} == {"fv, coef 2", "random, coef 2"} and len(fig.layout.shapes) == 2
 

@@ -1,7 +1,9 @@
 """Shared state of the app pages: the chosen model (cached once per process), the prompt
 widget every page uses, cached analysis results, and the one way errors are shown.
 
-Pages call library functions only; this module adds caching and widgets, no maths.
+Pages call library functions only; this module adds caching and widgets, no maths.  Cached
+results are :class:`interp.runs.Result` (frame, meta, provenance); ``save_button`` keeps the
+one a page shows in the run store.
 Models are cached with ``st.cache_resource`` (one instance shared by all sessions, never
 copied); results with ``st.cache_data`` keyed by the model source and the token ids.
 """
@@ -61,5 +63,7 @@ from apps.state.results import (
     sinks,
     steering_sweep,
     steering_vector,
+    support,
     tuned_lens,
 )
+from apps.state.saving import save_button

@@ -1,45 +1,61 @@
 """Cached analysis results (``st.cache_data`` through :func:`apps.state.models.cached`, keyed by
 the model source, the session's device and dtype, and hashable specs of the inputs); each calls
-one library function and adds nothing mathematical."""
+one library function through :func:`interp.runs.run` (so the page has the frame, the analysis's
+context and its provenance, ready to save) and adds nothing mathematical."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
 from apps.state.inputs import Key, Prompts, corruption, resolve_metric, task_batch, text_model
 from apps.state.models import cached, load_model
+from interp.runs import Result, run
 
 
 @cached(show_spinner=False, max_entries=64)
-def attention_patterns(source: str, tokens: tuple[int, ...]) -> np.ndarray:
-    """``[layer, head, dest, src]`` patterns of one prompt (see interp.attention)."""
+def attention_patterns(source: str, tokens: tuple[int, ...]) -> Result:
+    """interp.attention.attention_patterns of one prompt: the tidy frame, and the
+    ``[layer, head, dest, src]`` tensor as ``value``."""
     from interp.attention import attention_patterns as patterns
 
-    return patterns(load_model(source), torch.tensor([tokens])).numpy()
+    return run(patterns, load_model(source), torch.tensor([tokens]))
+
+
+@cached(show_spinner="Running every analysis on a small probe ...", max_entries=8)
+def support(source: str) -> Result:
+    """interp.support: which analyses run on the model and which decline (with the reason)."""
+    from interp.capabilities import support as check
+
+    return run(check, load_model(source))
 
 
 @cached(show_spinner="Scoring heads ...", max_entries=32)
-def head_scores(source: str, n: int, length: int, seed: int) -> pd.DataFrame:
+def head_scores(source: str, n: int, length: int, seed: int) -> Result:
     """interp.heads.scores on ``n`` [BOS] r r probes of ``length`` tokens."""
     from interp import heads
 
     model = load_model(source)
-    return heads.scores(model, heads.default_tokens(model, n=n, length=length, seed=seed))
+    return run(heads.scores, model, heads.default_tokens(model, n=n, length=length, seed=seed))
 
 
 @cached(show_spinner="Ablating ...", max_entries=64)
 def ablation(
     source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int, n_random: int
-) -> pd.DataFrame:
+) -> Result:
     """interp.ablation.ablation_effect of ``heads`` on ``n`` sequences of the model's task."""
     from interp.ablation import ablation_effect
 
     model = load_model(source)
-    return ablation_effect(
-        model, task_batch(model, n, seed), list(heads), how, metric=metric, n_random=n_random, seed=seed
+    return run(
+        ablation_effect,
+        model,
+        task_batch(model, n, seed),
+        list(heads),
+        how,
+        metric=metric,
+        n_random=n_random,
+        seed=seed,
     )
 
 
@@ -65,7 +81,7 @@ def steering_sweep(
     neutral: Prompts | None,
     instruction: str | None,
     start_pos: int,
-) -> pd.DataFrame:
+) -> Result:
     """interp.steering.sweep at ``layers`` x ``coefs`` with the random control (and, with an
     ``instruction``, the prompting baseline).  behaviour: ``("logodds", targets, opposites)``
     (log-odds of the target words against their opposites at each eval prompt's last token) or
@@ -79,7 +95,8 @@ def steering_sweep(
     else:  # every position of equally long prompts, else each prompt's last token
         batch = model.tokenize(list(evals))
         metric = set_prob(list(behaviour[1]), pos=-1 if batch.padded else [list(range(batch.tokens.shape[1]))])
-    return sweep(
+    return run(
+        sweep,
         model,
         ContrastPairs(list(positive), list(negative)),
         list(layers),
@@ -109,8 +126,10 @@ def retrieval(
     model = load_model(source)
     build = {"passkey": text.passkey, "needle_haystack": text.needle_haystack}[task]
     batch = build(model, n, context_length=context_length, depth=depth, seed=seed)
-    e = retrieval_experiment(model, batch, k=k, n_random=n_random, seed=seed, progress=False)
+    r = run(retrieval_experiment, model, batch, k=k, n_random=n_random, seed=seed, progress=False)
+    e = r.value
     return {
+        "run": r,  # frame: the scores; meta: the masking experiment
         "scores": e.scores,
         "masking": e.masking,
         "sparsity": e.sparsity,
@@ -124,13 +143,14 @@ def retrieval(
 @cached(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
 def niah(
     source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
-) -> pd.DataFrame:
+) -> Result:
     """interp.retrieval.niah_grid, with ``heads`` query-masked as a second condition and as many
     random heads masked as the control."""
     from interp.retrieval import niah_grid
 
     chosen = [(int(l), int(h)) for l, h in heads]
-    return niah_grid(
+    return run(
+        niah_grid,
         load_model(source),
         list(lengths),
         list(depths),
@@ -142,7 +162,7 @@ def niah(
 
 
 @cached(show_spinner="Attention sinks ...", max_entries=16)
-def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def sinks(source: str, n: int, length: int, seed: int) -> tuple[Result, Result]:
     """Sink share by layer and the loss with / without the first token, on text the model
     writes itself (text models) or on repeated random tokens (zoo models)."""
     from interp import heads
@@ -155,7 +175,7 @@ def sinks(source: str, n: int, length: int, seed: int) -> tuple[pd.DataFrame, pd
         if text_model(model)
         else heads.default_tokens(model, n=n, length=length, seed=seed)
     )
-    return sink_share(model, tokens), sink_removal(model, tokens)
+    return run(sink_share, model, tokens), run(sink_removal, model, tokens)
 
 
 @st.cache_resource(show_spinner="Training a tuned lens on text the model writes itself ...", max_entries=4)
@@ -167,21 +187,21 @@ def tuned_lens(source: str, train: bool):
 
 
 @cached(show_spinner="Reading every layer ...", max_entries=64)
-def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> pd.DataFrame:
+def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> Result:
     """interp.lens.logit_lens of one prompt (through the saved tuned lens if ``tuned``)."""
     from interp.lens import logit_lens
 
     model = load_model(source)
     chosen = tuned_lens(source, False) if tuned else None
-    return logit_lens(model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
+    return run(logit_lens, model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
 
 
 @cached(show_spinner="Direct logit attribution ...", max_entries=64)
-def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> pd.DataFrame:
+def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> Result:
     """interp.lens.dla at the last position of one prompt."""
     from interp.lens import dla as attribute
 
-    return attribute(load_model(source), torch.tensor([tokens]), target, contrast)
+    return run(attribute, load_model(source), torch.tensor([tokens]), target, contrast)
 
 
 @cached(show_spinner="Patching ...", max_entries=32)
@@ -195,7 +215,7 @@ def patching(
     direction: str,
     mode: str,
     window: int,
-) -> pd.DataFrame:
+) -> Result:
     """circuits.patching.patch (mode "exact") or circuits.attribution.attribute ("attribution")."""
     from circuits.attribution import attribute
     from circuits.patching import patch
@@ -205,7 +225,8 @@ def patching(
     tokens = torch.tensor(clean)
     metric = resolve_metric(model, spec, metric)
     if mode == "exact":
-        return patch(
+        return run(
+            patch,
             model,
             tokens,
             corrupt,
@@ -216,16 +237,18 @@ def patching(
             window=window,
             progress=False,
         )
-    return attribute(model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
+    return run(attribute, model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
 
 
 @cached(show_spinner="Scoring every edge ...", max_entries=16)
-def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int):
-    """circuits.attribution.edge_attribution: the unpruned circuit with every edge scored."""
+def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> Result:
+    """circuits.attribution.edge_attribution: every edge scored (the frame), the unpruned circuit
+    as ``value``."""
     from circuits.attribution import edge_attribution
 
     model = load_model(source)
-    return edge_attribution(
+    return run(
+        edge_attribution,
         model,
         torch.tensor(clean),
         corruption(model, clean, spec),
@@ -241,17 +264,26 @@ def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str,
     """Faithfulness of the top-k circuit of :func:`edge_scores` on the same inputs (keyed by
     its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
     model = load_model(source)
-    circuit = edge_scores(source, clean, spec, metric, method, steps).prune(top_k=top_k)
+    circuit = edge_scores(source, clean, spec, metric, method, steps).value.prune(top_k=top_k)
     return circuit.faithfulness(
         model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric)
     )
 
 
 @cached(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
-def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> pd.DataFrame:
-    """Circuit.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD with intervals."""
+def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> Result:
+    """circuits.faithfulness.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD
+    with intervals."""
+    from circuits.faithfulness import mib as at_budgets
+
     model = load_model(source)
-    full = edge_scores(source, clean, spec, metric, method, steps)
-    return full.mib(
-        model, torch.tensor(clean), corruption(model, clean, spec), resolve_metric(model, spec, metric), n_boot=200
+    full = edge_scores(source, clean, spec, metric, method, steps).value
+    return run(
+        at_budgets,
+        full,
+        model,
+        torch.tensor(clean),
+        corruption(model, clean, spec),
+        resolve_metric(model, spec, metric),
+        n_boot=200,
     )

@@ -4,7 +4,7 @@ labels and hover values, and the prompt coloured by what one destination token a
 import streamlit as st
 
 from apps import state
-from interp.plots.attention import attention_pattern, head_grid, token_attention_html
+from interp.plots.attention import attention_pattern, layer_grid, token_attention_html
 
 st.title("Attention patterns")
 model = state.current_model()
@@ -14,12 +14,15 @@ with state.friendly("attention"):
 tokens = state.prompt_tokens(model, "attn")
 str_tokens = model.to_str_tokens(tokens)
 with state.friendly("attention patterns"):
-    patterns = state.attention_patterns(state.current_source(), state.token_key(tokens))
+    result = state.attention_patterns(state.current_source(), state.token_key(tokens))
+    patterns = result.value.numpy()
 n_layers, n_heads, n_pos, _ = patterns.shape
 st.caption(f"{n_pos} tokens: " + " ".join(str_tokens))
 
 layer = st.selectbox("Layer", range(n_layers), index=n_layers - 1, key="attn_layer")
-st.plotly_chart(head_grid(patterns[layer], str_tokens, layer=layer), key="attn_grid")
+shown = result.with_figure(layer_grid, layer=int(layer))  # what is drawn is what a saved run redraws
+st.plotly_chart(shown.draw(), key="attn_grid")
+state.save_button(shown, key="attention")
 
 head = st.selectbox("Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}")
 st.plotly_chart(

@@ -3,6 +3,8 @@ pruned to its top-k edges (a log-spaced slider: useful from 1 edge to all of a 2
 model's), drawn with layers as columns, with the faithfulness of what is kept, MIB's
 faithfulness at edge budgets (CPR / CMD) and the circuit as JSON to download."""
 
+import dataclasses
+
 import streamlit as st
 import torch
 
@@ -36,7 +38,8 @@ method = cols[1].selectbox(
 steps = cols[2].number_input("EAP-IG steps", 1, 50, 5, key="circ_steps", disabled=method != "eap-ig")
 steps = int(steps) if method == "eap-ig" else 1
 with state.friendly("edge attribution"):
-    full = state.edge_scores(source, clean_key, spec, metric, method, steps)
+    scored = state.edge_scores(source, clean_key, spec, metric, method, steps)
+full = scored.value  # the unpruned circuit; scored.frame: every edge's score
 
 n_edges = len(full.edges)
 sizes = sorted(
@@ -67,12 +70,17 @@ c3.metric(
     "patched to the corrupt run; 1 = the circuit alone restores the clean behaviour",
 )
 DRAWN = 2000  # a browser draws a few thousand edges comfortably
+graph = None
 if kept:
     if len(kept) > DRAWN:
         st.caption(f"drawing the top {DRAWN} of the {len(kept)} kept edges")
-    st.plotly_chart(circuit_graph(pruned if len(kept) <= DRAWN else full.prune(top_k=DRAWN)), key="circ_graph")
+    graph = circuit_graph(pruned if len(kept) <= DRAWN else full.prune(top_k=DRAWN))
+    st.plotly_chart(graph, key="circ_graph")
 else:
     st.info("No kept edge lies on a path from the input to the logits: keep more edges to see the circuit.")
+# the run: every edge's score (so the circuit can be pruned again), the pruning shown and its faithfulness
+kept_run = dataclasses.replace(scored, meta={**scored.meta, "top_k": int(top_k), "faithfulness": float(faith)})
+state.save_button(kept_run.with_figure(graph) if graph is not None else kept_run, key="circuit")
 st.download_button(
     "Download the circuit (JSON)",
     pruned.to_json,
@@ -83,10 +91,13 @@ st.download_button(
 with st.expander(f"Edges (the top {min(DRAWN, n_edges)} by |score|; `kept`: in the circuit)"):
     st.dataframe(pruned.edges_frame().nlargest(DRAWN, "abs_score"), width="stretch", hide_index=True)
 left, right = st.columns(2)
+settings = (clean_key, spec, metric, method, steps)
 if left.button("MIB faithfulness at edge budgets (CPR / CMD)", key="circ_mib"):
+    st.session_state["circ_mib_for"] = settings  # shown (and savable) until the settings change
+if st.session_state.get("circ_mib_for") == settings:
     with state.friendly("MIB"):
-        table = state.mib(source, clean_key, spec, metric, method, steps)
-    a = table.attrs
+        at_budgets = state.mib(source, clean_key, spec, metric, method, steps)
+    table, a = at_budgets.frame, at_budgets.meta
     c1, c2 = st.columns(2)
     c1.metric(
         "CPR (area under faithfulness, higher is better)",
@@ -98,7 +109,8 @@ if left.button("MIB faithfulness at edge budgets (CPR / CMD)", key="circ_mib"):
         f"{a['cmd']:.3f}",
         help=f"95% bootstrap interval over prompts: [{a['cmd_ci'][0]:.3f}, {a['cmd_ci'][1]:.3f}]",
     )
-    st.plotly_chart(faithfulness_plot(table), key="circ_mib_fig")
+    st.plotly_chart(faithfulness_plot(at_budgets), key="circ_mib_fig")
+    state.save_button(at_budgets, key="circuit_mib")
     st.dataframe(table, width="stretch", hide_index=True)
 if right.button("Faithfulness of the top-k circuits", key="circ_curve"):
     with state.friendly("faithfulness curve"):

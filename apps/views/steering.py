@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from apps import state
+from interp import runs
 from interp.errors import InputError
 from interp.logits import next_token_probs
 from interp.plots.logits import next_token_bars
@@ -122,7 +123,10 @@ with state.friendly("bad prompt"):
     base = next_token_probs(model, tokens, k=min(10, model.cfg.d_vocab))
     with vec.apply(model, coef=coef, start_pos=int(start_pos)):
         steered = next_token_probs(model, tokens, k=min(10, model.cfg.d_vocab))
-    gens = compare_generations(model, vec, tokens, coef, start_pos=int(start_pos), max_new_tokens=12 if text else 8)
+    generated = runs.run(
+        compare_generations, model, vec, tokens, coef, start_pos=int(start_pos), max_new_tokens=12 if text else 8
+    )
+    gens = generated.frame
 st.plotly_chart(
     next_token_bars(
         {"unsteered": base, f"steered (coef {coef:g}, layer {layer})": steered}, title="next-token distribution"
@@ -130,6 +134,7 @@ st.plotly_chart(
     key="steer_bars",
 )
 st.dataframe(gens, width="stretch", hide_index=True)
+state.save_button(generated, key="steering_generations")
 
 # --- the sweep ---------------------------------------------------------------------------
 st.subheader("Sweep")
@@ -161,7 +166,12 @@ cols = st.columns(2)
 layer_default = sorted({model.cfg.n_layers // 3, model.cfg.n_layers // 2, model.cfg.n_layers * 2 // 3})
 layers = cols[0].multiselect("Layers", list(range(model.cfg.n_layers)), default=layer_default, key="steer_layers")
 coefs_text = cols[1].text_input("Coefficients", "0 1 2 4", key="steer_coefs")
+inputs = (positive, negative, method, tuple(sorted(layers)), coefs_text, target_text, int(start_pos)) + (
+    (opposite_text, evals_text, instruction) if text else ()
+)
 if st.button("Sweep", key="steer_sweep", disabled=not layers):
+    st.session_state["steer_sweep_for"] = inputs  # shown (and savable) until an input changes
+if layers and st.session_state.get("steer_sweep_for") == inputs:
     with state.friendly("sweep"):
         coefs = tuple(state.parse_numbers(coefs_text, float, "coefficients"))
         if text:
@@ -175,7 +185,7 @@ if st.button("Sweep", key="steer_sweep", disabled=not layers):
         else:
             targets = tuple(model.to_tokens(target_text, prepend_bos=False)[0].tolist())
             behaviour, evals = ("prob", targets), negative
-        frame = state.steering_sweep(
+        swept = state.steering_sweep(
             source,
             positive,
             negative,
@@ -189,9 +199,10 @@ if st.button("Sweep", key="steer_sweep", disabled=not layers):
             int(start_pos),
         )
     left, right = st.columns(2)
-    left.plotly_chart(sweep_curves(frame), key="steer_sweep_fig")
-    right.plotly_chart(tradeoff_plot(frame), key="steer_tradeoff_fig")
-    st.dataframe(frame, width="stretch", hide_index=True)
+    left.plotly_chart(sweep_curves(swept), key="steer_sweep_fig")
+    right.plotly_chart(tradeoff_plot(swept), key="steer_tradeoff_fig")
+    state.save_button(swept.with_figure(sweep_curves), key="steering_sweep")
+    st.dataframe(swept.frame, width="stretch", hide_index=True)
 else:
     st.info(
         "Press **Sweep**: behaviour and damage at each chosen layer and coefficient, for the vector and for a "

@@ -6,6 +6,7 @@ prefix-matching, sink or copying heads (:mod:`~interp.heads.patterns`), how head
 
 from interp.heads.composition import COMPOSITION_KINDS, composition_scores, copying_scores
 from interp.heads.icl import icl_score, in_context_gain, induction_ablation, loss_by_position
+from interp.heads.importance import head_importance, pruning_curve, pruning_order, random_order
 from interp.heads.patterns import (
     KINDS,
     PATTERN_KINDS,
@@ -20,6 +21,10 @@ from interp.heads.patterns import (
 from interp.heads.sinks import sink_removal, sink_share
 
 __all__ = [
+    "head_importance",
+    "pruning_curve",
+    "pruning_order",
+    "random_order",
     "in_context_gain",
     "induction_ablation",
     "sink_removal",

@@ -10,6 +10,7 @@ import torch
 
 from interp.errors import InputError
 from interp.model import Model
+from interp.runs import analysis, record
 from interp.tasks import TaskBatch
 from interp.tasks import loss_by_position as _loss_by_position
 
@@ -72,6 +73,7 @@ def in_context_gain(model: Model, tokens: torch.Tensor, period: int) -> tuple[fl
     return float(first), float(repeat)
 
 
+@analysis("induction_ablation", figure="interp.plots.heads.induction_bar")
 def induction_ablation(
     model: Model,
     *,
@@ -97,7 +99,7 @@ def induction_ablation(
 
     Returns ``DataFrame[how, condition ("none" | "induction" | "random"), draw, heads,
     first_loss, repeat_loss, gain, removed, icl]`` (losses in nats; removed = 1 - gain / the
-    unablated gain).  ``df.attrs``: ``k``, ``heads`` (the induction heads, best first), their
+    unablated gain).  Meta (``interp.runs.run(induction_ablation, ...).meta``): ``k``, ``heads`` (the induction heads, best first), their
     ``scores``.
     """
     from interp import heads as H
@@ -160,5 +162,5 @@ def induction_ablation(
             )
     df = pd.DataFrame(rows)
     df["removed"] = 1 - df["gain"] / base["gain"]
-    df.attrs.update(k=k, heads=targets, scores=[float(s) for s in found["score"]], base_gain=base["gain"])
+    record(k=k, heads=targets, scores=[float(s) for s in found["score"]], base_gain=base["gain"])
     return df

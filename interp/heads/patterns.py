@@ -24,6 +24,7 @@ from interp import executor as executors
 from interp.errors import InputError
 from interp.executor import Executor
 from interp.model import Model
+from interp.runs import analysis
 from interp.tasks import TaskBatch, repeated_tokens
 from interp.tokens import TokenBatch
 
@@ -151,6 +152,7 @@ def _custom_pattern(fn: PatternFn, name: str, row: torch.Tensor) -> torch.Tensor
 # --- pattern scores -------------------------------------------------------------------------
 
 
+@analysis("head_scores", figure="interp.plots.heads.head_heatmap")
 def scores(
     model: Model,
     tokens: torch.Tensor | TokenBatch | TaskBatch | None = None,

@@ -21,7 +21,7 @@ what the model itself unembeds.
 """
 
 from interp.lens.dla import dla
-from interp.lens.logit import NORMS, STAGES, lens_kl, logit_lens, residual_sites, residuals
+from interp.lens.logit import NORMS, STAGES, lens_kl, logit_lens, residual_sites, residuals, token_set_probs
 from interp.lens.tuned import TunedLens, default_path, train_tuned_lens, tuned_lens_for
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "logit_lens",
     "residual_sites",
     "residuals",
+    "token_set_probs",
     "train_tuned_lens",
     "tuned_lens_for",
 ]

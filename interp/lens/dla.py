@@ -14,10 +14,12 @@ from interp import sites as S
 from interp.errors import InputError
 from interp.lens.logit import _one_prompt
 from interp.model import Model, Tokens
+from interp.runs import analysis, record
 from interp.weights import readout
 
 
 @torch.no_grad()
+@analysis("dla", figure="interp.plots.lens.dla_plot")
 def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -> pd.DataFrame:
     """Direct logit attribution at ``pos`` of one prompt: the logit of ``target`` (minus that of
     ``contrast``, if given) split into pieces that add up to it, with the final norm's scale
@@ -33,7 +35,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     With a final logit soft-cap (Gemma-2) the pieces add up to the logit before the cap
     (``attrs["pre_cap"]``); the cap is applied after them.
 
-    Returns ``DataFrame[component, kind, layer, head, value]`` and ``df.attrs`` with ``logit``
+    Returns ``DataFrame[component, kind, layer, head, value]`` and, in its Result's meta (``interp.runs.run(dla, ...).meta``), ``logit``
     (the model's own value), ``total`` (the sum of the pieces: equal to ``logit``, or to
     ``pre_cap`` under a soft-cap), ``scale`` and ``linearisation`` (what is frozen).
     """
@@ -104,7 +106,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     assert logits is not None  # run_with_cache returns logits unless asked not to (logits=False)
     own = float(logits[0, p, t] - (logits[0, p, c] if c is not None else 0))
     total = float(df["value"].sum())
-    df.attrs.update(
+    meta: dict = dict(
         logit=own,
         total=total,
         scale=float(scale),
@@ -115,6 +117,7 @@ def dla(model: Model, tokens: Tokens, target, contrast=None, *, pos: int = -1) -
     )
     if ro.softcap:
         # the pieces add up to the logits before Gemma-2's final soft-cap, which is applied after them
-        df.attrs["pre_cap"] = total
-        df.attrs["linearisation"] += f"; the final soft-cap ({ro.softcap:g} tanh(x / {ro.softcap:g})) applied after"
+        meta["pre_cap"] = total
+        meta["linearisation"] += f"; the final soft-cap ({ro.softcap:g} tanh(x / {ro.softcap:g})) applied after"
+    record(**meta)
     return df

@@ -12,6 +12,7 @@ import torch
 from interp.errors import InputError
 from interp.memory import rows_per_chunk
 from interp.model import Model, Tokens
+from interp.runs import analysis, record
 from interp.weights import Readout, readout
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def _one_prompt(model: Model, tokens: Tokens):
 
 
 @torch.no_grad()
+@analysis("logit_lens", figure="interp.plots.lens.lens_grid")
 def logit_lens(
     model: Model,
     tokens: Tokens,
@@ -154,7 +156,7 @@ def logit_lens(
         lt = torch.cat(target_logp)  # [readings, pos]
         columns.update(target_prob=grid(lt.exp()), target_logprob=grid(lt), target_rank=grid(torch.cat(target_rank)))
     df = pd.DataFrame(columns)
-    df.attrs.update(
+    record(
         stage=stage,
         norm=norm,
         target=None if t is None else model.to_str_tokens([t])[0],
@@ -184,4 +186,35 @@ def lens_kl(
         lg = _read(ro, stack[layer][real], layer, lens, scale)
         kl = (final.exp() * (final - lg.log_softmax(-1))).sum(-1).mean()
         rows.append({"layer": layer, "kl": float(kl)})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def token_set_probs(
+    model: Model, tokens: Tokens, sets: dict[str, Sequence[Sequence[int]]], *, stage: str = "post"
+) -> pd.DataFrame:
+    """The logit lens at each prompt's last token, summed over token sets: for every prompt
+    ``i``, reading (layer) and named set, the probability the lens puts on the tokens
+    ``sets[name][i]`` (e.g. every first token of the word in one language).
+
+    tokens: prompts of any lengths (one forward).  Returns ``DataFrame[prompt, layer, set,
+    prob]``; the last reading is the model's own distribution (see :func:`logit_lens` for the
+    readings of each ``stage``; the final norm's statistics are recomputed at every layer)."""
+    batch = model.tokenize(tokens)
+    for name, per_prompt in sets.items():
+        if len(per_prompt) != len(batch):
+            raise InputError(f"token set {name!r} has {len(per_prompt)} entries for {len(batch)} prompts")
+        for ids in per_prompt:
+            if not len(ids) or any(not 0 <= int(t) < model.cfg.d_vocab for t in ids):
+                raise InputError(f"token set {name!r} has an empty entry or ids outside the vocabulary")
+    stack, _ = residuals(model, batch, stage)  # [readings, batch, pos, d]
+    last = batch.last.to(stack.device)
+    at = stack[:, torch.arange(len(batch), device=stack.device), last]  # [readings, batch, d]
+    probs = readout(model).logits(at).softmax(-1)  # [readings, batch, vocab]
+    rows = []
+    for name, per_prompt in sets.items():
+        for i, ids in enumerate(per_prompt):
+            idx = torch.tensor(sorted({int(t) for t in ids}), device=probs.device)
+            p = probs[:, i, idx].sum(-1).cpu()
+            rows += [{"prompt": i, "layer": r, "set": name, "prob": float(p[r])} for r in range(len(p))]
     return pd.DataFrame(rows)

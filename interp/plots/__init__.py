@@ -1,4 +1,5 @@
-"""Plot functions: take the DataFrames the analyses return, give plotly figures."""
+"""Plot functions: take the DataFrames the analyses return (or their :class:`interp.runs.Result`,
+whose meta titles the figure), give plotly figures."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from collections.abc import Sequence
 import pandas as pd
 
 from interp.errors import InputError
+
+
+def unpack(x) -> tuple[pd.DataFrame, dict]:
+    """A plot's input as ``(frame, meta)``: a DataFrame (no meta) or an
+    :class:`interp.runs.Result` (its frame and the context the analysis recorded)."""
+    from interp.runs.result import parts
+
+    return parts(x)
 
 
 def require(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = "") -> None:

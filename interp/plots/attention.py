@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
+from interp.plots import require
 
 COLORSCALE = "Blues"
 
@@ -150,6 +151,28 @@ def head_grid(
     for i in range(len(heads)):  # square panels
         fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=i // cols + 1, col=i % cols + 1)
     return fig
+
+
+def layer_grid(result, layer: int | None = None, *, cols: int = 4) -> go.Figure:
+    """:func:`head_grid` of one layer (default the last) from a tidy pattern frame
+    (:func:`interp.attention.patterns_frame`) or the :class:`interp.runs.Result` of
+    :func:`interp.attention.attention_patterns` (whose meta gives the token labels)."""
+    from interp.runs import parts
+
+    frame, meta = parts(result)
+    require(frame, ["layer", "head", "dest", "src", "attention"], "layer_grid", "from interp.attention.patterns_frame")
+    layers = sorted(int(l) for l in frame["layer"].unique())
+    layer = layers[-1] if layer is None else int(layer)
+    if layer not in layers:
+        raise InputError(f"layer {layer} is not in the frame; it has {layers}")
+    part = frame[frame["layer"] == layer]
+    heads = sorted(int(h) for h in part["head"].unique())
+    n = int(frame["dest"].max()) + 1
+    arr = np.zeros((len(heads), n, n))
+    index = {h: i for i, h in enumerate(heads)}
+    arr[part["head"].map(index).to_numpy(), part["dest"].to_numpy(), part["src"].to_numpy()] = part["attention"]
+    tokens = list(meta.get("str_tokens") or [str(i) for i in range(n)])
+    return head_grid(arr, tokens, layer=layer, cols=cols, heads=heads)
 
 
 def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:

@@ -17,11 +17,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
-from interp.plots import require
+from interp.plots import require, unpack
 
 
 def head_heatmap(
-    frame: pd.DataFrame,
+    frame,
     kinds: Sequence[str] | str | None = None,
     *,
     title: str | None = None,
@@ -35,6 +35,7 @@ def head_heatmap(
     scores lie in [0, 1] share a 0-1 scale; signed scores (copying) use a diverging -1..1
     scale.  annotate: print values in the cells (default: for grids up to 16 x 16).
     """
+    frame, _ = unpack(frame)
     require(frame, ["layer", "head", "score"], "head_heatmap")
     frame = frame if "kind" in frame.columns else frame.assign(kind="score")
     present = list(dict.fromkeys(frame["kind"]))
@@ -132,12 +133,13 @@ def composition_heatmap(frame: pd.DataFrame, kind: str = "K", *, title: str | No
     return fig
 
 
-def ablation_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def ablation_bar(frame, *, title: str | None = None) -> go.Figure:
     """The task metric clean, with the target heads ablated, and with each random control
     (bars: clean, target, random mean with its standard deviation; dots: each random draw).
 
     frame: :func:`interp.ablation.ablation_effect`.
     """
+    frame, _ = unpack(frame)
     require(frame, ["condition", "value", "heads"], "ablation_bar")
     metric = str(frame["metric"].iloc[0]) if "metric" in frame.columns else "value"
     clean = frame[frame["condition"] == "clean"]["value"]
@@ -223,10 +225,11 @@ def loss_by_position_plot(frame: pd.DataFrame, *, title: str | None = None, labe
     return fig
 
 
-def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def induction_bar(frame, *, title: str | None = None) -> go.Figure:
     """Share of the in-context gain removed per ablation: the induction heads against each
     random draw (dots), one group of bars per way of ablating (a frame from
     :func:`interp.heads.induction_ablation`)."""
+    frame, meta = unpack(frame)
     require(frame, ["how", "condition", "removed"], "induction_bar")
     parts = frame[frame["condition"] != "none"]
     hows = list(dict.fromkeys(parts["how"]))
@@ -254,7 +257,7 @@ def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure
             hovertext=rand.get("heads"),
         )
     )
-    k = frame.attrs.get("k", "")
+    k = meta.get("k", "")
     fig.update_layout(
         title=title or f"share of the in-context gain removed by ablating {k} heads",
         barmode="group",
@@ -265,10 +268,12 @@ def induction_bar(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure
     return fig
 
 
-def sink_plot(share: pd.DataFrame, removal: pd.DataFrame | None = None, *, title: str | None = None) -> go.Figure:
+def sink_plot(share, removal=None, *, title: str | None = None) -> go.Figure:
     """Attention mass on the first token by layer (a :func:`interp.heads.sink_share` frame) and,
     with ``removal`` (:func:`interp.heads.sink_removal`), the loss by position with and
     without the first token."""
+    share, _ = unpack(share)
+    removal = unpack(removal)[0] if removal is not None else None
     require(share, ["layer", "sink_share"], "sink_plot")
     cols = 2 if removal is not None else 1
     fig = make_subplots(

@@ -12,22 +12,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
-from interp.plots import require
+from interp.plots import require, unpack
 
 
-def _layer_label(frame: pd.DataFrame, layer: int) -> str:
+def _layer_label(frame: pd.DataFrame, layer: int, stage: str = "post") -> str:
     """``pre``/``mid`` readings end with the final residual (numbered ``n_layers``)."""
     last = int(frame["layer"].max())
-    if frame.attrs.get("stage", "post") != "post" and layer == last:
+    if stage != "post" and layer == last:
         return "final"
     return str(layer)
 
 
-def lens_grid(frame: pd.DataFrame, *, color: str = "prob", title: str | None = None) -> go.Figure:
+def lens_grid(frame, *, color: str = "prob", title: str | None = None) -> go.Figure:
     """The logit-lens grid of :func:`interp.lens.logit_lens`: readings (rows, first layer at the
     bottom) x positions (columns, labelled with the input token), each cell printing the top
     token; ``color``: ``"prob"`` (the top token's probability) or ``"target_prob"`` (the
-    target's, a frame computed with ``target``)."""
+    target's, a frame computed with ``target``).  frame: the frame or its Result (whose meta
+    names the stage, the target and whether a tuned lens read it)."""
+    frame, meta = unpack(frame)
     require(frame, ["layer", "pos", "input", "rank_k", "token", "prob"], "lens_grid", "from interp.lens.logit_lens")
     if color not in ("prob", "target_prob"):
         raise InputError(f"color must be 'prob' or 'target_prob', got {color!r}")
@@ -40,7 +42,7 @@ def lens_grid(frame: pd.DataFrame, *, color: str = "prob", title: str | None = N
     text = top.pivot(index="layer", columns="pos", values="token").reindex(index=layers, columns=positions)
     inputs = top.drop_duplicates("pos").set_index("pos")["input"].reindex(positions)
     xlabels = [f"{p}: {inputs[p]!r}"[:24] for p in positions]  # unique even for repeated tokens
-    ylabels = [_layer_label(frame, int(layer)) for layer in layers]
+    ylabels = [_layer_label(frame, int(layer), meta.get("stage", "post")) for layer in layers]
     cells = text.to_numpy().astype(str)
     small = len(positions) <= 40 and len(layers) <= 48
     fig = go.Figure(
@@ -59,10 +61,10 @@ def lens_grid(frame: pd.DataFrame, *, color: str = "prob", title: str | None = N
             hovertemplate="layer %{y}, %{x}<br>top: %{customdata!r}<br>p = %{z:.3f}<extra></extra>",
         )
     )
-    what = f"p({frame.attrs['target']!r})" if color == "target_prob" and frame.attrs.get("target") else "top token"
-    kind = "tuned lens" if frame.attrs.get("tuned") else "logit lens"
+    what = f"p({meta['target']!r})" if color == "target_prob" and meta.get("target") else "top token"
+    kind = "tuned lens" if meta.get("tuned") else "logit lens"
     fig.update_layout(
-        title=title or f"{kind} ({frame.attrs.get('stage', 'post')}): {what}",
+        title=title or f"{kind} ({meta.get('stage', 'post')}): {what}",
         height=max(320, 18 * len(layers) + 160),
         xaxis=dict(type="category", tickangle=-45),
         yaxis=dict(type="category", title="layer"),
@@ -91,13 +93,17 @@ def _curves(frames: Mapping[str, pd.DataFrame], y: str, ytitle: str, title: str)
     return fig
 
 
-def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: str | None = None) -> go.Figure:
+def target_curves(frames: Mapping, *, pos: int = -1, title: str | None = None) -> go.Figure:
     """The target's probability per layer at position ``pos``, one line per labelled lens frame
-    (e.g. ``{"logit lens": ..., "tuned lens": ...}``, frames computed with a ``target``)."""
+    (e.g. ``{"logit lens": ..., "tuned lens": ...}``, frames or their Results, computed with a
+    ``target``)."""
     if not frames:
         raise InputError("no lens frames to draw")
     picked = {}
-    for label, frame in frames.items():
+    target = None
+    for label, item in frames.items():
+        frame, meta = unpack(item)
+        target = target if target is not None else meta.get("target")
         require(
             frame,
             ["layer", "pos", "rank_k", "target_prob"],
@@ -109,7 +115,6 @@ def target_curves(frames: Mapping[str, pd.DataFrame], *, pos: int = -1, title: s
             raise InputError(f"pos {pos} is outside the {len(positions)} positions")
         at = frame[(frame["pos"] == positions[pos]) & (frame["rank_k"] == 1)]
         picked[label] = at.sort_values("layer")
-    target = next(iter(frames.values())).attrs.get("target")
     return _curves(picked, "target_prob", "probability", title or f"p({target!r}) by layer")
 
 
@@ -123,16 +128,18 @@ def kl_curves(frames: Mapping[str, pd.DataFrame], *, title: str | None = None) -
     return fig
 
 
-def dla_plot(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def dla_plot(frame, *, title: str | None = None) -> go.Figure:
     """Direct logit attribution (:func:`interp.lens.dla`): per-head contributions as a layer x
     head heatmap (diverging, zero white) beside a bar per other component (embedding, each
-    MLP or recurrent layer, biases).  Recurrent models: the bars only."""
+    MLP or recurrent layer, biases).  Recurrent models: the bars only.  frame: the frame or its
+    Result (whose meta names the target and contrast tokens)."""
+    frame, meta = unpack(frame)
     require(frame, ["component", "kind", "layer", "head", "value"], "dla_plot", "from interp.lens.dla")
     heads = frame[frame["kind"] == "head"]
     rest = frame[frame["kind"] != "head"]
-    what = frame.attrs.get("target", "target")
-    if frame.attrs.get("contrast") is not None:
-        what = f"{what!r} - {frame.attrs['contrast']!r}"
+    what = meta.get("target", "target")
+    if meta.get("contrast") is not None:
+        what = f"{what!r} - {meta['contrast']!r}"
     else:
         what = repr(what)
     title = title or f"direct logit attribution to {what} (sum {frame['value'].sum():.2f})"

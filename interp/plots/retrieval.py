@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from interp.plots import require
+from interp.plots import require, unpack
 
 
-def niah_heatmap(frame: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def niah_heatmap(frame, *, title: str | None = None) -> go.Figure:
     """Answer accuracy over needle depth (rows) x context length (columns), one panel per
     condition (a frame from :func:`interp.retrieval.niah_grid`)."""
+    frame, _ = unpack(frame)
     require(
         frame, ["context_length", "depth", "condition", "accuracy"], "niah_heatmap", "from interp.retrieval.niah_grid"
     )

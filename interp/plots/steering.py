@@ -15,7 +15,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
-from interp.plots import require
+from interp.plots import require, unpack
 
 VALUES = ("behaviour", "damage", "neutral_loss")
 KINDS = ("steer", "random")
@@ -30,10 +30,9 @@ def _check(df: pd.DataFrame, value: str) -> None:
     )
 
 
-def sweep_heatmap(
-    df: pd.DataFrame, value: str = "behaviour", vector: str = "steer", *, title: str | None = None
-) -> go.Figure:
+def sweep_heatmap(df, value: str = "behaviour", vector: str = "steer", *, title: str | None = None) -> go.Figure:
     """Heatmap of ``value`` over layer (rows) x coefficient (columns) for one ``vector`` kind."""
+    df, _ = unpack(df)
     _check(df, value)
     if vector not in set(df["vector"]):
         raise InputError(f"vector must be one of {sorted(set(df['vector']))}, got {vector!r}")
@@ -58,12 +57,11 @@ def sweep_heatmap(
     return fig
 
 
-def sweep_curves(
-    df: pd.DataFrame, value: str = "behaviour", *, damage: bool = True, title: str | None = None
-) -> go.Figure:
+def sweep_curves(df, value: str = "behaviour", *, damage: bool = True, title: str | None = None) -> go.Figure:
     """``value`` against the coefficient, one colour per layer; solid = steering vector,
     dashed = random control of equal norm.  With ``damage`` (and a ``damage`` column), a
     second panel shows the damage the same way."""
+    df, _ = unpack(df)
     _check(df, value)
     panels = [value] + (["damage"] if damage and "damage" in df.columns and value != "damage" else [])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels)
@@ -94,10 +92,11 @@ def sweep_curves(
     return fig
 
 
-def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None = None) -> go.Figure:
+def tradeoff_plot(df, *, damage: str = "damage", title: str | None = None) -> go.Figure:
     """Behaviour against damage, one curve per layer (points = coefficients, solid = steering
     vector, dashed = the random control), the unsteered model and the prompting baseline as
     single markers (a :func:`interp.steering.sweep` frame)."""
+    df, meta = unpack(df)
     _check(df, "behaviour")
     if damage not in df.columns:
         raise InputError(f"the sweep frame has no {damage!r} column")
@@ -134,7 +133,7 @@ def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None
                 )
             )
     fig.update_layout(
-        title=title or f"steering: behaviour ({df.attrs.get('metric', '')}) against {damage}",
+        title=title or f"steering: behaviour ({meta.get('metric', '')}) against {damage}",
         xaxis_title=f"{damage} (KL from the unsteered model on neutral text, nats)" if damage == "damage" else damage,
         yaxis_title="behaviour",
         height=450,
@@ -142,10 +141,11 @@ def tradeoff_plot(df: pd.DataFrame, *, damage: str = "damage", title: str | None
     return fig
 
 
-def function_vector_curve(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def function_vector_curve(df, *, title: str | None = None) -> go.Figure:
     """Held-out accuracy against the layer the function vector is added after (a
     :func:`interp.function_vectors.layer_sweep` frame): one solid line per coefficient, the
     random vector of equal norm dashed, zero-shot and few-shot accuracy as horizontal lines."""
+    df, _ = unpack(df)
     require(
         df,
         ["condition", "layer", "coef", "accuracy"],

@@ -57,24 +57,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from interp import sites as S
+from interp.weights import raw
+
 
 # --------------------------------------------------------------------------------------
 # Finding the modules a Hugging Face model calls (also inside a TransformerBridge)
 # --------------------------------------------------------------------------------------
-def unwrap(module: nn.Module) -> nn.Module:
-    """The Hugging Face module inside a TransformerBridge component (itself if none)."""
-    while isinstance(getattr(module, "_original_component", None), nn.Module):
-        module = module._original_component  # type: ignore[assignment]
-    return module
-
-
 def called(root: nn.Module, path: str) -> nn.Module:
     """The module a Hugging Face model calls at ``path`` (dotted attribute names): each owner's
     forward calls ``self.<name>``, which after a bridge rewrote the tree may be a bridge component
     (hooks on it fire all the same)."""
     module = root
     for part in path.split("."):
-        owner = unwrap(module)
+        owner = raw(module)
         module = owner[int(part)] if part.isdigit() else getattr(owner, part)  # type: ignore[index]
     return module
 
@@ -342,7 +338,7 @@ def _mamba_mixers(hf: nn.Module) -> list[tuple[str, Any]]:
     """(path, HF module) of every Mamba-1 / Mamba-2 mixer: modules with ``A_log`` and a ``layer_idx``."""
     out: list[tuple[str, Any]] = []
     for path, module in hf.named_modules():
-        m = unwrap(module)
+        m = raw(module)
         if hasattr(m, "A_log") and isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "in_proj"):
             if not any(path.startswith(p + ".") for p, _ in out) and all(m is not x for _, x in out):
                 out.append((path, m))
@@ -367,38 +363,38 @@ def _mamba(hf: nn.Module) -> Family | None:
         E = int(m.intermediate_size)
         N = int(m.ssm_state_size)
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", path, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", path, "out"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{path}.out_proj", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), path, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), path, "out"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{path}.out_proj", "in"),
         ]
         if hasattr(m, "x_proj"):  # Mamba-1: in_proj -> (x, z); conv; x_proj -> (dt, B, C)
             kinds.add("mamba")
             R = int(m.time_step_rank)
             sites += [
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{path}.in_proj", "out", (0, E)),
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{path}.in_proj", "out", (E, 2 * E)),
-                ModuleSite(f"blocks.{l}.hook_conv", f"{path}.x_proj", "in"),
+                ModuleSite(S.kind("conv_in").hook(l), f"{path}.in_proj", "out", (0, E)),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{path}.in_proj", "out", (E, 2 * E)),
+                ModuleSite(S.kind("conv").hook(l), f"{path}.x_proj", "in"),
             ]
             if hasattr(m, "b_layernorm"):  # FalconMamba / Jamba normalise dt, B and C after x_proj
                 sites += [
-                    ModuleSite(f"blocks.{l}.hook_dt", f"{path}.dt_layernorm"),
-                    ModuleSite(f"blocks.{l}.hook_B", f"{path}.b_layernorm"),
-                    ModuleSite(f"blocks.{l}.hook_C", f"{path}.c_layernorm"),
+                    ModuleSite(S.kind("dt").hook(l), f"{path}.dt_layernorm"),
+                    ModuleSite(S.kind("B").hook(l), f"{path}.b_layernorm"),
+                    ModuleSite(S.kind("C").hook(l), f"{path}.c_layernorm"),
                 ]
             else:
                 sites += [
-                    ModuleSite(f"blocks.{l}.hook_dt", f"{path}.x_proj", "out", (0, R)),
-                    ModuleSite(f"blocks.{l}.hook_B", f"{path}.x_proj", "out", (R, R + N)),
-                    ModuleSite(f"blocks.{l}.hook_C", f"{path}.x_proj", "out", (R + N, R + 2 * N)),
+                    ModuleSite(S.kind("dt").hook(l), f"{path}.x_proj", "out", (0, R)),
+                    ModuleSite(S.kind("B").hook(l), f"{path}.x_proj", "out", (R, R + N)),
+                    ModuleSite(S.kind("C").hook(l), f"{path}.x_proj", "out", (R + N, R + 2 * N)),
                 ]
         else:  # Mamba-2: in_proj -> (z, xBC, dt); the gated norm reads the scan output y
             kinds.add("mamba2")
             conv_dim, H = int(m.conv_dim), int(m.num_heads)
             sites += [
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{path}.in_proj", "out", (0, E)),
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{path}.in_proj", "out", (E, E + conv_dim)),
-                ModuleSite(f"blocks.{l}.hook_dt", f"{path}.in_proj", "out", (E + conv_dim, E + conv_dim + H)),
-                ModuleSite(f"blocks.{l}.hook_hidden", f"{path}.norm", "in"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{path}.in_proj", "out", (0, E)),
+                ModuleSite(S.kind("conv_in").hook(l), f"{path}.in_proj", "out", (E, E + conv_dim)),
+                ModuleSite(S.kind("dt").hook(l), f"{path}.in_proj", "out", (E + conv_dim, E + conv_dim + H)),
+                ModuleSite(S.kind("hidden").hook(l), f"{path}.norm", "in"),
             ]
     layers_t = tuple(sorted(layers))
     return Family(
@@ -411,12 +407,12 @@ def _mamba(hf: nn.Module) -> Family | None:
 
 
 def _rwkv(hf: nn.Module) -> Family | None:
-    blocks: Any = getattr(getattr(unwrap(hf), "rwkv", None), "blocks", None)
-    mix = getattr(unwrap(blocks[0]), "attention", None) if blocks is not None else None
+    blocks: Any = getattr(getattr(raw(hf), "rwkv", None), "blocks", None)
+    mix = getattr(raw(blocks[0]), "attention", None) if blocks is not None else None
     if (
         blocks is None
         or mix is None
-        or not all(hasattr(unwrap(mix), a) for a in ("time_decay", "time_first", "time_mix_key"))
+        or not all(hasattr(raw(mix), a) for a in ("time_decay", "time_first", "time_mix_key"))
     ):
         return None  # RWKV-4's time mix: a decay, a bonus for the current token and token-shift mixing
     L = len(blocks)
@@ -424,10 +420,10 @@ def _rwkv(hf: nn.Module) -> Family | None:
     for l in range(L):
         p = f"rwkv.blocks.{l}.attention"
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out"),
-            ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.receptance"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.output", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), p, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), p, "out"),
+            ModuleSite(S.kind("gate_pre").hook(l), f"{p}.receptance"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.output", "in"),
         ]
     every = tuple(range(L))
     return Family(
@@ -439,28 +435,28 @@ def _rwkv(hf: nn.Module) -> Family | None:
 
 
 def _griffin(hf: nn.Module) -> Family | None:
-    base = getattr(unwrap(hf), "model", None)
+    base = getattr(raw(hf), "model", None)
     layers = getattr(base, "layers", None)
     if layers is None:
         return None
     recurrent: dict[int, Any] = {}
     for l in range(len(layers)):
-        tb = getattr(unwrap(layers[l]), "temporal_block", None)
-        if tb is not None and hasattr(unwrap(tb), "rg_lru"):
-            recurrent[l] = unwrap(tb)
+        tb = getattr(raw(layers[l]), "temporal_block", None)
+        if tb is not None and hasattr(raw(tb), "rg_lru"):
+            recurrent[l] = raw(tb)
     if not recurrent:
         return None
     sites: list[ModuleSite] = []
     for l in range(len(layers)):
         p = f"model.layers.{l}.temporal_block"
-        sites += [ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"), ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out")]
+        sites += [ModuleSite(S.kind("mixer_in").hook(l), p, "in"), ModuleSite(S.kind("mixer_out").hook(l), p, "out")]
         if l in recurrent:
             sites += [
-                ModuleSite(f"blocks.{l}.hook_conv_in", f"{p}.linear_x"),
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.linear_y"),
-                ModuleSite(f"blocks.{l}.hook_conv", f"{p}.rg_lru", "in"),
-                ModuleSite(f"blocks.{l}.hook_lru_out", f"{p}.rg_lru"),
-                ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.linear_out", "in"),
+                ModuleSite(S.kind("conv_in").hook(l), f"{p}.linear_x"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{p}.linear_y"),
+                ModuleSite(S.kind("conv").hook(l), f"{p}.rg_lru", "in"),
+                ModuleSite(S.kind("lru_out").hook(l), f"{p}.rg_lru"),
+                ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.linear_out", "in"),
             ]
     rec = tuple(sorted(recurrent))
     return Family(
@@ -475,26 +471,26 @@ def _griffin(hf: nn.Module) -> Family | None:
 
 
 def _xlstm(hf: nn.Module) -> Family | None:
-    backbone = getattr(unwrap(hf), "backbone", None)
+    backbone = getattr(raw(hf), "backbone", None)
     blocks = getattr(backbone, "blocks", None)
-    if blocks is None or not hasattr(unwrap(blocks[0]), "mlstm_layer"):
+    if blocks is None or not hasattr(raw(blocks[0]), "mlstm_layer"):
         return None
     sites: list[ModuleSite] = []
     single = getattr(hf.config, "weight_mode", "single") == "single"
     for l in range(len(blocks)):
         p = f"backbone.blocks.{l}.mlstm_layer"
         sites += [
-            ModuleSite(f"blocks.{l}.hook_mixer_in", p, "in"),
-            ModuleSite(f"blocks.{l}.hook_mixer_out", p, "out"),
-            ModuleSite(f"blocks.{l}.hook_out_proj_in", f"{p}.out_proj", "in"),
+            ModuleSite(S.kind("mixer_in").hook(l), p, "in"),
+            ModuleSite(S.kind("mixer_out").hook(l), p, "out"),
+            ModuleSite(S.kind("out_proj_in").hook(l), f"{p}.out_proj", "in"),
             ModuleSite(f"blocks.{l}.ln2.hook_in", f"backbone.blocks.{l}.norm_ffn", "in"),
-            ModuleSite(f"blocks.{l}.hook_mlp_out", f"backbone.blocks.{l}.ffn"),
+            ModuleSite(S.kind("mlp_out").hook(l), f"backbone.blocks.{l}.ffn"),
         ]
         if single:
             sites += [
-                ModuleSite(f"blocks.{l}.hook_gate_pre", f"{p}.ogate_preact"),
-                ModuleSite(f"blocks.{l}.hook_input_gate_pre", f"{p}.igate_preact"),
-                ModuleSite(f"blocks.{l}.hook_forget_gate_pre", f"{p}.fgate_preact"),
+                ModuleSite(S.kind("gate_pre").hook(l), f"{p}.ogate_preact"),
+                ModuleSite(S.kind("input_gate_pre").hook(l), f"{p}.igate_preact"),
+                ModuleSite(S.kind("forget_gate_pre").hook(l), f"{p}.fgate_preact"),
             ]
     every = tuple(range(len(blocks)))
     return Family(

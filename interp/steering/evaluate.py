@@ -33,6 +33,7 @@ from interp import metrics as M
 from interp.decoding import greedy
 from interp.errors import InputError
 from interp.model import Model, Tokens
+from interp.runs import analysis, record
 from interp.steering.vector import SteeringVector, check_finite, positions
 from interp.tasks import loss_by_position
 from interp.tasks.contrast import AnswerPos, ContrastPairs
@@ -136,6 +137,7 @@ def _continuations(model: Model, prompts: TokenBatch, n: int, concept: torch.Ten
 
 
 @torch.no_grad()
+@analysis("steering_sweep", figure="interp.plots.steering.sweep_curves")
 def sweep(
     model: Model,
     vectors_or_pairs,
@@ -168,7 +170,7 @@ def sweep(
 
     Returns one row per (layer, coef, vector) plus one "none" and (with ``instruction``) one
     "prompt" row; columns ``layer, site, coef, vector, norm, behaviour, damage, neutral_loss``
-    [, ``concept_share, continuation_loss``].  ``df.attrs``: ``baseline_behaviour``,
+    [, ``concept_share, continuation_loss``].  Meta: ``baseline_behaviour``,
     ``damage_on`` ("neutral" | "eval"), ``baseline_neutral_loss``.
     """
     if not isinstance(behaviour, M.Metric):
@@ -249,8 +251,8 @@ def sweep(
                 bar.update()
     bar.close()
     df = pd.DataFrame(rows)
-    df.attrs.update(
-        {
+    record(
+        **{
             "baseline_behaviour": float(metric(base_eval)),
             "damage_on": "eval" if neutral_prompts is None else "neutral",
             "baseline_neutral_loss": _lm_loss(base_neutral, neutral),
@@ -261,6 +263,7 @@ def sweep(
 
 
 @torch.no_grad()
+@analysis("generations")
 def compare_generations(
     model: Model,
     vec: SteeringVector,

@@ -22,18 +22,24 @@ from interp.tasks.text.concepts import (
     function_task,
     sentiment,
 )
+from interp.tasks.text.facts import FactBatch, facts
 from interp.tasks.text.haystack import needle_haystack, passkey
 from interp.tasks.text.ioi import CORRUPTIONS, IOIBatch, ioi
+from interp.tasks.text.translation import TranslationTask, first_tokens, translation
 from interp.tasks.text.words import check_single_tokens, data, generated_text, single_tokens
 
 __all__ = [
     "CORRUPTIONS",
+    "FactBatch",
     "FUNCTION_TASKS",
     "FunctionTask",
     "IOIBatch",
     "SteeringTask",
+    "TranslationTask",
     "check_single_tokens",
     "data",
+    "facts",
+    "first_tokens",
     "function_prompts",
     "function_task",
     "generated_text",
@@ -42,4 +48,5 @@ __all__ = [
     "passkey",
     "sentiment",
     "single_tokens",
+    "translation",
 ]

@@ -1,0 +1,10 @@
+"""Findings that need causal analysis (path patching, knockouts, resample ablation, activation
+patching), registered with :mod:`interp.reproduce` through the ``interp.findings`` entry point
+(pyproject.toml) and, for a checkout whose install predates it, by importing this package:
+each module registers its finding when imported."""
+
+from circuits.reproduce import mcgrath2023, wang2022, zhang2023
+
+FINDINGS = (wang2022.FINDING, mcgrath2023.FINDING, zhang2023.FINDING)
+
+__all__ = ["FINDINGS", "mcgrath2023", "wang2022", "zhang2023"]

@@ -1,0 +1,50 @@
+"""Every published finding run in full on smollm2-135m, in one process on one model load, through
+the command line's ``interp reproduce all --json`` (the face a user runs): each entry's verdict is
+the one measured when the entry was written (see the README's table), with its interval and counts.
+
+Marked ``reproduce`` (about 25 minutes on 2 CPU cores): ``make test`` leaves it out and ``.ci/run``
+runs it after ``make test``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from apps.cli import app
+
+pytestmark = [pytest.mark.reproduce, pytest.mark.real]
+
+#: the verdict of each finding on smollm2-135m (full protocols)
+EXPECTED = {
+    "olsson2022": "partial",
+    "wu2024": "partial",
+    "xiao2023": "partial",
+    "wang2022": "partial",
+    "todd2023": "reproduced",
+    "michel2019": "partial",
+    "sun2024": "reproduced",
+    "mcgrath2023": "partial",
+    "zhang2023": "reproduced",
+    "wendler2024": "not applicable",
+}
+
+
+@pytest.fixture(scope="module")
+def summaries(tmp_path_factory, smollm2) -> dict:
+    out = tmp_path_factory.mktemp("reproduce") / "all.json"
+    result = CliRunner().invoke(app, ["reproduce", "all", "--model", "smollm2-135m", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return {s["id"]: s for s in json.loads(out.read_text())}
+
+
+@pytest.mark.parametrize("fid", sorted(EXPECTED))
+def test_verdict_on_smollm2(summaries, fid):
+    s = summaries[fid]
+    assert s["model"] == "smollm2-135m" and not s["quick"]
+    assert s["verdict"] == EXPECTED[fid], s["reason"]
+    assert s["counts"] and s["reason"]
+    if s["ours"] is not None:
+        assert s["ci_low"] <= s["ci_high"] and s["n"] >= 2
+    print(f"{fid}: {s['verdict']}, ours {s['ours']} [{s['ci_low']}, {s['ci_high']}] n={s['n']}, {s['seconds']} s")
