@@ -5,8 +5,9 @@ Ray cluster giving the single-process frame (a crashed worker retried and report
 split into micro-batches that fit the memory budget.
 
 On a machine with a CUDA device the device tests run on it too (``DEVICES``); without one they
-run on the CPU and the CUDA cases are skipped, saying so.  The longer checks on the real model
-are marked ``scale``."""
+run on the CPU and the CUDA cases are skipped, saying so.  The longer checks (the real model in
+bfloat16 and offloaded to disk, everything on the local two-worker Ray cluster) are marked
+``scale``: ``make test`` deselects them and ``.ci/run`` runs them after it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 import circuits
 import interp
 from apps.cli import app
-from interp import executor, heads, lens, sharding
+from interp import executor, heads, lens, runs, sharding
 from interp.errors import InputError, MemoryBudgetError, SetupError
 from interp.loading import resolve_device, resolve_dtype, supported_dtypes
 
@@ -131,8 +132,9 @@ def _compare_dtypes(src: str, clean, corrupt, device: str = "cpu") -> dict[str, 
     out["heads"] = float((heads.scores(m32, toks).score - heads.scores(m16, toks).score).abs().max())
     # patching effects (the default metric, logit difference) relative to the clean - corrupt gap
     kw = dict(site="resid_pre", by="layer,pos", progress=False)
-    a, b = circuits.patch(m32, clean, corrupt, **kw), circuits.patch(m16, clean, corrupt, **kw)
-    gap = abs(a.attrs["clean_value"] - a.attrs["corrupt_value"])
+    ra = runs.run(circuits.patch, m32, clean, corrupt, **kw)
+    a, b = ra.frame, circuits.patch(m16, clean, corrupt, **kw)
+    gap = abs(ra.meta["clean_value"] - ra.meta["corrupt_value"])
     out["patch"] = float((a.value - b.value).abs().max() / gap)
     a, b = circuits.attribute(m32, clean, corrupt), circuits.attribute(m16, clean, corrupt)
     out["attribution"] = float((a.value - b.value).abs().max() / gap)
@@ -142,9 +144,9 @@ def _compare_dtypes(src: str, clean, corrupt, device: str = "cpu") -> dict[str, 
     target = int(m32(one)[0, -1].argmax())
     a, b = lens.logit_lens(m32, one, target=target), lens.logit_lens(m16, one, target=target)
     out["lens"] = float((a.target_prob - b.target_prob).abs().max())
-    a, b = lens.dla(m32, one, target), lens.dla(m16, one, target)
-    out["dla"] = float((a.value - b.value).abs().max() / (1 + abs(a.attrs["logit"])))
-    out["dla_sum"] = abs(b.attrs["total"] - b.attrs["logit"]) / (1 + abs(b.attrs["logit"]))
+    ra, rb = runs.run(lens.dla, m32, one, target), runs.run(lens.dla, m16, one, target)
+    out["dla"] = float((ra.frame.value - rb.frame.value).abs().max() / (1 + abs(ra.meta["logit"])))
+    out["dla_sum"] = abs(rb.meta["total"] - rb.meta["logit"]) / (1 + abs(rb.meta["logit"]))
     return out
 
 
@@ -297,6 +299,29 @@ def test_an_unreachable_ray_address_fails_in_one_line_within_seconds(monkeypatch
     assert not ray.is_initialized()
 
 
+def test_nothing_imports_ray_unless_asked():
+    """Patching, attribution, head scores and the command line run without importing Ray."""
+    code = (
+        "import sys, torch, interp, circuits, apps.cli\n"
+        "from interp import heads\n"
+        "m = interp.load('induction-2l')\n"
+        "c = heads.default_tokens(m, n=2, length=12)\n"
+        "circuits.patch(m, c, c.flip(0), metric='logprob', progress=False)\n"
+        "circuits.attribute(m, c, c.flip(0), metric='logprob')\n"
+        "heads.scores(m, c)\n"
+        "assert 'ray' not in sys.modules, sorted(k for k in sys.modules if k.startswith('ray'))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local two-worker Ray cluster for this module (started once; a few seconds)."""
@@ -310,11 +335,15 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.scale
 def test_patching_on_ray_equals_the_single_process_frame(ray_cluster, induction_model):
     clean, corrupt = induction_pair(induction_model)
-    local = circuits.patch(induction_model, clean, corrupt, metric="logprob", progress=False)
-    on_ray = circuits.patch(induction_model, clean, corrupt, metric="logprob", progress=False, executor="ray")
-    assert on_ray.attrs["executor"]["executor"] == "ray" and on_ray.attrs["executor"]["chunks"] >= 2
+    kw = dict(metric="logprob", progress=False)
+    r_local = runs.run(circuits.patch, induction_model, clean, corrupt, **kw)
+    r_ray = runs.run(circuits.patch, induction_model, clean, corrupt, **kw, executor="ray")
+    local, on_ray = r_local.frame, r_ray.frame
+    assert r_ray.meta["executor"]["executor"] == "ray" and r_ray.meta["executor"]["chunks"] >= 2
+    assert r_local.meta["executor"]["executor"] == "local"
     assert list(on_ray.columns) == list(local.columns) and len(on_ray) == len(local)
     keys = ["layer", "pos", "head"]
     assert not on_ray.duplicated(keys).any()
@@ -322,11 +351,13 @@ def test_patching_on_ray_equals_the_single_process_frame(ray_cluster, induction_
     # chunks of prompts: each prompt group's batch mean, weighted by its prompts (float32 rounding of
     # a mean of values of a few nats: a few units in the last place)
     assert (on_ray.value - local.value).abs().max() < 1e-5
-    assert on_ray.attrs["clean_value"] == pytest.approx(local.attrs["clean_value"], abs=1e-5)
+    assert r_ray.meta["clean_value"] == pytest.approx(r_local.meta["clean_value"], abs=1e-5)
+    assert r_ray.meta["corrupt_value"] == pytest.approx(r_local.meta["corrupt_value"], abs=1e-5)
     # one prompt: chunks of cells, each patched exactly as in one process
     one = circuits.patch(induction_model, clean[:1], corrupt[:1], metric="logprob", progress=False)
-    one_ray = circuits.patch(induction_model, clean[:1], corrupt[:1], metric="logprob", progress=False, executor="ray")
-    assert one_ray.attrs["executor"]["chunks"] == 4 and one_ray[keys].equals(one[keys])
+    r_one = runs.run(circuits.patch, induction_model, clean[:1], corrupt[:1], **kw, executor="ray")
+    one_ray = r_one.frame
+    assert r_one.meta["executor"]["chunks"] == 4 and one_ray[keys].equals(one[keys])
     assert (one_ray.value - one.value).abs().max() < 1e-6
     # head scores over a dataset: the same chunks give the same sums
     toks = heads.default_tokens(induction_model, n=12, length=32, seed=3)
@@ -363,6 +394,7 @@ def crash_once(model, chunk):
     return [x * x for x in xs]
 
 
+@pytest.mark.scale
 def test_a_failed_worker_is_retried_and_reported(ray_cluster, tmp_path):
     chunks = [(str(tmp_path / "marker"), i, list(range(3 * i, 3 * i + 3))) for i in range(4)]
     out = ray_cluster.map(crash_once, None, chunks)
@@ -376,6 +408,7 @@ def test_a_failed_worker_is_retried_and_reported(ray_cluster, tmp_path):
         strict.map(crash_once, None, [(str(tmp_path / "again"), i, [i]) for i in range(4)])
 
 
+@pytest.mark.scale
 def test_ray_refusals(ray_cluster, induction_model):
     from circuits.corrupt import gaussian_noise
 
@@ -394,11 +427,12 @@ def test_ray_refusals(ray_cluster, induction_model):
 
 def test_attribution_and_edge_attribution_split_into_micro_batches_that_fit(induction_model, monkeypatch):
     clean, corrupt = induction_pair(induction_model, n=8)
-    a = circuits.attribute(induction_model, clean, corrupt, metric="logprob")
+    ra = runs.run(circuits.attribute, induction_model, clean, corrupt, metric="logprob")
     e = circuits.edge_attribution(induction_model, clean, corrupt, metric="logprob", method="eap-ig", progress=False)
     monkeypatch.setenv("INTERP_MEMORY_MB", "1")  # ~3 prompts per backward pass
-    b = circuits.attribute(induction_model, clean, corrupt, metric="logprob")
-    assert (a.value - b.value).abs().max() < 1e-5 and a.attrs["clean_value"] == pytest.approx(b.attrs["clean_value"])
+    rb = runs.run(circuits.attribute, induction_model, clean, corrupt, metric="logprob")
+    assert (ra.frame.value - rb.frame.value).abs().max() < 1e-5
+    assert ra.meta["clean_value"] == pytest.approx(rb.meta["clean_value"])
     monkeypatch.setenv("INTERP_MEMORY_MB", "4")
     f = circuits.edge_attribution(induction_model, clean, corrupt, metric="logprob", method="eap-ig", progress=False)
     assert f.meta["micro_batches"] > 1
