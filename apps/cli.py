@@ -6,7 +6,9 @@ traceback when the input is wrong; commands that run for more than a second show
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 import os
 import re
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import typer
 from typer.core import TyperArgument, TyperCommand
+from typer.models import ArgumentInfo
 
 from interp.errors import InputError
 
@@ -60,12 +63,19 @@ MODEL_HELP = "Zoo name (`interp zoo`), checkpoint, local Hugging Face folder or 
 def friendly(fn: Callable) -> Callable:
     """Shows a user error (:data:`interp.errors.USER_ERRORS`: bad input, a model the analysis does
     not apply to, a missing file, the memory budget) as one line with exit code 2.  Anything
-    else is a bug: its traceback is printed with a line saying so, and the exit code is 1."""
+    else is a bug: its traceback is printed with a line saying so, and the exit code is 1.
+
+    A command that takes a MODEL argument (:func:`model_arg`) also gets the placement options
+    (:func:`placement_params`: ``--device``, ``--dtype``, ``--device-map``, ``--max-memory``,
+    ``--offload-folder``), which :func:`load_model` applies."""
+    signature = inspect.signature(fn)
+    placed = any(isinstance(p.default, ArgumentInfo) and p.name == "model" for p in signature.parameters.values())
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from interp.errors import BUG_REPORT, USER_ERRORS
 
+        token = _PLACEMENT.set({k: kwargs.pop(k, None) for k in PLACEMENT_OPTIONS}) if placed else None
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
@@ -80,8 +90,100 @@ def friendly(fn: Callable) -> Callable:
             traceback.print_exc()
             typer.secho(BUG_REPORT, fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
+        finally:
+            if token is not None:
+                _PLACEMENT.reset(token)
 
+    if placed:  # typer reads the options from the signature and the annotations
+        params = list(signature.parameters.values()) + placement_params()
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in placement_params()}}
     return wrapper
+
+
+# --- where a command's model runs ---------------------------------------------------------------
+PLACEMENT_OPTIONS = ("device", "dtype", "device_map", "max_memory", "offload_folder")
+_PLACEMENT: contextvars.ContextVar[dict | None] = contextvars.ContextVar("placement", default=None)
+
+
+def placement_params() -> list[inspect.Parameter]:
+    """The options every command that loads a model takes (see :func:`friendly`)."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter(
+            "device",
+            kw,
+            annotation=str,
+            default=typer.Option(
+                None, "--device", metavar="DEVICE", help="Where the model runs: cpu (default), cuda or cuda:N."
+            ),
+        ),
+        inspect.Parameter(
+            "dtype",
+            kw,
+            annotation=str,
+            default=typer.Option(
+                None,
+                "--dtype",
+                metavar="DTYPE",
+                help="float32 (default), bfloat16 or float16 (reductions stay in float32).",
+            ),
+        ),
+        inspect.Parameter(
+            "device_map",
+            kw,
+            annotation=str,
+            default=typer.Option(
+                None,
+                "--device-map",
+                metavar="MAP",
+                help="auto, balanced or sequential: place a Hugging Face model's layers across "
+                "GPUs, CPU and disk (accelerate); instead of --device.",
+            ),
+        ),
+        inspect.Parameter(
+            "max_memory",
+            kw,
+            annotation=list[str],
+            default=typer.Option(
+                None,
+                "--max-memory",
+                metavar="DEVICE=SIZE",
+                help="Memory a device may hold, e.g. cpu=2GB or 0=10GiB (repeat or comma-separate); "
+                "layers beyond it are offloaded to disk. Implies --device-map auto.",
+            ),
+        ),
+        inspect.Parameter(
+            "offload_folder",
+            kw,
+            annotation=Path,
+            default=typer.Option(
+                None,
+                "--offload-folder",
+                metavar="DIR",
+                help="Folder for disk-offloaded weights (default: a temporary one).",
+            ),
+        ),
+    ]
+
+
+def parse_max_memory(items: list[str] | None) -> dict[str, str] | None:
+    """``["cpu=2GB", "0=10GiB"]`` as ``{"cpu": "2GB", "0": "10GiB"}`` (sizes are checked by interp.load)."""
+    pairs = split_list(items)
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        device, sep, size = pair.partition("=")
+        if not sep or not device.strip() or not size.strip():
+            raise InputError(f"--max-memory takes DEVICE=SIZE (e.g. cpu=2GB or 0=10GiB), got {pair!r}")
+        out[device.strip()] = size.strip()
+    return out
+
+
+def current_placement() -> dict:
+    """The placement options of the running command (empty outside one)."""
+    return dict(_PLACEMENT.get() or {})
 
 
 def _version(value: bool) -> None:
@@ -102,9 +204,20 @@ def root(
 
 
 def load_model(source: str, allow_unsafe_pickle: bool = False):
+    """The command's model, placed as its --device / --dtype / --device-map / --max-memory /
+    --offload-folder options say."""
     import interp
 
-    return interp.load(source, allow_unsafe_pickle=allow_unsafe_pickle)
+    opts = current_placement()
+    return interp.load(
+        source,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+        device=opts.get("device"),
+        dtype=opts.get("dtype"),
+        device_map=opts.get("device_map"),
+        max_memory=parse_max_memory(opts.get("max_memory")),
+        offload_folder=opts.get("offload_folder"),
+    )
 
 
 def model_arg():
@@ -117,6 +230,15 @@ def pickle_opt():
         "--allow-unsafe-pickle",
         help="Accept pickled weight files (.bin / .pt), which can "
         "run code when loaded. Off by default: only safetensors are read.",
+    )
+
+
+def ray_opt():
+    return typer.Option(
+        False,
+        "--ray",
+        help="Run the work's chunks on a Ray cluster: the one at RAY_ADDRESS if set, else a local one "
+        "(INTERP_RAY_WORKERS workers, default one per core); needs pip install 'interp-workbench[ray]'.",
     )
 
 
@@ -241,6 +363,10 @@ def info(
         f"{'bos':>10}: {'prepended' if m.prepend_bos else 'not prepended'} "
         f"({getattr(m.tokenizer, 'bos_token', None)!r})"
     )
+    typer.echo(f"{'device':>10}: {m.device}\n{'dtype':>10}: {str(m.dtype).replace('torch.', '')}")
+    if m.card.get("placement"):
+        placed = m.card["placement"]
+        typer.echo(f"{'placement':>10}: {placed['device_map']} (offloaded: {placed['offloaded'] or 'none'})")
     sites = m.hook_names()
     if grep:
         try:
@@ -343,6 +469,7 @@ def heads_command(
     top: int = typer.Option(3, "--top", metavar="N", help="Heads shown per kind."),
     save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
+    ray: bool = ray_opt(),
 ) -> None:
     """Score every head for the classic kinds on repeated random tokens; print the top heads."""
     from interp import heads, runs
@@ -353,7 +480,9 @@ def heads_command(
         raise InputError(f"--out must end in .csv, got {out.name}")
     m = load_model(model, allow_unsafe_pickle)
     tokens = heads.default_tokens(m, n=sequences, length=length, seed=seed)
-    result = runs.run(heads.scores, m, tokens, split_list(kinds) or None, progress=True)
+    result = runs.run(
+        heads.scores, m, tokens, split_list(kinds) or None, progress=True, executor="ray" if ray else None
+    )
     frame = result.frame
     if out is not None:
         frame.to_csv(out, index=False)
@@ -483,6 +612,7 @@ def patch_command(
     top: int = typer.Option(10, "--top", metavar="N", help="Strongest cells printed."),
     save: bool = save_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
+    ray: bool = ray_opt(),
 ) -> None:
     """Activation patching sweep: the effect of patching each (layer, position, head) on a metric."""
     from circuits import attribution, metrics, patching, sites
@@ -495,6 +625,8 @@ def patch_command(
         raise InputError(f"--method must be exact or attribution, got {method!r}")
     if out is not None and out.suffix not in (".csv", ".json"):
         raise InputError(f"--out must end in .csv or .json, got {out.name}")
+    if ray and method != "exact":
+        raise InputError("--ray runs exact patching's cells on a cluster; --method attribution is one backward pass")
     m = load_model(model, allow_unsafe_pickle)
     clean_b, corrupt_b = m.tokenize(list(clean)), m.tokenize(list(corrupt))
     if not (clean_b.lengths == corrupt_b.lengths).all():
@@ -533,6 +665,7 @@ def patch_command(
             metric=chosen,
             direction=direction,
             window=window,
+            executor="ray" if ray else None,
         )
     else:
         if window != 1:

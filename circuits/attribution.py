@@ -27,13 +27,16 @@ from tqdm.auto import tqdm
 
 from circuits import edges as E
 from circuits import sites
+from circuits.corrupt import Corruption
 from circuits.graph import Circuit
 from circuits.metrics import Metric
 from circuits.patching import frame, meta
 from circuits.runs import check_direction, finish, inputs, sides
-from interp.errors import InputError
+from interp import memory
+from interp.errors import InputError, MemoryBudgetError
 from interp.gradients import delta_hook, grad
 from interp.runs import analysis, record
+from interp.tokens import TokenBatch
 
 METHODS = ("eap", "eap-ig")
 
@@ -107,34 +110,81 @@ def attribute(
     grad_names = sorted({n for s in resolved for l in layers_of[s.name] for n in _grad_names(model, s, l)})
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names=act_names, fwd_hooks=src_hooks)
-    base_act: dict[str, torch.Tensor] = {}
-    deltas: dict[str, torch.Tensor] = {}
-
-    with torch.enable_grad():
-        base_logits = model.run_with_hooks(
-            base_tokens, list(base_hooks) + [(n, delta_hook(deltas, n, base_act)) for n in grad_names]
-        )
-        clean_logits, corrupt_logits = (
-            (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
-        )
-        runs = finish(model, c, metric, clean_logits, corrupt_logits.detach())
-        value = runs.metric(base_logits)
-        grads = dict(zip(grad_names, grad(value, [deltas[n] for n in grad_names], allow_unused=True)))
+    chunks = micro_batches(model, c, "attribution patching")
+    runs = None
+    if len(chunks) > 1:  # the metric's clean / corrupt values from whole-batch runs without gradients
+        with torch.no_grad():
+            full = model.run_with_hooks(base_tokens, list(base_hooks))
+        pair = (src_logits, full) if direction == "denoise" else (full, src_logits)
+        runs = finish(model, c, metric, *pair)
+    # the estimate is a sum over prompts, so micro-batches of prompts add up to it (each weighted by
+    # its share of the batch mean the metric takes)
+    tables: dict[tuple[str, int], torch.Tensor] = {}
+    for idx in chunks:
+        base_act: dict[str, torch.Tensor] = {}
+        deltas: dict[str, torch.Tensor] = {}
+        with torch.enable_grad():
+            base_logits = model.run_with_hooks(
+                _rows(base_tokens, idx, len(chunks)),
+                list(base_hooks) + [(n, delta_hook(deltas, n, base_act)) for n in grad_names],
+            )
+            if runs is None:  # one micro-batch: the runs of the gradient forward itself
+                clean_logits, corrupt_logits = (
+                    (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
+                )
+                runs = finish(model, c, metric, clean_logits, corrupt_logits.detach())
+                value = runs.metric(base_logits)
+            else:
+                value = runs.metric.rows(idx)(base_logits) * (len(idx) / c.clean.shape[0])
+            grads = dict(zip(grad_names, grad(value, [deltas[n] for n in grad_names], allow_unused=True)))
+        for s, axes in zip(resolved, axes_per):
+            for l in layers_of[s.name]:
+                g = sum(
+                    grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(model, s, l)
+                )
+                diff = _rows(src_cache[s.hook(l)], idx, len(chunks)) - base_act[s.hook(l)]
+                part = _reduce((diff * g).detach().float(), s.layout, axes)
+                tables[(s.name, l)] = part if (s.name, l) not in tables else tables[(s.name, l)] + part
+    assert runs is not None  # there is at least one micro-batch
     frames = []
     for s, axes in zip(resolved, axes_per):
         cells = sites.cells(model, s, axes, c.clean.shape[1])
-        tables: dict[int, torch.Tensor] = {}
-        for l in layers_of[s.name]:
-            g = sum(grads[n] if grads[n] is not None else torch.zeros_like(deltas[n]) for n in _grad_names(model, s, l))
-            diff = src_cache[s.hook(l)] - base_act[s.hook(l)]
-            tables[l] = _reduce((diff * g).detach().float(), s.layout, axes)
-        est = torch.tensor([float(tables[cell.start][_key(cell, s.layout, axes)]) for cell in cells])
+        est = torch.tensor([float(tables[(s.name, cell.start)][_key(cell, s.layout, axes)]) for cell in cells])
         df = frame(cells, axes, est + runs.baseline(direction), runs, direction, False)
         if len(resolved) > 1:
             df.insert(0, "site", s.name)
         frames.append(df)
     record(**meta(runs, direction, site=resolved[0].name, engine="attribution", by=("layer",) + axes_per[0]))
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def micro_batches(model, c: Corruption, what: str, bytes_per_row: float | None = None) -> list[torch.Tensor]:
+    """The prompts of ``c`` in micro-batches whose forward and backward pass fit the memory budget
+    (:mod:`interp.memory`; ``bytes_per_row`` defaults to a forward with gradients of one prompt):
+    one batch when all fit.  A corruption acting through hooks on the whole batch (Gaussian noise)
+    cannot be split, and is refused when it does not fit."""
+    B, P = c.clean.shape
+    per_row = bytes_per_row if bytes_per_row is not None else memory.forward_bytes_per_token(model, P, grad=True) * P
+    rows = memory.rows_per_chunk(per_row, what, device=model.device)
+    if rows >= B:
+        return [torch.arange(B)]
+    if c.hooks:
+        raise MemoryBudgetError(
+            f"{what} of {B} prompts needs about {B * per_row / 2**20:.0f} MB at once, over the memory budget "
+            f"({memory.budget_bytes(model.device) / 2**20:.0f} MB, INTERP_MEMORY_MB), and its corruption "
+            f"({c.description}) acts on the whole batch, so it cannot be split: use fewer prompts or a larger budget"
+        )
+    return [torch.arange(i, min(B, i + rows)) for i in range(0, B, rows)]
+
+
+def _rows(x, idx: torch.Tensor, n_chunks: int):
+    """Rows ``idx`` of tokens (a tensor or a TokenBatch) or of an activation (the whole of it when
+    there is one micro-batch)."""
+    if n_chunks == 1:
+        return x
+    if isinstance(x, TokenBatch):
+        return x.select(idx)
+    return x[idx.to(x.device)]
 
 
 def _key(cell: sites.Cell, layout: str, axes: tuple[str, ...]) -> tuple:
@@ -170,6 +220,17 @@ def edge_attribution(
     weights = model.weights()
     E.check_rebuild(model, weights)
     c = inputs(model, clean, corrupt)
+    # per prompt: the upstream nodes' outputs (clean, corrupt, their difference, the interpolated
+    # input) and the receivers' gradients (summed over steps), d_model floats per position each,
+    # beside a forward with gradients
+    B, P = c.clean.shape
+    per_row = P * (
+        4 * model.cfg.d_model * (4 * graph.n_upstream() + 3 * len(graph.receivers()))
+        + memory.forward_bytes_per_token(model, P, grad=True)
+    )
+    chunks = micro_batches(model, c, f"edge attribution ({method})", per_row)
+    if len(chunks) > 1:
+        return _edge_attribution_in_parts(model, graph, c, chunks, metric, method, steps, progress)
     names = E.cache_names(model, graph)
     with torch.no_grad():
         corrupt_b, clean_b = c.batches()
@@ -209,3 +270,28 @@ def edge_attribution(
     )
     record(**meta)  # a Result's frame is the circuit's edges_frame()
     return Circuit.from_scores(graph, scores.float(), meta=meta)
+
+
+def _edge_attribution_in_parts(model, graph, c: Corruption, chunks, metric, method, steps, progress) -> Circuit:
+    """:func:`edge_attribution` of micro-batches of the prompts, combined: each edge's score is a
+    mean over prompts of a per-prompt product, so the parts' scores weighted by their share of the
+    prompts add up to the whole batch's (and so do the metric's clean / corrupt values)."""
+    B = c.clean.shape[0]
+    parts, weights = [], []
+    for idx in tqdm(chunks, desc=f"{method} micro-batches", disable=not progress, leave=False):
+        lengths = c.lengths[idx] if c.lengths is not None else None
+        sub = Corruption(c.tokens[idx], c.clean[idx], [], 1, c.description, lengths)
+        clean = TokenBatch(sub.clean, lengths) if lengths is not None else sub.clean
+        rows_metric = metric.rows(idx) if isinstance(metric, Metric) else metric
+        parts.append(
+            edge_attribution(model, clean, sub, metric=rows_metric, method=method, steps=steps, progress=False)
+        )
+        weights.append(len(idx) / B)
+    scores = sum(w * p.scores for w, p in zip(weights, parts))
+    meta = {k: v for k, v in parts[0].meta.items() if k not in ("kv_groups", "graph")}
+    for key in ("clean_value", "corrupt_value"):
+        meta[key] = float(sum(w * p.meta[key] for w, p in zip(weights, parts)))
+    meta["micro_batches"] = len(chunks)
+    assert isinstance(scores, torch.Tensor)  # a weighted sum of the parts' score matrices
+    record(**meta)  # each part recorded its own meta (nested analyses); this is the whole batch's
+    return Circuit.from_scores(graph, scores, meta=meta)

@@ -25,7 +25,7 @@ import torch
 
 from interp import arch
 from interp.errors import InputError, Unsupported
-from interp.weights import Weights
+from interp.weights import Weights, reproduce_tol
 
 QKV = ("q", "k", "v")
 
@@ -362,7 +362,9 @@ def check_rebuild(model, weights: Weights) -> None:
             for c in "qkv":
                 want = cache[model.site(c, l)].float()
                 got = weights.project(l, c, x[:, :, None].expand(-1, -1, want.shape[2], -1))
-                if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+                if got.shape != want.shape or (got - want).abs().max() > reproduce_tol(model.dtype) * (
+                    1 + want.abs().max()
+                ):
                     raise Unsupported(
                         f"hook_{c} of layer {l} cannot be rebuilt from its norm and W_{c.upper()} on this "
                         "bridge (folded weights?), so heads cannot have their own inputs"
@@ -370,7 +372,7 @@ def check_rebuild(model, weights: Weights) -> None:
             z = cache[model.site("z", l)].float()
             out = weights.head_outputs(l, z).sum(-2) + weights.attn_bias(l, z)
             attn = cache[model.site("attn_out", l)].float()
-            if (out - attn).abs().max() > 1e-3 * (1 + attn.abs().max()):
+            if (out - attn).abs().max() > reproduce_tol(model.dtype) * (1 + attn.abs().max()):
                 raise Unsupported(
                     f"the heads' outputs (z @ W_O, through any post-attention norm) do not add up to the "
                     f"attention output of layer {l} on this bridge, so heads cannot be nodes"
@@ -380,9 +382,9 @@ def check_rebuild(model, weights: Weights) -> None:
             source = cache[model.site("resid_pre", l)].float()
             if not b.parallel:
                 source = source + cache[model.site("attn_out", l)].float()
-            got = b.mlp_norm(source) if b.mlp_norm is not None else source
+            got = b.mlp_norm(source.to(model.dtype)) if b.mlp_norm is not None else source
             want = cache[model.site("mlp_input", l)].float()
-            if (got.float() - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+            if (got.float() - want).abs().max() > reproduce_tol(model.dtype) * (1 + want.abs().max()):
                 raise Unsupported(
                     f"the MLP input of layer {l} cannot be rebuilt from the residual it reads and its norm, so "
                     "the MLP cannot have its own input"

@@ -93,6 +93,7 @@ def sample(
     g = torch.Generator().manual_seed(int(seed))
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
+        # drawn on the CPU with a CPU generator: the same seed gives the same tokens on every device
         z = logits.float().cpu() / temperature
         if top_k is not None:
             kth = z.topk(min(int(top_k), z.shape[-1]), dim=-1).values[..., -1:]

@@ -13,7 +13,9 @@ pickle can run arbitrary code); ``trust_remote_code`` stays off unless turned on
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,12 +65,25 @@ def load(
     dtype: str | torch.dtype | None = None,
     prepend_bos: bool | None = None,
     allow_unsafe_pickle: bool = False,
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> Model:
     """Loads ``source`` as a hooked :class:`Model` (eval mode).
 
-    device: ``"cpu"`` (default) or a CUDA device where present.  dtype: float32 (default),
-    bfloat16 or float16 (analyses keep their reductions in float32).  prepend_bos: whether
-    text gets the beginning-of-sequence token (default: the zoo entry's choice, else True;
+    device: ``"cpu"`` (default) or a CUDA device where present (one that does not exist is
+    refused, listing those that do).  dtype: float32 (default), bfloat16 or float16, where the
+    device runs it (analyses keep their reductions in float32).
+
+    device_map / max_memory / offload_folder (Hugging Face models from a folder, the hub or the
+    zoo's real models): placed by transformers / accelerate as they load (:mod:`interp.sharding`):
+    ``device_map="auto"`` (or ``"balanced"``, ``"sequential"``, a dict ``{module path: device}``
+    with ``"disk"`` to offload), ``max_memory={"cpu": "2GB", 0: "10GiB"}`` per device (alone it
+    implies ``device_map="auto"``), ``offload_folder`` for disk-offloaded weights (default: a
+    temporary folder removed with the model).  Hooks, caches, patching and lenses work across
+    devices and offloaded layers; ``model.card["placement"]`` says where each module went.
+
+    prepend_bos: whether text gets the beginning-of-sequence token (default: the zoo entry's choice, else True;
     see the README's BOS table).  tokenizer: for an in-memory HF model (or to override a
     folder's).  sites: for a custom ``nn.Module``, ``{site name: submodule path}``.  n_ctx:
     context length of a custom module (default 1024).  trust_remote_code: passed to Hugging
@@ -76,6 +91,132 @@ def load(
     ("custom", "rnn", "ssm" or "transformer").  allow_unsafe_pickle: accept pickled weight
     files (they can execute code when loaded); off by default.
     """
+    from interp import sharding
+
+    resolve_dtype(dtype, device)  # a device or dtype this machine cannot run fails before any loading
+    placement = sharding.request(device_map, max_memory, offload_folder, device)
+    if placement is not None:
+        model = _load_placed(
+            source,
+            placement,
+            tokenizer=tokenizer,
+            name=name,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            prepend_bos=prepend_bos,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+        )
+    else:
+        model = _load(
+            source,
+            tokenizer=tokenizer,
+            sites=sites,
+            name=name,
+            n_ctx=n_ctx,
+            trust_remote_code=trust_remote_code,
+            family=family,
+            device=device,
+            dtype=dtype,
+            prepend_bos=prepend_bos,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+        )
+    if isinstance(source, (str, Path)):
+        # how to load the same model again (executors load it once in each worker process)
+        model.load_spec = dict(
+            source=str(source),
+            trust_remote_code=trust_remote_code,
+            device=None if device is None else str(device),
+            dtype=None if dtype is None else str(dtype).replace("torch.", ""),
+            prepend_bos=prepend_bos,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            **({"name": name} if name else {}),
+        )
+    return model
+
+
+def _load_placed(
+    source: Any,
+    placement,
+    *,
+    tokenizer,
+    name: str | None,
+    trust_remote_code: bool,
+    dtype,
+    prepend_bos: bool | None,
+    allow_unsafe_pickle: bool,
+) -> Model:
+    """:func:`load` with a device map: Hugging Face models from a folder, the hub or the zoo's real
+    models; anything else is refused in one line (it is not loaded by transformers)."""
+    import shutil
+    import weakref
+
+    from interp import zoo
+
+    kind, where = locate(source) if isinstance(source, (str, Path)) else ("", "")
+    real = kind == "zoo" and where in zoo.real.REAL
+    if kind not in ("folder", "hub") and not real:
+        what = {
+            "zoo": f"the zoo model {where!r} is a TransformerLens native model shipped as a checkpoint",
+            "checkpoint": f"{where} is an interp checkpoint",
+        }.get(kind)
+        if what is None:
+            what = (
+                "an in-memory Hugging Face model is already placed (save it with save_pretrained and load the folder)"
+                if _is_hf_model(source)
+                else f"a {type(source).__name__} is not a Hugging Face model"
+            )
+        if placement.temporary_folder:
+            shutil.rmtree(placement.offload_folder, ignore_errors=True)
+        raise InputError(
+            f"device_map / max_memory / offload_folder place a Hugging Face model as transformers loads it "
+            f"(a folder, a hub id or a real zoo model), but {what}; load it whole with device= instead"
+        )
+    opts = dict(dtype=dtype, prepend_bos=prepend_bos, placement=placement)
+    try:
+        if real:
+            model = zoo.load(where, **opts)
+        elif kind == "folder":
+            model = from_hf_folder(
+                where,
+                tokenizer=tokenizer,
+                name=name or Path(where).name,
+                trust_remote_code=trust_remote_code,
+                allow_unsafe_pickle=allow_unsafe_pickle,
+                **opts,
+            )
+        else:
+            model = _from_hub(
+                where,
+                tokenizer=tokenizer,
+                name=name,
+                trust_remote_code=trust_remote_code,
+                allow_unsafe_pickle=allow_unsafe_pickle,
+                **opts,
+            )
+    except BaseException:
+        if placement.temporary_folder:
+            shutil.rmtree(placement.offload_folder, ignore_errors=True)
+        raise
+    if placement.temporary_folder:  # the offloaded weights live as long as the model
+        weakref.finalize(model, shutil.rmtree, placement.offload_folder, ignore_errors=True)
+    return model
+
+
+def _load(
+    source: Any,
+    *,
+    tokenizer,
+    sites: Mapping[str, str] | None,
+    name: str | None,
+    n_ctx: int | None,
+    trust_remote_code: bool,
+    family: str,
+    device,
+    dtype,
+    prepend_bos: bool | None,
+    allow_unsafe_pickle: bool,
+) -> Model:
+    """:func:`load` on one device."""
     from transformer_lens import TransformerBridgeConfig
 
     from interp import zoo
@@ -203,39 +344,78 @@ def _probe(n_ctx: int, device) -> torch.Tensor:
 
 
 def resolve_device(device) -> torch.device:
-    """A validated torch device (default cpu)."""
+    """A validated torch device (default cpu).  A device this machine does not have is refused
+    with the list of those it has (:func:`interp.sharding.available_devices`)."""
+    from interp.sharding import available_devices
+
     if device is None or device == "":
         return torch.device("cpu")
     try:
-        dev = torch.device(device)
+        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' / 'cuda:N'") from None
+        raise InputError(f"unknown device {device!r}; this machine has {available_devices()}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but this machine has no CUDA device; use 'cpu'")
+        raise InputError(
+            f"device {device!r} asked for, but this machine has no CUDA device; it has {available_devices()}"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r} does not exist; this machine has {available_devices()}")
     if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device type {dev.type!r} is not supported; use 'cpu' or 'cuda'")
+        raise InputError(f"device type {dev.type!r} is not supported; this machine has {available_devices()}")
     return dev
 
 
-def resolve_dtype(dtype) -> torch.dtype:
-    """A validated floating dtype (default float32)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
+def supported_dtypes(device=None) -> list[str]:
+    """The dtypes a device runs models in: float32 everywhere; bfloat16 on the CPU and on GPUs with
+    native bfloat16 (compute capability 8.0, Ampere, and later); float16 on the CPU (slow: for
+    checks) and on every GPU."""
+    dev = resolve_device(device)
+    out = ["float32"]
+    if dev.type == "cpu" or _cuda_bf16(dev):
+        out.append("bfloat16")
+    out.append("float16")
+    return out
+
+
+def _cuda_bf16(dev: torch.device) -> bool:
+    """Native bfloat16 (not emulated): compute capability 8.0 (Ampere) or later."""
+    return torch.cuda.get_device_capability(dev)[0] >= 8
+
+
+def resolve_dtype(dtype, device=None) -> torch.dtype:
+    """A validated floating dtype (default float32); with ``device``, one that device runs
+    (:func:`supported_dtypes`): a dtype it cannot run is refused saying which it can."""
+    if dtype is None or dtype == "":
+        out = torch.float32
+    elif isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
             raise InputError(f"dtype must be floating point, got {dtype}")
-        return dtype
-    key = str(dtype).replace("torch.", "").lower()
-    if key not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
-    return DTYPES[key]
+        out = dtype
+    else:
+        key = str(dtype).replace("torch.", "").strip().lower()
+        if key not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+        out = DTYPES[key]
+    if device is not None:
+        name = str(out).replace("torch.", "")
+        can = supported_dtypes(device)
+        if out in DTYPES.values() and name not in can:
+            dev = resolve_device(device)
+            gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+            raise InputError(f"{name} cannot run on {dev} ({gpu} has no native {name} support); it runs {can}")
+    return out
 
 
 def _place(module: nn.Module, device, dtype) -> nn.Module:
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    from interp.sharding import is_dispatched
+
+    if is_dispatched(module):  # accelerate placed it (device_map): moving it would undo that
+        return module.eval()
+    dev, dt = resolve_device(device), resolve_dtype(dtype, device)
     p = next(module.parameters(), None)
     if p is not None and (p.device != dev or p.dtype != dt):  # .to() on a bridge prints; skip a no-op
-        module = module.to(device=dev, dtype=dt)
+        with contextlib.redirect_stdout(io.StringIO()):  # (and keep its "Moving model to ..." off the output)
+            module = module.to(device=dev, dtype=dt)
     return module.eval()
 
 
@@ -325,34 +505,63 @@ def from_hf_folder(
     device=None,
     dtype=None,
     prepend_bos: bool | None = None,
+    placement=None,
 ) -> Model:
-    """A Model from a local Hugging Face causal-LM folder (config, weights, tokenizer)."""
+    """A Model from a local Hugging Face causal-LM folder (config, weights, tokenizer).
+    ``placement``: an :class:`interp.sharding.Placement` (device map, memory, offload folder)
+    handed to ``from_pretrained``."""
     from transformers import AutoModelForCausalLM
+
+    from interp import sharding
 
     path = Path(path)
     files = check_weight_files(path, allow_unsafe_pickle)
     safe = all(p.suffix == ".safetensors" for p in files)
     if tokenizer is None:
         tokenizer = _local_tokenizer(path, trust_remote_code)
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=resolve_dtype(dtype),
-            attn_implementation="eager",
-            use_safetensors=safe,
+    if placement is not None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(_cannot_load(path, e)) from None
+        sharding.check_fits(
+            config,
+            placement,
+            resolve_dtype(dtype),
+            name=name or path.name,
             trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise InputError(_cannot_load(path, e)) from None
+
+    def from_pretrained():
+        try:
+            return AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype=resolve_dtype(dtype, device),
+                attn_implementation="eager",
+                use_safetensors=safe,
+                trust_remote_code=trust_remote_code,
+                **(placement.from_pretrained_kwargs() if placement is not None else {}),
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise InputError(_cannot_load(path, e)) from None
+
+    info = dict(card or {"source": "huggingface", "path": str(path)})
+    hf = from_pretrained()
+    if placement is not None:
+        info["placement"] = {**placement.given, **sharding.summary(hf)}
     return _from_hf_model(
         hf,
         tokenizer=tokenizer,
         name=name or path.name,
-        card=card or {"source": "huggingface", "path": str(path)},
+        card=info,
         trust_remote_code=trust_remote_code,
         device=device,
         dtype=dtype,
         prepend_bos=prepend_bos,
+        # a placed model's parameters are offloaded (meta), so a fresh copy cannot be rebuilt from them
+        reload=from_pretrained if placement is not None else None,
     )
 
 
@@ -366,8 +575,13 @@ def _from_hf_model(
     device=None,
     dtype=None,
     prepend_bos: bool | None = None,
+    reload=None,
 ) -> Model:
+    from interp import sharding
+
     hf = _place(hf, device, dtype)  # a freshly built HF model is in train mode (dropout on)
+    if sharding.is_dispatched(hf):  # inputs go where accelerate put the embedding
+        device = sharding.input_device(hf)
     if not getattr(hf.config, "architectures", None):  # a model built in memory names no class; the bridge needs it
         hf.config.architectures = [type(hf).__name__]
     booted = _boot_or_generic(
@@ -379,6 +593,7 @@ def _from_hf_model(
         device=device,
         dtype=dtype,
         prepend_bos=prepend_bos,
+        reload=reload,
     )
     if isinstance(booted, Model):  # the generic path
         return booted
@@ -517,11 +732,12 @@ def _rebuilt(hf, config, params: dict):
     return fresh.eval()
 
 
-def _boot_or_generic(hf, tokenizer, *, name, card, trust_remote_code, device, dtype, prepend_bos):
+def _boot_or_generic(hf, tokenizer, *, name, card, trust_remote_code, device, dtype, prepend_bos, reload=None):
     """The bridge path of :func:`_from_hf_model`, falling back on :func:`from_hf_generic` where the
     bridge has no adapter for the architecture, raises, or gives logits other than HF's (checked
     on a probe); recurrent families get their state sites (:mod:`interp.recurrent.hf`).  Returns
-    ``(bridge, backend)`` or a finished :class:`Model` from the generic path."""
+    ``(bridge, backend)`` or a finished :class:`Model` from the generic path.  ``reload``: makes the
+    model again (a placed model, whose offloaded parameters cannot be copied) for the generic path."""
     import copy
 
     from transformer_lens import TransformerBridge
@@ -566,10 +782,10 @@ def _boot_or_generic(hf, tokenizer, *, name, card, trust_remote_code, device, dt
         why = (
             f"the TransformerLens bridge failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
         )
-        return from_hf_generic(_rebuilt(hf, config, params), reason=why, **generic)
+        return from_hf_generic(reload() if reload else _rebuilt(hf, config, params), reason=why, **generic)
     if not _same_logits(got, want):
         why = f"the TransformerLens bridge's logits differ from HF's by {(got - want).abs().max():.2g}"
-        return from_hf_generic(_rebuilt(hf, config, params), reason=why, **generic)
+        return from_hf_generic(reload() if reload else _rebuilt(hf, config, params), reason=why, **generic)
     return bridge, backend
 
 

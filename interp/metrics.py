@@ -393,8 +393,9 @@ def kl(reference_logits: torch.Tensor, pos: IntLike | None = -1, lengths: torch.
         absolute = torch.where(p < 0, p + end, p).expand(b, p.shape[1])
         if (absolute < 0).any() or (absolute >= n).any():
             raise InputError(f"kl positions {p.flatten().tolist()} are outside the {n} reference positions")
-    ref = reference_logits.detach().float().cpu().log_softmax(-1)
-    ref = ref.gather(1, absolute[..., None].expand(-1, -1, ref.shape[-1]))
+    # only the read positions go to the CPU (not a whole [batch, pos, vocab] copy)
+    at = absolute.to(reference_logits.device)[..., None].expand(-1, -1, reference_logits.shape[-1])
+    ref = reference_logits.detach().gather(1, at).float().log_softmax(-1).cpu()
     return Metric("kl", absolute, reference=ref, mask=mask)
 
 
@@ -468,7 +469,8 @@ def default_metric(
         raise InputError(f"metric position {p.flatten().tolist()} is outside the {n} positions")
 
     def argmax_at(logits):
-        return logits.detach().cpu().gather(1, p_abs[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)
+        at = p_abs.to(logits.device)[..., None].expand(-1, -1, logits.shape[-1])
+        return logits.detach().gather(1, at).argmax(-1).cpu()  # the read positions only, argmax on the device
 
     if answer is None:
         answer = argmax_at(clean_logits)

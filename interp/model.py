@@ -172,6 +172,9 @@ class Model:
         self._weights: dict = {}
         #: when True, every hook's result is checked for NaN / inf (raises naming the site)
         self.check_finite = False
+        #: how :func:`interp.load` made this model (its source and options), so that another process
+        #: can load the same one (:mod:`interp.executor`); None for a model built in memory
+        self.load_spec: dict | None = None
 
     # --- basics -----------------------------------------------------------------------
     @property
@@ -195,7 +198,12 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go (a model placed by a device map: where its embedding runs)."""
         p = next(self.module.parameters(), None)
+        if p is not None and p.device.type == "meta":  # offloaded by accelerate (interp.sharding)
+            from interp.sharding import input_device
+
+            return input_device(self.module)
         return p.device if p is not None else torch.device("cpu")
 
     @property

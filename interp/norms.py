@@ -18,6 +18,7 @@ lens and post-norm head outputs split a norm's output into the pieces of its inp
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -61,11 +62,22 @@ def _dtype(module: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
+def _float32(module: nn.Module) -> nn.Module:
+    """A half-precision norm as a float32 copy (its parameters upcast exactly), so that its affine
+    form is fitted exactly; the module itself when it is float32 already, or offloaded (``meta``
+    parameters: then it is fitted on its own, rounded, outputs)."""
+    if _dtype(module) in (torch.float32, torch.float64) or any(p.device.type == "meta" for p in module.parameters()):
+        return module
+    return copy.deepcopy(module).float()
+
+
 def read(module: nn.Module | None, d_model: int, device=None) -> Affine | None:
     """The :class:`Affine` form of a norm module (None for no module, or one that is neither a
     LayerNorm nor an RMSNorm).  Exact up to float32 rounding: the fit is checked on fresh inputs."""
     if module is None:
         return None
+    module = _float32(module)
+    tol = 1e-4 if _dtype(module) in (torch.float32, torch.float64) else 2e-2
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(8, d_model, generator=g) * 3 + torch.randn(1, d_model, generator=g)).to(device)
     with torch.no_grad():
@@ -97,6 +109,6 @@ def read(module: nn.Module | None, d_model: int, device=None) -> Affine | None:
             fresh = (torch.randn(5, d_model, generator=g) * 2 - 1).to(device)
             with torch.no_grad():
                 want = module(fresh.to(_dtype(module))).float()
-            if (fit(fresh) - want).abs().max() <= 1e-4 * (1 + want.abs().max()):
+            if (fit(fresh) - want).abs().max() <= tol * (1 + want.abs().max()):
                 return fit
     return None

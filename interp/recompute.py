@@ -39,7 +39,7 @@ from interp.interventions import hook_fns
 from interp.metrics import Metric
 from interp.model import reshaping
 from interp.tokens import TokenBatch
-from interp.weights import Readout, readout
+from interp.weights import Readout, readout, reproduce_tol
 
 
 class _Stop(Exception):
@@ -284,7 +284,7 @@ class Downstream:
             )
         self._prefixes.clear()
         want = logits[:, p:].repeat(2, 1, 1)
-        if got.shape != want.shape or (got - want).abs().max() > 1e-3 * (1 + want.abs().max()):
+        if got.shape != want.shape or (got - want).abs().max() > reproduce_tol(m.dtype) * (1 + want.abs().max()):
             raise Unsupported("a recomputation from a cached prefix differs from the model's own forward")
 
     # --- the sweep --------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from interp.cells import Cell, Site, intervention, reaches
 from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import RunContext
-from interp.weights import raw
+from interp.sharding import onloaded
+from interp.weights import raw, reproduce_tol
 
 # the stages of a block, in order; a patch at a stage re-enters the block there
 STAGES = ("resid_pre", "qkv", "pattern", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
@@ -192,11 +193,12 @@ class BlockEngine:
         if cols is None:
             logits = self.unembed(x)
         else:
-            weight = self.unembed.weight
-            assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
-            w = weight[cols]
-            b = getattr(self.unembed, "bias", None)
-            logits = F.linear(x, w, None if b is None else b[cols])
+            with onloaded(self.unembed):  # offloaded by accelerate: its weight holds values only while loaded
+                weight = self.unembed.weight
+                assert isinstance(weight, torch.Tensor)  # the unembedding's parameter
+                w = weight[cols]
+                b = getattr(self.unembed, "bias", None)
+                logits = F.linear(x, w, None if b is None else b[cols])
         if self.final_cap:
             logits = torch.tanh(logits / self.final_cap) * self.final_cap
         return logits
@@ -216,7 +218,7 @@ class BlockEngine:
             assert x is not None  # a transformer has layers
             got = self._logits(x, None)
         self._early_kv.clear()
-        if got.shape != logits.shape or (got - logits).abs().max() > 1e-3 * (1 + logits.abs().max()):
+        if got.shape != logits.shape or (got - logits).abs().max() > reproduce_tol(m.dtype) * (1 + logits.abs().max()):
             raise Unsupported("the engine's recomputation differs from the model's own forward")
 
     def base_names(self) -> list[str]:

@@ -103,14 +103,16 @@ def decode_attention(
         raise InputError(f"n_steps must be >= 1, got {n_steps}")
     L = model.cfg.n_layers
     # -1 in layers without attention (a hybrid's state-space layers)
-    attended = torch.full((len(batch), n_steps, L, model.cfg.n_heads), -1, dtype=torch.long)
+    # kept on the model's device (no host round trip per layer and step), moved once at the end
+    attended = torch.full((len(batch), n_steps, L, model.cfg.n_heads), -1, dtype=torch.long, device=model.device)
     step = Step()
 
     def reader(layer: int):
         def read(pattern: torch.Tensor, hook) -> None:
             # the key axis in absolute positions (a sliding-window layer's cache holds the last keys only)
             keys = model.context.key_positions(pattern.shape[-1], pattern.shape[-2], pattern.device)
-            attended[step.rows, step.index, layer] = keys[pattern[:, :, -1, :].argmax(-1)].cpu()
+            rows = step.rows.to(attended.device)
+            attended[rows, step.index, layer] = keys[pattern[:, :, -1, :].argmax(-1)].to(attended.device)
 
         return read
 
@@ -126,7 +128,7 @@ def decode_attention(
         progress=progress,
         prefixes=prefixes,
     )
-    return generated, attended
+    return generated, attended.cpu()
 
 
 def retrieval_analysis(

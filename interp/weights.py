@@ -30,6 +30,7 @@ from torch import nn
 from interp import norms
 from interp.errors import InputError, Unsupported
 from interp.norms import Affine
+from interp.sharding import onloaded
 
 
 def raw(module: nn.Module) -> nn.Module:
@@ -104,7 +105,8 @@ class Weights:
         if self.folded:
             raise InputError("project() rebuilds inputs with the model's own norms: use unfolded weights")
         norm = self.ln1[layer]
-        h = norm(x) if norm is not None else x  # a post-norm block's attention reads the raw residual
+        # (a post-norm block's attention reads the raw residual; a norm runs in its own dtype)
+        h = norm(x.to(_dtype(norm))) if norm is not None else x
         return torch.einsum("bphd,hde->bphe", h.to(W.dtype), W) + b
 
     def head_outputs(self, layer: int, z: torch.Tensor) -> torch.Tensor:
@@ -182,8 +184,14 @@ def _quiet_hybrid_stacking():
 
 
 def read_weights(model, *, fold_ln: bool = False) -> Weights:
-    """The :class:`Weights` of a transformer ``model`` (see :meth:`interp.Model.weights`)."""
+    """The :class:`Weights` of a transformer ``model`` (see :meth:`interp.Model.weights`).  A model
+    offloaded by accelerate (:mod:`interp.sharding`) is onloaded for the read (all of it at once)."""
     model.require_attention("per-head weights")
+    with onloaded(model.module):
+        return _read_weights(model, fold_ln)
+
+
+def _read_weights(model, fold_ln: bool) -> Weights:
     bridge = model.module
     if not all(hasattr(bridge, a) for a in ("W_Q", "blocks")):
         raise InputError(
@@ -320,9 +328,23 @@ class Readout:
         return self.cap(self.normed(x, scale) @ self.W_U + self.b_U)
 
 
+def reproduce_tol(dtype: torch.dtype) -> float:
+    """Relative tolerance of a check that a recomputation reproduces the model's own logits (the
+    readout, the patching engines): float32 rounding, or a half-precision model's (bfloat16 keeps
+    8 bits of mantissa: ~4e-3 per operation, which compound over the layers)."""
+    return 1e-3 if dtype in (torch.float32, torch.float64) else 3e-2
+
+
 def _dtype(module: nn.Module) -> torch.dtype:
     p = next(module.parameters(), None)
     return p.dtype if p is not None else torch.float32
+
+
+def _unembed_module(module: nn.Module) -> nn.Module | None:
+    """The Hugging Face unembedding inside a loaded model's module (the generic path's ``HFLM``)."""
+    path = getattr(module, "_unembed", None)
+    hf = getattr(module, "original_model", None)
+    return hf.get_submodule(path) if isinstance(path, str) and hf is not None else None
 
 
 #: the config attributes families name a final logit soft-cap by
@@ -346,8 +368,9 @@ def readout(model) -> Readout:
         cap = None
     elif hasattr(module, "ln_final") and hasattr(module, "W_U"):  # a TransformerBridge (any family)
         norm = raw(module.ln_final)
-        W_U = module.W_U.detach().float()
-        b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
+        with onloaded(getattr(module, "unembed", None), _unembed_module(module)):  # offloaded: read it loaded
+            W_U = module.W_U.detach().float()
+            b_U = _tensor(lambda: module.b_U, (model.cfg.d_vocab,), model.device)
         hf_cfg = getattr(getattr(module, "original_model", None), "config", None)
         # the final soft-cap's names: Gemma-2 / 3, RecurrentGemma, xLSTM
         caps = [getattr(hf_cfg, a, None) for a in FINAL_SOFTCAPS] if hf_cfg else []
@@ -368,7 +391,7 @@ def readout(model) -> Readout:
             logits, cache = model.run_with_cache(probe, names=[model.site("final_resid")])
             got = out.logits(cache[model.site("final_resid")])
         assert logits is not None  # run_with_cache returns logits unless asked not to
-        if (got - logits.float()).abs().max() > 1e-3 * (1 + logits.abs().max()):
+        if (got - logits.float()).abs().max() > reproduce_tol(model.dtype) * (1 + logits.abs().max()):
             raise Unsupported(
                 "its final norm and unembedding do not reproduce its logits (a family-specific step "
                 "between them that the workbench does not know)"

@@ -94,14 +94,14 @@ FAMILIES: dict[str, dict] = {
 }
 
 
-def config(family: str):
-    """The tiny config of ``family``."""
+def config(family: str, **overrides):
+    """The tiny config of ``family`` (``overrides``: other config fields, e.g. more layers)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    return CONFIG_MAPPING[family](**{**BASE, **FAMILIES[family]})
+    return CONFIG_MAPPING[family](**{**BASE, **FAMILIES[family], **overrides})
 
 
-def build(family: str, folder: Path, *, seed: int = 0):
+def build(family: str, folder: Path, *, seed: int = 0, **overrides):
     """The tiny random model of ``family`` (eval mode) and its folder (config, safetensors,
     tokenizer).  Norm gains (and biases) are random, as in trained models."""
     from transformers import AutoModelForCausalLM
@@ -109,7 +109,7 @@ def build(family: str, folder: Path, *, seed: int = 0):
     from tests.conftest import build_tokenizer
 
     torch.manual_seed(seed)
-    hf = AutoModelForCausalLM.from_config(config(family)).eval()
+    hf = AutoModelForCausalLM.from_config(config(family, **overrides)).eval()
     with torch.no_grad():
         for name, param in hf.named_parameters():
             leaf = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name

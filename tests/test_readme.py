@@ -75,9 +75,18 @@ def test_python_blocks_run_as_written_and_print_what_they_claim(tmp_path, monkey
     assert checked >= 2  # the README's printed claims are checked, not only run
 
 
-#: commands that train a real-model dictionary (minutes) run in the slow stage (.ci/run), the rest in make test
+#: commands that train a real-model dictionary (minutes) run in the slow stage (.ci/run), those that
+#: offload to disk or start a Ray cluster in the scale stage, the rest in make test
 SHELL = [
-    pytest.param(c, id=c[:70], marks=[pytest.mark.slow] if c.startswith("interp sae") else [])
+    pytest.param(
+        c,
+        id=c[:70],
+        marks=[pytest.mark.slow]
+        if c.startswith("interp sae")
+        else [pytest.mark.scale]
+        if ("--ray" in c or "--offload-folder" in c)
+        else [],
+    )
     for c in commands()
     if not c.startswith("make ")
 ]

@@ -34,14 +34,17 @@ from apps.state.inputs import (
 from apps.state.models import (
     DEFAULT_MODEL,
     SOURCE_KEY,
+    cached,
     check_source,
     current_model,
+    current_placement,
     current_source,
     friendly,
     init_source,
     load_model,
     set_source,
     sidebar_model,
+    sidebar_placement,
     zoo_recipe,
 )
 from apps.state.results import (

@@ -5,6 +5,7 @@ one way input errors are shown."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -38,16 +39,89 @@ def friendly(what: str = "") -> Iterator[None]:
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=4)
-def _load(source: str) -> interp.Model:
-    return interp.load(source)
+def _load(source: str, device: str = "cpu", dtype: str = "float32") -> interp.Model:
+    return interp.load(source, device=device, dtype=dtype)
 
 
 def load_model(source: str) -> interp.Model:
-    """The model for ``source`` (zoo name, local HF directory, hub id), loaded once per process."""
+    """The model for ``source`` (zoo name, local HF directory, hub id) on the session's device and
+    dtype (:func:`current_placement`), loaded once per process."""
     source = (source or "").strip()
     if not source:
         raise InputError("no model given: choose a zoo model, a local folder or a hub id")
-    return _load(source)
+    return _load(source, *current_placement())
+
+
+# --- where the model runs: a device and dtype choice in the sidebar ---------------------------------
+DEVICE_KEY, DTYPE_KEY = "model_device", "model_dtype"
+
+
+def devices() -> list[str]:
+    """The devices this machine has (the CPU and each CUDA device)."""
+    from interp.sharding import available_devices
+
+    return available_devices()
+
+
+def dtypes(device: str) -> list[str]:
+    """The dtypes ``device`` runs (bfloat16 only where it is native)."""
+    from interp.loading import supported_dtypes
+
+    return supported_dtypes(device)
+
+
+def current_placement() -> tuple[str, str]:
+    """The session's ``(device, dtype)``: the sidebar's choice, else ``INTERP_DEVICE`` /
+    ``INTERP_DTYPE``, else the CPU in float32; a choice this machine cannot run falls back to those."""
+    have = devices()
+    device = st.session_state.get(DEVICE_KEY) or os.environ.get("INTERP_DEVICE", "cpu")
+    device = device if device in have else ("cuda:0" if device == "cuda" and "cuda:0" in have else "cpu")
+    dtype = st.session_state.get(DTYPE_KEY) or os.environ.get("INTERP_DTYPE", "float32")
+    return device, dtype if dtype in dtypes(device) else "float32"
+
+
+def sidebar_placement() -> None:
+    """The device and dtype choice (only what this machine runs); a change reloads the model there
+    (each placement is cached once) and every cached result is keyed by it (:func:`cached`)."""
+    device, dtype = current_placement()
+    have = devices()
+    st.sidebar.selectbox(
+        "Device",
+        have,
+        index=have.index(device),
+        key=DEVICE_KEY,
+        help="where the model runs (the devices this machine has)",
+    )
+    kinds = dtypes(st.session_state.get(DEVICE_KEY, device))
+    st.sidebar.selectbox(
+        "Dtype",
+        kinds,
+        index=kinds.index(dtype) if dtype in kinds else 0,
+        key=DTYPE_KEY,
+        help="the model's weights and activations; reductions stay in float32",
+    )
+
+
+def cached(**options):
+    """``st.cache_data(**options)`` keyed by the session's device and dtype as well as the
+    arguments: a result of the bfloat16 model is not the float32 model's."""
+
+    def wrap(fn):
+        def placed(placement: tuple[str, str], *args, **kwargs):
+            return fn(*args, **kwargs)
+
+        # streamlit keys a cache by module and qualified name: one per wrapped function
+        placed.__module__, placed.__qualname__ = fn.__module__, f"{fn.__qualname__}[placed]"
+        inner = st.cache_data(**options)(placed)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return inner(current_placement(), *args, **kwargs)
+
+        call.clear = inner.clear  # type: ignore[attr-defined]
+        return call
+
+    return wrap
 
 
 def current_source() -> str:
@@ -99,11 +173,12 @@ def current_model() -> interp.Model:
 
 def sidebar_model(model: interp.Model) -> None:
     c = model.cfg
+    sidebar_placement()
     st.sidebar.markdown(
         f"**Model:** `{current_source()}`  \n{c.family}, {c.n_layers} layers"
         + (f", {c.n_heads} heads" if c.n_heads else "")
         + f", d_model {c.d_model}, "
-        f"vocab {c.d_vocab}, context {c.n_ctx}"
+        f"vocab {c.d_vocab}, context {c.n_ctx}; on {model.device}, {str(model.dtype).replace('torch.', '')}"
     )
 
 

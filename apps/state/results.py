@@ -1,7 +1,7 @@
-"""Cached analysis results (``st.cache_data``, keyed by the model source and hashable specs of
-the inputs); each calls one library function through :func:`interp.runs.run` (so the page has
-the frame, the analysis's context and its provenance, ready to save) and adds nothing
-mathematical."""
+"""Cached analysis results (``st.cache_data`` through :func:`apps.state.models.cached`, keyed by
+the model source, the session's device and dtype, and hashable specs of the inputs); each calls
+one library function through :func:`interp.runs.run` (so the page has the frame, the analysis's
+context and its provenance, ready to save) and adds nothing mathematical."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import streamlit as st
 import torch
 
 from apps.state.inputs import Key, Prompts, corruption, resolve_metric, task_batch, text_model
-from apps.state.models import load_model
+from apps.state.models import cached, load_model
 from interp.runs import Result, run
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached(show_spinner=False, max_entries=64)
 def attention_patterns(source: str, tokens: tuple[int, ...]) -> Result:
     """interp.attention.attention_patterns of one prompt: the tidy frame, and the
     ``[layer, head, dest, src]`` tensor as ``value``."""
@@ -22,7 +22,7 @@ def attention_patterns(source: str, tokens: tuple[int, ...]) -> Result:
     return run(patterns, load_model(source), torch.tensor([tokens]))
 
 
-@st.cache_data(show_spinner="Running every analysis on a small probe ...", max_entries=8)
+@cached(show_spinner="Running every analysis on a small probe ...", max_entries=8)
 def support(source: str) -> Result:
     """interp.support: which analyses run on the model and which decline (with the reason)."""
     from interp.capabilities import support as check
@@ -30,7 +30,7 @@ def support(source: str) -> Result:
     return run(check, load_model(source))
 
 
-@st.cache_data(show_spinner="Scoring heads ...", max_entries=32)
+@cached(show_spinner="Scoring heads ...", max_entries=32)
 def head_scores(source: str, n: int, length: int, seed: int) -> Result:
     """interp.heads.scores on ``n`` [BOS] r r probes of ``length`` tokens."""
     from interp import heads
@@ -39,7 +39,7 @@ def head_scores(source: str, n: int, length: int, seed: int) -> Result:
     return run(heads.scores, model, heads.default_tokens(model, n=n, length=length, seed=seed))
 
 
-@st.cache_data(show_spinner="Ablating ...", max_entries=64)
+@cached(show_spinner="Ablating ...", max_entries=64)
 def ablation(
     source: str, heads: tuple[tuple[int, int], ...], how: str, metric: str, n: int, seed: int, n_random: int
 ) -> Result:
@@ -59,7 +59,7 @@ def ablation(
     )
 
 
-@st.cache_data(show_spinner="Building the steering vector ...", max_entries=64)
+@cached(show_spinner="Building the steering vector ...", max_entries=64)
 def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: int, method: str):
     """interp.steering.SteeringVector.from_pairs at the residual stream after ``layer``; pairs of
     any lengths, each prompt read at its last token."""
@@ -68,7 +68,7 @@ def steering_vector(source: str, positive: Prompts, negative: Prompts, layer: in
     return SteeringVector.from_pairs(load_model(source), list(positive), list(negative), layer=layer, method=method)
 
 
-@st.cache_data(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
+@cached(show_spinner="Sweeping layers and coefficients ...", max_entries=16)
 def steering_sweep(
     source: str,
     positive: Prompts,
@@ -114,7 +114,7 @@ def steering_sweep(
 RETRIEVAL_TASKS = ("passkey", "needle_haystack")
 
 
-@st.cache_data(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
+@cached(show_spinner="Decoding the answers and reading every head's attention ...", max_entries=16)
 def retrieval(
     source: str, task: str, n: int, context_length: int, depth: float | None, k: int, n_random: int, seed: int
 ) -> dict:
@@ -140,7 +140,7 @@ def retrieval(
     }
 
 
-@st.cache_data(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
+@cached(show_spinner="Needle-in-a-haystack grid ...", max_entries=8)
 def niah(
     source: str, lengths: tuple[int, ...], depths: tuple[float, ...], n: int, heads: tuple[tuple[int, int], ...]
 ) -> Result:
@@ -161,7 +161,7 @@ def niah(
     )
 
 
-@st.cache_data(show_spinner="Attention sinks ...", max_entries=16)
+@cached(show_spinner="Attention sinks ...", max_entries=16)
 def sinks(source: str, n: int, length: int, seed: int) -> tuple[Result, Result]:
     """Sink share by layer and the loss with / without the first token, on text the model
     writes itself (text models) or on repeated random tokens (zoo models)."""
@@ -186,7 +186,7 @@ def tuned_lens(source: str, train: bool):
     return tuned_lens_for(load_model(source), train=train, progress=False)
 
 
-@st.cache_data(show_spinner="Reading every layer ...", max_entries=64)
+@cached(show_spinner="Reading every layer ...", max_entries=64)
 def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: str, tuned: bool) -> Result:
     """interp.lens.logit_lens of one prompt (through the saved tuned lens if ``tuned``)."""
     from interp.lens import logit_lens
@@ -196,7 +196,7 @@ def lens(source: str, tokens: tuple[int, ...], target: int, stage: str, norm: st
     return run(logit_lens, model, torch.tensor([tokens]), target=target, stage=stage, norm=norm, k=3, lens=chosen)
 
 
-@st.cache_data(show_spinner="Direct logit attribution ...", max_entries=64)
+@cached(show_spinner="Direct logit attribution ...", max_entries=64)
 def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None) -> Result:
     """interp.lens.dla at the last position of one prompt."""
     from interp.lens import dla as attribute
@@ -204,7 +204,7 @@ def dla(source: str, tokens: tuple[int, ...], target: int, contrast: int | None)
     return run(attribute, load_model(source), torch.tensor([tokens]), target, contrast)
 
 
-@st.cache_data(show_spinner="Patching ...", max_entries=32)
+@cached(show_spinner="Patching ...", max_entries=32)
 def patching(
     source: str,
     clean: Key,
@@ -240,7 +240,7 @@ def patching(
     return run(attribute, model, tokens, corrupt, site=site, by=("layer",) + by, metric=metric, direction=direction)
 
 
-@st.cache_data(show_spinner="Scoring every edge ...", max_entries=16)
+@cached(show_spinner="Scoring every edge ...", max_entries=16)
 def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> Result:
     """circuits.attribution.edge_attribution: every edge scored (the frame), the unpruned circuit
     as ``value``."""
@@ -259,7 +259,7 @@ def edge_scores(source: str, clean: Key, spec: tuple, metric: str, method: str, 
     )
 
 
-@st.cache_data(show_spinner="Running the circuit ...", max_entries=128)
+@cached(show_spinner="Running the circuit ...", max_entries=128)
 def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, top_k: int) -> float:
     """Faithfulness of the top-k circuit of :func:`edge_scores` on the same inputs (keyed by
     its settings, not by the circuit: a 270-head model's full circuit is megabytes of JSON)."""
@@ -270,7 +270,7 @@ def faithfulness(source: str, clean: Key, spec: tuple, metric: str, method: str,
     )
 
 
-@st.cache_data(show_spinner="Finding the smallest faithful circuit ...", max_entries=32)
+@cached(show_spinner="Finding the smallest faithful circuit ...", max_entries=32)
 def smallest_faithful(
     source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int, sizes: tuple[int, ...], target: float
 ) -> tuple[int, float]:
@@ -291,7 +291,7 @@ def smallest_faithful(
     )
 
 
-@st.cache_data(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
+@cached(show_spinner="Faithfulness at MIB's edge budgets ...", max_entries=16)
 def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: int) -> Result:
     """circuits.faithfulness.mib of :func:`edge_scores`: faithfulness per edge budget, CPR / CMD
     with intervals."""

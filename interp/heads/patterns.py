@@ -14,12 +14,15 @@ the sequences of the batch exactly as ``detect_head`` averages over a list of pr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp import executor as executors
 from interp.errors import InputError
+from interp.executor import Executor
 from interp.model import Model
 from interp.runs import analysis
 from interp.tasks import TaskBatch, repeated_tokens
@@ -160,6 +163,7 @@ def scores(
     exclude_current_token: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
+    executor: str | Executor | None = None,
 ) -> pd.DataFrame:
     """Head scores ``DataFrame[layer, head, kind, score]`` (one row per head and kind).
 
@@ -183,6 +187,12 @@ def scores(
     Pattern scores are fractions of attention (unitless, in [0, 1]).  One forward per chunk
     of ``batch_size`` sequences (default: as many as fit the memory budget, see
     :mod:`interp.memory`); active hooks (ablations...) apply.
+
+    executor: ``"local"`` (default) or ``"ray"``: the chunks of sequences are scored on a Ray
+    cluster's workers (:mod:`interp.executor`; the model loaded by name or path, no active
+    hooks) and their sums added in the chunks' order, so the scores equal the local run's with
+    the same ``batch_size`` (by default a Ray run uses chunks small enough to keep every worker
+    busy, which changes only the float rounding).
     """
     from interp.heads.composition import copying_scores
     from interp.memory import rows_per_chunk
@@ -209,27 +219,76 @@ def scores(
             "prefix_matching needs repeated tokens (a token that occurs twice in a sequence); "
             "these sequences have none: use e.g. interp.heads.default_tokens(model) ([BOS] r r)"
         )
-    dev = batch.tokens.device
-    sums = {k: torch.zeros(L, H, dtype=torch.float64, device=dev) for k in kinds}
+    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in kinds}
     counts = {k: 0 for k in kinds}
     # one layer's pattern and its softmax temporaries: ~4 [heads, pos, pos] float32 arrays per row
-    step = rows_per_chunk(4 * H * P * P * 4, "head scores", given=batch_size)
-    n_attn = len(model.cfg.attn_layers or ())
-    bar = tqdm(total=-(-B // step) * n_attn, desc="head scores", unit="layer", disable=not progress, leave=False)
-    for start in range(0, B, step):
-        idx = torch.arange(start, min(B, start + step))
-        _score_chunk(model, batch.select(idx), kinds, patterns, sums, counts, exclude_bos, exclude_current_token, bar)
-    bar.close()
+    step = rows_per_chunk(4 * H * P * P * 4, "head scores", given=batch_size, device=model.device)
+    ex = executors.get(executor)
+    if not isinstance(ex, executors.Local) and batch_size is None:  # enough chunks to keep every worker busy
+        step = max(1, min(step, -(-B // ex.n_chunks(B))))
+    jobs = [
+        dict(
+            batch=batch.select(torch.arange(start, min(B, start + step))),
+            kinds=kinds,
+            patterns=patterns,
+            exclude_bos=exclude_bos,
+            exclude_current_token=exclude_current_token,
+        )
+        for start in range(0, B, step)
+    ]
+    if isinstance(ex, executors.Local):
+        n_attn = len(model.cfg.attn_layers or ())
+        with tqdm(total=len(jobs) * n_attn, desc="head scores", unit="layer", disable=not progress, leave=False) as bar:
+            parts = [_chunk_sums(model, job, bar) for job in jobs]
+    else:
+        if patterns:
+            raise InputError(
+                f"executor={ex.name!r} ships the built-in kinds to its workers; custom patterns run locally"
+            )
+        jobs = [{**job, "batch": _cpu(cast(TokenBatch, job["batch"]))} for job in jobs]
+        parts = ex.map(
+            _chunk_sums, model, jobs, desc=f"head scores ({ex.name})", progress=progress, size=lambda j: len(j["batch"])
+        )
+    for part_sums, part_counts in parts:  # in the chunks' order, whichever executor ran them
+        for k in kinds:
+            sums[k] += part_sums[k]
+            counts[k] += part_counts[k]
     rows = []
     for kind in kinds:
         if counts[kind] == 0:  # only prefix_matching can lack rows; it was checked above
             raise InputError(f"no sequence has positions that {kind} can score")
-        mean = (sums[kind] / counts[kind]).cpu()
+        mean = sums[kind] / counts[kind]
         rows += [{"layer": l, "head": h, "kind": kind, "score": float(mean[l, h])} for l, h in model.heads()]
     frame = pd.DataFrame(rows)
     if copying is not None:
         frame = pd.concat([frame, copying[["layer", "head", "kind", "score"]]], ignore_index=True)
     return frame
+
+
+def _cpu(batch: TokenBatch) -> TokenBatch:
+    return TokenBatch(batch.tokens.cpu(), batch.lengths.cpu(), batch.pad_id)
+
+
+def _chunk_sums(model: Model, job: dict, bar=None) -> tuple[dict, dict]:
+    """The score sums ``{kind: [layers, heads] float64}`` (on the CPU) and row counts of one chunk
+    of sequences (``job``: ``batch``, ``kinds``, ``patterns``, ``exclude_bos``,
+    ``exclude_current_token``); an executor's task."""
+    batch = model.tokenize(job["batch"])
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    sums = {k: torch.zeros(L, H, dtype=torch.float64, device=batch.tokens.device) for k in job["kinds"]}
+    counts = {k: 0 for k in job["kinds"]}
+    _score_chunk(
+        model,
+        batch,
+        job["kinds"],
+        job["patterns"],
+        sums,
+        counts,
+        job["exclude_bos"],
+        job["exclude_current_token"],
+        bar,
+    )
+    return {k: v.cpu() for k, v in sums.items()}, counts
 
 
 def _score_chunk(
@@ -313,7 +372,8 @@ def _score_chunk(
                 sums["prefix_matching"][layer] += per_row.sum(0)
             if "sink" in kinds:
                 sums["sink"][layer] += (A[:, :, 1:, 0].double().sum(-1) / sink_rows[:, None]).sum(0)
-            bar.update()
+            if bar is not None:
+                bar.update()
             return None
 
         return fn

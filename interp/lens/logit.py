@@ -122,7 +122,7 @@ def logit_lens(
     # readings in chunks: a chunk's [readings x pos, vocab] log-probabilities (x3 for the
     # softmax and the rank comparison) stay in the memory budget; one matmul per chunk
     P = stack.shape[2]
-    per = rows_per_chunk(3 * 4 * P * model.cfg.d_vocab, "the logit lens")
+    per = rows_per_chunk(3 * 4 * P * model.cfg.d_vocab, "the logit lens", device=model.device)
     values, indices, target_logp, target_rank = [], [], [], []
     for start in range(0, len(keep), per):
         chunk = keep[start : start + per]
