@@ -23,14 +23,21 @@ from typer.models import ArgumentInfo
 from interp.errors import InputError
 
 HELP = "Mechanistic-interpretability workbench: models, heads, patching, circuits, steering, lenses."
-app = typer.Typer(
-    help=HELP,
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
+
+
+def _typer(help: str, no_args_is_help: bool) -> typer.Typer:
+    """A command group with this CLI's settings: plain help and errors, no shell completion."""
+    return typer.Typer(
+        help=help,
+        no_args_is_help=no_args_is_help,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        rich_markup_mode=None,
+    )
+
+
+app = _typer(HELP, no_args_is_help=False)
 
 
 class PlainCommand(TyperCommand):
@@ -806,14 +813,7 @@ def lens_command(
 
 # --- the run store ---------------------------------------------------------------------
 
-runs_app = typer.Typer(
-    help="Saved runs (interp.runs): list, show, diff, export, rm, sql.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
+runs_app = _typer("Saved runs (interp.runs): list, show, diff, export, rm, sql.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 runs_command = functools.partial(runs_app.command, cls=PlainCommand)
 RUN_ID_HELP = "Run id (or a unique start of it; see `interp runs list`)."
@@ -992,14 +992,7 @@ def runs_sql(
 
 # --- sparse dictionaries: interp sae train | eval | features ---------------------------------
 
-sae_app = typer.Typer(
-    help="Sparse autoencoders and transcoders: train, evaluate, read features.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
+sae_app = _typer("Sparse autoencoders and transcoders: train, evaluate, read features.", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
 sae_command = functools.partial(sae_app.command, cls=PlainCommand)
 

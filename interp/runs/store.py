@@ -784,11 +784,22 @@ def _as_time(value, name: str, end: bool = False) -> dt.datetime:
 def _row_of_result(result: Result, *, saved: dt.datetime, saved_from: str, label: str | None) -> dict:
     p = result.provenance
     assert p is not None
-    model = p.model or {}
     return {
         "saved": saved,
         "saved_from": saved_from,
         "label": label,
+        **_provenance_fields(p),
+        "n_rows": len(result.frame),
+        "columns": [str(c) for c in result.frame.columns],
+        "meta": json.dumps(encode(result.meta), allow_nan=False),
+        "arguments": json.dumps(p.arguments, allow_nan=False, default=str),
+    }
+
+
+def _provenance_fields(p: Provenance) -> dict:
+    """The catalog columns read from a run's provenance."""
+    model = p.model or {}
+    return {
         "analysis": p.analysis,
         "function": p.function,
         "model": model.get("name"),
@@ -796,21 +807,16 @@ def _row_of_result(result: Result, *, saved: dt.datetime, saved_from: str, label
         "family": model.get("family"),
         "started": _ts(p.started),
         "wall_seconds": p.wall_seconds,
-        "n_rows": len(result.frame),
-        "columns": [str(c) for c in result.frame.columns],
         "interp_version": (p.versions or {}).get("interp"),
         "git_commit": (p.git or {}).get("commit"),
         "device": p.device,
         "dtype": p.dtype,
-        "meta": json.dumps(encode(result.meta), allow_nan=False),
-        "arguments": json.dumps(p.arguments, allow_nan=False, default=str),
     }
 
 
 def _row_of(doc: dict, n_rows: int) -> dict:
     """A complete catalog row (status ok) from a run file."""
     p = Provenance.from_dict(doc.get("provenance")) or Provenance("?", "?")
-    model = p.model or {}
     return {
         "id": doc["id"],
         "status": "ok",
@@ -818,19 +824,9 @@ def _row_of(doc: dict, n_rows: int) -> dict:
         "saved": _ts(doc.get("saved")),
         "saved_from": doc.get("saved_from"),
         "label": doc.get("label"),
-        "analysis": p.analysis,
-        "function": p.function,
-        "model": model.get("name"),
-        "model_sha256": model.get("sha256"),
-        "family": model.get("family"),
-        "started": _ts(p.started),
-        "wall_seconds": p.wall_seconds,
+        **_provenance_fields(p),
         "n_rows": n_rows,
         "columns": doc.get("columns"),
-        "interp_version": (p.versions or {}).get("interp"),
-        "git_commit": (p.git or {}).get("commit"),
-        "device": p.device,
-        "dtype": p.dtype,
         "meta": json.dumps(doc.get("meta") or {}),
         "arguments": json.dumps(p.arguments or {}, default=str),
     }

