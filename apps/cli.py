@@ -1231,8 +1231,13 @@ def reproduce_command(
             )
             for name in names
         ]
-        for stored in reproduce.run_many(ids, specs, quick, executor="ray", progress=True, stored=True):
+        from interp import executor as executors
+
+        ex = executors.get("ray")
+        for stored in reproduce.run_many(ids, specs, quick, executor=ex, progress=True, stored=True):
             show(stored)
+        retried = f", {len(ex.report.failures)} retried" if ex.report.failures else ""
+        typer.echo(f"ran {ex.report.chunks} (model, finding) tasks on {ex.report.workers} Ray workers{retried}")
     else:  # one model in memory at a time; each result shown as it is done
         for name in names:
             m = load_model(name, allow_unsafe_pickle)

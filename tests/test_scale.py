@@ -82,6 +82,7 @@ def test_every_command_that_loads_a_model_takes_the_placement_options():
         assert (placed <= opts) == loads[name], name
     assert {"--ray"} <= {o for p in group.commands["patch"].params for o in p.opts}
     assert {"--ray"} <= {o for p in group.commands["heads"].params for o in p.opts}
+    assert {"--ray"} <= {o for p in group.commands["reproduce"].params for o in p.opts}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -300,7 +301,8 @@ def test_an_unreachable_ray_address_fails_in_one_line_within_seconds(monkeypatch
 
 
 def test_nothing_imports_ray_unless_asked():
-    """Patching, attribution, head scores and the command line run without importing Ray."""
+    """Patching, attribution, head scores, harvesting, findings over models and the command line
+    run without importing Ray."""
     code = (
         "import sys, torch, interp, circuits, apps.cli\n"
         "from interp import heads\n"
@@ -309,6 +311,11 @@ def test_nothing_imports_ray_unless_asked():
         "circuits.patch(m, c, c.flip(0), metric='logprob', progress=False)\n"
         "circuits.attribute(m, c, c.flip(0), metric='logprob')\n"
         "heads.scores(m, c)\n"
+        "import tempfile\n"
+        "from interp import reproduce\n"
+        "from interp.sae import store\n"
+        "store.harvest(m, m.site('resid_post', 0), c, tempfile.mkdtemp(), progress=False)\n"
+        "reproduce.run_many(['olsson2022'], ['induction-2l'], quick=True)\n"
         "assert 'ray' not in sys.modules, sorted(k for k in sys.modules if k.startswith('ray'))\n"
     )
     res = subprocess.run(
@@ -605,7 +612,7 @@ def test_the_cli_runs_findings_on_two_models_on_ray(ray_cluster, tmp_path):
         ("induction-2l", "reproduced"),
         ("recall-2l", "not reproduced"),
     ]
-    assert res.output.count("saved as run") == 2
+    assert res.output.count("saved as run") == 2 and "ran 2 (model, finding) tasks on 2 Ray workers" in res.output
     one = runner.invoke(app, ["reproduce", "olsson2022", "--model", "induction-2l", "--ray", "--no-save"])
     assert one.exit_code == 0 and "not applicable" in one.output, one.output
 
