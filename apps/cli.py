@@ -1155,24 +1155,35 @@ def _finding_lines(summary: dict) -> list[str]:
 @friendly
 def reproduce_command(
     finding: str = typer.Argument(None, metavar="ID", help="Finding id (see --list), or 'all' for every one."),
-    model: str = typer.Option("smollm2-135m", "--model", metavar="MODEL", help=MODEL_HELP),
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        metavar="MODEL",
+        help=MODEL_HELP + " Repeat (or comma-separate) for several models (default smollm2-135m).",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Smaller samples: a first look (the verdict is less certain)."),
     json_out: Path = typer.Option(
-        None, "--json", metavar="FILE", help="Write the summary (a list of them for 'all') to this JSON file."
+        None,
+        "--json",
+        metavar="FILE",
+        help="Write the summary (a list of them for 'all' or several models) to this JSON file.",
     ),
     list_: bool = typer.Option(False, "--list", help="List the findings (id, paper, published number) and exit."),
     save: bool = typer.Option(
         True, "--save/--no-save", help="Keep each result in the run store (a finding's history on a model)."
     ),
+    ray: bool = ray_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Run a published interpretability finding on a model: the published number beside ours (95%
     bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable); each
-    result is saved in the run store unless --no-save."""
+    result is saved in the run store unless --no-save.  Several --model: each finding on each
+    model (with --ray, each (model, finding) pair is one task on a Ray cluster)."""
     import json
 
     import circuits.reproduce  # noqa: F401  registers the causal findings even where the entry points are not installed
-    from interp import reproduce
+    from interp import reproduce, runs
+    from interp.loading import locate
 
     if list_:
         table = reproduce.list_findings()
@@ -1186,20 +1197,48 @@ def reproduce_command(
     if json_out is not None and json_out.suffix != ".json":
         raise InputError(f"--json must end in .json, got {json_out.name}")
     ids = list(reproduce.findings()) if finding.strip().lower() == "all" else [reproduce.get(finding).id]
-    m = load_model(model, allow_unsafe_pickle)
+    names = list(dict.fromkeys(split_list(model))) or ["smollm2-135m"]
+    for name in names:  # every model is checked before any work starts
+        locate(name)
     summaries = []
-    from interp import runs
 
-    for fid in ids:
-        stored = runs.run(reproduce.run, fid, m, quick=quick, progress=True)
+    def show(stored) -> None:
         result = stored.value
         summaries.append(result.to_json())
         typer.echo("\n".join(_finding_lines(result.summary)))
         if save:
             stored = stored.with_figure(result.figure) if result.figure is not None else stored
-            typer.echo(f"saved as run {runs.save(stored, saved_from='reproduce', label=fid)}")
+            typer.echo(f"saved as run {runs.save(stored, saved_from='reproduce', label=result.summary['id'])}")
+
+    if ray:  # the workers load the models (placed as the options say); results come back in order
+        opts = current_placement()
+        specs = [
+            dict(
+                source=name,
+                allow_unsafe_pickle=allow_unsafe_pickle,
+                device=opts.get("device"),
+                dtype=opts.get("dtype"),
+                device_map=opts.get("device_map"),
+                max_memory=parse_max_memory(opts.get("max_memory")),
+                offload_folder=None if opts.get("offload_folder") is None else str(opts["offload_folder"]),
+            )
+            for name in names
+        ]
+        from interp import executor as executors
+
+        ex = executors.get("ray")
+        for stored in reproduce.run_many(ids, specs, quick, executor=ex, progress=True, stored=True):
+            show(stored)
+        retried = f", {len(ex.report.failures)} retried" if ex.report.failures else ""
+        typer.echo(f"ran {ex.report.chunks} (model, finding) tasks on {ex.report.workers} Ray workers{retried}")
+    else:  # one model in memory at a time; each result shown as it is done
+        for name in names:
+            m = load_model(name, allow_unsafe_pickle)
+            for fid in ids:
+                show(runs.run(reproduce.run, fid, m, quick=quick, progress=True))
+            del m
     if json_out is not None:
-        payload = summaries if len(ids) > 1 else summaries[0]
+        payload = summaries if len(summaries) > 1 else summaries[0]
         json_out.write_text(json.dumps(payload, indent=2))
         typer.echo(f"wrote {json_out}")
 

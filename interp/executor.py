@@ -17,9 +17,10 @@ model once, the way it was loaded here (:attr:`interp.Model.load_spec`: a zoo na
 a hub id; a model built in memory cannot be shipped and is refused), and keeps it for later
 tasks.
 
-Hook points for work that lands from other branches: ``interp reproduce`` over several models
-maps ``fn(None, (spec, entry))`` with :func:`model_for` loading each spec in the worker; activation
-harvesting maps ``fn(model, token_chunk)`` and concatenates the ordered results.
+Besides patching and head scores: :func:`interp.reproduce.run_many` (``interp reproduce --model A
+--model B --ray``) maps ``fn(None, (spec, finding, ...))``, one task per (model, finding) pair,
+with :func:`model_for` loading each spec in the worker; :func:`interp.sae.harvest` maps
+``fn(model, shard job)`` a wave of shards at a time and writes the ordered results.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ def test_every_command_that_loads_a_model_takes_the_placement_options():
         assert (placed <= opts) == loads[name], name
     assert {"--ray"} <= {o for p in group.commands["patch"].params for o in p.opts}
     assert {"--ray"} <= {o for p in group.commands["heads"].params for o in p.opts}
+    assert {"--ray"} <= {o for p in group.commands["reproduce"].params for o in p.opts}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -300,7 +301,8 @@ def test_an_unreachable_ray_address_fails_in_one_line_within_seconds(monkeypatch
 
 
 def test_nothing_imports_ray_unless_asked():
-    """Patching, attribution, head scores and the command line run without importing Ray."""
+    """Patching, attribution, head scores, harvesting, findings over models and the command line
+    run without importing Ray."""
     code = (
         "import sys, torch, interp, circuits, apps.cli\n"
         "from interp import heads\n"
@@ -309,6 +311,11 @@ def test_nothing_imports_ray_unless_asked():
         "circuits.patch(m, c, c.flip(0), metric='logprob', progress=False)\n"
         "circuits.attribute(m, c, c.flip(0), metric='logprob')\n"
         "heads.scores(m, c)\n"
+        "import tempfile\n"
+        "from interp import reproduce\n"
+        "from interp.sae import store\n"
+        "store.harvest(m, m.site('resid_post', 0), c, tempfile.mkdtemp(), progress=False)\n"
+        "reproduce.run_many(['olsson2022'], ['induction-2l'], quick=True)\n"
         "assert 'ray' not in sys.modules, sorted(k for k in sys.modules if k.startswith('ray'))\n"
     )
     res = subprocess.run(
@@ -425,6 +432,189 @@ def test_ray_refusals(ray_cluster, induction_model):
     ids = torch.tensor([[1, 2, 3, 4]])
     with pytest.raises(InputError, match="built in memory"):
         circuits.patch(memory_model, ids, torch.tensor([[1, 5, 3, 4]]), metric="logprob", executor="ray")
+
+
+# --- findings on several models, activation harvesting -------------------------------------------
+
+#: a summary's keys that hold what was measured (not how long it took)
+MEASURED = ("id", "model", "verdict", "reason", "ours", "ci_low", "ci_high", "n", "counts", "quick")
+
+
+def _same_summaries(a: list, b: list, tol: float = 1e-6) -> None:
+    assert [(r.summary["model"], r.summary["id"]) for r in a] == [(r.summary["model"], r.summary["id"]) for r in b]
+    for x, y in zip(a, b, strict=True):
+        for k in MEASURED:
+            if isinstance(x.summary[k], float):
+                assert y.summary[k] == pytest.approx(x.summary[k], abs=tol), (x.summary["id"], k)
+            else:
+                assert y.summary[k] == x.summary[k], (x.summary["id"], k)
+
+
+class Pickling(executor.Executor):
+    """An executor like a cluster's, in this process: every chunk and result crosses a pickle (as
+    they cross to Ray's workers), the chunks run last to first, and the results come back in order."""
+
+    name = "pickling"
+
+    @property
+    def workers(self) -> int:
+        return 2
+
+    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None) -> list:
+        import pickle
+
+        spec = executor.spec_of(model) if model is not None else None
+        done = {}
+        for i in reversed(range(len(chunks))):
+            m = executor.model_for(spec) if spec is not None else None
+            done[i] = pickle.loads(pickle.dumps(fn(m, pickle.loads(pickle.dumps(chunks[i])))))
+        return [done[i] for i in range(len(chunks))]
+
+
+IDS, ZOO = ["toyinduction", "olsson2022"], ["induction-2l", "recall-2l"]
+
+
+def test_findings_on_several_models_equal_the_plain_runs(monkeypatch):
+    import tests.toy_findings  # noqa: F401  a finding the zoo models measure
+    from interp import reproduce
+
+    plain = [reproduce.run(f, interp.load(m), quick=True) for m in ZOO for f in IDS]
+    # the finding is measured (an induction model passes, the associative-recall one does not)
+    assert [r.verdict for r in plain] == ["reproduced", "not applicable", "not reproduced", "not applicable"]
+    _same_summaries(plain, reproduce.run_many(IDS, ZOO, quick=True))
+    _same_summaries(plain, reproduce.run_many(IDS, [interp.load(m) for m in ZOO], quick=True, executor="local"))
+    _same_summaries(plain, reproduce.run_many(IDS, [{"source": m} for m in ZOO], quick=True, executor=Pickling()))
+    stored = reproduce.run_many(IDS[:1], ZOO[:1], quick=True, stored=True)
+    assert stored[0].provenance is not None and stored[0].value.summary["model"] == "induction-2l"
+    # every id and model is checked before any model is loaded or finding run
+    monkeypatch.setattr(interp, "load", lambda *a, **k: pytest.fail("a model was loaded before the input was checked"))
+    for ids, models, message in [
+        (IDS, ["induction-2l", "inductoin-2l"], "did you mean"),
+        (IDS, ["induction-2l", "./no/such/model"], "no model at"),
+        (["toyinduction", "nosuch"], ZOO, "unknown finding"),
+        (IDS, "induction-2l", "non-empty list"),
+        (IDS, [{"source": "induction-2l", "colour": "red"}], "not interp.load arguments"),
+    ]:
+        with pytest.raises((InputError, FileNotFoundError), match=message):
+            reproduce.run_many(ids, models, quick=True)
+    # the command line: several models, and an unknown one refused in one line before any work
+    monkeypatch.undo()
+    res = runner.invoke(app, ["reproduce", "toyinduction", "--model", "induction-2l", "--model", "inductoin-2l"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "did you mean" in res.output, res.output
+
+
+def test_the_cli_runs_a_finding_on_several_models(tmp_path):
+    import json
+
+    import tests.toy_findings  # noqa: F401
+
+    out = tmp_path / "two.json"
+    res = runner.invoke(
+        app, ["reproduce", "toyinduction", "--model", "induction-2l,recall-2l", "--quick", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert [(d["model"], d["verdict"]) for d in data] == [
+        ("induction-2l", "reproduced"),
+        ("recall-2l", "not reproduced"),
+    ]
+    assert res.output.count("saved as run") == 2
+
+
+def _site_acts(model, site: str, tokens: torch.Tensor) -> torch.Tensor:
+    """The site's activations with position 0 left out, row-major ``[rows * (pos - 1), d]``: what a
+    store of these tokens holds, read from one forward pass."""
+    _, cache = model.run_with_cache(tokens, [site])
+    a = cache[site][:, 1:]
+    return a.reshape(-1, a.shape[-1])
+
+
+def _stores_equal(a, b) -> None:
+    volatile = {"seconds", "tokens_per_second"}
+    assert {k: v for k, v in a.meta.items() if k not in volatile} == {
+        k: v for k, v in b.meta.items() if k not in volatile
+    }
+    for i in range(len(a.meta["shards"])):
+        x, y = a.shard(i), b.shard(i)
+        assert set(x) == set(y) and all(torch.equal(x[k], y[k]) for k in x), i
+
+
+def test_harvesting_through_an_executor_equals_the_plain_harvest(induction_model, tmp_path):
+    from interp.sae import store as sae_store
+
+    site = induction_model.site("resid_post", 0)
+    toks = heads.default_tokens(induction_model, n=10, length=16, seed=2)
+    kw = dict(out_site=induction_model.site("resid_post", 1), rows_per_shard=3, batch_size=2, progress=False)
+    plain = sae_store.harvest(induction_model, site, toks, tmp_path / "plain", **kw)
+    assert plain.complete and len(plain.meta["shards"]) == 4
+    want = _site_acts(induction_model, site, toks)
+    assert (plain.load() - want).abs().max() < 1e-6  # the store is the model's activations, in order
+    for name, ex in [("local", "local"), ("pickling", Pickling())]:
+        _stores_equal(plain, sae_store.harvest(induction_model, site, toks, tmp_path / name, **kw, executor=ex))
+    # resumed through an executor: two shards, then the rest
+    part = sae_store.harvest(induction_model, site, toks, tmp_path / "resumed", **kw, executor=Pickling(), max_shards=2)
+    assert not part.complete
+    _stores_equal(
+        plain, sae_store.harvest(induction_model, site, toks, tmp_path / "resumed", **kw, executor=Pickling())
+    )
+
+
+def registered(model, chunk) -> list[str]:
+    """The findings a worker's registry holds (the causal ones arrive through the entry points)."""
+    from interp import reproduce
+
+    return sorted(reproduce.findings())
+
+
+@pytest.mark.scale
+def test_findings_and_harvesting_on_ray_equal_one_process(ray_cluster, smollm2, tmp_path):
+    import tests.toy_findings  # noqa: F401
+    from interp import reproduce
+    from interp.sae import store as sae_store
+
+    for names in ray_cluster.map(registered, None, [0, 1]):
+        assert {"wang2022", "mcgrath2023", "zhang2023", "olsson2022"} <= set(names), names
+    # each (model, finding) pair a task, loaded in the workers (the toy finding registered there by
+    # importing its module), back in (model, finding) order
+    local = reproduce.run_many(IDS, ZOO, quick=True)
+    on_ray = reproduce.run_many(IDS, ZOO, quick=True, executor=ray_cluster)
+    assert ray_cluster.report.chunks == 4 and not ray_cluster.report.failures
+    _same_summaries(local, on_ray)
+    # a causal finding (circuits, through its entry point) on the real model
+    local = [reproduce.run("mcgrath2023", smollm2, quick=True)]
+    assert local[0].summary["ours"] is not None
+    _same_summaries(local, reproduce.run_many(["mcgrath2023"], [smollm2], quick=True, executor="ray"), tol=1e-5)
+    # harvesting: the shards computed in the workers, written here in order
+    model = interp.load("induction-2l")
+    site = model.site("resid_post", 0)
+    toks = heads.default_tokens(model, n=10, length=16, seed=2)
+    kw = dict(rows_per_shard=2, batch_size=2, progress=False)
+    plain = sae_store.harvest(model, site, toks, tmp_path / "plain", **kw)
+    _stores_equal(plain, sae_store.harvest(model, site, toks, tmp_path / "ray", **kw, executor=ray_cluster))
+    assert ray_cluster.report.chunks >= 1
+
+
+@pytest.mark.scale
+def test_the_cli_runs_findings_on_two_models_on_ray(ray_cluster, tmp_path):
+    import json
+
+    import tests.toy_findings  # noqa: F401
+
+    out = tmp_path / "ray.json"
+    res = runner.invoke(
+        app,
+        ["reproduce", "toyinduction", "--model", "induction-2l", "--model", "recall-2l", "--quick", "--ray"]
+        + ["--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert [(d["model"], d["verdict"]) for d in data] == [
+        ("induction-2l", "reproduced"),
+        ("recall-2l", "not reproduced"),
+    ]
+    assert res.output.count("saved as run") == 2 and "ran 2 (model, finding) tasks on 2 Ray workers" in res.output
+    one = runner.invoke(app, ["reproduce", "olsson2022", "--model", "induction-2l", "--ray", "--no-save"])
+    assert one.exit_code == 0 and "not applicable" in one.output, one.output
 
 
 # --- memory ------------------------------------------------------------------------------------

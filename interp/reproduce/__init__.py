@@ -5,7 +5,8 @@
 model it was measured on, where in the paper, how it was checked) beside ours (with a 95%
 bootstrap interval over prompts, rows or seeds, and its sample size) and the verdict
 (``reproduced`` / ``partial`` / ``not reproduced`` / ``not applicable``).
-``list_findings()`` lists the registry.  One small module per paper; findings that need
+``run_many(ids, models, executor="ray")`` runs several findings on several models, each
+(model, finding) pair one task.  ``list_findings()`` lists the registry.  One small module per paper; findings that need
 causal analysis live in ``circuits.reproduce`` and register through the ``interp.findings``
 entry point.
 """
@@ -22,7 +23,7 @@ from interp.reproduce.finding import (
     Published,
     Result,
 )
-from interp.reproduce.registry import findings, get, list_findings, plugin_errors, register, run
+from interp.reproduce.registry import findings, get, list_findings, plugin_errors, register, run, run_many
 from interp.reproduce.stats import Estimate, bootstrap
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "plugin_errors",
     "register",
     "run",
+    "run_many",
 ]

@@ -5,14 +5,22 @@ so ``interp`` never imports ``circuits``: the layering apps -> circuits -> inter
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
+from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from interp.errors import InputError, Unsupported
 from interp.reproduce.finding import NOT_APPLICABLE, Finding, Outcome, Result
 from interp.runs import analysis, record
+
+if TYPE_CHECKING:
+    from interp import runs as _runs
+    from interp.executor import Executor
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
@@ -179,3 +187,102 @@ def summarize(finding: Finding, model, outcome: Outcome, seconds: float, quick: 
         "quick": bool(quick),
         "text": finding.text,
     }
+
+
+# --- several findings on several models ---------------------------------------------------------
+
+
+def _load_spec(model) -> dict | Any:
+    """``model`` as what a worker can load (a dict of :func:`interp.load` arguments), or the
+    :class:`interp.Model` itself; checked without loading (an unknown name fails here)."""
+    from interp.loading import load, locate
+    from interp.model import Model
+
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, (str, Path)):
+        spec: dict = {"source": str(model)}
+    elif isinstance(model, dict):
+        spec = {k: v for k, v in model.items() if v is not None}
+        allowed = set(inspect.signature(load).parameters)
+        unknown = sorted(set(spec) - allowed)
+        if "source" not in spec or unknown:
+            raise InputError(
+                f"a model given as a dict is interp.load's arguments with 'source'; got keys {sorted(spec)}"
+                + (f" ({unknown} are not interp.load arguments)" if unknown else "")
+            )
+    else:
+        raise InputError(
+            f"models are interp.Model objects, names or paths interp.load takes, or dicts of its arguments; "
+            f"got {type(model).__name__}"
+        )
+    if not isinstance(spec["source"], (str, Path)):
+        raise InputError(f"a model's source is a name or path, got {type(spec['source']).__name__}")
+    locate(spec["source"])  # a misspelt name or a missing folder fails before any work starts
+    return spec
+
+
+def _pair(_model, job: tuple) -> _runs.Result:
+    """One (model, finding) pair, an executor's task: the stored run of :func:`run` (its
+    ``value`` is the :class:`Result`).  ``job`` = (model or load spec, finding id, the module
+    that registers it, quick).  In a worker the spec is loaded once and kept
+    (:func:`interp.executor.model_for`), and a finding its registry lacks (registered by a
+    module rather than an entry point) is registered by importing its module."""
+    from interp import runs
+    from interp.executor import model_for
+
+    target, finding_id, module, quick = job
+    if finding_id not in findings() and module:
+        importlib.import_module(module)
+    model = model_for(target) if isinstance(target, dict) else target
+    return runs.run(run, finding_id, model, quick=quick)
+
+
+def run_many(
+    finding_ids: str | Sequence[str],
+    models: Sequence[Any],
+    quick: bool = False,
+    *,
+    executor: str | Executor | None = None,
+    progress: bool = False,
+    stored: bool = False,
+) -> list:
+    """Runs each finding on each model: the :class:`Result` of every (model, finding) pair, in
+    that order (model by model, each model's findings in the order given).
+
+    finding_ids: ids or ``"all"``.  models: :class:`interp.Model` objects, names or paths
+    :func:`interp.load` takes, or dicts of its arguments (``{"source": "smollm2-135m", "dtype":
+    "bfloat16"}``).  Every id and every name is checked before any work starts.  executor:
+    ``"local"`` (default: this process, one model loaded at a time) or ``"ray"`` (each pair one
+    task on a Ray cluster, whose workers load each model once and keep it;
+    :mod:`interp.executor`); a model object must then have been loaded by name or path.
+    stored: return the stored run of each pair (:func:`interp.runs.run`'s Result, with the
+    provenance, ready for :func:`interp.runs.save`; its ``value`` is the finding's Result)."""
+    from interp import executor as executors
+    from interp import load
+
+    if isinstance(finding_ids, str):
+        finding_ids = [finding_ids]
+    if not isinstance(finding_ids, Sequence) or not finding_ids:
+        raise InputError("give at least one finding id (or 'all')")
+    if any(isinstance(f, str) and f.strip().lower() == "all" for f in finding_ids):
+        chosen = list(findings().values())
+    else:
+        chosen = [get(f) for f in finding_ids]
+    chosen = list({f.id: f for f in chosen}.values())  # each finding once, first order kept
+    if isinstance(models, (str, Path, dict)) or not isinstance(models, Sequence) or not models:
+        raise InputError("models is a non-empty list (of interp.Model objects, names, paths or load dicts)")
+    targets = [_load_spec(m) for m in models]
+    ex = executors.get(executor)
+    quick = bool(quick)
+    if isinstance(ex, executors.Local):  # one model in memory at a time, loaded when its turn comes
+        out: list = []
+        for target in targets:
+            model = load(**target) if isinstance(target, dict) else target
+            jobs = [(model, f.id, f.module, quick) for f in chosen]
+            out += ex.map(_pair, None, jobs, desc="reproduce", progress=progress)
+    else:
+        specs = [t if isinstance(t, dict) else executors.spec_of(t) for t in targets]
+        jobs = [(spec, f.id, f.module, quick) for spec in specs for f in chosen]
+        out = ex.map(_pair, None, jobs, desc="reproduce", progress=progress)
+    return out if stored else [r.value for r in out]

@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp import executor as executors
 from interp.errors import InputError
+from interp.executor import Executor
 from interp.memory import budget_bytes, rows_per_chunk
 
 FORMAT = "interp.activation_store"
@@ -223,6 +225,51 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+@dataclass
+class _ShardJob:
+    """One shard's work: token rows ``[lo, hi)`` (``tokens``), read ``chunk`` rows per forward."""
+
+    index: int
+    lo: int
+    hi: int
+    sites: list[str]
+    chunk: int
+    skip_bos: bool
+    dtype: torch.dtype
+    tokens: torch.Tensor | None = None
+
+
+def _rows(i: int, rows_per_shard: int, rows: int) -> tuple[int, int]:
+    return i * rows_per_shard, min(rows, (i + 1) * rows_per_shard)
+
+
+def _harvest_shard(model, job: _ShardJob, bar=None) -> dict[str, torch.Tensor]:
+    """A shard's tensors (``acts``, ``row``, ``pos``, maybe ``acts_out``; on the CPU); an
+    executor's task.  ``bar`` (in this process) counts tokens per forward."""
+    tokens = job.tokens
+    assert tokens is not None
+    seq_len = tokens.shape[1]
+    keep = seq_len - 1 if job.skip_bos else seq_len
+    parts: dict[str, list[torch.Tensor]] = {s: [] for s in job.sites}
+    for start in range(0, len(tokens), job.chunk):
+        batch = tokens[start : start + job.chunk]
+        got = read_sites(model, batch, job.sites)
+        for s in job.sites:
+            a = got[s][:, 1:] if job.skip_bos else got[s]
+            parts[s].append(a.reshape(-1, a.shape[-1]).to("cpu", job.dtype))
+        if bar is not None:
+            bar.update(len(batch) * keep)
+    n_rows = job.hi - job.lo
+    shard = {
+        "acts": torch.cat(parts[job.sites[0]]).contiguous(),
+        "row": torch.arange(job.lo, job.hi).repeat_interleave(keep),
+        "pos": torch.arange(seq_len - keep, seq_len).repeat(n_rows),
+    }
+    if len(job.sites) > 1:
+        shard["acts_out"] = torch.cat(parts[job.sites[1]]).contiguous()
+    return shard
+
+
 def _write_manifest(path: Path, meta: dict) -> None:
     from interp.checkpoint import _atomic_write
 
@@ -242,6 +289,7 @@ def harvest(
     dtype: torch.dtype = torch.float32,
     max_shards: int | None = None,
     progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> ActivationStore:
     """Streams ``tokens [rows, seq_len]`` through ``model`` and stores the activations of
     ``site`` (and ``out_site``, for a transcoder) in shards under ``path``.
@@ -251,7 +299,11 @@ def harvest(
     later call).  ``batch_size`` rows per forward (default: as many as the memory budget
     allows); ``rows_per_shard`` (default: ~64k activations, under a quarter of the budget);
     ``skip_bos`` leaves position 0 out; ``dtype`` of the stored activations.  A progress bar
-    shows tokens/s; the manifest records the harvest's tokens/s."""
+    shows tokens/s; the manifest records the harvest's tokens/s.
+
+    executor: ``"local"`` (default, this process) or ``"ray"``: the shards are harvested on a Ray
+    cluster's workers (:mod:`interp.executor`; the model loaded by name or path, no active hooks),
+    a few per worker at a time, and written here in order: the same store as one process."""
     model.check_site(site)
     sites = [site] + ([model.check_site(out_site)] if out_site and out_site != site else [])
     tokens = model.validate_tokens(tokens).cpu()
@@ -261,6 +313,10 @@ def harvest(
         raise InputError("sequences of one token with skip_bos=True leave nothing to harvest")
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    ex = executors.get(executor)
+    local = isinstance(ex, executors.Local)
+    if not local:
+        executors.spec_of(model)  # a model the workers cannot load is refused before anything is written
     probe = read_sites(model, tokens[:1, : min(seq_len, 4)], sites)
     widths = [int(probe[s].shape[-1]) for s in sites]
     for s in sites:
@@ -318,31 +374,31 @@ def harvest(
 
     from interp.checkpoint import _atomic_write
 
+    jobs = [_ShardJob(i, *_rows(i, rows_per_shard, rows), sites, chunk, skip_bos, dtype) for i in todo]
+    for job in jobs:  # a worker gets its rows only (a view would ship the whole storage)
+        job.tokens = tokens[job.lo : job.hi] if local else tokens[job.lo : job.hi].clone()
+    # shards are computed a wave at a time (one here; a few per worker on a cluster) and written
+    # in order as each wave returns: the memory held is a wave's shards, and a killed harvest
+    # still leaves whole shards recorded in the manifest
+    waves = [
+        jobs[k : k + (1 if local else 2 * ex.workers)] for k in range(0, len(jobs), 1 if local else 2 * ex.workers)
+    ]
     started = time.perf_counter()
     try:
-        for i in todo:
-            lo, hi = i * rows_per_shard, min(rows, (i + 1) * rows_per_shard)
-            parts: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
-            for start in range(lo, hi, chunk):
-                batch = tokens[start : min(hi, start + chunk)]
-                got = read_sites(model, batch, sites)
-                for s in sites:
-                    a = got[s][:, 1:] if skip_bos else got[s]
-                    parts[s].append(a.reshape(-1, a.shape[-1]).to("cpu", dtype))
-                bar.update(len(batch) * keep)
-            n_rows = hi - lo
-            row_ids = torch.arange(lo, hi).repeat_interleave(keep)
-            pos_ids = torch.arange(seq_len - keep, seq_len).repeat(n_rows)
-            shard = {"acts": torch.cat(parts[site]).contiguous(), "row": row_ids, "pos": pos_ids}
-            if len(sites) > 1:
-                shard["acts_out"] = torch.cat(parts[sites[1]]).contiguous()
-            name = f"shard-{i:05d}.safetensors"
-            _atomic_write(path / name, lambda tmp, shard=shard: save_file(shard, tmp))
-            meta["shards"].append({"file": name, "rows": [lo, hi], "n": n_rows * keep})
-            meta["seconds"] = round(float(meta.get("seconds", 0.0)) + time.perf_counter() - started, 3)
-            started = time.perf_counter()
-            meta["tokens_per_second"] = round(sum(s["n"] for s in meta["shards"]) / max(meta["seconds"], 1e-9), 1)
-            _write_manifest(path, meta)
+        for wave in waves:
+            if local:
+                shards = [_harvest_shard(model, job, bar) for job in wave]
+            else:
+                shards = ex.map(_harvest_shard, model, wave, desc=f"harvest {site}")
+                bar.update(sum(job.hi - job.lo for job in wave) * keep)
+            for job, shard in zip(wave, shards, strict=True):
+                name = f"shard-{job.index:05d}.safetensors"
+                _atomic_write(path / name, lambda tmp, shard=shard: save_file(shard, tmp))
+                meta["shards"].append({"file": name, "rows": [job.lo, job.hi], "n": (job.hi - job.lo) * keep})
+                meta["seconds"] = round(float(meta.get("seconds", 0.0)) + time.perf_counter() - started, 3)
+                started = time.perf_counter()
+                meta["tokens_per_second"] = round(sum(s["n"] for s in meta["shards"]) / max(meta["seconds"], 1e-9), 1)
+                _write_manifest(path, meta)
     finally:
         bar.close()
     return ActivationStore(path, meta)
