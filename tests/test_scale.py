@@ -474,6 +474,17 @@ class Pickling(executor.Executor):
 IDS, ZOO = ["toyinduction", "olsson2022"], ["induction-2l", "recall-2l"]
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_toy_finding():
+    """tests/toy_findings.py registers a finding when imported: forget it after each test, so
+    the registry other test files see holds only the published findings."""
+    yield
+    from interp.reproduce import registry
+
+    registry._REGISTRY.pop("toyinduction", None)
+    sys.modules.pop("tests.toy_findings", None)
+
+
 def test_findings_on_several_models_equal_the_plain_runs(monkeypatch):
     import tests.toy_findings  # noqa: F401  a finding the zoo models measure
     from interp import reproduce
