@@ -72,7 +72,11 @@ def test_notebook_executes(name, kernel, tmp_path):
     nb = jupytext.read(FOLDER / name, fmt="py:percent")
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": "interp (test)", "language": "python"}
     client = NotebookClient(
-        nb, kernel_name=kernel, timeout=300, allow_errors=False, resources={"metadata": {"path": str(ROOT)}}
+        nb,
+        kernel_name=kernel,
+        timeout=900 if name in LONG else 300,  # seconds per cell: a cell of 07 runs several findings
+        allow_errors=False,
+        resources={"metadata": {"path": str(ROOT)}},
     )
     client.execute()
     jupytext.write(nb, tmp_path / name.replace(".py", ".ipynb"))  # what `make notebooks` writes
