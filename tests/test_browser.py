@@ -314,3 +314,112 @@ def test_runs_page_reopens_and_compares_two_runs(server, browser):
     text = state["text"]
     assert f"A {ids[0]}" in text.replace("\n", " ") and f"B {ids[1]}" in text.replace("\n", " ")
     assert "48 / 48" in text and "differ" in text  # 2 layers x 4 heads x 6 kinds, matched cell by cell
+
+
+# --- the shared head selection: click a head, find its panel, reload, click a circuit node -------------
+
+# the viewport pixel of a point of a plotly figure: the trace named `trace` (in the figure drawn
+# by the chart whose Streamlit key holds `where`), its point whose customdata matches `match`
+POINT = """(() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  for (const gd of plots) {
+    const trace = (gd.data || []).find(t => t.name === %(trace)s);
+    if (!trace) continue;
+    const i = [...(trace.customdata || [])].findIndex(c => %(match)s);
+    if (i < 0) return null;
+    gd.scrollIntoView({block: 'center'});
+    const L = gd._fullLayout, rect = gd.getBoundingClientRect();
+    const xa = L['xaxis' + (trace.xaxis || 'x').slice(1)], ya = L['yaxis' + (trace.yaxis || 'y').slice(1)];
+    const x = rect.left + xa._offset + xa.l2p(xa.d2c(trace.x[i]));
+    const y = rect.top + ya._offset + ya.l2p(ya.d2c(trace.y[i]));
+    return {x, y, label: String(trace.customdata[i])};
+  }
+  return null;
+})()"""
+
+SUBHEADERS = "[...document.querySelectorAll('h3')].map(h => h.innerText.trim())"
+
+
+def click(browser, x: float, y: float) -> None:
+    """A real left click at viewport pixel (x, y), through the DevTools protocol's input events."""
+    browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    time.sleep(0.2)  # plotly picks the hovered point on mouse move
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+
+def settled(browser, want) -> dict | None:
+    """The page's probe once Streamlit has stopped running and ``want(probe)`` holds (or an error shows)."""
+    s = json.loads(browser.evaluate(PROBE) or "null")
+    if s and (s["exceptions"] or s["errors"]):
+        return s
+    running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    return s if s and not running and want(s) else None
+
+
+def panel_of(browser, title: str):
+    def shown(s):
+        return title in browser.evaluate(SUBHEADERS) and "direct logit attribution" in s["text"]
+
+    state = wait_for(lambda: settled(browser, shown), 60, f"the panel {title}")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    text = state["text"]
+    assert "patching effect (normalised)" in text and "direct logit attribution" in text
+    # the head's attention on the prompt, its token labels on both axes
+    figure = wait_for(
+        lambda: browser.evaluate(
+            "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
+            "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
+            "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
+            "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+        ),
+        30,
+        "the head's attention figure",
+    )
+    assert figure and figure["title"] == f"{title.split()[-1]} on the prompt", figure
+    assert figure["x"] == figure["y"] and len(figure["x"]) > 5
+    return state
+
+
+def test_clicked_head_opens_its_panel_reload_and_circuit_node(server, browser):
+    """Heads page: a real click on the induction panel's cell of the detected induction head opens
+    that head's panel (attention with token labels, patching effect, DLA); the URL keeps it across a
+    reload; on the Circuit page a click on a head node opens the same panel."""
+    import interp
+    from interp import heads
+
+    model = interp.load("induction-2l")
+    detected = heads.top_heads(heads.scores(model, heads.default_tokens(model, n=16, length=64, seed=0)), "induction")
+    layer, head = int(detected.layer.iloc[0]), int(detected["head"].iloc[0])
+    title = f"Head L{layer}H{head}"
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/heads")
+    wait_for(
+        lambda: settled(browser, lambda s: "to open its panel" in s["text"] and s["heatmaps"] >= 4),
+        90,
+        "the Heads page",
+    )
+    assert title not in browser.evaluate(SUBHEADERS)
+    where = browser.evaluate(
+        POINT % {"trace": json.dumps("induction (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
+    )
+    assert where, "no click target for the head in the score map"
+    click(browser, where["x"], where["y"])
+    panel_of(browser, title)
+    assert f"head={layer}.{head}" in browser.evaluate("window.location.search")
+    # a reload (a new session) opens the same selection from the URL
+    browser.call("Page.reload")
+    time.sleep(1.0)
+    panel_of(browser, title)
+    # the Circuit page, a fresh session without a selection: click the head's node (or another head's)
+    browser.call("Page.navigate", url=f"{server}/circuit")
+    wait_for(lambda: settled(browser, lambda s: "Click a head node" in s["text"]), 120, "the Circuit page")
+    where = browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": f"c === 'a{layer}.h{head}'"})
+    if where is None:  # the head is not in the faithful circuit: any head node
+        where = browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": "/^a\\d+\\.h\\d+$/.test(c)"})
+    assert where, "no head node in the circuit graph"
+    l, h = where["label"][1:].split(".h")
+    click(browser, where["x"], where["y"])
+    state = panel_of(browser, f"Head L{l}H{h}")
+    assert "In the circuit" in state["text"]
+    assert f"head={l}.{h}" in browser.evaluate("window.location.search")

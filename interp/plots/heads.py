@@ -82,7 +82,9 @@ def head_heatmap(
                 go.Scatter(
                     x=[str(h) for h in heads.ravel()],
                     y=[str(l) for l in layers.ravel()],
-                    customdata=np.stack([layers.ravel(), heads.ravel(), z.ravel()], axis=-1),
+                    customdata=np.stack(
+                        [layers.ravel(), heads.ravel(), z.ravel()], axis=-1
+                    ).tolist(),  # plain JSON lists
                     mode="markers",
                     marker=dict(size=max(8, min(30, 400 // max(grid.shape))), color="rgba(0,0,0,0)", symbol="square"),
                     hovertemplate=f"{kind}<br>L%{{customdata[0]}}H%{{customdata[1]}}: %{{customdata[2]:.3f}}<extra></extra>",
