@@ -143,6 +143,38 @@ def test_attention_page_figures_match_the_model(induction_model):
     assert "outline:2px solid" in html and html.count("<span") == n
 
 
+def token_view_rows(at: AppTest) -> np.ndarray:
+    """The attention matrix the token view's JavaScript colours the prompt with."""
+    import json
+    import re
+
+    srcdoc = at.get("iframe")[0].proto.srcdoc
+    return np.array(json.loads(re.search(r"const A = (\[.*?\]\]);", srcdoc).group(1)))
+
+
+def test_attention_page_token_view_and_grid_labels(induction_model):
+    at = make_app("attention")
+    ok(at)
+    tokens = induction_model.to_tokens(at.text_area(key="attn_text").value)
+    labels = induction_model.to_str_tokens(tokens)
+    expected = attention_patterns(induction_model, tokens).numpy()
+    # the grid: every panel labelled with the tokens on both axes
+    grid = figures(at)[0]
+    for axis in ("xaxis", "yaxis", "xaxis4", "yaxis4"):
+        ticks = grid.layout[axis]
+        assert list(ticks.ticktext) == [f"{labels[int(v)]} ·{int(v)}" for v in ticks.tickvals], axis
+    assert len(grid.layout.xaxis.ticktext) >= 12  # a 25-token prompt: most positions labelled
+    # the token view: by default the mean of the last layer's heads (a distribution over sources)
+    rows = token_view_rows(at)
+    np.testing.assert_allclose(rows, np.tril(expected[1].mean(0)), atol=1e-4)
+    np.testing.assert_allclose(rows.sum(1), 1.0, atol=1e-3)
+    srcdoc = at.get("iframe")[0].proto.srcdoc
+    assert srcdoc.count('class="tok"') == len(labels) and "mouseover" in srcdoc and "http" not in srcdoc
+    at.selectbox(key="attn_view_head").select(2).run()
+    ok(at)
+    np.testing.assert_allclose(token_view_rows(at), np.tril(expected[1, 2]), atol=1e-4)
+
+
 def test_attention_page_generators():
     at = make_app("attention")
     at.radio(key="attn_mode").set_value("repeated random tokens").run()

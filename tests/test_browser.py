@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.serving import free_port, stop, streamlit_healthy, wait_for
@@ -359,7 +360,9 @@ def settled(browser, want) -> dict | None:
 
 def panel_of(browser, title: str):
     def shown(s):
-        return title in browser.evaluate(SUBHEADERS) and "direct logit attribution" in s["text"]
+        # drawn to its end: the panel's last part says where the head sits in the circuit (or that none is computed)
+        done = "In the circuit" in s["text"] or "No circuit computed" in s["text"]
+        return title in browser.evaluate(SUBHEADERS) and "direct logit attribution" in s["text"] and done
 
     state = wait_for(lambda: settled(browser, shown), 60, f"the panel {title}")
     assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
@@ -400,10 +403,13 @@ def test_clicked_head_opens_its_panel_reload_and_circuit_node(server, browser):
         "the Heads page",
     )
     assert title not in browser.evaluate(SUBHEADERS)
-    where = browser.evaluate(
-        POINT % {"trace": json.dumps("induction (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
+    where = wait_for(
+        lambda: browser.evaluate(
+            POINT % {"trace": json.dumps("induction (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
+        ),
+        30,
+        "the head's click target in the score map",
     )
-    assert where, "no click target for the head in the score map"
     click(browser, where["x"], where["y"])
     panel_of(browser, title)
     assert f"head={layer}.{head}" in browser.evaluate("window.location.search")
@@ -414,12 +420,63 @@ def test_clicked_head_opens_its_panel_reload_and_circuit_node(server, browser):
     # the Circuit page, a fresh session without a selection: click the head's node (or another head's)
     browser.call("Page.navigate", url=f"{server}/circuit")
     wait_for(lambda: settled(browser, lambda s: "Click a head node" in s["text"]), 120, "the Circuit page")
-    where = browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": f"c === 'a{layer}.h{head}'"})
-    if where is None:  # the head is not in the faithful circuit: any head node
-        where = browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": "/^a\\d+\\.h\\d+$/.test(c)"})
-    assert where, "no head node in the circuit graph"
+    where = wait_for(  # the graph is drawn once plotly has run: its head nodes, the selected head's first
+        lambda: (
+            browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": f"c === 'a{layer}.h{head}'"})
+            or browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": "/^a\\d+\\.h\\d+$/.test(c)"})
+        ),
+        30,
+        "a head node in the circuit graph",
+    )
     l, h = where["label"][1:].split(".h")
     click(browser, where["x"], where["y"])
     state = panel_of(browser, f"Head L{l}H{h}")
     assert "In the circuit" in state["text"]
     assert f"head={l}.{h}" in browser.evaluate("window.location.search")
+
+
+# the token view's iframe: hover a token (a mouseover event on its span), read every token's background
+HOVER_TOKEN = """(() => {
+  const frame = [...document.querySelectorAll('iframe')].find(f => f.contentDocument &&
+    f.contentDocument.querySelector('#tokens .tok'));
+  if (!frame) return null;
+  const doc = frame.contentDocument;
+  const spans = [...doc.querySelectorAll('#tokens .tok')];
+  spans[%(pos)d].dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+  return {
+    colours: spans.map(s => getComputedStyle(s).backgroundColor),
+    outlined: spans.findIndex(s => s.style.outline.includes('solid')),
+    info: doc.getElementById('info').textContent,
+  };
+})()"""
+
+
+def alpha(colour: str) -> float:
+    """The alpha of a CSS ``rgba(...)`` colour (1 for ``rgb(...)``, 0 for transparent)."""
+    parts = colour[colour.index("(") + 1 : -1].split(",")
+    return float(parts[3]) if len(parts) == 4 else 1.0
+
+
+def test_token_view_colours_the_prompt_by_the_hovered_tokens_attention(server, browser):
+    """Attention page: hovering a token of the token view colours every token by the attention the
+    hovered token pays it (the last layer's heads averaged): the shading follows that row of the
+    library's attention pattern, its most attended token the most saturated."""
+    import interp
+    from interp.attention import attention_patterns
+
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/attention")
+    wait_for(lambda: settled(browser, lambda s: s["heatmaps"] >= 5), 90, "the Attention page")
+    model = interp.load("induction-2l")
+    tokens = model.to_tokens(browser.evaluate("document.querySelector('textarea').value"))  # the page's prompt
+    row_of = attention_patterns(model, tokens)[-1].mean(0).numpy()  # [dest, src], the layer's heads averaged
+    n = tokens.shape[1]
+    for pos in (n - 1, n // 2 + 3):  # in the repeated half: an induction layer attends to one earlier token
+        seen = wait_for(lambda pos=pos: browser.evaluate(HOVER_TOKEN % {"pos": pos}), 30, "the token view")
+        shading = np.array([alpha(c) for c in seen["colours"]])
+        expected = row_of[pos]
+        assert seen["outlined"] == pos and f"from pos {pos}" in seen["info"]
+        # the browser keeps a colour's alpha in 8 bits: equal to 1/255
+        np.testing.assert_allclose(shading[: pos + 1], expected[: pos + 1], atol=1 / 255 + 1e-3)
+        assert (shading[pos + 1 :] == 0).all()  # tokens after the hovered one: not coloured
+        assert int(shading.argmax()) == int(expected.argmax()) and expected.max() > 0.3
