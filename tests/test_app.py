@@ -319,6 +319,11 @@ def test_head_panel_from_the_url_matches_the_library(induction_model):
     # its scores: the heads.scores rows of that head
     scores = next(df.value for df in at.dataframe if list(df.value.columns) == ["kind", "score"])
     assert scores.set_index("kind").loc["induction", "score"] == pytest.approx(detected.score.iloc[0], abs=1e-9)
+    # the selected token is shared: the Attention page's token view opens pinned at it
+    at.switch_page("views/attention.py").run()
+    ok(at)
+    assert "let pinned = 3;" in at.get("iframe")[0].proto.srcdoc
+    at.switch_page("views/heads.py").run()
     # another head from the selectbox: the URL follows; a head the model lacks opens no panel
     at.selectbox(key="heads_panel_head").select("0.1").run()
     ok(at)
