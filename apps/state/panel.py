@@ -78,54 +78,52 @@ def head_panel(
     st.subheader(f"Head {name}", anchor="head-panel")
     tokens = clean[0]
     str_tokens = model.to_str_tokens(torch.tensor([tokens]))
-    left, right = st.columns([3, 2])
+    with friendly("patching"):
+        row = patching_row(source, clean, spec, metric, layer, h)
+    with friendly("direct logit attribution"):
+        value, answer, wrong = dla_value(source, clean, spec, layer, h)
+    target = repr(model.decode([answer]))
+    against = f" - logit({model.decode([wrong])!r})" if wrong is not None else ""
+    c1, c2, c3 = st.columns(3)
+    c1.metric(
+        "patching effect (normalised)",
+        f"{row['normalised']:.4f}",
+        help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric {metric}: "
+        "1 = this head alone restores the clean value, 0 = no effect",
+    )
+    c2.metric("patching effect (metric change)", f"{row['effect']:.4f}")
+    c3.metric(
+        "direct logit attribution",
+        f"{value:.4f}",
+        help=f"{name}'s direct contribution to logit({target}){against} at the last position (interp.lens.dla)",
+    )
+    st.caption(f"Patching metric: {metric}; DLA target: logit({target}){against} at the last position")
+    with friendly("attention"):
+        pattern = results.attention_patterns(source, tokens).value[layer, h].numpy()
+    st.plotly_chart(
+        attention_pattern(pattern, str_tokens, title=f"{name} on the prompt"), key=f"{key}_attn", width="content"
+    )  # the figure's own square size, its labels beside it
+    token = selected_token(len(tokens))
+    st.session_state[f"{key}_token"] = token if token is not None else len(tokens) - 1
+    st.selectbox(
+        "Token (destination)",
+        list(range(len(tokens))),
+        key=f"{key}_token",
+        format_func=lambda p: f"{p}: {str_tokens[p]}",
+        on_change=lambda: select_token(st.session_state[f"{key}_token"]),
+    )
+    dest = int(st.session_state[f"{key}_token"])
+    st.html(token_attention_html(pattern[dest], str_tokens, dest))
+    left, right = st.columns(2)
     with left:
-        with friendly("attention"):
-            pattern = results.attention_patterns(source, tokens).value[layer, h].numpy()
-        st.plotly_chart(
-            attention_pattern(pattern, str_tokens, title=f"{name} on the prompt"), key=f"{key}_attn", width="content"
-        )
-        options = list(range(len(tokens)))
-        token = selected_token(len(tokens))
-        st.session_state[f"{key}_token"] = token if token is not None else len(tokens) - 1
-        st.selectbox(
-            "Token (destination)",
-            options,
-            key=f"{key}_token",
-            format_func=lambda p: f"{p}: {str_tokens[p]}",
-            on_change=lambda: select_token(st.session_state[f"{key}_token"]),
-        )
-        dest = int(st.session_state[f"{key}_token"])
-        st.html(token_attention_html(pattern[dest], str_tokens, dest))
-    with right:
-        with friendly("patching"):
-            row = patching_row(source, clean, spec, metric, layer, h)
-        c1, c2 = st.columns(2)
-        c1.metric(
-            "patching effect (normalised)",
-            f"{row['normalised']:.4f}",
-            help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric {metric}: "
-            "1 = this head alone restores the clean value, 0 = no effect",
-        )
-        c2.metric("patching effect (metric change)", f"{row['effect']:.4f}")
-        with friendly("direct logit attribution"):
-            value, answer, wrong = dla_value(source, clean, spec, layer, h)
-        target = repr(model.decode([answer]))
-        against = f" - logit({model.decode([wrong])!r})" if wrong is not None else ""
-        st.metric(
-            "direct logit attribution",
-            f"{value:.4f}",
-            help=f"{name}'s direct contribution to logit({target}){against} at the last position (interp.lens.dla)",
-        )
-        st.caption(f"DLA target: logit({target}){against}")
         if scores is None:
             with friendly("head scores"):
                 text = model.tokenizer is not None and not model.word_level
                 scores = results.head_scores(source, 8 if text else 16, min(model.cfg.n_ctx, 64), 0).frame
         mine = scores[(scores["layer"] == layer) & (scores["head"] == h)]
-        st.dataframe(
-            mine[["kind", "score"]], hide_index=True, key=f"{key}_scores", width="stretch", height=35 * len(mine) + 40
-        )
+        st.markdown(f"**Scores** of {name} (interp.heads.scores on the Heads page's probes)")
+        st.dataframe(mine[["kind", "score"]], hide_index=True, key=f"{key}_scores", width="stretch")
+    with right:
         _circuit_place(source, clean, spec, layer, h, key)
 
 
