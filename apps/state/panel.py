@@ -14,6 +14,7 @@ from apps.state import results
 from apps.state.inputs import Key
 from apps.state.models import friendly
 from apps.state.selection import select_token, selected_token
+from interp.errors import USER_ERRORS
 from interp.plots.attention import attention_pattern, token_attention_html
 
 #: what the Circuit page leaves in the session: the circuit it shows and the inputs it was scored on
@@ -78,26 +79,34 @@ def head_panel(
     st.subheader(f"Head {name}", anchor="head-panel")
     tokens = clean[0]
     str_tokens = model.to_str_tokens(torch.tensor([tokens]))
-    with friendly("patching"):
-        row = patching_row(source, clean, spec, metric, layer, h)
-    with friendly("direct logit attribution"):
-        value, answer, wrong = dla_value(source, clean, spec, layer, h)
-    target = repr(model.decode([answer]))
-    against = f" - logit({model.decode([wrong])!r})" if wrong is not None else ""
     c1, c2, c3 = st.columns(3)
-    c1.metric(
-        "patching effect (normalised)",
-        f"{row['normalised']:.4f}",
-        help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric {metric}: "
-        "1 = this head alone restores the clean value, 0 = no effect",
+    try:  # a part that does not apply to these prompts says why; the rest of the panel and page go on
+        row = patching_row(source, clean, spec, metric, layer, h)
+        c1.metric(
+            "patching effect (normalised)",
+            f"{row['normalised']:.4f}",
+            help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric {metric}: "
+            "1 = this head alone restores the clean value, 0 = no effect",
+        )
+        c2.metric("patching effect (metric change)", f"{row['effect']:.4f}")
+    except USER_ERRORS as e:
+        c1.warning(f"patching: {e}")
+    target = against = ""
+    try:
+        value, answer, wrong = dla_value(source, clean, spec, layer, h)
+        target = repr(model.decode([answer]))
+        against = f" - logit({model.decode([wrong])!r})" if wrong is not None else ""
+        c3.metric(
+            "direct logit attribution",
+            f"{value:.4f}",
+            help=f"{name}'s direct contribution to logit({target}){against} at the last position (interp.lens.dla)",
+        )
+    except USER_ERRORS as e:
+        c3.warning(f"direct logit attribution: {e}")
+    st.caption(
+        f"Patching metric: {metric}"
+        + (f"; DLA target: logit({target}){against} at the last position" if target else "")
     )
-    c2.metric("patching effect (metric change)", f"{row['effect']:.4f}")
-    c3.metric(
-        "direct logit attribution",
-        f"{value:.4f}",
-        help=f"{name}'s direct contribution to logit({target}){against} at the last position (interp.lens.dla)",
-    )
-    st.caption(f"Patching metric: {metric}; DLA target: logit({target}){against} at the last position")
     with friendly("attention"):
         pattern = results.attention_patterns(source, tokens).value[layer, h].numpy()
     st.plotly_chart(
