@@ -337,6 +337,21 @@ def test_head_panel_from_the_url_matches_the_library(induction_model):
         assert not at.subheader and at.selectbox(key="heads_panel_head").value == "none"
 
 
+def test_head_panel_says_what_does_not_apply_and_goes_on():
+    """steer-2l's default pair: clean and corrupt predict the same token, so the logit difference has
+    no wrong token; the panel says so in place of those numbers and draws the rest."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = "steer-2l"
+    at.query_params["head"] = "1.0"
+    at.switch_page("views/heads.py")
+    at.run()
+    ok(at)
+    assert [s.value for s in at.subheader] == ["Head L1H0"]
+    assert any("predict the same token" in w.value for w in at.warning)
+    assert any(f.layout.title.text == "L1H0 on the prompt" for f in figures(at))
+    assert at.dataframe[-1].value["score"].is_monotonic_decreasing  # the page went on: its table is drawn
+
+
 def test_head_panel_on_the_circuit_page_places_the_head(induction_model):
     from circuits.attribution import edge_attribution
 
