@@ -323,6 +323,8 @@ def test_head_panel_from_the_url_matches_the_library(induction_model):
     at.switch_page("views/attention.py").run()
     ok(at)
     assert "let pinned = 3;" in at.get("iframe")[0].proto.srcdoc
+    assert (at.selectbox(key="attn_layer").value, at.selectbox(key="attn_head").value) == (layer, head)
+    assert figures(at)[1].layout.title.text == f"L{layer}H{head}"  # the large pattern is the selected head's
     at.switch_page("views/heads.py").run()
     # another head from the selectbox: the URL follows; a head the model lacks opens no panel
     at.selectbox(key="heads_panel_head").select("0.1").run()

@@ -22,7 +22,8 @@ with state.friendly("attention patterns"):
 n_layers, n_heads, n_pos, _ = patterns.shape
 st.caption(f"{n_pos} tokens: " + " ".join(str_tokens))
 
-layer = st.selectbox("Layer", range(n_layers), index=n_layers - 1, key="attn_layer")
+chosen = selection.selected_head(model)  # the shared selection opens the page on its head
+layer = st.selectbox("Layer", range(n_layers), index=chosen[0] if chosen else n_layers - 1, key="attn_layer")
 shown = result.with_figure(layer_grid, layer=int(layer))  # what is drawn is what a saved run redraws
 st.plotly_chart(shown.draw(), key="attn_grid")
 state.save_button(shown, key="attention")
@@ -50,7 +51,13 @@ st.iframe(  # a same-origin srcdoc iframe: the tokens are HTML-escaped, the data
     height=min(400, 70 + 34 * (1 + sum(len(t) + 2 for t in str_tokens) // 110)),
 )
 
-head = st.selectbox("Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}")
+head = st.selectbox(
+    "Head",
+    range(n_heads),
+    index=chosen[1] if chosen and chosen[0] == layer else 0,
+    key="attn_head",
+    format_func=lambda h: f"L{layer}H{h}",
+)
 st.plotly_chart(
     attention_pattern(patterns[layer, head], str_tokens, title=f"L{layer}H{head}"), key="attn_head_fig", width="content"
 )  # the figure's own square size, its labels beside it
