@@ -22,6 +22,7 @@ import streamlit as st  # noqa: E402
 
 from apps import state  # noqa: E402
 from apps.quiet import quiet_dependencies  # noqa: E402
+from apps.state import selection  # noqa: E402
 from interp.errors import BUG_REPORT, USER_ERRORS  # noqa: E402
 
 st.set_page_config(page_title="interp workbench", layout="wide")
@@ -42,6 +43,7 @@ PAGES = [
 quiet_dependencies()
 page = st.navigation(PAGES)
 state.init_source()
+selection.init_selection()  # ?head=L.H&token=N: the shared head / token selection
 if "source_error" in st.session_state:
     st.sidebar.error(f"model in the URL refused: {st.session_state.pop('source_error')}")
 try:

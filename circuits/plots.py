@@ -188,6 +188,8 @@ def circuit_graph(circuit: Circuit, *, kept_only: bool = True, title: str | None
             y=[pos[n][1] for n in names],
             mode="markers+text" if len(names) <= 80 else "markers",
             text=names,
+            customdata=names,  # click targets: an app maps a selected point back to its node
+            name="nodes",
             textposition="top center",
             marker=dict(size=11, color="#444"),
             hoverinfo="text",

@@ -143,6 +143,38 @@ def test_attention_page_figures_match_the_model(induction_model):
     assert "outline:2px solid" in html and html.count("<span") == n
 
 
+def token_view_rows(at: AppTest) -> np.ndarray:
+    """The attention matrix the token view's JavaScript colours the prompt with."""
+    import json
+    import re
+
+    srcdoc = at.get("iframe")[0].proto.srcdoc
+    return np.array(json.loads(re.search(r"const A = (\[.*?\]\]);", srcdoc).group(1)))
+
+
+def test_attention_page_token_view_and_grid_labels(induction_model):
+    at = make_app("attention")
+    ok(at)
+    tokens = induction_model.to_tokens(at.text_area(key="attn_text").value)
+    labels = induction_model.to_str_tokens(tokens)
+    expected = attention_patterns(induction_model, tokens).numpy()
+    # the grid: every panel labelled with the tokens on both axes
+    grid = figures(at)[0]
+    for axis in ("xaxis", "yaxis", "xaxis4", "yaxis4"):
+        ticks = grid.layout[axis]
+        assert list(ticks.ticktext) == [f"{labels[int(v)]} ·{int(v)}" for v in ticks.tickvals], axis
+    assert len(grid.layout.xaxis.ticktext) >= 12  # a 25-token prompt: most positions labelled
+    # the token view: by default the mean of the last layer's heads (a distribution over sources)
+    rows = token_view_rows(at)
+    np.testing.assert_allclose(rows, np.tril(expected[1].mean(0)), atol=1e-4)
+    np.testing.assert_allclose(rows.sum(1), 1.0, atol=1e-3)
+    srcdoc = at.get("iframe")[0].proto.srcdoc
+    assert srcdoc.count('class="tok"') == len(labels) and "mouseover" in srcdoc and "http" not in srcdoc
+    at.selectbox(key="attn_view_head").select(2).run()
+    ok(at)
+    np.testing.assert_allclose(token_view_rows(at), np.tril(expected[1, 2]), atol=1e-4)
+
+
 def test_attention_page_generators():
     at = make_app("attention")
     at.radio(key="attn_mode").set_value("repeated random tokens").run()
@@ -195,8 +227,9 @@ def test_heads_page_scores_table_and_ablation(induction_model):
     ok(at)
     expected = heads.scores(induction_model, heads.default_tokens(induction_model, n=16, length=64, seed=0))
     heatmap = figures(at)[0]
-    shown = {t.name or "": zarr(t) for t in heatmap.data}
-    assert len(heatmap.data) == 4  # the four default kinds, each a [layer, head] grid
+    cells = [t for t in heatmap.data if t.type == "heatmap"]  # the rest: invisible click targets
+    shown = {t.name or "": zarr(t) for t in cells}
+    assert len(cells) == 4  # the four default kinds, each a [layer, head] grid
     assert all(z.shape == (2, 4) for z in shown.values())
     table = at.dataframe[0].value
     assert (table["score"] >= 0.3).all() and table["score"].is_monotonic_decreasing
@@ -229,6 +262,133 @@ def test_heads_page_without_kinds_is_a_message():
     at = make_app("heads")
     at.multiselect(key="heads_kinds").set_value([]).run()
     assert not at.exception and at.info and not at.get("plotly_chart")
+
+
+# --- The shared head selection and the head panel -------------------------------------
+
+
+def panel_expectations(model, clean, corrupt, layer, head):
+    """What the head panel must show for ``(layer, head)``, computed with the library alone: exact
+    patching of the head's z (denoise, logit_diff) and its DLA to logit(clean answer) -
+    logit(corrupt answer) at the last position."""
+    from circuits.patching import patch
+    from interp.lens import dla
+
+    frame = patch(model, clean, corrupt, site="z", by=("layer", "head"), metric="logit_diff", progress=False)
+    row = frame[(frame.layer == layer) & (frame["head"] == head)].iloc[0]
+    answer, wrong = int(model(clean)[0, -1].argmax()), int(model(corrupt)[0, -1].argmax())
+    attribution = dla(model, clean, answer, wrong)
+    value = attribution.loc[attribution.component == f"a{layer}.h{head}", "value"].iloc[0]
+    return float(row["normalised"]), float(value)
+
+
+def metrics_of(at: AppTest) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_head_panel_from_the_url_matches_the_library(induction_model):
+    from interp import heads
+
+    probes = heads.default_tokens(induction_model, n=16, length=64, seed=0)  # the Heads page's default probes
+    detected = heads.top_heads(heads.scores(induction_model, probes), "induction", k=1)
+    layer, head = int(detected.layer.iloc[0]), int(detected["head"].iloc[0])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["head"] = f"{layer}.{head}"  # as a shared link or a reload opens it
+    at.query_params["token"] = "3"
+    at.switch_page("views/heads.py")
+    at.run()
+    ok(at)
+    assert [s.value for s in at.subheader] == [f"Head L{layer}H{head}"]
+    assert at.selectbox(key="heads_panel_head").value == f"{layer}.{head}"
+    assert at.selectbox(key="heads_panel_token").value == 3
+    # the panel's prompt: the default clean / corrupt pair of the causal pages
+    clean = induction_model.to_tokens(at.text_area(key="hp_clean").value)
+    corrupt = induction_model.to_tokens(at.text_area(key="hp_corrupt").value)
+    pattern = next(f for f in figures(at) if f.layout.title.text == f"L{layer}H{head} on the prompt")
+    np.testing.assert_allclose(
+        zarr(pattern.data[0]), attention_patterns(induction_model, clean)[layer, head], atol=1e-6
+    )
+    labels = induction_model.to_str_tokens(clean)
+    assert list(pattern.layout.xaxis.ticktext) == list(pattern.layout.yaxis.ticktext)
+    assert list(pattern.layout.xaxis.ticktext)[:3] == [f"{t} ·{i}" for i, t in enumerate(labels[:3])]
+    normalised, value = panel_expectations(induction_model, clean, corrupt, layer, head)
+    shown = metrics_of(at)
+    assert float(shown["patching effect (normalised)"]) == pytest.approx(normalised, abs=1e-4)
+    assert float(shown["direct logit attribution"]) == pytest.approx(value, abs=1e-4)
+    assert normalised > 0.3 and value > 0.5  # an induction head writes the repeated token on this prompt
+    # its scores: the heads.scores rows of that head
+    scores = next(df.value for df in at.dataframe if list(df.value.columns) == ["kind", "score"])
+    assert scores.set_index("kind").loc["induction", "score"] == pytest.approx(detected.score.iloc[0], abs=1e-9)
+    # the selected token is shared: the Attention page's token view opens pinned at it
+    at.switch_page("views/attention.py").run()
+    ok(at)
+    assert "let pinned = 3;" in at.get("iframe")[0].proto.srcdoc
+    assert (at.selectbox(key="attn_layer").value, at.selectbox(key="attn_head").value) == (layer, head)
+    assert figures(at)[1].layout.title.text == f"L{layer}H{head}"  # the large pattern is the selected head's
+    at.switch_page("views/heads.py").run()
+    # another head from the selectbox: the URL follows; a head the model lacks opens no panel
+    at.selectbox(key="heads_panel_head").select("0.1").run()
+    ok(at)
+    assert [s.value for s in at.subheader] == ["Head L0H1"] and at.query_params["head"] in ("0.1", ["0.1"])
+    for bad in ("9.9", "x", "1.2.3"):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params["head"] = bad
+        at.switch_page("views/heads.py")
+        at.run()
+        ok(at)
+        assert not at.subheader and at.selectbox(key="heads_panel_head").value == "none"
+
+
+def test_head_panel_says_what_does_not_apply_and_goes_on():
+    """steer-2l's default pair: clean and corrupt predict the same token, so the logit difference has
+    no wrong token; the panel says so in place of those numbers and draws the rest."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = "steer-2l"
+    at.query_params["head"] = "1.0"
+    at.switch_page("views/heads.py")
+    at.run()
+    ok(at)
+    assert [s.value for s in at.subheader] == ["Head L1H0"]
+    assert any("predict the same token" in w.value for w in at.warning)
+    assert any(f.layout.title.text == "L1H0 on the prompt" for f in figures(at))
+    assert at.dataframe[-1].value["score"].is_monotonic_decreasing  # the page went on: its table is drawn
+
+
+def test_head_panel_on_the_circuit_page_places_the_head(induction_model):
+    from circuits.attribution import edge_attribution
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("views/circuit.py")
+    at.run()
+    ok(at)
+    assert not at.subheader  # nothing selected yet
+    clean = induction_model.to_tokens(at.text_area(key="circ_clean").value)
+    corrupt = induction_model.to_tokens(at.text_area(key="circ_corrupt").value)
+    top_k = int(at.select_slider(key="circ_top_k").value)
+    circuit = edge_attribution(
+        induction_model, clean, corrupt, metric="logit_diff", method="eap-ig", steps=5, progress=False
+    ).prune(top_k=top_k)
+    every = [f"a{l}.h{h}" for l in range(2) for h in range(4)]
+    inside = [n for n in every if n in circuit.active_nodes()]
+    outside = [n for n in every if n not in inside]
+    assert inside and outside  # the faithful circuit holds some heads, not all
+    for name in (inside[0], outside[0]):
+        layer, head = (int(x) for x in name[1:].split(".h"))
+        at.selectbox(key="circ_panel_head").select(f"{layer}.{head}").run()
+        ok(at)
+        assert [s.value for s in at.subheader] == [f"Head L{layer}H{head}"]
+        place = next(m.value for m in at.markdown if m.value.startswith("**In the circuit**"))
+        assert place.endswith("yes" if name in inside else "no")
+        normalised, value = panel_expectations(induction_model, clean, corrupt, layer, head)
+        shown = metrics_of(at)
+        assert float(shown["patching effect (normalised)"]) == pytest.approx(normalised, abs=1e-4)
+        assert float(shown["direct logit attribution"]) == pytest.approx(value, abs=1e-4)
+        edges = next(df.value for df in at.dataframe if "component" in df.value)
+        assert ((edges.src == name) | (edges.dst == name)).all() and len(edges) > 0
+    # the selection is shared: the Heads page opens on the same head
+    at.switch_page("views/heads.py").run()
+    ok(at)
+    assert [s.value for s in at.subheader] == [f"Head L{layer}H{head}"]
 
 
 # --- Steering page ----------------------------------------------------------------------

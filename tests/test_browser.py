@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.serving import free_port, stop, streamlit_healthy, wait_for
@@ -323,3 +324,168 @@ def test_runs_page_reopens_and_compares_two_runs(server, browser):
     text = state["text"]
     assert f"A {ids[0]}" in text.replace("\n", " ") and f"B {ids[1]}" in text.replace("\n", " ")
     assert "48 / 48" in text and "differ" in text  # 2 layers x 4 heads x 6 kinds, matched cell by cell
+
+
+# --- the shared head selection: click a head, find its panel, reload, click a circuit node -------------
+
+# the viewport pixel of a point of a plotly figure: the trace named `trace` (in the figure drawn
+# by the chart whose Streamlit key holds `where`), its point whose customdata matches `match`
+POINT = """(() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  for (const gd of plots) {
+    const trace = (gd.data || []).find(t => t.name === %(trace)s);
+    if (!trace) continue;
+    const i = [...(trace.customdata || [])].findIndex(c => %(match)s);
+    if (i < 0) return null;
+    gd.scrollIntoView({block: 'center'});
+    const L = gd._fullLayout, rect = gd.getBoundingClientRect();
+    const xa = L['xaxis' + (trace.xaxis || 'x').slice(1)], ya = L['yaxis' + (trace.yaxis || 'y').slice(1)];
+    const x = rect.left + xa._offset + xa.l2p(xa.d2c(trace.x[i]));
+    const y = rect.top + ya._offset + ya.l2p(ya.d2c(trace.y[i]));
+    return {x, y, label: String(trace.customdata[i])};
+  }
+  return null;
+})()"""
+
+SUBHEADERS = "[...document.querySelectorAll('h3')].map(h => h.innerText.trim())"
+
+
+def click(browser, x: float, y: float) -> None:
+    """A real left click at viewport pixel (x, y), through the DevTools protocol's input events."""
+    browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    time.sleep(0.2)  # plotly picks the hovered point on mouse move
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+
+def settled(browser, want) -> dict | None:
+    """The page's probe once Streamlit has stopped running and ``want(probe)`` holds (or an error shows)."""
+    s = json.loads(browser.evaluate(PROBE) or "null")
+    if s and (s["exceptions"] or s["errors"]):
+        return s
+    running = browser.evaluate("!!document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    return s if s and not running and want(s) else None
+
+
+def panel_of(browser, title: str):
+    def shown(s):
+        # drawn to its end: the panel's last part says where the head sits in the circuit (or that none is computed)
+        done = "In the circuit" in s["text"] or "No circuit computed" in s["text"]
+        return title in browser.evaluate(SUBHEADERS) and "direct logit attribution" in s["text"] and done
+
+    state = wait_for(lambda: settled(browser, shown), 60, f"the panel {title}")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    text = state["text"]
+    assert "patching effect (normalised)" in text and "direct logit attribution" in text
+    # the head's attention on the prompt, its token labels on both axes
+    figure = wait_for(
+        lambda: browser.evaluate(
+            "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
+            "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
+            "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
+            "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+        ),
+        30,
+        "the head's attention figure",
+    )
+    assert figure and figure["title"] == f"{title.split()[-1]} on the prompt", figure
+    assert figure["x"] == figure["y"] and len(figure["x"]) > 5
+    return state
+
+
+def test_clicked_head_opens_its_panel_reload_and_circuit_node(server, browser):
+    """Heads page: a real click on the induction panel's cell of the detected induction head opens
+    that head's panel (attention with token labels, patching effect, DLA); the URL keeps it across a
+    reload; on the Circuit page a click on a head node opens the same panel."""
+    import interp
+    from interp import heads
+
+    model = interp.load("induction-2l")
+    detected = heads.top_heads(heads.scores(model, heads.default_tokens(model, n=16, length=64, seed=0)), "induction")
+    layer, head = int(detected.layer.iloc[0]), int(detected["head"].iloc[0])
+    title = f"Head L{layer}H{head}"
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/heads")
+    wait_for(
+        lambda: settled(browser, lambda s: "to open its panel" in s["text"] and s["heatmaps"] >= 4),
+        90,
+        "the Heads page",
+    )
+    assert title not in browser.evaluate(SUBHEADERS)
+    where = wait_for(
+        lambda: browser.evaluate(
+            POINT % {"trace": json.dumps("induction (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
+        ),
+        30,
+        "the head's click target in the score map",
+    )
+    click(browser, where["x"], where["y"])
+    panel_of(browser, title)
+    assert f"head={layer}.{head}" in browser.evaluate("window.location.search")
+    # a reload (a new session) opens the same selection from the URL
+    browser.call("Page.reload")
+    time.sleep(1.0)
+    panel_of(browser, title)
+    # the Circuit page, a fresh session without a selection: click the head's node (or another head's)
+    browser.call("Page.navigate", url=f"{server}/circuit")
+    wait_for(lambda: settled(browser, lambda s: "Click a head node" in s["text"]), 120, "the Circuit page")
+    where = wait_for(  # the graph is drawn once plotly has run: its head nodes, the selected head's first
+        lambda: (
+            browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": f"c === 'a{layer}.h{head}'"})
+            or browser.evaluate(POINT % {"trace": json.dumps("nodes"), "match": "/^a\\d+\\.h\\d+$/.test(c)"})
+        ),
+        30,
+        "a head node in the circuit graph",
+    )
+    l, h = where["label"][1:].split(".h")
+    click(browser, where["x"], where["y"])
+    state = panel_of(browser, f"Head L{l}H{h}")
+    assert "In the circuit" in state["text"]
+    assert f"head={l}.{h}" in browser.evaluate("window.location.search")
+
+
+# the token view's iframe: hover a token (a mouseover event on its span), read every token's background
+HOVER_TOKEN = """(() => {
+  const frame = [...document.querySelectorAll('iframe')].find(f => f.contentDocument &&
+    f.contentDocument.querySelector('#tokens .tok'));
+  if (!frame) return null;
+  const doc = frame.contentDocument;
+  const spans = [...doc.querySelectorAll('#tokens .tok')];
+  spans[%(pos)d].dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+  return {
+    colours: spans.map(s => getComputedStyle(s).backgroundColor),
+    outlined: spans.findIndex(s => s.style.outline.includes('solid')),
+    info: doc.getElementById('info').textContent,
+  };
+})()"""
+
+
+def alpha(colour: str) -> float:
+    """The alpha of a CSS ``rgba(...)`` colour (1 for ``rgb(...)``, 0 for transparent)."""
+    parts = colour[colour.index("(") + 1 : -1].split(",")
+    return float(parts[3]) if len(parts) == 4 else 1.0
+
+
+def test_token_view_colours_the_prompt_by_the_hovered_tokens_attention(server, browser):
+    """Attention page: hovering a token of the token view colours every token by the attention the
+    hovered token pays it (the last layer's heads averaged): the shading follows that row of the
+    library's attention pattern, its most attended token the most saturated."""
+    import interp
+    from interp.attention import attention_patterns
+
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/attention")
+    wait_for(lambda: settled(browser, lambda s: s["heatmaps"] >= 5), 90, "the Attention page")
+    model = interp.load("induction-2l")
+    tokens = model.to_tokens(browser.evaluate("document.querySelector('textarea').value"))  # the page's prompt
+    row_of = attention_patterns(model, tokens)[-1].mean(0).numpy()  # [dest, src], the layer's heads averaged
+    n = tokens.shape[1]
+    for pos in (n - 1, n // 2 + 3):  # in the repeated half: an induction layer attends to one earlier token
+        seen = wait_for(lambda pos=pos: browser.evaluate(HOVER_TOKEN % {"pos": pos}), 30, "the token view")
+        shading = np.array([alpha(c) for c in seen["colours"]])
+        expected = row_of[pos]
+        assert seen["outlined"] == pos and f"from pos {pos}" in seen["info"]
+        # the browser keeps a colour's alpha in 8 bits: equal to 1/255
+        np.testing.assert_allclose(shading[: pos + 1], expected[: pos + 1], atol=1 / 255 + 1e-3)
+        assert (shading[pos + 1 :] == 0).all()  # tokens after the hovered one: not coloured
+        assert int(shading.argmax()) == int(expected.argmax()) and expected.max() > 0.3

@@ -308,3 +308,20 @@ def mib(source: str, clean: Key, spec: tuple, metric: str, method: str, steps: i
         resolve_metric(model, spec, metric),
         n_boot=200,
     )
+
+
+@cached(show_spinner=False, max_entries=64)
+def answers(source: str, clean: Key, spec: tuple) -> tuple[int, int | None]:
+    """The answer and wrong token of the first clean prompt, as the causal pages' logit
+    difference reads them (circuits.runs.prepare: IOI's indirect object and subject, else the clean
+    and the corrupt run's predictions at the last position); wrong is None under noise corruption
+    (no corrupt prompt to take it from)."""
+    from circuits.runs import prepare
+
+    model = load_model(source)
+    c = corruption(model, clean, spec)
+    metric = resolve_metric(model, spec, "ioi_logit_diff" if spec[0] == "ioi" else "logit_diff")
+    prepared = prepare(model, torch.tensor(clean), c, metric if spec[0] != "noise" else "logit")
+    m = prepared.metric
+    wrong = None if m.wrong is None else int(m.wrong.reshape(len(clean), -1)[0, 0])
+    return int(m.answer.reshape(len(clean), -1)[0, 0]), wrong

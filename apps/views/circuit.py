@@ -9,6 +9,7 @@ import streamlit as st
 import torch
 
 from apps import state
+from apps.state import panel, selection
 from circuits.attribution import METHODS
 from circuits.faithfulness import faithfulness_curve
 from circuits.metrics import KINDS
@@ -87,9 +88,22 @@ if kept:
     if len(kept) > DRAWN:
         st.caption(f"drawing the top {DRAWN} of the {len(kept)} kept edges")
     graph = circuit_graph(pruned if len(kept) <= DRAWN else full.prune(top_k=DRAWN))
-    st.plotly_chart(graph, key="circ_graph")
+    event = st.plotly_chart(graph, key="circ_graph", on_select="rerun", selection_mode="points")
+    for point in selection.clicked_points(event, "circ_graph")[-1:]:  # a click on a head node selects it
+        trace = graph.data[point["curve_number"]]
+        if trace.name == "nodes":  # circuits.plots.circuit_graph's node trace: customdata are node names
+            parsed = panel.parse_head_name(str(trace.customdata[point["point_index"]]))
+            if parsed is not None:
+                selection.select_head(*parsed)
 else:
     st.info("No kept edge lies on a path from the input to the logits: keep more edges to see the circuit.")
+# the head panel of the selected head (a click on a head node, the selectbox, or ?head=L.H) on these prompts
+panel.remember_circuit(source, clean_key, spec, metric, method, steps, int(top_k))
+head = selection.head_selectbox(model, "circ_panel_head")
+if head is None:
+    st.caption("Click a head node of the graph (or choose a head above) to open its panel.")
+else:
+    panel.head_panel(model, source, head, clean_key, spec, metric, key="circ_panel")
 # the run: every edge's score (so the circuit can be pruned again), the pruning shown and its faithfulness
 kept_run = dataclasses.replace(scored, meta={**scored.meta, "top_k": int(top_k), "faithfulness": float(faith)})
 state.save_button(kept_run.with_figure(graph) if graph is not None else kept_run, key="circuit")

@@ -6,6 +6,7 @@ depth x length grid) and attention sinks by layer."""
 import streamlit as st
 
 from apps import state
+from apps.state import panel, selection
 from interp import heads as H
 from interp.ablation import HOWS
 from interp.plots.heads import ablation_bar, head_heatmap, sink_plot
@@ -42,9 +43,33 @@ with scores_tab:
     if not kinds:
         st.info("Choose at least one kind of score to see its heatmap.")
     else:
-        shown = scored.with_figure(head_heatmap, kinds=list(kinds), cols=2 if model.cfg.n_layers > 8 else 3)
-        st.plotly_chart(shown.draw(), key="heads_heatmap")
+        shown = scored.with_figure(
+            head_heatmap, kinds=list(kinds), cols=2 if model.cfg.n_layers > 8 else 3, selectable=True
+        )
+        figure = shown.draw()
+        event = st.plotly_chart(figure, key="heads_heatmap", on_select="rerun", selection_mode="points")
+        for point in selection.clicked_points(event, "heads_heatmap")[-1:]:  # a click on a cell selects its head
+            cell = figure.data[point["curve_number"]].customdata
+            if cell is not None:
+                selection.select_head(int(cell[point["point_index"]][0]), int(cell[point["point_index"]][1]))
         state.save_button(shown, key="heads_scores")
+    # the head panel: the selected head (a click on the map, the selectbox, or ?head=L.H in the URL)
+    head = selection.head_selectbox(model, "heads_panel_head")
+    if head is None:
+        st.info("Click a cell of the score map (or choose a head above) to open its panel.")
+    else:
+        with st.expander("Prompt of the head panel (clean and corrupt)"):
+            panel_clean, panel_spec = state.clean_corrupt_inputs(model, "hp")
+        panel.head_panel(
+            model,
+            source,
+            head,
+            panel_clean,
+            panel_spec,
+            panel.default_metric(panel_spec),
+            scores=scores,
+            key="heads_panel",
+        )
     threshold = st.slider("Threshold: list heads scoring at least", -1.0, 1.0, 0.3, 0.05, key="heads_threshold")
     table = (
         scores[scores["kind"].isin(kinds) & (scores["score"] >= threshold)]

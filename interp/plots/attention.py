@@ -9,6 +9,7 @@ Positions are numeric axes labelled with the tokens, so repeated tokens stay dis
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Sequence
 
@@ -105,12 +106,19 @@ def attention_pattern(
 
 
 def head_grid(
-    patterns, str_tokens: Sequence[str], *, layer: int, cols: int = 4, heads: Sequence[int] | None = None
+    patterns,
+    str_tokens: Sequence[str],
+    *,
+    layer: int,
+    cols: int = 4,
+    heads: Sequence[int] | None = None,
+    max_labels: int = 24,
 ) -> go.Figure:
     """All heads of one layer as small patterns on one colour scale (0 to 1).
 
     patterns: ``[n_heads, dest, src]``.  heads: the head numbers of the slices (default
-    ``0..``).  Panels are titled ``L{layer}H{head}``; hover shows tokens and value.
+    ``0..``).  Panels are titled ``L{layer}H{head}``, both axes labelled with the tokens
+    (``token ·pos``, thinned beyond ``max_labels`` positions); hover shows tokens and value.
     """
     arr = np.asarray(patterns.detach().cpu() if hasattr(patterns, "detach") else patterns, dtype=float)
     if arr.ndim != 3:
@@ -140,14 +148,23 @@ def head_grid(
             row=i // cols + 1,
             col=i % cols + 1,
         )
+    # token labels on both axes of every panel, thinned to at most max_labels per axis
+    n = len(toks)
+    step = max(1, math.ceil(n / max_labels))
+    ticks = dict(
+        tickmode="array",
+        tickvals=list(range(0, n, step)),
+        ticktext=[f"{toks[i]} ·{i}" for i in range(0, n, step)],
+        tickfont=dict(size=7),
+    )
     fig.update_layout(
         coloraxis=dict(colorscale=COLORSCALE, cmin=0.0, cmax=1.0, colorbar=dict(title="attn")),
-        height=260 * rows + 40,
-        margin=dict(l=10, r=10, t=40, b=10),
+        height=330 * rows + 40,
+        margin=dict(l=70, r=10, t=40, b=10),
         plot_bgcolor="white",
     )
-    fig.update_xaxes(showticklabels=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, autorange="reversed", constrain="domain")
+    fig.update_xaxes(constrain="domain", tickangle=-90, **ticks)
+    fig.update_yaxes(autorange="reversed", constrain="domain", **ticks)
     for i in range(len(heads)):  # square panels
         fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=i // cols + 1, col=i % cols + 1)
     return fig
@@ -204,3 +221,67 @@ def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
             style += ";outline:2px solid #d62728"
         spans.append(f'<span style="{style}" title="pos {i} {text}: {w[i]:.3f}">{text}</span>')
     return '<div style="line-height:2.1;font-family:monospace">' + " ".join(spans) + "</div>"
+
+
+def token_view_html(
+    patterns, str_tokens: Sequence[str], *, head: int | None = None, dest: int | None = None, label: str = ""
+) -> str:
+    """A self-contained HTML page (inline JavaScript, no network) of the prompt's tokens: hovering
+    or clicking a token colours every token by the attention the hovered token pays it (a click
+    pins it), like CircuitsVis's token view.
+
+    patterns: ``[n_heads, dest, src]`` (one layer) or ``[dest, src]`` (one head).  head: which head
+    of a layer to show; None: the mean over the layer's heads (still a distribution over sources).
+    dest: the token shown before any hover (default the last).  Shading is the attention itself on
+    a fixed 0..1 scale (``rgba(8, 81, 156, attention)``); tokens after the hovered one (which it
+    cannot see) are grey.  For :func:`streamlit.components.v1.html` or any browser.
+    """
+    arr = np.asarray(patterns.detach().cpu() if hasattr(patterns, "detach") else patterns, dtype=float)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
+        raise InputError(f"patterns must be [n_heads, dest, src] or [dest, src], got shape {arr.shape}")
+    if head is not None and not 0 <= head < arr.shape[0]:
+        raise InputError(f"head must be in [0, {arr.shape[0]}), got {head}")
+    m = arr.mean(0) if head is None else arr[head]  # the mean of distributions is a distribution
+    toks = _check_tokens(str_tokens, m.shape[0])
+    n = len(toks)
+    dest = n - 1 if dest is None else int(dest)
+    if not 0 <= dest < n:
+        raise InputError(f"dest must be in [0, {n}), got {dest}")
+    rows = np.round(np.nan_to_num(np.tril(m)), 4).tolist()
+    spans = " ".join(
+        f'<span class="tok" data-pos="{i}">{html.escape(t).replace(" ", "&nbsp;") or "&nbsp;"}</span>'
+        for i, t in enumerate(toks)
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><style>
+body {{ font-family: monospace; margin: 4px; }}
+#tokens {{ line-height: 2.2; }}
+.tok {{ padding: 2px 3px; border-radius: 3px; margin: 1px; cursor: pointer; }}
+#info {{ font-family: sans-serif; font-size: 13px; color: #444; margin-bottom: 4px; }}
+</style></head><body>
+<div id="info"></div><div id="tokens">{spans}</div>
+<script>
+const A = {json.dumps(rows)};
+const LABEL = {json.dumps(label)};
+const spans = Array.from(document.querySelectorAll('#tokens .tok'));
+let pinned = {dest};
+function show(i) {{
+  spans.forEach((s, j) => {{
+    const w = j <= i ? A[i][j] : 0;
+    s.style.backgroundColor = j <= i ? 'rgba(8, 81, 156, ' + w.toFixed(4) + ')' : 'transparent';
+    s.style.color = j > i ? '#aaa' : (w > 0.55 ? 'white' : 'black');
+    s.style.outline = j === i ? '2px solid #d62728' : 'none';
+    s.title = 'pos ' + j + ': ' + (j <= i ? w.toFixed(3) : 'after the hovered token');
+  }});
+  document.getElementById('info').textContent = LABEL + ' attention from pos ' + i + ' "' +
+    spans[i].textContent + '" (hover a token; click to pin)';
+}}
+spans.forEach(s => {{
+  const i = Number(s.dataset.pos);
+  s.addEventListener('mouseover', () => show(i));
+  s.addEventListener('click', () => {{ pinned = i; show(i); }});
+}});
+document.getElementById('tokens').addEventListener('mouseleave', () => show(pinned));
+show(pinned);
+</script></body></html>"""

@@ -27,6 +27,7 @@ def head_heatmap(
     title: str | None = None,
     cols: int = 3,
     annotate: bool | None = None,
+    selectable: bool = False,
 ) -> go.Figure:
     """Scores as layer (rows) x head (columns) heatmaps, one panel per kind.
 
@@ -34,6 +35,9 @@ def head_heatmap(
     :func:`interp.heads.scores`, :func:`interp.retrieval.retrieval_scores`).  Panels whose
     scores lie in [0, 1] share a 0-1 scale; signed scores (copying) use a diverging -1..1
     scale.  annotate: print values in the cells (default: for grids up to 16 x 16).
+    selectable: overlay each panel with an invisible scatter point per cell (``customdata``
+    ``[layer, head, score]``): click targets for an app's point selection, which plotly reports
+    for scatter traces, not heatmaps.
     """
     frame, _ = unpack(frame)
     require(frame, ["layer", "head", "score"], "head_heatmap")
@@ -72,6 +76,24 @@ def head_heatmap(
             row=i // cols + 1,
             col=i % cols + 1,
         )
+        if selectable:
+            layers, heads = np.meshgrid(grid.index, grid.columns, indexing="ij")
+            fig.add_trace(
+                go.Scatter(
+                    x=[str(h) for h in heads.ravel()],
+                    y=[str(l) for l in layers.ravel()],
+                    customdata=np.stack(
+                        [layers.ravel(), heads.ravel(), z.ravel()], axis=-1
+                    ).tolist(),  # plain JSON lists
+                    mode="markers",
+                    marker=dict(size=max(8, min(30, 400 // max(grid.shape))), color="rgba(0,0,0,0)", symbol="square"),
+                    hovertemplate=f"{kind}<br>L%{{customdata[0]}}H%{{customdata[1]}}: %{{customdata[2]:.3f}}<extra></extra>",
+                    showlegend=False,
+                    name=f"{kind} (select)",
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
         # integer ticks (category axes, not 0.5 steps); axis titles only on the outer panels, so
         # they never sit under the next row's subplot title
         fig.update_xaxes(
