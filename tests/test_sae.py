@@ -397,7 +397,8 @@ def smollm2_dictionary(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_dictionary_beats_pca_and_recovers_the_loss(smollm2, smollm2_dictionary):
-    frame = evaluate(smollm2, smollm2_dictionary, n_tokens=16384).set_index("method")
+    # 8k held-out tokens (the README's table, from `interp sae eval`, uses 16k: 0.153 vs 0.261, 0.968)
+    frame = evaluate(smollm2, smollm2_dictionary, n_tokens=8192).set_index("method")
     d, p = frame.loc["dictionary"], frame.loc["pca"]
     assert d["l0"] <= 64
     assert d["fvu"] < p["fvu"], frame
