@@ -67,16 +67,24 @@ command = functools.partial(app.command, cls=PlainCommand)
 MODEL_HELP = "Zoo name (`interp zoo`), checkpoint, local Hugging Face folder or hub id."
 
 
+#: commands that load their models from --model (several at once) rather than a MODEL argument: they
+#: take the placement options too
+MODEL_OPTION_COMMANDS = {"reproduce_command"}
+
+
 def friendly(fn: Callable) -> Callable:
     """Shows a user error (:data:`interp.errors.USER_ERRORS`: bad input, a model the analysis does
     not apply to, a missing file, the memory budget) as one line with exit code 2.  Anything
     else is a bug: its traceback is printed with a line saying so, and the exit code is 1.
 
-    A command that takes a MODEL argument (:func:`model_arg`) also gets the placement options
+    A command that takes a MODEL argument (:func:`model_arg`, or models by --model:
+    :data:`MODEL_OPTION_COMMANDS`) also gets the placement options
     (:func:`placement_params`: ``--device``, ``--dtype``, ``--device-map``, ``--max-memory``,
     ``--offload-folder``), which :func:`load_model` applies."""
     signature = inspect.signature(fn)
-    placed = any(isinstance(p.default, ArgumentInfo) and p.name == "model" for p in signature.parameters.values())
+    placed = fn.__name__ in MODEL_OPTION_COMMANDS or any(
+        isinstance(p.default, ArgumentInfo) and p.name == "model" for p in signature.parameters.values()
+    )
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

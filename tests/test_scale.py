@@ -69,13 +69,16 @@ def _model_commands():
     group = typer.main.get_command(app)
     out = {}
     for name, cmd in group.commands.items():
-        out[name] = any(p.name == "model" and p.param_type_name == "argument" for p in cmd.params)
+        # reproduce loads its models from --model (several at once)
+        out[name] = name == "reproduce" or any(
+            p.name == "model" and p.param_type_name == "argument" for p in cmd.params
+        )
     return group, out
 
 
 def test_every_command_that_loads_a_model_takes_the_placement_options():
     group, loads = _model_commands()
-    assert {"info", "heads", "patch", "lens", "steer", "support"} <= {n for n, v in loads.items() if v}
+    assert {"info", "heads", "patch", "lens", "steer", "support", "reproduce"} <= {n for n, v in loads.items() if v}
     for name, cmd in group.commands.items():
         opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
         placed = {"--device", "--dtype", "--device-map", "--max-memory", "--offload-folder"}
