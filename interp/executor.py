@@ -79,9 +79,11 @@ class Executor:
         desc: str = "chunks",
         progress: bool = False,
         size: Callable[[Any], int] | None = None,
+        gpus: int | None = None,
     ) -> list:
         """``[fn(model, chunk) for chunk in chunks]``; ``size(chunk)`` counts a chunk's items for the
-        progress bar (default 1 per chunk)."""
+        progress bar (default 1 per chunk); ``gpus`` per task on a cluster (default: 1 when
+        ``model`` is on CUDA; give it when the chunks load their own models)."""
         raise NotImplementedError
 
 
@@ -90,7 +92,7 @@ class Local(Executor):
 
     name = "local"
 
-    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None) -> list:
+    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None, gpus=None) -> list:
         from tqdm.auto import tqdm
 
         self.report = Report("local", 1, len(chunks))
@@ -138,6 +140,11 @@ def spec_of(model) -> dict:
             "(Model.hooks / intervene) would not apply there; run outside the with-block or use executor='local'"
         )
     return dict(spec)
+
+
+def on_cuda(spec: dict) -> bool:
+    """Whether a load spec (:func:`spec_of`) places its model on a CUDA device."""
+    return str(spec.get("device") or "cpu").startswith("cuda")
 
 
 def model_for(spec: dict):
@@ -241,13 +248,14 @@ class Ray(Executor):
     def workers(self) -> int:
         return self._workers
 
-    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None) -> list:
+    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None, gpus=None) -> list:
         import ray
         from ray.exceptions import RayTaskError
         from tqdm.auto import tqdm
 
         spec = spec_of(model) if model is not None else None
-        gpus = 1 if spec and str(spec.get("device") or "cpu").startswith("cuda") else 0
+        if gpus is None:
+            gpus = 1 if spec and on_cuda(spec) else 0
         task = ray.remote(_in_worker).options(num_cpus=self.threads, num_gpus=gpus, max_retries=0)
         self.report = Report("ray", self.workers, len(chunks))
         results: dict[int, Any] = {}

@@ -463,7 +463,7 @@ class Pickling(executor.Executor):
     def workers(self) -> int:
         return 2
 
-    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None) -> list:
+    def map(self, fn, model, chunks, *, desc="chunks", progress=False, size=None, gpus=None) -> list:
         import pickle
 
         spec = executor.spec_of(model) if model is not None else None

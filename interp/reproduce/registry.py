@@ -284,5 +284,6 @@ def run_many(
     else:
         specs = [t if isinstance(t, dict) else executors.spec_of(t) for t in targets]
         jobs = [(spec, f.id, f.module, quick) for spec in specs for f in chosen]
-        out = ex.map(_pair, None, jobs, desc="reproduce", progress=progress)
+        gpus = 1 if any(executors.on_cuda(spec) for spec in specs) else 0  # the tasks load the models
+        out = ex.map(_pair, None, jobs, desc="reproduce", progress=progress, gpus=gpus)
     return out if stored else [r.value for r in out]
