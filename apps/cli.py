@@ -670,31 +670,14 @@ def patch_command(
             + f", read at position {pos}"
         )
     if method == "exact":
-        result = runs.run(
-            patching.patch,
-            m,
-            clean_b,
-            corrupt_b,
-            site=site,
-            by=("layer",) + axes,
-            metric=chosen,
-            direction=direction,
-            window=window,
-            executor="ray" if ray else None,
-        )
+        fn, extra = patching.patch, dict(window=window, executor="ray" if ray else None)
     else:
         if window != 1:
             raise InputError("--window applies to exact patching only")
-        result = runs.run(
-            attribution.attribute,
-            m,
-            clean_b,
-            corrupt_b,
-            site=site,
-            by=("layer",) + axes,
-            metric=chosen,
-            direction=direction,
-        )
+        fn, extra = attribution.attribute, {}
+    result = runs.run(
+        fn, m, clean_b, corrupt_b, site=site, by=("layer",) + axes, metric=chosen, direction=direction, **extra
+    )
     df, a = result.frame, result.meta
     if out is not None:
         df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
