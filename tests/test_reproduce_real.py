@@ -2,7 +2,7 @@
 the command line's ``interp reproduce all --json`` (the face a user runs): each entry's verdict is
 the one measured when the entry was written (see the README's table), with its interval and counts.
 
-Marked ``reproduce`` (about 25 minutes on 2 CPU cores): ``make test`` leaves it out and ``.ci/run``
+Marked ``reproduce`` (about 11 minutes on 2 CPU cores, once the text is cached): ``make test`` leaves it out and ``.ci/run``
 runs it after ``make test``."""
 
 from __future__ import annotations
