@@ -1026,10 +1026,11 @@ def sae_train_command(
     seed: int = typer.Option(0, "--seed", metavar="S"),
     saelens_out: Path = typer.Option(None, "--saelens", metavar="DIR", help="Also write it in the SAELens format."),
     evaluate_it: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate on held-out text afterwards."),
+    ray: bool = ray_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
 ) -> None:
     """Harvest a site's activations on real text and train a sparse dictionary on them (cached:
-    the same settings again load it)."""
+    the same settings again load it).  With --ray the harvest's shards run on a Ray cluster."""
     from interp import sae
     from interp.sae import saelens
 
@@ -1037,7 +1038,18 @@ def sae_train_command(
     m = load_model(model, allow_unsafe_pickle)
     name = _sae_site(m, site, layer)
     out = _sae_site(m, out_site, layer) if out_site else None
-    d = sae.train(m, name, kind=kind, width=width, k=k, out_site=out, n_tokens=tokens, epochs=epochs, seed=seed)
+    d = sae.train(
+        m,
+        name,
+        kind=kind,
+        width=width,
+        k=k,
+        out_site=out,
+        n_tokens=tokens,
+        epochs=epochs,
+        seed=seed,
+        executor="ray" if ray else None,
+    )
     c = d.card
     typer.echo(f"{d!r}")
     if c.get("train_seconds") is not None:

@@ -86,6 +86,27 @@ def test_every_command_that_loads_a_model_takes_the_placement_options():
     assert {"--ray"} <= {o for p in group.commands["patch"].params for o in p.opts}
     assert {"--ray"} <= {o for p in group.commands["heads"].params for o in p.opts}
     assert {"--ray"} <= {o for p in group.commands["reproduce"].params for o in p.opts}
+    assert {"--ray"} <= {o for p in group.commands["sae"].commands["train"].params for o in p.opts}
+
+
+@pytest.mark.scale  # the word-level model first generates its own text (seconds)
+def test_sae_train_with_ray_harvests_through_the_ray_executor(monkeypatch):
+    """``interp sae train --ray`` hands the harvest to the Ray executor (the executor's own
+    equality with a plain harvest is tested below); without it the harvest runs here."""
+    import importlib
+
+    sae_train = importlib.import_module("interp.sae.train")  # the module (interp.sae.train is also the function)
+    seen = []
+
+    def spy(*args, executor=None, **kwargs):
+        seen.append(executor)
+        raise KeyboardInterrupt  # stop before any work: only the hand-over is tested here
+
+    monkeypatch.setattr(sae_train, "harvest", spy)
+    for flag, want in [(["--ray"], "ray"), ([], None)]:
+        args = ["sae", "train", "induction-2l", "--site", "resid_post", "--layer", "0", "--tokens", "64", *flag]
+        runner.invoke(app, args)
+    assert seen == ["ray", None]
 
 
 @pytest.mark.parametrize("device", DEVICES)

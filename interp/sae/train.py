@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
+from interp.executor import Executor
 from interp.sae.dictionary import KINDS, DictConfig, Dictionary, files, power_of_two_scale
 from interp.sae.store import ActivationStore, harvest
 
@@ -391,13 +392,16 @@ def train(
     seed: int = 0,
     retrain: bool = False,
     progress: bool = True,
+    executor: str | Executor | None = None,
     **options,
 ) -> Dictionary:
     """A dictionary for ``model`` at hook site ``site`` (or a transcoder ``site -> out_site``),
     from the cache if one with these settings is saved (unless ``retrain``), else trained on
     ``n_tokens`` tokens of real text (:func:`interp.sae.text.text_tokens`, ``seq_len`` per
     row, position 0 left out) harvested into an activation store in the cache, for ``epochs``
-    passes, and saved there.  Other ``options`` go to :func:`fit`."""
+    passes, and saved there.  executor: ``"ray"`` harvests the activations on a Ray cluster's
+    workers (:func:`interp.sae.store.harvest`); the training itself runs here.  Other ``options``
+    go to :func:`fit`."""
     model.check_site(site)
     if out_site is not None:
         model.check_site(out_site)
@@ -426,7 +430,13 @@ def train(
     seq_len = min(int(seq_len), model.cfg.n_ctx)
     tokens = text_tokens(model, n_tokens, seq_len=seq_len, split="train", seed=seed)
     store = harvest(
-        model, site, tokens, store_path(model, site, out_site, n_tokens, seq_len), out_site=out_site, progress=progress
+        model,
+        site,
+        tokens,
+        store_path(model, site, out_site, n_tokens, seq_len),
+        out_site=out_site,
+        progress=progress,
+        executor=executor,
     )
     d = fit(
         store,
