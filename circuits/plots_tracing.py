@@ -33,8 +33,12 @@ def _grid(frame: pd.DataFrame, component: str, window: int, fact: int | None) ->
         d = d[d["fact"] == fact]
         if d.empty:
             raise InputError(f"no rows for fact {fact}")
-        d = d.assign(_row=[f"{t!r}{'*' if r.endswith('subject token') or r == 'middle subject tokens' else ''}" f" {p}"
-                           for t, r, p in zip(d["token"], d["role"], d["pos"])])
+        d = d.assign(
+            _row=[
+                f"{t!r}{'*' if r.endswith('subject token') or r == 'middle subject tokens' else ''} {p}"
+                for t, r, p in zip(d["token"], d["role"], d["pos"])
+            ]
+        )
         order = list(dict.fromkeys(d.sort_values("pos")["_row"]))
         grid = d.pivot_table(index="_row", columns="layer", values="effect", aggfunc="mean").reindex(order)
         return grid, list(d.sort_values("layer").drop_duplicates("layer")["layers"].astype(str))
@@ -99,7 +103,9 @@ def compare_figure(frames: dict[str, pd.DataFrame], *, title: str | None = None)
     for r in rows:
         comps = list(dict.fromkeys(frames[r]["component"]))
         titles += [f"{r}: {c}" for c in comps] + [""] * (width - len(comps))
-    fig = make_subplots(rows=len(rows), cols=width, subplot_titles=titles, horizontal_spacing=0.06, vertical_spacing=0.2)
+    fig = make_subplots(
+        rows=len(rows), cols=width, subplot_titles=titles, horizontal_spacing=0.06, vertical_spacing=0.2
+    )
     for ri, r in enumerate(rows, start=1):
         frame = frames[r]
         w = int(frame["window"].max())

@@ -301,7 +301,7 @@ def restore(
     restored]`` (means over the noise samples).  With every state restored the run is the clean
     one again; with none it is the corrupted one: the oracle of :func:`causal_tracing`."""
     fs = as_facts(model, facts)
-    (comp, kind), = _check_components(model, [component]).items()
+    ((comp, kind),) = _check_components(model, [component]).items()
     L = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     rows = []
     for i in range(len(fs)):
@@ -320,6 +320,6 @@ def restore(
             edits = [I.patch(n, cache[n], positions=mask) for n in names] if pos and L else []
             with I.apply(model, edits):
                 restored = model.run_with_hooks(c.tokens, c.hooks)
-        p = lambda logits: float(logits[:, -1].float().softmax(-1)[:, fs.answer[i]].mean())  # noqa: E731
+        p = lambda logits: float(logits[:, -1].float().softmax(-1)[:, fs.answer[i]].mean())
         rows.append({"fact": i, "clean": p(clean_logits), "corrupted": p(corrupted), "restored": p(restored)})
     return pd.DataFrame(rows)

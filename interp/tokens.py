@@ -125,9 +125,7 @@ def char_tokenizer(names: Sequence[str], bos: int | None = 0, unk: str | None = 
     tok = Tokenizer(models.WordLevel(vocab={n: i for i, n in enumerate(names)}, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")  # every character alone
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=None if bos is None else names[bos], unk_token=unk
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None if bos is None else names[bos], unk_token=unk)
 
 
 def default_names(d_vocab: int) -> list[str]:

@@ -21,7 +21,6 @@ from interp.model import Model, RunContext
 from interp.tasks import masked_loss
 from interp.zoo.recipes import Recipe, get_recipe
 
-
 HISTORY_EVERY = 10  # the card's loss history: the mean training loss of every 10 steps
 
 

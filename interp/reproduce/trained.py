@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from interp.model import Model
 
 
-def models(names: Sequence[str], *, series: str | None = None, retrain: bool = False, progress: bool = False) -> dict[str, Model]:
+def models(
+    names: Sequence[str], *, series: str | None = None, retrain: bool = False, progress: bool = False
+) -> dict[str, Model]:
     """``{name: model}`` for zoo recipes ``names``: shipped (``series``: their sub-folder of the
     zoo's weights) or, with ``retrain``, trained from their recipes now."""
     import interp

@@ -297,13 +297,16 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def all_recipes() -> dict[str, Recipe]:
+    """Every recipe by name: the models above and the memory models (:mod:`interp.zoo.recipes_memory`,
+    imported here rather than at the top because it builds on this module)."""
+    from interp.zoo.recipes_memory import MEMORY_RECIPES
+
+    return {**RECIPES, **MEMORY_RECIPES}
+
+
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
-    return RECIPES[name]
-
-
-# the memory models (issue 25) live in their own module; registered here so get_recipe finds them
-from interp.zoo.recipes_memory import MEMORY_RECIPES  # noqa: E402
-
-RECIPES.update(MEMORY_RECIPES)
+    recipes = all_recipes()
+    if name not in recipes:
+        raise InputError(f"unknown recipe {name!r}; available: {sorted(recipes)}")
+    return recipes[name]

@@ -17,7 +17,7 @@ import torch
 from interp import tasks
 from interp.tasks import TaskBatch
 from interp.tasks.synthetic import FactWorld, sro_facts
-from interp.zoo.recipes import EVAL_SEED, Recipe, _accuracy_on, _induction_batch, _induction_eval, named_vocab
+from interp.zoo.recipes import EVAL_SEED, Recipe, _induction_batch, _induction_eval, named_vocab
 
 # --- facts-2l / facts-mamba: the same synthetic facts --------------------------------------
 WORLD = FactWorld()

@@ -194,7 +194,9 @@ def fact_set(model, facts=None, *, known_only: bool = True) -> FactSet:
         kept = [r for r, t in zip(kept, top) if t == r[2]]
     counts["known"] = len(kept)
     if not kept:
-        raise InputError(f"none of the {len(triples)} facts is usable for this model (single-token object, known): {counts}")
+        raise InputError(
+            f"none of the {len(triples)} facts is usable for this model (single-token object, known): {counts}"
+        )
     return FactSet(
         [torch.tensor(r[0]) for r in kept],
         [r[1] for r in kept],
