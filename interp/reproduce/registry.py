@@ -24,7 +24,18 @@ if TYPE_CHECKING:
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
-BUILTIN = ("olsson2022", "wu2024", "xiao2023", "todd2023", "michel2019", "sun2024", "wendler2024")
+#: (arora2023, liu2023: about models trained for them, shipped zoo weights; ``retrain=True`` trains them again)
+BUILTIN = (
+    "olsson2022",
+    "wu2024",
+    "xiao2023",
+    "todd2023",
+    "michel2019",
+    "sun2024",
+    "wendler2024",
+    "arora2023",
+    "liu2023",
+)
 
 _REGISTRY: dict[str, Finding] = {}
 _LOADED = {"builtin": False, "plugins": False}

@@ -11,6 +11,7 @@ each model reached.  The recall-gap models and the induction checkpoints ship in
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -135,18 +136,27 @@ def gap_vocab() -> dict:
     return recall_vocab(GAP_TASK["d_vocab"])
 
 
-#: family -> (the three sizes, what the size is, state floats of a size)
+#: family -> (the three sizes, what the size is, floats of state a size carries at the last position).
+#: Attention's "state" is its KV cache (2 layers x K and V x d_model x the GAP_N_CTX positions); an
+#: LSTM carries h and c, a GRU h; the selective SSM and Mamba carry, in each of their 2 layers, the
+#: d_inner x N scan state plus the d_inner x (d_conv - 1) window of their causal convolution
+#: (d_inner = 2 x 16, d_conv = 4), as Zoology counts a recurrent model's state.
 GAP_FAMILIES: dict[str, tuple[tuple[int, ...], str, Callable[[int], int]]] = {
-    "attention": ((16, 32, 64), "d_model", lambda d: 2 * 2 * d * GAP_N_CTX),  # K and V, 2 layers, full context
-    "lstm": ((16, 32, 64), "hidden units", lambda d: 2 * d),  # h and c
+    "attention": ((16, 32, 64), "d_model", lambda d: 2 * 2 * d * GAP_N_CTX),
+    "lstm": ((16, 32, 64), "hidden units", lambda d: 2 * d),
     "gru": ((16, 32, 64), "hidden units", lambda d: d),
-    "ssm": ((2, 8, 32), "state size N (d_model 16, expand 2)", lambda n: 32 * n),
-    "mamba": ((2, 8, 32), "state size N (hidden 16, expand 2)", lambda n: 32 * n),
+    "ssm": ((2, 8, 32), "state size N (d_model 16, expand 2)", lambda n: 2 * 32 * (n + 3)),
+    "mamba": ((2, 8, 32), "state size N (hidden 16, expand 2)", lambda n: 2 * 32 * (n + 3)),
 }
 
 
+def gap_state_floats(family: str, size: int) -> int:
+    """Floats of recurrent state (attention: KV cache) of recall-gap model ``gap-{family}-{size}``."""
+    return int(GAP_FAMILIES[family][2](size))
+
+
 def _gap_recipe(family: str, size: int) -> Recipe:
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab=gap_vocab(),
         task="associative_recall",
         make_batch=gap_batch,
@@ -157,6 +167,14 @@ def _gap_recipe(family: str, size: int) -> Recipe:
         weight_decay=0.0,
         warmup=100,
         notes=f"recall gap: {GAP_FAMILIES[family][1]} = {size}",
+        extra={
+            "family": family,
+            "size": size,
+            "state_floats": gap_state_floats(family, size),
+            "curriculum": None if family == "attention" else "gap_curriculum (largest pair count 2 -> 8 over 60%)",
+        },
+        # the fixed-state models start on 1-2 pairs (see gap_curriculum); attention needs no help
+        curriculum=None if family == "attention" else gap_curriculum,
     )
     name = f"gap-{family}-{size}"
     v = GAP_TASK["d_vocab"]
@@ -196,7 +214,7 @@ def _gap_recipe(family: str, size: int) -> Recipe:
             description=f"2-layer selective SSM (d_model 16, state {size}) on multi-query associative recall, 1-8 pairs",
             arch="recurrent",
             config=dict(cell="ssm", d_vocab=v, d_model=16, n_layers=2, n_ctx=GAP_N_CTX, d_state=size, expand=2),
-            steps=2000,
+            steps=1500,
             lr=3e-3,
             **common,
         )
@@ -206,7 +224,7 @@ def _gap_recipe(family: str, size: int) -> Recipe:
         "associative recall, 1-8 pairs",
         arch="hf",
         config=_mamba_config(vocab_size=v, hidden_size=16, state_size=size, num_hidden_layers=2),
-        steps=1500,
+        steps=1000,
         lr=3e-3,
         **common,
     )
