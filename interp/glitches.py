@@ -19,7 +19,9 @@ from interp.model import Model
 from interp.tasks import IGNORE, TaskBatch
 
 W0, W1, READ = 1, 2, 4  # token ids of interp.tasks.FLIPFLOP_VOCAB
-CHUNK = 2000  # sequences per forward
+CHUNK = (
+    250  # sequences per forward (larger chunks are slower on the CPU: the [n, head, pos, pos] scores leave the cache)
+)
 
 
 def last_writes(tokens: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ IDS = {
     "mcgrath2023",
     "zhang2023",
     "wendler2024",
+    "arora2023",
+    "liu2023",
 }
 SUMMARY_KEYS = {
     "id",

@@ -44,12 +44,16 @@ def _flipflop_batch(n: int, seed: int) -> TaskBatch:
     return tasks.flip_flop(n, length=FLIPFLOP_LENGTH, p_ignore=0.8, seed=seed)
 
 
-def flipflop_splits(n: int = 2000, seed: int = EVAL_SEED) -> dict[str, TaskBatch]:
+FLIPFLOP_SPLITS = {"in-distribution": 0.8, "dense": 0.1, "sparse": 0.98}
+
+
+def flipflop_splits(n: int | dict[str, int] = 2000, seed: int = EVAL_SEED) -> dict[str, TaskBatch]:
     """Liu et al.'s test splits at our length: in-distribution (p(ignore) 0.8), dense (0.1) and
-    sparse (0.98)."""
+    sparse (0.98).  n: sequences per split, or ``{split: sequences}``."""
+    counts = n if isinstance(n, dict) else dict.fromkeys(FLIPFLOP_SPLITS, n)
     return {
-        name: tasks.flip_flop(n, length=FLIPFLOP_LENGTH, p_ignore=p, seed=seed + i)
-        for i, (name, p) in enumerate((("in-distribution", 0.8), ("dense", 0.1), ("sparse", 0.98)))
+        name: tasks.flip_flop(counts[name], length=FLIPFLOP_LENGTH, p_ignore=p, seed=seed + i)
+        for i, (name, p) in enumerate(FLIPFLOP_SPLITS.items())
     }
 
 
