@@ -38,6 +38,7 @@ IDS = {
     "wendler2024",
     "arora2023",
     "liu2023",
+    "meng2022",  # registered by circuits.reproduce (causal tracing, issue 25)
 }
 SUMMARY_KEYS = {
     "id",

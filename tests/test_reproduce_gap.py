@@ -153,6 +153,8 @@ def test_verdict_on_the_shipped_models(fid):
         assert len(frame) == 15 * 4 and frame["state_floats"].min() > 0
         attn = frame[(frame["family"] == "attention") & (frame["size"] == 16) & (frame["n_pairs"] == 8)]
         assert float(attn["ci_low"].iloc[0]) >= 0.9
+        # one line per model and a guessing line per family panel
+        assert len(result.figure.data) == 15 + 5
     else:
         # measured: the transformer errs on dense sequences (~9%), rarely in distribution, not on our sparse
         # ones (no distractor bits there); the LSTM never; at its errors the read head's attention to the
@@ -161,6 +163,7 @@ def test_verdict_on_the_shipped_models(fid):
         assert rates.loc[("flipflop-2l", "dense"), "ci_low"] > 0.01
         assert rates.loc[("flipflop-2l", "in-distribution"), "error_rate"] < 0.01
         assert (rates.loc["flipflop-lstm", "errors"] == 0).all()
+        assert len(result.figure.data) == 2 + 2 + 1  # error bars per model, attention per outcome, one read's row
         d = s["details"]
         assert d["read_head_at_errors"]["to_last_write"]["high"] < d["read_head_at_correct"]["to_last_write"]["low"]
     print(f"{fid}: {s['verdict']}, ours {s['ours']:.4g} [{s['ci_low']:.4g}, {s['ci_high']:.4g}], {s['seconds']} s")

@@ -20,7 +20,9 @@ some: partial, none: not reproduced):
 1. attention solves MQAR at small width: the smallest transformer (d_model 16) is accurate at 8
    pairs, the lower end of its interval >= 0.9;
 2. for each fixed-state family (LSTM, GRU, SSM, Mamba), accuracy falls with the number of pairs:
-   at every size, the 8-pair interval lies wholly below the 1-pair interval;
+   at every size, the 8-pair interval lies wholly below the 1-pair interval (a weak check: a model
+   that only guesses among the values in context falls too, as 1 / pairs; it says that no
+   fixed-state model stays flat as attention does);
 3. for each fixed-state family, accuracy rises with state size: the largest size's mean accuracy
    over 2, 4 and 8 pairs minus the smallest size's (paired over the same sequences) has an
    interval above 0.

@@ -22,6 +22,12 @@ Verdict rules (:func:`interp.reproduce.finding.decide`):
    interval's lower end > 0;
 3. the LSTM makes no error on any of the three splits.
 
+Difference from the paper: :func:`interp.tasks.flip_flop` gives each instruction one token and its
+ignore instruction carries no bit, while Liu et al. pair every instruction with a bit, so their
+ignored instructions are distractors.  Our sparse sequences hold one or two writes and nothing to
+confuse them with; the glitches show instead on dense sequences, where the read head must pick the
+most recent of many writes.
+
 The attention at errors is reported (frame, figure, details: the head that attends most to the
 most recent write at correct reads, and how much it does at errors), not judged: the paper's
 mechanistic analysis of glitches is preliminary and gives no number to compare.
@@ -134,6 +140,7 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
             return None
         return {
             "to_last_write": bootstrap(part["to_last_write"].to_numpy(), unit="reads").to_dict(),
+            "to_any_write": float(part["to_writes"].mean()),
             "argmax_is_last_write": float(part["argmax_is_last_write"].mean()),
             "mean_distance": float(part["distance"].mean()),
             "reads": len(part),
