@@ -1177,6 +1177,12 @@ def reproduce_command(
     ),
     ray: bool = ray_opt(),
     allow_unsafe_pickle: bool = pickle_opt(),
+    retrain: bool = typer.Option(
+        False,
+        "--retrain",
+        help="For findings about models trained for them (the recall gap, flip-flop glitches): train those "
+        "models again from their recipes first instead of loading the shipped weights (minutes).",
+    ),
 ) -> None:
     """Run a published interpretability finding on a model: the published number beside ours (95%
     bootstrap interval) and a verdict (reproduced, partial, not reproduced, not applicable); each
@@ -1200,6 +1206,16 @@ def reproduce_command(
     if json_out is not None and json_out.suffix != ".json":
         raise InputError(f"--json must end in .json, got {json_out.name}")
     ids = list(reproduce.findings()) if finding.strip().lower() == "all" else [reproduce.get(finding).id]
+    if retrain:  # refused up front, before any model is loaded
+        fixed = [i for i in ids if not reproduce.get(i).retrainable]
+        if fixed:
+            able = ", ".join(i for i, f in reproduce.findings().items() if f.retrainable)
+            raise InputError(
+                f"--retrain applies to findings that evaluate models trained for them ({able}); "
+                f"{', '.join(fixed)} evaluate{'s' if len(fixed) == 1 else ''} the model given"
+            )
+        if ray:
+            raise InputError("--retrain trains in this process; drop --ray")
     names = list(dict.fromkeys(split_list(model))) or ["smollm2-135m"]
     for name in names:  # every model is checked before any work starts
         locate(name)
@@ -1238,7 +1254,8 @@ def reproduce_command(
         for name in names:
             m = load_model(name, allow_unsafe_pickle)
             for fid in ids:
-                show(runs.run(reproduce.run, fid, m, quick=quick, progress=True))
+                extra = {"retrain": True} if retrain else {}
+                show(runs.run(reproduce.run, fid, m, quick=quick, progress=True, **extra))
             del m
     if json_out is not None:
         payload = summaries if len(summaries) > 1 else summaries[0]

@@ -2,7 +2,8 @@
 
 A checkpoint is ``<stem>.safetensors`` beside ``<stem>.json``.  The card holds
 ``arch`` ("bridge" for native TransformerLens transformers, "recurrent" for
-:mod:`interp.recurrent` models), ``config`` (the constructor arguments), ``vocab`` (token
+:mod:`interp.recurrent` models, "hf" for a Hugging Face architecture built from its config
+class, e.g. the zoo's Mamba: ``config`` then holds ``model_type`` and the config's fields), ``config`` (the constructor arguments), ``vocab`` (token
 names) and, for the zoo, the recipe, seed, metrics and training time.  Writes are atomic:
 both files go to temporary names first and are renamed into place.
 """
@@ -21,7 +22,7 @@ from torch import nn
 
 from interp.errors import InputError
 
-ARCHS = ("bridge", "recurrent")
+ARCHS = ("bridge", "recurrent", "hf")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -40,13 +41,18 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_checkpoint(module: nn.Module, card: dict, stem: str | Path) -> Path:
-    """Writes ``stem.safetensors`` and ``stem.json`` atomically; returns the weights path."""
+def save_checkpoint(module: nn.Module, card: dict, stem: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Writes ``stem.safetensors`` and ``stem.json`` atomically; returns the weights path.
+
+    dtype: store floating-point tensors in this type (e.g. ``torch.float16`` halves a series of
+    training checkpoints); loading casts them back into the module's own dtype."""
     stem = Path(stem)
     if card.get("arch") not in ARCHS:
         raise InputError(f"card['arch'] must be one of {ARCHS}")
     weights = stem.with_suffix(".safetensors")
     tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return weights
@@ -86,9 +92,30 @@ def build_module(card: dict) -> nn.Module:
         from interp.recurrent import HookedRecurrent, RecurrentConfig
 
         module = HookedRecurrent(RecurrentConfig.from_dict(card["config"]))
+    elif arch == "hf":
+        module = _build_hf(card["config"])
     else:
         raise InputError(f"card has unknown arch {arch!r}; expected one of {ARCHS}")
     return module.eval()
+
+
+def _build_hf(config: dict) -> nn.Module:
+    """A Hugging Face causal LM from a config dict (``model_type`` + the config class's fields;
+    ``seed`` seeds the initialisation), e.g. ``MambaConfig``'s for the zoo's Mamba."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    fields = dict(config)
+    model_type, seed = fields.pop("model_type", None), int(fields.pop("seed", 0))
+    if model_type not in CONFIG_MAPPING:
+        raise InputError(f"card config has unknown Hugging Face model_type {model_type!r}")
+    gen = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        module = AutoModelForCausalLM.from_config(CONFIG_MAPPING[model_type](**fields))
+    finally:
+        torch.random.set_rng_state(gen)
+    return module
 
 
 def load_checkpoint(stem: str | Path) -> tuple[nn.Module, dict]:

@@ -420,7 +420,10 @@ def _place(module: nn.Module, device, dtype) -> nn.Module:
 
 
 def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepend_bos: bool | None = None) -> Model:
-    """A Model around a module built from a checkpoint card (native bridge or recurrent)."""
+    """A Model around a module built from a checkpoint card (native bridge, recurrent, or a
+    Hugging Face model such as the zoo's Mamba: ``arch == "hf"``)."""
+    if card["arch"] == "hf":
+        return _from_hf_card(module, card, device=device, dtype=dtype, prepend_bos=prepend_bos)
     module = _place(module, device, dtype)
     vocab = card.get("vocab")
     n_ctx = int(cast(Any, module).cfg.n_ctx)  # a bridge or HookedRecurrent: both have cfg.n_ctx
@@ -438,9 +441,47 @@ def from_module(module: nn.Module, card: dict, *, device=None, dtype=None, prepe
         )
     else:
         cfg = _bridge_config(module, card.get("name", ""), backend.site_names())
-    names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(cfg.d_vocab), 0)
-    tokenizer = word_tokenizer(names, bos)
+    tokenizer = _card_tokenizer(vocab, cfg.d_vocab)
     return Model(backend, cfg, tokenizer=tokenizer, card=card, prepend_bos=True if prepend_bos is None else prepend_bos)
+
+
+def _card_tokenizer(vocab: dict | None, d_vocab: int):
+    """The tokenizer a card's vocabulary describes: named words (the zoo's synthetic tasks) or
+    single characters (``vocab["kind"] == "chars"``: character-level language models)."""
+    from interp.tokens import char_tokenizer
+
+    names, bos = (vocab["names"], vocab.get("bos", 0)) if vocab else (default_names(d_vocab), 0)
+    if vocab and vocab.get("kind") == "chars":
+        return char_tokenizer(names, bos)
+    return word_tokenizer(names, bos)
+
+
+def _from_hf_card(module: nn.Module, card: dict, *, device=None, dtype=None, prepend_bos=None) -> Model:
+    """A Model around a Hugging Face module built from a checkpoint card (the zoo's Mamba): it
+    loads as any Hugging Face model does (bridge, state sites), with the card's vocabulary.  The
+    bridge needs a tokenizer read from a folder, so the card's is saved to a temporary one first."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    tok = _card_tokenizer(card.get("vocab"), int(module.config.vocab_size))  # type: ignore[union-attr,arg-type]  # a HF module
+    word_level = bool(getattr(tok, "word_level", False))
+    with tempfile.TemporaryDirectory() as folder:
+        tok.save_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+    tok.word_level = word_level
+    model = _from_hf_model(
+        module,
+        tokenizer=tok,
+        name=card.get("name", "hf"),
+        card=card,
+        trust_remote_code=False,
+        device=device,
+        dtype=dtype,
+        prepend_bos=True if prepend_bos is None else prepend_bos,
+    )
+    model.tokenizer.word_level = word_level  # the bridge may hold its own copy of the tokenizer
+    return model
 
 
 def _bridge_config(bridge, name: str, site_names: list[str]) -> ModelConfig:

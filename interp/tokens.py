@@ -111,6 +111,23 @@ def word_tokenizer(names: Sequence[str], bos: int | None = 0):
     return fast
 
 
+def char_tokenizer(names: Sequence[str], bos: int | None = 0, unk: str | None = None):
+    """A Hugging Face fast tokenizer of single characters: every character of the text is one
+    token (``names[i]`` is token i; multi-character names such as ``<bos>`` are special tokens);
+    characters outside ``names`` become ``unk`` (default the name ``<unk>`` when present).
+    Decoding joins characters without separators, so ``decode(encode(text)) == text``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if len(set(names)) != len(names):
+        raise InputError("token names must be unique")
+    unk = unk if unk is not None else ("<unk>" if "<unk>" in names else None)
+    tok = Tokenizer(models.WordLevel(vocab={n: i for i, n in enumerate(names)}, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), "isolated")  # every character alone
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None if bos is None else names[bos], unk_token=unk)
+
+
 def default_names(d_vocab: int) -> list[str]:
     """``BOS, t1, t2, ...``: names for a vocabulary of anonymous random tokens."""
     return ["BOS"] + [f"t{i}" for i in range(1, d_vocab)]

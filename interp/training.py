@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +21,21 @@ from interp.model import Model, RunContext
 from interp.tasks import masked_loss
 from interp.zoo.recipes import Recipe, get_recipe
 
+HISTORY_EVERY = 10  # the card's loss history: the mean training loss of every 10 steps
+
+
+def log_schedule(steps: int, n: int) -> list[int]:
+    """``n`` checkpoint steps spaced evenly in log(step) from 1 to ``steps``, plus step 0 (the
+    initialisation): early training changes fastest, so a log-spaced schedule resolves it.
+    Fewer are returned where rounding makes steps coincide."""
+    import numpy as np
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise InputError(f"the number of checkpoints must be an int >= 2, got {n!r}")
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    return sorted({0, *(int(round(x)) for x in np.geomspace(1, steps, n - 1))})
+
 
 def train(
     recipe: Recipe | str,
@@ -28,18 +44,36 @@ def train(
     steps: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    checkpoints: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_dtype: torch.dtype | None = None,
 ) -> tuple[Model, dict]:
     """Trains ``recipe`` from scratch and returns the model and its card.
 
     seed / steps override the recipe's.  ``out``: a checkpoint stem (``dir/name``) to write
     ``.safetensors`` + ``.json`` to (atomically, after training).  The card records the
-    config, recipe, seed, metrics on held-out batches and the training time in seconds.
+    config, recipe, seed, metrics on held-out batches, the training time in seconds and the
+    loss history (``history``: the mean training loss of every :data:`HISTORY_EVERY` steps).
+
+    checkpoints: also save this many checkpoints on a log-spaced schedule (:func:`log_schedule`,
+    step 0 included) into ``checkpoint_dir`` (default ``<out>-checkpoints``), each
+    ``step-NNNNNN.safetensors`` + card with its ``step`` and the loss history so far;
+    :func:`interp.dynamics.over_checkpoints` analyses such a series.  checkpoint_dtype: store
+    them in this dtype (``torch.float16`` halves them; they load back as float32).
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     seed = recipe.seed if seed is None else int(seed)
     steps = recipe.steps if steps is None else int(steps)
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
+    schedule: set[int] = set()
+    if checkpoints is not None:
+        schedule = set(log_schedule(steps, checkpoints))
+        if checkpoint_dir is None:
+            if out is None:
+                raise InputError("checkpoints need a folder: give checkpoint_dir= (or out=)")
+            checkpoint_dir = Path(str(out) + "-checkpoints")
+        checkpoint_dir = Path(checkpoint_dir)
     torch.manual_seed(seed)
     card: dict[str, Any] = {
         "name": recipe.name,
@@ -54,9 +88,24 @@ def train(
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, recipe.warmup)))
     start = time.perf_counter()
+    history: dict[str, list] = {"step": [], "loss": []}
+    window: list[float] = []
+
+    def snapshot(step: int) -> None:
+        assert checkpoint_dir is not None  # set whenever the schedule is
+        at = {**card, "step": step, "history": {k: list(v) for k, v in history.items()}}
+        at["recipe"] = recipe.hyperparameters(steps=steps, seed=seed)
+        save_checkpoint(module, at, Path(checkpoint_dir) / f"step-{step:06d}", dtype=checkpoint_dtype)
+
+    if 0 in schedule:
+        snapshot(0)
     bar = tqdm(range(steps), desc=f"train {recipe.name}", disable=not progress, mininterval=1.0)
     for step in bar:
-        batch = recipe.make_batch(recipe.batch_size, seed * 1_000_003 + step)
+        batch_seed = seed * 1_000_003 + step
+        if recipe.curriculum is not None:
+            batch = recipe.curriculum(recipe.batch_size, batch_seed, step / steps)
+        else:
+            batch = recipe.make_batch(recipe.batch_size, batch_seed)
         labels = batch.labels if recipe.train_on == "labels" else batch.next_token_labels()
         # a hook-point module (bridge or HookedRecurrent); nn.Module types its attributes as Tensor | Module
         with module.hooks(fwd_hooks=hooks) if hooks else nullcontext():  # type: ignore[operator]
@@ -72,10 +121,21 @@ def train(
             torch.nn.utils.clip_grad_norm_(module.parameters(), recipe.grad_clip)
         opt.step()
         warmup.step()
+        window.append(loss.item())
+        if len(window) == HISTORY_EVERY:
+            history["step"].append(step + 1)
+            history["loss"].append(round(sum(window) / len(window), 5))
+            window = []
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{window[-1] if window else history['loss'][-1]:.3f}")
+        if step + 1 in schedule:
+            module.eval()
+            snapshot(step + 1)
+            module.train()
     seconds = time.perf_counter() - start
-    model = from_module(module.eval(), card)
+    module.eval()
+    # a Hugging Face module is rewritten in place when wrapped (the bridge): wrap a copy, save the original
+    model = from_module(copy.deepcopy(module) if recipe.arch == "hf" else module, card)
     with torch.no_grad():
         metrics = recipe.evaluate(model)
     card.update(
@@ -90,6 +150,7 @@ def train(
             },
             "train_seconds": round(seconds, 1),
             "torch_threads": torch.get_num_threads(),
+            "history": history,
         }
     )
     model.card = card

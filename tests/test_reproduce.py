@@ -36,6 +36,9 @@ IDS = {
     "mcgrath2023",
     "zhang2023",
     "wendler2024",
+    "arora2023",
+    "liu2023",
+    "meng2022",  # registered by circuits.reproduce (causal tracing, issue 25)
 }
 SUMMARY_KEYS = {
     "id",

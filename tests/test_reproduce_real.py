@@ -28,6 +28,9 @@ EXPECTED = {
     "mcgrath2023": "partial",
     "zhang2023": "reproduced",
     "wendler2024": "not applicable",
+    # these evaluate shipped models of their own whatever the given model (tests/test_reproduce_gap.py)
+    "arora2023": "partial",
+    "liu2023": "partial",
 }
 
 
@@ -42,7 +45,7 @@ def summaries(tmp_path_factory, smollm2) -> dict:
 @pytest.mark.parametrize("fid", sorted(EXPECTED))
 def test_verdict_on_smollm2(summaries, fid):
     s = summaries[fid]
-    assert s["model"] == "smollm2-135m" and not s["quick"]
+    assert s["given_model"] == "smollm2-135m" and not s["quick"]  # "model": the models measured
     assert s["verdict"] == EXPECTED[fid], s["reason"]
     assert s["counts"] and s["reason"]
     if s["ours"] is not None:

@@ -8,14 +8,14 @@ import torch
 import interp
 from interp import heads, zoo
 from interp.training import meets_card, train
-from interp.zoo.recipes import RECIPES, get_recipe
+from interp.zoo.recipes import all_recipes, get_recipe
 
 EXPECTED = {"induction-2l", "recall-2l", "steer-2l", "flipflop-lstm", "recall-gru", "recall-ssm"}
 
 
 def test_zoo_lists_every_recipe():
     assert EXPECTED <= set(zoo.trained_names())
-    assert set(zoo.trained_names()) <= set(RECIPES)
+    assert set(zoo.trained_names()) <= set(all_recipes())
     assert "smollm2-135m" in zoo.names()
     table = zoo.available()
     assert {"name", "family", "metric", "value", "threshold", "train_seconds"} <= set(table.columns)

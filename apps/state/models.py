@@ -184,7 +184,7 @@ def sidebar_model(model: interp.Model) -> None:
 
 def zoo_recipe(model: interp.Model):
     """The zoo recipe a model was trained with, or None for other models."""
-    from interp.zoo.recipes import RECIPES
+    from interp.zoo.recipes import all_recipes
 
     name = (model.card.get("recipe") or {}).get("name") or model.card.get("name")
-    return RECIPES.get(name)
+    return all_recipes().get(name)

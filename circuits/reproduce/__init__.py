@@ -1,10 +1,10 @@
 """Findings that need causal analysis (path patching, knockouts, resample ablation, activation
-patching), registered with :mod:`interp.reproduce` through the ``interp.findings`` entry point
-(pyproject.toml) and, for a checkout whose install predates it, by importing this package:
-each module registers its finding when imported."""
+patching, causal tracing), registered with :mod:`interp.reproduce` through the ``interp.findings``
+entry point (pyproject.toml) and, for a checkout whose install predates it, by importing this
+package: each module registers its finding when imported."""
 
-from circuits.reproduce import mcgrath2023, wang2022, zhang2023
+from circuits.reproduce import mcgrath2023, meng2022, wang2022, zhang2023
 
-FINDINGS = (wang2022.FINDING, mcgrath2023.FINDING, zhang2023.FINDING)
+FINDINGS = (wang2022.FINDING, mcgrath2023.FINDING, zhang2023.FINDING, meng2022.FINDING)
 
-__all__ = ["FINDINGS", "mcgrath2023", "wang2022", "zhang2023"]
+__all__ = ["FINDINGS", "mcgrath2023", "meng2022", "wang2022", "zhang2023"]

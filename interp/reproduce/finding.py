@@ -77,6 +77,9 @@ class Outcome:
     reason: str
     counts: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    #: the models the experiment measured, when not the one it was given (a finding about models trained
+    #: for it, e.g. the recall gap's zoo models: the summary's ``model`` names them)
+    models: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -114,6 +117,9 @@ class Finding:
     text: str = ""
     also: Sequence[Published] = ()
     module: str = ""
+    #: the finding evaluates models of its own (shipped zoo weights) whatever model it is given, and
+    #: ``run(..., retrain=True)`` retrains them first (the experiment takes ``retrain=``)
+    retrainable: bool = False
 
     def describe(self) -> dict:
         """The finding's registry entry as plain data (no experiment)."""

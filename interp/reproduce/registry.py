@@ -24,7 +24,18 @@ if TYPE_CHECKING:
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
-BUILTIN = ("olsson2022", "wu2024", "xiao2023", "todd2023", "michel2019", "sun2024", "wendler2024")
+#: (arora2023, liu2023: about models trained for them, shipped zoo weights; ``retrain=True`` trains them again)
+BUILTIN = (
+    "olsson2022",
+    "wu2024",
+    "xiao2023",
+    "todd2023",
+    "michel2019",
+    "sun2024",
+    "wendler2024",
+    "arora2023",
+    "liu2023",
+)
 
 _REGISTRY: dict[str, Finding] = {}
 _LOADED = {"builtin": False, "plugins": False}
@@ -122,7 +133,7 @@ def not_applicable(reason: str) -> Outcome:
 
 
 @analysis("reproduce", to_frame=lambda result, meta: result.frame)
-def run(finding_id: str, model, quick: bool = False, *, progress: bool = False) -> Result:
+def run(finding_id: str, model, quick: bool = False, *, progress: bool = False, retrain: bool = False) -> Result:
     """Runs finding ``finding_id`` on ``model`` (a :class:`interp.Model` or anything
     :func:`interp.load` takes) and returns a :class:`Result`: frame, figure and summary with
     the published number beside ours (95% bootstrap interval, sample size) and the verdict.
@@ -131,11 +142,16 @@ def run(finding_id: str, model, quick: bool = False, *, progress: bool = False) 
     ``interp.runs.run(run, finding_id, model)`` gives the run to store (``value``: this Result).
     A model that does not meet the finding's requirements, or whose architecture an analysis
     declines (:class:`interp.errors.Unsupported`), gives ``not applicable`` with the reason.
+    retrain: for findings that evaluate models of their own (``Finding.retrainable``: the recall
+    gap, flip-flop glitches, ...), train them again from their recipes first instead of loading
+    the shipped weights (minutes); refused for the others.
     """
     from interp.model import Model
     from interp.reproduce.requirements import unmet
 
     finding = get(finding_id)
+    if retrain and not finding.retrainable:
+        raise InputError(f"{finding.id} evaluates the model it is given, not shipped weights: nothing to retrain")
     if not isinstance(model, Model):
         import interp
 
@@ -146,7 +162,10 @@ def run(finding_id: str, model, quick: bool = False, *, progress: bool = False) 
         outcome = not_applicable(f"{finding.id} does not apply to {model.cfg.name or 'this model'}: {reason}")
     else:
         try:
-            outcome = finding.experiment(model, bool(quick), progress)
+            if finding.retrainable:
+                outcome = finding.experiment(model, bool(quick), progress, retrain=bool(retrain))  # type: ignore[call-arg]
+            else:
+                outcome = finding.experiment(model, bool(quick), progress)
         except Unsupported as e:
             outcome = not_applicable(f"{finding.id} does not apply to {model.cfg.name or 'this model'}: {e}")
     seconds = time.perf_counter() - start
@@ -164,7 +183,7 @@ def summarize(finding: Finding, model, outcome: Outcome, seconds: float, quick: 
         "paper": finding.paper,
         "citation": finding.citation,
         "claim": finding.claim,
-        "model": model.cfg.name or "",
+        "model": ", ".join(outcome.models) if outcome.models else (model.cfg.name or ""),
         "metric": finding.metric,
         "published": p.value,
         "published_unit": p.unit,
@@ -185,6 +204,7 @@ def summarize(finding: Finding, model, outcome: Outcome, seconds: float, quick: 
         "details": dict(outcome.details),
         "seconds": round(seconds, 2),
         "quick": bool(quick),
+        "given_model": model.cfg.name or "",
         "text": finding.text,
     }
 

@@ -288,3 +288,92 @@ def mode_contrast_pairs(n: int, *, d_vocab: int = 64, n_ctx: int = 16, seed: int
     pos = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=1, seed=seed).tokens
     neg = mode_sequences(n, d_vocab=d_vocab, n_ctx=n_ctx, mode=0, seed=seed + 1).tokens
     return ContrastPairs(pos, neg)  # same length, read at the last token
+
+
+# --- subject-relation-object facts (causal tracing on trained models) ---------------------
+
+
+@dataclass(frozen=True)
+class FactWorld:
+    """A fixed table of synthetic facts: ``n_first * n_second`` two-token subjects (``a_i b_j``),
+    ``n_relations`` relations and ``n_objects`` objects; the object of (subject, relation) is drawn
+    once from ``world_seed``.  A fact reads ``BOS a_i b_j r_k is`` and its answer is the object:
+    the subject is two tokens so the model has to combine them (as a real subject's last token
+    must be read with the ones before it), and the relation and ``is`` stand between the subject
+    and the answer, as in "The Eiffel Tower is located in" -> " Paris"."""
+
+    n_first: int = 8
+    n_second: int = 8
+    n_relations: int = 4
+    n_objects: int = 16
+    world_seed: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        """Token names by id: BOS, is, a0.., b0.., r0.., o0.."""
+        return (
+            ["BOS", "is"]
+            + [f"a{i}" for i in range(self.n_first)]
+            + [f"b{i}" for i in range(self.n_second)]
+            + [f"r{i}" for i in range(self.n_relations)]
+            + [f"o{i}" for i in range(self.n_objects)]
+        )
+
+    @property
+    def d_vocab(self) -> int:
+        return 2 + self.n_first + self.n_second + self.n_relations + self.n_objects
+
+    def ids(self, kind: str) -> torch.Tensor:
+        """Token ids of ``a`` (first subject tokens), ``b``, ``r`` or ``o``."""
+        starts = {"a": 2, "b": 2 + self.n_first, "r": 2 + self.n_first + self.n_second}
+        starts["o"] = starts["r"] + self.n_relations
+        sizes = {"a": self.n_first, "b": self.n_second, "r": self.n_relations, "o": self.n_objects}
+        if kind not in starts:
+            raise InputError(f"token kind must be one of {sorted(starts)}, got {kind!r}")
+        return torch.arange(starts[kind], starts[kind] + sizes[kind])
+
+    def table(self) -> torch.Tensor:
+        """``[n_first, n_second, n_relations]`` object index of every fact (fixed by ``world_seed``)."""
+        g = _rng(self.world_seed)
+        return torch.randint(0, self.n_objects, (self.n_first, self.n_second, self.n_relations), generator=g)
+
+    @property
+    def n_facts(self) -> int:
+        return self.n_first * self.n_second * self.n_relations
+
+
+#: the subject / relation / object position of a fact row: BOS a b r is
+FACT_SUBJECT, FACT_RELATION, FACT_LAST = (1, 3), 3, 4
+
+
+def sro_facts(n: int | None = None, *, world: FactWorld | None = None, seed: int = 0) -> TaskBatch:
+    """Rows ``BOS a b r is`` of a :class:`FactWorld` (default world), labelled with the object at
+    the last position.  ``n``: that many facts drawn uniformly (training batches); None: every
+    fact once, in table order.  info: ``subject_span`` [batch, 2] (start, end) of the subject,
+    ``answer`` [batch] the object token, ``fact`` [batch, 3] (i, j, k)."""
+    world = world or FactWorld()
+    table = world.table()
+    if n is None:
+        idx = torch.cartesian_prod(
+            torch.arange(world.n_first), torch.arange(world.n_second), torch.arange(world.n_relations)
+        )
+    else:
+        _check_positive(n=n)
+        g = _rng(seed)
+        idx = torch.stack(
+            [
+                torch.randint(0, world.n_first, (n,), generator=g),
+                torch.randint(0, world.n_second, (n,), generator=g),
+                torch.randint(0, world.n_relations, (n,), generator=g),
+            ],
+            1,
+        )
+    a, b, r, o = (world.ids(k) for k in "abro")
+    obj = o[table[idx[:, 0], idx[:, 1], idx[:, 2]]]
+    tokens = torch.stack(
+        [torch.full_like(obj, BOS), a[idx[:, 0]], b[idx[:, 1]], r[idx[:, 2]], torch.full_like(obj, 1)], 1
+    )
+    labels = torch.full_like(tokens, IGNORE)
+    labels[:, FACT_LAST] = obj
+    span = torch.tensor(FACT_SUBJECT).expand(len(obj), 2).clone()
+    return TaskBatch(tokens, labels, {"subject_span": span, "answer": obj, "fact": idx})

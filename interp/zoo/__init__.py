@@ -21,6 +21,33 @@ from interp.zoo import real
 WEIGHTS = Path(__file__).parent / "weights"
 
 
+#: sub-folders of shipped models that ``interp zoo`` does not list (series trained for one experiment:
+#: the recall gap's 15 models, a training run's checkpoints); load them with :func:`shipped`
+SERIES = ("gap", "checkpoints")
+
+
+def shipped(name: str, series: str | None = None):
+    """The checkpoint stem of a shipped model: a listed zoo model, or one of a series
+    (``shipped("gap-lstm-32", "gap")``); ``interp.load(stem)`` loads it."""
+    folder = WEIGHTS if series is None else WEIGHTS / series
+    if series is not None and series not in SERIES:
+        raise InputError(f"unknown series {series!r}; series: {SERIES}")
+    stem = folder / name
+    if not stem.with_suffix(".json").is_file():
+        known = sorted(p.stem for p in folder.glob("*.json"))
+        raise InputError(f"no shipped model {name!r}{f' in {series}' if series else ''}; shipped: {known[:20]}")
+    return stem
+
+
+def checkpoint_series(name: str) -> list:
+    """The shipped checkpoints of training run ``name`` (``weights/checkpoints/<name>/step-*``), by step."""
+    folder = WEIGHTS / "checkpoints" / name
+    stems = sorted(p.with_suffix("") for p in folder.glob("step-*.json"))
+    if not stems:
+        raise InputError(f"no shipped checkpoints of {name!r} (expected {folder}/step-*.json)")
+    return stems
+
+
 def trained_names() -> list[str]:
     """Names of the shipped trained models."""
     return sorted(p.stem for p in WEIGHTS.glob("*.json"))
@@ -49,7 +76,7 @@ def available() -> pd.DataFrame:
     rows = []
     for n in trained_names():
         c = card(n)
-        cfg = c["config"]
+        cfg = _geometry(c)
         metric = c["metric"]["name"]
         rows.append(
             {
@@ -102,7 +129,22 @@ def _shipped_mb(name: str) -> float:
     return round((WEIGHTS / f"{name}.safetensors").stat().st_size / 2**20, 2)
 
 
+def _geometry(c: dict) -> dict:
+    """n_layers / n_heads / d_model / d_vocab of a card (a Hugging Face card names them its own way)."""
+    cfg = c["config"]
+    if c["arch"] != "hf":
+        return cfg
+    return {
+        "n_layers": cfg.get("num_hidden_layers"),
+        "n_heads": cfg.get("num_attention_heads", 0) if "mamba" not in cfg.get("model_type", "") else 0,
+        "d_model": cfg.get("hidden_size"),
+        "d_vocab": cfg.get("vocab_size"),
+    }
+
+
 def _family(c: dict) -> str:
+    if c["arch"] == "hf":
+        return "ssm" if "mamba" in c["config"].get("model_type", "") else "transformer"
     if c["arch"] == "bridge":
         return "transformer"
     return "ssm" if c["config"].get("cell") == "ssm" else "rnn"

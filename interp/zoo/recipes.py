@@ -20,7 +20,7 @@ from interp.tokens import default_names
 class Recipe:
     name: str
     description: str
-    arch: str  # "bridge" | "recurrent"
+    arch: str  # "bridge" | "recurrent" | "hf" (a transformers architecture from its config)
     config: dict  # constructor arguments (TransformerBridgeConfig / RecurrentConfig)
     vocab: dict  # {"names": token names by id, "bos": id or None}
     task: str  # name of the interp.tasks generator
@@ -46,6 +46,8 @@ class Recipe:
     seed: int = 0
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # a curriculum: (batch size, seed, fraction of training done) -> batch; replaces make_batch while training
+    curriculum: Callable[[int, int, float], TaskBatch] | None = None
 
     def hyperparameters(self, *, steps: int, seed: int) -> dict:
         return {
@@ -295,7 +297,16 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def all_recipes() -> dict[str, Recipe]:
+    """Every recipe by name: the models above and the memory models (:mod:`interp.zoo.recipes_memory`,
+    imported here rather than at the top because it builds on this module)."""
+    from interp.zoo.recipes_memory import MEMORY_RECIPES
+
+    return {**RECIPES, **MEMORY_RECIPES}
+
+
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
-    return RECIPES[name]
+    recipes = all_recipes()
+    if name not in recipes:
+        raise InputError(f"unknown recipe {name!r}; available: {sorted(recipes)}")
+    return recipes[name]

@@ -22,7 +22,7 @@ from interp.tasks.text.concepts import (
     function_task,
     sentiment,
 )
-from interp.tasks.text.facts import FactBatch, facts
+from interp.tasks.text.facts import FactBatch, FactSet, fact_set, facts
 from interp.tasks.text.haystack import needle_haystack, passkey
 from interp.tasks.text.ioi import CORRUPTIONS, IOIBatch, ioi
 from interp.tasks.text.translation import TranslationTask, first_tokens, translation
@@ -31,6 +31,8 @@ from interp.tasks.text.words import check_single_tokens, data, generated_text, s
 __all__ = [
     "CORRUPTIONS",
     "FactBatch",
+    "FactSet",
+    "fact_set",
     "FUNCTION_TASKS",
     "FunctionTask",
     "IOIBatch",
