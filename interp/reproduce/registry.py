@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
-BUILTIN = ("olsson2022", "wu2024", "xiao2023", "todd2023", "michel2019", "sun2024", "wendler2024")
+BUILTIN = (
+    "olsson2022",
+    "wu2024",
+    "xiao2023",
+    "todd2023",
+    "michel2019",
+    "sun2024",
+    "wendler2024",
+    "olsson2022_phase",
+)
 
 _REGISTRY: dict[str, Finding] = {}
 _LOADED = {"builtin": False, "plugins": False}
