@@ -227,7 +227,7 @@ def phase_curves(
     return pd.concat(rows, ignore_index=True), targets
 
 
-def change_step(steps: Sequence[float], values: Sequence[float]) -> float:
+def change_step(steps: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
     """The step at which a curve over training makes its change: where it first crosses the
     midpoint between its first value and its last (interpolated linearly in log(1 + step)
     between the checkpoints around the crossing).  A rising or falling curve alike; NaN if it
@@ -238,6 +238,8 @@ def change_step(steps: Sequence[float], values: Sequence[float]) -> float:
         raise InputError("a change step needs at least two (step, value) points of equal count")
     o = np.argsort(s)
     s, v = s[o], v[o]
+    if not np.isfinite(v).all() or v[0] == v[-1]:
+        return float("nan")  # no change from first to last (or a value is missing)
     mid = (v[0] + v[-1]) / 2
     sign = np.sign(v - mid)
     for j in range(1, len(v)):
@@ -249,3 +251,50 @@ def change_step(steps: Sequence[float], values: Sequence[float]) -> float:
         if sign[j] == 0:
             return float(s[j])
     return float("nan")
+
+
+def change_steps(curves: pd.DataFrame) -> dict[str, float]:
+    """:func:`change_step` of every measure's mean curve in a ``DataFrame[step, measure, value]``
+    (:func:`phase_curves`)."""
+    from interp.plots import require
+
+    require(curves, ["step", "measure", "value"], "change_steps")
+    mean = curves.groupby(["measure", "step"])["value"].mean().unstack(0).sort_index()
+    return {str(m): change_step(mean.index, mean[m]) for m in mean.columns}
+
+
+# --- where series live ----------------------------------------------------------------------
+
+
+def shipped_series() -> list[str]:
+    """Names of the checkpoint series the zoo ships (``weights/checkpoints/<name>/``)."""
+    from interp.zoo import WEIGHTS
+
+    folder = WEIGHTS / "checkpoints"
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.glob("step-*.json"))) if folder.is_dir() else []
+    )
+
+
+def series(source: str | Path) -> list[Path]:
+    """The checkpoint stems of a series, by step: a shipped series' name (:func:`shipped_series`)
+    or a folder of ``step-*.json`` / ``.safetensors`` pairs (what ``interp train NAME --checkpoints N``
+    writes into ``<out>-checkpoints/``)."""
+    from interp import zoo
+
+    text = str(source).strip()
+    if not text:
+        raise InputError("give a checkpoint series: a shipped name or a folder of step-*.safetensors checkpoints")
+    if text in shipped_series():
+        stems = zoo.checkpoint_series(text)
+    else:
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise InputError(
+                f"{text!r} is neither a shipped checkpoint series ({', '.join(shipped_series()) or 'none'}) nor a folder"
+            )
+        stems = [p.with_suffix("") for p in folder.glob("step-*.json")]
+        if not stems:
+            raise InputError(f"no step-*.json checkpoints in {folder} (interp train NAME --checkpoints N writes them)")
+    steps = steps_of(stems)
+    return [s for _, s in sorted(zip(steps, stems))]

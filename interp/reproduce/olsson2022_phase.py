@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from interp.reproduce.finding import Finding, Outcome, Published, decide
 from interp.reproduce.registry import register
@@ -56,16 +55,8 @@ def checkpoints(retrain: bool = False, progress: bool = False) -> list:
     return sorted(p.with_suffix("") for p in folder.glob("step-*.json"))
 
 
-def change_steps(curves: pd.DataFrame) -> dict[str, float]:
-    """The change step of every measure's mean curve."""
-    from interp.dynamics import change_step
-
-    mean = curves.groupby(["measure", "step"])["value"].mean().unstack(0).sort_index()
-    return {m: change_step(mean.index, mean[m]) for m in mean.columns}
-
-
 def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> Outcome:
-    from interp.dynamics import change_step, phase_curves
+    from interp.dynamics import change_step, change_steps, phase_curves
     from interp.plots.dynamics import phase_figure
 
     series = checkpoints(retrain, progress)

@@ -33,6 +33,7 @@ BUILTIN = (
     "sun2024",
     "wendler2024",
     "olsson2022_phase",
+    "karpathy2015",
 )
 
 _REGISTRY: dict[str, Finding] = {}
