@@ -1,19 +1,22 @@
 """Karpathy, Johnson & Fei-Fei 2015, "Visualizing and Understanding Recurrent Networks": in a
 character-level LSTM trained on real text with long-range structure, some single cells track
 interpretable features (inside quotes, line length, indentation / nesting), and the gates show a
-characteristic saturation pattern (forget gates right-saturated often: cells that remember for
-long; left-saturated forget gates rare).  Measured on the zoo's ``code-lstm`` (2 layers of 96
+characteristic saturation pattern (some forget gates right-saturated most of the time: cells that
+integrate over long spans; no forget gate consistently left-saturated: no cell works in a purely
+feed-forward way).  Measured on the zoo's ``code-lstm`` (2 layers of 96
 cells, trained on CPython's standard-library sources; held-out text textwrap.py and shlex.py).
 
 Verdict rule (numbers in :data:`RULE`):
 - interpretable cells: for each of the quote feature (``in_string``) and the position in the line
-  (``line_position``), the cell with the largest |correlation| on training-text windows (selected
-  there, so the held-out number is not inflated by the selection) has a held-out correlation whose
+  (``line_position``), the cell with the largest |correlation| on windows of three training files
+  (csv.py, pprint.py, string.py: selected there, so the held-out number is not inflated by the
+  selection) has a held-out correlation whose
   95% bootstrap interval over text windows lies beyond 0.5 in absolute value; and at least one of
   ``indent`` and ``bracket_depth`` has such a cell too;
-- gates: in every layer the forget gates are right-saturated (> 0.9) more often than
-  left-saturated (< 0.1), the interval of the difference (mean over units, resampling windows)
-  above 0, and at least one forget-gate unit is right-saturated more than half the time.
+- gates (their Figure 3 as the brief states it): at least one forget-gate unit is right-saturated
+  (> 0.9) more than half the time (an integrator), and no forget-gate unit is left-saturated
+  (< 0.1) more than half the time (none purely feed-forward).  The mean right- minus
+  left-saturated fraction of each layer's forget gates is reported with its interval.
 Reproduced if all hold, partial if some do.
 """
 
@@ -76,7 +79,7 @@ def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> 
     lstm = models([MODEL], retrain=retrain, progress=progress)[MODEL]
     n = 8 if quick else 24
     held, held_feats = _windows(code.HELDOUT_FILES, n, seed=10_000_019)
-    train, train_feats = _windows(code.TRAIN_FILES, n, seed=1)
+    train, train_feats = _windows(code.SELECT_FILES, n, seed=1)
 
     # cells chosen on training text, measured on held-out text
     chosen = cells.best_cells(cells.feature_cells(lstm, train, train_feats, skip=SKIP))
@@ -114,7 +117,8 @@ def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> 
         right = (fg > cells.RIGHT).mean(1)
         diff = bootstrap((right, left), lambda r, l: float(np.mean(r) - np.mean(l)), unit="text windows")
         mostly = float((right.mean(0) > 0.5).sum())
-        gate_checks.append((layer, diff, mostly))
+        feed_forward = float((left.mean(0) > 0.5).sum())
+        gate_checks.append((layer, diff, mostly, feed_forward))
         for gate in cells.GATES:
             g = acts[(gate, layer)][:, SKIP:]
             sat_details[f"L{layer} {gate}"] = {
@@ -141,18 +145,19 @@ def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> 
     )
     checks.append(
         (
-            "forget gates right-saturated more often than left-saturated in every layer ("
-            + "; ".join(f"layer {l}: right - left {d}" for l, d, _ in gate_checks)
-            + ")",
-            all(d.above(0) for _, d, _ in gate_checks),
+            "forget-gate units right-saturated more than half the time (integrators): "
+            + ", ".join(f"layer {l}: {int(m)}" for l, _, m, _ in gate_checks)
+            + " (at least one)",
+            sum(m for _, _, m, _ in gate_checks) >= 1,
         )
     )
     checks.append(
         (
-            "forget-gate units right-saturated more than half the time: "
-            + ", ".join(f"layer {l}: {int(m)}" for l, _, m in gate_checks)
-            + " (at least one)",
-            sum(m for _, _, m in gate_checks) >= 1,
+            "forget-gate units left-saturated more than half the time (purely feed-forward): "
+            + ", ".join(f"layer {l}: {int(f)}" for l, _, _, f in gate_checks)
+            + " (none); mean right - left fraction "
+            + "; ".join(f"layer {l}: {d}" for l, d, _, _ in gate_checks),
+            sum(f for _, _, _, f in gate_checks) == 0,
         )
     )
     verdict, reason = decide(checks)
@@ -202,8 +207,8 @@ FINDING = register(
         citation="A. Karpathy, J. Johnson, L. Fei-Fei, Visualizing and Understanding Recurrent Networks, "
         "arXiv:1506.02078 (ICLR 2016 workshop)",
         claim="A character-level LSTM trained on real text has interpretable cells (a quote cell, a line-length "
-        "cell, cells tracking indentation or nesting) and saturated gates: forget gates that are right-saturated "
-        "(cells that remember for long) while left-saturated forget gates are rare.",
+        "cell, cells tracking indentation or nesting) and saturated gates: some forget gates right-saturated most "
+        "of the time (integrators) and none consistently left-saturated (no purely feed-forward cell).",
         published=Published(
             None,
             "character LSTMs (1-3 layers, 64-512 cells) on Leo Tolstoy's War and Peace and the Linux kernel source",
@@ -217,11 +222,11 @@ FINDING = register(
         ),
         metric="held-out correlation of the quote cell's tanh(c) with being inside a string (the best in_string "
         "cell, chosen on training text)",
-        protocol=f"The shipped code-lstm (2-layer LSTM, 96 cells, trained on 16 CPython 3.11.7 standard-library "
-        f"modules; --retrain trains it again). Text: 24 windows of {LENGTH - 1} characters (quick: 8) of the "
+        protocol=f"The shipped code-lstm (2-layer LSTM, 96 cells, trained on 49 CPython 3.11.7 standard-library "
+        f"modules, 3 MB; --retrain trains it again). Text: 24 windows of {LENGTH - 1} characters (quick: 8) of the "
         f"held-out textwrap.py and shlex.py, the first {SKIP} positions of each left out; features from Python's "
         "tokenize: in_string, bracket_depth, indent, line_position. Each feature's best cell is chosen by "
-        "|correlation| on as many training-text windows, then its correlation measured on the held-out windows "
+        "|correlation| on as many windows of three training files (csv.py, pprint.py, string.py), then its correlation measured on the held-out windows "
         "(95% bootstrap over windows, 2000 draws). Gate saturation: the fraction of time steps each unit of the "
         "input, forget and output gates is < 0.1 / > 0.9 on the held-out windows.",
         rule=RULE,
