@@ -489,3 +489,47 @@ def test_token_view_colours_the_prompt_by_the_hovered_tokens_attention(server, b
         np.testing.assert_allclose(shading[: pos + 1], expected[: pos + 1], atol=1 / 255 + 1e-3)
         assert (shading[pos + 1 :] == 0).all()  # tokens after the hovered one: not coloured
         assert int(shading.argmax()) == int(expected.argmax()) and expected.max() > 0.3
+
+
+# --- issue 25: the Training page (step slider over a checkpoint series) and the LSTM cell view ----------
+
+
+def test_training_page_slider_and_phase_figure(server, browser):
+    """The Training page on the shipped induction-phase series: the step slider, the phase-change
+    figure (three panels) and the detected heads' attention are drawn, no error box."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/training")
+
+    def drawn(s):
+        slider = browser.evaluate("document.querySelectorAll('[data-testid=\"stSlider\"]').length")
+        return s["plots"] >= 2 and s["heatmaps"] >= 1 and slider >= 1 and "Training dynamics" in s["text"]
+
+    state = wait_for(lambda: settled(browser, drawn), 240, "the Training page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    assert "loss drop at step" in state["text"] and "prefix-matching jump at step" in state["text"]
+    panels = browser.evaluate(
+        "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => ((g._fullLayout && "
+        "g._fullLayout.title && g._fullLayout.title.text) || '').includes('phase change')); "
+        "return gd ? Object.keys(gd._fullLayout).filter(k => /^yaxis\\d*$/.test(k)).length : 0; })()"
+    )
+    assert panels == 3
+
+
+def test_cells_page_colours_the_text(server, browser):
+    """The Cells page on code-lstm (from its URL): the cells found, Karpathy's coloured text (one
+    shaded span per character) and the gate-saturation figure."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/cells?model=code-lstm")
+    spans = "document.querySelectorAll('.interp-cell-text pre span').length"
+
+    def drawn(s):
+        return s["plots"] >= 1 and browser.evaluate(spans) >= 300 and "LSTM cells" in s["text"]
+
+    state = wait_for(lambda: settled(browser, drawn), 240, "the Cells page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    assert "Model: code-lstm" in state["text"]
+    colours = browser.evaluate(
+        "[...document.querySelectorAll('.interp-cell-text pre span')].map(s => s.style.background)"
+    )
+    assert len(set(colours)) > 20  # shaded by the cell's activation, not one colour
+    assert "in_string" in state["text"] and "line_position" in state["text"]

@@ -56,3 +56,19 @@ def test_retrain_is_refused_for_findings_about_the_given_model(given):
 
     with pytest.raises(InputError, match="nothing to retrain"):
         reproduce.run("olsson2022", given, retrain=True)
+
+
+def test_code_lstm_card_is_what_it_reaches():
+    """The shipped code-lstm's card records the held-out bits per character it reaches (recomputed)."""
+    import torch
+
+    import interp
+    from interp import zoo
+    from interp.training import meets_card
+    from interp.zoo.recipes import get_recipe
+
+    card = zoo.card("code-lstm")
+    with torch.no_grad():
+        metrics = get_recipe("code-lstm").evaluate(interp.load("code-lstm"))
+    assert meets_card(card, metrics)
+    assert metrics["heldout_bpc"] == pytest.approx(card["metrics"]["heldout_bpc"], abs=1e-4)

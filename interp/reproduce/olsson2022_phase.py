@@ -77,6 +77,12 @@ def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> 
     spread = bootstrap(tuple(arrays[m] for m in THREE), ratio, unit="units of 4 rows")
     each = {m: bootstrap(arrays[m], lambda x: change_step(steps, x.mean(0)), unit="units of 4 rows") for m in THREE}
     moved = {m: float(arrays[m].mean(0)[-1] - arrays[m].mean(0)[0]) for m in THREE}
+    # the loss bump: the first copy (unpredictable tokens) gets worse while the heads form, then recovers
+    first = arrays["first_loss"].mean(0)
+    late = steps >= 10  # after the first few steps' fall to the unigram loss
+    peak = int(np.argmax(np.where(late, first, -np.inf)))
+    trough = float(first[late & (steps < steps[peak])].min()) if (late & (steps < steps[peak])).any() else first[peak]
+    bump = {"step": float(steps[peak]), "height_nats": round(float(first[peak] - trough), 4)}
     checks = [
         (
             f"the loss on the repeated copy falls by {-moved['repeat_loss']:.2f} nats (> 1), its change at step "
@@ -120,6 +126,7 @@ def experiment(model, quick: bool, progress: bool, *, retrain: bool = False) -> 
             "change_steps": {m: round(v, 1) for m, v in points.items()},
             "change_step_intervals": {m: e.to_dict() for m, e in each.items()},
             "change_first_to_last": moved,
+            "first_copy_loss_bump": bump,
             "retrained": bool(retrain),
         },
         models=(SERIES,),
