@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -532,4 +533,7 @@ def test_cells_page_colours_the_text(server, browser):
         "[...document.querySelectorAll('.interp-cell-text pre span')].map(s => s.style.background)"
     )
     assert len(set(colours)) > 20  # shaded by the cell's activation, not one colour
-    assert "in_string" in state["text"] and "line_position" in state["text"]
+    # the coloured text is titled with the found cell it shows (the tables are drawn on a canvas, not as DOM text)
+    assert "tanh(c)" in state["text"] and "Gate saturation" in state["text"]
+    title = browser.evaluate("(document.querySelector('.interp-cell-title') || {}).innerText || ''")
+    assert re.fullmatch(r"L\d+ cell \d+", title.strip()), title
