@@ -36,6 +36,8 @@ IDS = {
     "mcgrath2023",
     "zhang2023",
     "wendler2024",
+    "olsson2022_phase",
+    "karpathy2015",
 }
 SUMMARY_KEYS = {
     "id",
