@@ -207,3 +207,27 @@ def test_train_cli_saves_a_log_spaced_series(tmp_path):
     assert torch.allclose(last(toks), final(toks), atol=2e-2)  # float16 copy of the final weights
     bad = runner.invoke(app, [*args[:-1], "1"], catch_exceptions=False)
     assert bad.exit_code == 2 and "Traceback" not in bad.output and ">= 2" in bad.output
+
+
+def test_head_scores_over_the_shipped_series_equal_heads_scores_on_each():
+    from interp import heads
+
+    stems = dynamics.series("induction-phase")[-2:]
+    tokens = dynamics.repeated_text(interp.load(str(stems[0])), 4, 16)
+    frame = dynamics.over_checkpoints(stems, dynamics.head_scores(tokens, ["prefix_matching", "previous_token"]))
+    for step, stem in zip(dynamics.steps_of(stems), stems):
+        alone = heads.scores(interp.load(str(stem)), tokens, ["prefix_matching", "previous_token"])
+        got = frame[frame["step"] == step].drop(columns="step").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone.reset_index(drop=True))
+
+
+def test_colored_text_shades_each_character_by_its_value():
+    from interp.plots.cells import colored_text
+
+    html = colored_text("a<\n", [-1.0, 1.0, 0.0], title="L0 cell 3")
+    spans = html.split('<pre style="')[1]
+    assert spans.count("<span") == 3 and "&lt;" in spans  # one span a character, escaped
+    assert "rgb(214,39,40)" in spans and "rgb(31,119,180)" in spans and "rgb(255,255,255)" in spans
+    assert 'title="-1.00"' in spans and "L0 cell 3" in html
+    with pytest.raises(InputError, match="one value per character"):
+        colored_text("ab", [0.0])
