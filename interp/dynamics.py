@@ -42,6 +42,15 @@ def _geometry(card: dict) -> tuple:
     return card.get("arch"), json.dumps(cfg, sort_keys=True)
 
 
+def _describe(card: dict) -> str:
+    """A short name of a card's architecture: ``recurrent lstm d_model 6`` / ``bridge 2 layers d_model 64``."""
+    cfg = card.get("config") or {}
+    cell = cfg.get("cell") or cfg.get("model_type") or ""
+    layers = cfg.get("n_layers", cfg.get("num_hidden_layers"))
+    width = cfg.get("d_model", cfg.get("hidden_size"))
+    return " ".join(str(x) for x in (card.get("arch"), cell, f"{layers} layers", f"d_model {width}") if x)
+
+
 def steps_of(checkpoints: Sequence[Checkpoint]) -> list[int]:
     """The training step of each checkpoint (its card's ``step``), checking the series: at least
     one checkpoint, one architecture, every step known and none repeated."""
@@ -50,10 +59,9 @@ def steps_of(checkpoints: Sequence[Checkpoint]) -> list[int]:
     cards = [_card(c) for c in checkpoints]
     shapes = {_geometry(c) for c in cards}
     if len(shapes) > 1:
-        archs = sorted({f"{a} {json.loads(g).get('cell', '')} {json.loads(g).get('d_model', '')}" for a, g in shapes})
+        kinds = sorted({_describe(c) for c in cards})
         raise InputError(
-            f"the checkpoints mix architectures ({len(shapes)} different: {', '.join(a.split()[0] for a in archs)} ...): "
-            "a training series has one architecture"
+            f"the checkpoints mix {len(shapes)} architectures ({'; '.join(kinds)}): a training series has one"
         )
     steps = []
     for c, card in zip(checkpoints, cards):

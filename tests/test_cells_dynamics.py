@@ -164,7 +164,7 @@ def test_over_checkpoints_equals_the_analysis_on_each(tmp_path):
 
 def test_mixed_architectures_are_one_clear_line(tmp_path):
     stems = _series(tmp_path, cells=("lstm", "gru"))
-    with pytest.raises(InputError, match="mix architectures") as e:
+    with pytest.raises(InputError, match="mix 2 architectures") as e:
         dynamics.over_checkpoints(stems, lambda m: 0.0)
     assert "\n" not in str(e.value)
 
