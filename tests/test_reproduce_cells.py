@@ -72,3 +72,15 @@ def test_code_lstm_card_is_what_it_reaches():
         metrics = get_recipe("code-lstm").evaluate(interp.load("code-lstm"))
     assert meets_card(card, metrics)
     assert metrics["heldout_bpc"] == pytest.approx(card["metrics"]["heldout_bpc"], abs=1e-4)
+
+
+def test_papers_page_runs_the_phase_change_and_names_its_model():
+    from tests.test_app import make_app, ok
+
+    at = make_app("papers")
+    at.selectbox(key="papers_finding").set_value("olsson2022_phase").run()
+    assert "measures models trained for it" in " ".join(c.value for c in at.caption)
+    at.button(key="papers_run").click().run()
+    ok(at)
+    assert at.success and at.success[0].value.startswith("**reproduced**")
+    assert any(m.label == "Ours (induction-phase)" for m in at.metric)
