@@ -100,3 +100,9 @@ def test_new_pages_are_in_the_navigation(page):
     from pathlib import Path
 
     assert f'"views/{page}.py"' in Path(APP).read_text()
+
+
+def test_cells_page_on_an_lstm_of_another_vocabulary_says_why():
+    at = make_app("cells", source="flipflop-lstm")
+    assert not at.exception and not at.error
+    assert "another vocabulary" in at.info[0].value

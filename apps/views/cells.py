@@ -9,13 +9,20 @@ from apps import state
 from apps.state import training
 from interp.plots.cells import colored_text, saturation_figure
 from interp.recurrent import cells as C
+from interp.tasks.text import code
 
 st.title("LSTM cells")
 model = state.current_model()
 source = state.current_source()
-if not all(k in model.site_kinds() for k in (*C.GATES, "cell")):
+lstm = all(k in model.site_kinds() for k in (*C.GATES, "cell"))
+if not lstm or model.vocabulary() != list(code.CHARS):
+    why = (
+        "has no LSTM gates and cell states: this page reads an LSTM"
+        if not lstm
+        else "is an LSTM of another vocabulary: this page reads Python source character by character"
+    )
     st.info(
-        f"{model.cfg.name or source} has no LSTM gates and cell states: this page reads an LSTM. "
+        f"{model.cfg.name or source} {why}. "
         "The zoo's character-level code-lstm (trained on Python's own library sources) is one."
     )
     if st.button("Use code-lstm", key="cells_use"):
