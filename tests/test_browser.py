@@ -514,6 +514,16 @@ def test_training_page_slider_and_phase_figure(server, browser):
         "return gd ? Object.keys(gd._fullLayout).filter(k => /^yaxis\\d*$/.test(k)).length : 0; })()"
     )
     assert panels == 3
+    # every panel on a log step axis, the chosen step's grey line drawn at that step's pixel
+    line = browser.evaluate(
+        "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => ((g._fullLayout && "
+        "g._fullLayout.title && g._fullLayout.title.text) || '').includes('phase change')); const L = gd._fullLayout; "
+        "const i = L.shapes.findIndex(s => s.line.color === '#444'); const d = gd.querySelectorAll('.shapelayer path')[i]"
+        ".getAttribute('d'); return {types: [L.xaxis.type, L.xaxis2.type, L.xaxis3.type], step: L.shapes[i].x0, "
+        "drawn: parseFloat(d.slice(1)), expected: L.xaxis._offset + L.xaxis.l2p(Math.log10(L.shapes[i].x0))}; })()"
+    )
+    assert line["types"] == ["log", "log", "log"], line
+    assert abs(line["drawn"] - line["expected"]) < 1.0, line
 
 
 def test_cells_page_colours_the_text(server, browser):

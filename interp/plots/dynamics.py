@@ -90,6 +90,7 @@ def phase_figure(
                 )
         if step is not None:
             fig.add_vline(x=max(float(step), 0.5), line={"color": "#444", "width": 1.5}, row=r, col=1)
-    fig.update_xaxes(type="log", title_text="training step", row=len(panels), col=1)
+    fig.update_xaxes(type="log")  # every panel: shared axes must agree on their type
+    fig.update_xaxes(title_text="training step", row=len(panels), col=1)
     fig.update_layout(title=title or "Training dynamics", height=260 * len(panels), legend={"orientation": "h"})
     return fig
