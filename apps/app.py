@@ -38,6 +38,8 @@ PAGES = [
     st.Page("views/features.py", title="Features", icon=":material/scatter_plot:"),
     st.Page("views/papers.py", title="Papers", icon=":material/menu_book:"),
     st.Page("views/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("views/training.py", title="Training", icon=":material/timeline:"),
+    st.Page("views/cells.py", title="Cells", icon=":material/text_format:"),
 ]
 
 quiet_dependencies()

@@ -336,24 +336,48 @@ def train(
     out: Path = typer.Option(None, metavar="STEM", help="Checkpoint stem to write (default: out/<recipe>)."),
     seed: int = typer.Option(None, metavar="N", help="Seed (default: the recipe's)."),
     steps: int = typer.Option(None, metavar="N", help="Training steps (default: the recipe's)."),
+    checkpoints: int = typer.Option(
+        None,
+        metavar="N",
+        help="Also save N checkpoints on a log-spaced schedule (step 0 included) into <out>-checkpoints/.",
+    ),
+    checkpoint_dtype: str = typer.Option(
+        "float32", metavar="DTYPE", help="Store the checkpoints as float32 or float16 (half the size)."
+    ),
 ) -> None:
     """Train a zoo recipe from scratch; writes <out>.safetensors and <out>.json (the card)."""
     import json
 
-    from interp.training import meets_card
+    import torch
+
+    from interp.training import log_schedule, meets_card
     from interp.training import train as run_training
     from interp.zoo.recipes import get_recipe
 
-    get_recipe(recipe)  # validate before anything starts
+    r = get_recipe(recipe)  # validate before anything starts
     if steps is not None:
         check_positive(steps, "--steps")
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if checkpoint_dtype not in dtypes:
+        raise InputError(f"--checkpoint-dtype must be one of {sorted(dtypes)}, got {checkpoint_dtype!r}")
+    if checkpoints is not None:
+        log_schedule(steps or r.steps, checkpoints)  # refuses a bad count before training starts
     out = out or Path("out") / recipe
-    _, card = run_training(recipe, seed=seed, steps=steps, out=out)
+    _, card = run_training(
+        recipe,
+        seed=seed,
+        steps=steps,
+        out=out,
+        checkpoints=checkpoints,
+        checkpoint_dtype=dtypes[checkpoint_dtype] if checkpoints is not None else None,
+    )
     typer.echo(json.dumps({k: card[k] for k in ("name", "seed", "metrics", "metric", "train_seconds")}, indent=2))
     typer.echo(
         f"wrote {Path(out).with_suffix('.safetensors')} and {Path(out).with_suffix('.json')}; "
         f"card metric {'met' if meets_card(card) else 'NOT met'}"
     )
+    if checkpoints is not None:
+        typer.echo(f"wrote {len(log_schedule(steps or r.steps, checkpoints))} checkpoints to {out}-checkpoints/")
 
 
 @command()

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -489,3 +490,60 @@ def test_token_view_colours_the_prompt_by_the_hovered_tokens_attention(server, b
         np.testing.assert_allclose(shading[: pos + 1], expected[: pos + 1], atol=1 / 255 + 1e-3)
         assert (shading[pos + 1 :] == 0).all()  # tokens after the hovered one: not coloured
         assert int(shading.argmax()) == int(expected.argmax()) and expected.max() > 0.3
+
+
+# --- issue 25: the Training page (step slider over a checkpoint series) and the LSTM cell view ----------
+
+
+def test_training_page_slider_and_phase_figure(server, browser):
+    """The Training page on the shipped induction-phase series: the step slider, the phase-change
+    figure (three panels) and the detected heads' attention are drawn, no error box."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/training")
+
+    def drawn(s):
+        slider = browser.evaluate("document.querySelectorAll('[data-testid=\"stSlider\"]').length")
+        return s["plots"] >= 2 and s["heatmaps"] >= 1 and slider >= 1 and "Training dynamics" in s["text"]
+
+    state = wait_for(lambda: settled(browser, drawn), 240, "the Training page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    assert "loss drop at step" in state["text"] and "prefix-matching jump at step" in state["text"]
+    panels = browser.evaluate(
+        "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => ((g._fullLayout && "
+        "g._fullLayout.title && g._fullLayout.title.text) || '').includes('phase change')); "
+        "return gd ? Object.keys(gd._fullLayout).filter(k => /^yaxis\\d*$/.test(k)).length : 0; })()"
+    )
+    assert panels == 3
+    # every panel on a log step axis, the chosen step's grey line drawn at that step's pixel
+    line = browser.evaluate(
+        "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => ((g._fullLayout && "
+        "g._fullLayout.title && g._fullLayout.title.text) || '').includes('phase change')); const L = gd._fullLayout; "
+        "const i = L.shapes.findIndex(s => s.line.color === '#444'); const d = gd.querySelectorAll('.shapelayer path')[i]"
+        ".getAttribute('d'); return {types: [L.xaxis.type, L.xaxis2.type, L.xaxis3.type], step: L.shapes[i].x0, "
+        "drawn: parseFloat(d.slice(1)), expected: L.xaxis._offset + L.xaxis.l2p(Math.log10(L.shapes[i].x0))}; })()"
+    )
+    assert line["types"] == ["log", "log", "log"], line
+    assert abs(line["drawn"] - line["expected"]) < 1.0, line
+
+
+def test_cells_page_colours_the_text(server, browser):
+    """The Cells page on code-lstm (from its URL): the cells found, Karpathy's coloured text (one
+    shaded span per character) and the gate-saturation figure."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/cells?model=code-lstm")
+    spans = "document.querySelectorAll('.interp-cell-text pre span').length"
+
+    def drawn(s):
+        return s["plots"] >= 1 and browser.evaluate(spans) >= 300 and "LSTM cells" in s["text"]
+
+    state = wait_for(lambda: settled(browser, drawn), 240, "the Cells page")
+    assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]
+    assert "Model: code-lstm" in state["text"]
+    colours = browser.evaluate(
+        "[...document.querySelectorAll('.interp-cell-text pre span')].map(s => s.style.background)"
+    )
+    assert len(set(colours)) > 20  # shaded by the cell's activation, not one colour
+    # the coloured text is titled with the found cell it shows (the tables are drawn on a canvas, not as DOM text)
+    assert "tanh(c)" in state["text"] and "Gate saturation" in state["text"]
+    title = browser.evaluate("(document.querySelector('.interp-cell-title') || {}).innerText || ''")
+    assert re.fullmatch(r"L\d+ cell \d+", title.strip()), title

@@ -39,6 +39,8 @@ IDS = {
     "arora2023",
     "liu2023",
     "meng2022",  # registered by circuits.reproduce (causal tracing, issue 25)
+    "olsson2022_phase",
+    "karpathy2015",
 }
 SUMMARY_KEYS = {
     "id",

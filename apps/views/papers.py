@@ -42,6 +42,8 @@ with st.expander("Protocol and rule"):
     st.markdown(f"**Protocol.** {f.protocol}\n\n**Rule.** {f.rule}\n\n**Text.** {f.text}")
     for a in f.also:
         st.markdown(f"**Also published.** {a.value} {a.unit} on {a.model}, {a.where} ({a.source}): {a.detail}")
+if f.retrainable:  # e.g. the phase change, LSTM cells: the experiment evaluates its own shipped models
+    st.caption("This finding measures models trained for it (its protocol names them), whatever model is loaded.")
 reason = unmet(model, f.requires)
 if reason is not None:
     st.warning(f"Not applicable to {source}: {reason}")

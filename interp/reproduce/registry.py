@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 GROUP = "interp.findings"
 #: this package's own entries (one module per paper)
-#: (arora2023, liu2023: about models trained for them, shipped zoo weights; ``retrain=True`` trains them again)
+#: (arora2023, liu2023, olsson2022_phase, karpathy2015: about models trained for them, shipped zoo
+#: weights; ``retrain=True`` trains them again)
 BUILTIN = (
     "olsson2022",
     "wu2024",
@@ -35,6 +36,8 @@ BUILTIN = (
     "wendler2024",
     "arora2023",
     "liu2023",
+    "olsson2022_phase",
+    "karpathy2015",
 )
 
 _REGISTRY: dict[str, Finding] = {}

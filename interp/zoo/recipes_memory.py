@@ -94,6 +94,13 @@ def _code_eval(model) -> dict:
     return out
 
 
+CODE_NOTES = (
+    "text: 49 modules (3.0 MB) of the CPython 3.11.7 standard library (Python Software Foundation License "
+    "Version 2), file list and sha256 pinned in interp.tasks.text.code; held out: textwrap.py, shlex.py; "
+    "windows of 127 characters after BOS"
+)
+
+
 def code_vocab() -> dict:
     from interp.tasks.text import code
 
@@ -340,6 +347,7 @@ MEMORY_RECIPES: dict[str, Recipe] = {
         lr=3e-3,
         warmup=100,
         weight_decay=0.0,
+        notes=CODE_NOTES,
     ),
     "induction-phase": Recipe(
         name="induction-phase",
