@@ -495,6 +495,7 @@ def test_token_view_colours_the_prompt_by_the_hovered_tokens_attention(server, b
 # --- issue 25: the Training page (step slider over a checkpoint series) and the LSTM cell view ----------
 
 
+@pytest.mark.slow  # the memory pages (issue 25) run after make test, with the other minutes-long checks
 def test_training_page_slider_and_phase_figure(server, browser):
     """The Training page on the shipped induction-phase series: the step slider, the phase-change
     figure (three panels) and the detected heads' attention are drawn, no error box."""
@@ -526,6 +527,7 @@ def test_training_page_slider_and_phase_figure(server, browser):
     assert abs(line["drawn"] - line["expected"]) < 1.0, line
 
 
+@pytest.mark.slow
 def test_cells_page_colours_the_text(server, browser):
     """The Cells page on code-lstm (from its URL): the cells found, Karpathy's coloured text (one
     shaded span per character) and the gate-saturation figure."""
