@@ -283,7 +283,7 @@ def head_overview(result, *, bins: int = 12, selectable: bool = True, selected: 
             y1=i * cell + b - 0.5,
             line=dict(color="#d62728", width=2),
         )
-    px = max(4, min(14, 700 // (max(len(layers), len(heads)) * cell)))  # pixels per cell: 30 x 9 and 32 x 32 fit
+    px = max(2.0, min(14.0, 1500 / max(big.shape)))  # pixels per cell: 30 x 9 and 32 x 32 fit in 1,500 px
     fig.update_xaxes(
         tickmode="array",
         tickvals=[j * cell + centre for j in range(len(heads))],
@@ -304,8 +304,8 @@ def head_overview(result, *, bins: int = 12, selectable: bool = True, selected: 
         zeroline=False,
     )
     fig.update_layout(
-        width=px * big.shape[1] + 180,
-        height=px * big.shape[0] + 110,
+        width=round(px * big.shape[1]) + 180,
+        height=round(px * big.shape[0]) + 110,
         margin=dict(l=60, r=10, t=70, b=10),
         plot_bgcolor="white",
         title=f"every head on the prompt ({len(layers)} layers x {len(heads)} heads; click one to select it)",
