@@ -221,7 +221,11 @@ def test_heads_page_opens_on_the_top_heads(induction_model):
     ok(at)
     assert subheaders(at) == [f"Head L{ind.layer}H{ind['head']}"]
     _, fig = chart(at, "heads_heatmap")
-    outlined = {t.name.removesuffix(" (highlight)"): (int(t.y[0]), int(t.x[0])) for t in fig.data if "highlight" in (t.name or "")}
+    outlined = {
+        t.name.removesuffix(" (highlight)"): (int(t.y[0]), int(t.x[0]))
+        for t in fig.data
+        if "highlight" in (t.name or "")
+    }
     kinds = at.multiselect(key="heads_kinds").value
     assert outlined == {k: (int(r.layer), int(r["head"])) for k, r in top.set_index("kind").loc[kinds].iterrows()}
     listing = next(m.value for m in at.markdown if m.value.startswith("**Top head of each kind**"))
