@@ -378,12 +378,15 @@ def panel_of(browser, title: str):
     text = state["text"]
     assert "patching effect (normalised)" in text and "direct logit attribution" in text
     # the head's attention on the prompt, its token labels on both axes
-    figure = wait_for(
-        lambda: browser.evaluate(
-            "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
-            "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
-            "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
-            "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+    want = f"{title.split()[-1]} on the prompt"
+    figure = wait_for(  # the figure of this head (a rerun draws the subheader before the figure)
+        lambda: (lambda f: f if f and f["title"] == want else None)(
+            browser.evaluate(
+                "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
+                "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
+                "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
+                "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+            )
         ),
         30,
         "the head's attention figure",
@@ -560,8 +563,8 @@ def test_clicked_token_sets_the_shared_token(server, browser):
     search = browser.evaluate("window.location.search")
     browser.call("Page.navigate", url=f"{server}/heads{search}")  # the shared link opens the Heads page on it
     wait_for(lambda: settled(browser, lambda s: "Token (destination)" in s["text"]), 120, "the Heads page's panel")
-    chosen = browser.evaluate(
-        "[...document.querySelectorAll('[data-testid=\"stSelectbox\"]')].map(e => e.innerText)"
-        ".find(t => t.startsWith('Token (destination)'))"
+    # the panel's one-destination view outlines its destination token: the clicked one
+    outlined = browser.evaluate(
+        "([...document.querySelectorAll('span')].find(s => (s.style.outline || '').includes('solid')) || {}).title"
     )
-    assert chosen and chosen.split("\n")[1].startswith(f"{pos}:"), chosen
+    assert outlined and outlined.startswith(f"pos {pos} "), outlined
