@@ -627,7 +627,11 @@ def test_pages_open_on_the_real_model_from_the_url(page, smollm2):
 def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
     from interp import heads
 
-    at = make_app("heads", source=REAL)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_source"] = REAL
+    # without the page's default head panel (18 s of patching on smollm2; tests/test_app_links.py tests it)
+    at.session_state["heads_default_done"] = True
+    at.switch_page("views/heads.py").run()
     ok(at)
     detected = heads.top_heads(
         heads.scores(smollm2, heads.default_tokens(smollm2, n=8, length=64, seed=0)), "induction", k=2

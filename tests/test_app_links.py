@@ -236,6 +236,18 @@ def test_heads_page_opens_on_the_top_heads(induction_model):
     assert subheaders(at) == ["Head L0H1"]
 
 
+@pytest.mark.slow  # ~40 s: the page scores every head and patches all 270 for the panel
+def test_heads_page_opens_on_smollm2s_induction_head(smollm2):
+    """Heads page on smollm2: the panel opens on the detected top induction head, its patching effect
+    and DLA drawn."""
+    probes = heads.default_tokens(smollm2, n=8, length=64, seed=0)  # the page's probes for text models
+    ind = heads.top_heads(heads.scores(smollm2, probes), "induction", k=1).iloc[0]
+    at = open_page("heads", source="smollm2-135m")
+    ok(at)
+    assert subheaders(at) == [f"Head L{ind.layer}H{ind['head']}"]
+    assert {"patching effect (normalised)", "direct logit attribution"} <= {m.label for m in at.metric}
+
+
 @pytest.mark.slow  # ~45 s: the page patches smollm2's 270 heads, the test once more with the library
 def test_patching_page_opens_on_the_ioi_example(smollm2):
     """Patching page on smollm2: the IOI example (interp.tasks.text.ioi) with its indirect object and

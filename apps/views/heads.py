@@ -44,7 +44,7 @@ with scores_tab:
         st.info("Choose at least one kind of score to see its heatmap.")
     else:
         # the top head of each kind outlined and listed: the finding the page opens on
-        top = H.top_heads(scores[scores["kind"].isin(kinds)], k=1)
+        top = H.top_heads(scores[scores["kind"].isin(kinds)], k=1).set_index("kind").loc[list(kinds)].reset_index()
         shown = scored.with_figure(
             head_heatmap,
             kinds=list(kinds),
