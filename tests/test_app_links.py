@@ -205,6 +205,7 @@ def test_token_click_sets_the_shared_token(induction_model):
     ok(at)
     assert at.query_params["token"] in ("5", ["5"])
     assert token_view_data(at)[1] == 5
+    assert at.slider(key="attn_dest").value == 5  # the page's one-destination view follows
     at.switch_page("views/heads.py").run()
     ok(at)
     assert at.selectbox(key="heads_panel_token").value == 5

@@ -83,7 +83,7 @@ view = st.selectbox(
     key="attn_view_head",
     format_func=lambda h: f"mean of layer {layer}'s heads" if h is None else f"L{layer}H{h}",
 )
-token_view(
+clicked_token = token_view(
     token_view_html(
         patterns[layer],
         str_tokens,
@@ -106,5 +106,8 @@ st.markdown(
     f"**One destination**: source tokens shaded by the attention L{layer}H{head} pays them "
     "from the destination token (outlined in red), on a fixed 0-1 scale"
 )
-dest = st.slider("Destination position", 0, n_pos - 1, n_pos - 1, key="attn_dest")
+if clicked_token is not None or "attn_dest" not in st.session_state:  # follows the shared token
+    token = selection.selected_token(n_pos)
+    st.session_state["attn_dest"] = n_pos - 1 if token is None else token
+dest = st.slider("Destination position", 0, n_pos - 1, key="attn_dest")
 st.html(token_attention_html(patterns[layer, head, dest], str_tokens, dest))
