@@ -300,3 +300,31 @@ def test_recurrent_model_token_view_shows_saliency():
     click_token(at, "attn_token_view", 3)
     ok(at)
     assert token_view_data(at)[1] == 3 and at.query_params["token"] in ("3", ["3"])
+
+
+def test_patching_answer_tokens_typed_and_refused(induction_model):
+    """Patching page, a prompt pair: typed answer and wrong tokens give the library's logit difference
+    of those tokens; a token the model lacks, or only one of the two, is one line of error."""
+    from circuits.patching import patch
+    from interp import metrics
+
+    at = open_page("patching")
+    assert at.text_input(key="patch_answer").value == ""  # zoo models: empty, the runs' predictions
+    at.text_input(key="patch_answer").input("t7").run()
+    at.text_input(key="patch_wrong").input("t9").run()
+    ok(at)
+    clean = induction_model.to_tokens(at.text_area(key="patch_clean").value)
+    corrupt = induction_model.to_tokens(at.text_area(key="patch_corrupt").value)
+    answer, wrong = induction_model.token_id("t7"), induction_model.token_id("t9")
+    run = runs.run(
+        patch, induction_model, clean, corrupt, site="z", by=("layer", "pos"), metric=metrics.logit_diff(answer, wrong)
+    )
+    shown = {m.label: float(m.value) for m in at.metric[:2]}
+    assert shown == {
+        "logit_diff('t7' - 't9') clean": pytest.approx(run.meta["clean_value"], abs=1e-4),
+        "logit_diff('t7' - 't9') corrupt": pytest.approx(run.meta["corrupt_value"], abs=1e-4),
+    }
+    at.text_input(key="patch_wrong").input("").run()
+    assert not at.exception and "give both" in at.error[0].value
+    at.text_input(key="patch_wrong").input("zebra").run()
+    assert not at.exception and len(at.error) == 1 and "zebra" in at.error[0].value
