@@ -288,7 +288,6 @@ def head_overview(result, *, bins: int = 12, selectable: bool = True, selected: 
         tickmode="array",
         tickvals=[j * cell + centre for j in range(len(heads))],
         ticktext=[str(h) for h in heads],
-        title="head",
         side="top",
         showgrid=False,
         zeroline=False,
@@ -308,7 +307,8 @@ def head_overview(result, *, bins: int = 12, selectable: bool = True, selected: 
         height=round(px * big.shape[0]) + 110,
         margin=dict(l=60, r=10, t=70, b=10),
         plot_bgcolor="white",
-        title=f"every head on the prompt ({len(layers)} layers x {len(heads)} heads; click one to select it)",
+        title=f"every head on the prompt: layer (rows) x head (columns), {len(layers)} x {len(heads)}; "
+        "click one to select it",
     )
     return fig
 
