@@ -46,3 +46,57 @@ def token_saliency(model: Model, tokens: torch.Tensor, *, normalise: bool = True
     if normalise:
         sal = sal / sal.sum(-1, keepdim=True).clamp_min(torch.finfo(sal.dtype).tiny)
     return sal
+
+
+def _ssm_block(model: Model, layer: int):
+    from interp.errors import Unsupported
+    from interp.recurrent.ssm import SSMBlock
+
+    layer = model.check_layer(layer)
+    blocks = getattr(model.module, "blocks", None)
+    block = blocks[layer] if blocks is not None and layer < len(blocks) else None
+    if not isinstance(block, SSMBlock):
+        raise Unsupported(
+            f"the hidden attention reads a selective SSM's scan (interp.recurrent.ssm.SSMBlock); layer {layer} of "
+            f"{model.cfg.name or 'this model'} is {type(block).__name__ if block is not None else 'not such a block'}"
+            " (token_saliency applies to every model)"
+        )
+    return block
+
+
+def ssm_hidden_attention(model: Model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """The selective scan of an SSM layer written as attention (Ali et al. 2024, "The Hidden Attention
+    of Mamba Models"): ``alpha [channel, dest, src]`` with ``y_t = sum_{s<=t} alpha[:, t, s] * u_s +
+    D * u_t`` exactly, where ``u`` is the scan's input, ``y`` its output (the ``hidden`` site) and
+    ``alpha[e, t, s] = sum_n C[t, n] exp(A[e, n] (cum[t, e] - cum[s, e])) delta[s, e] B[s, n]``
+    (``cum``: the running sum of the step sizes ``delta``).  One sequence; zero above the diagonal.
+    Declines (Unsupported) for layers that are not the zoo's selective SSM blocks."""
+    block = _ssm_block(model, layer)
+    tokens = model.validate_tokens(tokens).reshape(1, -1)
+    names = [model.site("delta", layer), model.site("B", layer), model.site("C", layer)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names, logits=False)
+        delta, Bm, Cm = (cache[n][0].float() for n in names)  # [T, E], [T, N], [T, N]
+        A = block.A.detach().float()  # [E, N]
+        cum = delta.cumsum(0)  # [T, E]
+        gap = (cum[:, None, :] - cum[None, :, :]).clamp_min(0)  # [t, s, E]: sum of delta over s < k <= t
+        decay = torch.exp(gap.permute(2, 0, 1)[..., None] * A[:, None, None, :])  # [E, t, s, N]
+        alpha = torch.einsum("tn,etsn,se,sn->ets", Cm, decay, delta, Bm)
+        mask = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril()
+    return alpha * mask
+
+
+def ssm_read(model: Model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """``[dest, src]``: what each position of an SSM layer reads from each earlier one, the mean over
+    channels of ``|alpha|`` of :func:`ssm_hidden_attention`, each row divided by its sum (a
+    distribution over sources, drawn like an attention pattern)."""
+    read = ssm_hidden_attention(model, tokens, layer).abs().mean(0)
+    return read / read.sum(-1, keepdim=True).clamp_min(torch.finfo(read.dtype).tiny)
+
+
+def ssm_layers(model: Model) -> list[int]:
+    """The layers whose block is a selective SSM (:func:`ssm_hidden_attention` applies to them)."""
+    from interp.recurrent.ssm import SSMBlock
+
+    blocks = getattr(model.module, "blocks", None) or []
+    return [i for i, b in enumerate(blocks) if isinstance(b, SSMBlock)]

@@ -328,3 +328,17 @@ def test_patching_answer_tokens_typed_and_refused(induction_model):
     assert not at.exception and "give both" in at.error[0].value
     at.text_input(key="patch_wrong").input("zebra").run()
     assert not at.exception and len(at.error) == 1 and "zebra" in at.error[0].value
+
+
+def test_recurrent_model_token_view_shows_the_ssm_hidden_attention():
+    """Attention page on an SSM, the second read: the token view draws interp.saliency.ssm_read."""
+    import interp
+    from interp.saliency import ssm_read
+
+    at = open_page("attention", source="recall-ssm")
+    at.radio(key="attn_read").set_value("hidden attention of SSM layer 0").run()
+    ok(at)
+    model = interp.load("recall-ssm")
+    tokens = model.to_tokens(at.text_area(key="attn_text").value)
+    rows, _ = token_view_data(at)
+    np.testing.assert_allclose(rows, np.tril(ssm_read(model, tokens, 0).numpy()), atol=1e-4)

@@ -1,6 +1,7 @@
-"""interp.saliency.token_saliency: the per-position read of attention-free models, checked against
+"""interp.saliency: the per-position reads of attention-free models.  token_saliency checked against
 an independent computation (the full Jacobian of the logits with respect to the embeddings, by
-torch.autograd.functional.jacobian), its causal zeros, and what a trained selective SSM reads."""
+torch.autograd.functional.jacobian), its causal zeros, and what a trained selective SSM reads; the
+SSM's hidden attention checked by the exact identity it states (it rebuilds the scan's output)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 import interp
-from interp.errors import InputError
-from interp.saliency import token_saliency
+from interp.errors import InputError, Unsupported
+from interp.saliency import ssm_hidden_attention, ssm_layers, ssm_read, token_saliency
 from interp.zoo.recipes import RECIPES
 
 
@@ -67,3 +68,23 @@ def test_saliency_refuses_a_batch():
     model = interp.load("recall-gru")
     with pytest.raises(InputError, match="one sequence"):
         token_saliency(model, RECIPES["recall-gru"].make_batch(2, 0).tokens)
+
+
+def test_ssm_hidden_attention_rebuilds_the_scan_output():
+    """y_t = sum_s alpha[:, t, s] u_s + D u_t, with y the block's hidden site and u the scan's input
+    (read from the block's own hook point): exact up to float32 rounding."""
+    model = interp.load("recall-ssm")
+    assert ssm_layers(model) == [0]
+    tokens = RECIPES["recall-ssm"].make_batch(2, 5).tokens[1:]
+    alpha = ssm_hidden_attention(model, tokens, 0)
+    block = model.module.blocks[0]
+    names = [block.hook_u.name, model.site("hidden", 0)]
+    _, cache = model.run_with_cache(tokens, names, logits=False)
+    u, y = cache[names[0]][0], cache[names[1]][0]
+    rebuilt = torch.einsum("ets,se->te", alpha, u) + block.D.detach() * u
+    torch.testing.assert_close(rebuilt, y, atol=1e-4 * float(y.abs().max()), rtol=0)
+    assert (alpha.triu(1) == 0).all()
+    read = ssm_read(model, tokens, 0)
+    torch.testing.assert_close(read.sum(-1), torch.ones(tokens.shape[1]))
+    with pytest.raises(Unsupported, match="selective SSM"):
+        ssm_hidden_attention(interp.load("recall-gru"), RECIPES["recall-gru"].make_batch(1, 0).tokens, 0)

@@ -66,6 +66,7 @@ from apps.state.results import (
     saliency,
     sinks,
     smallest_faithful,
+    ssm_read,
     steering_sweep,
     steering_vector,
     support,

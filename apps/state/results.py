@@ -333,3 +333,11 @@ def saliency(source: str, tokens: tuple[int, ...]) -> torch.Tensor:
     from interp.saliency import token_saliency
 
     return token_saliency(load_model(source), torch.tensor([tokens]))
+
+
+@cached(show_spinner="The SSM's hidden attention ...", max_entries=32)
+def ssm_read(source: str, tokens: tuple[int, ...], layer: int) -> torch.Tensor:
+    """interp.saliency.ssm_read of one prompt at one SSM layer: ``[dest, src]``, rows summing to 1."""
+    from interp.saliency import ssm_read as read
+
+    return read(load_model(source), torch.tensor([tokens]), layer)

@@ -31,23 +31,39 @@ def view_height(labels: list[str]) -> int:
     return min(400, 70 + 34 * (1 + sum(len(t) + 2 for t in labels) // 110))
 
 
-if not model.has_attention:  # the same token view of what the recurrent state reads, by gradients
-    st.info(
-        f"{model.cfg.name or 'This model'} is a {model.cfg.family} model without attention heads: its state has no "
-        "per-token weights to show.  The token view shows its **gradient saliency** instead: hovering a token "
-        "colours each earlier token by the share of the gradient norm of the output there (the logit of its top "
-        "prediction) with respect to that token's embedding (interp.saliency.token_saliency)."
-    )
-    with state.friendly("saliency"):
-        sal = state.saliency(source, state.token_key(tokens)).numpy()
+if not model.has_attention:  # the same token view of what the recurrent state reads
+    from interp.saliency import ssm_layers
+
+    layers = ssm_layers(model)
+    reads = ["gradient saliency"] + [f"hidden attention of SSM layer {l}" for l in layers]
+    read = st.radio("What each token reads", reads, horizontal=True, key="attn_read")
+    if read == reads[0]:
+        st.info(
+            f"{model.cfg.name or 'This model'} is a {model.cfg.family} model without attention heads. The token "
+            "view shows its **gradient saliency**: hovering a token colours each earlier token by its share of the "
+            "gradient norm of the output there (the logit of the top prediction) with respect to that token's "
+            "embedding (interp.saliency.token_saliency)."
+        )
+        with state.friendly("saliency"):
+            sal = state.saliency(source, state.token_key(tokens)).numpy()
+    else:
+        layer = layers[reads.index(read) - 1]
+        st.info(
+            f"The selective scan of layer {layer} written as attention (Ali et al. 2024): the output at t is exactly "
+            "a sum over s <= t of alpha[t, s] times the scan's input at s, plus a skip term; hovering a token colours "
+            "each earlier token by the mean over channels of |alpha|, divided by the row's sum "
+            "(interp.saliency.ssm_read)."
+        )
+        with state.friendly("hidden attention"):
+            sal = state.ssm_read(source, state.token_key(tokens), layer).numpy()
     st.caption(f"{len(str_tokens)} tokens: " + " ".join(str_tokens))
     token_view(
-        token_view_html(sal, str_tokens, dest=selection.selected_token(len(str_tokens)), label="saliency"),
+        token_view_html(sal, str_tokens, dest=selection.selected_token(len(str_tokens)), label=read),
         view_height(str_tokens),
         key="attn_token_view",
     )
     st.plotly_chart(
-        attention_pattern(sal, str_tokens, title="saliency [dest, src] (rows sum to 1)", zmax=None),
+        attention_pattern(sal, str_tokens, title=f"{read} [dest, src] (rows sum to 1)", zmax=None),
         key="attn_saliency_fig",
         width="content",
     )
