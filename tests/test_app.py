@@ -630,7 +630,7 @@ def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_source"] = REAL
     # without the page's default head panel (18 s of patching on smollm2; tests/test_app_links.py tests it)
-    at.session_state["heads_default_done"] = True
+    at.session_state["heads_default_done"] = {REAL}
     at.switch_page("views/heads.py").run()
     ok(at)
     detected = heads.top_heads(

@@ -60,9 +60,10 @@ with scores_tab:
             + ", ".join(f"{r.kind} **L{r.layer}H{r.head}** ({r.score:.2f})" for r in top.itertuples())
         )
     # the head panel: the selected head (a click on the map, the selectbox, or ?head=L.H in the URL); a
-    # session's first visit without one opens it on the top induction head (detected, not listed)
-    if not st.session_state.get("heads_default_done"):
-        st.session_state["heads_default_done"] = True
+    # session's first visit (per model) without one opens it on the top induction head (detected, not listed)
+    done = st.session_state.setdefault("heads_default_done", set())  # the model sources it was opened for
+    if source not in done:
+        done.add(source)
         if selection.selected_head(model) is None and not selection.head_in_url():
             best = H.top_heads(scores, "induction", k=1)
             selection.select_head(int(best.layer.iloc[0]), int(best["head"].iloc[0]))
