@@ -657,15 +657,19 @@ def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
 
 
 def test_patching_page_ioi_on_the_real_model(smollm2):
-    at = make_app("patching", source=REAL)
-    at.radio(key="patch_inputs").set_value("task batch").run()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_source"] = REAL
+    # straight to the IOI prompts: the page's default prompt pair on smollm2 (its own sweep of 270
+    # heads) is tested in tests/test_app_links.py (slow)
+    at.session_state["patch_inputs"] = "task batch"
+    at.session_state["patch_by_head"] = ["pos"]  # by position: one batched sweep (by head: 270 runs)
+    at.switch_page("views/patching.py").run()
     ok(at)
     assert at.selectbox(key="patch_metric_ioi").value == "ioi_logit_diff"
     clean, corrupt = (float(m.value) for m in at.metric[:2])
     assert clean > 2 and corrupt < clean - 2  # the model does IOI; ABC removes it
     top = at.dataframe[0].value  # the 20 strongest cells
-    # text models sweep z by head (the IOI finding is per head): layers x heads
-    assert int(at.metric[2].value) == smollm2.cfg.n_layers * smollm2.cfg.n_heads
+    assert int(at.metric[2].value) == smollm2.cfg.n_layers * 15  # layers x the template's 15 tokens
     assert top["layer"].iloc[0] >= smollm2.cfg.n_layers // 2  # the strongest cells are late heads
 
 

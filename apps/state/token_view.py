@@ -44,10 +44,9 @@ def token_view(html: str, height: int, key: str) -> int | None:
     """Draws a token view page (:func:`interp.plots.attention.token_view_html`, which posts a click
     to its parent); a click on a token selects it as the shared token.  Returns the position clicked
     on this run, if any."""
-    key_ = key
 
     def clicked() -> None:  # before the page runs again: every view of this run sees the new token
-        pos = (st.session_state.get(key_) or {}).get("token")
+        pos = (st.session_state.get(key) or {}).get("token")
         if isinstance(pos, int) and not isinstance(pos, bool):
             select_token(pos)
 
