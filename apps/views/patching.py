@@ -76,7 +76,7 @@ with state.friendly("patching"):
     )
 frame, a = result.frame, result.meta
 c1, c2, c3 = st.columns(3)
-label = state.metric_label(model, metric)
+label = state.metric_label(model, metric) if isinstance(metric, tuple) else a.get("metric", metric)
 c1.metric(f"{label} clean", f"{a['clean_value']:.4f}")
 c2.metric(f"{label} corrupt", f"{a['corrupt_value']:.4f}")
 c3.metric("cells", len(frame))
