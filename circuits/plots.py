@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from circuits.graph import Circuit
 from interp.errors import InputError
-from interp.plots import unpack
+from interp.plots import head_targets, unpack
 
 
 def _pos_labels(positions: Sequence[int], tokens: Sequence[str] | None) -> list[str]:
@@ -30,7 +30,12 @@ def _check(df: pd.DataFrame, value: str) -> None:
 
 
 def patching_heatmap(
-    df, *, value: str = "normalised", tokens: Sequence[str] | None = None, title: str | None = None
+    df,
+    *,
+    value: str = "normalised",
+    tokens: Sequence[str] | None = None,
+    title: str | None = None,
+    selectable: bool = False,
 ) -> go.Figure:
     """Heatmap of a sweep: layer x position, layer x head, or (layer, head) x position.
 
@@ -38,7 +43,9 @@ def patching_heatmap(
     of one prompt, to label positions.  Windows (a ``window`` column) get one panel each;
     pattern sweeps by source position one panel per head of largest effect.  df: the sweep's
     frame or its :class:`interp.runs.Result` (whose meta gives the title's site, metric and
-    direction).
+    direction).  selectable: per-head sweeps get an invisible click target on each cell
+    (:func:`interp.plots.head_targets`, customdata ``[layer, head, value]``), for an app's point
+    selection; cells of windows of several layers, which name no single head, get none.
     """
     df, meta = unpack(df)
     _check(df, value)
@@ -78,6 +85,21 @@ def patching_heatmap(
             row=1,
             col=i,
         )
+        single = d if "layers" not in d.columns else d[~d["layers"].astype(str).str.contains("-")]
+        if selectable and "head" in d.columns and len(single):
+            fig.add_trace(
+                head_targets(
+                    _pos_labels(list(single["_x"]), tokens) if xcol == "pos" else single["_x"].astype(str),
+                    single["_row"],
+                    single["layer"],
+                    single["head"],
+                    single[value],
+                    name=f"{value}",
+                    size=max(8, min(30, 400 // max(grid.shape))),
+                ),
+                row=1,
+                col=i,
+            )
         fig.update_xaxes(
             title_text={"pos": "position", "head": "head"}.get(xcol or "", ""), type="category", row=1, col=i
         )

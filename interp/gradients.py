@@ -33,11 +33,14 @@ def delta_hook(deltas: dict[str, torch.Tensor], name: str, seen: dict[str, torch
     return add_delta
 
 
-def grad(value: torch.Tensor, inputs: list[torch.Tensor], *, allow_unused: bool = False) -> tuple:
+def grad(
+    value: torch.Tensor, inputs: list[torch.Tensor], *, allow_unused: bool = False, retain_graph: bool = False
+) -> tuple:
     """``torch.autograd.grad``, with a model whose own forward overwrites activations in place
-    (so no gradient can flow back through them) declined as such rather than crashing."""
+    (so no gradient can flow back through them) declined as such rather than crashing.
+    retain_graph: keep the graph for another backward pass (one per output read)."""
     try:
-        return torch.autograd.grad(value, inputs, allow_unused=allow_unused)
+        return torch.autograd.grad(value, inputs, allow_unused=allow_unused, retain_graph=retain_graph)
     except RuntimeError as e:
         if "modified by an inplace operation" not in str(e):
             raise

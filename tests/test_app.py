@@ -118,7 +118,7 @@ def test_attention_page_figures_match_the_model(induction_model):
     tokens = induction_model.to_tokens(text)
     n = tokens.shape[1]
     expected = attention_patterns(induction_model, tokens).numpy()  # [layer, head, dest, src]
-    grid, big = figures(at)
+    _, grid, big = figures(at)  # the overview of every head (tests/test_app_links.py), the layer grid, one head
     # the grid: one heatmap per head of the last layer (the default), [dest, src] each
     assert len(grid.data) == 4 and all(zarr(t).shape == (n, n) for t in grid.data)
     z = zarr(grid.data[2])
@@ -133,7 +133,7 @@ def test_attention_page_figures_match_the_model(induction_model):
     at.selectbox(key="attn_head").select(3).run()
     at.slider(key="attn_dest").set_value(5).run()
     ok(at)
-    grid, big = figures(at)
+    _, grid, big = figures(at)
     assert [t.name for t in grid.data] == ["L0H0", "L0H1", "L0H2", "L0H3"]
     np.testing.assert_allclose(zarr(big.data[0]), expected[0, 3], atol=1e-6)
     html = at.get("html")[0].proto.body
@@ -143,13 +143,19 @@ def test_attention_page_figures_match_the_model(induction_model):
     assert "outline:2px solid" in html and html.count("<span") == n
 
 
+def token_view_html(at: AppTest) -> str:
+    """The token view's page (drawn by the two-way component of apps.state.token_view)."""
+    import json
+
+    return json.loads(at.get("bidi_component")[0].proto.json)["html"]
+
+
 def token_view_rows(at: AppTest) -> np.ndarray:
     """The attention matrix the token view's JavaScript colours the prompt with."""
     import json
     import re
 
-    srcdoc = at.get("iframe")[0].proto.srcdoc
-    return np.array(json.loads(re.search(r"const A = (\[.*?\]\]);", srcdoc).group(1)))
+    return np.array(json.loads(re.search(r"const A = (\[.*?\]\]);", token_view_html(at)).group(1)))
 
 
 def test_attention_page_token_view_and_grid_labels(induction_model):
@@ -159,7 +165,7 @@ def test_attention_page_token_view_and_grid_labels(induction_model):
     labels = induction_model.to_str_tokens(tokens)
     expected = attention_patterns(induction_model, tokens).numpy()
     # the grid: every panel labelled with the tokens on both axes
-    grid = figures(at)[0]
+    grid = figures(at)[1]
     for axis in ("xaxis", "yaxis", "xaxis4", "yaxis4"):
         ticks = grid.layout[axis]
         assert list(ticks.ticktext) == [f"{labels[int(v)]} ·{int(v)}" for v in ticks.tickvals], axis
@@ -168,7 +174,7 @@ def test_attention_page_token_view_and_grid_labels(induction_model):
     rows = token_view_rows(at)
     np.testing.assert_allclose(rows, np.tril(expected[1].mean(0)), atol=1e-4)
     np.testing.assert_allclose(rows.sum(1), 1.0, atol=1e-3)
-    srcdoc = at.get("iframe")[0].proto.srcdoc
+    srcdoc = token_view_html(at)
     assert srcdoc.count('class="tok"') == len(labels) and "mouseover" in srcdoc and "http" not in srcdoc
     at.selectbox(key="attn_view_head").select(2).run()
     ok(at)
@@ -181,11 +187,11 @@ def test_attention_page_generators():
     at.number_input(key="attn_len").set_value(41).run()
     at.number_input(key="attn_period").set_value(7).run()
     ok(at)
-    grid, big = figures(at)
+    _, grid, big = figures(at)
     assert zarr(big.data[0]).shape == (41, 41)
     at.radio(key="attn_mode").set_value("the model's zoo task").run()
     ok(at)
-    grid, big = figures(at)
+    _, grid, big = figures(at)
     assert zarr(big.data[0]).shape == (64, 64)  # induction-2l's task fills the context
 
 
@@ -206,7 +212,7 @@ def test_attention_page_bad_prompt_is_a_message(prompt, message):
     assert not at.get("plotly_chart")
 
 
-@pytest.mark.parametrize("page", ["attention", "heads", "circuit"])
+@pytest.mark.parametrize("page", ["heads", "circuit"])  # the Attention page shows saliency (test_app_links)
 def test_attention_pages_on_a_model_without_attention(page):
     if RNN is None:
         pytest.skip("no recurrent model in the zoo")
@@ -216,6 +222,11 @@ def test_attention_pages_on_a_model_without_attention(page):
 
 
 # --- Heads page -------------------------------------------------------------------------
+
+
+def scores_table(at: AppTest):
+    """The Heads page's table of (head, kind) scores (the head panel, open by default, has its own)."""
+    return next(df.value for df in at.dataframe if {"layer", "head", "kind", "score"} <= set(df.value.columns))
 
 
 def test_heads_page_scores_table_and_ablation(induction_model):
@@ -231,7 +242,7 @@ def test_heads_page_scores_table_and_ablation(induction_model):
     shown = {t.name or "": zarr(t) for t in cells}
     assert len(cells) == 4  # the four default kinds, each a [layer, head] grid
     assert all(z.shape == (2, 4) for z in shown.values())
-    table = at.dataframe[0].value
+    table = scores_table(at)
     assert (table["score"] >= 0.3).all() and table["score"].is_monotonic_decreasing
     # the previous-token heads of layer 0 and the induction heads of layer 1 are listed
     prev = table[table.kind == "previous_token"]
@@ -241,7 +252,7 @@ def test_heads_page_scores_table_and_ablation(induction_model):
     np.testing.assert_allclose(merged["score"], merged["score_lib"], atol=1e-9)
     # raising the threshold shortens the table
     at.slider(key="heads_threshold").set_value(0.9).run()
-    assert (at.dataframe[0].value["score"] >= 0.9).all() and len(at.dataframe[0].value) < len(table)
+    assert (scores_table(at)["score"] >= 0.9).all() and len(scores_table(at)) < len(table)
     # suggested: the two detected induction heads; ablating them raises the loss by nats
     detected = heads.top_heads(expected, "induction", k=2)
     induction = [(int(l), int(h)) for l, h in zip(detected.layer, detected["head"])]
@@ -249,19 +260,20 @@ def test_heads_page_scores_table_and_ablation(induction_model):
     assert {l for l, _ in induction} == {1}
     at.button(key="heads_go").click().run()
     ok(at)
-    clean, ablated = (float(m.value) for m in at.metric)
+    clean, ablated = (float(m.value) for m in at.metric if "loss" in m.label)  # not the head panel's
     task = at.session_state["heads_run"]
     batch = RECIPES["induction-2l"].make_batch(task[3], 0)
     lib = ablation_effect(induction_model, batch, induction, "zero", metric="loss", n_random=0)
     assert clean == pytest.approx(lib.value[0], abs=1e-4) and ablated == pytest.approx(lib.value[1], abs=1e-4)
     assert ablated - clean > 1.0
-    assert len(figures(at)) == 2  # the heatmap and the ablation bars
+    assert len(figures(at)) == 3  # the heatmap, the head panel's pattern (open by default) and the ablation bars
 
 
 def test_heads_page_without_kinds_is_a_message():
     at = make_app("heads")
     at.multiselect(key="heads_kinds").set_value([]).run()
-    assert not at.exception and at.info and not at.get("plotly_chart")
+    assert not at.exception and at.info
+    assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["heads_panel_attn"]  # no score map
 
 
 # --- The shared head selection and the head panel -------------------------------------
@@ -322,9 +334,9 @@ def test_head_panel_from_the_url_matches_the_library(induction_model):
     # the selected token is shared: the Attention page's token view opens pinned at it
     at.switch_page("views/attention.py").run()
     ok(at)
-    assert "let pinned = 3;" in at.get("iframe")[0].proto.srcdoc
+    assert "let pinned = 3;" in token_view_html(at)
     assert (at.selectbox(key="attn_layer").value, at.selectbox(key="attn_head").value) == (layer, head)
-    assert figures(at)[1].layout.title.text == f"L{layer}H{head}"  # the large pattern is the selected head's
+    assert figures(at)[2].layout.title.text == f"L{layer}H{head}"  # the large pattern is the selected head's
     at.switch_page("views/heads.py").run()
     # another head from the selectbox: the URL follows; a head the model lacks opens no panel
     at.selectbox(key="heads_panel_head").select("0.1").run()
@@ -615,7 +627,11 @@ def test_pages_open_on_the_real_model_from_the_url(page, smollm2):
 def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
     from interp import heads
 
-    at = make_app("heads", source=REAL)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_source"] = REAL
+    # without the page's default head panel (18 s of patching on smollm2; tests/test_app_links.py tests it)
+    at.session_state["heads_default_done"] = {REAL}
+    at.switch_page("views/heads.py").run()
     ok(at)
     detected = heads.top_heads(
         heads.scores(smollm2, heads.default_tokens(smollm2, n=8, length=64, seed=0)), "induction", k=2
@@ -641,8 +657,13 @@ def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
 
 
 def test_patching_page_ioi_on_the_real_model(smollm2):
-    at = make_app("patching", source=REAL)
-    at.radio(key="patch_inputs").set_value("task batch").run()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["model_source"] = REAL
+    # straight to the IOI prompts: the page's default prompt pair on smollm2 (its own sweep of 270
+    # heads) is tested in tests/test_app_links.py (slow)
+    at.session_state["patch_inputs"] = "task batch"
+    at.session_state["patch_by_head"] = ["pos"]  # by position: one batched sweep (by head: 270 runs)
+    at.switch_page("views/patching.py").run()
     ok(at)
     assert at.selectbox(key="patch_metric_ioi").value == "ioi_logit_diff"
     clean, corrupt = (float(m.value) for m in at.metric[:2])

@@ -379,12 +379,15 @@ def panel_of(browser, title: str):
     text = state["text"]
     assert "patching effect (normalised)" in text and "direct logit attribution" in text
     # the head's attention on the prompt, its token labels on both axes
-    figure = wait_for(
-        lambda: browser.evaluate(
-            "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
-            "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
-            "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
-            "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+    want = f"{title.split()[-1]} on the prompt"
+    figure = wait_for(  # the figure of this head (a rerun draws the subheader before the figure)
+        lambda: (lambda f: f if f and f["title"] == want else None)(
+            browser.evaluate(
+                "(() => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(g => "
+                "((g._fullLayout && g._fullLayout.title && g._fullLayout.title.text) || '').includes('on the prompt')); "
+                "return gd ? {title: gd._fullLayout.title.text.replace(/<[^>]*>/g, ''), x: gd._fullLayout.xaxis.ticktext, "
+                "y: gd._fullLayout.yaxis.ticktext} : null; })()"
+            )
         ),
         30,
         "the head's attention figure",
@@ -395,27 +398,28 @@ def panel_of(browser, title: str):
 
 
 def test_clicked_head_opens_its_panel_reload_and_circuit_node(server, browser):
-    """Heads page: a real click on the induction panel's cell of the detected induction head opens
-    that head's panel (attention with token labels, patching effect, DLA); the URL keeps it across a
-    reload; on the Circuit page a click on a head node opens the same panel."""
+    """Heads page: it opens on the panel of the detected induction head (its default); a real click
+    on the previous-token panel's cell of the detected previous-token head opens that head's panel
+    (attention with token labels, patching effect, DLA); the URL keeps it across a reload; on the
+    Circuit page a click on a head node opens the same panel."""
     import interp
     from interp import heads
 
     model = interp.load("induction-2l")
-    detected = heads.top_heads(heads.scores(model, heads.default_tokens(model, n=16, length=64, seed=0)), "induction")
+    scores = heads.scores(model, heads.default_tokens(model, n=16, length=64, seed=0))
+    induction = heads.top_heads(scores, "induction", k=1)
+    detected = heads.top_heads(scores, "previous_token", k=1)
     layer, head = int(detected.layer.iloc[0]), int(detected["head"].iloc[0])
     title = f"Head L{layer}H{head}"
+    default = f"Head L{int(induction.layer.iloc[0])}H{int(induction['head'].iloc[0])}"
+    assert default != title
     browser.call("Page.enable")
     browser.call("Page.navigate", url=f"{server}/heads")
-    wait_for(
-        lambda: settled(browser, lambda s: "to open its panel" in s["text"] and s["heatmaps"] >= 4),
-        90,
-        "the Heads page",
-    )
+    panel_of(browser, default)  # the page opens on the top induction head's panel
     assert title not in browser.evaluate(SUBHEADERS)
     where = wait_for(
         lambda: browser.evaluate(
-            POINT % {"trace": json.dumps("induction (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
+            POINT % {"trace": json.dumps("previous_token (select)"), "match": f"c[0] == {layer} && c[1] == {head}"}
         ),
         30,
         "the head's click target in the score map",
@@ -549,3 +553,78 @@ def test_cells_page_colours_the_text(server, browser):
     assert "tanh(c)" in state["text"] and "Gate saturation" in state["text"]
     title = browser.evaluate("(document.querySelector('.interp-cell-title') || {}).innerText || ''")
     assert re.fullmatch(r"L\d+ cell \d+", title.strip()), title
+
+
+# --- more ways to select: a DLA cell, a click on a token of the token view --------------------------
+
+
+@pytest.mark.slow  # about a minute: the Lens page, a click, the head panel's patching and DLA
+def test_clicked_dla_cell_opens_the_head_panel(server, browser):
+    """Lens page: a real mouse click on the DLA map's cell of the head with the largest direct
+    attribution (computed here with interp.lens.dla on the page's prompt) opens that head's panel."""
+    import interp
+    from interp.lens import dla
+
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/lens")
+    wait_for(lambda: settled(browser, lambda s: "to open its panel" in s["text"] and s["heatmaps"] >= 2), 90, "Lens")
+    model = interp.load("induction-2l")
+    tokens = model.to_tokens(browser.evaluate("document.querySelector('textarea').value"))
+    frame = dla(model, tokens, int(model(tokens)[0, -1].argmax()))
+    best = frame[frame.kind == "head"].sort_values("value").iloc[-1]
+    layer, head = int(best.layer), int(best["head"])
+    where = wait_for(
+        lambda: browser.evaluate(
+            POINT
+            % {
+                "trace": json.dumps("direct logit attribution (select)"),
+                "match": f"c[0] == {layer} && c[1] == {head}",
+            }
+        ),
+        30,
+        "the head's cell in the DLA map",
+    )
+    click(browser, where["x"], where["y"])
+    panel_of(browser, f"Head L{layer}H{head}")
+    assert f"head={layer}.{head}" in browser.evaluate("window.location.search")
+
+
+# the viewport pixel of token `pos` in the token view (its iframe's offset plus the span's box)
+TOKEN_AT = """(() => {
+  const frame = [...document.querySelectorAll('iframe')].find(f => f.contentDocument &&
+    f.contentDocument.querySelector('#tokens .tok'));
+  if (!frame) return null;
+  frame.scrollIntoView({block: 'center'});
+  const span = frame.contentDocument.querySelectorAll('#tokens .tok')[%(pos)d];
+  const f = frame.getBoundingClientRect(), s = span.getBoundingClientRect();
+  return {x: f.left + s.left + s.width / 2, y: f.top + s.top + s.height / 2,
+          pinned: (frame.srcdoc.match(/let pinned = (\\d+);/) || [])[1]};
+})()"""
+
+
+@pytest.mark.slow  # about a minute: the Attention page, a click, the rerun, the Heads page
+def test_clicked_token_sets_the_shared_token(server, browser):
+    """Attention page: a real mouse click on a token of the token view makes it the shared token: the
+    URL carries ``token=``, the view is drawn again pinned at it, and the Heads page's head panel
+    opens on that destination token."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"{server}/attention")
+    wait_for(lambda: settled(browser, lambda s: s["heatmaps"] >= 5), 90, "the Attention page")
+    pos = 4
+    where = wait_for(lambda: browser.evaluate(TOKEN_AT % {"pos": pos}), 30, "the token view")
+    assert where["pinned"] != str(pos)
+    click(browser, where["x"], where["y"])
+    wait_for(lambda: f"token={pos}" in browser.evaluate("window.location.search"), 30, "token= in the URL")
+    wait_for(
+        lambda: settled(browser, lambda s: (browser.evaluate(TOKEN_AT % {"pos": pos}) or {}).get("pinned") == str(pos)),
+        60,
+        "the token view pinned at the clicked token",
+    )
+    search = browser.evaluate("window.location.search")
+    browser.call("Page.navigate", url=f"{server}/heads{search}")  # the shared link opens the Heads page on it
+    wait_for(lambda: settled(browser, lambda s: "Token (destination)" in s["text"]), 120, "the Heads page's panel")
+    # the panel's one-destination view outlines its destination token: the clicked one
+    outlined = browser.evaluate(
+        "([...document.querySelectorAll('span')].find(s => (s.style.outline || '').includes('solid')) || {}).title"
+    )
+    assert outlined and outlined.startswith(f"pos {pos} "), outlined

@@ -159,13 +159,68 @@ def metric_options(spec: tuple, kinds) -> list[str]:
     return ([IOI_METRIC] if spec[0] == "ioi" else []) + list(kinds)
 
 
-def resolve_metric(model: interp.Model, spec: tuple, metric: str):
-    """A metric name of :func:`metric_options` as what the analyses take (a name, or IOI's Metric)."""
+#: metrics that read named answer (and, logit_diff, wrong) tokens: the Patching page lets them be typed
+TOKEN_METRICS = ("logit_diff", "logit", "logprob", "prob")
+
+
+def resolve_metric(model: interp.Model, spec: tuple, metric: str | tuple):
+    """A metric name of :func:`metric_options` as what the analyses take (a name, or IOI's Metric);
+    or ``(kind, answer, wrong)``: the metric of named token ids at the last position (wrong None
+    except for ``logit_diff``), e.g. the answer and wrong tokens typed on the Patching page."""
+    from interp import metrics as M
+
+    if isinstance(metric, tuple):
+        kind, answer, wrong = metric
+        if kind not in TOKEN_METRICS:
+            raise InputError(f"named answer tokens apply to the metrics {TOKEN_METRICS}, not {kind!r}")
+        if kind == "logit_diff":
+            return M.logit_diff([answer], [wrong], pos=-1)
+        return getattr(M, kind)([answer], pos=-1)
     if metric == IOI_METRIC:
         if spec[0] != "ioi":
             raise InputError("the IOI metric needs IOI prompts")
         return ioi_batch(model, *spec[1:]).metric()
     return metric
+
+
+def metric_label(model: interp.Model, metric: str | tuple) -> str:
+    """How a page names a metric: its name, or for ``(kind, answer, wrong)`` e.g.
+    ``logit_diff(' Mary' - ' John')``."""
+    if not isinstance(metric, tuple):
+        return metric
+    kind, answer, wrong = metric
+    return f"{kind}({model.decode([answer])!r}" + (f" - {model.decode([wrong])!r})" if wrong is not None else ")")
+
+
+def answer_inputs(model: interp.Model, key: str, kind: str, container=st) -> str | tuple:
+    """The answer (and, for logit_diff, wrong) token boxes of a prompt pair's metric ``kind``; text
+    models start filled with the IOI example's indirect object and subject (the default pair is that
+    example).  Returns ``(kind, answer id, wrong id)``, or ``kind`` when the boxes are left empty
+    (then the clean and the corrupt runs' predictions).  A token that is not one token stops the page."""
+    if kind not in TOKEN_METRICS:
+        return kind
+    fill = ("", "")
+    if text_model(model):
+        with friendly("IOI example"):
+            pair = ioi_batch(model, 1, 0, "ABC")
+        fill = (model.decode([int(pair.answer[0])]), model.decode([int(pair.wrong[0])]))
+    left, right = container.columns(2)
+    answer = left.text_input(
+        "Answer token", fill[0], key=f"{key}_answer", placeholder="the clean run's prediction", help="one token"
+    )
+    wrong = (
+        right.text_input(
+            "Wrong token", fill[1], key=f"{key}_wrong", placeholder="the corrupt run's prediction", help="one token"
+        )
+        if kind == "logit_diff"
+        else ""
+    )
+    if not answer and not wrong:
+        return kind
+    with friendly("answer tokens"):
+        if kind == "logit_diff" and not (answer and wrong):
+            raise InputError("give both the answer and the wrong token (or neither: the two runs' predictions)")
+        return (kind, model.token_id(answer), model.token_id(wrong) if kind == "logit_diff" else None)
 
 
 def _positions_input(label: str, default: str, key: str) -> tuple[int, ...]:

@@ -11,9 +11,9 @@ import torch
 
 import interp
 from apps.state import results
-from apps.state.inputs import Key
+from apps.state.inputs import Key, clean_corrupt_inputs, metric_label
 from apps.state.models import friendly
-from apps.state.selection import select_token, selected_token
+from apps.state.selection import head_selectbox, select_token, selected_token
 from interp.errors import USER_ERRORS
 from interp.plots.attention import attention_pattern, token_attention_html
 
@@ -54,10 +54,13 @@ def patching_row(source: str, clean: Key, spec: tuple, metric: str, layer: int, 
     return frame[(frame["layer"] == layer) & (frame["head"] == head)].iloc[0]
 
 
-def dla_value(source: str, clean: Key, spec: tuple, layer: int, head: int) -> tuple[float, int, int | None]:
+def dla_value(
+    source: str, clean: Key, spec: tuple, layer: int, head: int, metric: str | tuple = ""
+) -> tuple[float, int, int | None]:
     """The head's direct logit attribution to logit(answer) - logit(wrong) at the last position of
-    the first clean prompt, with the answer and wrong tokens."""
-    answer, wrong = results.answers(source, clean, spec)
+    the first clean prompt, with the answer and wrong tokens (those the metric names, if it names
+    them: ``(kind, answer, wrong)``)."""
+    answer, wrong = metric[1:] if isinstance(metric, tuple) else results.answers(source, clean, spec)
     frame = results.dla(source, clean[0], answer, wrong).frame
     return float(frame.loc[frame["component"] == head_name(layer, head), "value"].iloc[0]), answer, wrong
 
@@ -68,7 +71,7 @@ def head_panel(
     head: tuple[int, int],
     clean: Key,
     spec: tuple,
-    metric: str,
+    metric: str | tuple,
     scores: pd.DataFrame | None = None,
     key: str = "panel",
 ) -> None:
@@ -85,7 +88,8 @@ def head_panel(
         c1.metric(
             "patching effect (normalised)",
             f"{row['normalised']:.4f}",
-            help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric {metric}: "
+            help=f"exact patching of {name}'s output z, clean into corrupt (denoise), metric "
+            f"{metric_label(model, metric)}: "
             "1 = this head alone restores the clean value, 0 = no effect",
         )
         c2.metric("patching effect (metric change)", f"{row['effect']:.4f}")
@@ -93,7 +97,7 @@ def head_panel(
         c1.warning(f"patching: {e}")
     target = against = ""
     try:
-        value, answer, wrong = dla_value(source, clean, spec, layer, h)
+        value, answer, wrong = dla_value(source, clean, spec, layer, h, metric)
         target = repr(model.decode([answer]))
         against = f" - logit({model.decode([wrong])!r})" if wrong is not None else ""
         c3.metric(
@@ -104,7 +108,7 @@ def head_panel(
     except USER_ERRORS as e:
         c3.warning(f"direct logit attribution: {e}")
     st.caption(
-        f"Patching metric: {metric}"
+        f"Patching metric: {metric_label(model, metric)}"
         + (f"; DLA target: logit({target}){against} at the last position" if target else "")
     )
     with friendly("attention"):
@@ -134,6 +138,32 @@ def head_panel(
         st.dataframe(mine[["kind", "score"]], hide_index=True, key=f"{key}_scores", width="stretch")
     with right:
         _circuit_place(source, clean, spec, layer, h, key)
+
+
+def page_panel(
+    model: interp.Model,
+    source: str,
+    key: str,
+    *,
+    clean: Key | None = None,
+    spec: tuple | None = None,
+    metric: str | tuple | None = None,
+    scores: pd.DataFrame | None = None,
+    hint: str = "Click a head in a figure above (or choose one here) to open its panel.",
+) -> tuple[int, int] | None:
+    """The "Head" selectbox and the panel of the selected head, on the page's own clean / corrupt
+    prompts and metric, or (a page without them: ``clean`` None) on the shared head-panel prompts
+    in an expander.  Returns the selected head (None: the hint is shown instead)."""
+    head = head_selectbox(model, f"{key}_head")
+    if head is None:
+        st.info(hint)
+        return None
+    if clean is None or spec is None:
+        with st.expander("Prompt of the head panel (clean and corrupt)"):
+            clean, spec = clean_corrupt_inputs(model, "hp")
+    panel_metric = default_metric(spec) if metric is None else metric
+    head_panel(model, source, head, clean, spec, panel_metric, scores=scores, key=key)
+    return head
 
 
 def _circuit_place(source: str, clean: Key, spec: tuple, layer: int, head: int, key: str) -> None:

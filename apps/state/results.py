@@ -325,3 +325,19 @@ def answers(source: str, clean: Key, spec: tuple) -> tuple[int, int | None]:
     m = prepared.metric
     wrong = None if m.wrong is None else int(m.wrong.reshape(len(clean), -1)[0, 0])
     return int(m.answer.reshape(len(clean), -1)[0, 0]), wrong
+
+
+@cached(show_spinner="Saliency of every token ...", max_entries=32)
+def saliency(source: str, tokens: tuple[int, ...]) -> torch.Tensor:
+    """interp.saliency.token_saliency of one prompt: ``[dest, src]``, rows summing to 1."""
+    from interp.saliency import token_saliency
+
+    return token_saliency(load_model(source), torch.tensor([tokens]))
+
+
+@cached(show_spinner="The SSM's hidden attention ...", max_entries=32)
+def ssm_read(source: str, tokens: tuple[int, ...], layer: int) -> torch.Tensor:
+    """interp.saliency.ssm_read of one prompt at one SSM layer: ``[dest, src]``, rows summing to 1."""
+    from interp.saliency import ssm_read as read
+
+    return read(load_model(source), torch.tensor([tokens]), layer)

@@ -12,7 +12,7 @@ import streamlit as st
 
 import interp
 
-HEAD_KEY, TOKEN_KEY = "selected_head", "selected_token"
+HEAD_KEY, TOKEN_KEY, URL_HEAD_KEY = "selected_head", "selected_token", "selected_head_in_url"
 _HEAD = re.compile(r"^\s*(\d{1,4})\.(\d{1,4})\s*$")
 
 
@@ -41,10 +41,17 @@ def init_selection() -> None:
     """On a session's first run, takes the selection from the URL (malformed values are
     ignored: nothing selected); afterwards keeps the URL in step with the session."""
     if HEAD_KEY not in st.session_state:
+        st.session_state[URL_HEAD_KEY] = "head" in st.query_params
         st.session_state[HEAD_KEY] = parse_head(st.query_params.get("head"))
         token = (st.query_params.get("token") or "").strip()
         st.session_state[TOKEN_KEY] = int(token) if token.isdigit() and len(token) < 7 else None
     _sync_url()
+
+
+def head_in_url() -> bool:
+    """Whether the session opened on a URL naming a head (valid or not): a page's default head
+    then gives way to it (a malformed one selects nothing, as the link said)."""
+    return bool(st.session_state.get(URL_HEAD_KEY))
 
 
 def select_head(layer: int, head: int) -> None:
@@ -105,3 +112,26 @@ def clicked_points(event, key: str) -> list[dict]:
     marker = repr([(p.get("curve_number"), p.get("point_index")) for p in points])
     st.session_state[f"{key}__seen"] = marker
     return points if points and marker != seen else []
+
+
+def select_clicked_head(event, figure, key: str) -> tuple[int, int] | None:
+    """Selects the head of a new click on ``figure``'s head click targets (the traces
+    :func:`interp.plots.head_targets` adds: a score-map cell, a DLA cell, a patching-map cell, an
+    overview thumbnail); returns it, or None when the event holds no new click on one.  ``event``:
+    what ``st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points")`` returned."""
+    from interp.plots import SELECT_SUFFIX
+
+    for point in clicked_points(event, key)[-1:]:
+        trace = figure.data[point["curve_number"]]
+        if (trace.name or "").endswith(SELECT_SUFFIX) and trace.customdata is not None:
+            cell = trace.customdata[point["point_index"]]
+            select_head(int(cell[0]), int(cell[1]))
+            return int(cell[0]), int(cell[1])
+    return None
+
+
+def head_chart(figure, key: str, container=st) -> tuple[int, int] | None:
+    """Draws a figure with head click targets (:func:`interp.plots.head_targets`); a click on one
+    selects that head (the shared selection); returns the head clicked on this run, if any."""
+    event = container.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points")
+    return select_clicked_head(event, figure, key)

@@ -99,11 +99,15 @@ else:
     st.info("No kept edge lies on a path from the input to the logits: keep more edges to see the circuit.")
 # the head panel of the selected head (a click on a head node, the selectbox, or ?head=L.H) on these prompts
 panel.remember_circuit(source, clean_key, spec, metric, method, steps, int(top_k))
-head = selection.head_selectbox(model, "circ_panel_head")
-if head is None:
-    st.caption("Click a head node of the graph (or choose a head above) to open its panel.")
-else:
-    panel.head_panel(model, source, head, clean_key, spec, metric, key="circ_panel")
+panel.page_panel(
+    model,
+    source,
+    "circ_panel",
+    clean=clean_key,
+    spec=spec,
+    metric=metric,
+    hint="Click a head node of the graph (or choose a head above) to open its panel.",
+)
 # the run: every edge's score (so the circuit can be pruned again), the pruning shown and its faithfulness
 kept_run = dataclasses.replace(scored, meta={**scored.meta, "top_k": int(top_k), "faithfulness": float(faith)})
 state.save_button(kept_run.with_figure(graph) if graph is not None else kept_run, key="circuit")

@@ -43,33 +43,37 @@ with scores_tab:
     if not kinds:
         st.info("Choose at least one kind of score to see its heatmap.")
     else:
+        # the top head of each kind outlined and listed: the finding the page opens on
+        top = H.top_heads(scores[scores["kind"].isin(kinds)], k=1).set_index("kind").loc[list(kinds)].reset_index()
         shown = scored.with_figure(
-            head_heatmap, kinds=list(kinds), cols=2 if model.cfg.n_layers > 8 else 3, selectable=True
+            head_heatmap,
+            kinds=list(kinds),
+            cols=2 if model.cfg.n_layers > 8 else 3,
+            selectable=True,
+            highlight={r.kind: [(int(r.layer), int(r.head))] for r in top.itertuples()},
         )
         figure = shown.draw()
-        event = st.plotly_chart(figure, key="heads_heatmap", on_select="rerun", selection_mode="points")
-        for point in selection.clicked_points(event, "heads_heatmap")[-1:]:  # a click on a cell selects its head
-            cell = figure.data[point["curve_number"]].customdata
-            if cell is not None:
-                selection.select_head(int(cell[point["point_index"]][0]), int(cell[point["point_index"]][1]))
+        selection.head_chart(figure, "heads_heatmap")  # a click on a cell selects its head
         state.save_button(shown, key="heads_scores")
-    # the head panel: the selected head (a click on the map, the selectbox, or ?head=L.H in the URL)
-    head = selection.head_selectbox(model, "heads_panel_head")
-    if head is None:
-        st.info("Click a cell of the score map (or choose a head above) to open its panel.")
-    else:
-        with st.expander("Prompt of the head panel (clean and corrupt)"):
-            panel_clean, panel_spec = state.clean_corrupt_inputs(model, "hp")
-        panel.head_panel(
-            model,
-            source,
-            head,
-            panel_clean,
-            panel_spec,
-            panel.default_metric(panel_spec),
-            scores=scores,
-            key="heads_panel",
+        st.markdown(
+            "**Top head of each kind** (outlined in red): "
+            + ", ".join(f"{r.kind} **L{r.layer}H{r.head}** ({r.score:.2f})" for r in top.itertuples())
         )
+    # the head panel: the selected head (a click on the map, the selectbox, or ?head=L.H in the URL); a
+    # session's first visit (per model) without one opens it on the top induction head (detected, not listed)
+    done = st.session_state.setdefault("heads_default_done", set())  # the model sources it was opened for
+    if source not in done:
+        done.add(source)
+        if selection.selected_head(model) is None and not selection.head_in_url():
+            best = H.top_heads(scores, "induction", k=1)
+            selection.select_head(int(best.layer.iloc[0]), int(best["head"].iloc[0]))
+    panel.page_panel(
+        model,
+        source,
+        "heads_panel",
+        scores=scores,
+        hint="Click a cell of the score map (or choose a head above) to open its panel.",
+    )
     threshold = st.slider("Threshold: list heads scoring at least", -1.0, 1.0, 0.3, 0.05, key="heads_threshold")
     table = (
         scores[scores["kind"].isin(kinds) & (scores["score"] >= threshold)]

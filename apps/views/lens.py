@@ -5,6 +5,7 @@ logit attribution of its logit (or of a difference of two tokens) to every head 
 import streamlit as st
 
 from apps import state
+from apps.state import panel, selection
 from interp.lens import NORMS, STAGES
 from interp.plots.lens import dla_plot, lens_grid, target_curves
 
@@ -94,11 +95,20 @@ what = f"{a['target']!r}" + (f" - {a['contrast']!r}" if a["contrast"] is not Non
 c1, c2 = st.columns(2)
 c1.metric(f"logit {what} at the last token", f"{a['logit']:.3f}")
 c2.metric("sum of the direct contributions", f"{a['total']:.3f}", help="equal to the logit: the pieces add up")
-st.plotly_chart(dla_plot(attributed), key="lens_dla")
+heads = bool(model.cfg.n_heads)  # recurrent models: no head cells to click
+dla_figure = dla_plot(attributed, selectable=heads)
+selection.head_chart(dla_figure, "lens_dla")  # a click on a head's cell selects it (the head panel below)
 state.save_button(attributed.with_figure(dla_plot), key="lens_dla")
 with st.expander("Strongest components"):
     st.dataframe(
         pieces.reindex(pieces["value"].abs().sort_values(ascending=False).index).head(20),
         width="stretch",
         hide_index=True,
+    )
+if heads:  # the head panel of the selected head (a DLA cell clicked, the selectbox, or ?head=L.H)
+    panel.page_panel(
+        model,
+        source,
+        "lens_panel",
+        hint="Click a head's cell of the attribution map (or choose one) to open its panel.",
     )

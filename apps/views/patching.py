@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 from apps import state
+from apps.state import panel, selection
 from circuits import sites
 from circuits.metrics import KINDS
 from circuits.plots import patching_heatmap
@@ -30,7 +31,9 @@ site = cols[0].selectbox(
 )
 layout = sites.resolve(model, site).layout
 axes = [a for a in sites.AXES[layout] if a != "src_pos"]
-by = cols[1].multiselect("Sweep by (besides layer)", axes, default=axes[:1], key=f"patch_by_{layout}")
+# text models open on the IOI example by head (Wang et al.'s finding is per head); others by position
+by_default = ["head"] if state.text_model(model) and "head" in axes else axes[:1]
+by = cols[1].multiselect("Sweep by (besides layer)", axes, default=by_default, key=f"patch_by_{layout}")
 metric = cols[2].selectbox(
     "Metric",
     state.metric_options(spec, KINDS),
@@ -44,6 +47,8 @@ direction = cols[3].radio(
     key="patch_direction",
     help="denoise: clean activations into the corrupt run; noise: corrupt into clean",
 )
+if spec[0] == "tokens":  # a prompt pair: the answer and wrong tokens, filled with the IOI example's names
+    metric = state.answer_inputs(model, "patch", metric)
 cols = st.columns(2)
 mode = cols[0].radio(
     "Mode",
@@ -71,8 +76,9 @@ with state.friendly("patching"):
     )
 frame, a = result.frame, result.meta
 c1, c2, c3 = st.columns(3)
-c1.metric(f"{a.get('metric', metric)} clean", f"{a['clean_value']:.4f}")
-c2.metric(f"{a.get('metric', metric)} corrupt", f"{a['corrupt_value']:.4f}")
+label = state.metric_label(model, metric) if isinstance(metric, tuple) else a.get("metric", metric)
+c1.metric(f"{label} clean", f"{a['clean_value']:.4f}")
+c2.metric(f"{label} corrupt", f"{a['corrupt_value']:.4f}")
 c3.metric("cells", len(frame))
 value = st.radio(
     "Show",
@@ -82,13 +88,15 @@ value = st.radio(
     help="normalised: (patched - corrupt) / (clean - corrupt); effect: patched minus the unpatched "
     "run patched into; value: the metric of the patched run",
 )
+heads = bool(model.cfg.n_heads) and "head" in frame.columns  # per-head cells: click one to select it
 shown = result.with_figure(
     patching_heatmap,
     value=value,
     tokens=model.to_str_tokens(torch.tensor(clean_key[:1])),
-    title=f"{mode} patching of {site}, {direction}, {a.get('metric', metric)}",
+    title=f"{mode} patching of {site}, {direction}, {label}",
+    selectable=heads,
 )
-st.plotly_chart(shown.draw(), key="patch_heatmap")
+selection.head_chart(shown.draw(), "patch_heatmap")
 state.save_button(shown, key="patching")
 st.markdown("**Cells with the largest effect** (`normalised`: 1 = the clean value, 0 = the corrupt one)")
 st.dataframe(
@@ -96,3 +104,13 @@ st.dataframe(
     width="stretch",
     hide_index=True,
 )
+if model.cfg.n_heads:  # the head panel of the selected head on these prompts and this metric
+    panel.page_panel(
+        model,
+        source,
+        "patch_panel",
+        clean=clean_key,
+        spec=spec,
+        metric=metric,
+        hint="Sweep z (or another head site) by head and click a cell (or choose a head) to open its panel.",
+    )

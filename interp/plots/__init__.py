@@ -28,3 +28,30 @@ def require(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = 
         )
     if frame.empty:
         raise InputError(f"{what}: the frame is empty")
+
+
+#: the name suffix of the invisible click-target traces :func:`head_targets` adds
+SELECT_SUFFIX = " (select)"
+
+
+def head_targets(x, y, layers, heads, values, *, name: str, hover: str = "", size: int = 12):
+    """An invisible scatter point per cell of a per-head figure (a heatmap cell, a bar), with
+    ``customdata`` ``[layer, head, value]``: a click target for an app's point selection (plotly
+    reports point clicks for scatter traces, not for heatmap cells).  x, y: the cells' axis
+    coordinates (as the figure's axes read them); layers, heads, values: one per cell.  Named
+    ``name + SELECT_SUFFIX``, so an app finds every head click target by its name."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    layers, heads = np.asarray(layers, dtype=int).ravel(), np.asarray(heads, dtype=int).ravel()
+    values = np.nan_to_num(np.asarray(values, dtype=float).ravel())
+    return go.Scatter(
+        x=list(x),
+        y=list(y),
+        customdata=np.stack([layers, heads, values], axis=-1).tolist(),  # plain JSON lists
+        mode="markers",
+        marker=dict(size=size, color="rgba(0,0,0,0)", symbol="square"),
+        hovertemplate=(hover or name) + "<br>L%{customdata[0]}H%{customdata[1]}: %{customdata[2]:.3f}<extra></extra>",
+        showlegend=False,
+        name=name + SELECT_SUFFIX,
+    )

@@ -192,6 +192,127 @@ def layer_grid(result, layer: int | None = None, *, cols: int = 4) -> go.Figure:
     return head_grid(arr, tokens, layer=layer, cols=cols, heads=heads)
 
 
+def _pool(m: np.ndarray, bins: int) -> np.ndarray:
+    """``[dest, src]`` pooled to ``[bins, bins]``: destinations averaged, sources summed, so each
+    row stays a distribution over (coarse) sources and a sharp pattern stays sharp."""
+    n = m.shape[0]
+    if n <= bins:
+        return m
+    edges = np.linspace(0, n, bins + 1).round().astype(int)
+    rows = np.add.reduceat(m, edges[:-1], axis=0) / np.diff(edges)[:, None]
+    return np.add.reduceat(rows, edges[:-1], axis=1)
+
+
+def head_overview(result, *, bins: int = 12, selectable: bool = True, selected: tuple[int, int] | None = None):
+    """Every head of every layer at once: a layer (rows) x head (columns) grid of small attention
+    thumbnails, one heatmap on one 0..1 colour scale, so the kinds of head read at a glance
+    (a diagonal: previous-token; a column at the left: a sink on the first token; a stripe
+    below the diagonal: induction).  Scales to 30 x 9 heads and to 32 x 32.
+
+    result: the tidy frame of :func:`interp.attention.patterns_frame` (columns ``layer, head,
+    dest, src, attention``) or the Result of :func:`interp.attention.attention_patterns`.
+    bins: thumbnail side in cells; longer prompts are pooled (destinations averaged, sources
+    summed: each thumbnail row is still a distribution).  selectable: an invisible click target
+    on each thumbnail (:func:`interp.plots.head_targets`; customdata ``[layer, head, attention to
+    the first token]``).  selected: a head outlined in red.
+    """
+    from interp.plots import head_targets
+    from interp.runs import parts
+
+    frame, _ = parts(result)
+    require(
+        frame, ["layer", "head", "dest", "src", "attention"], "head_overview", "from interp.attention.patterns_frame"
+    )
+    if bins < 2:
+        raise InputError(f"bins must be at least 2, got {bins}")
+    layers = sorted(int(l) for l in frame["layer"].unique())
+    heads = sorted(int(h) for h in frame["head"].unique())
+    n = int(frame["dest"].max()) + 1
+    arr = np.zeros((len(layers), len(heads), n, n))
+    li, hi = {l: i for i, l in enumerate(layers)}, {h: i for i, h in enumerate(heads)}
+    arr[
+        frame["layer"].map(li).to_numpy(),
+        frame["head"].map(hi).to_numpy(),
+        frame["dest"].to_numpy(),
+        frame["src"].to_numpy(),
+    ] = frame["attention"].to_numpy()
+    b = min(bins, n)
+    cell = b + 1  # a thumbnail and one blank separator
+    big = np.full((len(layers) * cell - 1, len(heads) * cell - 1), np.nan)
+    for i in range(len(layers)):
+        for j in range(len(heads)):
+            thumb = _pool(arr[i, j], b).copy()
+            if n <= bins:  # unpooled: the masked cells blank, as in attention_pattern
+                thumb[np.triu_indices(b, k=1)] = np.nan
+            big[i * cell : i * cell + b, j * cell : j * cell + b] = thumb
+    centre = (b - 1) / 2
+    fig = go.Figure(
+        go.Heatmap(
+            z=big,
+            x=np.arange(big.shape[1]),
+            y=np.arange(big.shape[0]),
+            colorscale=COLORSCALE,
+            zmin=0.0,
+            zmax=1.0,
+            colorbar=dict(title="attn"),
+            hoverinfo="skip",
+            hoverongaps=False,
+        )
+    )
+    if selectable:
+        ls, hs = np.meshgrid(np.arange(len(layers)), np.arange(len(heads)), indexing="ij")
+        fig.add_trace(
+            head_targets(
+                hs.ravel() * cell + centre,
+                ls.ravel() * cell + centre,
+                np.asarray(layers)[ls.ravel()],
+                np.asarray(heads)[hs.ravel()],
+                arr[ls.ravel(), hs.ravel(), :, 0].mean(-1),
+                name="head",
+                hover="attention to the first token (mean over destinations)",
+                size=max(6, min(40, 900 // max(len(layers), len(heads)))),
+            )
+        )
+    if selected is not None and selected[0] in li and selected[1] in hi:
+        i, j = li[selected[0]], hi[selected[1]]
+        fig.add_shape(
+            type="rect",
+            x0=j * cell - 0.5,
+            x1=j * cell + b - 0.5,
+            y0=i * cell - 0.5,
+            y1=i * cell + b - 0.5,
+            line=dict(color="#d62728", width=2),
+        )
+    px = max(2.0, min(14.0, 1500 / max(big.shape)))  # pixels per cell: 30 x 9 and 32 x 32 fit in 1,500 px
+    fig.update_xaxes(
+        tickmode="array",
+        tickvals=[j * cell + centre for j in range(len(heads))],
+        ticktext=[str(h) for h in heads],
+        side="top",
+        showgrid=False,
+        zeroline=False,
+    )
+    fig.update_yaxes(
+        tickmode="array",
+        tickvals=[i * cell + centre for i in range(len(layers))],
+        ticktext=[str(l) for l in layers],
+        title="layer",
+        autorange="reversed",
+        scaleanchor="x",
+        showgrid=False,
+        zeroline=False,
+    )
+    fig.update_layout(
+        width=round(px * big.shape[1]) + 180,
+        height=round(px * big.shape[0]) + 110,
+        margin=dict(l=60, r=10, t=70, b=10),
+        plot_bgcolor="white",
+        title=f"every head on the prompt: layer (rows) x head (columns), {len(layers)} x {len(heads)}; "
+        "click one to select it",
+    )
+    return fig
+
+
 def token_attention_html(weights, str_tokens: Sequence[str], dest: int) -> str:
     """HTML of the prompt with each source token shaded by the attention ``dest`` pays it.
 
@@ -234,7 +355,8 @@ def token_view_html(
     of a layer to show; None: the mean over the layer's heads (still a distribution over sources).
     dest: the token shown before any hover (default the last).  Shading is the attention itself on
     a fixed 0..1 scale (``rgba(8, 81, 156, attention)``); tokens after the hovered one (which it
-    cannot see) are grey.  For :func:`streamlit.components.v1.html` or any browser.
+    cannot see) are grey.  A click also posts ``{interpToken: pos}`` to the parent window when the
+    page is embedded (an app turns it into a selection).  For an iframe or any browser.
     """
     arr = np.asarray(patterns.detach().cpu() if hasattr(patterns, "detach") else patterns, dtype=float)
     if arr.ndim == 2:
@@ -275,12 +397,16 @@ function show(i) {{
     s.title = 'pos ' + j + ': ' + (j <= i ? w.toFixed(3) : 'after the hovered token');
   }});
   document.getElementById('info').textContent = LABEL + ' attention from pos ' + i + ' "' +
-    spans[i].textContent + '" (hover a token; click to pin)';
+    spans[i].textContent + '" (hover a token; click to pin and select it)';
 }}
 spans.forEach(s => {{
   const i = Number(s.dataset.pos);
   s.addEventListener('mouseover', () => show(i));
-  s.addEventListener('click', () => {{ pinned = i; show(i); }});
+  s.addEventListener('click', () => {{
+    pinned = i; show(i);
+    // embedded (an app's iframe): tell the page which token was clicked; a plain page has no parent
+    if (window.parent !== window) window.parent.postMessage({{interpToken: i}}, '*');
+  }});
 }});
 document.getElementById('tokens').addEventListener('mouseleave', () => show(pinned));
 show(pinned);

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
-from interp.plots import require, unpack
+from interp.plots import head_targets, require, unpack
 
 
 def head_heatmap(
@@ -28,6 +28,7 @@ def head_heatmap(
     cols: int = 3,
     annotate: bool | None = None,
     selectable: bool = False,
+    highlight: dict[str, Sequence[tuple[int, int]]] | None = None,
 ) -> go.Figure:
     """Scores as layer (rows) x head (columns) heatmaps, one panel per kind.
 
@@ -37,7 +38,8 @@ def head_heatmap(
     scale.  annotate: print values in the cells (default: for grids up to 16 x 16).
     selectable: overlay each panel with an invisible scatter point per cell (``customdata``
     ``[layer, head, score]``): click targets for an app's point selection, which plotly reports
-    for scatter traces, not heatmaps.
+    for scatter traces, not heatmaps (:func:`interp.plots.head_targets`).  highlight: per kind,
+    heads ``(layer, head)`` outlined in red (e.g. each kind's top heads).
     """
     frame, _ = unpack(frame)
     require(frame, ["layer", "head", "score"], "head_heatmap")
@@ -79,17 +81,33 @@ def head_heatmap(
         if selectable:
             layers, heads = np.meshgrid(grid.index, grid.columns, indexing="ij")
             fig.add_trace(
+                head_targets(
+                    [str(h) for h in heads.ravel()],
+                    [str(l) for l in layers.ravel()],
+                    layers,
+                    heads,
+                    z,
+                    name=kind,
+                    size=max(8, min(30, 400 // max(grid.shape))),
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
+        for l, h in (highlight or {}).get(kind, []):  # outlined: e.g. the top heads of the kind
+            fig.add_trace(
                 go.Scatter(
-                    x=[str(h) for h in heads.ravel()],
-                    y=[str(l) for l in layers.ravel()],
-                    customdata=np.stack(
-                        [layers.ravel(), heads.ravel(), z.ravel()], axis=-1
-                    ).tolist(),  # plain JSON lists
+                    x=[str(h)],
+                    y=[str(l)],
                     mode="markers",
-                    marker=dict(size=max(8, min(30, 400 // max(grid.shape))), color="rgba(0,0,0,0)", symbol="square"),
-                    hovertemplate=f"{kind}<br>L%{{customdata[0]}}H%{{customdata[1]}}: %{{customdata[2]:.3f}}<extra></extra>",
+                    marker=dict(
+                        size=max(10, min(34, 440 // max(grid.shape))),
+                        symbol="square-open",
+                        color="#d62728",
+                        line=dict(width=3),
+                    ),
+                    hoverinfo="skip",
                     showlegend=False,
-                    name=f"{kind} (select)",
+                    name=f"{kind} (highlight)",
                 ),
                 row=i // cols + 1,
                 col=i % cols + 1,

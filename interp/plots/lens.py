@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from interp.errors import InputError
-from interp.plots import require, unpack
+from interp.plots import head_targets, require, unpack
 
 
 def _layer_label(frame: pd.DataFrame, layer: int, stage: str = "post") -> str:
@@ -128,11 +128,12 @@ def kl_curves(frames: Mapping[str, pd.DataFrame], *, title: str | None = None) -
     return fig
 
 
-def dla_plot(frame, *, title: str | None = None) -> go.Figure:
+def dla_plot(frame, *, title: str | None = None, selectable: bool = False) -> go.Figure:
     """Direct logit attribution (:func:`interp.lens.dla`): per-head contributions as a layer x
     head heatmap (diverging, zero white) beside a bar per other component (embedding, each
     MLP or recurrent layer, biases).  Recurrent models: the bars only.  frame: the frame or its
-    Result (whose meta names the target and contrast tokens)."""
+    Result (whose meta names the target and contrast tokens).  selectable: an invisible click
+    target on each head's cell (:func:`interp.plots.head_targets`), for an app's point selection."""
     frame, meta = unpack(frame)
     require(frame, ["component", "kind", "layer", "head", "value"], "dla_plot", "from interp.lens.dla")
     heads = frame[frame["kind"] == "head"]
@@ -184,6 +185,21 @@ def dla_plot(frame, *, title: str | None = None) -> go.Figure:
         row=1,
         col=1,
     )
+    if selectable:
+        layers, heads_ = np.meshgrid(grid.index, grid.columns, indexing="ij")
+        fig.add_trace(
+            head_targets(
+                [str(int(h)) for h in heads_.ravel()],
+                [str(int(l)) for l in layers.ravel()],
+                layers,
+                heads_,
+                grid.to_numpy(),
+                name="direct logit attribution",
+                size=max(8, min(30, 400 // max(grid.shape))),
+            ),
+            row=1,
+            col=1,
+        )
     fig.add_trace(bars, row=1, col=2)
     fig.update_xaxes(title_text="head", type="category", row=1, col=1)
     fig.update_yaxes(title_text="layer", type="category", row=1, col=1)
