@@ -288,7 +288,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 def restore(
     model,
     facts,
-    component: str,
+    component: str | Sequence[str],
     *,
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
@@ -296,12 +296,15 @@ def restore(
     samples: int = 10,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The object's probability with the clean ``component`` restored at every ``layers`` x
-    ``positions`` at once (default: all of them), per fact: ``DataFrame[fact, clean, corrupted,
-    restored]`` (means over the noise samples).  With every state restored the run is the clean
-    one again; with none it is the corrupted one: the oracle of :func:`causal_tracing`."""
+    """The object's probability with the clean ``component`` (one, or several at once) restored at
+    every ``layers`` x ``positions`` at once (default: all of them), per fact: ``DataFrame[fact,
+    clean, corrupted, restored]`` (means over the noise samples).  With every residual state
+    restored (or, at the last position, every component writing to the residual: ``("mlp",
+    "attn")``, ``"mixer"``) the run is the clean one again; with none it is the corrupted one:
+    the oracle of :func:`causal_tracing`, run with plain hooks (:mod:`interp.interventions`)
+    rather than the patching engine."""
     fs = as_facts(model, facts)
-    ((comp, kind),) = _check_components(model, [component]).items()
+    kinds = list(_check_components(model, [component] if isinstance(component, str) else component).values())
     L = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     rows = []
     for i in range(len(fs)):
@@ -311,7 +314,7 @@ def restore(
         if any(not 0 <= p < T for p in pos):
             raise InputError(f"positions {positions} are outside fact {i}'s {T} tokens")
         c = noise_corruption(model, tokens, fs.subject[i], noise=noise, samples=samples, seed=seed + i)
-        names = [model.site(kind, l) for l in L]
+        names = [model.site(kind, l) for kind in kinds for l in L]
         with torch.no_grad():
             clean_logits, cache = model.run_with_cache(tokens[None], names=names)
             corrupted = model.run_with_hooks(c.tokens, c.hooks)
@@ -320,6 +323,13 @@ def restore(
             edits = [I.patch(n, cache[n], positions=mask) for n in names] if pos and L else []
             with I.apply(model, edits):
                 restored = model.run_with_hooks(c.tokens, c.hooks)
-        p = lambda logits: float(logits[:, -1].float().softmax(-1)[:, fs.answer[i]].mean())
-        rows.append({"fact": i, "clean": p(clean_logits), "corrupted": p(corrupted), "restored": p(restored)})
+        a = fs.answer[i]
+        rows.append(
+            {"fact": i, "clean": _prob(clean_logits, a), "corrupted": _prob(corrupted, a), "restored": _prob(restored, a)}
+        )
     return pd.DataFrame(rows)
+
+
+def _prob(logits: torch.Tensor, answer: int) -> float:
+    """The mean probability of ``answer`` at the last position over the rows (noise samples)."""
+    return float(logits[:, -1].float().softmax(-1)[:, answer].mean())
