@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import interp
 from circuits import corrupt as C
 from circuits import tracing as T
 from interp import interventions as I
@@ -156,6 +155,33 @@ def test_smollm2_oracle_and_one_cell(smollm2):
     )
     row = trace.loc[trace["effect"].idxmax()]
     assert row["effect"] > 0.01 and row["token"] == " Tower"
-    want = hand_written(smollm2, fs, "mlp_out", range(int(row["layer"]), int(row["layer"]) + 10), int(row["pos"]),
-                        samples=3, seed=0)
+    want = hand_written(
+        smollm2, fs, "mlp_out", range(int(row["layer"]), int(row["layer"]) + 10), int(row["pos"]), samples=3, seed=0
+    )
     assert row["effect"] == pytest.approx(want, abs=1e-5)
+
+
+def test_tracing_page_renders_the_heatmap(fact_models, facts):
+    """The app's Tracing page on the zoo Mamba: the first known fact traced at once, its heatmap
+    (one panel per component, rows = the fact's tokens) equal to the library's trace."""
+    from pathlib import Path
+
+    import plotly.io as pio
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "apps" / "app.py"), default_timeout=120)
+    at.session_state["model_source"] = "facts-mamba"
+    at.switch_page("views/tracing.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    figs = [pio.from_json(el.proto.spec) for el in at.get("plotly_chart")]
+    heat = [t for t in figs[0].data if t.type == "heatmap"]
+    assert len(heat) == 4  # resid, mixer, state, gates
+    assert [t.startswith(("'a", "'b", "'r", "'is")) for t in heat[0].y] == [True] * len(heat[0].y)
+    m = fact_models["facts-mamba"]
+    from circuits.reproduce.sharma2024 import known_facts
+
+    lib = T.causal_tracing(m, known_facts(m, 10_000).take([0]), window=3, samples=3, seed=0, progress=False)
+    assert float(at.metric[2].value) == len(lib)
+    shown = at.dataframe[0].value
+    assert shown["effect"].iloc[0] == pytest.approx(lib["effect"].max(), abs=1e-6)

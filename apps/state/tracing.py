@@ -40,9 +40,7 @@ def known_facts(source: str) -> list[tuple[FactKey, str]]:
 
         fs = fact_set(model)
         # the shipped facts: the prompt with its subject marked by {} again
-        return [
-            ((p.replace(s, "{}", 1), s, o), f"{p} → {o}") for p, s, o in zip(fs.prompts, fs.subjects, fs.objects)
-        ]
+        return [((p.replace(s, "{}", 1), s, o), f"{p} → {o}") for p, s, o in zip(fs.prompts, fs.subjects, fs.objects)]
     from circuits.reproduce.sharma2024 import known_facts as world_facts
 
     fs = world_facts(model, 10_000)

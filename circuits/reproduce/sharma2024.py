@@ -90,7 +90,9 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
     mlp_subject = per_fact(tf, "mlp", LAST_SUBJECT, before_last=True)
     ours = bootstrap(mixer_subject["effect"].to_numpy(), unit="facts")
     order = bootstrap(
-        (mixer_last["layer"].to_numpy(), mixer_subject_all["layer"].to_numpy()), lambda a, b: float(np.mean(a - b)), unit="facts"
+        (mixer_last["layer"].to_numpy(), mixer_subject_all["layer"].to_numpy()),
+        lambda a, b: float(np.mean(a - b)),
+        unit="facts",
     )
     analogue = bootstrap(mlp_subject["effect"].to_numpy(), unit="facts")
     verdict, reason = decide(
