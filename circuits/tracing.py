@@ -325,7 +325,12 @@ def restore(
                 restored = model.run_with_hooks(c.tokens, c.hooks)
         a = fs.answer[i]
         rows.append(
-            {"fact": i, "clean": _prob(clean_logits, a), "corrupted": _prob(corrupted, a), "restored": _prob(restored, a)}
+            {
+                "fact": i,
+                "clean": _prob(clean_logits, a),
+                "corrupted": _prob(corrupted, a),
+                "restored": _prob(restored, a),
+            }
         )
     return pd.DataFrame(rows)
 

@@ -28,6 +28,8 @@ EXPECTED = {
     "mcgrath2023": "partial",
     "zhang2023": "reproduced",
     "wendler2024": "not applicable",
+    "meng2022": "reproduced",
+    "sharma2024": "reproduced",
 }
 
 
@@ -41,8 +43,12 @@ def summaries(tmp_path_factory, smollm2) -> dict:
 
 @pytest.mark.parametrize("fid", sorted(EXPECTED))
 def test_verdict_on_smollm2(summaries, fid):
+    from interp.reproduce import get
+
     s = summaries[fid]
-    assert s["model"] == "smollm2-135m" and not s["quick"]
+    assert s["given_model"] == "smollm2-135m" and not s["quick"]
+    # a finding that evaluates models of its own (shipped zoo weights) names them; the others the given one
+    assert (s["model"] != "smollm2-135m") == get(fid).retrainable, s["model"]
     assert s["verdict"] == EXPECTED[fid], s["reason"]
     assert s["counts"] and s["reason"]
     if s["ours"] is not None:
