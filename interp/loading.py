@@ -464,7 +464,7 @@ def _from_hf_card(module: nn.Module, card: dict, *, device=None, dtype=None, pre
 
     from transformers import AutoTokenizer
 
-    tok = _card_tokenizer(card.get("vocab"), int(module.config.vocab_size))
+    tok = _card_tokenizer(card.get("vocab"), int(module.config.vocab_size))  # a transformers model
     word_level = bool(getattr(tok, "word_level", False))
     with tempfile.TemporaryDirectory() as folder:
         tok.save_pretrained(folder)

@@ -95,7 +95,7 @@ def train(
         assert checkpoint_dir is not None  # set whenever the schedule is
         at = {**card, "step": step, "history": {k: list(v) for k, v in history.items()}}
         at["recipe"] = recipe.hyperparameters(steps=steps, seed=seed)
-        save_checkpoint(module, at, checkpoint_dir / f"step-{step:06d}", dtype=checkpoint_dtype)
+        save_checkpoint(module, at, Path(checkpoint_dir) / f"step-{step:06d}", dtype=checkpoint_dtype)
 
     if 0 in schedule:
         snapshot(0)

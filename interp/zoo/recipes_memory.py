@@ -11,6 +11,7 @@ each model reached.  The recall-gap models and the induction checkpoints ship in
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -146,7 +147,7 @@ GAP_FAMILIES: dict[str, tuple[tuple[int, ...], str, Callable[[int], int]]] = {
 
 
 def _gap_recipe(family: str, size: int) -> Recipe:
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab=gap_vocab(),
         task="associative_recall",
         make_batch=gap_batch,
