@@ -34,6 +34,8 @@ if mode == "type a fact":
     subject = c[1].text_input("Subject", "Eiffel Tower")
     obj = c[2].text_input("Object (one token)", "Paris")
     key = (template, subject, obj)
+    with state.friendly("bad fact"):  # checked before anything runs: one-token object, subject in the prompt
+        trace_state.fact_set(model, key)
 else:
     if not known:
         st.info("the model answers none of its facts correctly: nothing to trace")
