@@ -99,12 +99,41 @@ def _check_components(model, asked: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def world_facts(model, n: int | None = None, *, world=None, seed: int = 0) -> FactSet:
+    """The facts of a synthetic :class:`~interp.tasks.synthetic.FactWorld` (default: the zoo's,
+    which ``facts-2l`` / ``facts-mamba`` store) that ``model`` answers correctly (its arg-max at
+    the last position is the object): all of them, or ``n`` drawn with ``seed`` (fewer if it
+    knows fewer).  ``counts``: facts offered and known."""
+    from interp.tasks.synthetic import FactWorld, sro_facts
+
+    world = world or FactWorld()
+    if model.cfg.d_vocab < world.d_vocab:
+        raise InputError(f"the fact world has {world.d_vocab} tokens; this model reads {model.cfg.d_vocab}")
+    batch = sro_facts(None, world=world)
+    with torch.no_grad():
+        top = model(batch.tokens.to(model.device))[:, -1].argmax(-1).cpu()
+    known = (top == batch.info["answer"]).nonzero().flatten().tolist()
+    if not known:
+        raise InputError(f"the model answers none of the {len(batch.tokens)} facts of the fact world correctly")
+    total = len(known)
+    if n is not None and n < len(known):
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be a positive int, got {n!r}")
+        known = sorted(np.random.default_rng(seed).choice(known, size=n, replace=False).tolist())
+    facts = FactSet.from_task(batch, model).take(known)
+    facts.counts.update(offered=len(batch.tokens), single_token_object=len(batch.tokens), known=total)
+    return facts
+
+
 def as_facts(model, facts) -> FactSet:
-    """A :class:`~interp.tasks.text.FactSet` from what :func:`causal_tracing` accepts."""
+    """A :class:`~interp.tasks.text.FactSet` from what :func:`causal_tracing` accepts (default: the
+    shipped text facts the model knows, or for a zoo model trained on the synthetic facts, those)."""
     from interp.tasks.text.facts import fact_set
 
     if isinstance(facts, FactSet):
         return facts
+    if facts is None and model.card.get("task") == "sro_facts":
+        return world_facts(model)
     if hasattr(facts, "info") and hasattr(facts, "tokens"):
         return FactSet.from_task(facts, model)
     if facts is None or isinstance(facts, (list, tuple)):

@@ -27,9 +27,9 @@ def fact_models():
 
 @pytest.fixture(scope="module")
 def facts(fact_models):
-    from circuits.reproduce.sharma2024 import known_facts
+    from circuits.tracing import world_facts
 
-    return {name: known_facts(m, 3) for name, m in fact_models.items()}
+    return {name: world_facts(m, 3) for name, m in fact_models.items()}
 
 
 def hand_written(model, fact, kind: str, layers, pos: int, *, samples: int, seed: int) -> float:
@@ -179,9 +179,16 @@ def test_tracing_page_renders_the_heatmap(fact_models, facts):
     assert len(heat) == 4  # resid, mixer, state, gates
     assert [t.startswith(("'a", "'b", "'r", "'is")) for t in heat[0].y] == [True] * len(heat[0].y)
     m = fact_models["facts-mamba"]
-    from circuits.reproduce.sharma2024 import known_facts
+    from circuits.tracing import world_facts
 
-    lib = T.causal_tracing(m, known_facts(m, 10_000).take([0]), window=3, samples=3, seed=0, progress=False)
+    lib = T.causal_tracing(m, world_facts(m).take([0]), window=3, samples=3, seed=0, progress=False)
     assert float(at.metric[2].value) == len(lib)
     shown = at.dataframe[0].value
     assert shown["effect"].iloc[0] == pytest.approx(lib["effect"].max(), abs=1e-6)
+
+
+def test_a_fact_model_traces_its_own_facts_by_default(fact_models):
+    """With no facts given, a zoo model trained on the synthetic facts gets those it knows (all 256)."""
+    fs = T.as_facts(fact_models["facts-mamba"], None)
+    assert len(fs) == fs.counts["known"] == fs.counts["offered"] == 256
+    assert fs.subject[0] == (1, 3) and fs.prompts[0].split()[1].startswith("a")

@@ -41,9 +41,9 @@ def known_facts(source: str) -> list[tuple[FactKey, str]]:
         fs = fact_set(model)
         # the shipped facts: the prompt with its subject marked by {} again
         return [((p.replace(s, "{}", 1), s, o), f"{p} → {o}") for p, s, o in zip(fs.prompts, fs.subjects, fs.objects)]
-    from circuits.reproduce.sharma2024 import known_facts as world_facts
+    from circuits.tracing import world_facts
 
-    fs = world_facts(model, 10_000)
+    fs = world_facts(model)
     return [(("#", i), f"{p} → {o}") for i, (p, o) in enumerate(zip(fs.prompts, fs.objects))]
 
 
@@ -51,9 +51,9 @@ def fact_set(model: interp.Model, key: FactKey):
     """The :class:`~interp.tasks.text.FactSet` of one fact key (checked: a typed fact whose
     object is several tokens or whose subject is not in the prompt is refused)."""
     if key[0] == "#":
-        from circuits.reproduce.sharma2024 import known_facts as world_facts
+        from circuits.tracing import world_facts
 
-        return world_facts(model, 10_000).take([int(key[1])])
+        return world_facts(model).take([int(key[1])])
     from interp.tasks.text import fact_set as facts
 
     return facts(model, [tuple(key)], known_only=False)

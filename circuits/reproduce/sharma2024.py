@@ -45,25 +45,6 @@ NOISE = 3.0
 FIRST_SUBJECT, LAST_SUBJECT, LAST = "first subject token", "last subject token", "last token"
 
 
-def known_facts(model, n: int, seed: int = 0):
-    """``n`` facts of the zoo's fact world that ``model`` answers correctly (fewer if it knows
-    fewer), drawn with ``seed``: a :class:`~interp.tasks.text.FactSet` with its counts."""
-    import torch
-
-    from interp.tasks.text.facts import FactSet
-    from interp.zoo.recipes_memory import WORLD, sro_facts
-
-    batch = sro_facts(None, world=WORLD)
-    with torch.no_grad():
-        top = model(batch.tokens)[:, -1].argmax(-1).cpu()
-    known = (top == batch.info["answer"]).nonzero().flatten().tolist()
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(known, size=min(n, len(known)), replace=False).tolist())
-    facts = FactSet.from_task(batch, model).take(chosen)
-    facts.counts.update(offered=len(batch.tokens), known=len(known))
-    return facts
-
-
 def per_fact(trace: pd.DataFrame, component: str, role: str, *, before_last: bool) -> pd.DataFrame:
     """Per fact, the largest single-layer effect of ``component`` at ``role`` (layers before the
     last only with ``before_last``): ``[fact] -> effect, layer``."""
@@ -77,14 +58,14 @@ def per_fact(trace: pd.DataFrame, component: str, role: str, *, before_last: boo
 
 def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Outcome:
     from circuits.plots_tracing import compare_figure
-    from circuits.tracing import causal_tracing
+    from circuits.tracing import causal_tracing, world_facts
     from interp.reproduce import trained
 
     n, samples = (12, 3) if quick else (48, 5)
     models = trained.models(MODELS, retrain=retrain, progress=progress)
     traces, facts_used = {}, {}
     for name, m in models.items():
-        facts = known_facts(m, n)
+        facts = world_facts(m, n)
         facts_used[name] = facts
         traces[name] = causal_tracing(m, facts, window=1, noise=NOISE, samples=samples, progress=progress)
     tf, mb = traces["facts-2l"], traces["facts-mamba"]
