@@ -192,3 +192,22 @@ def test_a_fact_model_traces_its_own_facts_by_default(fact_models):
     fs = T.as_facts(fact_models["facts-mamba"], None)
     assert len(fs) == fs.counts["known"] == fs.counts["offered"] == 256
     assert fs.subject[0] == (1, 3) and fs.prompts[0].split()[1].startswith("a")
+
+
+def test_trace_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    out = tmp_path / "t.csv"
+    r = CliRunner().invoke(
+        app, ["trace", "facts-mamba", "-n", "1", "--window", "1", "--components", "mixer", "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "clean probability" in r.output and "subject noised" in r.output
+    import pandas as pd
+
+    rows = pd.read_csv(out)
+    assert set(rows["component"]) == {"mixer"} and len(rows) == 3 * 4  # layers x positions from the subject on
+    bad = CliRunner().invoke(app, ["trace", "facts-mamba", "--components", "attn"])
+    assert bad.exit_code != 0 and "needs attention layers" in bad.output and "Traceback" not in bad.output
