@@ -32,6 +32,7 @@ PAGES = [
     st.Page("views/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("views/heads.py", title="Heads", icon=":material/view_module:"),
     st.Page("views/patching.py", title="Patching", icon=":material/swap_horiz:"),
+    st.Page("views/tracing.py", title="Tracing", icon=":material/my_location:"),
     st.Page("views/circuit.py", title="Circuit", icon=":material/account_tree:"),
     st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/lens.py", title="Lens", icon=":material/visibility:"),

@@ -717,6 +717,80 @@ def patch_command(
         saved(result)
 
 
+# --- causal tracing (Meng et al. 2022; Sharma et al. 2024) ---------------------------------
+@command("trace")
+@friendly
+def trace_command(
+    model: str = model_arg(),
+    fact: list[str] = typer.Option(
+        None,
+        "--fact",
+        metavar="PROMPT|SUBJECT|OBJECT",
+        help="A fact (repeatable): the prompt with {} for the subject or written out, the subject and the "
+        "one-token object, separated by |.  Default: the shipped facts the model answers correctly (text "
+        "models) or the synthetic facts (facts-2l, facts-mamba).",
+    ),
+    n: int = typer.Option(1, "-n", metavar="N", help="How many of the default facts to trace."),
+    components: str = typer.Option(
+        None,
+        "--components",
+        metavar="LIST",
+        help="Comma-separated: resid, mlp, attn (transformers); resid, "
+        "mixer, state, gates (Mamba and the other recurrent families).  Default: every one the model has.",
+    ),
+    window: int = typer.Option(10, "--window", metavar="N", help="Layers restored together (single layers too)."),
+    samples: int = typer.Option(3, "--samples", metavar="N", help="Noise draws per fact."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the noise and of the facts drawn."),
+    out: Path = typer.Option(None, "--out", metavar="FILE", help="Write every restored state to this .csv or .json."),
+    top: int = typer.Option(10, "--top", metavar="N", help="Strongest states printed."),
+    save: bool = save_opt(),
+    allow_unsafe_pickle: bool = pickle_opt(),
+) -> None:
+    """Causal tracing: noise the subject, restore one clean state per (layer, position), print the
+    states that restore the object's probability most (the indirect effect)."""
+    from circuits import tracing
+    from interp import runs
+    from interp.tasks.text import fact_set
+
+    check_positive(n, "-n")
+    check_positive(top, "--top")
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise InputError(f"--out must end in .csv or .json, got {out.name}")
+    m = load_model(model, allow_unsafe_pickle)
+    if fact:
+        parts = [f.split("|") for f in fact]
+        bad = [f for f, p in zip(fact, parts) if len(p) != 3]
+        if bad:
+            raise InputError(f"a --fact is PROMPT|SUBJECT|OBJECT (three parts); got {bad[0]!r}")
+        facts = fact_set(m, [tuple(x.strip() for x in p) for p in parts], known_only=False)
+    else:
+        every = tracing.as_facts(m, None)
+        import numpy as np
+
+        facts = every.take(sorted(np.random.default_rng(seed).permutation(len(every))[: min(n, len(every))].tolist()))
+    comps = [c.strip() for c in components.split(",") if c.strip()] if components else None
+    result = runs.run(tracing.causal_tracing, m, facts, components=comps, window=window, samples=samples, seed=seed)
+    df = result.frame
+    if out is not None:
+        df.to_csv(out, index=False) if out.suffix == ".csv" else df.to_json(out, orient="records", indent=1)
+    for i, prompt in enumerate(facts.prompts):
+        d = df[df["fact"] == i]
+        typer.echo(
+            f"{prompt!r} -> {facts.objects[i]!r}: clean probability {d['clean'].iloc[0]:.4f}, "
+            f"subject noised {d['corrupted'].iloc[0]:.4f} ({samples} draws)"
+        )
+    strongest = df.sort_values("effect", ascending=False).head(top)
+    typer.echo(
+        strongest[["fact", "component", "window", "layer", "pos", "token", "role", "prob", "effect"]]
+        .round(4)
+        .to_string(index=False)
+    )
+    if out is not None:
+        typer.echo(f"wrote {len(df)} rows to {out}")
+    if save:
+        saved(result)
+
+
 @command("lens")
 @friendly
 def lens_command(

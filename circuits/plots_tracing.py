@@ -50,12 +50,16 @@ def _grid(frame: pd.DataFrame, component: str, window: int, fact: int | None) ->
 
 
 def tracing_heatmap(
-    frame: pd.DataFrame, *, window: int | None = None, fact: int | None = None, title: str | None = None
+    trace, *, window: int | None = None, fact: int | None = None, title: str | None = None
 ) -> go.Figure:
-    """One panel per component: the indirect effect (restored minus corrupted probability of the
+    """One panel per component (``trace``: the frame of :func:`circuits.tracing.causal_tracing` or
+    its :class:`interp.runs.Result`): the indirect effect (restored minus corrupted probability of the
     object) by layer (x; the window's layers) and token (``fact``: one fact's tokens, the subject
     marked ``*``) or position role (default: the mean over facts).  window: which window to
     show (default the trace's largest; ``resid`` is always single layers)."""
+    from interp.runs.result import parts
+
+    frame, _ = parts(trace)  # the frame of circuits.causal_tracing, or its interp.runs.Result
     if frame.empty or "component" not in frame.columns:
         raise InputError("tracing_heatmap takes the frame of circuits.tracing.causal_tracing")
     comps = list(dict.fromkeys(frame["component"]))

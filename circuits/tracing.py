@@ -99,12 +99,41 @@ def _check_components(model, asked: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def world_facts(model, n: int | None = None, *, world=None, seed: int = 0) -> FactSet:
+    """The facts of a synthetic :class:`~interp.tasks.synthetic.FactWorld` (default: the zoo's,
+    which ``facts-2l`` / ``facts-mamba`` store) that ``model`` answers correctly (its arg-max at
+    the last position is the object): all of them, or ``n`` drawn with ``seed`` (fewer if it
+    knows fewer).  ``counts``: facts offered and known."""
+    from interp.tasks.synthetic import FactWorld, sro_facts
+
+    world = world or FactWorld()
+    if model.cfg.d_vocab < world.d_vocab:
+        raise InputError(f"the fact world has {world.d_vocab} tokens; this model reads {model.cfg.d_vocab}")
+    batch = sro_facts(None, world=world)
+    with torch.no_grad():
+        top = model(batch.tokens.to(model.device))[:, -1].argmax(-1).cpu()
+    known = (top == batch.info["answer"]).nonzero().flatten().tolist()
+    if not known:
+        raise InputError(f"the model answers none of the {len(batch.tokens)} facts of the fact world correctly")
+    total = len(known)
+    if n is not None and n < len(known):
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be a positive int, got {n!r}")
+        known = sorted(np.random.default_rng(seed).choice(known, size=n, replace=False).tolist())
+    facts = FactSet.from_task(batch, model).take(known)
+    facts.counts.update(offered=len(batch.tokens), single_token_object=len(batch.tokens), known=total)
+    return facts
+
+
 def as_facts(model, facts) -> FactSet:
-    """A :class:`~interp.tasks.text.FactSet` from what :func:`causal_tracing` accepts."""
+    """A :class:`~interp.tasks.text.FactSet` from what :func:`causal_tracing` accepts (default: the
+    shipped text facts the model knows, or for a zoo model trained on the synthetic facts, those)."""
     from interp.tasks.text.facts import fact_set
 
     if isinstance(facts, FactSet):
         return facts
+    if facts is None and model.card.get("task") == "sro_facts":
+        return world_facts(model)
     if hasattr(facts, "info") and hasattr(facts, "tokens"):
         return FactSet.from_task(facts, model)
     if facts is None or isinstance(facts, (list, tuple)):
@@ -288,7 +317,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 def restore(
     model,
     facts,
-    component: str,
+    component: str | Sequence[str],
     *,
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
@@ -296,12 +325,15 @@ def restore(
     samples: int = 10,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The object's probability with the clean ``component`` restored at every ``layers`` x
-    ``positions`` at once (default: all of them), per fact: ``DataFrame[fact, clean, corrupted,
-    restored]`` (means over the noise samples).  With every state restored the run is the clean
-    one again; with none it is the corrupted one: the oracle of :func:`causal_tracing`."""
+    """The object's probability with the clean ``component`` (one, or several at once) restored at
+    every ``layers`` x ``positions`` at once (default: all of them), per fact: ``DataFrame[fact,
+    clean, corrupted, restored]`` (means over the noise samples).  With every residual state
+    restored (or, at the last position, every component writing to the residual: ``("mlp",
+    "attn")``, ``"mixer"``) the run is the clean one again; with none it is the corrupted one:
+    the oracle of :func:`causal_tracing`, run with plain hooks (:mod:`interp.interventions`)
+    rather than the patching engine."""
     fs = as_facts(model, facts)
-    ((comp, kind),) = _check_components(model, [component]).items()
+    kinds = list(_check_components(model, [component] if isinstance(component, str) else component).values())
     L = list(range(model.cfg.n_layers)) if layers is None else [model.check_layer(l) for l in layers]
     rows = []
     for i in range(len(fs)):
@@ -311,7 +343,7 @@ def restore(
         if any(not 0 <= p < T for p in pos):
             raise InputError(f"positions {positions} are outside fact {i}'s {T} tokens")
         c = noise_corruption(model, tokens, fs.subject[i], noise=noise, samples=samples, seed=seed + i)
-        names = [model.site(kind, l) for l in L]
+        names = [model.site(kind, l) for kind in kinds for l in L]
         with torch.no_grad():
             clean_logits, cache = model.run_with_cache(tokens[None], names=names)
             corrupted = model.run_with_hooks(c.tokens, c.hooks)
@@ -320,6 +352,18 @@ def restore(
             edits = [I.patch(n, cache[n], positions=mask) for n in names] if pos and L else []
             with I.apply(model, edits):
                 restored = model.run_with_hooks(c.tokens, c.hooks)
-        p = lambda logits: float(logits[:, -1].float().softmax(-1)[:, fs.answer[i]].mean())
-        rows.append({"fact": i, "clean": p(clean_logits), "corrupted": p(corrupted), "restored": p(restored)})
+        a = fs.answer[i]
+        rows.append(
+            {
+                "fact": i,
+                "clean": _prob(clean_logits, a),
+                "corrupted": _prob(corrupted, a),
+                "restored": _prob(restored, a),
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def _prob(logits: torch.Tensor, answer: int) -> float:
+    """The mean probability of ``answer`` at the last position over the rows (noise samples)."""
+    return float(logits[:, -1].float().softmax(-1)[:, answer].mean())

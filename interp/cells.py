@@ -140,3 +140,40 @@ def reaches(cell: Cell, site: Site, model, reads: Sequence[int]) -> bool:
     ):
         return cell.pos in set(reads)
     return True
+
+
+#: what one forward costs beyond its tokens, per layer, in tokens' worth of compute: a forward of a
+#: few rows x one token is dominated by the per-layer cost of launching its operations (measured on
+#: the 2-core CPU with smollm2-135m: 5 rows x 1 token cost about a third of 5 x 11), so cells entering
+#: at different layers are better run as one forward from the earliest when their rows are few
+FORWARD_OVERHEAD_TOKENS = 32
+
+
+def next_chunk(
+    cells: Sequence[Cell], todo: Sequence[int], k: int, per: int, tokens: int, n_layers: int, same_pos: bool = True
+) -> list[int]:
+    """The cells of the next chunk of a downstream engine: ``todo[k:]`` (ordered by entry position,
+    then entry layer), at most ``per``, all entering at the first one's position (``same_pos``) and
+    layer, and also those entering at later layers where running them from the first's layer costs
+    less than a forward of their own (``tokens``: rows x positions one cell recomputes; the extra
+    layers' compute against :data:`FORWARD_OVERHEAD_TOKENS` per layer saved).  A prefix of
+    ``todo[k:]``, so the caller advances ``k`` by its length."""
+    first = cells[todo[k]]
+    chunk = [todo[k]]
+    j = k + 1
+    while j < len(todo) and len(chunk) < per:
+        c = cells[todo[j]]
+        if same_pos and c.first_pos != first.first_pos:
+            break
+        if c.start != first.start:  # the group of cells entering at this later layer
+            group = [i for i in todo[j : k + per] if cells[i].start == c.start and cells[i].first_pos == c.first_pos]
+            extra = (c.start - first.start) * len(group) * tokens
+            if extra > (n_layers - c.start) * FORWARD_OVERHEAD_TOKENS:
+                break
+            take = group[: per - len(chunk)]
+            chunk += take
+            j += len(take)
+            continue
+        chunk.append(todo[j])
+        j += 1
+    return chunk

@@ -464,7 +464,8 @@ def _from_hf_card(module: nn.Module, card: dict, *, device=None, dtype=None, pre
 
     from transformers import AutoTokenizer
 
-    tok = _card_tokenizer(card.get("vocab"), int(module.config.vocab_size))  # type: ignore[union-attr,arg-type]  # a HF module
+    config: Any = module.config  # a transformers model's
+    tok = _card_tokenizer(card.get("vocab"), int(config.vocab_size))
     word_level = bool(getattr(tok, "word_level", False))
     with tempfile.TemporaryDirectory() as folder:
         tok.save_pretrained(folder)

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp import caches
-from interp.cells import LOCAL, Cell, Site, interventions, reaches
+from interp.cells import LOCAL, Cell, Site, interventions, next_chunk, reaches
 from interp.errors import Unsupported
 from interp.interventions import hook_fns
 from interp.metrics import Metric
@@ -330,12 +330,9 @@ class Downstream:
             p = first.first_pos if self.cached else 0
             span = max(reads_all) - p + 1
             per = max(1, batch_tokens // (batch * span))
-            # one entry layer per chunk too: a cell entering later would recompute earlier layers
-            chunk = [
-                i
-                for i in todo[k : k + per]
-                if (cells[i].first_pos == p or not self.cached) and cells[i].start == first.start
-            ]
+            # one entry layer per chunk too (a cell entering later recomputes earlier layers), unless
+            # the cells' forwards are so small that one forward for several entry layers costs less
+            chunk = next_chunk(cells, todo, k, per, batch * span, m.cfg.n_layers, same_pos=self.cached)
             start = min(cells[i].start for i in chunk)
             chunk_cells = [cells[i] for i in chunk]
             hooks = hook_fns(m, interventions(m, site, chunk_cells, source, batch))

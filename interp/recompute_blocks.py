@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp.cells import Cell, Site, intervention, reaches
+from interp.cells import Cell, Site, intervention, next_chunk, reaches
 from interp.errors import InputError
 from interp.metrics import Metric
 from interp.model import RunContext
@@ -264,7 +264,7 @@ class BlockEngine:
         out = torch.full((len(cells),), base_value)
         width = max(self.model.cfg.d_model, self.model.cfg.d_mlp, self.layers[0].n_heads * (int(reads.max()) + 1))
         budget = max(1, batch_tokens * 1024 // max(1024, width))  # rows per chunk, fewer for wide activations
-        order = sorted(range(len(cells)), key=lambda i: (cells[i].start, cells[i].first_pos))
+        order = sorted(range(len(cells)), key=lambda i: (cells[i].first_pos, cells[i].start))
         todo = [i for i in order if reaches(cells[i], site, self.model, reads.tolist())]
         bar = tqdm(total=len(cells), desc=f"patching {site.name}", disable=not progress, leave=False, mininterval=1.0)
         bar.update(len(cells) - len(todo))
@@ -273,10 +273,9 @@ class BlockEngine:
             first = cells[todo[k]]
             span = int(reads.max()) - first.first_pos + 1
             per = max(1, budget // (batch * span))
-            # one entry layer and position per chunk: a cell at p recomputes positions p.. only
-            chunk = [
-                i for i in todo[k : k + per] if (cells[i].start, cells[i].first_pos) == (first.start, first.first_pos)
-            ]
+            # one entry position per chunk (a cell at p recomputes positions p.. only) and one entry
+            # layer, unless the forwards are so small that one from the earliest layer costs less
+            chunk = next_chunk(cells, todo, k, per, batch * span, self.n_layers)
             out[chunk] = self._chunk(
                 site,
                 [cells[i] for i in chunk],

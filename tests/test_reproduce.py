@@ -38,7 +38,8 @@ IDS = {
     "wendler2024",
     "arora2023",
     "liu2023",
-    "meng2022",  # registered by circuits.reproduce (causal tracing, issue 25)
+    "meng2022",
+    "sharma2024",
     "olsson2022_phase",
     "karpathy2015",
 }
@@ -127,7 +128,7 @@ def test_register_refuses_a_second_finding_under_the_same_id():
 def test_causal_findings_are_declared_as_entry_points_and_interp_never_imports_circuits():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = project["project"]["entry-points"]["interp.findings"]
-    assert set(declared) == {"wang2022", "mcgrath2023", "zhang2023"}
+    assert set(declared) == {"wang2022", "mcgrath2023", "zhang2023", "meng2022", "sharma2024"}
     for name, target in declared.items():
         module, attr = target.split(":")
         finding = getattr(import_module(module), attr)

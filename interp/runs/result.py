@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: modules whose public functions a stored figure spec may name (a run file from elsewhere
 #: must not make the workbench import and call arbitrary code)
-PLOT_MODULES = ("interp.plots", "circuits.plots")
+PLOT_MODULES = ("interp.plots", "circuits.plots", "circuits.plots_tracing")
 
 
 @dataclass

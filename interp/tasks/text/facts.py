@@ -143,6 +143,11 @@ class FactSet:
 def _subject_span(model, template: str, subject: str) -> tuple[list[int], tuple[int, int]]:
     """The prompt's tokens and the subject's token span; raises if the tokenizer merges the
     subject with the text around it (then no token span is the subject)."""
+    if "{}" not in template:  # a whole prompt: the subject's first occurrence in it
+        at = template.find(subject)
+        if at < 0:
+            raise InputError(f"the subject {subject!r} does not occur in the prompt {template!r}")
+        template = template[:at] + "{}" + template[at + len(subject) :]
     if template.count("{}") != 1:
         raise InputError(f"a fact's template needs exactly one {{}} for the subject, got {template!r}")
     prefix, suffix = template.split("{}")
@@ -159,8 +164,9 @@ def _subject_span(model, template: str, subject: str) -> tuple[list[int], tuple[
 
 def fact_set(model, facts=None, *, known_only: bool = True) -> FactSet:
     """Facts for causal tracing: ``facts`` as ``(template, subject, object)`` triples (the template
-    holds ``{}`` for the subject: ``("The {} is located in the city of", "Eiffel Tower", "Paris")``)
-    or dicts with those keys; default the shipped list (``interp/tasks/data/facts_sro.json``, 212
+    holds ``{}`` for the subject: ``("The {} is located in the city of", "Eiffel Tower", "Paris")``,
+    or is the whole prompt, the subject's first occurrence in it marking the subject) or dicts
+    with those keys; default the shipped list (``interp/tasks/data/facts_sro.json``, 212
     facts written for this project).  The object is read with a leading space and must be one
     token: a given fact whose object is several tokens is refused; shipped ones are skipped and
     counted.  known_only: keep the facts the model answers correctly (its arg-max at the last
@@ -173,15 +179,18 @@ def fact_set(model, facts=None, *, known_only: bool = True) -> FactSet:
     kept: list[tuple[list[int], tuple[int, int], int, str, str, str]] = []
     for template, subject, obj in triples:
         ids = model.encode(" " + obj.strip(), prepend_bos=False)
+        if "{}" not in template and subject in template:  # a whole prompt: mark the subject's first occurrence
+            template = template.replace(subject, "{}", 1)
+        prompt = template.replace("{}", subject, 1)
         if len(ids) != 1:
             if shipped:
                 continue
             raise InputError(
-                f"the object {obj!r} of {template.format(subject)!r} is {len(ids)} tokens "
+                f"the object {obj!r} of {prompt!r} is {len(ids)} tokens "
                 f"({model.to_str_tokens(torch.tensor(ids))}); causal tracing scores a single-token object"
             )
         tokens, span = _subject_span(model, template, subject)
-        kept.append((tokens, span, ids[0], template.format(subject), subject, obj))
+        kept.append((tokens, span, ids[0], prompt, subject, obj))
     counts = {"offered": len(triples), "single_token_object": len(kept)}
     if known_only and kept:
         batch = TokenBatch.from_rows([r[0] for r in kept])
