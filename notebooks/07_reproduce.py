@@ -9,15 +9,18 @@
 # ---
 
 # %% [markdown]
-# # Ten published findings, run on smollm2-135m
+# # The published findings, run on smollm2-135m
 #
 # `interp.reproduce` turns a paper's finding into an experiment with a verdict: the paper's
 # protocol run on any model, our number with a 95% bootstrap interval over prompts, text rows or
 # seeds beside the published one (with the model it was measured on, where in the paper, and how
 # it was checked), and the finding's rule applied: **reproduced**, **partial**, **not reproduced**
 # or **not applicable** (with the reason).  The causal findings (IOI path patching, the Hydra
-# effect, patching best practice) live in `circuits.reproduce` and register through the
-# `interp.findings` entry point; importing that package registers them too.
+# effect, patching best practice, causal tracing in a transformer and in Mamba) live in
+# `circuits.reproduce` and register through the `interp.findings` entry point; importing that
+# package registers them too.  Six findings about memory and training (the recall gap, flip-flop
+# glitches, LSTM cells, the induction phase change, causal tracing in Mamba) measure small models
+# the zoo trained for them, whatever model they are given: their summary's `model` names them.
 #
 # This notebook runs the whole list in one process on one model load, with `quick=True` (smaller
 # samples: a first look; `interp reproduce all` or `quick=False` runs the full protocols, up to a
