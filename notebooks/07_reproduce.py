@@ -18,7 +18,7 @@
 # or **not applicable** (with the reason).  The causal findings (IOI path patching, the Hydra
 # effect, patching best practice, causal tracing in a transformer and in Mamba) live in
 # `circuits.reproduce` and register through the `interp.findings` entry point; importing that
-# package registers them too.  Six findings about memory and training (the recall gap, flip-flop
+# package registers them too.  Five findings about memory and training (the recall gap, flip-flop
 # glitches, LSTM cells, the induction phase change, causal tracing in Mamba) measure small models
 # the zoo trained for them, whatever model they are given: their summary's `model` names them.
 #
