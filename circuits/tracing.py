@@ -41,6 +41,7 @@ from circuits.runs import finish
 from interp import interventions as I
 from interp import sites as S
 from interp.errors import InputError, Unsupported
+from interp.runs import analysis, record
 from interp.tasks.text.facts import FactSet
 
 #: component -> the site kind it restores, per model kind
@@ -175,6 +176,7 @@ def noise_corruption(model, tokens: torch.Tensor, subject: tuple[int, int], *, n
     )
 
 
+@analysis("causal_tracing", figure="circuits.plots_tracing.tracing_heatmap")
 def causal_tracing(
     model,
     facts=None,
@@ -258,7 +260,7 @@ def causal_tracing(
             bar.update()
     bar.close()
     out = pd.concat(frames, ignore_index=True)
-    out.attrs.update(
+    record(  # the run's meta (interp.runs.run)
         facts=len(fs),
         prompts=list(fs.prompts),
         subjects=list(fs.subjects),
@@ -288,10 +290,8 @@ def _sweep(model, runs, kind: str, window: int, positions, singles: bool) -> pd.
     cells = CS.cells(model, site, ("pos",), runs.clean.shape[1], window=window, positions=positions)
     if window > 1 and not singles:
         cells = [c for c in cells if len(c.layers) == window]
-    values, engine, _ = run_cells(model, runs, site, cells, progress=False)
-    df = patch_frame(cells, ("pos",), values, runs, "denoise", True)
-    df.attrs["engine"] = engine
-    return df
+    values, _, _ = run_cells(model, runs, site, cells, progress=False)
+    return patch_frame(cells, ("pos",), values, runs, "denoise", True)
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -309,9 +309,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(effect=("effect", "mean"), sd=("effect", "std"), prob=("prob", "mean"), n=("fact", "nunique"))
     out["sem"] = out["sd"].fillna(0.0) / np.sqrt(out["n"])
     out["role"] = pd.Categorical(out["role"], categories=[r for r in ROLES if r != "before subject"], ordered=True)
-    out = out.sort_values(["component", "window", "role", "layer"]).drop(columns="sd").reset_index(drop=True)
-    out.attrs.update(frame.attrs)
-    return out
+    return out.sort_values(["component", "window", "role", "layer"]).drop(columns="sd").reset_index(drop=True)
 
 
 def restore(

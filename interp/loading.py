@@ -304,7 +304,8 @@ def locate(source: str | Path) -> tuple[str, str]:
         raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
     if path.is_file() or path.with_suffix(".json").is_file():
         return "checkpoint", str(path)
-    near = difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
+    # a zoo name has no slash: a text with one is a path or a hub id, never a misspelt zoo name
+    near = [] if "/" in text or os.sep in text else difflib.get_close_matches(text, zoo.names(), n=3, cutoff=0.6)
     if near:
         raise InputError(f"unknown zoo model {text!r}; did you mean {near}? available: {zoo.names()}")
     if not _looks_like_hub_id(text):

@@ -101,6 +101,7 @@ def test_cached_and_uncached_retrieval_agree(smollm2, tiny_llama):
         assert len(shared) == len(batch.by_length())
 
 
+@pytest.mark.slow  # about a minute; olsson2022 (reproduce stage) ablates the induction heads too
 def test_induction_heads_carry_the_in_context_gain(smollm2):
     result = runs.run(heads.induction_ablation, smollm2, n=8, period=50, n_random=4, hows=("zero", "mean"), seed=0)
     df = result.frame

@@ -53,6 +53,7 @@ def test_caa_raises_sentiment_monotonically_and_the_random_control_does_not(sent
     assert any(t.name == "prompting baseline" for t in fig.data)
 
 
+@pytest.mark.slow  # about a minute; make test keeps the CAA checks, todd2023 (reproduce stage) the function vector too
 def test_function_vector_on_held_out_antonyms(smollm2):
     task = text.function_task(smollm2, "antonym")
     assert task.test and not set(task.test) & set(task.train)
