@@ -72,15 +72,12 @@ def tracing_heatmap(
         name = comp if cw == 1 else f"{comp} (window {cw})"
         fig.layout.annotations[i - 1].update(text=name)
         fig.add_trace(
-            go.Heatmap(
-                z=grid.to_numpy(),
-                x=labels,
-                y=list(grid.index),
-                colorscale=COLOURS.get(comp, "Viridis"),
-                zmin=0,
-                zmax=max(float(np.nanmax(grid.to_numpy())), 1e-6),
+            _heatmap(
+                grid,
+                labels,
+                comp,
+                comp,
                 colorbar=dict(x=i / len(comps) - 0.02, len=0.8, thickness=10, title="effect"),
-                hovertemplate="layers %{x}<br>%{y}<br>indirect effect %{z:.3f}<extra>" + comp + "</extra>",
             ),
             row=1,
             col=i,
@@ -94,6 +91,20 @@ def tracing_heatmap(
         margin=dict(l=10, r=10, t=70, b=40),
     )
     return fig
+
+
+def _heatmap(grid: pd.DataFrame, labels: list, comp: str, name: str, **options) -> go.Heatmap:
+    """One component's effect grid (positions x layers) on a scale from 0 to its maximum."""
+    return go.Heatmap(
+        z=grid.to_numpy(),
+        x=labels,
+        y=list(grid.index),
+        colorscale=COLOURS.get(comp, "Viridis"),
+        zmin=0,
+        zmax=max(float(np.nanmax(grid.to_numpy())), 1e-6),
+        hovertemplate="layers %{x}<br>%{y}<br>indirect effect %{z:.3f}<extra>" + name + "</extra>",
+        **options,
+    )
 
 
 def compare_figure(frames: dict[str, pd.DataFrame], *, title: str | None = None) -> go.Figure:
@@ -117,16 +128,7 @@ def compare_figure(frames: dict[str, pd.DataFrame], *, title: str | None = None)
             have = set(frame.loc[frame["component"] == comp, "window"])
             grid, labels = _grid(frame, comp, w if w in have else max(have), None)
             fig.add_trace(
-                go.Heatmap(
-                    z=grid.to_numpy(),
-                    x=labels,
-                    y=list(grid.index),
-                    colorscale=COLOURS.get(comp, "Viridis"),
-                    zmin=0,
-                    zmax=max(float(np.nanmax(grid.to_numpy())), 1e-6),
-                    showscale=False,
-                    hovertemplate="layers %{x}<br>%{y}<br>indirect effect %{z:.3f}<extra>" + f"{r}: {comp}</extra>",
-                ),
+                _heatmap(grid, labels, comp, f"{r}: {comp}", showscale=False),
                 row=ri,
                 col=ci,
             )

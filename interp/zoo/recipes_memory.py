@@ -256,6 +256,21 @@ def _mamba_config(**fields) -> dict:
 
 GAP_RECIPES = {f"gap-{f}-{s}": _gap_recipe(f, s) for f, (sizes, _, _) in GAP_FAMILIES.items() for s in sizes}
 
+#: what facts-2l and facts-mamba share: the task, its evaluation and the optimiser
+FACTS_TRAINING: dict[str, Any] = dict(
+    vocab=FACTS_VOCAB,
+    task="sro_facts",
+    make_batch=_facts_batch,
+    evaluate=_facts_eval,
+    metric="accuracy",
+    threshold=0.95,
+    steps=1000,  # the loss is ~0 by step 750 (facts-2l) / 500 (facts-mamba)
+    batch_size=64,
+    lr=3e-3,
+    warmup=100,
+    weight_decay=0.0,
+)
+
 MEMORY_RECIPES: dict[str, Recipe] = {
     "facts-2l": Recipe(
         name="facts-2l",
@@ -273,34 +288,14 @@ MEMORY_RECIPES: dict[str, Recipe] = {
             normalization_type="LN",
             act_fn="gelu",
         ),
-        vocab=FACTS_VOCAB,
-        task="sro_facts",
-        make_batch=_facts_batch,
-        evaluate=_facts_eval,
-        metric="accuracy",
-        threshold=0.95,
-        steps=1000,  # the loss is ~0 by step 750 (facts-2l) / 500 (facts-mamba)
-        batch_size=64,
-        lr=3e-3,
-        warmup=100,
-        weight_decay=0.0,
+        **FACTS_TRAINING,
     ),
     "facts-mamba": Recipe(
         name="facts-mamba",
         description="3-layer Mamba (transformers' MambaConfig, hidden 48, state 8) storing the facts of facts-2l",
         arch="hf",
         config=_mamba_config(vocab_size=WORLD.d_vocab, hidden_size=48, state_size=8, num_hidden_layers=3),
-        vocab=FACTS_VOCAB,
-        task="sro_facts",
-        make_batch=_facts_batch,
-        evaluate=_facts_eval,
-        metric="accuracy",
-        threshold=0.95,
-        steps=1000,  # the loss is ~0 by step 750 (facts-2l) / 500 (facts-mamba)
-        batch_size=64,
-        lr=3e-3,
-        warmup=100,
-        weight_decay=0.0,
+        **FACTS_TRAINING,
     ),
     "flipflop-2l": Recipe(
         name="flipflop-2l",
