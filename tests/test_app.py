@@ -686,6 +686,7 @@ def test_circuit_page_on_the_real_model(smollm2):
     assert "logits" in labels and any(label.startswith("a") and ".h" in label for label in labels)
 
 
+@pytest.mark.slow  # the every-page browser test (same stage) renders it on smollm2 too
 def test_steering_page_on_the_real_model(smollm2):
     at = make_app("steering", source=REAL)
     ok(at)

@@ -161,6 +161,7 @@ def test_ioi_builder(smollm2):
         text.ioi(interp.load("induction-2l"), 2)
 
 
+@pytest.mark.slow  # about a minute; wang2022 and zhang2023 (reproduce stage) patch IOI on smollm2 too
 def test_ioi_patching_finds_the_roles(smollm2, ioi_batch):
     """Exact patching by head (fast engine, equal to the hook engine on the same cells): the
     strongest cells are a head at the second subject and heads at the last token."""

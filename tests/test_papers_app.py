@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "app.py")
@@ -34,6 +35,7 @@ def test_papers_page_says_when_a_finding_does_not_apply():
     assert any("not applicable" in i.value for i in at.info), [i.value for i in at.info]
 
 
+@pytest.mark.reproduce  # the Papers browser test (same stage) runs mcgrath2023 on smollm2 too
 def test_papers_page_runs_a_finding_on_the_real_model(smollm2):
     from apps.state import papers as cached
     from interp import runs

@@ -75,16 +75,19 @@ def test_python_blocks_run_as_written_and_print_what_they_claim(tmp_path, monkey
     assert checked >= 2  # the README's printed claims are checked, not only run
 
 
-#: commands that train a real-model dictionary (minutes) run in the slow stage (.ci/run), those that
-#: offload to disk or start a Ray cluster in the scale stage, the rest in make test
+#: commands that train (a real-model dictionary: minutes; the zoo's checkpoints) or trace run in the
+#: slow stage (.ci/run), those that place a model (devices, dtypes, disk offload) or start a Ray
+#: cluster in the scale stage, the rest in make test
+SLOW = ("interp sae", "interp train", "interp trace", "interp reproduce olsson2022_phase")
+SCALE = ("--ray", "--offload-folder", "--device", "--dtype")
 SHELL = [
     pytest.param(
         c,
         id=c[:70],
         marks=[pytest.mark.slow]
-        if c.startswith("interp sae")
+        if c.startswith(SLOW)
         else [pytest.mark.scale]
-        if ("--ray" in c or "--offload-folder" in c)
+        if any(flag in c for flag in SCALE)
         else [],
     )
     for c in commands()
