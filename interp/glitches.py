@@ -52,7 +52,9 @@ def _check_batch(batch: TaskBatch) -> None:
             "a flip-flop analysis takes an interp.tasks.flip_flop_ffl batch (TaskBatch of [batch, pos], pos even)"
         )
     t = batch.tokens
-    if not bool((t[:, 0::2] < FFL_BIT0).all() and (t[:, 1::2] >= FFL_BIT0).all() and (t[:, 1::2] <= FFL_BIT0 + 1).all()):
+    if not bool(
+        (t[:, 0::2] < FFL_BIT0).all() and (t[:, 1::2] >= FFL_BIT0).all() and (t[:, 1::2] <= FFL_BIT0 + 1).all()
+    ):
         raise InputError("the batch is not a flip-flop (FFL) batch: instruction-bit pairs of w / i / r and 0 / 1")
 
 

@@ -20,7 +20,7 @@ from interp.tasks.synthetic import FFL_BIT0, FFL_R, FFL_W
 from interp.zoo.recipes_memory import flipflop_splits, gap_state_floats
 
 #: the verdicts measured on the shipped models (full protocols); see each module's docstring for the rules
-EXPECTED = {"arora2023": "partial", "liu2023": "partial"}
+EXPECTED = {"arora2023": "partial", "liu2023": "reproduced"}
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +179,15 @@ def test_verdict_on_the_shipped_models(fid):
         # one line per model and a guessing line per family panel
         assert len(result.figure.data) == 15 + 5
     else:
-        # measured: the transformer errs on dense sequences (~9%), rarely in distribution, not on our sparse
-        # ones (no distractor bits there); the LSTM never; at its errors the read head's attention to the
-        # most recent write is diluted
+        # measured on Liu et al.'s format at 128 tokens: the transformer errs on dense (~11%) and sparse (~15%)
+        # sequences, rarely in distribution; its sparse errors come at reads far from the last write; the
+        # LSTM never errs; at its errors the read head's attention to the most recent write is diluted
         rates = result.frame[result.frame["measure"] == "error_rate"].set_index(["model", "split"])
-        assert rates.loc[("flipflop-2l", "dense"), "ci_low"] > 0.01
+        assert rates.loc[("flipflop-2l", "dense"), "ci_low"] > 0.05
+        assert rates.loc[("flipflop-2l", "sparse"), "ci_low"] > 0.05
         assert rates.loc[("flipflop-2l", "in-distribution"), "error_rate"] < 0.01
-        assert (rates.loc["flipflop-lstm", "errors"] == 0).all()
+        assert (rates.loc["flipflop-lstm-ffl", "errors"] == 0).all()
+        assert s["details"]["error_distance"]["sparse"] > 64
         assert len(result.figure.data) == 2 + 2 + 1  # error bars per model, attention per outcome, one read's row
         d = s["details"]
         assert d["read_head_at_errors"]["to_last_write"]["high"] < d["read_head_at_correct"]["to_last_write"]["low"]

@@ -6,14 +6,14 @@ LSTM makes none.
 Task: Liu et al.'s flip-flop language FFL(p) (:func:`interp.tasks.flip_flop_ffl`), instruction-bit
 pairs ``w b`` (write b), ``i b`` (ignore; b a random distractor), ``r b`` (read: b is the last
 written bit), instructions i.i.d. with p(i) = p, p(w) = p(r) = (1 - p) / 2, the first a write and
-the last a read; 64 tokens (32 pairs) where the paper uses 512.  A read is graded at the ``r``
+the last a read; 128 tokens (64 pairs) where the paper uses 512.  A read is graded at the ``r``
 position (its prediction is the bit that follows); its most recent write is the bit token after the
 last ``w``.
 
 Protocol.  Two zoo models trained on FFL(0.8), as the paper trains: ``flipflop-2l`` (a 2-layer
 transformer, d_model 32, 4 heads) and ``flipflop-lstm-ffl`` (a 1-layer LSTM, 32 units).  Each is
-scored at every read of three held-out splits: in-distribution (FFL(0.8), 3,000 sequences), dense
-(FFL(0.1), 1,000) and sparse (FFL(0.98), 8,000; quick: a quarter of each)
+scored at every read of three held-out splits: in-distribution (FFL(0.8), 1,500 sequences), dense
+(FFL(0.1), 500) and sparse (FFL(0.98), 4,000; quick: a quarter of each)
 (:func:`interp.zoo.recipes_memory.flipflop_splits`).  An error is a read whose argmax over the
 vocabulary is not the last written bit.  Error rate = errors / reads, with a 95% bootstrap
 interval over sequences (errors and reads resampled together) and a Wilson interval over reads
@@ -31,7 +31,14 @@ Verdict rules (:func:`interp.reproduce.finding.decide`):
    interval's lower end > 0;
 3. the LSTM makes no error on any of the three splits.
 
-MEASURED
+Measured (shipped models, full protocol): the transformer errs at 0.2% of in-distribution reads,
+11% of dense ones (errors one or two tokens after a write: the read head splits its attention over
+the recent writes) and 15% of sparse ones, where the errors sit at reads ~120 tokens after the
+last write, beyond the gaps FFL(0.8) shows in training (a gap of 50 instructions has probability
+0.9^50 = 0.5% there); at 64 tokens the same recipe made no sparse error in 10,455 reads.  Our
+sparse errors are therefore not the paper's rare glitches but a plain failure to extrapolate to
+long gaps, at a far higher rate than Liu et al. report for their larger models at 512 tokens.  The
+LSTM makes none on any split.
 
 The attention at errors is reported (frame, figure, details: the head that attends most to the
 most recent write at correct reads, and how much it does at errors), not judged: the paper's
@@ -54,9 +61,9 @@ LEARNED = 0.01  # rule 1
 CORRECT_SAMPLE = 500  # correct reads per split whose attention is read beside the errors
 ERROR_SAMPLE = 1000  # errors per split whose attention is read (all of them where there are fewer)
 SEED_OFFSET = 500  # the splits' seeds: EVAL_SEED + 500 + i, held out from training and the cards
-#: sequences per split (quick: a quarter): a sparse sequence of 64 tokens holds ~0.4 reads, a dense one ~19,
-#: so the sparse split gets the most sequences (about 3,300 reads each split but dense's 19,000)
-SEQUENCES = {"in-distribution": 3000, "dense": 1000, "sparse": 8000}
+#: sequences per split (quick: a quarter): a sparse sequence of 128 tokens holds ~1.6 reads (the last
+#: instruction is always one), an in-distribution one ~7, a dense one ~29
+SEQUENCES = {"in-distribution": 1500, "dense": 500, "sparse": 4000}
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -273,11 +280,11 @@ FINDING = register(
         ),
         metric="the transformer's error rate at reads on the sparse split (p(ignore) 0.98), errors / reads",
         protocol="Liu et al.'s flip-flop language (every instruction w / i / r followed by a bit; ignored "
-        "instructions carry distractor bits) at 64 tokens; flipflop-2l (2-layer transformer) and flipflop-lstm-ffl "
+        "instructions carry distractor bits) at 128 tokens; flipflop-2l (2-layer transformer) and flipflop-lstm-ffl "
         "(1-layer LSTM, 32 units), both trained on FFL(p(ignore) 0.8); every read of held-out sequences: "
-        "in-distribution FFL(0.8) 3,000 sequences, dense FFL(0.1) 1,000, sparse FFL(0.98) 8,000 (quick: a quarter); error rate with a 95% bootstrap interval over sequences and "
+        "in-distribution FFL(0.8) 1,500 sequences, dense FFL(0.1) 500, sparse FFL(0.98) 4,000 (quick: a quarter); error rate with a 95% bootstrap interval over sequences and "
         "a Wilson interval over reads; the transformer's attention from the read to the most recent write at "
-        "its errors (up to 1,000 per split) and up to 500 correct reads per split.  --retrain trains both again first (about a minute).",
+        "its errors (up to 1,000 per split) and up to 500 correct reads per split.  --retrain trains both again first (about 4 minutes).",
         rule="reproduced if: the transformer's in-distribution error rate is < 1%; its sparse error rate's interval "
         "lies above 0; and the LSTM makes no error on any split.  Partial if some hold.",
         requires=(),

@@ -37,7 +37,7 @@ def _facts_eval(model) -> dict:
 FACTS_VOCAB = named_vocab(WORLD.names)
 
 # --- flip-flop (Liu et al. 2023): their format FFL (every instruction carries a bit) ---------
-FLIPFLOP_LENGTH = 64  # tokens: 32 instruction-bit pairs (Liu et al. use 512)
+FLIPFLOP_LENGTH = 128  # tokens: 64 instruction-bit pairs (Liu et al. use 512)
 FLIPFLOP_TRAIN_P_IGNORE = 0.8  # FFL(0.8), the paper's training distribution
 
 
@@ -311,7 +311,7 @@ MEMORY_RECIPES: dict[str, Recipe] = {
     ),
     "flipflop-2l": Recipe(
         name="flipflop-2l",
-        description="2-layer transformer (d_model 32) on Liu et al.'s flip-flop language FFL(0.8), 64 tokens, "
+        description="2-layer transformer (d_model 32) on Liu et al.'s flip-flop language FFL(0.8), 128 tokens, "
         "beside flipflop-lstm-ffl",
         arch="bridge",
         config=dict(
@@ -334,7 +334,7 @@ MEMORY_RECIPES: dict[str, Recipe] = {
     ),
     "flipflop-lstm-ffl": Recipe(
         name="flipflop-lstm-ffl",
-        description="1-layer LSTM (32 units) on Liu et al.'s flip-flop language FFL(0.8), 64 tokens, beside "
+        description="1-layer LSTM (32 units) on Liu et al.'s flip-flop language FFL(0.8), 128 tokens, beside "
         "flipflop-2l",
         arch="recurrent",
         config=dict(cell="lstm", d_vocab=len(tasks.FFL_VOCAB), d_model=32, n_layers=1, n_ctx=FLIPFLOP_LENGTH),
