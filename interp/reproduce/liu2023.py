@@ -6,7 +6,9 @@ LSTM makes none.
 Task: Liu et al.'s flip-flop language FFL(p) (:func:`interp.tasks.flip_flop_ffl`), instruction-bit
 pairs ``w b`` (write b), ``i b`` (ignore; b a random distractor), ``r b`` (read: b is the last
 written bit), instructions i.i.d. with p(i) = p, p(w) = p(r) = (1 - p) / 2, the first a write and
-the last a read; 128 tokens (64 pairs) where the paper uses 512.  A read is graded at the ``r``
+the last a read (the mix of the authors' data set card, synthseq/flipflop: train FFL(0.8) with
+256 instructions, 80% ignore, 10% read, 10% write; val_dense FFL(0.1), val_sparse FFL(0.98)); 128
+tokens (64 pairs) where the paper uses 512.  A read is graded at the ``r``
 position (its prediction is the bit that follows); its most recent write is the bit token after the
 last ``w``.
 
