@@ -16,10 +16,11 @@ from apps.cli import app
 from interp import glitches, reproduce, tasks, zoo
 from interp.errors import InputError, Unsupported
 from interp.recall_gap import recall_by_pairs
+from interp.tasks.synthetic import FFL_BIT0, FFL_R, FFL_W
 from interp.zoo.recipes_memory import flipflop_splits, gap_state_floats
 
 #: the verdicts measured on the shipped models (full protocols); see each module's docstring for the rules
-EXPECTED = {"arora2023": "partial", "liu2023": "partial"}
+EXPECTED = {"arora2023": "partial", "liu2023": "reproduced"}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,26 @@ def flipflop_2l() -> interp.Model:
 
 
 def test_the_last_write_holds_the_bit_every_read_asks_for():
-    batch = tasks.flip_flop(64, p_ignore=0.8, seed=3)
-    last = glitches.last_writes(batch.tokens)
+    """Liu et al.'s format: every graded label is the bit token after the read, and equals the most
+    recent written bit (the token after the last ``w``) and the task's stored bit."""
+    batch = tasks.flip_flop_ffl(64, p_ignore=0.8, seed=3)
+    t = batch.tokens
+    assert t.shape == (64, 64) and (t[:, 0] == FFL_W).all() and (t[:, -2] == FFL_R).all()
+    last = glitches.last_writes(t)
     reads = batch.labels != tasks.IGNORE
-    # W0 = 1 stores bit 0, W1 = 2 stores bit 1; the answer token is bit + 5
-    assert torch.equal(batch.tokens[reads.nonzero(as_tuple=True)[0], last[reads]] - 1 + 5, batch.labels[reads])
-    assert (last[:, 0] == -1).all() and (last[:, 1] == 1).all()  # BOS, then the first instruction is a write
+    seq, pos = reads.nonzero(as_tuple=True)
+    assert torch.equal(reads, t == FFL_R) and (last[reads] >= 0).all()
+    assert torch.equal(t[seq, pos + 1], batch.labels[reads])  # the label is the bit the sequence reads
+    assert torch.equal(t[seq, last[reads]], batch.labels[reads])  # ... which is the last written bit
+    assert torch.equal(batch.info["bit"][reads] + FFL_BIT0, batch.labels[reads])
+    assert (t[seq, last[reads] - 1] == FFL_W).all()
+    assert (last[:, 0] == -1).all() and (last[:, 1] == 1).all()  # the first instruction writes its bit
+    # instruction frequencies follow FFL(p): p(i) = p, p(w) = p(r) = (1 - p) / 2 between the fixed ends
+    inner = tasks.flip_flop_ffl(4000, p_ignore=0.8, seed=4).tokens[:, 2:-2:2]
+    freq = torch.bincount(inner.reshape(-1), minlength=3)[:3].float() / inner.numel()
+    assert torch.allclose(freq, torch.tensor([0.1, 0.1, 0.8]), atol=0.01)  # w, r, i
+    # the default format is unchanged: W0 / W1 / IGN / READ tokens after a BOS
+    assert tasks.flip_flop(4, seed=0).tokens[:, 0].eq(tasks.BOS).all()
 
 
 def test_read_errors_and_attention_at_reads_agree_with_the_model_and_its_patterns(flipflop_2l):
@@ -70,13 +85,19 @@ def test_recall_by_pairs_counts_every_query_and_state_floats_follow_the_formulas
 
 
 def test_attention_at_errors_declines_a_recurrent_model_and_bad_input_is_one_line():
-    lstm = interp.load("flipflop-lstm")
+    lstm = interp.load("flipflop-lstm-ffl")
     batch = flipflop_splits(50)["dense"]
     reads = glitches.read_errors(lstm, batch)
     with pytest.raises(Unsupported, match="without attention"):
         glitches.attention_at_reads(lstm, batch, reads)
     with pytest.raises(InputError, match="flip-flop"):
         glitches.read_errors(lstm, tasks.associative_recall(4, d_vocab=20, n_pairs=2))
+    with pytest.raises(InputError, match="flip-flop"):  # the one-token-per-instruction format
+        glitches.read_errors(lstm, tasks.flip_flop(4, length=64))
+    with pytest.raises(InputError, match="have 5"):
+        glitches.read_errors(interp.load("flipflop-lstm"), batch)
+    with pytest.raises(InputError, match="even"):
+        tasks.flip_flop_ffl(4, length=63)
     with pytest.raises(InputError, match="pair counts"):
         recall_by_pairs(interp.load(str(zoo.shipped("gap-lstm-16", "gap"))), pairs=[0, 9])
     with pytest.raises(InputError, match="recall-gap task"):
@@ -103,7 +124,7 @@ def test_retrain_trains_the_findings_models_from_their_recipes(monkeypatch):
     """liu2023 with retrain: both models trained now (30 steps each, not the recipes' hundreds), not
     loaded; the shipped weights are untouched; the summary names the models it measured."""
     from interp.reproduce import liu2023
-    from interp.zoo import recipes, recipes_memory
+    from interp.zoo import recipes_memory
 
     monkeypatch.setattr(liu2023, "SEQUENCES", {"in-distribution": 400, "dense": 100, "sparse": 800})  # quick: 1/4
 
@@ -113,13 +134,15 @@ def test_retrain_trains_the_findings_models_from_their_recipes(monkeypatch):
         dataclasses.replace(recipes_memory.MEMORY_RECIPES["flipflop-2l"], steps=30),
     )
     monkeypatch.setitem(
-        recipes.RECIPES, "flipflop-lstm", dataclasses.replace(recipes.RECIPES["flipflop-lstm"], steps=30)
+        recipes_memory.MEMORY_RECIPES,
+        "flipflop-lstm-ffl",
+        dataclasses.replace(recipes_memory.MEMORY_RECIPES["flipflop-lstm-ffl"], steps=30),
     )
     shipped = (zoo.WEIGHTS / "flipflop-2l.safetensors").read_bytes()
     torch.set_num_threads(1)
     result = reproduce.run("liu2023", "flipflop-lstm", quick=True, retrain=True)
     s = result.summary
-    assert s["details"]["retrained"] is True and s["model"] == "flipflop-2l, flipflop-lstm"
+    assert s["details"]["retrained"] is True and s["model"] == "flipflop-2l, flipflop-lstm-ffl"
     assert s["given_model"] == "flipflop-lstm" and s["verdict"] in reproduce.VERDICTS
     # 30 steps do not learn flip-flop: the retrained transformer errs far more than the shipped one
     rates = result.frame[result.frame["measure"] == "error_rate"].set_index(["model", "split"])
@@ -156,13 +179,15 @@ def test_verdict_on_the_shipped_models(fid):
         # one line per model and a guessing line per family panel
         assert len(result.figure.data) == 15 + 5
     else:
-        # measured: the transformer errs on dense sequences (~9%), rarely in distribution, not on our sparse
-        # ones (no distractor bits there); the LSTM never; at its errors the read head's attention to the
-        # most recent write is diluted
+        # measured on Liu et al.'s format at 128 tokens: the transformer errs on dense (~11%) and sparse (~15%)
+        # sequences, rarely in distribution; its sparse errors come at reads far from the last write; the
+        # LSTM never errs; at its errors the read head's attention to the most recent write is diluted
         rates = result.frame[result.frame["measure"] == "error_rate"].set_index(["model", "split"])
-        assert rates.loc[("flipflop-2l", "dense"), "ci_low"] > 0.01
+        assert rates.loc[("flipflop-2l", "dense"), "ci_low"] > 0.05
+        assert rates.loc[("flipflop-2l", "sparse"), "ci_low"] > 0.05
         assert rates.loc[("flipflop-2l", "in-distribution"), "error_rate"] < 0.01
-        assert (rates.loc["flipflop-lstm", "errors"] == 0).all()
+        assert (rates.loc["flipflop-lstm-ffl", "errors"] == 0).all()
+        assert s["details"]["error_distance"]["sparse"] > 64
         assert len(result.figure.data) == 2 + 2 + 1  # error bars per model, attention per outcome, one read's row
         d = s["details"]
         assert d["read_head_at_errors"]["to_last_write"]["high"] < d["read_head_at_correct"]["to_last_write"]["low"]

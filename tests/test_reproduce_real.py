@@ -31,7 +31,7 @@ EXPECTED = {
     "wendler2024": "not applicable",
     # these evaluate shipped models of their own whatever the given model (Finding.retrainable)
     "arora2023": "partial",
-    "liu2023": "partial",
+    "liu2023": "reproduced",
     "olsson2022_phase": "reproduced",
     "karpathy2015": "partial",
     "meng2022": "reproduced",

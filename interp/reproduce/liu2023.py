@@ -1,19 +1,30 @@
 """Liu et al. 2023, "Exposing Attention Glitches with Flip-Flop Language Modeling": a transformer
 trained on flip-flop sequences makes rare, sporadic read errors out of distribution (sparse
-sequences, where the bit must be carried far; dense ones too), while a small LSTM makes none.
+sequences, where the bit must be carried far past many distractors; dense ones too), while a small
+LSTM makes none.
 
-Protocol.  Two zoo models trained on the same task (length 64, p(ignore) 0.8, as the paper
-trains): ``flipflop-2l`` (a 2-layer transformer, d_model 32, 4 heads) and ``flipflop-lstm`` (a
-1-layer LSTM, 32 units).  Each is scored at every read of three held-out splits: in-distribution
-(p(ignore) 0.8, 3,000 sequences), dense (0.1, 1,000) and sparse (0.98, 8,000; quick: a quarter
-of each) (:func:`interp.zoo.recipes_memory.flipflop_splits`).  An error is a read whose argmax over the
+Task: Liu et al.'s flip-flop language FFL(p) (:func:`interp.tasks.flip_flop_ffl`), instruction-bit
+pairs ``w b`` (write b), ``i b`` (ignore; b a random distractor), ``r b`` (read: b is the last
+written bit), instructions i.i.d. with p(i) = p, p(w) = p(r) = (1 - p) / 2, the first a write and
+the last a read (the mix of the authors' data set card, synthseq/flipflop: train FFL(0.8) with
+256 instructions, 80% ignore, 10% read, 10% write; val_dense FFL(0.1), val_sparse FFL(0.98)); 128
+tokens (64 pairs) where the paper uses 512.  A read is graded at the ``r``
+position (its prediction is the bit that follows); its most recent write is the bit token after the
+last ``w``.
+
+Protocol.  Two zoo models trained on FFL(0.8), as the paper trains: ``flipflop-2l`` (a 2-layer
+transformer, d_model 32, 4 heads) and ``flipflop-lstm-ffl`` (a 1-layer LSTM, 32 units).  Each is
+scored at every read of three held-out splits: in-distribution (FFL(0.8), 1,500 sequences), dense
+(FFL(0.1), 500) and sparse (FFL(0.98), 4,000; quick: a quarter of each)
+(:func:`interp.zoo.recipes_memory.flipflop_splits`).  An error is a read whose argmax over the
 vocabulary is not the last written bit.  Error rate = errors / reads, with a 95% bootstrap
 interval over sequences (errors and reads resampled together) and a Wilson interval over reads
 (the bound that still says something when there are no errors).  At the transformer's errors
 (all of them, or 1,000 per split drawn with a fixed seed where there are more) and at up to 500
 correct reads per split, the attention of each head from the read position to the most recent write
-(:func:`interp.glitches.attention_at_reads`), and the attention row of the first error's read
-(:func:`interp.glitches.read_pattern`) in the figure.  ``retrain=True`` trains both models again.
+and to the ignored instructions' bits (:func:`interp.glitches.attention_at_reads`), and the
+attention row of the first error's read (:func:`interp.glitches.read_pattern`) in the figure.
+``retrain=True`` trains both models again.
 
 Verdict rules (:func:`interp.reproduce.finding.decide`):
 
@@ -22,11 +33,14 @@ Verdict rules (:func:`interp.reproduce.finding.decide`):
    interval's lower end > 0;
 3. the LSTM makes no error on any of the three splits.
 
-Difference from the paper: :func:`interp.tasks.flip_flop` gives each instruction one token and its
-ignore instruction carries no bit, while Liu et al. pair every instruction with a bit, so their
-ignored instructions are distractors.  Our sparse sequences hold one or two writes and nothing to
-confuse them with; the glitches show instead on dense sequences, where the read head must pick the
-most recent of many writes.
+Measured (shipped models, full protocol): the transformer errs at 0.2% of in-distribution reads,
+11% of dense ones (errors one or two tokens after a write: the read head splits its attention over
+the recent writes) and 15% of sparse ones, where the errors sit at reads ~120 tokens after the
+last write, beyond the gaps FFL(0.8) shows in training (a gap of 50 instructions has probability
+0.9^50 = 0.5% there); at 64 tokens the same recipe made no sparse error in 10,455 reads.  Our
+sparse errors are therefore not the paper's rare glitches but a plain failure to extrapolate to
+long gaps, at a far higher rate than Liu et al. report for their larger models at 512 tokens.  The
+LSTM makes none on any split.
 
 The attention at errors is reported (frame, figure, details: the head that attends most to the
 most recent write at correct reads, and how much it does at errors), not judged: the paper's
@@ -43,15 +57,15 @@ from interp.reproduce.finding import Finding, Outcome, Published, decide
 from interp.reproduce.registry import register
 from interp.reproduce.stats import bootstrap
 
-TRANSFORMER, LSTM = "flipflop-2l", "flipflop-lstm"
+TRANSFORMER, LSTM = "flipflop-2l", "flipflop-lstm-ffl"
 P_IGNORE = {"in-distribution": 0.8, "dense": 0.1, "sparse": 0.98}
 LEARNED = 0.01  # rule 1
 CORRECT_SAMPLE = 500  # correct reads per split whose attention is read beside the errors
 ERROR_SAMPLE = 1000  # errors per split whose attention is read (all of them where there are fewer)
 SEED_OFFSET = 500  # the splits' seeds: EVAL_SEED + 500 + i, held out from training and the cards
-#: sequences per split (quick: a quarter): a sparse sequence of 64 tokens holds ~0.4 reads, a dense one ~19,
-#: so the sparse split gets the most sequences (about 3,300 reads each split but dense's 19,000)
-SEQUENCES = {"in-distribution": 3000, "dense": 1000, "sparse": 8000}
+#: sequences per split (quick: a quarter): a sparse sequence of 128 tokens holds ~1.6 reads (the last
+#: instruction is always one), an in-distribution one ~7, a dense one ~29
+SEQUENCES = {"in-distribution": 1500, "dense": 500, "sparse": 4000}
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -96,6 +110,7 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
     from interp import glitches
     from interp.plots.memory import glitch_plot
     from interp.reproduce.trained import models as trained_models
+    from interp.tasks.synthetic import FFL_BIT0
     from interp.zoo.recipes import EVAL_SEED
     from interp.zoo.recipes_memory import flipflop_splits
 
@@ -127,6 +142,7 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
     by_head = att.groupby(["outcome", "layer", "head", "head_label"], as_index=False).agg(
         to_last_write=("to_last_write", "mean"),
         to_writes=("to_writes", "mean"),
+        to_ignored_bits=("to_ignored_bits", "mean"),
         argmax_is_last_write=("argmax_is_last_write", "mean"),
         reads=("pos", "size"),
     )
@@ -141,6 +157,7 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
         return {
             "to_last_write": bootstrap(part["to_last_write"].to_numpy(), unit="reads").to_dict(),
             "to_any_write": float(part["to_writes"].mean()),
+            "to_ignored_bits": float(part["to_ignored_bits"].mean()),
             "argmax_is_last_write": float(part["argmax_is_last_write"].mean()),
             "mean_distance": float(part["distance"].mean()),
             "reads": len(part),
@@ -152,7 +169,7 @@ def experiment(model, quick: bool, progress: bool, retrain: bool = False) -> Out
         split, seq, pos = first["split"].iloc[0], int(first["sequence"].iloc[0]), int(first["pos"].iloc[0])
         tokens = splits[split].tokens[seq]
         pattern = glitches.read_pattern(zoo[TRANSFORMER], tokens, pos)
-        truth = int(splits[split].labels[seq, pos]) - 5
+        truth = int(splits[split].labels[seq, pos]) - FFL_BIT0
         pattern_title = f"the first error's read ({split} sequence {seq}, position {pos}; the stored bit is {truth})"
 
     t = rates.set_index(["model", "split"])
@@ -264,16 +281,17 @@ FINDING = register(
             "was not at hand).",
         ),
         metric="the transformer's error rate at reads on the sparse split (p(ignore) 0.98), errors / reads",
-        protocol="flipflop-2l (2-layer transformer) and flipflop-lstm (1-layer LSTM, 32 units), both trained at "
-        "length 64, p(ignore) 0.8; every read of 10,000 held-out sequences per split (quick: 2,000): "
-        "in-distribution 0.8, dense 0.1, sparse 0.98; error rate with a 95% bootstrap interval over sequences and "
+        protocol="Liu et al.'s flip-flop language (every instruction w / i / r followed by a bit; ignored "
+        "instructions carry distractor bits) at 128 tokens; flipflop-2l (2-layer transformer) and flipflop-lstm-ffl "
+        "(1-layer LSTM, 32 units), both trained on FFL(p(ignore) 0.8); every read of held-out sequences: "
+        "in-distribution FFL(0.8) 1,500 sequences, dense FFL(0.1) 500, sparse FFL(0.98) 4,000 (quick: a quarter); error rate with a 95% bootstrap interval over sequences and "
         "a Wilson interval over reads; the transformer's attention from the read to the most recent write at "
-        "its errors (up to 1,000 per split) and up to 500 correct reads per split.  --retrain trains both again first (about a minute).",
+        "its errors (up to 1,000 per split) and up to 500 correct reads per split.  --retrain trains both again first (about 4 minutes).",
         rule="reproduced if: the transformer's in-distribution error rate is < 1%; its sparse error rate's interval "
         "lies above 0; and the LSTM makes no error on any split.  Partial if some hold.",
         requires=(),
         experiment=experiment,  # takes retrain= (retrainable)
-        text="synthetic flip-flop sequences (interp.tasks.flip_flop)",
+        text="synthetic flip-flop sequences in Liu et al.'s format (interp.tasks.flip_flop_ffl)",
         module=__name__,
         retrainable=True,
     )

@@ -254,6 +254,54 @@ def flip_flop(n: int, *, length: int = 64, p_ignore: float = 0.8, seed: int = 0)
     return TaskBatch(tokens, labels, {"bit": bit})
 
 
+#: the token ids of the authors' data set (synthseq/flipflop on the Hugging Face hub: w 0, r 1, i 2, "0" 3, "1" 4)
+FFL_VOCAB = ["w", "r", "i", "0", "1"]
+FFL_W, FFL_R, FFL_I, FFL_BIT0 = 0, 1, 2, 3  # token ids of FFL_VOCAB; bit b is FFL_BIT0 + b
+
+
+def flip_flop_ffl(n: int, *, length: int = 64, p_ignore: float = 0.8, seed: int = 0) -> TaskBatch:
+    """Liu et al.'s flip-flop language FFL(p_ignore) (arXiv:2306.00946; their data set trains on
+    FFL(0.8) with 256 instructions, 80% ignore, 10% read, 10% write): ``length / 2``
+    instruction-bit pairs, no BOS.  Instructions are ``w`` (write the bit that follows), ``i``
+    (ignore: the bit that follows is a random distractor) and ``r`` (read: the bit that follows is
+    the last written bit), drawn i.i.d. with p(i) = ``p_ignore`` and p(w) = p(r) = (1 - p(i)) / 2,
+    except that the first instruction is always ``w`` and the last always ``r``.  Bits after
+    ``w`` and ``i`` are uniform.
+
+    Tokens (see FFL_VOCAB, the authors' ids): 0 ``w``, 1 ``r``, 2 ``i``, 3 ``0``, 4 ``1``.  Labels: at each ``r``
+    position, the bit token that follows it (the model's prediction there is the read; the only
+    graded tokens, the others being random).  info: ``bit`` [batch, pos] the stored bit after each
+    position (the write's bit counts from its bit token on; -1 before it).
+    """
+    _check_positive(n=n, length=length)
+    if length < 4 or length % 2:
+        raise InputError(f"an FFL sequence is instruction-bit pairs: length must be even and >= 4, got {length}")
+    if not 0.0 <= p_ignore < 1.0:
+        raise InputError(f"p_ignore must be in [0, 1), got {p_ignore}")
+    g = _rng(seed)
+    pairs = length // 2
+    u = torch.rand(n, pairs, generator=g)
+    half = (1.0 - p_ignore) / 2
+    instr = torch.where(u < p_ignore, FFL_I, torch.where(u < p_ignore + half, FFL_W, FFL_R))
+    instr[:, 0], instr[:, -1] = FFL_W, FFL_R
+    bits = torch.randint(0, 2, (n, pairs), generator=g)
+    state = torch.full((n,), -1, dtype=torch.long)
+    for k in range(pairs):  # a read's bit is the last written one
+        bits[:, k] = torch.where(instr[:, k] == FFL_R, state, bits[:, k])
+        state = torch.where(instr[:, k] == FFL_W, bits[:, k], state)
+    tokens = torch.stack([instr, bits + FFL_BIT0], dim=2).reshape(n, length)
+    labels = torch.full_like(tokens, IGNORE)
+    reads = tokens == FFL_R
+    labels[:, :-1] = torch.where(reads[:, :-1], tokens[:, 1:], IGNORE)
+    # the stored bit from each write's bit token on
+    is_write_bit = torch.zeros_like(reads)
+    is_write_bit[:, 1:] = tokens[:, :-1] == FFL_W
+    pos = torch.arange(length).expand_as(tokens)
+    last = torch.where(is_write_bit, pos, -1).cummax(dim=1).values
+    bit = torch.where(last >= 0, tokens.gather(1, last.clamp(min=0)) - FFL_BIT0, -1)
+    return TaskBatch(tokens, labels, {"bit": bit})
+
+
 # --- steering: the mode-token language --------------------------------------------------
 
 

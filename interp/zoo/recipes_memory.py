@@ -1,6 +1,6 @@
 """Recipes of the memory models (issue 25): where facts are stored (a transformer and a Mamba on
 the same synthetic facts), the recall gap (attention against fixed-state models at three state
-sizes), flip-flop glitches (a transformer beside the zoo's LSTM), a character-level LSTM on
+sizes), flip-flop glitches (a transformer and an LSTM on Liu et al.'s format), a character-level LSTM on
 Python sources, and the induction model trained with log-spaced checkpoints.
 
 Each is sized to train on 2 shared CPU cores in seconds to a few minutes; the cards record what
@@ -36,23 +36,25 @@ def _facts_eval(model) -> dict:
 
 FACTS_VOCAB = named_vocab(WORLD.names)
 
-# --- flip-flop (Liu et al. 2023) ----------------------------------------------------------
-FLIPFLOP_LENGTH = 64
+# --- flip-flop (Liu et al. 2023): their format FFL (every instruction carries a bit) ---------
+FLIPFLOP_LENGTH = 128  # tokens: 64 instruction-bit pairs (Liu et al. use 512)
+FLIPFLOP_TRAIN_P_IGNORE = 0.8  # FFL(0.8), the paper's training distribution
 
 
 def _flipflop_batch(n: int, seed: int) -> TaskBatch:
-    return tasks.flip_flop(n, length=FLIPFLOP_LENGTH, p_ignore=0.8, seed=seed)
+    return tasks.flip_flop_ffl(n, length=FLIPFLOP_LENGTH, p_ignore=FLIPFLOP_TRAIN_P_IGNORE, seed=seed)
 
 
 FLIPFLOP_SPLITS = {"in-distribution": 0.8, "dense": 0.1, "sparse": 0.98}
 
 
 def flipflop_splits(n: int | dict[str, int] = 2000, seed: int = EVAL_SEED) -> dict[str, TaskBatch]:
-    """Liu et al.'s test splits at our length: in-distribution (p(ignore) 0.8), dense (0.1) and
-    sparse (0.98).  n: sequences per split, or ``{split: sequences}``."""
+    """Liu et al.'s test splits at our length, in their format (:func:`interp.tasks.flip_flop_ffl`):
+    in-distribution FFL(0.8), dense FFL(0.1) and sparse FFL(0.98).  n: sequences per split, or
+    ``{split: sequences}``."""
     counts = n if isinstance(n, dict) else dict.fromkeys(FLIPFLOP_SPLITS, n)
     return {
-        name: tasks.flip_flop(counts[name], length=FLIPFLOP_LENGTH, p_ignore=p, seed=seed + i)
+        name: tasks.flip_flop_ffl(counts[name], length=FLIPFLOP_LENGTH, p_ignore=p, seed=seed + i)
         for i, (name, p) in enumerate(FLIPFLOP_SPLITS.items())
     }
 
@@ -63,6 +65,16 @@ def _flipflop_eval(model) -> dict:
         out[f"error_{name}"] = 1.0 - batch.accuracy(model(batch.tokens))
     out["accuracy"] = 1.0 - out["error_in-distribution"]
     return out
+
+
+FFL_TRAINING: dict[str, Any] = dict(
+    vocab=named_vocab(tasks.FFL_VOCAB, bos=None),
+    task="flip_flop_ffl",
+    make_batch=_flipflop_batch,
+    evaluate=_flipflop_eval,
+    metric="accuracy",
+    threshold=0.99,
+)
 
 
 # --- code-lstm: a character-level LSTM on Python sources (Karpathy et al. 2015) ----------
@@ -299,7 +311,8 @@ MEMORY_RECIPES: dict[str, Recipe] = {
     ),
     "flipflop-2l": Recipe(
         name="flipflop-2l",
-        description="2-layer transformer (d_model 32) on flip-flop (length 64, p(ignore) 0.8), beside flipflop-lstm",
+        description="2-layer transformer (d_model 32) on Liu et al.'s flip-flop language FFL(0.8), 128 tokens, "
+        "beside flipflop-lstm-ffl",
         arch="bridge",
         config=dict(
             d_model=32,
@@ -308,21 +321,29 @@ MEMORY_RECIPES: dict[str, Recipe] = {
             n_heads=4,
             d_mlp=128,
             n_ctx=FLIPFLOP_LENGTH,
-            d_vocab=len(tasks.FLIPFLOP_VOCAB),
+            d_vocab=len(tasks.FFL_VOCAB),
             normalization_type="LN",
             act_fn="gelu",
         ),
-        vocab=named_vocab(tasks.FLIPFLOP_VOCAB),
-        task="flip_flop",
-        make_batch=_flipflop_batch,
-        evaluate=_flipflop_eval,
-        metric="accuracy",
-        threshold=0.99,
-        steps=1500,
+        **FFL_TRAINING,
+        steps=2000,
         batch_size=32,
         lr=1e-3,
         warmup=100,
         weight_decay=0.01,
+    ),
+    "flipflop-lstm-ffl": Recipe(
+        name="flipflop-lstm-ffl",
+        description="1-layer LSTM (32 units) on Liu et al.'s flip-flop language FFL(0.8), 128 tokens, beside "
+        "flipflop-2l",
+        arch="recurrent",
+        config=dict(cell="lstm", d_vocab=len(tasks.FFL_VOCAB), d_model=32, n_layers=1, n_ctx=FLIPFLOP_LENGTH),
+        **FFL_TRAINING,
+        steps=600,
+        batch_size=64,
+        lr=1e-2,
+        warmup=50,
+        weight_decay=0.0,
     ),
     "code-lstm": Recipe(
         name="code-lstm",
