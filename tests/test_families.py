@@ -110,6 +110,8 @@ def test_family(family, folders):
     for analysis, st in status.items():
         if st == "ok" and analysis in ORACLES:
             ORACLES[analysis](model, hf, clean, corrupt)
+    if status.get("exact patching (residual stream)") == "ok":  # causal tracing restores through that engine
+        _causal_tracing(model, hf, clean, corrupt)
     RESULTS[family] = status
 
 
@@ -308,6 +310,25 @@ def _retrieval(model, hf, clean, corrupt):
     g1, a1 = decode_attention(model, prompt, 2, use_cache=True, progress=False)
     g2, a2 = decode_attention(model, prompt, 2, use_cache=False, progress=False)
     assert torch.equal(g1, g2) and torch.equal(a1, a2)
+
+
+def _causal_tracing(model, hf, clean, corrupt):
+    """Causal tracing (Meng et al.) on the probe: restoring every residual state at once gives the
+    clean probability of the model's own next token back, and restoring the last layer's residual
+    state at the last position alone does too (the readout sees nothing else)."""
+    from circuits.tracing import causal_tracing, restore
+    from interp.tasks.text.facts import FactSet
+
+    tokens = clean[0]
+    with torch.no_grad():
+        answer = int(model(clean)[0, -1].argmax())
+    facts = FactSet([tokens], [(1, 3)], [answer], ["probe"], ["probe"], ["probe"], {})
+    whole = restore(model, facts, "resid", samples=2)
+    assert (whole["restored"] - whole["clean"]).abs().max() < 1e-4
+    assert (whole["corrupted"] - whole["clean"]).abs().max() > 0  # the noise did something to undo
+    trace = causal_tracing(model, facts, components="resid", window=1, samples=2, progress=False)
+    last = trace[(trace["layer"] == model.cfg.n_layers - 1) & (trace["pos"] == len(tokens) - 1)]
+    assert len(last) == 1 and abs(float(last["prob"].iloc[0] - last["clean"].iloc[0])) < 1e-4
 
 
 ORACLES = {
