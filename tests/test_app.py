@@ -624,6 +624,7 @@ def test_pages_open_on_the_real_model_from_the_url(page, smollm2):
     assert page == "model" or figures(at)
 
 
+@pytest.mark.slow  # the every-page browser test (same stage) renders the Heads page on smollm2 too
 def test_heads_page_retrieval_and_sinks_on_the_real_model(smollm2):
     from interp import heads
 

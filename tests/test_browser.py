@@ -372,7 +372,8 @@ def panel_of(browser, title: str):
     def shown(s):
         # drawn to its end: the panel's last part says where the head sits in the circuit (or that none is computed)
         done = "In the circuit" in s["text"] or "No circuit computed" in s["text"]
-        return title in browser.evaluate(SUBHEADERS) and "direct logit attribution" in s["text"] and done
+        parts = "patching effect (normalised)" in s["text"] and "direct logit attribution" in s["text"]
+        return title in browser.evaluate(SUBHEADERS) and parts and done
 
     state = wait_for(lambda: settled(browser, shown), 60, f"the panel {title}")
     assert state["exceptions"] == 0 and state["errors"] == 0, state["text"][:2000]

@@ -184,6 +184,7 @@ def test_ioi_patching_finds_the_roles(smollm2, ioi_batch):
     assert (paths["normalised"] > 0.05).sum() >= 2
 
 
+@pytest.mark.slow  # about 45 s; make test keeps the Circuit page on smollm2 (EAP-IG on IOI, faithfulness >= 0.8)
 def test_ioi_eap_ig_circuit_and_mib_metrics(smollm2):
     b = text.ioi(smollm2, 8, corruption="ABC", templates=[0, 1, 2], seed=0)
     circuit = attribution.edge_attribution(

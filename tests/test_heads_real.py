@@ -130,6 +130,7 @@ def test_attention_sinks(smollm2):
     assert hplots.sink_plot(share, removal).data
 
 
+@pytest.mark.slow  # wu2024 (reproduce stage) masks the retrieval heads on smollm2 too
 def test_niah_grid_and_bad_input(smollm2, passkeys, wu, flipflop):
     """Masking the detected retrieval heads breaks needle retrieval across the grid; masking as
     many random heads (the control) does not."""
