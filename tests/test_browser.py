@@ -625,7 +625,12 @@ def test_clicked_token_sets_the_shared_token(server, browser):
     browser.call("Page.navigate", url=f"{server}/heads{search}")  # the shared link opens the Heads page on it
     wait_for(lambda: settled(browser, lambda s: "Token (destination)" in s["text"]), 120, "the Heads page's panel")
     # the panel's one-destination view outlines its destination token: the clicked one
-    outlined = browser.evaluate(
-        "([...document.querySelectorAll('span')].find(s => (s.style.outline || '').includes('solid')) || {}).title"
+    # (waited for: st.html draws its element a moment after the script run ends)
+    outlined = wait_for(
+        lambda: browser.evaluate(
+            "([...document.querySelectorAll('span')].find(s => (s.style.outline || '').includes('solid')) || {}).title"
+        ),
+        30,
+        "the outlined destination token",
     )
-    assert outlined and outlined.startswith(f"pos {pos} "), outlined
+    assert outlined.startswith(f"pos {pos} "), outlined
