@@ -182,6 +182,14 @@ def _dla(model: Model, clean: torch.Tensor, corrupt: torch.Tensor) -> str:
     return f"{len(r.frame)} pieces; {r.meta.get('linearisation', '')}"
 
 
+@register("token saliency", "interp.saliency")
+def _saliency(model: Model, clean: torch.Tensor, corrupt: torch.Tensor) -> str:
+    from interp.saliency import token_saliency
+
+    sal = token_saliency(model, clean[0])
+    return f"{tuple(sal.shape)} [dest, src]"
+
+
 @register("retrieval decoding", "interp.retrieval")
 def _retrieval(model: Model, clean: torch.Tensor, corrupt: torch.Tensor) -> str:
     from interp.retrieval import decode_attention

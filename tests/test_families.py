@@ -26,6 +26,8 @@ code under test:
 - logit lens: its last reading is the model's own distribution;
 - tuned lens: its last translator is the identity, so the last reading is the model's too;
 - DLA: the pieces add up to the logit difference (to the one before Gemma-2's final cap);
+- token saliency: Hugging Face's own gradients, taken at the input of the model's first layer
+  (the embedding as that layer reads it), give the same rows, and nothing above the diagonal;
 - retrieval decoding: cached and recomputing decoding agree on tokens and attended positions.
 
 The README's table of families is generated from these results
@@ -56,7 +58,7 @@ def folders(tmp_path_factory):
     return {f: root / f for f in FAMILIES}
 
 
-GRADIENT_BASED = {"attribution patching", "edge attribution (EAP-IG) and faithfulness"}
+GRADIENT_BASED = {"attribution patching", "edge attribution (EAP-IG) and faithfulness", "token saliency"}
 
 
 def _may_decline(model, analysis: str, reason: str) -> bool:
@@ -331,6 +333,33 @@ def _causal_tracing(model, hf, clean, corrupt):
     assert len(last) == 1 and abs(float(last["prob"].iloc[0] - last["clean"].iloc[0])) < 1e-4
 
 
+def _saliency(model, hf, clean, corrupt):
+    from interp.saliency import token_saliency
+
+    sal = token_saliency(model, clean[0])
+    assert sal.triu(1).abs().max() == 0  # causal: no position reads a later token
+    # the reference: Hugging Face's gradient at the input of its first layer, which differs from the
+    # embedding by added positions or a constant scale (the same normalised rows) or is it (BLOOM's
+    # embedding LayerNorm comes before it, as before the embed site)
+    layers = [m for m in hf.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == model.cfg.n_layers]
+    seen: list[torch.Tensor] = []
+    hook = layers[0][0].register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+    )
+    try:
+        with torch.enable_grad():
+            logits = hf(clean[:1], use_cache=False).logits[0]  # no cache: RWKV writes its state in place
+            rows = []
+            for t in range(logits.shape[0]):
+                (g,) = torch.autograd.grad(logits[t, int(logits[t].argmax())], [seen[0]], retain_graph=True)
+                rows.append(g[0].float().norm(dim=-1))
+    finally:
+        hook.remove()
+    ref = torch.stack(rows)
+    ref = ref / ref.sum(-1, keepdim=True)
+    assert (sal - ref).abs().max() < 1e-4, float((sal - ref).abs().max())
+
+
 ORACLES = {
     "logits": _logits,
     "activation cache": _cache,
@@ -346,6 +375,7 @@ ORACLES = {
     "logit lens": _logit_lens,
     "tuned lens": _tuned_lens,
     "direct logit attribution": _dla,
+    "token saliency": _saliency,
     "retrieval decoding": _retrieval,
 }
 
@@ -364,6 +394,7 @@ SHORT = {
     "path patching": "path patch",
     "edge attribution (EAP-IG) and faithfulness": "EAP-IG",
     "state patching (recurrent)": "patch state",
+    "token saliency": "saliency",
 }
 
 
