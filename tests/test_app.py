@@ -141,6 +141,12 @@ def test_attention_page_figures_match_the_model(induction_model):
     top = int(weights.argmax())
     assert f'title="pos {top} {text.split()[top]}: {weights[top]:.3f}"' in html
     assert "outline:2px solid" in html and html.count("<span") == n
+    # the head chosen here is the shared selection, and its button opens its panel on the Heads page
+    assert at.query_params["head"] in ("0.3", ["0.3"])
+    at.button(key="attn_open_panel").click().run()
+    ok(at)
+    assert [s.value for s in at.subheader] == ["Head L0H3"]
+    assert metrics_of(at)["direct logit attribution"]
 
 
 def token_view_html(at: AppTest) -> str:

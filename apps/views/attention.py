@@ -1,8 +1,8 @@
 """Attention page: every head of the model at once (layer x head thumbnails; click one to select
 it), every head of a layer as a small pattern with token labels, a token view (hover a token: the
 prompt coloured by where it attends, the layer's heads averaged or one head; click: the shared
-token), one head large with token labels and hover values, and the prompt coloured by what one
-destination token attends to.  Attention-free models (RNN, LSTM, GRU, SSM) get the same token view
+token), one head large with token labels and hover values (a button opens its panel on the Heads
+page), and the prompt coloured by what one destination token attends to.  Attention-free models (RNN, LSTM, GRU, SSM) get the same token view
 of their gradient saliency (:mod:`interp.saliency`): what each position's output reads from each
 earlier token."""
 
@@ -83,7 +83,14 @@ if clicked is not None:
 chosen = selection.selected_head(model)  # the shared selection opens the page on its head
 if "attn_layer" not in st.session_state:
     st.session_state["attn_layer"] = chosen[0] if chosen else n_layers - 1
-layer = st.selectbox("Layer", range(n_layers), key="attn_layer")
+
+
+def select_shown_head() -> None:
+    """A layer or head chosen here is the shared selected head (as a click on the overview is)."""
+    selection.select_head(int(st.session_state["attn_layer"]), int(st.session_state.get("attn_head", 0)))
+
+
+layer = st.selectbox("Layer", range(n_layers), key="attn_layer", on_change=select_shown_head)
 shown = result.with_figure(layer_grid, layer=int(layer))  # what is drawn is what a saved run redraws
 st.plotly_chart(shown.draw(), key="attn_grid")
 state.save_button(shown, key="attention")
@@ -113,7 +120,17 @@ clicked_token = token_view(
 
 if "attn_head" not in st.session_state:
     st.session_state["attn_head"] = chosen[1] if chosen and chosen[0] == layer else 0
-head = st.selectbox("Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}")
+head = st.selectbox(
+    "Head", range(n_heads), key="attn_head", format_func=lambda h: f"L{layer}H{h}", on_change=select_shown_head
+)
+if st.button(
+    f"Open L{layer}H{head}'s panel",
+    key="attn_open_panel",
+    icon=":material/open_in_new:",
+    help="the Heads page's head panel: its scores, patching effect, DLA and place in the circuit",
+):
+    selection.select_head(int(layer), int(head))
+    st.switch_page("views/heads.py", query_params=st.query_params.to_dict())
 st.plotly_chart(
     attention_pattern(patterns[layer, head], str_tokens, title=f"L{layer}H{head}"), key="attn_head_fig", width="content"
 )  # the figure's own square size, its labels beside it
