@@ -735,8 +735,9 @@ def trace_command(
         None,
         "--components",
         metavar="LIST",
-        help="Comma-separated: resid, mlp, attn (transformers); resid, "
-        "mixer, state, gates (Mamba and the other recurrent families).  Default: every one the model has.",
+        help="Comma-separated: resid, mlp, attn (transformers); resid, mixer, state, gates (Mamba and the "
+        "other recurrent families); resid, mixer, state, hidden (the zoo's LSTM, GRU, SSM).  Default: every one "
+        "the model has.",
     ),
     window: int = typer.Option(10, "--window", metavar="N", help="Layers restored together (single layers too)."),
     samples: int = typer.Option(3, "--samples", metavar="N", help="Noise draws per fact."),

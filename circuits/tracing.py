@@ -13,7 +13,11 @@ that many consecutive layers at once, single layers are always shown beside it):
 - state-space models (Mamba and the other recurrent families of ``transformers``): ``resid``,
   ``mixer`` (the mixer's output), ``state`` (the recurrent state after token t, which only later
   positions read: :data:`interp.sites.STATE_KINDS`), ``gates`` (the output gate before its
-  activation, Mamba's z branch).
+  activation, Mamba's z branch);
+- the zoo's own recurrent cells (:mod:`interp.recurrent`): ``resid``, ``mixer`` (the selective
+  SSM's output), ``state`` (the LSTM's cell c_t, the GRU's h_t, the SSM's h_t) and, for the LSTM,
+  ``hidden`` (its h_t, the other half of its state), each per step, so a restored state is what
+  later steps read.  Their gates are not patching sites, so not traced.
 
 ``causal_tracing(model, facts)`` returns one tidy frame over facts, components, windows, layers
 and positions; :func:`summary` averages it over facts by the position's role (first / middle /
@@ -47,6 +51,8 @@ from interp.tasks.text.facts import FactSet
 #: component -> the site kind it restores, per model kind
 TRANSFORMER_COMPONENTS = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 RECURRENT_COMPONENTS = {"resid": "resid_post", "mixer": "mixer_out", "state": "ssm_state", "gates": "gate_pre"}
+#: the zoo's recurrent cells (interp.recurrent): their state site kind, the first one a model has
+TOY_STATES = ("cell", "state", "hidden")  # LSTM c_t, SSM h_t, GRU h_t
 #: components restored in single layers only (a residual state already carries every earlier layer)
 SINGLE = ("resid",)
 ROLES = (
@@ -62,19 +68,25 @@ ROLES = (
 
 def components(model) -> dict[str, str]:
     """The components causal tracing restores in ``model``: name -> site kind (the first state
-    kind a recurrent family carries stands for ``state``)."""
+    kind a recurrent family carries stands for ``state``; the zoo's cells: :data:`TOY_STATES`)."""
     kinds = set(model.site_kinds())
     if model.has_attention and model.cfg.family == "transformer":
         table = dict(TRANSFORMER_COMPONENTS)
         if "mlp_out" not in kinds:
             table.pop("mlp")  # attention-only
         return table
+    from circuits import sites
+    from interp.recurrent.model import HookedRecurrent
+
     table = dict(RECURRENT_COMPONENTS)
-    state = next((k for k in S.STATE_KINDS if k in kinds), None)
-    if state is None:
-        table.pop("state")
+    if isinstance(model.module, HookedRecurrent):  # the zoo's own cells
+        patchable = set(sites.available(model))
+        table["state"] = next((k for k in TOY_STATES if k in patchable), "")
+        table.pop("gates")
+        if table["state"] == "cell":  # an LSTM: (h_t, c_t)
+            table["hidden"] = "hidden"
     else:
-        table["state"] = state
+        table["state"] = next((k for k in S.STATE_KINDS if k in kinds), "")
     return {c: k for c, k in table.items() if k in kinds}
 
 

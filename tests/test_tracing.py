@@ -79,6 +79,50 @@ def test_restoring_everything_or_nothing(name, together, fact_models, facts):
 
 
 @pytest.mark.parametrize(
+    "name, kinds, prompt, positions",
+    [
+        # the noise falls on W1 IGN W0, so it moves the bit that READ answers
+        ("flipflop-lstm", {"state": "cell", "hidden": "hidden"}, [0, 2, 3, 1, 3, 3, 3, 4], (3, 7)),
+        ("recall-gru", {"state": "hidden"}, None, (3, 7)),
+        # its causal convolution also reads the 3 tokens before each step: the state after the last
+        # noised token is not all that later steps read of it, the one at the last token is
+        ("recall-ssm", {"state": "state", "mixer": "mixer_out"}, None, (7,)),
+    ],
+)
+def test_the_zoo_cells_trace_their_state(name, kinds, prompt, positions):
+    """The zoo's LSTM, GRU and selective SSM trace their per-step state.  Oracle: a recurrent state
+    carries what later steps read of the past, so its clean value in every layer after the last noised
+    token (the LSTM: c_t and h_t) gives the clean probability back; after the first noised token (two
+    more follow it) it does not."""
+    from interp.capabilities import probe_tokens
+    from interp.tasks.text.facts import FactSet
+
+    m = zoo.load(name)
+    assert kinds.items() <= T.components(m).items() and "gates" not in T.components(m)
+    state = [c for c in kinds if c != "mixer"]
+    tokens = torch.tensor(prompt) if prompt else probe_tokens(m, n=1, length=8)[0][0]
+
+    def facts(answer: int) -> FactSet:
+        return FactSet([tokens], [(1, 4)], [answer], ["probe"], ["probe"], ["probe"], {})
+
+    # the answer whose probability the noise moves most (these models are sure of most tokens)
+    moved = [T.restore(m, facts(a), state, layers=[], samples=3) for a in range(m.cfg.d_vocab)]
+    fs = facts(max(range(m.cfg.d_vocab), key=lambda a: float((moved[a]["clean"] - moved[a]["corrupted"]).abs()[0])))
+    for pos in positions:
+        r = T.restore(m, fs, state, positions=[pos], samples=3)
+        assert abs(float(r["clean"][0] - r["corrupted"][0])) > 1e-3  # the noise does something
+        assert float(r["restored"][0]) == pytest.approx(float(r["clean"][0]), abs=1e-5), pos
+    first = T.restore(m, fs, state, positions=[1], samples=3)
+    assert abs(float(first["restored"][0] - first["clean"][0])) > 1e-5
+    trace = T.causal_tracing(m, fs, components=list(kinds), samples=3, progress=False)
+    assert set(trace["component"]) == set(kinds) and trace["effect"].abs().max() > 1e-3
+    # the patching engine's cell equals the plain hooks of restore
+    row = trace[trace["component"] == "state"].sort_values("effect").iloc[-1]
+    hooks = T.restore(m, fs, "state", layers=[int(row["layer"])], positions=[int(row["pos"])], samples=3)
+    assert float(row["prob"]) == pytest.approx(float(hooks["restored"][0]), abs=1e-6)
+
+
+@pytest.mark.parametrize(
     "name, component", [("facts-2l", "mlp"), ("facts-2l", "attn"), ("facts-mamba", "mixer"), ("facts-mamba", "state")]
 )
 def test_a_traced_cell_equals_a_hand_written_run(name, component, fact_models, facts):
