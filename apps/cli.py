@@ -736,7 +736,7 @@ def trace_command(
         "--components",
         metavar="LIST",
         help="Comma-separated: resid, mlp, attn (transformers); resid, mixer, state, gates (Mamba and the "
-        "other recurrent families); resid, mixer, state, hidden (the zoo's LSTM, GRU, SSM).  Default: every one "
+        "other recurrent families); resid, mixer, state, gates, hidden (the zoo's LSTM, GRU, SSM).  Default: every one "
         "the model has.",
     ),
     window: int = typer.Option(10, "--window", metavar="N", help="Layers restored together (single layers too)."),

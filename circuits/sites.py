@@ -33,6 +33,15 @@ PATCHABLE = (
     "hidden",
     "state",
     "cell",
+    # the zoo's cells' gates, per step (interp.recurrent): a patched gate is what that step uses
+    "input_gate",
+    "forget_gate",
+    "output_gate",
+    "cell_candidate",
+    "reset_gate",
+    "update_gate",
+    "candidate",
+    "gate",
     # Hugging Face recurrent families (interp.recurrent.hf); a hybrid has them in some layers only
     "mixer_in",
     "mixer_out",

@@ -15,9 +15,10 @@ that many consecutive layers at once, single layers are always shown beside it):
   positions read: :data:`interp.sites.STATE_KINDS`), ``gates`` (the output gate before its
   activation, Mamba's z branch);
 - the zoo's own recurrent cells (:mod:`interp.recurrent`): ``resid``, ``mixer`` (the selective
-  SSM's output), ``state`` (the LSTM's cell c_t, the GRU's h_t, the SSM's h_t) and, for the LSTM,
-  ``hidden`` (its h_t, the other half of its state), each per step, so a restored state is what
-  later steps read.  Their gates are not patching sites, so not traced.
+  SSM's output), ``state`` (the LSTM's cell c_t, the GRU's h_t, the SSM's h_t), ``gates`` (the
+  LSTM's output gate o_t, the GRU's update gate z_t, the SSM's output gate silu(z)) and, for the
+  LSTM, ``hidden`` (its h_t = o_t tanh(c_t), the other half of its state), each per step, so a
+  restored state is what later steps read.
 
 ``causal_tracing(model, facts)`` returns one tidy frame over facts, components, windows, layers
 and positions; :func:`summary` averages it over facts by the position's role (first / middle /
@@ -51,8 +52,9 @@ from interp.tasks.text.facts import FactSet
 #: component -> the site kind it restores, per model kind
 TRANSFORMER_COMPONENTS = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 RECURRENT_COMPONENTS = {"resid": "resid_post", "mixer": "mixer_out", "state": "ssm_state", "gates": "gate_pre"}
-#: the zoo's recurrent cells (interp.recurrent): their state site kind, the first one a model has
+#: the zoo's recurrent cells (interp.recurrent): their state and gate site kinds, the first one a model has
 TOY_STATES = ("cell", "state", "hidden")  # LSTM c_t, SSM h_t, GRU h_t
+TOY_GATES = ("output_gate", "update_gate", "gate")  # LSTM o_t, GRU z_t, SSM silu(z)
 #: components restored in single layers only (a residual state already carries every earlier layer)
 SINGLE = ("resid",)
 ROLES = (
@@ -68,7 +70,8 @@ ROLES = (
 
 def components(model) -> dict[str, str]:
     """The components causal tracing restores in ``model``: name -> site kind (the first state
-    kind a recurrent family carries stands for ``state``; the zoo's cells: :data:`TOY_STATES`)."""
+    kind a recurrent family carries stands for ``state``; the zoo's cells: :data:`TOY_STATES`,
+    :data:`TOY_GATES`)."""
     kinds = set(model.site_kinds())
     if model.has_attention and model.cfg.family == "transformer":
         table = dict(TRANSFORMER_COMPONENTS)
@@ -82,7 +85,7 @@ def components(model) -> dict[str, str]:
     if isinstance(model.module, HookedRecurrent):  # the zoo's own cells
         patchable = set(sites.available(model))
         table["state"] = next((k for k in TOY_STATES if k in patchable), "")
-        table.pop("gates")
+        table["gates"] = next((k for k in TOY_GATES if k in patchable), "")
         if table["state"] == "cell":  # an LSTM: (h_t, c_t)
             table["hidden"] = "hidden"
     else:

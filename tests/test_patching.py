@@ -195,9 +195,21 @@ def test_bad_input_errors(small):
         patching.patch(rnn, toks, corrupt.replace_tokens(toks, [1], d_vocab=11), site="z", progress=False)
 
 
-@pytest.mark.parametrize("cell,site", [("lstm", "hidden"), ("lstm", "cell"), ("gru", "hidden"), ("ssm", "state")])
+@pytest.mark.parametrize(
+    "cell,site",
+    [
+        ("lstm", "hidden"),
+        ("lstm", "cell"),
+        ("lstm", "output_gate"),
+        ("lstm", "forget_gate"),
+        ("gru", "hidden"),
+        ("gru", "update_gate"),
+        ("ssm", "state"),
+        ("ssm", "gate"),
+    ],
+)
 def test_recurrent_hidden_state_patching(cell, site):
-    """Per-layer, per-step patching of RNN / SSM states: one cell checked against a hand-made hook,
+    """Per-layer, per-step patching of RNN / SSM states and gates: one cell checked against a hand-made hook,
     and a patch at step t leaves every earlier metric position untouched."""
     model = interp.load(dict(cell=cell, d_vocab=13, d_model=12, n_layers=2, n_ctx=16, d_state=4, seed=1))
     clean = torch.randint(0, 13, (3, 7), generator=torch.Generator().manual_seed(2))

@@ -82,15 +82,20 @@ def test_restoring_everything_or_nothing(name, together, fact_models, facts):
     "name, kinds, prompt, positions",
     [
         # the noise falls on W1 IGN W0, so it moves the bit that READ answers
-        ("flipflop-lstm", {"state": "cell", "hidden": "hidden"}, [0, 2, 3, 1, 3, 3, 3, 4], (3, 7)),
-        ("recall-gru", {"state": "hidden"}, None, (3, 7)),
+        (
+            "flipflop-lstm",
+            {"state": "cell", "hidden": "hidden", "gates": "output_gate"},
+            [0, 2, 3, 1, 3, 3, 3, 4],
+            (3, 7),
+        ),
+        ("recall-gru", {"state": "hidden", "gates": "update_gate"}, None, (3, 7)),
         # its causal convolution also reads the 3 tokens before each step: the state after the last
         # noised token is not all that later steps read of it, the one at the last token is
-        ("recall-ssm", {"state": "state", "mixer": "mixer_out"}, None, (7,)),
+        ("recall-ssm", {"state": "state", "mixer": "mixer_out", "gates": "gate"}, None, (7,)),
     ],
 )
 def test_the_zoo_cells_trace_their_state(name, kinds, prompt, positions):
-    """The zoo's LSTM, GRU and selective SSM trace their per-step state.  Oracle: a recurrent state
+    """The zoo's LSTM, GRU and selective SSM trace their per-step state and gates.  Oracle: a recurrent state
     carries what later steps read of the past, so its clean value in every layer after the last noised
     token (the LSTM: c_t and h_t) gives the clean probability back; after the first noised token (two
     more follow it) it does not."""
@@ -98,8 +103,8 @@ def test_the_zoo_cells_trace_their_state(name, kinds, prompt, positions):
     from interp.tasks.text.facts import FactSet
 
     m = zoo.load(name)
-    assert kinds.items() <= T.components(m).items() and "gates" not in T.components(m)
-    state = [c for c in kinds if c != "mixer"]
+    assert kinds.items() <= T.components(m).items()
+    state = [c for c in kinds if c in ("state", "hidden")]
     tokens = torch.tensor(prompt) if prompt else probe_tokens(m, n=1, length=8)[0][0]
 
     def facts(answer: int) -> FactSet:
@@ -116,10 +121,15 @@ def test_the_zoo_cells_trace_their_state(name, kinds, prompt, positions):
     assert abs(float(first["restored"][0] - first["clean"][0])) > 1e-5
     trace = T.causal_tracing(m, fs, components=list(kinds), samples=3, progress=False)
     assert set(trace["component"]) == set(kinds) and trace["effect"].abs().max() > 1e-3
-    # the patching engine's cell equals the plain hooks of restore
-    row = trace[trace["component"] == "state"].sort_values("effect").iloc[-1]
-    hooks = T.restore(m, fs, "state", layers=[int(row["layer"])], positions=[int(row["pos"])], samples=3)
-    assert float(row["prob"]) == pytest.approx(float(hooks["restored"][0]), abs=1e-6)
+    # the patching engine's cells equal the plain hooks of restore
+    for component in ("state", "gates"):
+        row = trace[trace["component"] == component].sort_values("effect").iloc[-1]
+        hooks = T.restore(m, fs, component, layers=[int(row["layer"])], positions=[int(row["pos"])], samples=3)
+        assert float(row["prob"]) == pytest.approx(float(hooks["restored"][0]), abs=1e-6), component
+    # the LSTM's h_t is o_t tanh(c_t): the clean gate and cell at the last noised token give it back
+    if "hidden" in kinds:
+        both = T.restore(m, fs, ("state", "gates"), positions=[3], samples=3)
+        assert float(both["restored"][0]) == pytest.approx(float(both["clean"][0]), abs=1e-5)
 
 
 @pytest.mark.parametrize(
