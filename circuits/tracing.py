@@ -46,6 +46,7 @@ from circuits.runs import finish
 from interp import interventions as I
 from interp import sites as S
 from interp.errors import InputError, Unsupported
+from interp.recurrent.model import HookedRecurrent
 from interp.runs import analysis, record
 from interp.tasks.text.facts import FactSet
 
@@ -78,12 +79,9 @@ def components(model) -> dict[str, str]:
         if "mlp_out" not in kinds:
             table.pop("mlp")  # attention-only
         return table
-    from circuits import sites
-    from interp.recurrent.model import HookedRecurrent
-
     table = dict(RECURRENT_COMPONENTS)
     if isinstance(model.module, HookedRecurrent):  # the zoo's own cells
-        patchable = set(sites.available(model))
+        patchable = set(CS.available(model))
         table["state"] = next((k for k in TOY_STATES if k in patchable), "")
         table["gates"] = next((k for k in TOY_GATES if k in patchable), "")
         if table["state"] == "cell":  # an LSTM: (h_t, c_t)

@@ -2,9 +2,9 @@
 it), every head of a layer as a small pattern with token labels, a token view (hover a token: the
 prompt coloured by where it attends, the layer's heads averaged or one head; click: the shared
 token), one head large with token labels and hover values (a button opens its panel on the Heads
-page), and the prompt coloured by what one destination token attends to.  Attention-free models (RNN, LSTM, GRU, SSM) get the same token view
-of their gradient saliency (:mod:`interp.saliency`): what each position's output reads from each
-earlier token."""
+page), and the prompt coloured by what one destination token attends to.  Attention-free models
+(RNN, LSTM, GRU, SSM) get the same token view of their gradient saliency (:mod:`interp.saliency`):
+what each position's output reads from each earlier token."""
 
 import streamlit as st
 
